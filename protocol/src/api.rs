@@ -1,0 +1,212 @@
+//! The HTTP API between clients and a homeserver: paths, request and response bodies.
+//!
+//! Bodies are [`codec`](crate::codec)-encoded with content type [`CONTENT_TYPE`]; errors are
+//! JSON ([`ErrorBody`]) so that a person with `curl` can read them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    credentials::ClientCredential,
+    crypto::{HpkePublicKey, HpkeSecretKey, Sealed, Signature, SigningKey, VerifyingKey, CryptoError},
+    ids::{ClientId, Timestamp, UserName},
+    codec,
+};
+
+pub const CONTENT_TYPE: &str = "application/x-roost-bincode";
+
+/// GET: the domain's [`AsCredentials`](crate::credentials::AsCredentials). Public.
+pub const AS_CREDENTIALS: &str = "/as/v1/credentials";
+/// POST [`RegisterUser`] → [`ClientCredential`]. Public.
+pub const AS_USERS: &str = "/as/v1/users";
+
+/// POST [`AddClient`] → [`ClientCredential`]; authenticated by the user's password.
+pub fn as_user_clients(user: &UserName) -> String {
+    format!("/as/v1/users/{user}/clients")
+}
+
+/// GET → [`ClientList`] of the caller's user. Signed.
+pub const AS_OWN_CLIENTS: &str = "/as/v1/clients";
+
+/// DELETE one of the caller's user's clients. Signed.
+pub fn as_own_client(client: &ClientId) -> String {
+    format!("/as/v1/clients/{client}")
+}
+
+/// POST [`Enqueue`] → [`Enqueued`] (signed, by a client of the same user);
+/// GET `?from=SEQ&max=N&wait_ms=MS` → [`QueueBatch`] (signed, by the queue's own client).
+pub fn qs_queue_messages(client: &ClientId) -> String {
+    format!("/qs/v1/queues/{client}/messages")
+}
+
+/// POST [`Ack`]: delete every message up to and including a sequence number. Signed.
+pub fn qs_queue_ack(client: &ClientId) -> String {
+    format!("/qs/v1/queues/{client}/ack")
+}
+
+/// Most messages one fetch returns.
+pub const MAX_FETCH: u32 = 1000;
+/// Longest a fetch may wait for a first message.
+pub const MAX_WAIT_MS: u64 = 30_000;
+
+const NEW_CLIENT_LABEL: &str = "roost new client v1";
+
+/// A client asking to be registered: its keys and proof that it holds the signature key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewClient {
+    pub verifying_key: VerifyingKey,
+    /// Messages in this client's queue are sealed to this key at rest.
+    pub queue_key: HpkePublicKey,
+    /// Signature by the new client key over the user name and the queue key.
+    pub proof: Signature,
+}
+
+impl NewClient {
+    pub fn new(user: &UserName, key: &SigningKey, queue_key: HpkePublicKey) -> Self {
+        NewClient {
+            verifying_key: key.verifying_key(),
+            queue_key,
+            proof: key.sign(NEW_CLIENT_LABEL, &(user, &queue_key)),
+        }
+    }
+
+    pub fn verify(&self, user: &UserName) -> Result<(), CryptoError> {
+        self.verifying_key
+            .verify(NEW_CLIENT_LABEL, &(user, &self.queue_key), &self.proof)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterUser {
+    pub user: UserName,
+    pub password: String,
+    /// Required when the server's registration policy is `token`.
+    pub registration_token: Option<String>,
+    pub client: NewClient,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddClient {
+    pub password: String,
+    pub client: NewClient,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub credential: ClientCredential,
+    pub added_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientList {
+    pub clients: Vec<ClientInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enqueue {
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Enqueued {
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Ack {
+    /// Every message with a sequence number up to and including this one is deleted.
+    pub up_to: u64,
+}
+
+/// One queued message as stored and served: sealed to the queue's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueMessage {
+    pub seq: u64,
+    pub sealed: Sealed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueBatch {
+    /// In strictly increasing sequence order.
+    pub messages: Vec<QueueMessage>,
+    /// More messages follow the last one returned.
+    pub has_more: bool,
+}
+
+/// What a queue message holds once opened by its client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueItem {
+    /// The homeserver tells the client about its own account.
+    Notice(Notice),
+    /// Another client of the same user sent this.
+    FromOwnClient { sender: ClientId, payload: Vec<u8> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    ClientAdded { client_id: ClientId },
+    ClientDeleted { client_id: ClientId },
+}
+
+const QUEUE_INFO: &str = "roost qs queue message v1";
+
+fn queue_aad(client: &ClientId, seq: u64) -> [u8; 24] {
+    let mut aad = [0u8; 24];
+    aad[..16].copy_from_slice(&client.0);
+    aad[16..].copy_from_slice(&seq.to_be_bytes());
+    aad
+}
+
+impl QueueMessage {
+    /// Seals `item` for `client`'s queue at position `seq`.
+    pub fn seal(
+        key: &HpkePublicKey,
+        client: &ClientId,
+        seq: u64,
+        item: &QueueItem,
+    ) -> Result<Self, CryptoError> {
+        let sealed = key.seal(QUEUE_INFO, &queue_aad(client, seq), &codec::encode(item))?;
+        Ok(QueueMessage { seq, sealed })
+    }
+
+    /// Opens a message of `client`'s own queue.
+    pub fn open(&self, key: &HpkeSecretKey, client: &ClientId) -> Result<QueueItem, CryptoError> {
+        let plain = key.open(QUEUE_INFO, &queue_aad(client, self.seq), &self.sealed)?;
+        codec::decode(&plain).map_err(|_| CryptoError::Decryption)
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable machine-readable code, e.g. `user_taken`.
+    pub error: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_message_opens_only_for_its_client_and_position() {
+        let (sk, pk) = HpkeSecretKey::generate();
+        let client = ClientId::random();
+        let item = QueueItem::Notice(Notice::ClientAdded { client_id: ClientId::random() });
+        let message = QueueMessage::seal(&pk, &client, 7, &item).unwrap();
+        assert_eq!(message.open(&sk, &client).unwrap(), item);
+        let moved = QueueMessage { seq: 8, ..message.clone() };
+        assert!(moved.open(&sk, &client).is_err());
+        assert!(message.open(&sk, &ClientId::random()).is_err());
+    }
+
+    #[test]
+    fn a_new_client_proof_names_the_user() {
+        let key = SigningKey::generate();
+        let (_, queue_key) = HpkeSecretKey::generate();
+        let alice: UserName = "alice@a.test".parse().unwrap();
+        let new = NewClient::new(&alice, &key, queue_key);
+        assert!(new.verify(&alice).is_ok());
+        assert!(new.verify(&"bob@a.test".parse().unwrap()).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! Wire types and cryptography shared by the Roost server and its clients.
+//!
+//! Owns: the codec (the only encoding of values to bytes), names and ids, signatures and HPKE,
+//! the AS credential chain and its verification, request authentication, and the HTTP API's
+//! bodies. Touches no storage, network or clock beyond reading the time: everything here is a
+//! pure function of its inputs, so server and client agree by construction.
+
+pub mod api;
+pub mod auth;
+pub mod codec;
+pub mod credentials;
+pub mod crypto;
+pub mod ids;
+
+pub use credentials::{AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential};
+pub use crypto::{HpkePublicKey, HpkeSecretKey, Signature, SigningKey, VerifyingKey};
+pub use ids::{ClientId, Domain, Timestamp, UserName};
