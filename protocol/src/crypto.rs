@@ -233,7 +233,7 @@ impl HpkePublicKey {
 }
 
 mod byte_array_64 {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use serde::{de::Error, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(bytes)

@@ -1,1 +1,189 @@
-//! placeholder
+//! Roost's embedded store: sled trees with typed records, a format-version check, and durable
+//! group commits.
+//!
+//! Owns: the on-disk layout (tree names, key shapes, record types) and what "durable" means.
+//! Every value goes through [`roost_protocol::codec`]. Must not touch: HTTP, actors, or policy —
+//! the actors decide *what* to store; this crate only knows *how*.
+//!
+//! Durability: a write is acknowledged only after [`Durability::persist`] returns, which runs
+//! `sled::Db::flush` (data handed to the kernel: survives `kill -9`) followed by `fsync` of the
+//! data file (survives power loss). Concurrent callers share one flush: a single flusher thread
+//! drains every waiter that arrived, flushes once, and wakes them all.
+
+mod accounts;
+mod durability;
+mod keys;
+mod queues;
+mod table;
+
+use std::path::{Path, PathBuf};
+
+pub use accounts::{AccountError, AccountStore, ClientRecord, UserRecord};
+pub use durability::Durability;
+pub use keys::{ServerKeys, ServerKeysStore};
+pub use queues::QueueStore;
+
+/// The layout this build reads and writes. Bump on any incompatible change of a record or key.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_KEY: &[u8] = b"format_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open the store at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error(
+        "the store at {path} was written with format version {found}, this roost reads version \
+         {FORMAT_VERSION}; refusing to open it"
+    )]
+    IncompatibleFormat { path: PathBuf, found: String },
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("a stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store's flusher has stopped")]
+    FlusherGone,
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// The opened store. Cheap to clone; every clone shares the same database and flusher.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    durability: Durability,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`, refusing stores of another format version.
+    pub fn open(path: &Path) -> Result<Store> {
+        let open_error = |reason: String| StorageError::Open {
+            path: path.to_owned(),
+            reason,
+        };
+        std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    open_error("another process (a running roost?) holds its lock".into())
+                }
+                other => open_error(other.to_string()),
+            })?;
+        check_format(&db, path)?;
+        let durability = Durability::start(db.clone(), path)?;
+        Ok(Store {
+            db,
+            durability,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn durability(&self) -> &Durability {
+        &self.durability
+    }
+
+    pub fn accounts(&self) -> Result<AccountStore> {
+        AccountStore::open(&self.db)
+    }
+
+    pub fn queues(&self) -> Result<QueueStore> {
+        QueueStore::open(&self.db)
+    }
+
+    pub fn server_keys(&self) -> Result<ServerKeysStore> {
+        ServerKeysStore::open(&self.db)
+    }
+
+    /// Flushes and syncs everything written so far.
+    pub fn persist_blocking(&self) -> Result<()> {
+        self.durability.persist_blocking()
+    }
+
+    /// Makes everything durable and releases the database (and its file lock) once the last
+    /// clone of this store and of the record stores taken from it are dropped.
+    pub fn close(self) -> Result<()> {
+        self.durability.stop()
+    }
+}
+
+fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
+    let meta = db.open_tree("meta")?;
+    match meta.get(FORMAT_KEY)? {
+        Some(found) if found.as_ref() == FORMAT_VERSION.to_be_bytes() => Ok(()),
+        Some(found) => Err(StorageError::IncompatibleFormat {
+            path: path.to_owned(),
+            found: <[u8; 4]>::try_from(found.as_ref())
+                .map(|b| u32::from_be_bytes(b).to_string())
+                .unwrap_or_else(|_| "unreadable".into()),
+        }),
+        None => {
+            let has_data = db
+                .tree_names()
+                .iter()
+                .filter(|name| name.as_ref() != b"meta")
+                .any(|name| db.open_tree(name).map(|t| !t.is_empty()).unwrap_or(true));
+            if has_data {
+                return Err(StorageError::IncompatibleFormat {
+                    path: path.to_owned(),
+                    found: "none".into(),
+                });
+            }
+            meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+            db.flush()?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_of_another_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .db
+                .open_tree("meta")
+                .unwrap()
+                .insert(FORMAT_KEY, &99u32.to_be_bytes())
+                .unwrap();
+            store.close().unwrap();
+        }
+        let err = Store::open(dir.path()).err().expect("must be refused");
+        let message = err.to_string();
+        assert!(message.contains("format version 99"), "{message}");
+    }
+
+    #[test]
+    fn a_store_reopens_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = roost_protocol::ClientId::random();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let queues = store.queues().unwrap();
+            let message = roost_protocol::api::QueueMessage {
+                seq: 1,
+                sealed: roost_protocol::crypto::Sealed {
+                    encapsulated_key: [1; 32],
+                    ciphertext: vec![2; 10],
+                },
+            };
+            queues.append(&id, &message).unwrap();
+            drop(queues);
+            store.close().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let (messages, more) = store.queues().unwrap().range(&id, 0, 10).unwrap();
+        assert_eq!(messages.len(), 1);
+        assert!(!more);
+    }
+}

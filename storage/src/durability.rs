@@ -1,0 +1,115 @@
+//! Group commit: one flusher thread makes writes durable for every waiter at once.
+
+use std::{
+    fs::File,
+    path::Path,
+    sync::{mpsc, Arc, Mutex},
+    thread,
+};
+
+use tokio::sync::oneshot;
+
+use crate::{Result, StorageError};
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+enum Request {
+    Persist(Waiter),
+    Stop,
+}
+
+/// Handle to the store's flusher. Cheap to clone.
+#[derive(Clone)]
+pub struct Durability {
+    requests: mpsc::Sender<Request>,
+    thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
+}
+
+impl Durability {
+    pub(crate) fn start(db: sled::Db, path: &Path) -> Result<Durability> {
+        // sled's flush hands data to the kernel with sync_file_range, which neither waits for
+        // metadata nor survives power loss; an fsync of the data file does.
+        let data_file = File::open(path.join("db")).map_err(|e| StorageError::Open {
+            path: path.to_owned(),
+            reason: format!("cannot open the data file for syncing: {e}"),
+        })?;
+        let (requests, incoming) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("roost-flusher".into())
+            .spawn(move || flusher(db, data_file, incoming))
+            .map_err(|e| StorageError::Open {
+                path: path.to_owned(),
+                reason: format!("cannot start the flusher thread: {e}"),
+            })?;
+        Ok(Durability {
+            requests,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Returns once everything written to the store before this call is on disk.
+    pub async fn persist(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Persist(tx))
+            .map_err(|_| StorageError::FlusherGone)?;
+        rx.await
+            .map_err(|_| StorageError::FlusherGone)?
+            .map_err(StorageError::Corrupt)
+    }
+
+    /// [`persist`](Self::persist) for callers outside an async runtime.
+    pub fn persist_blocking(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Persist(tx))
+            .map_err(|_| StorageError::FlusherGone)?;
+        rx.blocking_recv()
+            .map_err(|_| StorageError::FlusherGone)?
+            .map_err(StorageError::Corrupt)
+    }
+
+    /// Makes everything durable, then stops the flusher and waits until it has let go of the
+    /// database. Later calls to `persist` fail with [`StorageError::FlusherGone`].
+    pub(crate) fn stop(&self) -> Result<()> {
+        let outcome = self.persist_blocking();
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = self.requests.send(Request::Stop);
+            let _ = thread.join();
+        }
+        outcome
+    }
+}
+
+fn flusher(db: sled::Db, data_file: File, incoming: mpsc::Receiver<Request>) {
+    let mut stopping = false;
+    while !stopping {
+        let mut waiters = Vec::new();
+        match incoming.recv() {
+            Ok(Request::Persist(waiter)) => waiters.push(waiter),
+            Ok(Request::Stop) | Err(_) => break,
+        }
+        // Everyone who arrived meanwhile shares this flush.
+        for request in incoming.try_iter() {
+            match request {
+                Request::Persist(waiter) => waiters.push(waiter),
+                Request::Stop => stopping = true,
+            }
+        }
+        let outcome = db
+            .flush()
+            .map_err(|e| format!("flush failed: {e}"))
+            .and_then(|_| {
+                data_file
+                    .sync_data()
+                    .map_err(|e| format!("fsync failed: {e}"))
+            });
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "the store could not be made durable");
+        }
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Per-client message queues (the QS's records).
+//!
+//! One tree; a queue's keys are `client id ‖ 0 ‖ seq (big-endian)` for its messages and
+//! `client id ‖ 1` for the next sequence number. Both live in one tree so that appending a
+//! message and advancing the counter is one atomic batch.
+
+use roost_protocol::{api::QueueMessage, ClientId};
+
+use crate::{table::Table, Result};
+
+const MESSAGE: u8 = 0;
+const HEAD: u8 = 1;
+
+#[derive(Clone)]
+pub struct QueueStore {
+    table: Table<QueueMessage>,
+}
+
+fn message_key(client: &ClientId, seq: u64) -> [u8; 25] {
+    let mut key = [0u8; 25];
+    key[..16].copy_from_slice(&client.0);
+    key[16] = MESSAGE;
+    key[17..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn head_key(client: &ClientId) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[..16].copy_from_slice(&client.0);
+    key[16] = HEAD;
+    key
+}
+
+impl QueueStore {
+    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+        Ok(QueueStore {
+            table: Table::open(db, "qs_queues")?,
+        })
+    }
+
+    /// The sequence number the next appended message gets; 1 for a new queue.
+    pub fn next_seq(&self, client: &ClientId) -> Result<u64> {
+        Ok(match self.table.tree.get(head_key(client))? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| crate::StorageError::Corrupt("queue head".into()))?,
+            ),
+            None => 1,
+        })
+    }
+
+    /// Appends `message` (whose `seq` the caller took from [`next_seq`](Self::next_seq)).
+    pub fn append(&self, client: &ClientId, message: &QueueMessage) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            &message_key(client, message.seq),
+            crate::table::encode(message),
+        );
+        batch.insert(&head_key(client), &(message.seq + 1).to_be_bytes());
+        self.table.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Up to `max` messages with `seq >= from`, in order, and whether more follow.
+    pub fn range(&self, client: &ClientId, from: u64, max: usize) -> Result<(Vec<QueueMessage>, bool)> {
+        let mut messages = Vec::new();
+        let end = message_key(client, u64::MAX);
+        for entry in self.table.tree.range(message_key(client, from)..=end) {
+            let (_, bytes) = entry?;
+            if messages.len() == max {
+                return Ok((messages, true));
+            }
+            messages.push(crate::table::decode(&bytes)?);
+        }
+        Ok((messages, false))
+    }
+
+    /// Deletes every message with `seq <= up_to`; returns how many.
+    pub fn ack(&self, client: &ClientId, up_to: u64) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for key in self
+            .table
+            .tree
+            .range(message_key(client, 0)..=message_key(client, up_to))
+            .keys()
+        {
+            batch.remove(key?);
+            count += 1;
+        }
+        self.table.tree.apply_batch(batch)?;
+        Ok(count)
+    }
+
+    /// Number of messages waiting in a queue.
+    pub fn len(&self, client: &ClientId) -> usize {
+        self.table
+            .tree
+            .range(message_key(client, 0)..=message_key(client, u64::MAX))
+            .count()
+    }
+
+    /// Removes a queue with everything in it.
+    pub fn delete(&self, client: &ClientId) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for key in self.table.tree.scan_prefix(client.0).keys() {
+            batch.remove(key?);
+        }
+        self.table.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+//! A sled tree whose values are one record type, encoded with the codec.
+
+use std::marker::PhantomData;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{Result, StorageError};
+
+pub(crate) struct Table<V> {
+    pub(crate) tree: sled::Tree,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V> Clone for Table<V> {
+    fn clone(&self) -> Self {
+        Table {
+            tree: self.tree.clone(),
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<V: Serialize + DeserializeOwned> Table<V> {
+    pub(crate) fn open(db: &sled::Db, name: &str) -> Result<Self> {
+        Ok(Table {
+            tree: db.open_tree(name)?,
+            _value: PhantomData,
+        })
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<V>> {
+        self.tree.get(key)?.map(|bytes| decode(&bytes)).transpose()
+    }
+
+    pub(crate) fn insert(&self, key: &[u8], value: &V) -> Result<()> {
+        self.tree.insert(key, encode(value))?;
+        Ok(())
+    }
+}
+
+pub(crate) fn encode<V: Serialize>(value: &V) -> Vec<u8> {
+    roost_protocol::codec::encode(value)
+}
+
+/// Decodes a stored record. Our own records are trusted in shape but still size-limited.
+pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V> {
+    roost_protocol::codec::decode(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
