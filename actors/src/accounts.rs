@@ -1,0 +1,374 @@
+//! The accounts actor: the AS's users, clients and registration tokens.
+//!
+//! It is the only writer of account records; the HTTP front-end may read them (to authenticate
+//! requests) but changes go through here. Password hashing (argon2id, deliberately slow) runs
+//! on the blocking pool, never on the actor's thread.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use argon2::{
+    password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    Argon2,
+};
+
+use roost_protocol::{
+    api::{NewClient, Notice, QueueItem},
+    credentials::Validity,
+    crypto::hash,
+    ClientCredential, ClientId, Domain, Timestamp, UserName,
+};
+use roost_storage::{
+    AccountError, AccountStore, ClientRecord, Durability, ServerKeys, StorageError, UserRecord,
+};
+
+use crate::{
+    pool::{Pool, Route},
+    queue::{DeleteQueue, Enqueue, QueueActor},
+};
+
+/// Who may register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationPolicy {
+    Open,
+    /// Only with a single-use token from `roost admin token create`.
+    Token,
+}
+
+pub const MIN_PASSWORD_LEN: usize = 8;
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error("this server serves {0}; register users of that domain only")]
+    WrongDomain(Domain),
+    #[error("registration on this server needs a registration token")]
+    TokenRequired,
+    #[error("the registration token is unknown or already used")]
+    BadToken,
+    #[error("the user name is already taken")]
+    UserTaken,
+    #[error("the password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters")]
+    BadPassword,
+    #[error("the user name or password is wrong")]
+    WrongPassword,
+    #[error("the new client's proof of key possession does not verify")]
+    BadProof,
+    #[error("no such client of this user")]
+    UnknownClient,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<AccountError> for AccountsError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::UserTaken => AccountsError::UserTaken,
+            AccountError::BadToken => AccountsError::BadToken,
+            AccountError::UnknownUser => AccountsError::WrongPassword,
+            AccountError::Storage(e) => AccountsError::Storage(e),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AccountsConfig {
+    pub domain: Domain,
+    pub policy: RegistrationPolicy,
+    pub client_credential_lifetime_secs: u64,
+}
+
+pub struct AccountsActor {
+    config: AccountsConfig,
+    store: AccountStore,
+    durability: Durability,
+    keys: Arc<ServerKeys>,
+    queues: Addr<Pool<QueueActor>>,
+    /// Verified against when the user is unknown, so both cases take the same time.
+    dummy_hash: Arc<String>,
+}
+
+impl AccountsActor {
+    pub fn new(
+        config: AccountsConfig,
+        store: AccountStore,
+        durability: Durability,
+        keys: Arc<ServerKeys>,
+        queues: Addr<Pool<QueueActor>>,
+    ) -> Self {
+        AccountsActor {
+            config,
+            store,
+            durability,
+            keys,
+            queues,
+            dummy_hash: Arc::new(hash_password("not a real password").unwrap_or_default()),
+        }
+    }
+
+    fn issue(&self, user: &UserName, client: &NewClient) -> ClientRecord {
+        let credential = ClientCredential::issue(
+            user.clone(),
+            ClientId::random(),
+            client.verifying_key,
+            Validity::starting_now(self.config.client_credential_lifetime_secs),
+            &self.keys.intermediate_key,
+        );
+        ClientRecord {
+            credential,
+            queue_key: client.queue_key,
+            added_at: Timestamp::now(),
+        }
+    }
+
+    fn notify(&self, clients: impl IntoIterator<Item = ClientId>, notice: Notice) {
+        for client in clients {
+            self.queues.do_send(Route {
+                key: client,
+                message: Enqueue(QueueItem::Notice(notice.clone())),
+            });
+        }
+    }
+}
+
+impl Actor for AccountsActor {
+    type Context = Context<Self>;
+}
+
+fn hash_password(password: &str) -> Result<String, AccountsError> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| AccountsError::Internal(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AccountsError::Internal(e.to_string()))
+}
+
+fn password_matches(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AccountsError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AccountsError::Internal(e.to_string()))
+}
+
+/// The hash under which a registration token is stored; the token itself never is.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    hash("roost registration token v1", token.trim().as_bytes())
+}
+
+/// Register a new user with its first client.
+#[derive(Message)]
+#[rtype(result = "Result<ClientCredential, AccountsError>")]
+pub struct Register {
+    pub user: UserName,
+    pub password: String,
+    pub token: Option<String>,
+    pub client: NewClient,
+}
+
+impl Handler<Register> for AccountsActor {
+    type Result = ResponseActFuture<Self, Result<ClientCredential, AccountsError>>;
+
+    fn handle(&mut self, msg: Register, _ctx: &mut Self::Context) -> Self::Result {
+        let checked = (|| {
+            if msg.user.domain() != &self.config.domain {
+                return Err(AccountsError::WrongDomain(self.config.domain.clone()));
+            }
+            if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&msg.password.chars().count()) {
+                return Err(AccountsError::BadPassword);
+            }
+            msg.client
+                .verify(&msg.user)
+                .map_err(|_| AccountsError::BadProof)?;
+            let token = match (self.config.policy, &msg.token) {
+                (RegistrationPolicy::Token, None) => return Err(AccountsError::TokenRequired),
+                (RegistrationPolicy::Token, Some(token)) => Some(token_hash(token)),
+                (RegistrationPolicy::Open, _) => None,
+            };
+            // Fail fast before the slow hash; the transaction below decides for real.
+            if self.store.user(&msg.user)?.is_some() {
+                return Err(AccountsError::UserTaken);
+            }
+            Ok(token)
+        })();
+        let password = msg.password;
+        Box::pin(
+            async move {
+                let token = checked?;
+                let hash = blocking(move || hash_password(&password)).await??;
+                Ok::<_, AccountsError>((token, hash))
+            }
+            .into_actor(self)
+            .then(move |prepared, actor, _ctx| {
+                let created = prepared.and_then(|(token, password_hash)| -> Result<_, AccountsError> {
+                    let client = actor.issue(&msg.user, &msg.client);
+                    let record = UserRecord {
+                        password_hash,
+                        clients: vec![client.credential.client_id()],
+                        created_at: Timestamp::now(),
+                    };
+                    actor
+                        .store
+                        .create_user(&msg.user, &record, &client, token.as_ref())?;
+                    tracing::debug!(user = %msg.user, "registered a user");
+                    tracing::info!(client = %client.credential.client_id(), "registered a new user");
+                    Ok(client.credential)
+                });
+                let durability = actor.durability.clone();
+                async move {
+                    let credential = created?;
+                    durability.persist().await?;
+                    Ok(credential)
+                }
+                .into_actor(actor)
+            }),
+        )
+    }
+}
+
+/// Add a further client to an existing user, authorised by the user's password.
+#[derive(Message)]
+#[rtype(result = "Result<ClientCredential, AccountsError>")]
+pub struct AddClient {
+    pub user: UserName,
+    pub password: String,
+    pub client: NewClient,
+}
+
+impl Handler<AddClient> for AccountsActor {
+    type Result = ResponseActFuture<Self, Result<ClientCredential, AccountsError>>;
+
+    fn handle(&mut self, msg: AddClient, _ctx: &mut Self::Context) -> Self::Result {
+        let stored = self
+            .store
+            .user(&msg.user)
+            .map(|user| user.map(|u| u.password_hash));
+        let dummy = self.dummy_hash.clone();
+        let proof = msg.client.verify(&msg.user);
+        let password = msg.password.clone();
+        Box::pin(
+            async move {
+                let stored = stored?;
+                let known = stored.is_some();
+                let hash = stored.unwrap_or_else(|| dummy.to_string());
+                let matches = blocking(move || password_matches(&password, &hash)).await?;
+                if !(known && matches) {
+                    return Err(AccountsError::WrongPassword);
+                }
+                proof.map_err(|_| AccountsError::BadProof)
+            }
+            .into_actor(self)
+            .then(move |checked, actor, _ctx| {
+                let added = checked.and_then(|()| -> Result<_, AccountsError> {
+                    let client = actor.issue(&msg.user, &msg.client);
+                    actor.store.add_client(&msg.user, &client)?;
+                    Ok(client)
+                });
+                let siblings = actor
+                    .store
+                    .user(&msg.user)
+                    .ok()
+                    .flatten()
+                    .map(|u| u.clients)
+                    .unwrap_or_default();
+                let durability = actor.durability.clone();
+                let queues = actor.queues.clone();
+                async move {
+                    let client = added?;
+                    durability.persist().await?;
+                    let new_id = client.credential.client_id();
+                    tracing::info!(client = %new_id, "added a client");
+                    for sibling in siblings.into_iter().filter(|c| *c != new_id) {
+                        queues.do_send(Route {
+                            key: sibling,
+                            message: Enqueue(QueueItem::Notice(Notice::ClientAdded {
+                                client_id: new_id,
+                            })),
+                        });
+                    }
+                    Ok(client.credential)
+                }
+                .into_actor(actor)
+            }),
+        )
+    }
+}
+
+/// Delete one of `user`'s clients, with its queue.
+#[derive(Message)]
+#[rtype(result = "Result<(), AccountsError>")]
+pub struct DeleteClient {
+    pub user: UserName,
+    pub client: ClientId,
+}
+
+impl Handler<DeleteClient> for AccountsActor {
+    type Result = ResponseFuture<Result<(), AccountsError>>;
+
+    fn handle(&mut self, msg: DeleteClient, _ctx: &mut Self::Context) -> Self::Result {
+        let removed = self.store.remove_client(&msg.user, &msg.client);
+        let remaining = self
+            .store
+            .user(&msg.user)
+            .ok()
+            .flatten()
+            .map(|u| u.clients)
+            .unwrap_or_default();
+        if matches!(removed, Ok(true)) {
+            self.notify(remaining, Notice::ClientDeleted { client_id: msg.client });
+        }
+        let durability = self.durability.clone();
+        let queues = self.queues.clone();
+        Box::pin(async move {
+            if !removed? {
+                return Err(AccountsError::UnknownClient);
+            }
+            durability.persist().await?;
+            match queues
+                .send(Route {
+                    key: msg.client,
+                    message: DeleteQueue,
+                })
+                .await
+            {
+                Ok(Ok(Ok(()))) => {}
+                other => tracing::warn!(client = %msg.client, outcome = ?other.map(|r| r.map(|r| r.err())), "the deleted client's queue was not removed"),
+            }
+            tracing::info!(client = %msg.client, "deleted a client");
+            Ok(())
+        })
+    }
+}
+
+/// Create a single-use registration token.
+#[derive(Message)]
+#[rtype(result = "Result<String, AccountsError>")]
+pub struct CreateToken;
+
+impl Handler<CreateToken> for AccountsActor {
+    type Result = ResponseFuture<Result<String, AccountsError>>;
+
+    fn handle(&mut self, _: CreateToken, _ctx: &mut Self::Context) -> Self::Result {
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        let stored = self.store.insert_token(&token_hash(&token), Timestamp::now());
+        let durability = self.durability.clone();
+        Box::pin(async move {
+            stored?;
+            durability.persist().await?;
+            Ok(token)
+        })
+    }
+}

@@ -1,0 +1,199 @@
+//! A pool of keyed actors: one actor per key, started on first use, stopped when idle.
+//!
+//! All messages for a pooled actor go through its [`Pool`], which counts what it forwarded. An
+//! idle actor reports how many messages it handled; the pool retires it only if that equals
+//! what it forwarded, so no message can be in flight to a retiring actor, and a fresh actor for
+//! the same key never runs beside an old one. State lives in the store, so a retired actor
+//! loses nothing.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+
+/// An actor that lives in a [`Pool`], one per key.
+pub trait Pooled: Actor<Context = Context<Self>> {
+    type Key: Clone + Eq + Hash + Unpin + Send + std::fmt::Debug + 'static;
+    /// What every actor of the pool is built from (store handles, settings).
+    type Deps: Clone + Unpin + 'static;
+
+    fn new(key: Self::Key, deps: &Self::Deps, membership: Membership<Self>) -> Self;
+
+    /// Whether the actor holds nothing that would be lost by stopping it (e.g. waiting
+    /// requests). Stored state does not count: it survives.
+    fn is_idle(&self) -> bool;
+
+    fn membership(&mut self) -> &mut Membership<Self>;
+}
+
+/// What a pooled actor keeps about its place in the pool.
+pub struct Membership<A: Pooled> {
+    key: A::Key,
+    generation: u64,
+    handled: u64,
+    last_active: Instant,
+    idle_after: Duration,
+    pool: Addr<Pool<A>>,
+}
+
+impl<A: Pooled> Membership<A> {
+    /// Call at the start of every handler of a message that came through the pool.
+    pub fn touch(&mut self) {
+        self.handled += 1;
+        self.last_active = Instant::now();
+    }
+
+    pub fn key(&self) -> &A::Key {
+        &self.key
+    }
+
+    /// Starts the idle check; call from `Actor::started`.
+    pub fn watch_idleness(ctx: &mut Context<A>, idle_after: Duration)
+    where
+        A: Handler<Retire>,
+    {
+        ctx.run_interval(idle_after / 2, |actor, _ctx| {
+            if !actor.is_idle() {
+                return;
+            }
+            let membership = actor.membership();
+            if membership.last_active.elapsed() >= membership.idle_after {
+                membership.pool.do_send(IdleReport {
+                    key: membership.key.clone(),
+                    generation: membership.generation,
+                    handled: membership.handled,
+                });
+            }
+        });
+    }
+}
+
+/// Sent by the pool to an actor it has retired; the actor must stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct IdleReport<K> {
+    key: K,
+    generation: u64,
+    handled: u64,
+}
+
+/// A message for the actor of `key`.
+pub struct Route<K, M> {
+    pub key: K,
+    pub message: M,
+}
+
+impl<K, M: Message> Message for Route<K, M>
+where
+    M::Result: Send,
+{
+    type Result = Result<M::Result, MailboxError>;
+}
+
+struct Entry<A: Actor> {
+    addr: Addr<A>,
+    generation: u64,
+    forwarded: u64,
+}
+
+pub struct Pool<A: Pooled> {
+    deps: A::Deps,
+    idle_after: Duration,
+    actors: HashMap<A::Key, Entry<A>>,
+    next_generation: u64,
+}
+
+impl<A: Pooled> Pool<A> {
+    pub fn start(deps: A::Deps, idle_after: Duration) -> Addr<Self> {
+        Pool {
+            deps,
+            idle_after,
+            actors: HashMap::new(),
+            next_generation: 0,
+        }
+        .start()
+    }
+
+    fn entry(&mut self, key: A::Key, pool: Addr<Self>) -> &mut Entry<A> {
+        let (deps, idle_after, next_generation) =
+            (&self.deps, self.idle_after, &mut self.next_generation);
+        self.actors.entry(key.clone()).or_insert_with(|| {
+            *next_generation += 1;
+            let generation = *next_generation;
+            let membership = Membership {
+                key: key.clone(),
+                generation,
+                handled: 0,
+                last_active: Instant::now(),
+                idle_after,
+                pool,
+            };
+            let actor = A::new(key, deps, membership);
+            Entry {
+                addr: actor.start(),
+                generation,
+                forwarded: 0,
+            }
+        })
+    }
+}
+
+impl<A: Pooled> Actor for Pool<A> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(usize::MAX);
+    }
+}
+
+impl<A, M> Handler<Route<A::Key, M>> for Pool<A>
+where
+    A: Pooled + Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    type Result = ResponseFuture<Result<M::Result, MailboxError>>;
+
+    fn handle(&mut self, route: Route<A::Key, M>, ctx: &mut Self::Context) -> Self::Result {
+        let entry = self.entry(route.key, ctx.address());
+        entry.forwarded += 1;
+        // `send` enqueues now, in the pool's order; the future only waits for the answer.
+        entry.addr.send(route.message).boxed_local()
+    }
+}
+
+impl<A: Pooled + Handler<Retire>> Handler<IdleReport<A::Key>> for Pool<A> {
+    type Result = ();
+
+    fn handle(&mut self, report: IdleReport<A::Key>, _ctx: &mut Self::Context) {
+        let quiet = self.actors.get(&report.key).is_some_and(|entry| {
+            entry.generation == report.generation && entry.forwarded == report.handled
+        });
+        if quiet {
+            if let Some(entry) = self.actors.remove(&report.key) {
+                tracing::trace!(key = ?report.key, "retiring an idle actor");
+                entry.addr.do_send(Retire);
+            }
+        }
+    }
+}
+
+/// Number of live actors, for tests and metrics.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct LiveCount;
+
+impl<A: Pooled> Handler<LiveCount> for Pool<A> {
+    type Result = usize;
+    fn handle(&mut self, _: LiveCount, _: &mut Self::Context) -> usize {
+        self.actors.len()
+    }
+}
