@@ -1,1 +1,92 @@
-fn main() {}
+//! `roost`: the homeserver binary.
+//!
+//! Owns: the command line, settings, the HTTP front-end and the wiring of actors to the store.
+//! See ARCHITECTURE.md for the map.
+
+mod admin;
+mod http;
+mod server;
+mod settings;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use settings::Settings;
+
+/// Roost: a self-hosted homeserver for end-to-end encrypted messaging.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Settings file (TOML). Without it, ./config.toml is read if present. Any setting can be
+    /// overridden by an environment variable ROOST_SECTION__KEY, e.g. ROOST_SERVER__BIND.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver until SIGINT or SIGTERM.
+    Serve,
+    /// Administer the homeserver (works whether or not it is running).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Registration tokens, for `registration.policy = "token"`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a single-use registration token and print it.
+    Create,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("ROOST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("roost: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Serve => actix_web::rt::System::new()
+            .block_on(server::serve(settings))
+            .map_err(|e| e.to_string()),
+        Command::Admin {
+            command:
+                AdminCommand::Token {
+                    command: TokenCommand::Create,
+                },
+        } => admin::create_registration_token(&settings)
+            .map(|token| println!("{token}"))
+            .map_err(|e| e.to_string()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roost: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -362,13 +362,19 @@ impl Handler<CreateToken> for AccountsActor {
     type Result = ResponseFuture<Result<String, AccountsError>>;
 
     fn handle(&mut self, _: CreateToken, _ctx: &mut Self::Context) -> Self::Result {
-        let token = hex::encode(rand::random::<[u8; 16]>());
-        let stored = self.store.insert_token(&token_hash(&token), Timestamp::now());
+        let created = new_token(&self.store);
         let durability = self.durability.clone();
         Box::pin(async move {
-            stored?;
+            let token = created?;
             durability.persist().await?;
             Ok(token)
         })
     }
+}
+
+/// Creates and stores a fresh registration token (the caller makes it durable).
+pub fn new_token(store: &AccountStore) -> Result<String, StorageError> {
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    store.insert_token(&token_hash(&token), Timestamp::now())?;
+    Ok(token)
 }

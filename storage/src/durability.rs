@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 
 use crate::{Result, StorageError};
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+/// Told the outcome of the flush that covered its writes.
+type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 enum Request {
     Persist(Waiter),
@@ -51,20 +52,24 @@ impl Durability {
     pub async fn persist(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send(Request::Persist(tx))
+            .send(Request::Persist(Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            })))
             .map_err(|_| StorageError::FlusherGone)?;
         rx.await
             .map_err(|_| StorageError::FlusherGone)?
             .map_err(StorageError::Corrupt)
     }
 
-    /// [`persist`](Self::persist) for callers outside an async runtime.
+    /// [`persist`](Self::persist), blocking the calling thread (for start-up and shutdown).
     pub fn persist_blocking(&self) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = mpsc::channel();
         self.requests
-            .send(Request::Persist(tx))
+            .send(Request::Persist(Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            })))
             .map_err(|_| StorageError::FlusherGone)?;
-        rx.blocking_recv()
+        rx.recv()
             .map_err(|_| StorageError::FlusherGone)?
             .map_err(StorageError::Corrupt)
     }
@@ -109,7 +114,7 @@ fn flusher(db: sled::Db, data_file: File, incoming: mpsc::Receiver<Request>) {
             tracing::error!(error = %e, "the store could not be made durable");
         }
         for waiter in waiters {
-            let _ = waiter.send(outcome.clone());
+            waiter(outcome.clone());
         }
     }
 }

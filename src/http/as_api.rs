@@ -1,0 +1,109 @@
+//! AS endpoints: credentials, registration, client management.
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+
+use roost_actors::accounts::{AddClient, DeleteClient, Register};
+use roost_protocol::{
+    api::{self, ClientInfo, ClientList},
+    ClientId, UserName,
+};
+
+use super::{
+    auth::authenticate, decode, encoded, error::ApiError, method_not_allowed, path_param,
+    read_body, State,
+};
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
+    config
+        .service(resource(api::AS_CREDENTIALS).route(web::get().to(credentials)))
+        .service(resource(api::AS_USERS).route(web::post().to(register)))
+        .service(resource("/as/v1/users/{user}/clients").route(web::post().to(add_client)))
+        .service(resource(api::AS_OWN_CLIENTS).route(web::get().to(list_clients)))
+        .service(resource("/as/v1/clients/{client}").route(web::delete().to(delete_client)));
+}
+
+async fn credentials(state: State) -> HttpResponse {
+    encoded(StatusCode::OK, &state.as_credentials)
+}
+
+async fn register(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: api::RegisterUser = decode(&read_body(&state, &request, payload).await?)?;
+    let credential = state
+        .accounts
+        .send(Register {
+            user: body.user,
+            password: body.password,
+            token: body.registration_token,
+            client: body.client,
+        })
+        .await??;
+    Ok(encoded(StatusCode::CREATED, &credential))
+}
+
+async fn add_client(
+    state: State,
+    request: HttpRequest,
+    user: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let user: UserName = path_param(&user, "user name")?;
+    let body: api::AddClient = decode(&read_body(&state, &request, payload).await?)?;
+    let credential = state
+        .accounts
+        .send(AddClient {
+            user,
+            password: body.password,
+            client: body.client,
+        })
+        .await??;
+    Ok(encoded(StatusCode::CREATED, &credential))
+}
+
+async fn list_clients(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&state, &request, payload).await?;
+    let caller = authenticate(&request, &body, &state.account_store, &state.replay)?;
+    let store = &state.account_store;
+    let accounts_error = |e: roost_storage::StorageError| ApiError::Accounts(e.into());
+    let user = store
+        .user(&caller.user)
+        .map_err(accounts_error)?
+        .ok_or(ApiError::Unauthenticated("unknown user".into()))?;
+    let mut clients = Vec::with_capacity(user.clients.len());
+    for id in &user.clients {
+        if let Some(record) = store.client(id).map_err(accounts_error)? {
+            clients.push(ClientInfo {
+                credential: record.credential,
+                added_at: record.added_at,
+            });
+        }
+    }
+    Ok(encoded(StatusCode::OK, &ClientList { clients }))
+}
+
+async fn delete_client(
+    state: State,
+    request: HttpRequest,
+    client: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let client: ClientId = path_param(&client, "client id")?;
+    let body = read_body(&state, &request, payload).await?;
+    let caller = authenticate(&request, &body, &state.account_store, &state.replay)?;
+    state
+        .accounts
+        .send(DeleteClient {
+            user: caller.user,
+            client,
+        })
+        .await??;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,121 @@
+//! The one mapping from everything that can go wrong to an HTTP status and a JSON body.
+
+use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+
+use roost_actors::{accounts::AccountsError, queue::QueueError};
+use roost_protocol::{api::ErrorBody, auth::AuthError, codec::CodecError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is malformed: {0}")]
+    MalformedBody(String),
+    #[error("the request body exceeds the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("{0}")]
+    BadPath(String),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("this endpoint does not accept that method")]
+    MethodNotAllowed,
+    #[error("authentication failed: {0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the server is shutting down or overloaded")]
+    Unavailable,
+}
+
+impl From<CodecError> for ApiError {
+    fn from(e: CodecError) -> Self {
+        ApiError::MalformedBody(e.to_string())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::Unauthenticated(e.to_string())
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(_: actix::MailboxError) -> Self {
+        ApiError::Unavailable
+    }
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedBody(_) => "malformed_body",
+            ApiError::BodyTooLarge(_) => "body_too_large",
+            ApiError::BadPath(_) => "bad_path",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Accounts(e) => match e {
+                AccountsError::WrongDomain(_) => "wrong_domain",
+                AccountsError::TokenRequired => "token_required",
+                AccountsError::BadToken => "bad_token",
+                AccountsError::UserTaken => "user_taken",
+                AccountsError::BadPassword => "bad_password",
+                AccountsError::WrongPassword => "wrong_password",
+                AccountsError::BadProof => "bad_proof",
+                AccountsError::UnknownClient => "unknown_client",
+                AccountsError::Storage(_) | AccountsError::Internal(_) => "internal",
+            },
+            ApiError::Queue(e) => match e {
+                QueueError::UnknownQueue => "unknown_queue",
+                QueueError::Storage(_) | QueueError::Crypto(_) => "internal",
+            },
+            ApiError::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedBody(_) | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Accounts(e) => match e {
+                AccountsError::WrongDomain(_)
+                | AccountsError::BadPassword
+                | AccountsError::BadProof => StatusCode::BAD_REQUEST,
+                AccountsError::TokenRequired | AccountsError::BadToken => StatusCode::FORBIDDEN,
+                AccountsError::UserTaken => StatusCode::CONFLICT,
+                AccountsError::WrongPassword => StatusCode::UNAUTHORIZED,
+                AccountsError::UnknownClient => StatusCode::NOT_FOUND,
+                AccountsError::Storage(_) | AccountsError::Internal(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+            ApiError::Queue(e) => match e {
+                QueueError::UnknownQueue => StatusCode::NOT_FOUND,
+                QueueError::Storage(_) | QueueError::Crypto(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        HttpResponse::build(status).json(ErrorBody {
+            error: self.code().to_owned(),
+            message: self.to_string(),
+        })
+    }
+}

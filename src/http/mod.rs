@@ -1,0 +1,104 @@
+//! The HTTP front-end: turns requests into actor messages and answers into responses.
+//!
+//! Owns: routing, body limits, decoding of untrusted bytes, request authentication, and the
+//! error-to-HTTP mapping ([`error`]). Must not touch: stored state directly, except reading
+//! client records to authenticate requests — every change goes through an actor.
+
+mod as_api;
+pub mod auth;
+pub mod error;
+mod qs_api;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::{
+    web::{self, Bytes},
+    HttpRequest, HttpResponse,
+};
+use futures_util::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+
+use roost_actors::{accounts::AccountsActor, Pool, QueueActor};
+use roost_protocol::{api::CONTENT_TYPE, codec, AsCredentials};
+use roost_storage::AccountStore;
+
+use self::{auth::ReplayGuard, error::ApiError};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub max_body_bytes: usize,
+    pub accounts: Addr<AccountsActor>,
+    pub queues: Addr<Pool<QueueActor>>,
+    pub account_store: AccountStore,
+    pub as_credentials: AsCredentials,
+    pub replay: ReplayGuard,
+}
+
+pub type State = web::Data<Arc<AppState>>;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(web::resource("/health").route(web::get().to(health)).default_service(web::to(method_not_allowed)))
+        .configure(as_api::routes)
+        .configure(qs_api::routes)
+        .default_service(web::to(not_found));
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+pub(crate) async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// Reads the whole body, refusing more than the configured limit without buffering it.
+pub(crate) async fn read_body(
+    state: &AppState,
+    request: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Bytes, ApiError> {
+    let limit = state.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::BodyTooLarge(limit));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::BodyTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    Ok(codec::decode(body)?)
+}
+
+pub(crate) fn encoded<T: Serialize>(status: actix_web::http::StatusCode, value: &T) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(CONTENT_TYPE)
+        .body(codec::encode(value))
+}
+
+/// Parses a path segment, naming it in the error.
+pub(crate) fn path_param<T: std::str::FromStr>(value: &str, what: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| ApiError::BadPath(format!("{what} {value:?} is invalid: {e}")))
+}

@@ -1,0 +1,196 @@
+//! Wiring: opens the store, starts the actors, serves HTTP until a signal arrives.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::{web, App, HttpServer};
+
+use roost_actors::{
+    accounts::{AccountsActor, AccountsConfig},
+    queue::QueueDeps,
+    Pool, QueueActor,
+};
+use roost_protocol::{
+    credentials::Validity, AsCredential, AsCredentials, AsIntermediateCredential, Domain,
+    SigningKey,
+};
+use roost_storage::{ServerKeys, Store};
+
+use crate::{
+    admin,
+    http::{self, auth::ReplayGuard, AppState},
+    settings::Settings,
+};
+
+const TEN_YEARS_SECS: u64 = 10 * 365 * 24 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Storage(#[from] roost_storage::StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the store at {path} holds the keys of domain {stored}, but server.domain is {configured}"
+    )]
+    DomainMismatch {
+        path: String,
+        stored: Domain,
+        configured: Domain,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The AS keys: created on first start, reused afterwards.
+fn server_keys(store: &Store, domain: &Domain) -> Result<ServerKeys, ServeError> {
+    let keys = store.server_keys()?;
+    let keys = match keys.current()? {
+        Some(existing) => existing,
+        None => {
+            let as_key = SigningKey::generate();
+            let intermediate_key = SigningKey::generate();
+            let validity = Validity::starting_now(TEN_YEARS_SECS);
+            let fresh = ServerKeys {
+                as_credential: AsCredential::issue(domain.clone(), &as_key, validity),
+                intermediate: AsIntermediateCredential::issue(
+                    domain.clone(),
+                    &intermediate_key,
+                    validity,
+                    &as_key,
+                ),
+                as_key,
+                intermediate_key,
+            };
+            let stored = keys.get_or_insert(fresh)?;
+            store.persist_blocking()?;
+            tracing::info!(
+                fingerprint = %stored.as_credential.body.verifying_key.fingerprint(),
+                "created the AS credential"
+            );
+            stored
+        }
+    };
+    if &keys.as_credential.body.domain != domain {
+        return Err(ServeError::DomainMismatch {
+            path: store.path().display().to_string(),
+            stored: keys.as_credential.body.domain.clone(),
+            configured: domain.clone(),
+        });
+    }
+    Ok(keys)
+}
+
+pub async fn serve(settings: Settings) -> Result<(), ServeError> {
+    let store = Store::open(&settings.storage.path)?;
+    let domain = settings.server.domain.clone();
+    let keys = Arc::new(server_keys(&store, &domain)?);
+    let idle_after = Duration::from_secs(settings.actors.idle_secs);
+
+    let queues = Pool::<QueueActor>::start(
+        QueueDeps {
+            queues: store.queues()?,
+            accounts: store.accounts()?,
+            durability: store.durability().clone(),
+            idle_after,
+        },
+        idle_after,
+    );
+    let account_store = store.accounts()?;
+    let accounts = {
+        let (store, durability, keys, queues) = (
+            account_store.clone(),
+            store.durability().clone(),
+            keys.clone(),
+            queues.clone(),
+        );
+        let config = AccountsConfig {
+            domain: domain.clone(),
+            policy: settings.registration.policy.into(),
+            client_credential_lifetime_secs: settings.credentials.client_lifetime_secs,
+        };
+        actix::Actor::start(AccountsActor::new(config, store, durability, keys, queues))
+    };
+
+    let state = Arc::new(AppState {
+        max_body_bytes: settings.server.max_body_bytes,
+        accounts: accounts.clone(),
+        queues,
+        account_store,
+        as_credentials: AsCredentials {
+            as_credentials: vec![keys.as_credential.clone()],
+            intermediates: vec![keys.intermediate.clone()],
+        },
+        replay: ReplayGuard::default(),
+    });
+
+    let public = {
+        let state = state.clone();
+        HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                // Route patterns, not paths: a path can hold a user name, which info logs must not.
+                .wrap(
+                    actix_web::middleware::Logger::new("%{route}xi %s %Dms")
+                        .custom_request_replace("route", |request| {
+                            format!(
+                                "{} {}",
+                                request.method(),
+                                request.match_pattern().unwrap_or_else(|| "-".into())
+                            )
+                        })
+                        .log_target("roost::http"),
+                )
+                .configure(http::routes)
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .bind(settings.server.bind)
+        .map_err(|source| ServeError::Bind {
+            addr: settings.server.bind.to_string(),
+            source,
+        })?
+    };
+    let addrs = public.addrs();
+    let admin_server = admin::server(&settings, accounts)?;
+    let public = public.run();
+
+    for addr in &addrs {
+        println!("listening on http://{addr}");
+    }
+    tracing::info!(domain = %domain, addrs = ?addrs, "roost is serving");
+
+    let (public_handle, admin_handle) = (public.handle(), admin_server.handle());
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        admin_handle.stop(true).await;
+        public_handle.stop(true).await;
+    });
+    let (public_result, admin_result) = futures_util::future::join(public, admin_server).await;
+    signals.abort();
+    let _ = std::fs::remove_file(settings.admin_socket());
+    public_result?;
+    admin_result?;
+    store.close()?;
+    tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

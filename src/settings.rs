@@ -1,0 +1,159 @@
+//! Settings: built-in defaults, then a TOML file, then `ROOST_SECTION__KEY` variables.
+
+use std::{net::SocketAddr, path::{Path, PathBuf}};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use roost_actors::accounts::RegistrationPolicy;
+use roost_protocol::Domain;
+
+const DEFAULTS: &str = include_str!("../config.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub registration: RegistrationSettings,
+    pub credentials: CredentialSettings,
+    pub actors: ActorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub domain: Domain,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSettings {
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    Open,
+    Token,
+}
+
+impl From<Policy> for RegistrationPolicy {
+    fn from(p: Policy) -> Self {
+        match p {
+            Policy::Open => RegistrationPolicy::Open,
+            Policy::Token => RegistrationPolicy::Token,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSettings {
+    pub client_lifetime_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSettings {
+    pub idle_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Loads the settings. `file` is the `--config` argument; without it `./config.toml` is
+    /// read if it exists.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(SettingsError(format!(
+                        "the config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+            }
+            None => {
+                builder = builder.add_source(
+                    File::with_name("config.toml")
+                        .format(FileFormat::Toml)
+                        .required(false),
+                );
+            }
+        }
+        let settings: Settings = builder
+            .add_source(
+                Environment::with_prefix("ROOST")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let fail = |key: &str, why: &str| Err(SettingsError(format!("{key}: {why}")));
+        if self.server.max_body_bytes < 1024 {
+            return fail("server.max_body_bytes", "must be at least 1024");
+        }
+        if self.credentials.client_lifetime_secs == 0 {
+            return fail("credentials.client_lifetime_secs", "must be positive");
+        }
+        if self.actors.idle_secs == 0 {
+            return fail("actors.idle_secs", "must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.storage.path.join("admin.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_file_is_the_default() {
+        let settings = Settings::load(Some(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.toml"
+        ))))
+        .unwrap();
+        assert_eq!(settings.server.domain.as_str(), "localhost");
+        assert_eq!(settings.storage.path, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[server]\ndomain = \"Not A Domain\"\n").unwrap();
+        let err = Settings::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("server.domain"), "{err}");
+        std::fs::write(&file, "[server]\nbnid = \"x\"\n").unwrap();
+        let err = Settings::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("bnid"), "{err}");
+    }
+}
