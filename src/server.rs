@@ -157,18 +157,21 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let admin_server = admin::server(&settings, accounts)?;
     let public = public.run();
 
+    // Listen for signals before announcing the address: a signal right after the announcement
+    // must find its handler.
+    let shutdown = shutdown_signal()?;
+    let (public_handle, admin_handle) = (public.handle(), admin_server.handle());
+    let signals = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        admin_handle.stop(true).await;
+        public_handle.stop(true).await;
+    });
     for addr in &addrs {
         println!("listening on http://{addr}");
     }
     tracing::info!(domain = %domain, addrs = ?addrs, "roost is serving");
 
-    let (public_handle, admin_handle) = (public.handle(), admin_server.handle());
-    let signals = tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        admin_handle.stop(true).await;
-        public_handle.stop(true).await;
-    });
     let (public_result, admin_result) = futures_util::future::join(public, admin_server).await;
     signals.abort();
     let _ = std::fs::remove_file(settings.admin_socket());
@@ -179,18 +182,15 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Resolves on the first SIGINT or SIGTERM; the handlers are installed when this returns.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    })
 }

@@ -18,6 +18,13 @@ pub struct Settings {
     pub registration: RegistrationSettings,
     pub credentials: CredentialSettings,
     pub actors: ActorSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub filter: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +125,9 @@ impl Settings {
         }
         if self.credentials.client_lifetime_secs == 0 {
             return fail("credentials.client_lifetime_secs", "must be positive");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
+            return fail("log.filter", "is not a valid tracing filter");
         }
         if self.actors.idle_secs == 0 {
             return fail("actors.idle_secs", "must be positive");

@@ -150,7 +150,8 @@ impl<A: Pooled> Actor for Pool<A> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        // Every request for a pooled actor passes through here; do not push back on bursts.
+        ctx.set_mailbox_capacity(1 << 16);
     }
 }
 

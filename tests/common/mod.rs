@@ -1,0 +1,346 @@
+//! Test harness: real `roost` processes on loopback ports with temporary stores.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use roost_protocol::{
+    api::{self, NewClient, CONTENT_TYPE},
+    auth::RequestSignature,
+    codec,
+    ids::now_millis,
+    ClientCredential, ClientId, HpkeSecretKey, SigningKey, UserName,
+};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// How to start a server.
+#[derive(Clone)]
+pub struct Options {
+    pub domain: String,
+    pub policy: &'static str,
+    pub client_lifetime_secs: u64,
+    pub idle_secs: u64,
+    pub max_body_bytes: usize,
+    pub log: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            domain: "localhost".into(),
+            policy: "open",
+            client_lifetime_secs: 3600,
+            idle_secs: 60,
+            max_body_bytes: 65536,
+            log: "info",
+        }
+    }
+}
+
+/// A running `roost serve` with its own store directory.
+pub struct TestServer {
+    pub url: String,
+    pub options: Options,
+    dir: Option<tempfile::TempDir>,
+    store: PathBuf,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+pub fn roost_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_roost")
+}
+
+impl TestServer {
+    pub fn start(options: Options) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        let mut server = TestServer {
+            url: String::new(),
+            options,
+            dir: Some(dir),
+            store,
+            child: None,
+            log: Arc::default(),
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn store_path(&self) -> &Path {
+        &self.store
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.options.domain
+    }
+
+    pub fn user(&self, local: &str) -> UserName {
+        format!("{local}@{}", self.options.domain).parse().unwrap()
+    }
+
+    /// The command that runs this server's `roost`, with its settings in the environment.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(roost_binary());
+        let bind = match &self.url {
+            // Restart on the same port, so clients keep their server URL.
+            url if !url.is_empty() => url.trim_start_matches("http://").to_owned(),
+            _ => "127.0.0.1:0".to_owned(),
+        };
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ROOST_SERVER__BIND", bind)
+            .env("ROOST_SERVER__DOMAIN", &self.options.domain)
+            .env("ROOST_SERVER__MAX_BODY_BYTES", self.options.max_body_bytes.to_string())
+            .env("ROOST_STORAGE__PATH", &self.store)
+            .env("ROOST_REGISTRATION__POLICY", self.options.policy)
+            .env(
+                "ROOST_CREDENTIALS__CLIENT_LIFETIME_SECS",
+                self.options.client_lifetime_secs.to_string(),
+            )
+            .env("ROOST_ACTORS__IDLE_SECS", self.options.idle_secs.to_string())
+            .env("ROOST_LOG__FILTER", self.options.log)
+            .current_dir(self.dir.as_ref().unwrap().path());
+        command
+    }
+
+    fn spawn(&mut self) {
+        let mut child = self
+            .command()
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start roost");
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read roost's stdout");
+        let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(200));
+            panic!("unexpected first line {line:?}; log:\n{}", self.log());
+        };
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stdout.read_to_string(&mut rest);
+        });
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().expect("wait for roost")
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Starts a server that was stopped with [`kill`](Self::kill) or [`terminate`](Self::terminate).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "server still running");
+        self.spawn();
+    }
+
+    pub fn http(&self) -> Raw {
+        Raw {
+            base: self.url.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A bare HTTP client that speaks the wire format by hand, for requests a well-behaved client
+/// would never send.
+pub struct Raw {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The JSON error body's `error` code.
+    pub fn error_code(&self) -> String {
+        let body: api::ErrorBody = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {} without a JSON error body ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        });
+        body.error
+    }
+
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> T {
+        assert!(
+            (200..300).contains(&self.status),
+            "status {}: {}",
+            self.status,
+            String::from_utf8_lossy(&self.body)
+        );
+        codec::decode(&self.body).expect("decodable body")
+    }
+}
+
+/// A client identity made by hand.
+pub struct Identity {
+    pub user: UserName,
+    pub key: SigningKey,
+    pub queue_key: HpkeSecretKey,
+    pub credential: Option<ClientCredential>,
+}
+
+impl Identity {
+    pub fn new(user: &UserName) -> Identity {
+        Identity {
+            user: user.clone(),
+            key: SigningKey::generate(),
+            queue_key: HpkeSecretKey::generate().0,
+            credential: None,
+        }
+    }
+
+    pub fn new_client(&self) -> NewClient {
+        NewClient::new(&self.user, &self.key, self.queue_key.public_key())
+    }
+
+    pub fn client_id(&self) -> ClientId {
+        self.credential.as_ref().expect("registered").client_id()
+    }
+}
+
+impl Raw {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        authorization: Option<String>,
+    ) -> Response {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .header("content-type", CONTENT_TYPE)
+            .body(body);
+        if let Some(auth) = authorization {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        Response {
+            status: response.status().as_u16(),
+            body: response.bytes().await.unwrap_or_default().to_vec(),
+        }
+    }
+
+    /// A request signed by `who`, exactly as the protocol wants.
+    pub async fn signed(&self, who: &Identity, method: &str, path: &str, body: Vec<u8>) -> Response {
+        let auth = RequestSignature::sign(&who.key, who.client_id(), method, path, &body, now_millis());
+        self.send(method, path, body, Some(auth.to_header())).await
+    }
+
+    pub async fn register(&self, who: &mut Identity, token: Option<String>) -> Response {
+        let body = codec::encode(&api::RegisterUser {
+            user: who.user.clone(),
+            password: PASSWORD.into(),
+            registration_token: token,
+            client: who.new_client(),
+        });
+        let response = self.send("POST", api::AS_USERS, body, None).await;
+        if response.status == 201 {
+            who.credential = Some(response.decode());
+        }
+        response
+    }
+
+    pub async fn add_client(&self, who: &mut Identity, password: &str) -> Response {
+        let body = codec::encode(&api::AddClient {
+            password: password.into(),
+            client: who.new_client(),
+        });
+        let response = self
+            .send("POST", &api::as_user_clients(&who.user), body, None)
+            .await;
+        if response.status == 201 {
+            who.credential = Some(response.decode());
+        }
+        response
+    }
+
+    pub async fn enqueue(&self, from: &Identity, to: &ClientId, payload: &[u8]) -> Response {
+        let body = codec::encode(&api::Enqueue {
+            payload: payload.to_vec(),
+        });
+        self.signed(from, "POST", &api::qs_queue_messages(to), body).await
+    }
+
+    pub async fn fetch(&self, who: &Identity, from: u64, max: u32, wait_ms: u64) -> Response {
+        let path = format!(
+            "{}?from={from}&max={max}&wait_ms={wait_ms}",
+            api::qs_queue_messages(&who.client_id())
+        );
+        self.signed(who, "GET", &path, Vec::new()).await
+    }
+
+    pub async fn ack(&self, who: &Identity, up_to: u64) -> Response {
+        let body = codec::encode(&api::Ack { up_to });
+        self.signed(who, "POST", &api::qs_queue_ack(&who.client_id()), body)
+            .await
+    }
+}
+
+/// Waits until `check` holds or the time is up.
+pub async fn eventually(mut check: impl FnMut() -> bool, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
