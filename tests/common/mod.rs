@@ -77,6 +77,23 @@ impl TestServer {
         &self.store
     }
 
+    /// Every file under the store directory, with its bytes.
+    pub fn store_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    out.push((path, bytes));
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&self.store, &mut files);
+        files
+    }
+
     pub fn domain(&self) -> &str {
         &self.options.domain
     }
