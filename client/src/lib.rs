@@ -1,1 +1,23 @@
-//! placeholder
+//! The Roost client: a library and the `roost-client` command line.
+//!
+//! Owns: the client's persistent state (identity, secret keys, credential, queue position) in a
+//! sled store under a state directory ([`state`]); the HTTP calls to a homeserver, signed where
+//! the API requires it ([`server`]); the high-level operations a device performs: register,
+//! add a client, list and delete clients, send to its own clients and read its queue
+//! ([`Client`]); and the command line ([`cli`]).
+//!
+//! Must not touch: the server's crates or stores, or any wire format of its own. Every type on
+//! the wire and every encoding comes from `roost_protocol` (its `codec` is the only encoding,
+//! locally too), so server and client cannot drift apart. Secret keys never leave the state
+//! directory.
+
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod server;
+pub mod state;
+
+pub use client::{fetch_as_credentials, verify_with, Client, ClientEntry, Received, WhoAmI};
+pub use error::Error;
+pub use server::{Server, ServerError, Signer};
+pub use state::{Identity, QueuePosition, State, StateError};

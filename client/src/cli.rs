@@ -1,0 +1,684 @@
+//! The `roost-client` command line: argument parsing, running a command, and printing its
+//! outcome for people or, with `--json`, as one JSON value for scripts and tests.
+
+use std::{
+    ffi::OsString,
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand};
+use roost_protocol::{
+    api::{Notice, QueueItem},
+    ClientId, Timestamp, UserName,
+};
+use serde_json::{json, Value};
+
+use crate::{
+    client::{Client, ClientEntry, Received, WhoAmI},
+    error::Error,
+};
+
+/// Environment variable a password is read from when no `--password-file` is given.
+pub const PASSWORD_ENV: &str = "ROOST_PASSWORD";
+/// Longest `inbox --wait`, the server's long-poll limit.
+pub const MAX_WAIT_SECS: u64 = 30;
+
+/// Command-line client for a Roost homeserver.
+///
+/// Each state directory holds one client (one device) of one user: its secret keys, its
+/// credential, its home server and how far it has read its queue. Create one with `register`
+/// (a new user) or `add-client` (another device of an existing user).
+#[derive(Debug, Parser)]
+#[command(name = "roost-client", version)]
+pub struct Cli {
+    /// State directory of this client [default: $HOME/.roost-client]
+    #[arg(long, global = true, env = "ROOST_CLIENT_STATE", value_name = "DIR")]
+    pub state: Option<PathBuf>,
+
+    /// Print the result as one JSON value on stdout; errors go to stderr as
+    /// {"error": CODE, "message": TEXT}
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Doc comments here are the --help text, where URLs are plain text.
+#[allow(rustdoc::bare_urls)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new user on a homeserver, with this as its first client.
+    ///
+    /// The password is read from --password-file, or else from the ROOST_PASSWORD environment
+    /// variable; it is never taken on the command line.
+    Register {
+        /// The new user's name, e.g. alice@example.org
+        #[arg(value_name = "USER@DOMAIN")]
+        user: UserName,
+        /// Base URL of the user's homeserver, e.g. https://roost.example.org
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// File holding the password (one trailing newline is ignored)
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Registration token, if the server's admin requires one
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+    },
+    /// Add this as another client (device) of an existing user, authenticated by its password.
+    ///
+    /// The password is read from --password-file, or else from the ROOST_PASSWORD environment
+    /// variable.
+    AddClient {
+        /// The existing user, e.g. alice@example.org
+        #[arg(value_name = "USER@DOMAIN")]
+        user: UserName,
+        /// Base URL of the user's homeserver
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// File holding the password (one trailing newline is ignored)
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// List the user's clients: id, when added, credential validity, and which one is this.
+    Clients,
+    /// Remove one of the user's clients (its credential stops working).
+    DeleteClient {
+        /// Id of the client to remove (32 hex characters, as `clients` shows)
+        #[arg(value_name = "CLIENT_ID")]
+        client_id: ClientId,
+    },
+    /// Show this client's user, id, server and credential validity (no network needed).
+    Whoami,
+    /// Send a text to another client of the same user (or to this one).
+    SendOwn {
+        /// Id of the receiving client
+        #[arg(value_name = "CLIENT_ID")]
+        client_id: ClientId,
+        /// The text to send
+        text: String,
+    },
+    /// Receive, show and acknowledge the messages waiting in this client's queue.
+    Inbox {
+        /// Wait up to this many seconds (at most 30) for a first message if none is waiting
+        #[arg(long, value_name = "SECS", default_value_t = 0,
+              value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_SECS))]
+        wait: u64,
+    },
+}
+
+/// Why a command failed: the way it was asked for, or the request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{message}")]
+    Usage { code: &'static str, message: String },
+    #[error(transparent)]
+    Client(#[from] Error),
+}
+
+impl CliError {
+    fn usage(code: &'static str, message: impl Into<String>) -> Self {
+        CliError::Usage {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            CliError::Usage { code, .. } => code,
+            CliError::Client(e) => e.code(),
+        }
+    }
+
+    /// 2 for usage errors (like clap's own), 1 for failed requests.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage { .. } => 2,
+            CliError::Client(_) => 1,
+        }
+    }
+
+    /// The machine-readable form printed on stderr with `--json`.
+    pub fn to_json(&self) -> Value {
+        let mut value = json!({ "error": self.code(), "message": self.to_string() });
+        if let CliError::Client(e) = self {
+            if let Some(status) = e.status() {
+                value["status"] = json!(status);
+            }
+        }
+        value
+    }
+}
+
+/// What a command produced.
+#[derive(Debug)]
+pub enum Outcome {
+    Enrolled {
+        user: UserName,
+        client_id: ClientId,
+        server_url: String,
+    },
+    Clients(Vec<ClientEntry>),
+    Deleted(ClientId),
+    WhoAmI(WhoAmI),
+    Sent {
+        target: ClientId,
+        seq: u64,
+    },
+    Inbox(Vec<Received>),
+}
+
+/// Parses `args` (the program name first), runs the command and prints its outcome.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version on stdout, usage errors on stderr.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::usage("internal", format!("cannot start the runtime: {e}")))
+        .and_then(|runtime| runtime.block_on(execute(&cli)));
+    match result {
+        Ok(outcome) => {
+            let text = if cli.json {
+                outcome.to_json().to_string()
+            } else {
+                outcome.to_text()
+            };
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let text = if cli.json {
+                e.to_json().to_string()
+            } else {
+                format!("error: {e}")
+            };
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs a parsed command. Reads `ROOST_PASSWORD` and `HOME` from the environment when needed.
+pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
+    let state_dir = state_dir(cli.state.as_deref(), std::env::var_os("HOME"))?;
+    match &cli.command {
+        Command::Register {
+            user,
+            server,
+            password_file,
+            token,
+        } => {
+            let password = read_password(password_file.as_deref(), env_password())?;
+            let client =
+                Client::register(&state_dir, server, user, &password, token.as_deref()).await?;
+            Ok(enrolled(&client))
+        }
+        Command::AddClient {
+            user,
+            server,
+            password_file,
+        } => {
+            let password = read_password(password_file.as_deref(), env_password())?;
+            let client = Client::add_client(&state_dir, server, user, &password).await?;
+            Ok(enrolled(&client))
+        }
+        Command::Clients => Ok(Outcome::Clients(open(&state_dir)?.clients().await?)),
+        Command::DeleteClient { client_id } => {
+            open(&state_dir)?.delete_client(*client_id).await?;
+            Ok(Outcome::Deleted(*client_id))
+        }
+        Command::Whoami => Ok(Outcome::WhoAmI(open(&state_dir)?.whoami())),
+        Command::SendOwn { client_id, text } => {
+            let seq = open(&state_dir)?
+                .send_to_own_client(*client_id, text.clone().into_bytes())
+                .await?;
+            Ok(Outcome::Sent {
+                target: *client_id,
+                seq,
+            })
+        }
+        Command::Inbox { wait } => {
+            let wait = Duration::from_secs((*wait).min(MAX_WAIT_SECS));
+            Ok(Outcome::Inbox(open(&state_dir)?.receive(wait).await?))
+        }
+    }
+}
+
+fn open(state_dir: &Path) -> Result<Client, CliError> {
+    Ok(Client::open(state_dir)?)
+}
+
+fn enrolled(client: &Client) -> Outcome {
+    Outcome::Enrolled {
+        user: client.user().clone(),
+        client_id: client.client_id(),
+        server_url: client.server().base_url().to_owned(),
+    }
+}
+
+fn env_password() -> Option<String> {
+    std::env::var(PASSWORD_ENV).ok()
+}
+
+/// `--state`, else `$HOME/.roost-client`.
+pub fn state_dir(given: Option<&Path>, home: Option<OsString>) -> Result<PathBuf, CliError> {
+    if let Some(dir) = given {
+        return Ok(dir.to_path_buf());
+    }
+    match home {
+        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(".roost-client")),
+        _ => Err(CliError::usage(
+            "no_state_dir",
+            "HOME is not set: give the state directory with --state or ROOST_CLIENT_STATE",
+        )),
+    }
+}
+
+/// The password from `file` (without one trailing newline), else from `env`.
+pub fn read_password(file: Option<&Path>, env: Option<String>) -> Result<String, CliError> {
+    let password = match (file, env) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                CliError::usage(
+                    "password_file",
+                    format!("cannot read the password file {}: {e}", file.display()),
+                )
+            })?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            text.strip_suffix('\r').unwrap_or(text).to_owned()
+        }
+        (None, Some(env)) => env,
+        (None, None) => {
+            return Err(CliError::usage(
+                "no_password",
+                format!("no password given: use --password-file FILE or set {PASSWORD_ENV}"),
+            ))
+        }
+    };
+    if password.is_empty() {
+        return Err(CliError::usage("no_password", "the password is empty"));
+    }
+    Ok(password)
+}
+
+impl Outcome {
+    /// The stable JSON shape of each command's output.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Outcome::Enrolled {
+                user, client_id, ..
+            } => json!({ "user": user.to_string(), "client_id": client_id.to_string() }),
+            Outcome::Clients(clients) => json!({
+                "clients": clients.iter().map(|c| json!({
+                    "client_id": c.client_id.to_string(),
+                    "added_at": c.added_at.0,
+                    "valid_until": c.valid_until.0,
+                    "this_client": c.this_client,
+                })).collect::<Vec<_>>()
+            }),
+            Outcome::Deleted(id) => json!({ "deleted": id.to_string() }),
+            Outcome::WhoAmI(me) => json!({
+                "user": me.user.to_string(),
+                "client_id": me.client_id.to_string(),
+                "server": me.server_url,
+                "valid_until": me.valid_until.0,
+            }),
+            Outcome::Sent { seq, .. } => json!({ "seq": seq }),
+            Outcome::Inbox(items) => {
+                json!({ "items": items.iter().map(received_json).collect::<Vec<_>>() })
+            }
+        }
+    }
+
+    /// Lines for people.
+    pub fn to_text(&self) -> String {
+        match self {
+            Outcome::Enrolled {
+                user,
+                client_id,
+                server_url,
+            } => format!("user:      {user}\nclient id: {client_id}\nserver:    {server_url}"),
+            Outcome::Clients(clients) if clients.is_empty() => "No clients.".into(),
+            Outcome::Clients(clients) => clients
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}  added {}  valid until {}{}",
+                        c.client_id,
+                        format_time(c.added_at),
+                        format_time(c.valid_until),
+                        if c.this_client { "  (this client)" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Outcome::Deleted(id) => format!("Deleted client {id}."),
+            Outcome::WhoAmI(me) => format!(
+                "user:      {}\nclient id: {}\nserver:    {}\ncredential valid until {}{}",
+                me.user,
+                me.client_id,
+                me.server_url,
+                format_time(me.valid_until),
+                if me.valid_now { "" } else { " (NOT valid now)" }
+            ),
+            Outcome::Sent { target, seq } => {
+                format!("Queued for client {target} as message {seq}.")
+            }
+            Outcome::Inbox(items) if items.is_empty() => "No messages.".into(),
+            Outcome::Inbox(items) => items
+                .iter()
+                .map(received_text)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+fn received_json(received: &Received) -> Value {
+    let seq = received.seq;
+    match &received.item {
+        Ok(QueueItem::Notice(Notice::ClientAdded { client_id })) => {
+            json!({ "seq": seq, "kind": "client_added", "client_id": client_id.to_string() })
+        }
+        Ok(QueueItem::Notice(Notice::ClientDeleted { client_id })) => {
+            json!({ "seq": seq, "kind": "client_deleted", "client_id": client_id.to_string() })
+        }
+        Ok(QueueItem::FromOwnClient { sender, payload }) => json!({
+            "seq": seq,
+            "kind": "from_own_client",
+            "sender": sender.to_string(),
+            "text": String::from_utf8_lossy(payload),
+        }),
+        Err(e) => json!({ "seq": seq, "kind": "unreadable", "reason": e.to_string() }),
+    }
+}
+
+fn received_text(received: &Received) -> String {
+    let seq = received.seq;
+    match &received.item {
+        Ok(QueueItem::Notice(Notice::ClientAdded { client_id })) => {
+            format!("#{seq} client {client_id} was added")
+        }
+        Ok(QueueItem::Notice(Notice::ClientDeleted { client_id })) => {
+            format!("#{seq} client {client_id} was deleted")
+        }
+        Ok(QueueItem::FromOwnClient { sender, payload }) => format!(
+            "#{seq} from client {sender}: {}",
+            printable(&String::from_utf8_lossy(payload))
+        ),
+        Err(e) => format!("#{seq} unreadable message ({e}); acknowledged anyway"),
+    }
+}
+
+/// Escapes control characters, so a message cannot drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC`, without a date library.
+fn format_time(t: Timestamp) -> String {
+    let days = t.0 / 86_400;
+    let secs = t.0 % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("roost-client").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn register_takes_a_user_a_server_and_optional_password_file_and_token() {
+        let cli = parse(&[
+            "--state",
+            "/tmp/s",
+            "register",
+            "alice@example.org",
+            "--server",
+            "http://127.0.0.1:8080",
+            "--password-file",
+            "/tmp/pw",
+            "--token",
+            "t0k",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.state.as_deref(), Some(Path::new("/tmp/s")));
+        match cli.command {
+            Command::Register {
+                user,
+                server,
+                password_file,
+                token,
+            } => {
+                assert_eq!(user.to_string(), "alice@example.org");
+                assert_eq!(server, "http://127.0.0.1:8080");
+                assert_eq!(password_file.as_deref(), Some(Path::new("/tmp/pw")));
+                assert_eq!(token.as_deref(), Some("t0k"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_usage_errors() {
+        for args in [
+            &["register", "alice", "--server", "http://x"][..],
+            &["register", "alice@example.org"],
+            &["add-client", "Alice@example.org", "--server", "http://x"],
+            &["delete-client", "not-hex"],
+            &["send-own", "00112233445566778899aabbccddeeff"],
+            &["inbox", "--wait", "31"],
+            &["frobnicate"],
+            &[],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_other_commands_parse() {
+        let id = "00112233445566778899aabbccddeeff";
+        assert!(matches!(
+            parse(&["send-own", id, "hello there"]).unwrap().command,
+            Command::SendOwn { client_id, text } if client_id.to_string() == id && text == "hello there"
+        ));
+        assert!(matches!(
+            parse(&["delete-client", id]).unwrap().command,
+            Command::DeleteClient { client_id } if client_id.to_string() == id
+        ));
+        assert!(matches!(
+            parse(&["inbox", "--wait", "5"]).unwrap().command,
+            Command::Inbox { wait: 5 }
+        ));
+        assert!(matches!(
+            parse(&["inbox"]).unwrap().command,
+            Command::Inbox { wait: 0 }
+        ));
+        assert!(matches!(
+            parse(&["whoami"]).unwrap().command,
+            Command::Whoami
+        ));
+        assert!(matches!(
+            parse(&["clients", "--json"]).unwrap().command,
+            Command::Clients
+        ));
+        assert!(matches!(
+            parse(&["add-client", "bob@b.test", "--server", "http://b"])
+                .unwrap()
+                .command,
+            Command::AddClient { .. }
+        ));
+    }
+
+    #[test]
+    fn the_state_directory_defaults_to_home() {
+        assert_eq!(
+            state_dir(None, Some("/home/x".into())).unwrap(),
+            PathBuf::from("/home/x/.roost-client")
+        );
+        assert_eq!(
+            state_dir(Some(Path::new("/s")), None).unwrap(),
+            PathBuf::from("/s")
+        );
+        assert_eq!(state_dir(None, None).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn a_password_file_loses_exactly_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        for (content, expected) in [
+            ("secret\n", "secret"),
+            ("secret\r\n", "secret"),
+            ("secret", "secret"),
+            ("secret\n\n", "secret\n"),
+            (" spaced \n", " spaced "),
+        ] {
+            std::fs::write(&file, content).unwrap();
+            assert_eq!(read_password(Some(&file), None).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn the_password_file_wins_over_the_environment_and_one_is_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        assert_eq!(
+            read_password(Some(&file), Some("from-env".into())).unwrap(),
+            "from-file"
+        );
+        assert_eq!(
+            read_password(None, Some("from-env".into())).unwrap(),
+            "from-env"
+        );
+        let none = read_password(None, None).unwrap_err();
+        assert_eq!(none.code(), "no_password");
+        assert!(none.to_string().contains("--password-file"));
+        assert_eq!(none.exit_code(), 2);
+        std::fs::write(&file, "\n").unwrap();
+        assert_eq!(
+            read_password(Some(&file), None).unwrap_err().code(),
+            "no_password"
+        );
+        let missing = read_password(Some(&dir.path().join("nope")), None).unwrap_err();
+        assert_eq!(missing.code(), "password_file");
+    }
+
+    #[test]
+    fn inbox_items_have_stable_json() {
+        let a = ClientId([1; 16]);
+        let items = vec![
+            Received {
+                seq: 1,
+                item: Ok(QueueItem::Notice(Notice::ClientAdded { client_id: a })),
+            },
+            Received {
+                seq: 2,
+                item: Ok(QueueItem::FromOwnClient {
+                    sender: a,
+                    payload: b"hi\x1b[2J".to_vec(),
+                }),
+            },
+            Received {
+                seq: 3,
+                item: Err(roost_protocol::crypto::CryptoError::Decryption),
+            },
+        ];
+        let value = Outcome::Inbox(items).to_json();
+        assert_eq!(value["items"][0]["kind"], "client_added");
+        assert_eq!(value["items"][0]["client_id"], a.to_string());
+        assert_eq!(value["items"][1]["kind"], "from_own_client");
+        assert_eq!(value["items"][1]["sender"], a.to_string());
+        assert_eq!(value["items"][1]["text"], "hi\x1b[2J");
+        assert_eq!(value["items"][2]["kind"], "unreadable");
+        assert_eq!(value["items"][2]["seq"], 3);
+        let text = received_text(&Received {
+            seq: 2,
+            item: Ok(QueueItem::FromOwnClient {
+                sender: a,
+                payload: b"hi\x1b[2J".to_vec(),
+            }),
+        });
+        assert!(!text.contains('\x1b'), "{text}");
+    }
+
+    #[test]
+    fn errors_have_json_with_a_code() {
+        let err = CliError::Client(Error::Server(crate::server::ServerError::Http {
+            status: 409,
+            code: "user_taken".into(),
+            message: "taken".into(),
+        }));
+        let value = err.to_json();
+        assert_eq!(value["error"], "user_taken");
+        assert_eq!(value["status"], 409);
+        assert!(value["message"].as_str().unwrap().contains("taken"));
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(format_time(Timestamp(0)), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            format_time(Timestamp(951_782_400)),
+            "2000-02-29 00:00:00 UTC"
+        );
+        assert_eq!(
+            format_time(Timestamp(1_767_225_599)),
+            "2025-12-31 23:59:59 UTC"
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! The high-level client: enrolment (register, add a client), the user's client list, and the
+//! client's own queue, on top of [`State`] and [`Server`].
+
+use std::{path::Path, time::Duration};
+
+use roost_protocol::{
+    api::{self, AddClient, NewClient, QueueItem, RegisterUser},
+    credentials::{AsCredentials, ClientCredential},
+    crypto::CryptoError,
+    ClientId, Domain, HpkeSecretKey, SigningKey, Timestamp, UserName,
+};
+
+use crate::{
+    error::Error,
+    server::{Server, Signer},
+    state::{Identity, QueuePosition, State, StateError},
+};
+
+/// A registered client, opened from its state directory.
+#[derive(Debug)]
+pub struct Client {
+    state: State,
+    identity: Identity,
+    server: Server,
+    /// One receive at a time, so the queue position only moves forward.
+    receiving: tokio::sync::Mutex<()>,
+}
+
+/// This client as recorded locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhoAmI {
+    pub user: UserName,
+    pub client_id: ClientId,
+    pub server_url: String,
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
+    /// The credential's validity contains the current time.
+    pub valid_now: bool,
+}
+
+/// One client of the user, as the server lists it.
+#[derive(Debug, Clone)]
+pub struct ClientEntry {
+    pub client_id: ClientId,
+    pub added_at: Timestamp,
+    pub valid_until: Timestamp,
+    /// It is the client this state directory belongs to.
+    pub this_client: bool,
+    pub credential: ClientCredential,
+}
+
+/// One message taken from this client's queue; `item` is an error if it could not be opened
+/// (it is acknowledged all the same, so one bad message cannot jam the queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub seq: u64,
+    pub item: Result<QueueItem, CryptoError>,
+}
+
+/// A new client's secret keys, before the server has named it.
+struct NewKeys {
+    signing_key: SigningKey,
+    queue_key: HpkeSecretKey,
+}
+
+impl NewKeys {
+    fn generate() -> Self {
+        let (queue_key, _) = HpkeSecretKey::generate();
+        NewKeys {
+            signing_key: SigningKey::generate(),
+            queue_key,
+        }
+    }
+
+    fn request(&self, user: &UserName) -> NewClient {
+        NewClient::new(user, &self.signing_key, self.queue_key.public_key())
+    }
+}
+
+impl Client {
+    /// Opens the client registered in `state_dir`.
+    pub fn open(state_dir: impl AsRef<Path>) -> Result<Client, Error> {
+        let state = State::open(state_dir)?;
+        let identity = state
+            .identity()?
+            .ok_or_else(|| StateError::NotRegistered(state.dir().to_path_buf()))?;
+        let server = Server::new(&identity.server_url)?;
+        Ok(Client {
+            state,
+            identity,
+            server,
+            receiving: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Registers a new user with this as its first client, and saves it in `state_dir` (which
+    /// must not hold an identity yet). The credential is verified before anything is saved.
+    pub async fn register(
+        state_dir: impl AsRef<Path>,
+        server_url: &str,
+        user: &UserName,
+        password: &str,
+        registration_token: Option<&str>,
+    ) -> Result<Client, Error> {
+        let server = Server::new(server_url)?;
+        let state = open_unregistered(state_dir.as_ref()).await?;
+        let keys = NewKeys::generate();
+        let body = RegisterUser {
+            user: user.clone(),
+            password: password.to_owned(),
+            registration_token: registration_token.map(str::to_owned),
+            client: keys.request(user),
+        };
+        let credential = server.register_user(&body).await?;
+        Self::enrol(state, server, user, keys, credential).await
+    }
+
+    /// Adds a client to an existing user (authenticated by the password) and saves it in
+    /// `state_dir`, like [`Client::register`].
+    pub async fn add_client(
+        state_dir: impl AsRef<Path>,
+        server_url: &str,
+        user: &UserName,
+        password: &str,
+    ) -> Result<Client, Error> {
+        let server = Server::new(server_url)?;
+        let state = open_unregistered(state_dir.as_ref()).await?;
+        let keys = NewKeys::generate();
+        let body = AddClient {
+            password: password.to_owned(),
+            client: keys.request(user),
+        };
+        let credential = server.add_client(user, &body).await?;
+        Self::enrol(state, server, user, keys, credential).await
+    }
+
+    /// Checks the credential the server issued, then saves the identity.
+    async fn enrol(
+        state: State,
+        server: Server,
+        user: &UserName,
+        keys: NewKeys,
+        credential: ClientCredential,
+    ) -> Result<Client, Error> {
+        if credential.user() != user {
+            return Err(Error::CredentialMismatch(format!(
+                "it names {} instead of {user}",
+                credential.user()
+            )));
+        }
+        if credential.body.verifying_key != keys.signing_key.verifying_key() {
+            return Err(Error::CredentialMismatch(
+                "it certifies another signature key than this client's".into(),
+            ));
+        }
+        verify_with(&server, &credential).await?;
+        let identity = Identity {
+            user: user.clone(),
+            client_id: credential.client_id(),
+            signing_key: keys.signing_key,
+            queue_key: keys.queue_key,
+            credential,
+            server_url: server.base_url().to_owned(),
+        };
+        let (saved_state, saved) = (state.clone(), identity.clone());
+        blocking(move || saved_state.save_identity(&saved))
+            .await
+            .map_err(|e| match e {
+                Error::State(source) => Error::SaveAfterRegistration {
+                    user: identity.user.clone(),
+                    client_id: identity.client_id,
+                    source: Box::new(source),
+                },
+                other => other,
+            })?;
+        Ok(Client {
+            state,
+            identity,
+            server,
+            receiving: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn user(&self) -> &UserName {
+        &self.identity.user
+    }
+
+    pub fn client_id(&self) -> ClientId {
+        self.identity.client_id
+    }
+
+    pub fn credential(&self) -> &ClientCredential {
+        &self.identity.credential
+    }
+
+    /// The home server.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.state.dir()
+    }
+
+    /// Signs requests as this client.
+    pub fn signer(&self) -> Signer<'_> {
+        Signer {
+            client_id: self.identity.client_id,
+            key: &self.identity.signing_key,
+        }
+    }
+
+    /// Who this client is, from local state only.
+    pub fn whoami(&self) -> WhoAmI {
+        let validity = self.identity.credential.body.validity;
+        WhoAmI {
+            user: self.identity.user.clone(),
+            client_id: self.identity.client_id,
+            server_url: self.identity.server_url.clone(),
+            valid_from: validity.not_before,
+            valid_until: validity.not_after,
+            valid_now: validity.contains(Timestamp::now()),
+        }
+    }
+
+    /// Every client of this user, oldest first.
+    pub async fn clients(&self) -> Result<Vec<ClientEntry>, Error> {
+        let list = self.server.list_clients(self.signer()).await?;
+        let mut clients: Vec<ClientEntry> = list
+            .clients
+            .into_iter()
+            .map(|info| ClientEntry {
+                client_id: info.credential.client_id(),
+                added_at: info.added_at,
+                valid_until: info.credential.body.validity.not_after,
+                this_client: info.credential.client_id() == self.identity.client_id,
+                credential: info.credential,
+            })
+            .collect();
+        clients.sort_by_key(|c| (c.added_at, c.client_id));
+        Ok(clients)
+    }
+
+    /// Removes one of this user's clients (this one too, which makes this state unusable).
+    pub async fn delete_client(&self, client_id: ClientId) -> Result<(), Error> {
+        Ok(self.server.delete_client(self.signer(), &client_id).await?)
+    }
+
+    /// Puts `payload` into the queue of a client of this user (or this client's own); returns
+    /// the sequence number it got there.
+    pub async fn send_to_own_client(
+        &self,
+        target: ClientId,
+        payload: Vec<u8>,
+    ) -> Result<u64, Error> {
+        Ok(self
+            .server
+            .enqueue(self.signer(), &target, payload)
+            .await?
+            .seq)
+    }
+
+    /// Takes every message now in this client's queue, waiting up to `wait` (at most 30 s) for
+    /// a first one. Messages are opened, the position saved, then acknowledged, so each is
+    /// returned once. If something fails after some messages were saved, those are returned
+    /// and the rest come with the next call, which also repeats an acknowledgement that failed.
+    pub async fn receive(&self, wait: Duration) -> Result<Vec<Received>, Error> {
+        let _one_at_a_time = self.receiving.lock().await;
+        let mut position = self.state.queue_position()?;
+        if let Some(up_to) = position.pending_ack() {
+            self.server
+                .ack(self.signer(), &self.identity.client_id, up_to)
+                .await?;
+            position.acked = Some(up_to);
+            self.save_position(position).await?;
+        }
+        let mut delivered = Vec::new();
+        let mut wait = wait;
+        loop {
+            match self.receive_batch(&mut position, wait).await {
+                Ok((items, has_more)) => {
+                    let done = items.is_empty() || !has_more;
+                    delivered.extend(items);
+                    if done {
+                        return Ok(delivered);
+                    }
+                }
+                Err(e) if delivered.is_empty() => return Err(e),
+                Err(_) => return Ok(delivered),
+            }
+            wait = Duration::ZERO;
+        }
+    }
+
+    /// Fetches, opens and saves one batch, then acknowledges it. The batch counts as delivered
+    /// once its position is saved; a failed ack only leaves it pending for the next receive.
+    async fn receive_batch(
+        &self,
+        position: &mut QueuePosition,
+        wait: Duration,
+    ) -> Result<(Vec<Received>, bool), Error> {
+        let id = self.identity.client_id;
+        let batch = self
+            .server
+            .fetch(
+                self.signer(),
+                &id,
+                position.next_from(),
+                api::MAX_FETCH,
+                wait,
+            )
+            .await?;
+        let Some(last) = batch.messages.last().map(|m| m.seq) else {
+            return Ok((Vec::new(), false));
+        };
+        let items: Vec<Received> = batch
+            .messages
+            .iter()
+            .map(|message| Received {
+                seq: message.seq,
+                item: message.open(&self.identity.queue_key, &id),
+            })
+            .collect();
+        position.received = Some(last);
+        self.save_position(*position).await?;
+        let acked = self.server.ack(self.signer(), &id, last).await.is_ok()
+            && self
+                .save_position(QueuePosition {
+                    acked: Some(last),
+                    ..*position
+                })
+                .await
+                .is_ok();
+        if acked {
+            position.acked = Some(last);
+        }
+        Ok((items, batch.has_more && acked))
+    }
+
+    async fn save_position(&self, position: QueuePosition) -> Result<(), Error> {
+        let state = self.state.clone();
+        blocking(move || state.set_queue_position(&position)).await
+    }
+
+    /// Checks a client credential's chain against the AS credentials of its user's domain.
+    pub async fn verify_credential(&self, credential: &ClientCredential) -> Result<(), Error> {
+        let server = self.as_server_for(credential.user().domain())?;
+        verify_with(&server, credential).await
+    }
+
+    /// Fetches the AS credentials of `domain`, refusing any of another domain.
+    pub async fn as_credentials_of(&self, domain: &Domain) -> Result<AsCredentials, Error> {
+        let server = self.as_server_for(domain)?;
+        fetch_as_credentials(&server, domain).await
+    }
+
+    /// Where the AS of `domain` is reached: the one place that maps domains to servers. Only
+    /// the home domain is known until federation brings a resolver.
+    pub fn as_server_for(&self, domain: &Domain) -> Result<Server, Error> {
+        if domain == self.identity.user.domain() {
+            Ok(self.server.clone())
+        } else {
+            Err(Error::UnknownDomain(domain.clone()))
+        }
+    }
+}
+
+/// Opens (or creates) a state directory and refuses one that already holds an identity, before
+/// anything is sent to a server.
+async fn open_unregistered(dir: &Path) -> Result<State, Error> {
+    let dir = dir.to_path_buf();
+    blocking(move || {
+        let state = State::open_or_create(&dir)?;
+        state.ensure_unregistered()?;
+        Ok(state)
+    })
+    .await
+}
+
+/// Fetches `server`'s AS credentials and checks they all belong to `domain`.
+pub async fn fetch_as_credentials(
+    server: &Server,
+    domain: &Domain,
+) -> Result<AsCredentials, Error> {
+    let credentials = server.as_credentials().await?;
+    let foreign = credentials
+        .as_credentials
+        .iter()
+        .map(|c| &c.body.domain)
+        .chain(credentials.intermediates.iter().map(|i| &i.body.domain))
+        .find(|d| *d != domain);
+    if let Some(found) = foreign {
+        return Err(Error::WrongDomain {
+            server: server.base_url().to_owned(),
+            expected: domain.clone(),
+            found: found.to_string(),
+        });
+    }
+    if credentials.as_credentials.is_empty() || credentials.intermediates.is_empty() {
+        return Err(Error::WrongDomain {
+            server: server.base_url().to_owned(),
+            expected: domain.clone(),
+            found: "no credentials at all".into(),
+        });
+    }
+    Ok(credentials)
+}
+
+/// Verifies `credential` against the AS credentials `server` serves for the credential's domain.
+pub async fn verify_with(server: &Server, credential: &ClientCredential) -> Result<(), Error> {
+    let credentials = fetch_as_credentials(server, credential.user().domain()).await?;
+    credentials
+        .verify_client(credential, Timestamp::now())
+        .map_err(|source| Error::Chain {
+            user: credential.user().clone(),
+            client_id: credential.client_id(),
+            source,
+        })
+}
+
+/// Runs a blocking state operation off the async executor (sled's flush waits for the disk).
+async fn blocking<T: Send + 'static>(
+    operation: impl FnOnce() -> Result<T, StateError> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(operation)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(Error::from)
+}

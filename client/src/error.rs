@@ -1,0 +1,80 @@
+//! The one error type of the high-level client, with stable codes for machine-readable output.
+
+use roost_protocol::{credentials::ChainError, ClientId, Domain, UserName};
+
+use crate::{server::ServerError, state::StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// A credential's chain to its domain's AS credentials does not hold.
+    #[error("the credential of client {client_id} of {user} does not verify: {source}")]
+    Chain {
+        user: UserName,
+        client_id: ClientId,
+        #[source]
+        source: ChainError,
+    },
+    /// The server answered with AS credentials of another domain than asked for.
+    #[error("the server at {server} serves AS credentials of {found}, not of {expected}")]
+    WrongDomain {
+        server: String,
+        expected: Domain,
+        found: String,
+    },
+    /// The server issued a credential that is not the one this client asked for.
+    #[error("the server issued a credential that does not match the request: {0}")]
+    CredentialMismatch(String),
+    /// No way is known yet to reach the AS of this domain (federation is not built yet).
+    #[error(
+        "cannot reach the authentication service of {0}: only the home server's domain is known"
+    )]
+    UnknownDomain(Domain),
+    /// The identity was not saved after the server registered it: the keys are lost.
+    #[error("the server registered client {client_id} of {user}, but saving it locally failed (that client cannot be used; delete it from another client): {source}")]
+    SaveAfterRegistration {
+        user: UserName,
+        client_id: ClientId,
+        #[source]
+        source: Box<StateError>,
+    },
+    /// A blocking state operation could not be run.
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    /// A stable, machine-readable code naming the failure, e.g. `not_registered`.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::State(e) => match e {
+                StateError::NotRegistered(_) => "not_registered",
+                StateError::AlreadyRegistered { .. } => "already_registered",
+                StateError::UnsupportedFormat { .. } | StateError::NotAStateDir(_) => {
+                    "state_format"
+                }
+                StateError::Corrupt { .. } => "state_corrupt",
+                StateError::Locked(_) => "state_locked",
+                StateError::Store { .. } | StateError::Io { .. } => "state_io",
+            },
+            Error::Server(e) => e.code(),
+            Error::Chain { .. } => "bad_credential",
+            Error::WrongDomain { .. } => "wrong_domain",
+            Error::CredentialMismatch(_) => "credential_mismatch",
+            Error::UnknownDomain(_) => "unknown_domain",
+            Error::SaveAfterRegistration { .. } => "save_failed",
+            Error::Task(_) => "internal",
+        }
+    }
+
+    /// The HTTP status if the server refused the request.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Server(e) => e.status(),
+            _ => None,
+        }
+    }
+}
