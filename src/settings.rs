@@ -1,6 +1,9 @@
 //! Settings: built-in defaults, then a TOML file, then `ROOST_SECTION__KEY` variables.
 
-use std::{net::SocketAddr, path::{Path, PathBuf}};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -84,8 +87,7 @@ impl Settings {
     /// Loads the settings. `file` is the `--config` argument; without it `./config.toml` is
     /// read if it exists.
     pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         match file {
             Some(path) => {
                 if !path.is_file() {

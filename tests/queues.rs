@@ -18,7 +18,12 @@ async fn alice_two_clients_and_bob(server: &TestServer) -> (Identity, Identity, 
     assert_eq!(http.register(&mut bob, None).await.status, 201);
     // The laptop's arrival was announced in the phone's queue; clear it.
     let batch: QueueBatch = http.fetch(&phone, 1, 10, 2000).await.decode();
-    assert_eq!(http.ack(&phone, batch.messages.last().unwrap().seq).await.status, 204);
+    assert_eq!(
+        http.ack(&phone, batch.messages.last().unwrap().seq)
+            .await
+            .status,
+        204
+    );
     (phone, laptop, bob)
 }
 
@@ -26,10 +31,14 @@ fn payloads(batch: &QueueBatch, who: &Identity) -> Vec<(u64, String)> {
     batch
         .messages
         .iter()
-        .map(|m| match m.open(&who.queue_key, &who.client_id()).unwrap() {
-            QueueItem::FromOwnClient { payload, .. } => (m.seq, String::from_utf8(payload).unwrap()),
-            other => panic!("unexpected {other:?}"),
-        })
+        .map(
+            |m| match m.open(&who.queue_key, &who.client_id()).unwrap() {
+                QueueItem::FromOwnClient { payload, .. } => {
+                    (m.seq, String::from_utf8(payload).unwrap())
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+        )
         .collect()
 }
 
@@ -40,7 +49,10 @@ async fn messages_arrive_in_order_and_are_gone_once_acknowledged() {
     let (phone, laptop, _) = alice_two_clients_and_bob(&server).await;
     let first_seq = 2; // seq 1 was the "client added" notice
     for i in 0..30 {
-        let enqueued: Enqueued = http.enqueue(&laptop, &phone.client_id(), format!("m{i}").as_bytes()).await.decode();
+        let enqueued: Enqueued = http
+            .enqueue(&laptop, &phone.client_id(), format!("m{i}").as_bytes())
+            .await
+            .decode();
         assert_eq!(enqueued.seq, first_seq + i);
     }
     let batch: QueueBatch = http.fetch(&phone, 0, 10, 0).await.decode();
@@ -55,7 +67,10 @@ async fn messages_arrive_in_order_and_are_gone_once_acknowledged() {
     assert_eq!(payloads(&batch, &phone), expected);
     // Fetching from a position skips what comes before it.
     let batch: QueueBatch = http.fetch(&phone, first_seq + 28, 1000, 0).await.decode();
-    assert_eq!(batch.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![first_seq + 28, first_seq + 29]);
+    assert_eq!(
+        batch.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![first_seq + 28, first_seq + 29]
+    );
 }
 
 #[tokio::test]
@@ -66,7 +81,10 @@ async fn concurrent_enqueues_get_distinct_increasing_sequence_numbers() {
     let sends = (0..40).map(|i| {
         let (http, laptop, target) = (&http, &laptop, phone.client_id());
         async move {
-            let enqueued: Enqueued = http.enqueue(laptop, &target, format!("{i}").as_bytes()).await.decode();
+            let enqueued: Enqueued = http
+                .enqueue(laptop, &target, format!("{i}").as_bytes())
+                .await
+                .decode();
             enqueued.seq
         }
     });
@@ -74,7 +92,10 @@ async fn concurrent_enqueues_get_distinct_increasing_sequence_numbers() {
     seqs.sort();
     assert_eq!(seqs, (2..42).collect::<Vec<_>>());
     let batch: QueueBatch = http.fetch(&phone, 0, 1000, 0).await.decode();
-    assert_eq!(batch.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), seqs);
+    assert_eq!(
+        batch.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        seqs
+    );
 }
 
 #[tokio::test]
@@ -82,15 +103,28 @@ async fn only_a_queues_own_client_can_read_or_acknowledge_it() {
     let server = TestServer::start(Options::default());
     let http = server.http();
     let (phone, laptop, bob) = alice_two_clients_and_bob(&server).await;
-    http.enqueue(&laptop, &phone.client_id(), b"private").await.decode::<Enqueued>();
+    http.enqueue(&laptop, &phone.client_id(), b"private")
+        .await
+        .decode::<Enqueued>();
 
-    let path = format!("{}?from=0", roost_protocol::api::qs_queue_messages(&phone.client_id()));
+    let path = format!(
+        "{}?from=0",
+        roost_protocol::api::qs_queue_messages(&phone.client_id())
+    );
     for reader in [&laptop, &bob] {
         let response = http.signed(reader, "GET", &path, vec![]).await;
-        assert_eq!((response.status, response.error_code().as_str()), (403, "forbidden"));
+        assert_eq!(
+            (response.status, response.error_code().as_str()),
+            (403, "forbidden")
+        );
         let ack = roost_protocol::codec::encode(&roost_protocol::api::Ack { up_to: 100 });
         let response = http
-            .signed(reader, "POST", &roost_protocol::api::qs_queue_ack(&phone.client_id()), ack)
+            .signed(
+                reader,
+                "POST",
+                &roost_protocol::api::qs_queue_ack(&phone.client_id()),
+                ack,
+            )
             .await;
         assert_eq!(response.status, 403);
     }
@@ -110,10 +144,16 @@ async fn a_waiting_client_hears_of_a_message_as_soon_as_it_is_queued() {
     let (phone, laptop, _) = alice_two_clients_and_bob(&server).await;
     let started = Instant::now();
     let (batch, enqueued_at) = tokio::join!(
-        async { http.fetch(&phone, 2, 100, 20_000).await.decode::<QueueBatch>() },
+        async {
+            http.fetch(&phone, 2, 100, 20_000)
+                .await
+                .decode::<QueueBatch>()
+        },
         async {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            http.enqueue(&laptop, &phone.client_id(), b"ping").await.decode::<Enqueued>();
+            http.enqueue(&laptop, &phone.client_id(), b"ping")
+                .await
+                .decode::<Enqueued>();
             Instant::now()
         }
     );
@@ -139,7 +179,9 @@ async fn acknowledged_messages_and_acknowledgements_survive_kill_9() {
     let (phone, laptop, _) = alice_two_clients_and_bob(&server).await;
     let http = server.http();
     for i in 0..50 {
-        http.enqueue(&laptop, &phone.client_id(), format!("m{i}").as_bytes()).await.decode::<Enqueued>();
+        http.enqueue(&laptop, &phone.client_id(), format!("m{i}").as_bytes())
+            .await
+            .decode::<Enqueued>();
     }
     assert_eq!(http.ack(&phone, 11).await.status, 204);
 
@@ -149,7 +191,10 @@ async fn acknowledged_messages_and_acknowledgements_survive_kill_9() {
     let expected: Vec<_> = (10..50).map(|i| (2 + i, format!("m{i}"))).collect();
     assert_eq!(payloads(&batch, &phone), expected);
     // Sequence numbers continue; nothing is reused.
-    let next: Enqueued = http.enqueue(&laptop, &phone.client_id(), b"after").await.decode();
+    let next: Enqueued = http
+        .enqueue(&laptop, &phone.client_id(), b"after")
+        .await
+        .decode();
     assert_eq!(next.seq, 52);
 }
 
@@ -162,15 +207,27 @@ async fn an_idle_queue_actor_is_retired_and_its_queue_lives_on() {
     });
     let http = server.http();
     let (phone, laptop, _) = alice_two_clients_and_bob(&server).await;
-    http.enqueue(&laptop, &phone.client_id(), b"before").await.decode::<Enqueued>();
+    http.enqueue(&laptop, &phone.client_id(), b"before")
+        .await
+        .decode::<Enqueued>();
     assert!(
-        common::eventually(|| server.log().contains("retiring an idle actor"), Duration::from_secs(5)).await,
+        common::eventually(
+            || server.log().contains("retiring an idle actor"),
+            Duration::from_secs(5)
+        )
+        .await,
         "no actor was retired"
     );
-    let next: Enqueued = http.enqueue(&laptop, &phone.client_id(), b"after").await.decode();
+    let next: Enqueued = http
+        .enqueue(&laptop, &phone.client_id(), b"after")
+        .await
+        .decode();
     assert_eq!(next.seq, 3);
     let batch: QueueBatch = http.fetch(&phone, 0, 100, 0).await.decode();
-    assert_eq!(payloads(&batch, &phone), vec![(2, "before".into()), (3, "after".into())]);
+    assert_eq!(
+        payloads(&batch, &phone),
+        vec![(2, "before".into()), (3, "after".into())]
+    );
 }
 
 #[tokio::test]
@@ -179,7 +236,9 @@ async fn queue_contents_are_not_stored_in_plaintext() {
     let http = server.http();
     let (phone, laptop, _) = alice_two_clients_and_bob(&server).await;
     let marker = "PLAINTEXT-MARKER-7f3a9c";
-    http.enqueue(&laptop, &phone.client_id(), marker.as_bytes()).await.decode::<Enqueued>();
+    http.enqueue(&laptop, &phone.client_id(), marker.as_bytes())
+        .await
+        .decode::<Enqueued>();
     assert!(server.terminate().success());
     let files = server.store_files();
     assert!(files.iter().any(|(path, _)| path.ends_with("db")));

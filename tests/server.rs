@@ -10,10 +10,23 @@ fn invalid_settings_name_the_key_and_exit_non_zero() {
     for (key, value, named) in [
         ("ROOST_SERVER__BIND", "nonsense", "server.bind"),
         ("ROOST_SERVER__DOMAIN", "Not A Domain", "server.domain"),
-        ("ROOST_REGISTRATION__POLICY", "closed", "registration.policy"),
-        ("ROOST_SERVER__MAX_BODY_BYTES", "lots", "server.max_body_bytes"),
+        (
+            "ROOST_REGISTRATION__POLICY",
+            "closed",
+            "registration.policy",
+        ),
+        (
+            "ROOST_SERVER__MAX_BODY_BYTES",
+            "lots",
+            "server.max_body_bytes",
+        ),
     ] {
-        let output = server.command().env(key, value).arg("serve").output().unwrap();
+        let output = server
+            .command()
+            .env(key, value)
+            .arg("serve")
+            .output()
+            .unwrap();
         assert!(!output.status.success(), "{key}={value} was accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(named), "{key}: {stderr}");
@@ -108,7 +121,10 @@ async fn user_names_appear_in_logs_only_at_debug_level() {
     let mut laptop = Identity::new(&server.user("zebediah"));
     assert_eq!(http.add_client(&mut laptop, PASSWORD).await.status, 201);
     let log = server.log();
-    assert!(log.contains("POST /as/v1/users/{user}/clients 201"), "{log}");
+    assert!(
+        log.contains("POST /as/v1/users/{user}/clients 201"),
+        "{log}"
+    );
     assert!(!log.contains("zebediah"), "{log}");
 
     let debug = TestServer::start(Options {

@@ -328,7 +328,12 @@ impl Handler<DeleteClient> for AccountsActor {
             .map(|u| u.clients)
             .unwrap_or_default();
         if matches!(removed, Ok(true)) {
-            self.notify(remaining, Notice::ClientDeleted { client_id: msg.client });
+            self.notify(
+                remaining,
+                Notice::ClientDeleted {
+                    client_id: msg.client,
+                },
+            );
         }
         let durability = self.durability.clone();
         let queues = self.queues.clone();
@@ -345,7 +350,9 @@ impl Handler<DeleteClient> for AccountsActor {
                 .await
             {
                 Ok(Ok(Ok(()))) => {}
-                other => tracing::warn!(client = %msg.client, outcome = ?other.map(|r| r.map(|r| r.err())), "the deleted client's queue was not removed"),
+                other => {
+                    tracing::warn!(client = %msg.client, outcome = ?other.map(|r| r.map(|r| r.err())), "the deleted client's queue was not removed")
+                }
             }
             tracing::info!(client = %msg.client, "deleted a client");
             Ok(())

@@ -6,10 +6,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    credentials::ClientCredential,
-    crypto::{HpkePublicKey, HpkeSecretKey, Sealed, Signature, SigningKey, VerifyingKey, CryptoError},
-    ids::{ClientId, Timestamp, UserName},
     codec,
+    credentials::ClientCredential,
+    crypto::{
+        CryptoError, HpkePublicKey, HpkeSecretKey, Sealed, Signature, SigningKey, VerifyingKey,
+    },
+    ids::{ClientId, Timestamp, UserName},
 };
 
 pub const CONTENT_TYPE: &str = "application/x-roost-bincode";
@@ -192,10 +194,15 @@ mod tests {
     fn a_queue_message_opens_only_for_its_client_and_position() {
         let (sk, pk) = HpkeSecretKey::generate();
         let client = ClientId::random();
-        let item = QueueItem::Notice(Notice::ClientAdded { client_id: ClientId::random() });
+        let item = QueueItem::Notice(Notice::ClientAdded {
+            client_id: ClientId::random(),
+        });
         let message = QueueMessage::seal(&pk, &client, 7, &item).unwrap();
         assert_eq!(message.open(&sk, &client).unwrap(), item);
-        let moved = QueueMessage { seq: 8, ..message.clone() };
+        let moved = QueueMessage {
+            seq: 8,
+            ..message.clone()
+        };
         assert!(moved.open(&sk, &client).is_err());
         assert!(message.open(&sk, &ClientId::random()).is_err());
     }

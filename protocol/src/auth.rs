@@ -182,7 +182,10 @@ mod tests {
         let parsed = RequestSignature::parse_header(&sig.to_header()).unwrap();
         assert_eq!(parsed, sig);
         let vk = key.verifying_key();
-        assert_eq!(parsed.verify(&vk, "POST", "/qs/v1/x?a=1", b"body", 1_000_500), Ok(()));
+        assert_eq!(
+            parsed.verify(&vk, "POST", "/qs/v1/x?a=1", b"body", 1_000_500),
+            Ok(())
+        );
         assert_eq!(
             parsed.verify(&vk, "GET", "/qs/v1/x?a=1", b"body", 1_000_500),
             Err(AuthError::BadSignature)
@@ -196,14 +199,24 @@ mod tests {
             Err(AuthError::BadSignature)
         );
         assert_eq!(
-            parsed.verify(&vk, "POST", "/qs/v1/x?a=1", b"body", 1_000_000 + REPLAY_WINDOW_MS + 1),
+            parsed.verify(
+                &vk,
+                "POST",
+                "/qs/v1/x?a=1",
+                b"body",
+                1_000_000 + REPLAY_WINDOW_MS + 1
+            ),
             Err(AuthError::Stale)
         );
     }
 
     #[test]
     fn malformed_headers_are_named() {
-        for bad in ["", "Bearer x", "Roost-Signature client=zz, ts=1, nonce=00, sig=AA"] {
+        for bad in [
+            "",
+            "Bearer x",
+            "Roost-Signature client=zz, ts=1, nonce=00, sig=AA",
+        ] {
             assert!(RequestSignature::parse_header(bad).is_err(), "{bad}");
         }
     }

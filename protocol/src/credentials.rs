@@ -189,7 +189,8 @@ impl AsCredentials {
             .intermediates
             .iter()
             .find(|i| {
-                &i.body.domain == domain && i.body.verifying_key.fingerprint() == credential.body.signer
+                &i.body.domain == domain
+                    && i.body.verifying_key.fingerprint() == credential.body.signer
             })
             .ok_or_else(|| ChainError::UnknownIntermediate(domain.clone()))?;
         intermediate
@@ -219,7 +220,11 @@ impl AsCredentials {
             .ok_or_else(|| ChainError::UnknownAsCredential(domain.clone()))?;
         root.body
             .verifying_key
-            .verify(INTERMEDIATE_LABEL, &intermediate.body, &intermediate.signature)
+            .verify(
+                INTERMEDIATE_LABEL,
+                &intermediate.body,
+                &intermediate.signature,
+            )
             .map_err(|_| ChainError::BadIntermediateSignature)?;
         if !root.body.validity.contains(now) {
             return Err(ChainError::AsExpired);
@@ -285,7 +290,10 @@ mod tests {
         );
         let b = authority("b.test");
         let wrong_domain = client_of(&b, "alice@a.test", 60);
-        assert!(b.creds.verify_client(&wrong_domain, Timestamp::now()).is_err());
+        assert!(b
+            .creds
+            .verify_client(&wrong_domain, Timestamp::now())
+            .is_err());
     }
 
     #[test]
@@ -304,6 +312,9 @@ mod tests {
         let a = authority("a.test");
         let cred = client_of(&a, "alice@a.test", 60);
         let later = Timestamp::now().plus_secs(61);
-        assert_eq!(a.creds.verify_client(&cred, later), Err(ChainError::ClientExpired));
+        assert_eq!(
+            a.creds.verify_client(&cred, later),
+            Err(ChainError::ClientExpired)
+        );
     }
 }

@@ -191,7 +191,16 @@ mod tests {
         assert_eq!(alice.local(), "alice");
         assert_eq!(alice.domain().as_str(), "example.org");
         assert!("localhost:8080".parse::<Domain>().is_ok());
-        for bad in ["alice", "@example.org", "Alice@example.org", "a b@x.org", "alice@", "alice@-x.org", "alice@x..org", "alice@x.org:0"] {
+        for bad in [
+            "alice",
+            "@example.org",
+            "Alice@example.org",
+            "a b@x.org",
+            "alice@",
+            "alice@-x.org",
+            "alice@x..org",
+            "alice@x.org:0",
+        ] {
             assert!(bad.parse::<UserName>().is_err(), "{bad} was accepted");
         }
     }

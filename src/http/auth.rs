@@ -1,9 +1,6 @@
 //! Authenticating signed client requests, with a replay guard.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use actix_web::HttpRequest;
 
@@ -32,7 +29,10 @@ pub struct ReplayGuard {
 impl ReplayGuard {
     /// Records a signature; false if it was seen before.
     fn first_use(&self, signature: [u8; 64], timestamp_ms: u64, now_ms: u64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if seen.len() > 10_000 {
             // Outside the window a timestamp is refused anyway, so forgetting is safe.
             seen.retain(|_, ts| ts.abs_diff(now_ms) <= REPLAY_WINDOW_MS);

@@ -100,9 +100,7 @@ impl ResponseError for ApiError {
             },
             ApiError::Queue(e) => match e {
                 QueueError::UnknownQueue => StatusCode::NOT_FOUND,
-                QueueError::Storage(_) | QueueError::Crypto(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                QueueError::Storage(_) | QueueError::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

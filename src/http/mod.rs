@@ -39,7 +39,11 @@ pub type State = web::Data<Arc<AppState>>;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
-        .service(web::resource("/health").route(web::get().to(health)).default_service(web::to(method_not_allowed)))
+        .service(
+            web::resource("/health")
+                .route(web::get().to(health))
+                .default_service(web::to(method_not_allowed)),
+        )
         .configure(as_api::routes)
         .configure(qs_api::routes)
         .default_service(web::to(not_found));
@@ -87,7 +91,10 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(codec::decode(body)?)
 }
 
-pub(crate) fn encoded<T: Serialize>(status: actix_web::http::StatusCode, value: &T) -> HttpResponse {
+pub(crate) fn encoded<T: Serialize>(
+    status: actix_web::http::StatusCode,
+    value: &T,
+) -> HttpResponse {
     HttpResponse::build(status)
         .content_type(CONTENT_TYPE)
         .body(codec::encode(value))

@@ -46,7 +46,9 @@ fn own_queue(caller: &Caller, queue: &ClientId) -> Result<(), ApiError> {
     if &caller.client == queue {
         Ok(())
     } else {
-        Err(ApiError::Forbidden("only a queue's own client may read or acknowledge it"))
+        Err(ApiError::Forbidden(
+            "only a queue's own client may read or acknowledge it",
+        ))
     }
 }
 

@@ -104,10 +104,13 @@ impl AccountStore {
         let client_id = client.credential.client_id();
         let outcome = (&self.users.tree, &self.clients.tree).transaction(|(users, clients)| {
             let mut record: UserRecord = match users.get(user_key.as_bytes())? {
-                Some(bytes) => decode(&bytes).map_err(|e| {
-                    ConflictableTransactionError::Abort(AccountError::Storage(e))
-                })?,
-                None => return Err(ConflictableTransactionError::Abort(AccountError::UnknownUser)),
+                Some(bytes) => decode(&bytes)
+                    .map_err(|e| ConflictableTransactionError::Abort(AccountError::Storage(e)))?,
+                None => {
+                    return Err(ConflictableTransactionError::Abort(
+                        AccountError::UnknownUser,
+                    ))
+                }
             };
             record.clients.push(client_id);
             users.insert(user_key.as_bytes(), encode(&record))?;
@@ -118,14 +121,21 @@ impl AccountStore {
     }
 
     /// Removes a client of `user`; returns whether it existed.
-    pub fn remove_client(&self, user: &UserName, client_id: &ClientId) -> Result<bool, AccountError> {
+    pub fn remove_client(
+        &self,
+        user: &UserName,
+        client_id: &ClientId,
+    ) -> Result<bool, AccountError> {
         let user_key = user.to_string();
         let outcome = (&self.users.tree, &self.clients.tree).transaction(|(users, clients)| {
             let mut record: UserRecord = match users.get(user_key.as_bytes())? {
-                Some(bytes) => decode(&bytes).map_err(|e| {
-                    ConflictableTransactionError::Abort(AccountError::Storage(e))
-                })?,
-                None => return Err(ConflictableTransactionError::Abort(AccountError::UnknownUser)),
+                Some(bytes) => decode(&bytes)
+                    .map_err(|e| ConflictableTransactionError::Abort(AccountError::Storage(e)))?,
+                None => {
+                    return Err(ConflictableTransactionError::Abort(
+                        AccountError::UnknownUser,
+                    ))
+                }
             };
             let before = record.clients.len();
             record.clients.retain(|c| c != client_id);
@@ -149,7 +159,9 @@ impl AccountStore {
     }
 }
 
-fn flatten<T>(outcome: std::result::Result<T, TransactionError<AccountError>>) -> Result<T, AccountError> {
+fn flatten<T>(
+    outcome: std::result::Result<T, TransactionError<AccountError>>,
+) -> Result<T, AccountError> {
     outcome.map_err(|e| match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => AccountError::Storage(e.into()),

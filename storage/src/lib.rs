@@ -62,15 +62,12 @@ impl Store {
             reason,
         };
         std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    open_error("another process (a running roost?) holds its lock".into())
-                }
-                other => open_error(other.to_string()),
-            })?;
+        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                open_error("another process (a running roost?) holds its lock".into())
+            }
+            other => open_error(other.to_string()),
+        })?;
         check_format(&db, path)?;
         let durability = Durability::start(db.clone(), path)?;
         Ok(Store {

@@ -64,7 +64,12 @@ impl QueueStore {
     }
 
     /// Up to `max` messages with `seq >= from`, in order, and whether more follow.
-    pub fn range(&self, client: &ClientId, from: u64, max: usize) -> Result<(Vec<QueueMessage>, bool)> {
+    pub fn range(
+        &self,
+        client: &ClientId,
+        from: u64,
+        max: usize,
+    ) -> Result<(Vec<QueueMessage>, bool)> {
         let mut messages = Vec::new();
         let end = message_key(client, u64::MAX);
         for entry in self.table.tree.range(message_key(client, from)..=end) {
