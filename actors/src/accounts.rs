@@ -123,13 +123,28 @@ impl AccountsActor {
         }
     }
 
-    fn notify(&self, clients: impl IntoIterator<Item = ClientId>, notice: Notice) {
-        for client in clients {
-            self.queues.do_send(Route {
-                key: client,
-                message: Enqueue(QueueItem::Notice(notice.clone())),
-            });
-        }
+    /// The ids of `user`'s clients; none if the user is unknown or unreadable.
+    fn clients_of(&self, user: &UserName) -> Vec<ClientId> {
+        self.store
+            .user(user)
+            .ok()
+            .flatten()
+            .map(|u| u.clients)
+            .unwrap_or_default()
+    }
+}
+
+/// Tells `clients` about a change to their account, through their queues.
+fn notify(
+    queues: &Addr<Pool<QueueActor>>,
+    clients: impl IntoIterator<Item = ClientId>,
+    notice: Notice,
+) {
+    for client in clients {
+        queues.do_send(Route {
+            key: client,
+            message: Enqueue(QueueItem::Notice(notice.clone())),
+        });
     }
 }
 
@@ -277,13 +292,7 @@ impl Handler<AddClient> for AccountsActor {
                     actor.store.add_client(&msg.user, &client)?;
                     Ok(client)
                 });
-                let siblings = actor
-                    .store
-                    .user(&msg.user)
-                    .ok()
-                    .flatten()
-                    .map(|u| u.clients)
-                    .unwrap_or_default();
+                let siblings = actor.clients_of(&msg.user);
                 let durability = actor.durability.clone();
                 let queues = actor.queues.clone();
                 async move {
@@ -291,14 +300,11 @@ impl Handler<AddClient> for AccountsActor {
                     durability.persist().await?;
                     let new_id = client.credential.client_id();
                     tracing::info!(client = %new_id, "added a client");
-                    for sibling in siblings.into_iter().filter(|c| *c != new_id) {
-                        queues.do_send(Route {
-                            key: sibling,
-                            message: Enqueue(QueueItem::Notice(Notice::ClientAdded {
-                                client_id: new_id,
-                            })),
-                        });
-                    }
+                    notify(
+                        &queues,
+                        siblings.into_iter().filter(|c| *c != new_id),
+                        Notice::ClientAdded { client_id: new_id },
+                    );
                     Ok(client.credential)
                 }
                 .into_actor(actor)
@@ -320,21 +326,7 @@ impl Handler<DeleteClient> for AccountsActor {
 
     fn handle(&mut self, msg: DeleteClient, _ctx: &mut Self::Context) -> Self::Result {
         let removed = self.store.remove_client(&msg.user, &msg.client);
-        let remaining = self
-            .store
-            .user(&msg.user)
-            .ok()
-            .flatten()
-            .map(|u| u.clients)
-            .unwrap_or_default();
-        if matches!(removed, Ok(true)) {
-            self.notify(
-                remaining,
-                Notice::ClientDeleted {
-                    client_id: msg.client,
-                },
-            );
-        }
+        let remaining = self.clients_of(&msg.user);
         let durability = self.durability.clone();
         let queues = self.queues.clone();
         Box::pin(async move {
@@ -342,19 +334,24 @@ impl Handler<DeleteClient> for AccountsActor {
                 return Err(AccountsError::UnknownClient);
             }
             durability.persist().await?;
-            match queues
+            tracing::info!(client = %msg.client, "deleted a client");
+            notify(
+                &queues,
+                remaining,
+                Notice::ClientDeleted {
+                    client_id: msg.client,
+                },
+            );
+            let deleted = queues
                 .send(Route {
                     key: msg.client,
                     message: DeleteQueue,
                 })
-                .await
-            {
-                Ok(Ok(Ok(()))) => {}
-                other => {
-                    tracing::warn!(client = %msg.client, outcome = ?other.map(|r| r.map(|r| r.err())), "the deleted client's queue was not removed")
-                }
+                .await;
+            if !matches!(deleted, Ok(Ok(Ok(())))) {
+                // The client is gone either way; its queue is unreachable and only wastes space.
+                tracing::warn!(client = %msg.client, "the deleted client's queue was not removed");
             }
-            tracing::info!(client = %msg.client, "deleted a client");
             Ok(())
         })
     }

@@ -9,8 +9,8 @@ use roost_protocol::{
 };
 
 use super::{
-    auth::authenticate, decode, encoded, error::ApiError, method_not_allowed, path_param,
-    read_body, State,
+    decode, encoded, error::ApiError, method_not_allowed, path_param, read_body, signed_request,
+    State,
 };
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -69,8 +69,7 @@ async fn list_clients(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&state, &request, payload).await?;
-    let caller = authenticate(&request, &body, &state.account_store, &state.replay)?;
+    let (caller, _) = signed_request(&state, &request, payload).await?;
     let store = &state.account_store;
     let accounts_error = |e: roost_storage::StorageError| ApiError::Accounts(e.into());
     let user = store
@@ -96,8 +95,7 @@ async fn delete_client(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let client: ClientId = path_param(&client, "client id")?;
-    let body = read_body(&state, &request, payload).await?;
-    let caller = authenticate(&request, &body, &state.account_store, &state.replay)?;
+    let (caller, _) = signed_request(&state, &request, payload).await?;
     state
         .accounts
         .send(DeleteClient {

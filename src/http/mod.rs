@@ -87,6 +87,17 @@ pub(crate) async fn read_body(
     Ok(body.freeze())
 }
 
+/// Reads the body and checks the request's signature over it: for every non-public endpoint.
+pub(crate) async fn signed_request(
+    state: &AppState,
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(auth::Caller, Bytes), ApiError> {
+    let body = read_body(state, request, payload).await?;
+    let caller = auth::authenticate(request, &body, &state.account_store, &state.replay)?;
+    Ok((caller, body))
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(codec::decode(body)?)
 }

@@ -15,10 +15,8 @@ use roost_protocol::{
 };
 
 use super::{
-    auth::{authenticate, Caller},
-    decode, encoded,
-    error::ApiError,
-    method_not_allowed, path_param, read_body, State,
+    auth::Caller, decode, encoded, error::ApiError, method_not_allowed, path_param, signed_request,
+    State,
 };
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -59,8 +57,7 @@ async fn enqueue(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let queue: ClientId = path_param(&queue, "client id")?;
-    let body = read_body(&state, &request, payload).await?;
-    let caller = authenticate(&request, &body, &state.account_store, &state.replay)?;
+    let (caller, body) = signed_request(&state, &request, payload).await?;
     let message: api::Enqueue = decode(&body)?;
     // For now only a user's own clients write to its queues; the DS and federation come later.
     let target = state
@@ -94,8 +91,7 @@ async fn fetch(
     let queue: ClientId = path_param(&queue, "client id")?;
     let query = web::Query::<FetchQuery>::from_query(request.query_string())
         .map_err(|e| ApiError::BadPath(format!("bad query: {e}")))?;
-    let body = read_body(&state, &request, payload).await?;
-    let caller = authenticate(&request, &body, &state.account_store, &state.replay)?;
+    let (caller, _) = signed_request(&state, &request, payload).await?;
     own_queue(&caller, &queue)?;
     let batch = state
         .queues
@@ -118,8 +114,7 @@ async fn ack(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let queue: ClientId = path_param(&queue, "client id")?;
-    let body = read_body(&state, &request, payload).await?;
-    let caller = authenticate(&request, &body, &state.account_store, &state.replay)?;
+    let (caller, body) = signed_request(&state, &request, payload).await?;
     own_queue(&caller, &queue)?;
     let ack: api::Ack = decode(&body)?;
     state

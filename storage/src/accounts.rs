@@ -1,7 +1,9 @@
 //! Users, their clients and registration tokens (the AS's account records).
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
 
 use roost_protocol::{ClientCredential, ClientId, HpkePublicKey, Timestamp, UserName};
 
@@ -103,15 +105,7 @@ impl AccountStore {
         let user_key = user.to_string();
         let client_id = client.credential.client_id();
         let outcome = (&self.users.tree, &self.clients.tree).transaction(|(users, clients)| {
-            let mut record: UserRecord = match users.get(user_key.as_bytes())? {
-                Some(bytes) => decode(&bytes)
-                    .map_err(|e| ConflictableTransactionError::Abort(AccountError::Storage(e)))?,
-                None => {
-                    return Err(ConflictableTransactionError::Abort(
-                        AccountError::UnknownUser,
-                    ))
-                }
-            };
+            let mut record = load_user(users, &user_key)?;
             record.clients.push(client_id);
             users.insert(user_key.as_bytes(), encode(&record))?;
             clients.insert(&client_id.0, encode(client))?;
@@ -128,15 +122,7 @@ impl AccountStore {
     ) -> Result<bool, AccountError> {
         let user_key = user.to_string();
         let outcome = (&self.users.tree, &self.clients.tree).transaction(|(users, clients)| {
-            let mut record: UserRecord = match users.get(user_key.as_bytes())? {
-                Some(bytes) => decode(&bytes)
-                    .map_err(|e| ConflictableTransactionError::Abort(AccountError::Storage(e)))?,
-                None => {
-                    return Err(ConflictableTransactionError::Abort(
-                        AccountError::UnknownUser,
-                    ))
-                }
-            };
+            let mut record = load_user(users, &user_key)?;
             let before = record.clients.len();
             record.clients.retain(|c| c != client_id);
             if record.clients.len() == before {
@@ -156,6 +142,18 @@ impl AccountStore {
 
     pub fn token_count(&self) -> usize {
         self.tokens.tree.len()
+    }
+}
+
+/// Reads a user record inside a transaction; a missing user aborts it.
+fn load_user(
+    users: &TransactionalTree,
+    user_key: &str,
+) -> Result<UserRecord, ConflictableTransactionError<AccountError>> {
+    let abort = ConflictableTransactionError::Abort;
+    match users.get(user_key.as_bytes())? {
+        Some(bytes) => decode(&bytes).map_err(|e| abort(AccountError::Storage(e))),
+        None => Err(abort(AccountError::UnknownUser)),
     }
 }
 
