@@ -312,9 +312,14 @@ async fn every_acknowledged_enqueue_survives_a_kill_9_in_the_middle_of_a_burst()
 
     server.start_again();
     let batch: QueueBatch = server.http().fetch(&phone, 0, 1000, 0).await.decode();
-    let stored: std::collections::HashMap<u64, String> = payloads(&batch, &phone).into_iter().collect();
+    let stored: std::collections::HashMap<u64, String> =
+        payloads(&batch, &phone).into_iter().collect();
     for (seq, text) in &acked {
-        assert_eq!(stored.get(seq), Some(text), "acknowledged message {seq} was lost");
+        assert_eq!(
+            stored.get(seq),
+            Some(text),
+            "acknowledged message {seq} was lost"
+        );
     }
     // Sequence numbers stay strictly increasing with no gaps among what was kept.
     let seqs: Vec<u64> = batch.messages.iter().map(|m| m.seq).collect();

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Identity, Options, TestServer, PASSWORD};
 
 #[test]
@@ -120,11 +122,18 @@ async fn user_names_appear_in_logs_only_at_debug_level() {
     http.register(&mut phone, None).await;
     let mut laptop = Identity::new(&server.user("zebediah"));
     assert_eq!(http.add_client(&mut laptop, PASSWORD).await.status, 201);
+    // The access log line may reach the log reader a moment after the response.
+    let logged = common::eventually(
+        || {
+            server
+                .log()
+                .contains("POST /as/v1/users/{user}/clients 201")
+        },
+        Duration::from_secs(5),
+    )
+    .await;
     let log = server.log();
-    assert!(
-        log.contains("POST /as/v1/users/{user}/clients 201"),
-        "{log}"
-    );
+    assert!(logged, "{log}");
     assert!(!log.contains("zebediah"), "{log}");
 
     let debug = TestServer::start(Options {
@@ -133,5 +142,6 @@ async fn user_names_appear_in_logs_only_at_debug_level() {
     });
     let mut phone = Identity::new(&debug.user("zebediah"));
     debug.http().register(&mut phone, None).await;
-    assert!(debug.log().contains("zebediah"));
+    let logged = common::eventually(|| debug.log().contains("zebediah"), Duration::from_secs(5));
+    assert!(logged.await);
 }

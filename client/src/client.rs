@@ -241,7 +241,9 @@ impl Client {
                 credential: info.credential,
             })
             .collect();
-        clients.sort_by_key(|c| (c.added_at, c.client_id));
+        // Stable, and by time only: `added_at` has whole seconds, and clients added within one
+        // second keep the server's order, which is the order they were added in.
+        clients.sort_by_key(|c| c.added_at);
         Ok(clients)
     }
 

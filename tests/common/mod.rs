@@ -115,14 +115,20 @@ impl TestServer {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("ROOST_SERVER__BIND", bind)
             .env("ROOST_SERVER__DOMAIN", &self.options.domain)
-            .env("ROOST_SERVER__MAX_BODY_BYTES", self.options.max_body_bytes.to_string())
+            .env(
+                "ROOST_SERVER__MAX_BODY_BYTES",
+                self.options.max_body_bytes.to_string(),
+            )
             .env("ROOST_STORAGE__PATH", &self.store)
             .env("ROOST_REGISTRATION__POLICY", self.options.policy)
             .env(
                 "ROOST_CREDENTIALS__CLIENT_LIFETIME_SECS",
                 self.options.client_lifetime_secs.to_string(),
             )
-            .env("ROOST_ACTORS__IDLE_SECS", self.options.idle_secs.to_string())
+            .env(
+                "ROOST_ACTORS__IDLE_SECS",
+                self.options.idle_secs.to_string(),
+            )
             .env("ROOST_LOG__FILTER", self.options.log)
             .current_dir(self.dir.as_ref().unwrap().path());
         command
@@ -295,8 +301,15 @@ impl Raw {
     }
 
     /// A request signed by `who`, exactly as the protocol wants.
-    pub async fn signed(&self, who: &Identity, method: &str, path: &str, body: Vec<u8>) -> Response {
-        let auth = RequestSignature::sign(&who.key, who.client_id(), method, path, &body, now_millis());
+    pub async fn signed(
+        &self,
+        who: &Identity,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Response {
+        let auth =
+            RequestSignature::sign(&who.key, who.client_id(), method, path, &body, now_millis());
         self.send(method, path, body, Some(auth.to_header())).await
     }
 
@@ -332,7 +345,8 @@ impl Raw {
         let body = codec::encode(&api::Enqueue {
             payload: payload.to_vec(),
         });
-        self.signed(from, "POST", &api::qs_queue_messages(to), body).await
+        self.signed(from, "POST", &api::qs_queue_messages(to), body)
+            .await
     }
 
     pub async fn fetch(&self, who: &Identity, from: u64, max: u32, wait_ms: u64) -> Response {
@@ -360,4 +374,93 @@ pub async fn eventually(mut check: impl FnMut() -> bool, within: Duration) -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+/// The `roost-client` binary, next to this test's own target directory (`target/<profile>/`).
+///
+/// Cargo builds only the tested package's binaries for its integration tests, and
+/// `roost-client` lives in another package; so it is built here, once per test process, by
+/// `$CARGO build -p roost-client` if it is missing or older than the sources it is built from
+/// (a stale binary would silently test old code).
+pub fn client_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("the test executable's path");
+            // target/<profile>/deps/<test>
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("the test runs from target/<profile>/deps");
+            let binary = profile_dir.join(format!("roost-client{}", std::env::consts::EXE_SUFFIX));
+            if !binary.exists() || client_sources_are_newer_than(&binary) {
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+                let mut command = Command::new(cargo);
+                command
+                    .args(["build", "-p", "roost-client", "--bin", "roost-client"])
+                    .current_dir(env!("CARGO_MANIFEST_DIR"));
+                // Cargo runs tests with variables describing the test's own crate; some build
+                // scripts (ring's) track them, and a build seeing them would not reuse, and
+                // would then invalidate, what a plain `cargo build` compiled.
+                for (name, _) in std::env::vars_os() {
+                    let Some(name) = name.to_str() else { continue };
+                    if name.starts_with("CARGO_PKG_")
+                        || name.starts_with("CARGO_BIN_")
+                        || [
+                            "CARGO_MANIFEST_DIR",
+                            "CARGO_MANIFEST_PATH",
+                            "CARGO_CRATE_NAME",
+                            "CARGO_PRIMARY_PACKAGE",
+                            "CARGO_TARGET_TMPDIR",
+                            "CARGO_RUSTC_CURRENT_DIR",
+                            "OUT_DIR",
+                        ]
+                        .contains(&name)
+                    {
+                        command.env_remove(name);
+                    }
+                }
+                match profile_dir.file_name().and_then(|n| n.to_str()) {
+                    Some("debug") | None => {}
+                    Some("release") => {
+                        command.arg("--release");
+                    }
+                    Some(profile) => {
+                        command.args(["--profile", profile]);
+                    }
+                }
+                let status = command.status().expect("run cargo to build roost-client");
+                assert!(status.success(), "building roost-client failed: {status}");
+            }
+            assert!(
+                binary.exists(),
+                "{} is missing after the build",
+                binary.display()
+            );
+            binary
+        })
+        .clone()
+}
+
+/// Whether a file `roost-client` is built from changed after `binary` was written.
+fn client_sources_are_newer_than(binary: &Path) -> bool {
+    fn newest(path: &Path) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        std::fs::read_dir(path)
+            .ok()?
+            .flatten()
+            .filter_map(|entry| newest(&entry.path()))
+            .max()
+    }
+    let Some(built) = std::fs::metadata(binary).and_then(|m| m.modified()).ok() else {
+        return true;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    ["Cargo.lock", "Cargo.toml", "client", "protocol"]
+        .iter()
+        .filter_map(|p| newest(&root.join(p)))
+        .any(|changed| changed > built)
 }
