@@ -7,7 +7,8 @@ use actix_web::{web, App, HttpServer};
 use roost_actors::{
     accounts::{AccountsActor, AccountsConfig},
     queue::QueueDeps,
-    Pool, QueueActor,
+    registry::RegistryDeps,
+    Pool, QueueActor, RegistryActor,
 };
 use roost_protocol::{
     credentials::Validity, AsCredential, AsCredentials, AsIntermediateCredential, Domain,
@@ -17,7 +18,7 @@ use roost_storage::{ServerKeys, Store};
 
 use crate::{
     admin,
-    http::{self, auth::ReplayGuard, AppState},
+    http::{self, auth::ReplayGuard, rate_limit::RateLimiter, AppState},
     settings::Settings,
 };
 
@@ -92,29 +93,49 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let queues = Pool::<QueueActor>::start(
         QueueDeps {
             queues: store.queues()?,
+            connection_queues: store.connection_queues()?,
             accounts: store.accounts()?,
             durability: store.durability().clone(),
             idle_after,
         },
         idle_after,
     );
+    let registries = Pool::<RegistryActor>::start(
+        RegistryDeps {
+            packages: store.connection_packages()?,
+            accounts: store.accounts()?,
+            durability: store.durability().clone(),
+            max_package_lifetime_secs: settings.connections.max_package_lifetime_secs,
+            idle_after,
+        },
+        idle_after,
+    );
     let account_store = store.accounts()?;
     let accounts = {
-        let (store, durability, keys, queues) = (
+        let (store, durability, keys, queues, registries) = (
             account_store.clone(),
             store.durability().clone(),
             keys.clone(),
             queues.clone(),
+            registries.clone(),
         );
         let config = AccountsConfig {
             domain: domain.clone(),
             policy: settings.registration.policy.into(),
             client_credential_lifetime_secs: settings.credentials.client_lifetime_secs,
         };
-        actix::Actor::start(AccountsActor::new(config, store, durability, keys, queues))
+        actix::Actor::start(AccountsActor::new(
+            config, store, durability, keys, queues, registries,
+        ))
     };
 
     let state = Arc::new(AppState {
+        domain: domain.clone(),
+        registries,
+        discovery_limit: RateLimiter::new(
+            settings.connections.discovery_per_minute,
+            settings.connections.discovery_burst,
+        ),
         max_body_bytes: settings.server.max_body_bytes,
         accounts: accounts.clone(),
         queues,

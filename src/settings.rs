@@ -21,7 +21,16 @@ pub struct Settings {
     pub registration: RegistrationSettings,
     pub credentials: CredentialSettings,
     pub actors: ActorSettings,
+    pub connections: ConnectionSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSettings {
+    pub max_package_lifetime_secs: u64,
+    pub discovery_per_minute: u32,
+    pub discovery_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

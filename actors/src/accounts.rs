@@ -24,7 +24,8 @@ use roost_storage::{
 
 use crate::{
     pool::{Pool, Route},
-    queue::{DeleteQueue, Enqueue, QueueActor},
+    queue::{DeleteQueue, Enqueue, QueueActor, QueueId},
+    registry::{RegistryActor, RemoveClient},
 };
 
 /// Who may register.
@@ -86,6 +87,7 @@ pub struct AccountsActor {
     durability: Durability,
     keys: Arc<ServerKeys>,
     queues: Addr<Pool<QueueActor>>,
+    registries: Addr<Pool<RegistryActor>>,
     /// Verified against when the user is unknown, so both cases take the same time.
     dummy_hash: Arc<String>,
 }
@@ -97,6 +99,7 @@ impl AccountsActor {
         durability: Durability,
         keys: Arc<ServerKeys>,
         queues: Addr<Pool<QueueActor>>,
+        registries: Addr<Pool<RegistryActor>>,
     ) -> Self {
         AccountsActor {
             config,
@@ -104,6 +107,7 @@ impl AccountsActor {
             durability,
             keys,
             queues,
+            registries,
             dummy_hash: Arc::new(hash_password("not a real password").unwrap_or_default()),
         }
     }
@@ -142,7 +146,7 @@ fn notify(
 ) {
     for client in clients {
         queues.do_send(Route {
-            key: client,
+            key: QueueId::messages(client),
             message: Enqueue(QueueItem::Notice(notice.clone())),
         });
     }
@@ -329,9 +333,20 @@ impl Handler<DeleteClient> for AccountsActor {
         let remaining = self.clients_of(&msg.user);
         let durability = self.durability.clone();
         let queues = self.queues.clone();
+        let registries = self.registries.clone();
         Box::pin(async move {
             if !removed? {
                 return Err(AccountsError::UnknownClient);
+            }
+            // Nobody can reach a deleted client any more.
+            let packages_removed = registries
+                .send(Route {
+                    key: msg.user.clone(),
+                    message: RemoveClient { client: msg.client },
+                })
+                .await;
+            if !matches!(packages_removed, Ok(Ok(Ok(())))) {
+                tracing::warn!(client = %msg.client, "the deleted client's connection packages were not removed");
             }
             durability.persist().await?;
             tracing::info!(client = %msg.client, "deleted a client");
@@ -342,15 +357,21 @@ impl Handler<DeleteClient> for AccountsActor {
                     client_id: msg.client,
                 },
             );
-            let deleted = queues
-                .send(Route {
-                    key: msg.client,
-                    message: DeleteQueue,
-                })
-                .await;
-            if !matches!(deleted, Ok(Ok(Ok(())))) {
-                // The client is gone either way; its queue is unreachable and only wastes space.
-                tracing::warn!(client = %msg.client, "the deleted client's queue was not removed");
+            for queue in [
+                QueueId::messages(msg.client),
+                QueueId::connections(msg.client),
+            ] {
+                let deleted = queues
+                    .send(Route {
+                        key: queue,
+                        message: DeleteQueue,
+                    })
+                    .await;
+                if !matches!(deleted, Ok(Ok(Ok(())))) {
+                    // The client is gone either way; its queue is unreachable and only wastes
+                    // space.
+                    tracing::warn!(queue = ?queue, "the deleted client's queue was not removed");
+                }
             }
             Ok(())
         })

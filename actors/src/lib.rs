@@ -8,6 +8,8 @@
 pub mod accounts;
 pub mod pool;
 pub mod queue;
+pub mod registry;
 
 pub use pool::{Pool, Route};
 pub use queue::QueueActor;
+pub use registry::RegistryActor;

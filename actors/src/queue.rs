@@ -1,4 +1,5 @@
-//! The QS queue actor: one per client queue.
+//! The queue actor: one per client queue — a client's message queue (QS) or its connection
+//! queue (AS); both behave alike and differ only in where they are stored.
 //!
 //! Owns a queue's sequence counter and its waiting fetches. Sequence numbers are allocated here
 //! and nowhere else; a message is visible to fetches only once it is durable, so a crash can
@@ -27,10 +28,42 @@ pub enum QueueError {
     Crypto(#[from] roost_protocol::crypto::CryptoError),
 }
 
+/// Which of a client's queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueKind {
+    /// The QS message queue.
+    Messages,
+    /// The AS connection queue, where sealed connection requests arrive.
+    Connections,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueId {
+    pub kind: QueueKind,
+    pub client: ClientId,
+}
+
+impl QueueId {
+    pub fn messages(client: ClientId) -> Self {
+        QueueId {
+            kind: QueueKind::Messages,
+            client,
+        }
+    }
+
+    pub fn connections(client: ClientId) -> Self {
+        QueueId {
+            kind: QueueKind::Connections,
+            client,
+        }
+    }
+}
+
 /// Store handles every queue actor is built from.
 #[derive(Clone)]
 pub struct QueueDeps {
     pub queues: QueueStore,
+    pub connection_queues: QueueStore,
     pub accounts: AccountStore,
     pub durability: Durability,
     pub idle_after: Duration,
@@ -70,6 +103,7 @@ struct Waiter {
 
 pub struct QueueActor {
     client: ClientId,
+    store: QueueStore,
     deps: QueueDeps,
     /// Highest sequence number known to be on disk; fetches see nothing beyond it.
     durable_up_to: u64,
@@ -80,12 +114,17 @@ pub struct QueueActor {
 }
 
 impl Pooled for QueueActor {
-    type Key = ClientId;
+    type Key = QueueId;
     type Deps = QueueDeps;
 
-    fn new(client: ClientId, deps: &QueueDeps, membership: Membership<Self>) -> Self {
+    fn new(id: QueueId, deps: &QueueDeps, membership: Membership<Self>) -> Self {
+        let store = match id.kind {
+            QueueKind::Messages => deps.queues.clone(),
+            QueueKind::Connections => deps.connection_queues.clone(),
+        };
         QueueActor {
-            client,
+            client: id.client,
+            store,
             deps: deps.clone(),
             durable_up_to: 0,
             next_seq: None,
@@ -126,7 +165,7 @@ impl QueueActor {
         if let Some(seq) = self.next_seq {
             return Ok(seq);
         }
-        let seq = self.deps.queues.next_seq(&self.client)?;
+        let seq = self.store.next_seq(&self.client)?;
         self.durable_up_to = seq - 1;
         self.next_seq = Some(seq);
         Ok(seq)
@@ -153,7 +192,7 @@ impl QueueActor {
             });
         }
         let visible = (self.durable_up_to - from + 1).min(max as u64) as usize;
-        let (messages, more) = self.deps.queues.range(&self.client, from, visible)?;
+        let (messages, more) = self.store.range(&self.client, from, visible)?;
         let has_more = more
             && messages
                 .last()
@@ -185,7 +224,7 @@ impl Handler<Enqueue> for QueueActor {
             let key = self.key()?;
             let seq = self.next_seq()?;
             let message = QueueMessage::seal(&key, &self.client, seq, &item)?;
-            self.deps.queues.append(&self.client, &message)?;
+            self.store.append(&self.client, &message)?;
             self.next_seq = Some(seq + 1);
             Ok::<_, QueueError>(seq)
         })();
@@ -247,7 +286,7 @@ impl Handler<Ack> for QueueActor {
         self.membership.touch();
         let removed = self
             .key()
-            .and_then(|_| Ok(self.deps.queues.ack(&self.client, ack.up_to)?));
+            .and_then(|_| Ok(self.store.ack(&self.client, ack.up_to)?));
         let durability = self.deps.durability.clone();
         Box::pin(async move {
             removed?;
@@ -267,7 +306,7 @@ impl Handler<DeleteQueue> for QueueActor {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.reply.send(Err(QueueError::UnknownQueue));
         }
-        let deleted = self.deps.queues.delete(&self.client);
+        let deleted = self.store.delete(&self.client);
         let durability = self.deps.durability.clone();
         Box::pin(async move {
             deleted?;

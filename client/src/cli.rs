@@ -405,6 +405,8 @@ fn received_json(received: &Received) -> Value {
             "sender": sender.to_string(),
             "text": String::from_utf8_lossy(payload),
         }),
+        // Connection requests belong in the connection queue; one here is out of place.
+        Ok(QueueItem::ConnectionRequest(_)) => json!({ "seq": seq, "kind": "connection_request" }),
         Err(e) => json!({ "seq": seq, "kind": "unreadable", "reason": e.to_string() }),
     }
 }
@@ -422,6 +424,9 @@ fn received_text(received: &Received) -> String {
             "#{seq} from client {sender}: {}",
             printable(&String::from_utf8_lossy(payload))
         ),
+        Ok(QueueItem::ConnectionRequest(_)) => {
+            format!("#{seq} a connection request in the message queue (ignored)")
+        }
         Err(e) => format!("#{seq} unreadable message ({e}); acknowledged anyway"),
     }
 }

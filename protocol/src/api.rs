@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     codec,
+    connection::{ConnectionPackage, SealedConnectionRequest},
     credentials::ClientCredential,
     crypto::{
         CryptoError, HpkePublicKey, HpkeSecretKey, Sealed, Signature, SigningKey, VerifyingKey,
@@ -43,6 +44,47 @@ pub fn qs_queue_messages(client: &ClientId) -> String {
 /// POST [`Ack`]: delete every message up to and including a sequence number. Signed.
 pub fn qs_queue_ack(client: &ClientId) -> String {
     format!("/qs/v1/queues/{client}/ack")
+}
+
+/// POST [`PublishConnectionPackages`] → [`ConnectionPackageCount`] (signed);
+/// GET → [`ConnectionPackageCount`] of the calling client (signed).
+pub const AS_CONNECTION_PACKAGES: &str = "/as/v1/connection-packages";
+
+/// GET → [`ConnectionPackages`]: one package per client of the user. Public, rate limited.
+pub fn as_user_connection_packages(user: &UserName) -> String {
+    format!("/as/v1/users/{user}/connection-packages")
+}
+
+/// POST a [`SealedConnectionRequest`] into a client's connection queue (public; 202);
+/// GET `?from=SEQ&max=N&wait_ms=MS` → [`QueueBatch`] (signed, by that client).
+pub fn as_connection_queue(client: &ClientId) -> String {
+    format!("/as/v1/connection-queues/{client}")
+}
+
+/// POST [`Ack`] for a connection queue. Signed.
+pub fn as_connection_queue_ack(client: &ClientId) -> String {
+    format!("/as/v1/connection-queues/{client}/ack")
+}
+
+/// Most connection packages one publish may carry.
+pub const MAX_PUBLISH: usize = 100;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishConnectionPackages {
+    pub packages: Vec<ConnectionPackage>,
+}
+
+/// How many packages the AS holds for a client, so it knows when to top up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionPackageCount {
+    /// Usable (unexpired, not last-resort) packages left.
+    pub remaining: u32,
+    pub has_last_resort: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectionPackages {
+    pub packages: Vec<ConnectionPackage>,
 }
 
 /// Most messages one fetch returns.
@@ -141,6 +183,8 @@ pub enum QueueItem {
     Notice(Notice),
     /// Another client of the same user sent this.
     FromOwnClient { sender: ClientId, payload: Vec<u8> },
+    /// Someone asks to connect (in a connection queue); opaque until the client opens it.
+    ConnectionRequest(SealedConnectionRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

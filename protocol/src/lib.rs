@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod codec;
+pub mod connection;
 pub mod credentials;
 pub mod crypto;
 pub mod ids;

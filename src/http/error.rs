@@ -2,7 +2,7 @@
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 
-use roost_actors::{accounts::AccountsError, queue::QueueError};
+use roost_actors::{accounts::AccountsError, queue::QueueError, registry::RegistryError};
 use roost_protocol::{api::ErrorBody, auth::AuthError, codec::CodecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,12 @@ pub enum ApiError {
     Accounts(#[from] AccountsError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("no connection package of this client was handed out under that hash")]
+    UnknownConnectionPackage,
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
     #[error("the server is shutting down or overloaded")]
     Unavailable,
 }
@@ -72,6 +78,14 @@ impl ApiError {
                 QueueError::UnknownQueue => "unknown_queue",
                 QueueError::Storage(_) | QueueError::Crypto(_) => "internal",
             },
+            ApiError::Registry(e) => match e {
+                RegistryError::UnknownUser => "unknown_user",
+                RegistryError::InvalidPackage { .. } => "invalid_connection_package",
+                RegistryError::TooMany => "too_many_connection_packages",
+                RegistryError::Storage(_) => "internal",
+            },
+            ApiError::UnknownConnectionPackage => "unknown_connection_package",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable => "unavailable",
         }
     }
@@ -102,6 +116,14 @@ impl ResponseError for ApiError {
                 QueueError::UnknownQueue => StatusCode::NOT_FOUND,
                 QueueError::Storage(_) | QueueError::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ApiError::Registry(e) => match e {
+                RegistryError::UnknownUser => StatusCode::NOT_FOUND,
+                RegistryError::InvalidPackage { .. } => StatusCode::BAD_REQUEST,
+                RegistryError::TooMany => StatusCode::CONFLICT,
+                RegistryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::UnknownConnectionPackage => StatusCode::NOT_FOUND,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -111,7 +133,11 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        HttpResponse::build(status).json(ErrorBody {
+        let mut response = HttpResponse::build(status);
+        if let ApiError::RateLimited(secs) = self {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        response.json(ErrorBody {
             error: self.code().to_owned(),
             message: self.to_string(),
         })

@@ -5,9 +5,12 @@
 //! client records to authenticate requests — every change goes through an actor.
 
 mod as_api;
+mod as_connect;
 pub mod auth;
 pub mod error;
 mod qs_api;
+mod queues;
+pub mod rate_limit;
 
 use std::sync::Arc;
 
@@ -19,17 +22,20 @@ use actix_web::{
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 
-use roost_actors::{accounts::AccountsActor, Pool, QueueActor};
-use roost_protocol::{api::CONTENT_TYPE, codec, AsCredentials};
+use roost_actors::{accounts::AccountsActor, Pool, QueueActor, RegistryActor};
+use roost_protocol::{api::CONTENT_TYPE, codec, AsCredentials, Domain};
 use roost_storage::AccountStore;
 
-use self::{auth::ReplayGuard, error::ApiError};
+use self::{auth::ReplayGuard, error::ApiError, rate_limit::RateLimiter};
 
 /// What every handler can reach.
 pub struct AppState {
+    pub domain: Domain,
     pub max_body_bytes: usize,
     pub accounts: Addr<AccountsActor>,
     pub queues: Addr<Pool<QueueActor>>,
+    pub registries: Addr<Pool<RegistryActor>>,
+    pub discovery_limit: RateLimiter,
     pub account_store: AccountStore,
     pub as_credentials: AsCredentials,
     pub replay: ReplayGuard,
@@ -45,6 +51,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .configure(as_api::routes)
+        .configure(as_connect::routes)
         .configure(qs_api::routes)
         .default_service(web::to(not_found));
 }

@@ -1,22 +1,22 @@
-//! QS endpoints: a client's queue.
-
-use std::time::Duration;
+//! QS endpoints: a client's message queue.
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 
 use roost_actors::{
-    queue::{Ack, Enqueue, Fetch},
+    queue::{Enqueue, QueueId},
     Route,
 };
 use roost_protocol::{
-    api::{self, Enqueued, QueueItem, MAX_FETCH, MAX_WAIT_MS},
+    api::{self, Enqueued, QueueItem},
     ClientId,
 };
 
 use super::{
-    auth::Caller, decode, encoded, error::ApiError, method_not_allowed, path_param, signed_request,
-    State,
+    decode, encoded,
+    error::ApiError,
+    method_not_allowed, path_param,
+    queues::{ack, fetch, Messages},
+    signed_request, State,
 };
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -25,29 +25,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             resource("/qs/v1/queues/{client}/messages")
                 .route(web::post().to(enqueue))
-                .route(web::get().to(fetch)),
+                .route(web::get().to(fetch::<Messages>)),
         )
-        .service(resource("/qs/v1/queues/{client}/ack").route(web::post().to(ack)));
-}
-
-#[derive(Deserialize)]
-struct FetchQuery {
-    #[serde(default)]
-    from: u64,
-    max: Option<u32>,
-    #[serde(default)]
-    wait_ms: u64,
-}
-
-/// Authenticates the caller and checks that it owns the queue in the path.
-fn own_queue(caller: &Caller, queue: &ClientId) -> Result<(), ApiError> {
-    if &caller.client == queue {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "only a queue's own client may read or acknowledge it",
-        ))
-    }
+        .service(resource("/qs/v1/queues/{client}/ack").route(web::post().to(ack::<Messages>)));
 }
 
 async fn enqueue(
@@ -72,7 +52,7 @@ async fn enqueue(
     let seq = state
         .queues
         .send(Route {
-            key: queue,
+            key: QueueId::messages(queue),
             message: Enqueue(QueueItem::FromOwnClient {
                 sender: caller.client,
                 payload: message.payload,
@@ -80,49 +60,4 @@ async fn enqueue(
         })
         .await???;
     Ok(encoded(StatusCode::OK, &Enqueued { seq }))
-}
-
-async fn fetch(
-    state: State,
-    request: HttpRequest,
-    queue: web::Path<String>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let queue: ClientId = path_param(&queue, "client id")?;
-    let query = web::Query::<FetchQuery>::from_query(request.query_string())
-        .map_err(|e| ApiError::BadPath(format!("bad query: {e}")))?;
-    let (caller, _) = signed_request(&state, &request, payload).await?;
-    own_queue(&caller, &queue)?;
-    let batch = state
-        .queues
-        .send(Route {
-            key: queue,
-            message: Fetch {
-                from: query.from,
-                max: query.max.unwrap_or(MAX_FETCH).clamp(1, MAX_FETCH),
-                wait: Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS)),
-            },
-        })
-        .await???;
-    Ok(encoded(StatusCode::OK, &batch))
-}
-
-async fn ack(
-    state: State,
-    request: HttpRequest,
-    queue: web::Path<String>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let queue: ClientId = path_param(&queue, "client id")?;
-    let (caller, body) = signed_request(&state, &request, payload).await?;
-    own_queue(&caller, &queue)?;
-    let ack: api::Ack = decode(&body)?;
-    state
-        .queues
-        .send(Route {
-            key: queue,
-            message: Ack { up_to: ack.up_to },
-        })
-        .await???;
-    Ok(HttpResponse::NoContent().finish())
 }

@@ -11,6 +11,7 @@
 //! drains every waiter that arrived, flushes once, and wakes them all.
 
 mod accounts;
+mod connection_packages;
 mod durability;
 mod keys;
 mod queues;
@@ -19,6 +20,7 @@ mod table;
 use std::path::{Path, PathBuf};
 
 pub use accounts::{AccountError, AccountStore, ClientRecord, UserRecord};
+pub use connection_packages::{ConnectionPackageStore, ServedPackage};
 pub use durability::Durability;
 pub use keys::{ServerKeys, ServerKeysStore};
 pub use queues::QueueStore;
@@ -89,8 +91,18 @@ impl Store {
         AccountStore::open(&self.db)
     }
 
+    /// Client message queues (QS).
     pub fn queues(&self) -> Result<QueueStore> {
-        QueueStore::open(&self.db)
+        QueueStore::open(&self.db, "qs_queues")
+    }
+
+    /// Client connection queues (AS): where sealed connection requests wait.
+    pub fn connection_queues(&self) -> Result<QueueStore> {
+        QueueStore::open(&self.db, "as_connection_queues")
+    }
+
+    pub fn connection_packages(&self) -> Result<ConnectionPackageStore> {
+        ConnectionPackageStore::open(&self.db)
     }
 
     pub fn server_keys(&self) -> Result<ServerKeysStore> {

@@ -1,4 +1,4 @@
-//! Per-client message queues (the QS's records).
+//! Per-client queues: message queues (QS) and connection queues (AS) share this layout.
 //!
 //! One tree; a queue's keys are `client id ‖ 0 ‖ seq (big-endian)` for its messages and
 //! `client id ‖ 1` for the next sequence number. Both live in one tree so that appending a
@@ -32,9 +32,9 @@ fn head_key(client: &ClientId) -> [u8; 17] {
 }
 
 impl QueueStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+    pub(crate) fn open(db: &sled::Db, tree: &str) -> Result<Self> {
         Ok(QueueStore {
-            table: Table::open(db, "qs_queues")?,
+            table: Table::open(db, tree)?,
         })
     }
 

@@ -13,6 +13,8 @@ use roost_protocol::{
     api::{self, NewClient, CONTENT_TYPE},
     auth::RequestSignature,
     codec,
+    connection::ConnectionPackage,
+    credentials::Validity,
     ids::now_millis,
     ClientCredential, ClientId, HpkeSecretKey, SigningKey, UserName,
 };
@@ -28,6 +30,7 @@ pub struct Options {
     pub idle_secs: u64,
     pub max_body_bytes: usize,
     pub log: &'static str,
+    pub discovery_burst: u32,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
             idle_secs: 60,
             max_body_bytes: 65536,
             log: "info",
+            discovery_burst: 1000,
         }
     }
 }
@@ -128,6 +132,10 @@ impl TestServer {
             .env(
                 "ROOST_ACTORS__IDLE_SECS",
                 self.options.idle_secs.to_string(),
+            )
+            .env(
+                "ROOST_CONNECTIONS__DISCOVERY_BURST",
+                self.options.discovery_burst.to_string(),
             )
             .env("ROOST_LOG__FILTER", self.options.log)
             .current_dir(self.dir.as_ref().unwrap().path());
@@ -275,6 +283,23 @@ impl Identity {
     pub fn client_id(&self) -> ClientId {
         self.credential.as_ref().expect("registered").client_id()
     }
+
+    /// A connection package of this client, with the key to open what is sealed to it.
+    pub fn connection_package(
+        &self,
+        lifetime_secs: u64,
+        last_resort: bool,
+    ) -> (ConnectionPackage, HpkeSecretKey) {
+        let (secret, public) = HpkeSecretKey::generate();
+        let package = ConnectionPackage::new(
+            self.credential.clone().expect("registered"),
+            &self.key,
+            public,
+            Validity::starting_now(lifetime_secs),
+            last_resort,
+        );
+        (package, secret)
+    }
 }
 
 impl Raw {
@@ -355,6 +380,17 @@ impl Raw {
             api::qs_queue_messages(&who.client_id())
         );
         self.signed(who, "GET", &path, Vec::new()).await
+    }
+
+    pub async fn publish(&self, who: &Identity, packages: Vec<ConnectionPackage>) -> Response {
+        let body = codec::encode(&api::PublishConnectionPackages { packages });
+        self.signed(who, "POST", api::AS_CONNECTION_PACKAGES, body)
+            .await
+    }
+
+    pub async fn discover(&self, user: &UserName) -> Response {
+        self.send("GET", &api::as_user_connection_packages(user), vec![], None)
+            .await
     }
 
     pub async fn ack(&self, who: &Identity, up_to: u64) -> Response {

@@ -1,0 +1,233 @@
+//! The connection-package registry actor: one per user, owning that user's published
+//! connection packages and the record of which were handed out.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use roost_protocol::{
+    api::ConnectionPackageCount,
+    connection::{ConnectionPackage, ConnectionPackageHash},
+    ClientId, Timestamp, UserName,
+};
+use roost_storage::{AccountStore, ConnectionPackageStore, Durability, StorageError};
+
+use crate::pool::{Membership, Pooled, Retire};
+
+/// Most packages the AS keeps for one client.
+pub const MAX_PACKAGES_PER_CLIENT: u32 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no such user")]
+    UnknownUser,
+    #[error("connection package {index} is invalid: {reason}")]
+    InvalidPackage { index: usize, reason: String },
+    #[error("a client may hold at most {MAX_PACKAGES_PER_CLIENT} connection packages")]
+    TooMany,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Clone)]
+pub struct RegistryDeps {
+    pub packages: ConnectionPackageStore,
+    pub accounts: AccountStore,
+    pub durability: Durability,
+    pub max_package_lifetime_secs: u64,
+    pub idle_after: Duration,
+}
+
+pub struct RegistryActor {
+    user: UserName,
+    deps: RegistryDeps,
+    membership: Membership<RegistryActor>,
+}
+
+impl Pooled for RegistryActor {
+    type Key = UserName;
+    type Deps = RegistryDeps;
+
+    fn new(user: UserName, deps: &RegistryDeps, membership: Membership<Self>) -> Self {
+        RegistryActor {
+            user,
+            deps: deps.clone(),
+            membership,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        true
+    }
+
+    fn membership(&mut self) -> &mut Membership<Self> {
+        &mut self.membership
+    }
+}
+
+impl Actor for RegistryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        Membership::watch_idleness(ctx, self.deps.idle_after);
+    }
+}
+
+impl Handler<Retire> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl RegistryActor {
+    fn check(
+        &self,
+        client: &ClientId,
+        index: usize,
+        package: &ConnectionPackage,
+        now: Timestamp,
+    ) -> Result<(), RegistryError> {
+        let invalid = |reason: String| RegistryError::InvalidPackage { index, reason };
+        package.verify(now).map_err(|e| invalid(e.to_string()))?;
+        let registered = self
+            .deps
+            .accounts
+            .client(client)?
+            .ok_or_else(|| invalid("the client is unknown".into()))?;
+        if package.body.client_credential != registered.credential {
+            return Err(invalid(
+                "it does not carry the publishing client's credential".into(),
+            ));
+        }
+        let lifetime = package.body.validity.not_after.0.saturating_sub(now.0);
+        if lifetime > self.deps.max_package_lifetime_secs {
+            return Err(invalid(format!(
+                "its lifetime exceeds {} seconds",
+                self.deps.max_package_lifetime_secs
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Store a client's new packages; answers with its count once durable.
+#[derive(Message)]
+#[rtype(result = "Result<ConnectionPackageCount, RegistryError>")]
+pub struct Publish {
+    pub client: ClientId,
+    pub packages: Vec<ConnectionPackage>,
+}
+
+impl Handler<Publish> for RegistryActor {
+    type Result = ResponseFuture<Result<ConnectionPackageCount, RegistryError>>;
+
+    fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let now = Timestamp::now();
+        let stored = (|| -> Result<_, RegistryError> {
+            for (index, package) in msg.packages.iter().enumerate() {
+                self.check(&msg.client, index, package, now)?;
+            }
+            let before = self.deps.packages.count(&self.user, &msg.client, now)?;
+            let new_one_time = msg.packages.iter().filter(|p| !p.body.last_resort).count();
+            if before.remaining as usize + new_one_time > MAX_PACKAGES_PER_CLIENT as usize {
+                return Err(RegistryError::TooMany);
+            }
+            self.deps.packages.publish(&self.user, &msg.packages)?;
+            Ok(self.deps.packages.count(&self.user, &msg.client, now)?)
+        })();
+        let durability = self.deps.durability.clone();
+        Box::pin(async move {
+            let count = stored?;
+            durability.persist().await?;
+            Ok(count)
+        })
+    }
+}
+
+/// How many packages a client has left.
+#[derive(Message)]
+#[rtype(result = "Result<ConnectionPackageCount, RegistryError>")]
+pub struct Count {
+    pub client: ClientId,
+}
+
+impl Handler<Count> for RegistryActor {
+    type Result = Result<ConnectionPackageCount, RegistryError>;
+
+    fn handle(&mut self, msg: Count, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        Ok(self
+            .deps
+            .packages
+            .count(&self.user, &msg.client, Timestamp::now())?)
+    }
+}
+
+/// Discovery: one package per client of the user, using up the one-time ones.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<ConnectionPackage>, RegistryError>")]
+pub struct Take;
+
+impl Handler<Take> for RegistryActor {
+    type Result = ResponseFuture<Result<Vec<ConnectionPackage>, RegistryError>>;
+
+    fn handle(&mut self, _: Take, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let taken = (|| -> Result<_, RegistryError> {
+            let user = self
+                .deps
+                .accounts
+                .user(&self.user)?
+                .ok_or(RegistryError::UnknownUser)?;
+            Ok(self
+                .deps
+                .packages
+                .take(&self.user, &user.clients, Timestamp::now())?)
+        })();
+        let durability = self.deps.durability.clone();
+        Box::pin(async move {
+            let packages = taken?;
+            // A package must not be served twice, even across a crash.
+            durability.persist().await?;
+            Ok(packages)
+        })
+    }
+}
+
+/// May a sealed request for `package` be queued for `client`? Uses up a one-time package.
+#[derive(Message)]
+#[rtype(result = "Result<bool, RegistryError>")]
+pub struct Redeem {
+    pub client: ClientId,
+    pub package: ConnectionPackageHash,
+}
+
+impl Handler<Redeem> for RegistryActor {
+    type Result = Result<bool, RegistryError>;
+
+    fn handle(&mut self, msg: Redeem, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        Ok(self
+            .deps
+            .packages
+            .redeem(&msg.client, &msg.package, Timestamp::now())?)
+    }
+}
+
+/// Forget a deleted client's packages.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct RemoveClient {
+    pub client: ClientId,
+}
+
+impl Handler<RemoveClient> for RegistryActor {
+    type Result = Result<(), RegistryError>;
+
+    fn handle(&mut self, msg: RemoveClient, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        Ok(self.deps.packages.remove_client(&self.user, &msg.client)?)
+    }
+}

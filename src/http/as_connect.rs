@@ -1,0 +1,150 @@
+//! AS endpoints for discovery and connection establishment: connection packages and connection
+//! queues. Discovery and queuing a sealed request are public — the AS must not learn who the
+//! initiator is — so they carry no identity, and discovery is rate limited.
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+
+use roost_actors::{
+    queue::{Enqueue, QueueId},
+    registry::{Count, Publish, Redeem, Take},
+    Route,
+};
+use roost_protocol::{
+    api::{self, ConnectionPackages, QueueItem, MAX_PUBLISH},
+    connection::SealedConnectionRequest,
+    ClientId, UserName,
+};
+
+use super::{
+    decode, encoded,
+    error::ApiError,
+    method_not_allowed, path_param,
+    queues::{ack, fetch, Connections},
+    read_body, signed_request, State,
+};
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
+    config
+        .service(
+            resource(api::AS_CONNECTION_PACKAGES)
+                .route(web::post().to(publish))
+                .route(web::get().to(count)),
+        )
+        .service(resource("/as/v1/users/{user}/connection-packages").route(web::get().to(discover)))
+        .service(
+            resource("/as/v1/connection-queues/{client}")
+                .route(web::post().to(enqueue_request))
+                .route(web::get().to(fetch::<Connections>)),
+        )
+        .service(
+            resource("/as/v1/connection-queues/{client}/ack")
+                .route(web::post().to(ack::<Connections>)),
+        );
+}
+
+async fn publish(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, body) = signed_request(&state, &request, payload).await?;
+    let body: api::PublishConnectionPackages = decode(&body)?;
+    if body.packages.len() > MAX_PUBLISH {
+        return Err(ApiError::MalformedBody(format!(
+            "at most {MAX_PUBLISH} connection packages per request"
+        )));
+    }
+    let count = state
+        .registries
+        .send(Route {
+            key: caller.user,
+            message: Publish {
+                client: caller.client,
+                packages: body.packages,
+            },
+        })
+        .await???;
+    Ok(encoded(StatusCode::OK, &count))
+}
+
+async fn count(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, _) = signed_request(&state, &request, payload).await?;
+    let count = state
+        .registries
+        .send(Route {
+            key: caller.user,
+            message: Count {
+                client: caller.client,
+            },
+        })
+        .await???;
+    Ok(encoded(StatusCode::OK, &count))
+}
+
+async fn discover(
+    state: State,
+    request: HttpRequest,
+    user: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(ip) = request.peer_addr().map(|a| a.ip()) {
+        state
+            .discovery_limit
+            .check(ip)
+            .map_err(|wait| ApiError::RateLimited(wait.as_secs().max(1)))?;
+    }
+    let user: UserName = path_param(&user, "user name")?;
+    if user.domain() != &state.domain {
+        return Err(ApiError::Registry(
+            roost_actors::registry::RegistryError::UnknownUser,
+        ));
+    }
+    let packages = state
+        .registries
+        .send(Route {
+            key: user,
+            message: Take,
+        })
+        .await???;
+    Ok(encoded(StatusCode::OK, &ConnectionPackages { packages }))
+}
+
+async fn enqueue_request(
+    state: State,
+    request: HttpRequest,
+    client: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let client: ClientId = path_param(&client, "client id")?;
+    let sealed: SealedConnectionRequest = decode(&read_body(&state, &request, payload).await?)?;
+    let owner = state
+        .account_store
+        .client(&client)
+        .map_err(|e| ApiError::Accounts(e.into()))?
+        .ok_or(ApiError::UnknownConnectionPackage)?;
+    let redeemed = state
+        .registries
+        .send(Route {
+            key: owner.credential.user().clone(),
+            message: Redeem {
+                client,
+                package: sealed.connection_package,
+            },
+        })
+        .await???;
+    if !redeemed {
+        return Err(ApiError::UnknownConnectionPackage);
+    }
+    state
+        .queues
+        .send(Route {
+            key: QueueId::connections(client),
+            message: Enqueue(QueueItem::ConnectionRequest(sealed)),
+        })
+        .await???;
+    Ok(HttpResponse::Accepted().finish())
+}

@@ -1,0 +1,105 @@
+//! Reading and acknowledging a client's own queue: the same for its message queue (QS) and its
+//! connection queue (AS).
+
+use std::time::Duration;
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use roost_actors::{
+    queue::{Ack, Fetch, QueueId, QueueKind},
+    Route,
+};
+use roost_protocol::{
+    api::{self, MAX_FETCH, MAX_WAIT_MS},
+    ClientId,
+};
+
+use super::{auth::Caller, decode, encoded, error::ApiError, path_param, signed_request, State};
+
+/// Which queue a route serves.
+pub(crate) trait Kind {
+    const KIND: QueueKind;
+}
+
+pub(crate) struct Messages;
+impl Kind for Messages {
+    const KIND: QueueKind = QueueKind::Messages;
+}
+
+pub(crate) struct Connections;
+impl Kind for Connections {
+    const KIND: QueueKind = QueueKind::Connections;
+}
+
+fn queue_id<K: Kind>(client: ClientId) -> QueueId {
+    QueueId {
+        kind: K::KIND,
+        client,
+    }
+}
+
+#[derive(Deserialize)]
+struct FetchQuery {
+    #[serde(default)]
+    from: u64,
+    max: Option<u32>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Authenticates the caller and checks that it owns the queue in the path.
+fn own_queue(caller: &Caller, queue: &ClientId) -> Result<(), ApiError> {
+    if &caller.client == queue {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "only a queue's own client may read or acknowledge it",
+        ))
+    }
+}
+
+pub(crate) async fn fetch<K: Kind>(
+    state: State,
+    request: HttpRequest,
+    queue: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let queue: ClientId = path_param(&queue, "client id")?;
+    let query = web::Query::<FetchQuery>::from_query(request.query_string())
+        .map_err(|e| ApiError::BadPath(format!("bad query: {e}")))?;
+    let (caller, _) = signed_request(&state, &request, payload).await?;
+    own_queue(&caller, &queue)?;
+    let batch = state
+        .queues
+        .send(Route {
+            key: queue_id::<K>(queue),
+            message: Fetch {
+                from: query.from,
+                max: query.max.unwrap_or(MAX_FETCH).clamp(1, MAX_FETCH),
+                wait: Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS)),
+            },
+        })
+        .await???;
+    Ok(encoded(StatusCode::OK, &batch))
+}
+
+pub(crate) async fn ack<K: Kind>(
+    state: State,
+    request: HttpRequest,
+    queue: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let queue: ClientId = path_param(&queue, "client id")?;
+    let (caller, body) = signed_request(&state, &request, payload).await?;
+    own_queue(&caller, &queue)?;
+    let ack: api::Ack = decode(&body)?;
+    state
+        .queues
+        .send(Route {
+            key: queue_id::<K>(queue),
+            message: Ack { up_to: ack.up_to },
+        })
+        .await???;
+    Ok(HttpResponse::NoContent().finish())
+}

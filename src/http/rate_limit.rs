@@ -1,0 +1,78 @@
+//! A token bucket per client IP address, for endpoints that could be used to enumerate users.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_second: f64::from(per_minute) / 60.0,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `ip`, or says how long until one is available.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 100_000 {
+            // Forget addresses whose buckets have refilled: they would start full anyway.
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
+            });
+        }
+        let bucket = buckets.entry(ip).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        bucket.tokens = (bucket.tokens
+            + now.duration_since(bucket.updated).as_secs_f64() * self.per_second)
+            .min(self.burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else if self.per_second == 0.0 {
+            Err(Duration::from_secs(60))
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / self.per_second,
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_requests_are_refused_until_tokens_refill() {
+        let limiter = RateLimiter::new(60, 3);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            assert!(limiter.check(ip).is_ok());
+        }
+        let wait = limiter.check(ip).unwrap_err();
+        assert!(wait <= Duration::from_secs(1));
+        // Another address has its own bucket.
+        assert!(limiter.check("127.0.0.2".parse().unwrap()).is_ok());
+    }
+}
