@@ -43,6 +43,45 @@ impl EarKey {
     pub fn random() -> Self {
         EarKey(rand::random())
     }
+
+    /// Encrypts `plaintext` (ChaCha20-Poly1305, random nonce), binding it to `context` — e.g.
+    /// a group id, so a ciphertext cannot be moved to another record.
+    pub fn encrypt(&self, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        use chacha20poly1305::{aead::Aead, aead::Payload, ChaCha20Poly1305, KeyInit};
+        let nonce: [u8; 12] = rand::random();
+        let cipher = ChaCha20Poly1305::new((&self.0).into());
+        let mut out = nonce.to_vec();
+        out.extend(
+            cipher
+                .encrypt(
+                    (&nonce).into(),
+                    Payload {
+                        msg: plaintext,
+                        aad: context,
+                    },
+                )
+                .expect("ChaCha20-Poly1305 encryption does not fail"),
+        );
+        out
+    }
+
+    /// Decrypts what [`encrypt`](Self::encrypt) produced with the same key and context.
+    pub fn decrypt(&self, context: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        use chacha20poly1305::{aead::Aead, aead::Payload, ChaCha20Poly1305, KeyInit};
+        if ciphertext.len() < 12 + 16 {
+            return Err(CryptoError::Decryption);
+        }
+        let (nonce, sealed) = ciphertext.split_at(12);
+        ChaCha20Poly1305::new((&self.0).into())
+            .decrypt(
+                nonce.into(),
+                Payload {
+                    msg: sealed,
+                    aad: context,
+                },
+            )
+            .map_err(|_| CryptoError::Decryption)
+    }
 }
 
 impl std::fmt::Debug for EarKey {
@@ -258,6 +297,17 @@ mod tests {
             },
             &from.key,
         )
+    }
+
+    #[test]
+    fn ear_encryption_opens_only_with_the_same_key_and_context() {
+        let key = EarKey::random();
+        let sealed = key.encrypt(b"group 1", b"state");
+        assert_eq!(key.decrypt(b"group 1", &sealed).unwrap(), b"state");
+        assert!(key.decrypt(b"group 2", &sealed).is_err());
+        assert!(EarKey::random().decrypt(b"group 1", &sealed).is_err());
+        assert!(key.decrypt(b"group 1", &sealed[..10]).is_err());
+        assert_ne!(key.encrypt(b"group 1", b"state"), sealed, "nonces repeat");
     }
 
     #[test]
