@@ -4,16 +4,19 @@
 //! sled store under a state directory ([`state`]); the HTTP calls to a homeserver, signed where
 //! the API requires it ([`server`]); the high-level operations a device performs: register,
 //! add a client, list and delete clients, send to its own clients and read its queue
-//! ([`Client`]); and the command line ([`cli`]).
+//! ([`Client`]); the command line ([`cli`]); and the persistent MLS state, an openmls storage
+//! provider over a sled tree with all-or-nothing writes per operation ([`mls_storage`]).
 //!
 //! Must not touch: the server's crates or stores, or any wire format of its own. Every type on
 //! the wire and every encoding comes from `roost_protocol` (its `codec` is the only encoding,
-//! locally too), so server and client cannot drift apart. Secret keys never leave the state
-//! directory.
+//! locally too, with one exception: [`mls_storage`] stores openmls's own values with serde_json,
+//! the encoding openmls's serde implementations are written and tested for), so server and
+//! client cannot drift apart. Secret keys never leave the state directory.
 
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod mls_storage;
 pub mod server;
 pub mod state;
 
