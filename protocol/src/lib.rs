@@ -11,6 +11,7 @@ pub mod codec;
 pub mod connection;
 pub mod credentials;
 pub mod crypto;
+pub mod ds;
 pub mod ids;
 
 pub use credentials::{AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential};

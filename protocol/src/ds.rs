@@ -1,0 +1,117 @@
+//! The delivery service's API: groups whose state the DS keeps only encrypted, and whose
+//! members it reaches only through sealed queue references.
+//!
+//! MLS messages travel as opaque TLS-encoded bytes (`MlsMessageOut`); the DS parses handshake
+//! messages (sent as public messages) to track the public group state, and never sees
+//! application messages in the clear.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    codec,
+    connection::EarKey,
+    crypto::{CryptoError, HpkePublicKey, HpkeSecretKey, Sealed},
+    ClientId, Domain,
+};
+
+/// Longest group id a DS accepts, in bytes.
+pub const MAX_GROUP_ID: usize = 64;
+
+const QUEUE_REF_INFO: &str = "roost queue reference v1";
+
+/// A client's queue, sealed to its home QS's queue-reference key: the DS stores and forwards it
+/// but cannot tell which client it names, and two references to one client look unrelated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedQueueRef {
+    /// The QS to hand the message to.
+    pub domain: Domain,
+    pub sealed: Sealed,
+}
+
+impl SealedQueueRef {
+    pub fn seal(
+        domain: Domain,
+        qs_key: &HpkePublicKey,
+        client: &ClientId,
+    ) -> Result<Self, CryptoError> {
+        Ok(SealedQueueRef {
+            sealed: qs_key.seal(QUEUE_REF_INFO, domain.as_str().as_bytes(), &client.0)?,
+            domain,
+        })
+    }
+
+    /// Opened by the QS of `domain` only.
+    pub fn open(&self, qs_key: &HpkeSecretKey) -> Result<ClientId, CryptoError> {
+        let plain = qs_key.open(
+            QUEUE_REF_INFO,
+            self.domain.as_str().as_bytes(),
+            &self.sealed,
+        )?;
+        let id: [u8; 16] = plain.try_into().map_err(|_| CryptoError::Decryption)?;
+        Ok(ClientId(id))
+    }
+}
+
+/// What the DS keeps per member, next to the MLS leaf: where to deliver, and the member's real
+/// client credential encrypted under the group's credential EAR key (MLS leaves carry only
+/// pseudonymous credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    pub queue: SealedQueueRef,
+    pub encrypted_credential: Vec<u8>,
+}
+
+/// What a group message in a member's queue carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupDelivery {
+    /// A handshake or application message of the group (TLS-encoded `MlsMessageOut`).
+    Message { group_id: Vec<u8>, message: Vec<u8> },
+    /// An invitation into a group.
+    Welcome(WelcomeBundle),
+}
+
+/// A Welcome plus what the new member needs beside it: the group's EAR keys ([`GroupKeys`]),
+/// encrypted under a secret exported from the epoch the Welcome opens, which the adder and the
+/// new member know and the DS and QS do not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WelcomeBundle {
+    pub group_id: Vec<u8>,
+    pub welcome: Vec<u8>,
+    pub encrypted_keys: Vec<u8>,
+}
+
+/// Keys of a group, as members pass them to new members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupKeys {
+    pub group_state_ear_key: EarKey,
+    pub credential_ear_key: EarKey,
+}
+
+impl GroupKeys {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_reference_opens_only_at_its_qs_and_references_are_unlinkable() {
+        let (qs_secret, qs_public) = HpkeSecretKey::generate();
+        let domain: Domain = "a.test".parse().unwrap();
+        let client = ClientId::random();
+        let first = SealedQueueRef::seal(domain.clone(), &qs_public, &client).unwrap();
+        let second = SealedQueueRef::seal(domain.clone(), &qs_public, &client).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(first.open(&qs_secret).unwrap(), client);
+        let (other_qs, _) = HpkeSecretKey::generate();
+        assert!(first.open(&other_qs).is_err());
+        let moved = SealedQueueRef {
+            domain: "b.test".parse().unwrap(),
+            ..first
+        };
+        assert!(moved.open(&qs_secret).is_err());
+    }
+}
