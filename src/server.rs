@@ -6,6 +6,7 @@ use actix_web::{web, App, HttpServer};
 
 use roost_actors::{
     accounts::{AccountsActor, AccountsConfig},
+    group::{Delivery, GroupActor, GroupDeps},
     queue::QueueDeps,
     registry::RegistryDeps,
     Pool, QueueActor, RegistryActor,
@@ -110,6 +111,20 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         },
         idle_after,
     );
+    let queue_ref_key = store.server_keys()?.queue_ref_key()?;
+    let groups = Pool::<GroupActor>::start(
+        GroupDeps {
+            groups: store.groups()?,
+            durability: store.durability().clone(),
+            delivery: Delivery {
+                domain: domain.clone(),
+                queue_ref_key: queue_ref_key.clone(),
+                queues: queues.clone(),
+            },
+            idle_after,
+        },
+        idle_after,
+    );
     let account_store = store.accounts()?;
     let accounts = {
         let (store, durability, keys, queues, registries) = (
@@ -132,6 +147,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let state = Arc::new(AppState {
         domain: domain.clone(),
         registries,
+        groups,
+        queue_ref_key: queue_ref_key.public_key(),
         discovery_limit: RateLimiter::new(
             settings.connections.discovery_per_minute,
             settings.connections.discovery_burst,

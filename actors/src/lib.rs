@@ -1,11 +1,14 @@
 //! Roost's actors: each piece of mutable server state has exactly one actor that owns it.
 //!
-//! Owns: the queue actors (one per client queue, in a [`pool::Pool`]) and the accounts actor
-//! (users, clients, registration tokens, credential issuing). Must not touch: HTTP (requests
-//! arrive as typed messages from the server's front-end) or the on-disk layout (that is
-//! `roost_storage`'s).
+//! Owns, each kind in a [`pool::Pool`] of one actor per key: the queue actors (a client's
+//! message queue or connection queue), the connection-package registry actors (one per user)
+//! and the DS group actors (one per group, validating commits against the public MLS state);
+//! plus the single accounts actor (users, clients, registration tokens, credential issuing).
+//! Must not touch: HTTP (requests arrive as typed messages from the server's front-end) or the
+//! on-disk layout (that is `roost_storage`'s).
 
 pub mod accounts;
+pub mod group;
 pub mod pool;
 pub mod queue;
 pub mod registry;

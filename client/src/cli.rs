@@ -11,20 +11,25 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use roost_protocol::{
-    api::{Notice, QueueItem},
+    api::{ConnectionPackageCount, Notice, QueueItem},
+    connection::ConnectionPackage,
     ClientId, Timestamp, UserName,
 };
 use serde_json::{json, Value};
 
 use crate::{
     client::{Client, ClientEntry, Received, WhoAmI},
+    connections::{Rejected, INITIAL_PACKAGES},
     error::Error,
+    state::PendingRequest,
 };
 
 /// Environment variable a password is read from when no `--password-file` is given.
 pub const PASSWORD_ENV: &str = "ROOST_PASSWORD";
 /// Longest `inbox --wait`, the server's long-poll limit.
 pub const MAX_WAIT_SECS: u64 = 30;
+/// Most packages `publish-packages` makes at once (what the AS keeps for a client).
+pub const MAX_PUBLISH_COUNT: u64 = 1000;
 
 /// Command-line client for a Roost homeserver.
 ///
@@ -109,6 +114,36 @@ pub enum Command {
               value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_SECS))]
         wait: u64,
     },
+    /// Publish connection packages, so that others can find this client and ask to connect.
+    ///
+    /// Publishes COUNT one-time packages, and a last-resort package if the server has none
+    /// (or this client's ends within a day); shows how many the server then holds.
+    /// `register` and `add-client` already publish a first batch.
+    PublishPackages {
+        /// How many one-time packages to publish
+        #[arg(long, value_name = "N", default_value_t = INITIAL_PACKAGES as u64,
+              value_parser = clap::value_parser!(u64).range(0..=MAX_PUBLISH_COUNT))]
+        count: u64,
+    },
+    /// Fetch new connection requests, then list those waiting for a decision.
+    ///
+    /// Each request is checked (its signature, that it was made for this user and client, and
+    /// the sender's credential); one that fails is dropped and listed as rejected.
+    Requests,
+    /// Decline a connection request: it is deleted here; nothing is sent to the sender.
+    Decline {
+        /// The request's id, as `requests` shows it
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Look up a user's clients by name and check their connection packages (for operators).
+    ///
+    /// Uses up one of each client's one-time connection packages on its server.
+    Discover {
+        /// The user to look up, e.g. bob@example.org
+        #[arg(value_name = "USER@DOMAIN")]
+        user: UserName,
+    },
 }
 
 /// Why a command failed: the way it was asked for, or the request itself.
@@ -162,6 +197,8 @@ pub enum Outcome {
         user: UserName,
         client_id: ClientId,
         server_url: String,
+        /// Publishing the first connection packages: the count, or the error's code and text.
+        packages: Option<Result<ConnectionPackageCount, (String, String)>>,
     },
     Clients(Vec<ClientEntry>),
     Deleted(ClientId),
@@ -171,6 +208,16 @@ pub enum Outcome {
         seq: u64,
     },
     Inbox(Vec<Received>),
+    PackageCount(ConnectionPackageCount),
+    Requests {
+        pending: Vec<PendingRequest>,
+        rejected: Vec<Rejected>,
+    },
+    Declined(String),
+    Discovered {
+        user: UserName,
+        packages: Vec<ConnectionPackage>,
+    },
 }
 
 /// Parses `args` (the program name first), runs the command and prints its outcome.
@@ -200,6 +247,17 @@ where
                 outcome.to_text()
             };
             let _ = writeln!(std::io::stdout().lock(), "{text}");
+            if let Some(warning) = outcome.warning() {
+                let text = if cli.json {
+                    warning.to_string()
+                } else {
+                    format!(
+                        "warning: {}",
+                        warning["message"].as_str().unwrap_or_default()
+                    )
+                };
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -257,6 +315,28 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             let wait = Duration::from_secs((*wait).min(MAX_WAIT_SECS));
             Ok(Outcome::Inbox(open(&state_dir)?.receive(wait).await?))
         }
+        Command::PublishPackages { count } => {
+            let count = usize::try_from(*count).unwrap_or(usize::MAX);
+            // Below any count the server can hold: publishes `count`, and a last resort if due.
+            let published = open(&state_dir)?.top_up(u32::MAX, count).await?;
+            Ok(Outcome::PackageCount(published))
+        }
+        Command::Requests => {
+            let client = open(&state_dir)?;
+            let fetched = client.connection_requests().await?;
+            Ok(Outcome::Requests {
+                pending: client.pending_requests().await?,
+                rejected: fetched.rejected,
+            })
+        }
+        Command::Decline { id } => {
+            open(&state_dir)?.decline(id).await?;
+            Ok(Outcome::Declined(id.clone()))
+        }
+        Command::Discover { user } => Ok(Outcome::Discovered {
+            user: user.clone(),
+            packages: open(&state_dir)?.discover(user).await?,
+        }),
     }
 }
 
@@ -269,6 +349,10 @@ fn enrolled(client: &Client) -> Outcome {
         user: client.user().clone(),
         client_id: client.client_id(),
         server_url: client.server().base_url().to_owned(),
+        packages: client.initial_packages().map(|published| match published {
+            Ok(count) => Ok(*count),
+            Err(e) => Err((e.code().to_owned(), e.to_string())),
+        }),
     }
 }
 
@@ -343,6 +427,50 @@ impl Outcome {
             Outcome::Inbox(items) => {
                 json!({ "items": items.iter().map(received_json).collect::<Vec<_>>() })
             }
+            Outcome::PackageCount(count) => json!({
+                "remaining": count.remaining,
+                "has_last_resort": count.has_last_resort,
+            }),
+            Outcome::Requests { pending, rejected } => json!({
+                "requests": pending.iter().map(|r| json!({
+                    "id": r.id,
+                    "from": r.from().to_string(),
+                    "received_at": r.received_at.0,
+                })).collect::<Vec<_>>(),
+                "rejected": rejected.iter().map(|r| json!({
+                    "seq": r.seq,
+                    "code": r.reason.code(),
+                    "reason": r.reason.to_string(),
+                })).collect::<Vec<_>>(),
+            }),
+            Outcome::Declined(id) => json!({ "declined": id }),
+            Outcome::Discovered { user, packages } => json!({
+                "user": user.to_string(),
+                "clients": packages.iter().map(|p| json!({
+                    "client_id": p.client_id().to_string(),
+                    "valid_until": p.body.validity.not_after.0,
+                    "last_resort": p.body.last_resort,
+                })).collect::<Vec<_>>(),
+            }),
+        }
+    }
+
+    /// Something that went wrong although the command did its job, for stderr: as JSON
+    /// `{"warning": CODE, "error": CODE, "message": TEXT}`.
+    pub fn warning(&self) -> Option<Value> {
+        match self {
+            Outcome::Enrolled {
+                packages: Some(Err((code, message))),
+                ..
+            } => Some(json!({
+                "warning": "packages_not_published",
+                "error": code,
+                "message": format!(
+                    "the client is registered, but publishing its connection packages failed, \
+                     so others cannot find it yet (run `roost-client publish-packages`): {message}"
+                ),
+            })),
+            _ => None,
         }
     }
 
@@ -353,7 +481,15 @@ impl Outcome {
                 user,
                 client_id,
                 server_url,
-            } => format!("user:      {user}\nclient id: {client_id}\nserver:    {server_url}"),
+                packages,
+            } => {
+                let mut text =
+                    format!("user:      {user}\nclient id: {client_id}\nserver:    {server_url}");
+                if let Some(Ok(count)) = packages {
+                    text.push_str(&format!("\n{}", package_count_text(count)));
+                }
+                text
+            }
             Outcome::Clients(clients) if clients.is_empty() => "No clients.".into(),
             Outcome::Clients(clients) => clients
                 .iter()
@@ -386,8 +522,66 @@ impl Outcome {
                 .map(received_text)
                 .collect::<Vec<_>>()
                 .join("\n"),
+            Outcome::PackageCount(count) => package_count_text(count),
+            Outcome::Requests { pending, rejected } => {
+                let mut lines: Vec<String> = pending
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}  from {}  received {}",
+                            r.id,
+                            r.from(),
+                            format_time(r.received_at)
+                        )
+                    })
+                    .collect();
+                if lines.is_empty() {
+                    lines.push("No connection requests.".into());
+                }
+                lines.extend(rejected.iter().map(|r| {
+                    format!(
+                        "rejected #{}: {} ({})",
+                        r.seq,
+                        printable(&r.reason.to_string()),
+                        r.reason.code()
+                    )
+                }));
+                lines.join("\n")
+            }
+            Outcome::Declined(id) => format!("Declined request {id}; nothing was sent."),
+            Outcome::Discovered { user, packages } => {
+                let mut lines = vec![format!(
+                    "{user}: {} client(s), every package verified",
+                    packages.len()
+                )];
+                lines.extend(packages.iter().map(|p| {
+                    format!(
+                        "{}  valid until {}{}",
+                        p.client_id(),
+                        format_time(p.body.validity.not_after),
+                        if p.body.last_resort {
+                            "  (last resort)"
+                        } else {
+                            ""
+                        }
+                    )
+                }));
+                lines.join("\n")
+            }
         }
     }
+}
+
+fn package_count_text(count: &ConnectionPackageCount) -> String {
+    format!(
+        "connection packages on the server: {} one-time, {}",
+        count.remaining,
+        if count.has_last_resort {
+            "and a last-resort one"
+        } else {
+            "NO last-resort one"
+        }
+    )
 }
 
 fn received_json(received: &Received) -> Value {
@@ -407,6 +601,8 @@ fn received_json(received: &Received) -> Value {
         }),
         // Connection requests belong in the connection queue; one here is out of place.
         Ok(QueueItem::ConnectionRequest(_)) => json!({ "seq": seq, "kind": "connection_request" }),
+        // Group messages and Welcomes are not handled by this command line yet.
+        Ok(QueueItem::Group(_)) => json!({ "seq": seq, "kind": "group" }),
         Err(e) => json!({ "seq": seq, "kind": "unreadable", "reason": e.to_string() }),
     }
 }
@@ -427,6 +623,7 @@ fn received_text(received: &Received) -> String {
         Ok(QueueItem::ConnectionRequest(_)) => {
             format!("#{seq} a connection request in the message queue (ignored)")
         }
+        Ok(QueueItem::Group(_)) => format!("#{seq} a group message (not handled yet)"),
         Err(e) => format!("#{seq} unreadable message ({e}); acknowledged anyway"),
     }
 }
@@ -524,6 +721,10 @@ mod tests {
             &["delete-client", "not-hex"],
             &["send-own", "00112233445566778899aabbccddeeff"],
             &["inbox", "--wait", "31"],
+            &["publish-packages", "--count", "1001"],
+            &["publish-packages", "--count", "-1"],
+            &["discover", "bob"],
+            &["decline"],
             &["frobnicate"],
             &[],
         ] {
@@ -565,6 +766,56 @@ mod tests {
                 .command,
             Command::AddClient { .. }
         ));
+        assert!(matches!(
+            parse(&["publish-packages"]).unwrap().command,
+            Command::PublishPackages { count } if count == INITIAL_PACKAGES as u64
+        ));
+        assert!(matches!(
+            parse(&["publish-packages", "--count", "0"])
+                .unwrap()
+                .command,
+            Command::PublishPackages { count: 0 }
+        ));
+        assert!(matches!(
+            parse(&["requests", "--json"]).unwrap().command,
+            Command::Requests
+        ));
+        assert!(matches!(
+            parse(&["decline", "a1b2c3d4"]).unwrap().command,
+            Command::Decline { id } if id == "a1b2c3d4"
+        ));
+        assert!(matches!(
+            parse(&["discover", "bob@b.test"]).unwrap().command,
+            Command::Discover { user } if user.to_string() == "bob@b.test"
+        ));
+    }
+
+    #[test]
+    fn a_failed_first_publish_is_a_warning_not_a_failure() {
+        let enrolled = |packages| Outcome::Enrolled {
+            user: "alice@a.test".parse().unwrap(),
+            client_id: ClientId([1; 16]),
+            server_url: "http://a".into(),
+            packages,
+        };
+        let published = enrolled(Some(Ok(ConnectionPackageCount {
+            remaining: 20,
+            has_last_resort: true,
+        })));
+        assert!(published.warning().is_none());
+        assert_eq!(
+            published.to_json(),
+            json!({ "user": "alice@a.test", "client_id": ClientId([1; 16]).to_string() })
+        );
+        assert!(published.to_text().contains("20 one-time"));
+        let failed = enrolled(Some(Err(("network".into(), "cannot reach".into()))));
+        let warning = failed.warning().unwrap();
+        assert_eq!(warning["warning"], "packages_not_published");
+        assert_eq!(warning["error"], "network");
+        assert!(warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("roost-client publish-packages"));
     }
 
     #[test]

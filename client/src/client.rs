@@ -1,29 +1,92 @@
 //! The high-level client: enrolment (register, add a client), the user's client list, and the
-//! client's own queue, on top of [`State`] and [`Server`].
+//! client's own queues, on top of [`State`] and [`Server`]. Discovery and connection requests
+//! are in [`crate::connections`].
 
 use std::{path::Path, time::Duration};
 
 use roost_protocol::{
-    api::{self, AddClient, NewClient, QueueItem, RegisterUser},
+    api::{
+        self, AddClient, ConnectionPackageCount, NewClient, QueueItem, QueueMessage, RegisterUser,
+    },
     credentials::{AsCredentials, ClientCredential},
     crypto::CryptoError,
     ClientId, Domain, HpkeSecretKey, SigningKey, Timestamp, UserName,
 };
 
 use crate::{
+    connections::INITIAL_PACKAGES,
     error::Error,
-    server::{Server, Signer},
+    server::{Queue, QueueKind, Server, Signer},
     state::{Identity, QueuePosition, State, StateError},
 };
 
 /// A registered client, opened from its state directory.
 #[derive(Debug)]
 pub struct Client {
-    state: State,
-    identity: Identity,
+    pub(crate) state: State,
+    pub(crate) identity: Identity,
     server: Server,
-    /// One receive at a time, so the queue position only moves forward.
-    receiving: tokio::sync::Mutex<()>,
+    /// One reader per queue at a time, so a queue position only moves forward.
+    reading_messages: tokio::sync::Mutex<()>,
+    reading_connections: tokio::sync::Mutex<()>,
+    /// What publishing the first connection packages came to, for a client just enrolled.
+    initial_packages: Option<Result<ConnectionPackageCount, Error>>,
+}
+
+/// Reads one kind of queue for [`Client::drain`]: opens and checks a batch, and saves what it
+/// yields together with the position after it, so that a batch counts as received exactly when
+/// its results are stored.
+pub(crate) trait QueueReader {
+    type Item;
+    const KIND: QueueKind;
+
+    async fn take(
+        &mut self,
+        client: &Client,
+        messages: &[QueueMessage],
+        position: QueuePosition,
+    ) -> Result<Vec<Self::Item>, Error>;
+}
+
+/// What one pass over a queue came to.
+pub(crate) struct Drained<T> {
+    pub items: Vec<T>,
+    /// Everything queued when the pass began was read.
+    pub complete: bool,
+}
+
+/// One fetched batch, handled.
+struct Batch<T> {
+    items: Vec<T>,
+    fetched: usize,
+    has_more: bool,
+    acked: bool,
+}
+
+/// The QS message queue's reader: each message opened, nothing kept but the position.
+struct MessageReader;
+
+impl QueueReader for MessageReader {
+    type Item = Received;
+    const KIND: QueueKind = QueueKind::Messages;
+
+    async fn take(
+        &mut self,
+        client: &Client,
+        messages: &[QueueMessage],
+        position: QueuePosition,
+    ) -> Result<Vec<Received>, Error> {
+        let id = client.identity.client_id;
+        let items = messages
+            .iter()
+            .map(|message| Received {
+                seq: message.seq,
+                item: message.open(&client.identity.queue_key, &id),
+            })
+            .collect();
+        client.save_position(Self::KIND, position).await?;
+        Ok(items)
+    }
 }
 
 /// This client as recorded locally.
@@ -85,16 +148,24 @@ impl Client {
             .identity()?
             .ok_or_else(|| StateError::NotRegistered(state.dir().to_path_buf()))?;
         let server = Server::new(&identity.server_url)?;
-        Ok(Client {
+        Ok(Client::new(state, identity, server))
+    }
+
+    fn new(state: State, identity: Identity, server: Server) -> Client {
+        Client {
             state,
             identity,
             server,
-            receiving: tokio::sync::Mutex::new(()),
-        })
+            reading_messages: tokio::sync::Mutex::new(()),
+            reading_connections: tokio::sync::Mutex::new(()),
+            initial_packages: None,
+        }
     }
 
     /// Registers a new user with this as its first client, and saves it in `state_dir` (which
     /// must not hold an identity yet). The credential is verified before anything is saved.
+    /// Then the client publishes its first connection packages, so that others can find it;
+    /// that failing does not undo the registration (see [`Client::initial_packages`]).
     pub async fn register(
         state_dir: impl AsRef<Path>,
         server_url: &str,
@@ -134,7 +205,8 @@ impl Client {
         Self::enrol(state, server, user, keys, credential).await
     }
 
-    /// Checks the credential the server issued, then saves the identity.
+    /// Checks the credential the server issued, saves the identity, then publishes the first
+    /// connection packages.
     async fn enrol(
         state: State,
         server: Server,
@@ -173,12 +245,21 @@ impl Client {
                 },
                 other => other,
             })?;
-        Ok(Client {
-            state,
-            identity,
-            server,
-            receiving: tokio::sync::Mutex::new(()),
-        })
+        let mut client = Client::new(state, identity, server);
+        let published = client
+            .publish_connection_packages_with(INITIAL_PACKAGES, true)
+            .await;
+        client.initial_packages = Some(published);
+        Ok(client)
+    }
+
+    /// For a client just registered or added: whether its first connection packages (a batch
+    /// and a last-resort one) were published, and the count the AS answered. An error here
+    /// leaves the client registered but not yet discoverable; publishing again
+    /// ([`Client::top_up`], `roost-client publish-packages`) mends it. `None` for a client opened
+    /// from its state directory.
+    pub fn initial_packages(&self) -> Option<&Result<ConnectionPackageCount, Error>> {
+        self.initial_packages.as_ref()
     }
 
     pub fn identity(&self) -> &Identity {
@@ -271,81 +352,122 @@ impl Client {
     /// returned once. If something fails after some messages were saved, those are returned
     /// and the rest come with the next call, which also repeats an acknowledgement that failed.
     pub async fn receive(&self, wait: Duration) -> Result<Vec<Received>, Error> {
-        let _one_at_a_time = self.receiving.lock().await;
-        let mut position = self.state.queue_position()?;
+        Ok(self.drain(&mut MessageReader, wait).await?.items)
+    }
+
+    /// Reads a queue to its end, batch by batch, as [`Client::receive`] describes.
+    pub(crate) async fn drain<R: QueueReader>(
+        &self,
+        reader: &mut R,
+        wait: Duration,
+    ) -> Result<Drained<R::Item>, Error> {
+        let _one_at_a_time = match R::KIND {
+            QueueKind::Messages => self.reading_messages.lock().await,
+            QueueKind::Connections => self.reading_connections.lock().await,
+        };
+        let queue = Queue {
+            kind: R::KIND,
+            client: self.identity.client_id,
+        };
+        let mut position = self.state.queue_position(R::KIND)?;
         if let Some(up_to) = position.pending_ack() {
-            self.server
-                .ack(self.signer(), &self.identity.client_id, up_to)
-                .await?;
+            self.server.ack_queue(self.signer(), queue, up_to).await?;
             position.acked = Some(up_to);
-            self.save_position(position).await?;
+            self.save_position(R::KIND, position).await?;
         }
-        let mut delivered = Vec::new();
+        let mut items = Vec::new();
         let mut wait = wait;
         loop {
-            match self.receive_batch(&mut position, wait).await {
-                Ok((items, has_more)) => {
-                    let done = items.is_empty() || !has_more;
-                    delivered.extend(items);
-                    if done {
-                        return Ok(delivered);
+            match self.drain_batch(reader, queue, &mut position, wait).await {
+                Ok(batch) => {
+                    items.extend(batch.items);
+                    if batch.fetched == 0 || !batch.has_more {
+                        return Ok(Drained {
+                            items,
+                            complete: true,
+                        });
+                    }
+                    if !batch.acked {
+                        return Ok(Drained {
+                            items,
+                            complete: false,
+                        });
                     }
                 }
-                Err(e) if delivered.is_empty() => return Err(e),
-                Err(_) => return Ok(delivered),
+                Err(e) if items.is_empty() => return Err(e),
+                Err(_) => {
+                    return Ok(Drained {
+                        items,
+                        complete: false,
+                    })
+                }
             }
             wait = Duration::ZERO;
         }
     }
 
-    /// Fetches, opens and saves one batch, then acknowledges it. The batch counts as delivered
-    /// once its position is saved; a failed ack only leaves it pending for the next receive.
-    async fn receive_batch(
+    /// Fetches one batch and has `reader` open and save it, then acknowledges it. The batch
+    /// counts as delivered once saved; a failed ack only leaves it pending for the next pass.
+    async fn drain_batch<R: QueueReader>(
         &self,
+        reader: &mut R,
+        queue: Queue,
         position: &mut QueuePosition,
         wait: Duration,
-    ) -> Result<(Vec<Received>, bool), Error> {
-        let id = self.identity.client_id;
+    ) -> Result<Batch<R::Item>, Error> {
         let batch = self
             .server
-            .fetch(
+            .fetch_queue(
                 self.signer(),
-                &id,
+                queue,
                 position.next_from(),
                 api::MAX_FETCH,
                 wait,
             )
             .await?;
         let Some(last) = batch.messages.last().map(|m| m.seq) else {
-            return Ok((Vec::new(), false));
+            return Ok(Batch {
+                items: Vec::new(),
+                fetched: 0,
+                has_more: false,
+                acked: true,
+            });
         };
-        let items: Vec<Received> = batch
-            .messages
-            .iter()
-            .map(|message| Received {
-                seq: message.seq,
-                item: message.open(&self.identity.queue_key, &id),
-            })
-            .collect();
-        position.received = Some(last);
-        self.save_position(*position).await?;
-        let acked = self.server.ack(self.signer(), &id, last).await.is_ok()
+        let received = QueuePosition {
+            received: Some(last),
+            ..*position
+        };
+        let items = reader.take(self, &batch.messages, received).await?;
+        *position = received;
+        let acked = self
+            .server
+            .ack_queue(self.signer(), queue, last)
+            .await
+            .is_ok()
             && self
-                .save_position(QueuePosition {
-                    acked: Some(last),
-                    ..*position
-                })
+                .save_position(
+                    R::KIND,
+                    QueuePosition {
+                        acked: Some(last),
+                        ..*position
+                    },
+                )
                 .await
                 .is_ok();
         if acked {
             position.acked = Some(last);
         }
-        Ok((items, batch.has_more && acked))
+        Ok(Batch {
+            items,
+            fetched: batch.messages.len(),
+            has_more: batch.has_more,
+            acked,
+        })
     }
 
-    async fn save_position(&self, position: QueuePosition) -> Result<(), Error> {
+    async fn save_position(&self, queue: QueueKind, position: QueuePosition) -> Result<(), Error> {
         let state = self.state.clone();
-        blocking(move || state.set_queue_position(&position)).await
+        blocking(move || state.set_queue_position(queue, &position)).await
     }
 
     /// Checks a client credential's chain against the AS credentials of its user's domain.
@@ -425,7 +547,7 @@ pub async fn verify_with(server: &Server, credential: &ClientCredential) -> Resu
 }
 
 /// Runs a blocking state operation off the async executor (sled's flush waits for the disk).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     operation: impl FnOnce() -> Result<T, StateError> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(operation)

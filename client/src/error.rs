@@ -1,6 +1,9 @@
 //! The one error type of the high-level client, with stable codes for machine-readable output.
 
-use roost_protocol::{credentials::ChainError, ClientId, Domain, UserName};
+use roost_protocol::{
+    connection::ConnectionError, credentials::ChainError, crypto::CryptoError, ClientId, Domain,
+    UserName,
+};
 
 use crate::{server::ServerError, state::StateError};
 
@@ -41,6 +44,25 @@ pub enum Error {
         #[source]
         source: Box<StateError>,
     },
+    /// A discovered connection package failed a check: the attempt to connect stops there.
+    #[error(
+        "the connection package of client {client_id} served for {user} is refused: {problem}"
+    )]
+    BadConnectionPackage {
+        /// The user asked for.
+        user: UserName,
+        client_id: ClientId,
+        problem: PackageProblem,
+    },
+    /// The user's AS served no connection package at all.
+    #[error("{0} has no client that can be reached: its server offers no connection package")]
+    NoReachableClients(UserName),
+    /// No pending connection request has this id.
+    #[error("no pending connection request has the id {0:?} (see `roost-client requests`)")]
+    UnknownRequest(String),
+    /// A connection request could not be sealed to its connection package.
+    #[error("cannot seal the connection request: {0}")]
+    Seal(CryptoError),
     /// A blocking state operation could not be run.
     #[error("a background task failed: {0}")]
     Task(String),
@@ -66,6 +88,10 @@ impl Error {
             Error::CredentialMismatch(_) => "credential_mismatch",
             Error::UnknownDomain(_) => "unknown_domain",
             Error::SaveAfterRegistration { .. } => "save_failed",
+            Error::BadConnectionPackage { .. } => "bad_connection_package",
+            Error::NoReachableClients(_) => "no_reachable_clients",
+            Error::UnknownRequest(_) => "unknown_request",
+            Error::Seal(_) => "seal_failed",
             Error::Task(_) => "internal",
         }
     }
@@ -77,4 +103,19 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// Why a discovered connection package is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackageProblem {
+    /// Its signature does not verify, or it is not valid now.
+    #[error("{0}")]
+    Package(ConnectionError),
+    #[error("it belongs to {found}")]
+    WrongUser { found: UserName },
+    /// Its client credential does not chain to the AS credentials of the user's domain.
+    #[error("its client credential does not verify: {0}")]
+    Chain(ChainError),
+    #[error("the server sent more than one package for this client")]
+    Duplicate,
 }

@@ -4,8 +4,10 @@
 //! sled store under a state directory ([`state`]); the HTTP calls to a homeserver, signed where
 //! the API requires it ([`server`]); the high-level operations a device performs: register,
 //! add a client, list and delete clients, send to its own clients and read its queue
-//! ([`Client`]); the command line ([`cli`]); and the persistent MLS state, an openmls storage
-//! provider over a sled tree with all-or-nothing writes per operation ([`mls_storage`]).
+//! ([`Client`]); discovery and connection requests up to the user's decision, with the keys of
+//! the connection packages it published ([`connections`]); the command line ([`cli`]); and the
+//! persistent MLS state, an openmls storage provider over a sled tree with all-or-nothing writes
+//! per operation ([`mls_storage`]).
 //!
 //! Must not touch: the server's crates or stores, or any wire format of its own. Every type on
 //! the wire and every encoding comes from `roost_protocol` (its `codec` is the only encoding,
@@ -15,12 +17,14 @@
 
 pub mod cli;
 pub mod client;
+pub mod connections;
 pub mod error;
 pub mod mls_storage;
 pub mod server;
 pub mod state;
 
 pub use client::{fetch_as_credentials, verify_with, Client, ClientEntry, Received, WhoAmI};
-pub use error::Error;
-pub use server::{Server, ServerError, Signer};
-pub use state::{Identity, QueuePosition, State, StateError};
+pub use connections::{verify_packages, ConnectionRequests, RejectReason, Rejected};
+pub use error::{Error, PackageProblem};
+pub use server::{Queue, QueueKind, Server, ServerError, Signer};
+pub use state::{Identity, PendingRequest, QueuePosition, State, StateError};

@@ -9,10 +9,12 @@ use std::time::Duration;
 use reqwest::{header, Method, StatusCode, Url};
 use roost_protocol::{
     api::{
-        self, Ack, AddClient, ClientList, Enqueue, Enqueued, ErrorBody, QueueBatch, RegisterUser,
+        self, Ack, AddClient, ClientList, ConnectionPackageCount, ConnectionPackages, Enqueue,
+        Enqueued, ErrorBody, PublishConnectionPackages, QueueBatch, RegisterUser,
     },
     auth::RequestSignature,
     codec,
+    connection::{ConnectionPackage, SealedConnectionRequest},
     credentials::{AsCredentials, ClientCredential},
     ids::now_millis,
     ClientId, SigningKey, UserName,
@@ -91,6 +93,40 @@ pub struct Signer<'a> {
 impl std::fmt::Debug for Signer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Signer({})", self.client_id)
+    }
+}
+
+/// A client's two queues on its home server. Both are read the same way (fetch from a position,
+/// then acknowledge), so one implementation serves both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// The QS message queue: notices and messages from the user's own clients.
+    Messages,
+    /// The AS connection queue: sealed connection requests from anyone.
+    Connections,
+}
+
+/// One queue of one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queue {
+    pub kind: QueueKind,
+    pub client: ClientId,
+}
+
+impl Queue {
+    /// Where messages are fetched from.
+    fn messages_path(&self) -> String {
+        match self.kind {
+            QueueKind::Messages => api::qs_queue_messages(&self.client),
+            QueueKind::Connections => api::as_connection_queue(&self.client),
+        }
+    }
+
+    fn ack_path(&self) -> String {
+        match self.kind {
+            QueueKind::Messages => api::qs_queue_ack(&self.client),
+            QueueKind::Connections => api::as_connection_queue_ack(&self.client),
+        }
     }
 }
 
@@ -185,7 +221,7 @@ impl Server {
         client: &ClientId,
     ) -> Result<(), ServerError> {
         let path = api::as_own_client(client);
-        self.call_no_content(Method::DELETE, &path, None, signer)
+        self.call_no_content(Method::DELETE, &path, None, Some(signer))
             .await
     }
 
@@ -208,13 +244,42 @@ impl Server {
         .await
     }
 
-    /// `GET /qs/v1/queues/{queue}/messages`: up to `max` messages from `from` on; with `wait`
-    /// above zero the server holds the request until one exists (capped at
-    /// [`api::MAX_WAIT_MS`]).
+    /// `GET /qs/v1/queues/{queue}/messages`: the QS message queue; see [`Server::fetch_queue`].
     pub async fn fetch(
         &self,
         signer: Signer<'_>,
         queue: &ClientId,
+        from: u64,
+        max: u32,
+        wait: Duration,
+    ) -> Result<QueueBatch, ServerError> {
+        let queue = Queue {
+            kind: QueueKind::Messages,
+            client: *queue,
+        };
+        self.fetch_queue(signer, queue, from, max, wait).await
+    }
+
+    /// `POST /qs/v1/queues/{queue}/ack`: see [`Server::ack_queue`].
+    pub async fn ack(
+        &self,
+        signer: Signer<'_>,
+        queue: &ClientId,
+        up_to: u64,
+    ) -> Result<(), ServerError> {
+        let queue = Queue {
+            kind: QueueKind::Messages,
+            client: *queue,
+        };
+        self.ack_queue(signer, queue, up_to).await
+    }
+
+    /// Up to `max` messages of `queue` from `from` on; with `wait` above zero the server holds
+    /// the request until one exists (capped at [`api::MAX_WAIT_MS`]).
+    pub async fn fetch_queue(
+        &self,
+        signer: Signer<'_>,
+        queue: Queue,
         from: u64,
         max: u32,
         wait: Duration,
@@ -224,7 +289,7 @@ impl Server {
             .min(api::MAX_WAIT_MS);
         let path = format!(
             "{}?from={from}&max={max}&wait_ms={wait_ms}",
-            api::qs_queue_messages(queue)
+            queue.messages_path()
         );
         let timeout = REQUEST_TIMEOUT + Duration::from_millis(wait_ms);
         let batch: QueueBatch = self
@@ -234,16 +299,72 @@ impl Server {
         Ok(batch)
     }
 
-    /// `POST /qs/v1/queues/{queue}/ack`: deletes every message up to and including `up_to`.
-    pub async fn ack(
+    /// Deletes every message of `queue` up to and including `up_to`.
+    pub async fn ack_queue(
         &self,
         signer: Signer<'_>,
-        queue: &ClientId,
+        queue: Queue,
         up_to: u64,
     ) -> Result<(), ServerError> {
         let bytes = codec::encode(&Ack { up_to });
-        let path = api::qs_queue_ack(queue);
-        self.call_no_content(Method::POST, &path, Some(bytes), signer)
+        self.call_no_content(Method::POST, &queue.ack_path(), Some(bytes), Some(signer))
+            .await
+    }
+
+    /// `POST /as/v1/connection-packages`: publishes at most [`api::MAX_PUBLISH`] packages of
+    /// the signer; answers how many it now has.
+    pub async fn publish_connection_packages(
+        &self,
+        signer: Signer<'_>,
+        packages: Vec<ConnectionPackage>,
+    ) -> Result<ConnectionPackageCount, ServerError> {
+        let bytes = codec::encode(&PublishConnectionPackages { packages });
+        self.call(
+            Method::POST,
+            api::AS_CONNECTION_PACKAGES,
+            Some(bytes),
+            Some(signer),
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `GET /as/v1/connection-packages`: how many packages the AS holds for the signer.
+    pub async fn connection_package_count(
+        &self,
+        signer: Signer<'_>,
+    ) -> Result<ConnectionPackageCount, ServerError> {
+        self.call(
+            Method::GET,
+            api::AS_CONNECTION_PACKAGES,
+            None,
+            Some(signer),
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `GET /as/v1/users/{user}/connection-packages`: one package per client of `user`, unchecked
+    /// (see `Client::discover`). Public and rate limited (429 `rate_limited`).
+    pub async fn connection_packages(
+        &self,
+        user: &UserName,
+    ) -> Result<ConnectionPackages, ServerError> {
+        let path = api::as_user_connection_packages(user);
+        self.call(Method::GET, &path, None, None, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// `POST /as/v1/connection-queues/{client}`: queues a sealed connection request for
+    /// `client`. Unauthenticated: the responder's AS must not learn who asks.
+    pub async fn send_connection_request(
+        &self,
+        client: &ClientId,
+        request: &SealedConnectionRequest,
+    ) -> Result<(), ServerError> {
+        let bytes = codec::encode(request);
+        let path = api::as_connection_queue(client);
+        self.call_no_content(Method::POST, &path, Some(bytes), None)
             .await
     }
 
@@ -268,9 +389,9 @@ impl Server {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-        signer: Signer<'_>,
+        signer: Option<Signer<'_>>,
     ) -> Result<(), ServerError> {
-        self.send(method, path, body, Some(signer), REQUEST_TIMEOUT)
+        self.send(method, path, body, signer, REQUEST_TIMEOUT)
             .await
             .map(drop)
     }

@@ -1,7 +1,11 @@
 //! The client's persistent state: one sled store in a state directory.
 //!
 //! Holds the identity (who this client is, its secret keys, its credential and its home server)
-//! and the queue position. Every write is flushed before it returns, because the CLI process
+//! and the positions in its two queues (default tree); the secret keys of the connection packages
+//! it published (`connection_keys`: package hash → [`ConnectionKey`]); the connection requests
+//! waiting for the user's decision (`connection_requests`: id → [`PendingRequest`]); and the
+//! hashes of the sealed requests already received, so a replay is not shown again
+//! (`connection_requests_seen`: hash → end of validity of the package it was sealed to). Every write is flushed before it returns, because the CLI process
 //! exits right after a command. What "flushed" means for sled 0.34 on Linux: the data reached
 //! the OS (`sync_file_range`), which survives a killed process but not necessarily a power cut
 //! within sled's 500 ms fsync interval; for a client that is acceptable, since the worst case is
@@ -16,9 +20,15 @@ use std::{
 };
 
 use roost_protocol::{
-    codec, credentials::ClientCredential, ClientId, HpkeSecretKey, SigningKey, UserName,
+    codec,
+    connection::{ConnectionEstablishmentPackage, ConnectionPackageHash},
+    credentials::ClientCredential,
+    ClientId, HpkeSecretKey, SigningKey, Timestamp, UserName,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use crate::server::QueueKind;
 
 /// The state format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -26,6 +36,10 @@ pub const FORMAT_VERSION: u32 = 1;
 const KEY_FORMAT: &[u8] = b"format_version";
 const KEY_IDENTITY: &[u8] = b"identity";
 const KEY_QUEUE: &[u8] = b"queue_position";
+const KEY_CONNECTION_QUEUE: &[u8] = b"connection_queue_position";
+const TREE_CONNECTION_KEYS: &str = "connection_keys";
+const TREE_REQUESTS: &str = "connection_requests";
+const TREE_SEEN_REQUESTS: &str = "connection_requests_seen";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -101,11 +115,62 @@ impl QueuePosition {
     }
 }
 
+/// The secret half of a connection package this client published.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ConnectionKey {
+    /// Opens the connection requests sealed to the package.
+    pub secret: HpkeSecretKey,
+    pub last_resort: bool,
+    /// The package's end of validity: after it the AS queues no request sealed to it.
+    pub not_after: Timestamp,
+}
+
+impl std::fmt::Debug for ConnectionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionKey")
+            .field("last_resort", &self.last_resort)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection request that passed every check, waiting for the user's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRequest {
+    /// Short and stable: the start of the hash of the sealed request.
+    pub id: String,
+    pub received_at: Timestamp,
+    /// The opened, verified invitation.
+    pub package: ConnectionEstablishmentPackage,
+}
+
+impl PendingRequest {
+    /// Who asks to connect (verified against the AS credentials of their domain).
+    pub fn from(&self) -> &UserName {
+        self.package.body.sender_client_credential.user()
+    }
+}
+
+/// What one batch of the connection queue leaves behind, written all at once: a crash either
+/// keeps all of it or none, and then the batch is fetched and handled again.
+#[derive(Debug, Default)]
+pub struct ConnectionBatch {
+    pub requests: Vec<PendingRequest>,
+    /// Every request opened, by hash, with the end of validity of the package it was sealed to.
+    pub seen: Vec<([u8; 32], Timestamp)>,
+    /// One-time keys a request was opened with: the AS takes no other request for them.
+    pub used_keys: Vec<ConnectionPackageHash>,
+    pub position: QueuePosition,
+}
+
 /// An open state store. Holds sled's lock on the directory: one process at a time.
 #[derive(Clone)]
 pub struct State {
     dir: PathBuf,
     db: sled::Db,
+    connection_keys: sled::Tree,
+    requests: sled::Tree,
+    seen_requests: sled::Tree,
 }
 
 impl std::fmt::Debug for State {
@@ -140,19 +205,31 @@ impl State {
 
     fn open_store(dir: PathBuf) -> Result<State, StateError> {
         let db = open_db(&dir)?;
-        let state = State { dir, db };
-        match state.get::<u32>(KEY_FORMAT)? {
-            Some(FORMAT_VERSION) => Ok(state),
-            Some(found) => Err(StateError::UnsupportedFormat {
-                dir: state.dir,
-                found,
-            }),
-            None if state.db.is_empty() => {
-                state.put(KEY_FORMAT, &FORMAT_VERSION)?;
-                Ok(state)
-            }
-            None => Err(StateError::NotAStateDir(state.dir)),
+        let format = read(&dir, &db, KEY_FORMAT)?;
+        match format {
+            Some(FORMAT_VERSION) => {}
+            Some(found) => return Err(StateError::UnsupportedFormat { dir, found }),
+            None if db.is_empty() => {}
+            None => return Err(StateError::NotAStateDir(dir)),
         }
+        // Trees are opened (and so created) only in a directory known to be a state directory.
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StateError::Store {
+                dir: dir.clone(),
+                source,
+            })
+        };
+        let state = State {
+            connection_keys: tree(TREE_CONNECTION_KEYS)?,
+            requests: tree(TREE_REQUESTS)?,
+            seen_requests: tree(TREE_SEEN_REQUESTS)?,
+            dir,
+            db,
+        };
+        if format.is_none() {
+            state.put(KEY_FORMAT, &FORMAT_VERSION)?;
+        }
+        Ok(state)
     }
 
     pub fn dir(&self) -> &Path {
@@ -204,25 +281,188 @@ impl State {
         }
     }
 
-    pub fn queue_position(&self) -> Result<QueuePosition, StateError> {
-        Ok(self.get(KEY_QUEUE)?.unwrap_or_default())
+    /// How far this client has read one of its queues.
+    pub fn queue_position(&self, queue: QueueKind) -> Result<QueuePosition, StateError> {
+        Ok(self.get(position_key(queue))?.unwrap_or_default())
     }
 
-    pub fn set_queue_position(&self, position: &QueuePosition) -> Result<(), StateError> {
-        self.put(KEY_QUEUE, position)
+    pub fn set_queue_position(
+        &self,
+        queue: QueueKind,
+        position: &QueuePosition,
+    ) -> Result<(), StateError> {
+        self.put(position_key(queue), position)
+    }
+
+    /// Stores the secret keys of connection packages about to be published.
+    pub fn save_connection_keys(
+        &self,
+        keys: &[(ConnectionPackageHash, ConnectionKey)],
+    ) -> Result<(), StateError> {
+        let mut batch = sled::Batch::default();
+        for (hash, key) in keys {
+            batch.insert(&hash.0, codec::encode(key));
+        }
+        self.connection_keys
+            .apply_batch(batch)
+            .map_err(|e| self.store_error(e))?;
+        self.flush()
+    }
+
+    pub fn connection_key(
+        &self,
+        package: &ConnectionPackageHash,
+    ) -> Result<Option<ConnectionKey>, StateError> {
+        self.tree_get(&self.connection_keys, TREE_CONNECTION_KEYS, &package.0)
+    }
+
+    /// Every stored connection key, by package hash.
+    pub fn connection_keys(
+        &self,
+    ) -> Result<Vec<(ConnectionPackageHash, ConnectionKey)>, StateError> {
+        self.tree_all(&self.connection_keys, TREE_CONNECTION_KEYS)?
+            .into_iter()
+            .map(|(key, value)| {
+                let hash = <[u8; 32]>::try_from(key.as_ref()).map_err(|_| {
+                    self.corrupt(TREE_CONNECTION_KEYS, &key, "the key is not a package hash")
+                })?;
+                Ok((ConnectionPackageHash(hash), value))
+            })
+            .collect()
+    }
+
+    /// Whether a sealed request with this hash was received before.
+    pub fn request_seen(&self, hash: &[u8; 32]) -> Result<bool, StateError> {
+        self.seen_requests
+            .contains_key(hash)
+            .map_err(|e| self.store_error(e))
+    }
+
+    /// Whether a pending request has this id.
+    pub fn request_id_taken(&self, id: &str) -> Result<bool, StateError> {
+        self.requests
+            .contains_key(id.as_bytes())
+            .map_err(|e| self.store_error(e))
+    }
+
+    /// Writes what a batch of the connection queue produced, and the position after it, at once.
+    pub fn save_connection_batch(&self, batch: &ConnectionBatch) -> Result<(), StateError> {
+        let position = codec::encode(&batch.position);
+        let outcome: Result<(), TransactionError<()>> = (
+            &*self.db,
+            &self.connection_keys,
+            &self.requests,
+            &self.seen_requests,
+        )
+            .transaction(|(db, keys, requests, seen)| {
+                for request in &batch.requests {
+                    requests.insert(request.id.as_bytes(), codec::encode(request))?;
+                }
+                for (hash, not_after) in &batch.seen {
+                    seen.insert(hash, codec::encode(not_after))?;
+                }
+                for used in &batch.used_keys {
+                    keys.remove(&used.0)?;
+                }
+                db.insert(KEY_CONNECTION_QUEUE, position.clone())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            });
+        outcome.map_err(|e| match e {
+            TransactionError::Storage(e) => self.store_error(e),
+            TransactionError::Abort(()) => self.corrupt(TREE_REQUESTS, b"", "transaction aborted"),
+        })?;
+        self.flush()
+    }
+
+    /// The requests waiting for a decision, oldest first.
+    pub fn pending_requests(&self) -> Result<Vec<PendingRequest>, StateError> {
+        let mut requests: Vec<PendingRequest> = self
+            .tree_all(&self.requests, TREE_REQUESTS)?
+            .into_iter()
+            .map(|(_, request)| request)
+            .collect();
+        requests.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+        Ok(requests)
+    }
+
+    pub fn pending_request(&self, id: &str) -> Result<Option<PendingRequest>, StateError> {
+        self.tree_get(&self.requests, TREE_REQUESTS, id.as_bytes())
+    }
+
+    /// Deletes a pending request; false if there was none with this id.
+    pub fn remove_request(&self, id: &str) -> Result<bool, StateError> {
+        let removed = self
+            .requests
+            .remove(id.as_bytes())
+            .map_err(|e| self.store_error(e))?;
+        self.flush()?;
+        Ok(removed.is_some())
+    }
+
+    /// Forgets the connection keys, and the record of requests received, of packages whose
+    /// validity ended before `before`: the AS queues no more requests for them.
+    pub fn prune_connection_keys(&self, before: Timestamp) -> Result<usize, StateError> {
+        let mut pruned = 0;
+        for (hash, key) in self.connection_keys()? {
+            if key.not_after < before {
+                self.connection_keys
+                    .remove(hash.0)
+                    .map_err(|e| self.store_error(e))?;
+                pruned += 1;
+            }
+        }
+        for (hash, not_after) in
+            self.tree_all::<Timestamp>(&self.seen_requests, TREE_SEEN_REQUESTS)?
+        {
+            if not_after < before {
+                self.seen_requests
+                    .remove(hash)
+                    .map_err(|e| self.store_error(e))?;
+            }
+        }
+        self.flush()?;
+        Ok(pruned)
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
-        let Some(bytes) = self.db.get(key).map_err(|e| self.store_error(e))? else {
+        read(&self.dir, &self.db, key)
+    }
+
+    fn tree_get<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &str,
+        key: &[u8],
+    ) -> Result<Option<T>, StateError> {
+        let Some(bytes) = tree.get(key).map_err(|e| self.store_error(e))? else {
             return Ok(None);
         };
         codec::decode(&bytes)
             .map(Some)
-            .map_err(|e| StateError::Corrupt {
-                dir: self.dir.clone(),
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: e.to_string(),
+            .map_err(|e| self.corrupt(name, key, &e.to_string()))
+    }
+
+    fn tree_all<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &str,
+    ) -> Result<Vec<(sled::IVec, T)>, StateError> {
+        tree.iter()
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(|e| self.store_error(e))?;
+                let value =
+                    codec::decode(&bytes).map_err(|e| self.corrupt(name, &key, &e.to_string()))?;
+                Ok((key, value))
             })
+            .collect()
+    }
+
+    fn corrupt(&self, tree: &str, key: &[u8], reason: &str) -> StateError {
+        StateError::Corrupt {
+            dir: self.dir.clone(),
+            key: format!("{tree}/{}", printable_key(key)),
+            reason: reason.to_owned(),
+        }
     }
 
     fn put<T: Serialize + ?Sized>(&self, key: &[u8], value: &T) -> Result<(), StateError> {
@@ -248,6 +488,43 @@ impl State {
     pub(crate) fn put_raw(&self, key: &[u8], value: Vec<u8>) {
         self.db.insert(key, value).expect("test store insert");
         self.db.flush().expect("test store flush");
+    }
+}
+
+fn position_key(queue: QueueKind) -> &'static [u8] {
+    match queue {
+        QueueKind::Messages => KEY_QUEUE,
+        QueueKind::Connections => KEY_CONNECTION_QUEUE,
+    }
+}
+
+/// A record of the default tree.
+fn read<T: DeserializeOwned>(
+    dir: &Path,
+    db: &sled::Db,
+    key: &[u8],
+) -> Result<Option<T>, StateError> {
+    let Some(bytes) = db.get(key).map_err(|source| StateError::Store {
+        dir: dir.to_path_buf(),
+        source,
+    })?
+    else {
+        return Ok(None);
+    };
+    codec::decode(&bytes)
+        .map(Some)
+        .map_err(|e| StateError::Corrupt {
+            dir: dir.to_path_buf(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// A key for an error message: text as it is, anything else in hex.
+fn printable_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(text) if text.chars().all(|c| c.is_ascii_graphic()) => text.to_owned(),
+        _ => key.iter().map(|b| format!("{b:02x}")).collect(),
     }
 }
 
@@ -321,10 +598,13 @@ mod tests {
             assert!(state.identity().unwrap().is_none());
             state.save_identity(&identity).unwrap();
             state
-                .set_queue_position(&QueuePosition {
-                    received: Some(7),
-                    acked: Some(5),
-                })
+                .set_queue_position(
+                    QueueKind::Messages,
+                    &QueuePosition {
+                        received: Some(7),
+                        acked: Some(5),
+                    },
+                )
                 .unwrap();
         }
         let state = State::open(dir.path()).unwrap();
@@ -338,9 +618,14 @@ mod tests {
         );
         assert_eq!(back.queue_key.public_key(), identity.queue_key.public_key());
         assert_eq!(back.server_url, identity.server_url);
-        let position = state.queue_position().unwrap();
+        let position = state.queue_position(QueueKind::Messages).unwrap();
         assert_eq!(position.next_from(), 8);
         assert_eq!(position.pending_ack(), Some(7));
+        // The connection queue has a position of its own.
+        assert_eq!(
+            state.queue_position(QueueKind::Connections).unwrap(),
+            QueuePosition::default()
+        );
     }
 
     #[test]
@@ -434,8 +719,116 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..20 {
             let state = State::open_or_create(dir.path()).unwrap();
-            state.set_queue_position(&QueuePosition::default()).unwrap();
+            state
+                .set_queue_position(QueueKind::Messages, &QueuePosition::default())
+                .unwrap();
         }
+    }
+
+    fn sample_request(id: &str, received_at: u64) -> PendingRequest {
+        use roost_protocol::connection::{ConnectionEstablishmentBody, EarKey};
+        let sender = sample_identity();
+        PendingRequest {
+            id: id.into(),
+            received_at: Timestamp(received_at),
+            package: ConnectionEstablishmentPackage::new(
+                ConnectionEstablishmentBody {
+                    sender_client_credential: sender.credential,
+                    connection_group_id: vec![1; 16],
+                    group_state_ear_key: EarKey::random(),
+                    credential_ear_key: EarKey::random(),
+                    responder: "bob@b.test".parse().unwrap(),
+                    connection_package: ConnectionPackageHash([7; 32]),
+                },
+                &sender.signing_key,
+            ),
+        }
+    }
+
+    fn key(last_resort: bool, not_after: u64) -> ConnectionKey {
+        ConnectionKey {
+            secret: HpkeSecretKey::generate().0,
+            last_resort,
+            not_after: Timestamp(not_after),
+        }
+    }
+
+    #[test]
+    fn a_connection_batch_is_written_at_once_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (used, kept) = (
+            ConnectionPackageHash([1; 32]),
+            ConnectionPackageHash([2; 32]),
+        );
+        let later = sample_request("bbbbbbbb", 20);
+        let earlier = sample_request("aaaaaaaa", 10);
+        {
+            let state = State::open_or_create(dir.path()).unwrap();
+            state
+                .save_connection_keys(&[(used, key(false, 100)), (kept, key(true, 100))])
+                .unwrap();
+            state
+                .save_connection_batch(&ConnectionBatch {
+                    requests: vec![later.clone(), earlier.clone()],
+                    seen: vec![([9; 32], Timestamp(100))],
+                    used_keys: vec![used],
+                    position: QueuePosition {
+                        received: Some(3),
+                        acked: None,
+                    },
+                })
+                .unwrap();
+        }
+        let state = State::open_or_create(dir.path()).unwrap();
+        assert!(state.connection_key(&used).unwrap().is_none());
+        assert!(state.connection_key(&kept).unwrap().unwrap().last_resort);
+        assert!(state.request_seen(&[9; 32]).unwrap());
+        assert!(!state.request_seen(&[8; 32]).unwrap());
+        assert_eq!(
+            state.pending_requests().unwrap(),
+            vec![earlier.clone(), later.clone()]
+        );
+        assert!(state.request_id_taken("aaaaaaaa").unwrap());
+        assert_eq!(
+            state
+                .queue_position(QueueKind::Connections)
+                .unwrap()
+                .received,
+            Some(3)
+        );
+        assert_eq!(
+            state.queue_position(QueueKind::Messages).unwrap().received,
+            None
+        );
+
+        assert!(state.remove_request("aaaaaaaa").unwrap());
+        assert!(!state.remove_request("aaaaaaaa").unwrap());
+        assert_eq!(state.pending_requests().unwrap(), vec![later]);
+    }
+
+    #[test]
+    fn keys_and_seen_requests_are_pruned_only_past_their_packages_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open_or_create(dir.path()).unwrap();
+        let (old, new) = (
+            ConnectionPackageHash([1; 32]),
+            ConnectionPackageHash([2; 32]),
+        );
+        state
+            .save_connection_keys(&[(old, key(true, 50)), (new, key(true, 150))])
+            .unwrap();
+        state
+            .save_connection_batch(&ConnectionBatch {
+                seen: vec![([1; 32], Timestamp(50)), ([2; 32], Timestamp(150))],
+                ..ConnectionBatch::default()
+            })
+            .unwrap();
+        assert_eq!(state.prune_connection_keys(Timestamp(100)).unwrap(), 1);
+        assert!(state.connection_key(&old).unwrap().is_none());
+        assert!(state.connection_key(&new).unwrap().is_some());
+        assert!(!state.request_seen(&[1; 32]).unwrap());
+        assert!(state.request_seen(&[2; 32]).unwrap());
+        assert_eq!(state.connection_keys().unwrap().len(), 1);
     }
 
     #[test]

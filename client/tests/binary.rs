@@ -16,6 +16,10 @@ fn help_lists_every_command() {
         "add-client",
         "clients",
         "whoami",
+        "publish-packages",
+        "requests",
+        "decline",
+        "discover",
         "--json",
         "--state",
     ] {

@@ -12,6 +12,7 @@ use crate::{
     crypto::{
         CryptoError, HpkePublicKey, HpkeSecretKey, Sealed, Signature, SigningKey, VerifyingKey,
     },
+    ds::GroupDelivery,
     ids::{ClientId, Timestamp, UserName},
 };
 
@@ -86,6 +87,9 @@ pub struct ConnectionPackageCount {
 pub struct ConnectionPackages {
     pub packages: Vec<ConnectionPackage>,
 }
+
+/// GET → the [`HpkePublicKey`] this QS opens sealed queue references with. Public.
+pub const QS_QUEUE_REF_KEY: &str = "/qs/v1/queue-ref-key";
 
 /// Most messages one fetch returns.
 pub const MAX_FETCH: u32 = 1000;
@@ -185,6 +189,8 @@ pub enum QueueItem {
     FromOwnClient { sender: ClientId, payload: Vec<u8> },
     /// Someone asks to connect (in a connection queue); opaque until the client opens it.
     ConnectionRequest(SealedConnectionRequest),
+    /// A group's message or a Welcome, fanned out by a DS.
+    Group(GroupDelivery),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,93 @@ use crate::{
 /// Longest group id a DS accepts, in bytes.
 pub const MAX_GROUP_ID: usize = 64;
 
+/// POST [`CreateGroup`] → 201.
+pub const DS_GROUPS: &str = "/ds/v1/groups";
+
+fn group_path(group_id: &[u8], action: &str) -> String {
+    format!("/ds/v1/groups/{}/{action}", hex::encode(group_id))
+}
+
+/// POST [`CommitRequest`] → [`Committed`]; 409 `stale_epoch` when the group moved on.
+pub fn ds_commit(group_id: &[u8]) -> String {
+    group_path(group_id, "commit")
+}
+
+/// POST [`SendMessage`] → 202.
+pub fn ds_messages(group_id: &[u8]) -> String {
+    group_path(group_id, "messages")
+}
+
+/// POST [`EarKeyProof`] → [`ExternalCommitInfo`].
+pub fn ds_external_commit_info(group_id: &[u8]) -> String {
+    group_path(group_id, "external-commit-info")
+}
+
+/// POST [`JoinConnectionGroup`] → [`Committed`]; succeeds once per connection group.
+pub fn ds_join_connection_group(group_id: &[u8]) -> String {
+    group_path(group_id, "join-connection-group")
+}
+
+/// Create a group on the DS. The creator is its only member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateGroup {
+    pub group_id: Vec<u8>,
+    pub ear_key: EarKey,
+    /// TLS-encoded `MlsMessageOut` GroupInfo with the ratchet-tree extension.
+    pub group_info: Vec<u8>,
+    pub creator: MemberEntry,
+    /// Whether the *join connection group* endpoint may be used (once).
+    pub connection_group: bool,
+}
+
+/// A member's commit, with the GroupInfo of the epoch it creates and what new members need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub ear_key: EarKey,
+    pub commit: Vec<u8>,
+    pub group_info: Vec<u8>,
+    /// One entry per added member, in the order of the commit's add proposals.
+    pub added: Vec<MemberEntry>,
+    pub welcome: Option<WelcomeBundle>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    pub epoch: u64,
+}
+
+/// An application message for every other member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendMessage {
+    pub ear_key: EarKey,
+    pub message: Vec<u8>,
+    /// The sender's leaf, so it does not get its own message back.
+    pub sender_leaf: u32,
+}
+
+/// Knowing the group-state EAR key is what lets a caller read or join a group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EarKeyProof {
+    pub ear_key: EarKey,
+}
+
+/// What a joiner needs for an external commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExternalCommitInfo {
+    pub group_info: Vec<u8>,
+    /// The members' client credentials, encrypted under the credential EAR key.
+    pub encrypted_credentials: Vec<Vec<u8>>,
+}
+
+/// The responder's external commit into a connection group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinConnectionGroup {
+    pub ear_key: EarKey,
+    pub commit: Vec<u8>,
+    pub group_info: Vec<u8>,
+    pub joiner: MemberEntry,
+}
+
 const QUEUE_REF_INFO: &str = "roost queue reference v1";
 
 /// A client's queue, sealed to its home QS's queue-reference key: the DS stores and forwards it

@@ -2,7 +2,9 @@
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 
-use roost_actors::{accounts::AccountsError, queue::QueueError, registry::RegistryError};
+use roost_actors::{
+    accounts::AccountsError, group::GroupError, queue::QueueError, registry::RegistryError,
+};
 use roost_protocol::{api::ErrorBody, auth::AuthError, codec::CodecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum ApiError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Group(#[from] GroupError),
     #[error("no connection package of this client was handed out under that hash")]
     UnknownConnectionPackage,
     #[error("too many requests; retry in {0} s")]
@@ -84,6 +88,15 @@ impl ApiError {
                 RegistryError::TooMany => "too_many_connection_packages",
                 RegistryError::Storage(_) => "internal",
             },
+            ApiError::Group(e) => match e {
+                GroupError::UnknownGroup => "unknown_group",
+                GroupError::GroupExists => "group_exists",
+                GroupError::WrongKey => "wrong_ear_key",
+                GroupError::StaleEpoch => "stale_epoch",
+                GroupError::NotJoinable => "not_joinable",
+                GroupError::Invalid(_) => "invalid_mls_message",
+                GroupError::Storage(_) => "internal",
+            },
             ApiError::UnknownConnectionPackage => "unknown_connection_package",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable => "unavailable",
@@ -121,6 +134,15 @@ impl ResponseError for ApiError {
                 RegistryError::InvalidPackage { .. } => StatusCode::BAD_REQUEST,
                 RegistryError::TooMany => StatusCode::CONFLICT,
                 RegistryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Group(e) => match e {
+                GroupError::UnknownGroup => StatusCode::NOT_FOUND,
+                GroupError::WrongKey => StatusCode::FORBIDDEN,
+                GroupError::GroupExists | GroupError::StaleEpoch | GroupError::NotJoinable => {
+                    StatusCode::CONFLICT
+                }
+                GroupError::Invalid(_) => StatusCode::BAD_REQUEST,
+                GroupError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::UnknownConnectionPackage => StatusCode::NOT_FOUND,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

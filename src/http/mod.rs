@@ -7,6 +7,7 @@
 mod as_api;
 mod as_connect;
 pub mod auth;
+mod ds_api;
 pub mod error;
 mod qs_api;
 mod queues;
@@ -22,8 +23,8 @@ use actix_web::{
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 
-use roost_actors::{accounts::AccountsActor, Pool, QueueActor, RegistryActor};
-use roost_protocol::{api::CONTENT_TYPE, codec, AsCredentials, Domain};
+use roost_actors::{accounts::AccountsActor, group::GroupActor, Pool, QueueActor, RegistryActor};
+use roost_protocol::{api::CONTENT_TYPE, codec, AsCredentials, Domain, HpkePublicKey};
 use roost_storage::AccountStore;
 
 use self::{auth::ReplayGuard, error::ApiError, rate_limit::RateLimiter};
@@ -35,6 +36,9 @@ pub struct AppState {
     pub accounts: Addr<AccountsActor>,
     pub queues: Addr<Pool<QueueActor>>,
     pub registries: Addr<Pool<RegistryActor>>,
+    pub groups: Addr<Pool<GroupActor>>,
+    /// Public half of the key sealed queue references are opened with.
+    pub queue_ref_key: HpkePublicKey,
     pub discovery_limit: RateLimiter,
     pub account_store: AccountStore,
     pub as_credentials: AsCredentials,
@@ -52,6 +56,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .configure(as_api::routes)
         .configure(as_connect::routes)
+        .configure(ds_api::routes)
         .configure(qs_api::routes)
         .default_service(web::to(not_found));
 }

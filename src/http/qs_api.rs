@@ -27,7 +27,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::post().to(enqueue))
                 .route(web::get().to(fetch::<Messages>)),
         )
-        .service(resource("/qs/v1/queues/{client}/ack").route(web::post().to(ack::<Messages>)));
+        .service(resource("/qs/v1/queues/{client}/ack").route(web::post().to(ack::<Messages>)))
+        .service(resource(api::QS_QUEUE_REF_KEY).route(web::get().to(queue_ref_key)));
+}
+
+async fn queue_ref_key(state: State) -> HttpResponse {
+    encoded(StatusCode::OK, &state.queue_ref_key)
 }
 
 async fn enqueue(

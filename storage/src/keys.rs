@@ -1,11 +1,15 @@
-//! The homeserver's own long-term keys: the AS credential and the AS intermediate credential,
-//! with their signing keys. Created once, reused on every later start.
+//! The homeserver's own long-term keys: the AS credential and the AS intermediate credential
+//! with their signing keys, and the QS's queue-reference key. Created once, reused on every
+//! later start.
 
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use roost_protocol::{AsCredential, AsIntermediateCredential, SigningKey};
+use roost_protocol::{AsCredential, AsIntermediateCredential, HpkeSecretKey, SigningKey};
 
-use crate::{table::Table, Result};
+use crate::{
+    table::{decode, encode},
+    Result,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerKeys {
@@ -17,37 +21,52 @@ pub struct ServerKeys {
 
 #[derive(Clone)]
 pub struct ServerKeysStore {
-    table: Table<ServerKeys>,
+    tree: sled::Tree,
 }
 
-const CURRENT: &[u8] = b"current";
+const AS_KEYS: &[u8] = b"current";
+const QUEUE_REF_KEY: &[u8] = b"qs_queue_ref";
 
 impl ServerKeysStore {
     pub(crate) fn open(db: &sled::Db) -> Result<Self> {
         Ok(ServerKeysStore {
-            table: Table::open(db, "as_keys")?,
+            tree: db.open_tree("as_keys")?,
         })
     }
 
     pub fn current(&self) -> Result<Option<ServerKeys>> {
-        self.table.get(CURRENT)
+        self.tree.get(AS_KEYS)?.map(|b| decode(&b)).transpose()
     }
 
     /// Stores `keys` unless keys exist already; returns the keys in force either way.
     pub fn get_or_insert(&self, keys: ServerKeys) -> Result<ServerKeys> {
-        let encoded = crate::table::encode(&keys);
+        self.get_or_insert_with(AS_KEYS, || keys)
+    }
+
+    /// The key the QS opens sealed queue references with, made on first use.
+    pub fn queue_ref_key(&self) -> Result<HpkeSecretKey> {
+        self.get_or_insert_with(QUEUE_REF_KEY, || HpkeSecretKey::generate().0)
+    }
+
+    fn get_or_insert_with<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &[u8],
+        make: impl FnOnce() -> T,
+    ) -> Result<T> {
+        if let Some(existing) = self.tree.get(name)? {
+            return decode(&existing);
+        }
+        let fresh = make();
         match self
-            .table
             .tree
-            .compare_and_swap(CURRENT, None as Option<&[u8]>, Some(encoded))?
+            .compare_and_swap(name, None as Option<&[u8]>, Some(encode(&fresh)))?
         {
-            Ok(()) => Ok(keys),
-            Err(existing) => crate::table::decode(
-                existing
-                    .current
-                    .as_deref()
-                    .expect("compare_and_swap failed on an existing value"),
-            ),
+            Ok(()) => Ok(fresh),
+            // Someone else stored one first: theirs is in force.
+            Err(lost) => match lost.current {
+                Some(existing) => decode(&existing),
+                None => Ok(fresh),
+            },
         }
     }
 }

@@ -13,6 +13,7 @@
 mod accounts;
 mod connection_packages;
 mod durability;
+mod groups;
 mod keys;
 mod queues;
 mod table;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use accounts::{AccountError, AccountStore, ClientRecord, UserRecord};
 pub use connection_packages::{ConnectionPackageStore, ServedPackage};
 pub use durability::Durability;
+pub use groups::GroupStore;
 pub use keys::{ServerKeys, ServerKeysStore};
 pub use queues::QueueStore;
 
@@ -103,6 +105,10 @@ impl Store {
 
     pub fn connection_packages(&self) -> Result<ConnectionPackageStore> {
         ConnectionPackageStore::open(&self.db)
+    }
+
+    pub fn groups(&self) -> Result<GroupStore> {
+        GroupStore::open(&self.db)
     }
 
     pub fn server_keys(&self) -> Result<ServerKeysStore> {

@@ -1,0 +1,610 @@
+//! The DS group actor: one per group, owning that group's public MLS state.
+//!
+//! The state is stored only encrypted under the group-state EAR key, which members send with
+//! every request and the server never keeps; without it the DS cannot even read its own record.
+//! Commits arrive as MLS public messages: the actor validates each against the public group
+//! state (`openmls::PublicGroup`), so a stale or forged commit is refused, and only one commit
+//! per epoch can win. Members are reached through sealed queue references that only the QS can
+//! open. Each request is handled atomically — the actor takes the next only once the previous
+//! one's state is durable and its fan-out queued — so members receive a group's messages in the
+//! order the DS accepted them.
+
+use std::{collections::BTreeMap, sync::RwLock, time::Duration};
+
+use actix::prelude::*;
+use openmls::{
+    messages::group_info::VerifiableGroupInfo,
+    prelude::{
+        tls_codec::Deserialize as _, GroupId, MlsMessageBodyIn, MlsMessageIn,
+        ProcessedMessageContent, ProposalStore, ProtocolMessage, PublicGroup,
+        PublicProcessMessageError, Sender, ValidationError,
+    },
+};
+use openmls_memory_storage::MemoryStorage;
+use openmls_rust_crypto::RustCrypto;
+use serde::{Deserialize, Serialize};
+
+use roost_protocol::{
+    api::QueueItem,
+    codec,
+    connection::EarKey,
+    ds::{ExternalCommitInfo, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
+    Domain, HpkeSecretKey,
+};
+use roost_storage::{Durability, GroupStore, StorageError};
+
+use crate::{
+    pool::{Membership, Pool, Pooled, Retire, Route},
+    queue::{Enqueue, QueueActor, QueueId},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("no such group")]
+    UnknownGroup,
+    #[error("a group with this id exists")]
+    GroupExists,
+    #[error("the group-state key is wrong")]
+    WrongKey,
+    #[error("the group has moved past this commit's epoch; fetch its messages and retry")]
+    StaleEpoch,
+    #[error("this connection group no longer accepts a joiner")]
+    NotJoinable,
+    #[error("invalid MLS message: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn invalid(what: impl std::fmt::Display) -> GroupError {
+    GroupError::Invalid(what.to_string())
+}
+
+/// How the DS hands messages to the local QS.
+#[derive(Clone)]
+pub struct Delivery {
+    pub domain: Domain,
+    pub queue_ref_key: HpkeSecretKey,
+    pub queues: Addr<Pool<QueueActor>>,
+}
+
+impl Delivery {
+    /// Enqueues `item` for every reference and waits until each enqueue is durable.
+    async fn deliver(&self, refs: Vec<SealedQueueRef>, item: GroupDelivery) {
+        let mut sends = Vec::new();
+        for queue_ref in refs {
+            if queue_ref.domain != self.domain {
+                // Federation (relaying to another domain's QS) is not built yet.
+                tracing::warn!("dropping a delivery for another domain");
+                continue;
+            }
+            let Ok(client) = queue_ref.open(&self.queue_ref_key) else {
+                tracing::warn!("dropping a delivery with an unreadable queue reference");
+                continue;
+            };
+            sends.push(self.queues.send(Route {
+                key: QueueId::messages(client),
+                message: Enqueue(QueueItem::Group(item.clone())),
+            }));
+        }
+        for outcome in futures_util::future::join_all(sends).await {
+            if !matches!(outcome, Ok(Ok(Ok(_)))) {
+                tracing::warn!("a group delivery could not be queued");
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GroupDeps {
+    pub groups: GroupStore,
+    pub durability: Durability,
+    pub delivery: Delivery,
+    pub idle_after: Duration,
+}
+
+/// Everything the DS knows about a group, stored only as ciphertext under the EAR key.
+#[derive(Serialize, Deserialize)]
+struct GroupState {
+    /// The public group (tree, context, transcript hash…) as openmls stores it.
+    mls: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The newest GroupInfo a member uploaded, for external joins.
+    group_info: Vec<u8>,
+    members: BTreeMap<u32, MemberEntry>,
+    connection_group: bool,
+}
+
+const STATE_CONTEXT: &[u8] = b"roost ds group state v1";
+
+fn state_context(group_id: &[u8]) -> Vec<u8> {
+    [STATE_CONTEXT, group_id].concat()
+}
+
+/// A group's state opened for one request.
+struct Opened {
+    state: GroupState,
+    storage: MemoryStorage,
+    public: PublicGroup,
+}
+
+pub struct GroupActor {
+    group_id: Vec<u8>,
+    deps: GroupDeps,
+    crypto: RustCrypto,
+    membership: Membership<GroupActor>,
+}
+
+impl Pooled for GroupActor {
+    type Key = Vec<u8>;
+    type Deps = GroupDeps;
+
+    fn new(group_id: Vec<u8>, deps: &GroupDeps, membership: Membership<Self>) -> Self {
+        GroupActor {
+            group_id,
+            deps: deps.clone(),
+            crypto: RustCrypto::default(),
+            membership,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        true
+    }
+
+    fn membership(&mut self) -> &mut Membership<Self> {
+        &mut self.membership
+    }
+}
+
+impl Actor for GroupActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        Membership::watch_idleness(ctx, self.deps.idle_after);
+    }
+}
+
+impl Handler<Retire> for GroupActor {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+fn parse_group_info(bytes: &[u8]) -> Result<VerifiableGroupInfo, GroupError> {
+    match MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(invalid)?
+        .extract()
+    {
+        MlsMessageBodyIn::GroupInfo(info) => Ok(info),
+        _ => Err(invalid("expected a GroupInfo")),
+    }
+}
+
+fn parse_protocol_message(bytes: &[u8]) -> Result<ProtocolMessage, GroupError> {
+    MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(invalid)?
+        .try_into_protocol_message()
+        .map_err(invalid)
+}
+
+fn snapshot(storage: &MemoryStorage) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let values = storage.values.read().unwrap_or_else(|p| p.into_inner());
+    let mut pairs: Vec<_> = values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    pairs.sort();
+    pairs
+}
+
+/// What a commit changed, for fan-out.
+struct Applied {
+    epoch: u64,
+    /// Everyone who was a member before the commit, but the committer — removed members
+    /// included, so they learn of their removal.
+    recipients: Vec<SealedQueueRef>,
+    added: Vec<u32>,
+    joiner: Option<u32>,
+}
+
+impl GroupActor {
+    fn open(&self, ear_key: &EarKey) -> Result<Opened, GroupError> {
+        let ciphertext = self
+            .deps
+            .groups
+            .get(&self.group_id)?
+            .ok_or(GroupError::UnknownGroup)?;
+        let plain = ear_key
+            .decrypt(&state_context(&self.group_id), &ciphertext)
+            .map_err(|_| GroupError::WrongKey)?;
+        let state: GroupState = codec::decode(&plain)
+            .map_err(|e| StorageError::Corrupt(format!("group state: {e}")))?;
+        let storage = MemoryStorage {
+            values: RwLock::new(state.mls.iter().cloned().collect()),
+        };
+        let public = PublicGroup::load(&storage, &GroupId::from_slice(&self.group_id))
+            .map_err(|e| StorageError::Corrupt(format!("public group: {e:?}")))?
+            .ok_or_else(|| StorageError::Corrupt("public group missing".into()))?;
+        Ok(Opened {
+            state,
+            storage,
+            public,
+        })
+    }
+
+    fn seal(&self, ear_key: &EarKey, opened: &mut Opened) -> Vec<u8> {
+        opened.state.mls = snapshot(&opened.storage);
+        ear_key.encrypt(
+            &state_context(&self.group_id),
+            &codec::encode(&opened.state),
+        )
+    }
+
+    /// Validates and merges a commit; `external` says whether it must be a joiner's.
+    fn apply_commit(
+        &self,
+        opened: &mut Opened,
+        commit: &[u8],
+        group_info: &[u8],
+        external: bool,
+    ) -> Result<Applied, GroupError> {
+        let message = parse_protocol_message(commit)?;
+        if message.group_id().as_slice() != self.group_id.as_slice() {
+            return Err(invalid("the commit is for another group"));
+        }
+        let processed = opened
+            .public
+            .process_message(&self.crypto, message)
+            .map_err(|e| match e {
+                PublicProcessMessageError::ValidationError(ValidationError::WrongEpoch) => {
+                    GroupError::StaleEpoch
+                }
+                other => invalid(other),
+            })?;
+        let sender = processed.sender().clone();
+        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
+            return Err(invalid("expected a commit"));
+        };
+        let committer = match (&sender, external) {
+            (Sender::Member(leaf), false) => Some(leaf.u32()),
+            (Sender::NewMemberCommit, true) => None,
+            _ => return Err(invalid("unexpected sender for this endpoint")),
+        };
+        let others: Vec<u32> = opened
+            .public
+            .members()
+            .map(|m| m.index.u32())
+            .filter(|leaf| Some(*leaf) != committer)
+            .collect();
+        let recipients = Self::refs(&opened.state, &others);
+        let removed: Vec<u32> = staged
+            .remove_proposals()
+            .map(|r| r.remove_proposal().removed().u32())
+            .collect();
+        let joiner = if external {
+            Some(
+                opened
+                    .public
+                    .ext_commit_sender_index(&staged)
+                    .map_err(invalid)?
+                    .u32(),
+            )
+        } else {
+            None
+        };
+        let added_keys: Vec<Vec<u8>> = staged
+            .add_proposals()
+            .map(|a| {
+                a.add_proposal()
+                    .key_package()
+                    .leaf_node()
+                    .signature_key()
+                    .as_slice()
+                    .to_vec()
+            })
+            .collect();
+        opened
+            .public
+            .merge_commit(&opened.storage, *staged)
+            .map_err(|e| StorageError::Corrupt(format!("merging a commit: {e:?}")))?;
+        let added = added_keys
+            .iter()
+            .map(|key| {
+                opened
+                    .public
+                    .members()
+                    .find(|m| &m.signature_key == key)
+                    .map(|m| m.index.u32())
+                    .ok_or_else(|| invalid("an added member is missing after the commit"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let epoch = opened.public.group_context().epoch().as_u64();
+        let info = parse_group_info(group_info)?;
+        if info.epoch().as_u64() != epoch || info.group_id().as_slice() != self.group_id.as_slice()
+        {
+            return Err(invalid(
+                "the GroupInfo is not of the epoch this commit creates",
+            ));
+        }
+        opened.state.group_info = group_info.to_vec();
+        for leaf in &removed {
+            opened.state.members.remove(leaf);
+        }
+        Ok(Applied {
+            epoch,
+            recipients,
+            added,
+            joiner,
+        })
+    }
+
+    fn refs(state: &GroupState, leaves: &[u32]) -> Vec<SealedQueueRef> {
+        leaves
+            .iter()
+            .filter_map(|leaf| state.members.get(leaf).map(|m| m.queue.clone()))
+            .collect()
+    }
+}
+
+/// Create a group with its creator as the only member.
+#[derive(Message)]
+#[rtype(result = "Result<(), GroupError>")]
+pub struct CreateGroup {
+    pub ear_key: EarKey,
+    pub group_info: Vec<u8>,
+    pub creator: MemberEntry,
+    pub connection_group: bool,
+}
+
+impl Handler<CreateGroup> for GroupActor {
+    type Result = AtomicResponse<Self, Result<(), GroupError>>;
+
+    fn handle(&mut self, msg: CreateGroup, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let created = (|| -> Result<(), GroupError> {
+            if self.deps.groups.get(&self.group_id)?.is_some() {
+                return Err(GroupError::GroupExists);
+            }
+            let info = parse_group_info(&msg.group_info)?;
+            if info.group_id().as_slice() != self.group_id.as_slice() {
+                return Err(invalid("the GroupInfo names another group"));
+            }
+            let tree = info
+                .extensions()
+                .ratchet_tree()
+                .ok_or_else(|| invalid("the GroupInfo lacks the ratchet-tree extension"))?
+                .ratchet_tree()
+                .clone();
+            let storage = MemoryStorage::default();
+            let (public, _) = PublicGroup::from_external(
+                &self.crypto,
+                &storage,
+                tree,
+                info,
+                ProposalStore::new(),
+            )
+            .map_err(invalid)?;
+            if public.members().count() != 1 {
+                return Err(invalid("a new group must hold only its creator"));
+            }
+            let mut opened = Opened {
+                state: GroupState {
+                    mls: Vec::new(),
+                    group_info: msg.group_info.clone(),
+                    members: BTreeMap::from([(0, msg.creator.clone())]),
+                    connection_group: msg.connection_group,
+                },
+                storage,
+                public,
+            };
+            let sealed = self.seal(&msg.ear_key, &mut opened);
+            if !self.deps.groups.create(&self.group_id, sealed)? {
+                return Err(GroupError::GroupExists);
+            }
+            Ok(())
+        })();
+        let durability = self.deps.durability.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                created?;
+                durability.persist().await?;
+                Ok(())
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+/// A member's commit.
+#[derive(Message)]
+#[rtype(result = "Result<u64, GroupError>")]
+pub struct Commit {
+    pub ear_key: EarKey,
+    pub commit: Vec<u8>,
+    pub group_info: Vec<u8>,
+    pub added: Vec<MemberEntry>,
+    pub welcome: Option<WelcomeBundle>,
+}
+
+impl Handler<Commit> for GroupActor {
+    type Result = AtomicResponse<Self, Result<u64, GroupError>>;
+
+    fn handle(&mut self, msg: Commit, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let applied = (|| {
+            let mut opened = self.open(&msg.ear_key)?;
+            let applied = self.apply_commit(&mut opened, &msg.commit, &msg.group_info, false)?;
+            if applied.added.len() != msg.added.len() {
+                return Err(invalid("one member entry is needed per added member"));
+            }
+            if !applied.added.is_empty() && msg.welcome.is_none() {
+                return Err(invalid("a commit adding members needs a Welcome"));
+            }
+            for (leaf, entry) in applied.added.iter().zip(&msg.added) {
+                opened.state.members.insert(*leaf, entry.clone());
+            }
+            let welcome_refs = Self::refs(&opened.state, &applied.added);
+            let sealed = self.seal(&msg.ear_key, &mut opened);
+            self.deps.groups.put(&self.group_id, sealed)?;
+            Ok((applied.epoch, applied.recipients, welcome_refs))
+        })();
+        let (group_id, durability, delivery) = (
+            self.group_id.clone(),
+            self.deps.durability.clone(),
+            self.deps.delivery.clone(),
+        );
+        AtomicResponse::new(Box::pin(
+            async move {
+                let (epoch, recipients, welcome_refs) = applied?;
+                durability.persist().await?;
+                delivery
+                    .deliver(
+                        recipients,
+                        GroupDelivery::Message {
+                            group_id,
+                            message: msg.commit,
+                        },
+                    )
+                    .await;
+                if let Some(welcome) = msg.welcome {
+                    delivery
+                        .deliver(welcome_refs, GroupDelivery::Welcome(welcome))
+                        .await;
+                }
+                Ok(epoch)
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+/// An application message for the other members.
+#[derive(Message)]
+#[rtype(result = "Result<(), GroupError>")]
+pub struct SendMessage {
+    pub ear_key: EarKey,
+    pub message: Vec<u8>,
+    pub sender_leaf: u32,
+}
+
+impl Handler<SendMessage> for GroupActor {
+    type Result = AtomicResponse<Self, Result<(), GroupError>>;
+
+    fn handle(&mut self, msg: SendMessage, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let recipients = (|| {
+            let opened = self.open(&msg.ear_key)?;
+            let message = parse_protocol_message(&msg.message)?;
+            if message.is_handshake_message() {
+                return Err(invalid("handshake messages go to the commit endpoint"));
+            }
+            if message.epoch() != opened.public.group_context().epoch() {
+                return Err(GroupError::StaleEpoch);
+            }
+            let leaves: Vec<u32> = opened
+                .state
+                .members
+                .keys()
+                .copied()
+                .filter(|leaf| *leaf != msg.sender_leaf)
+                .collect();
+            Ok(Self::refs(&opened.state, &leaves))
+        })();
+        let (group_id, delivery) = (self.group_id.clone(), self.deps.delivery.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                delivery
+                    .deliver(
+                        recipients?,
+                        GroupDelivery::Message {
+                            group_id,
+                            message: msg.message,
+                        },
+                    )
+                    .await;
+                Ok(())
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+/// What a joiner needs for an external commit.
+#[derive(Message)]
+#[rtype(result = "Result<ExternalCommitInfo, GroupError>")]
+pub struct GetExternalCommitInfo {
+    pub ear_key: EarKey,
+}
+
+impl Handler<GetExternalCommitInfo> for GroupActor {
+    type Result = Result<ExternalCommitInfo, GroupError>;
+
+    fn handle(&mut self, msg: GetExternalCommitInfo, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let opened = self.open(&msg.ear_key)?;
+        Ok(ExternalCommitInfo {
+            group_info: opened.state.group_info.clone(),
+            encrypted_credentials: opened
+                .state
+                .members
+                .values()
+                .map(|m| m.encrypted_credential.clone())
+                .collect(),
+        })
+    }
+}
+
+/// The responder's external commit into a connection group: succeeds once.
+#[derive(Message)]
+#[rtype(result = "Result<u64, GroupError>")]
+pub struct JoinConnectionGroup {
+    pub ear_key: EarKey,
+    pub commit: Vec<u8>,
+    pub group_info: Vec<u8>,
+    pub joiner: MemberEntry,
+}
+
+impl Handler<JoinConnectionGroup> for GroupActor {
+    type Result = AtomicResponse<Self, Result<u64, GroupError>>;
+
+    fn handle(&mut self, msg: JoinConnectionGroup, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let applied = (|| {
+            let mut opened = self.open(&msg.ear_key)?;
+            if !opened.state.connection_group {
+                return Err(GroupError::NotJoinable);
+            }
+            let applied = self.apply_commit(&mut opened, &msg.commit, &msg.group_info, true)?;
+            let joiner = applied
+                .joiner
+                .ok_or_else(|| invalid("no joiner in the external commit"))?;
+            opened.state.members.insert(joiner, msg.joiner.clone());
+            // From now on the group holds two users' clients: no further responder joins.
+            opened.state.connection_group = false;
+            let recipients = applied.recipients;
+            let sealed = self.seal(&msg.ear_key, &mut opened);
+            self.deps.groups.put(&self.group_id, sealed)?;
+            Ok((applied.epoch, recipients))
+        })();
+        let (group_id, durability, delivery) = (
+            self.group_id.clone(),
+            self.deps.durability.clone(),
+            self.deps.delivery.clone(),
+        );
+        AtomicResponse::new(Box::pin(
+            async move {
+                let (epoch, recipients) = applied?;
+                durability.persist().await?;
+                delivery
+                    .deliver(
+                        recipients,
+                        GroupDelivery::Message {
+                            group_id,
+                            message: msg.commit,
+                        },
+                    )
+                    .await;
+                Ok(epoch)
+            }
+            .into_actor(self),
+        ))
+    }
+}

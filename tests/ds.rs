@@ -1,0 +1,538 @@
+//! DS: groups over real HTTP, with real MLS clients (openmls) in the test playing the members.
+
+mod common;
+
+use common::{Identity, Options, Raw, TestServer};
+use openmls::prelude::{tls_codec::Deserialize as _, *};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use roost_protocol::{
+    api::{self, QueueBatch, QueueItem},
+    codec,
+    connection::EarKey,
+    ds::{self, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
+    Domain, HpkePublicKey,
+};
+
+const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// One member device: a registered Roost client plus its MLS state.
+struct Member {
+    identity: Identity,
+    provider: OpenMlsRustCrypto,
+    signer: SignatureKeyPair,
+    credential: CredentialWithKey,
+    group: Option<MlsGroup>,
+}
+
+fn config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CS)
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .build()
+}
+
+impl Member {
+    async fn register(server: &TestServer, name: &str) -> Member {
+        let mut identity = Identity::new(&server.user(name));
+        assert_eq!(
+            server.http().register(&mut identity, None).await.status,
+            201
+        );
+        let provider = OpenMlsRustCrypto::default();
+        let signer = SignatureKeyPair::new(CS.signature_algorithm()).unwrap();
+        signer.store(provider.storage()).unwrap();
+        // Leaves carry a pseudonym, never the user name.
+        let pseudonym: [u8; 16] = rand::random();
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(pseudonym.to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        Member {
+            identity,
+            provider,
+            signer,
+            credential,
+            group: None,
+        }
+    }
+
+    fn group(&mut self) -> &mut MlsGroup {
+        self.group.as_mut().expect("in a group")
+    }
+
+    async fn entry(&self, http: &Raw, domain: &str, credential_key: &EarKey) -> MemberEntry {
+        let qs_key: HpkePublicKey = http
+            .send("GET", api::QS_QUEUE_REF_KEY, vec![], None)
+            .await
+            .decode();
+        let domain: Domain = domain.parse().unwrap();
+        MemberEntry {
+            queue: SealedQueueRef::seal(domain, &qs_key, &self.identity.client_id()).unwrap(),
+            encrypted_credential: credential_key.encrypt(
+                b"credential",
+                &codec::encode(self.identity.credential.as_ref().unwrap()),
+            ),
+        }
+    }
+
+    fn key_package(&self) -> KeyPackage {
+        KeyPackage::builder()
+            .build(CS, &self.provider, &self.signer, self.credential.clone())
+            .unwrap()
+            .key_package()
+            .clone()
+    }
+
+    fn group_info(&mut self) -> Vec<u8> {
+        let (provider, signer) = (&self.provider, &self.signer);
+        self.group
+            .as_ref()
+            .unwrap()
+            .export_group_info(provider.crypto(), signer, true)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+    }
+
+    /// Everything group-related in this member's queue, acknowledged.
+    async fn deliveries(&self, http: &Raw) -> Vec<GroupDelivery> {
+        let batch: QueueBatch = http.fetch(&self.identity, 0, 1000, 0).await.decode();
+        if let Some(last) = batch.messages.last() {
+            http.ack(&self.identity, last.seq).await;
+        }
+        batch
+            .messages
+            .iter()
+            .filter_map(|m| {
+                match m
+                    .open(&self.identity.queue_key, &self.identity.client_id())
+                    .unwrap()
+                {
+                    QueueItem::Group(delivery) => Some(delivery),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    fn process(&mut self, message: &[u8]) -> ProcessedMessageContent {
+        let protocol = MlsMessageIn::tls_deserialize_exact(message)
+            .unwrap()
+            .try_into_protocol_message()
+            .unwrap();
+        let provider = &self.provider;
+        let processed = self
+            .group
+            .as_mut()
+            .unwrap()
+            .process_message(provider, protocol)
+            .unwrap();
+        processed.into_content()
+    }
+}
+
+struct Keys {
+    state: EarKey,
+    credentials: EarKey,
+}
+
+async fn create_group(
+    http: &Raw,
+    domain: &str,
+    creator: &mut Member,
+    connection_group: bool,
+) -> (Vec<u8>, Keys) {
+    let keys = Keys {
+        state: EarKey::random(),
+        credentials: EarKey::random(),
+    };
+    let group = MlsGroup::new(
+        &creator.provider,
+        &creator.signer,
+        &config(),
+        creator.credential.clone(),
+    )
+    .unwrap();
+    let group_id = group.group_id().as_slice().to_vec();
+    creator.group = Some(group);
+    let body = ds::CreateGroup {
+        group_id: group_id.clone(),
+        ear_key: keys.state.clone(),
+        group_info: creator.group_info(),
+        creator: creator.entry(http, domain, &keys.credentials).await,
+        connection_group,
+    };
+    let response = http
+        .send("POST", ds::DS_GROUPS, codec::encode(&body), None)
+        .await;
+    assert_eq!(
+        response.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    (group_id, keys)
+}
+
+/// `adder` adds `joiner` by key package; returns the commit request it sent.
+async fn add(
+    http: &Raw,
+    domain: &str,
+    group_id: &[u8],
+    keys: &Keys,
+    adder: &mut Member,
+    joiner: &Member,
+) -> (u16, ds::CommitRequest) {
+    let key_package = joiner.key_package();
+    let (provider, signer) = (&adder.provider, &adder.signer);
+    let (commit, welcome, _) = adder
+        .group
+        .as_mut()
+        .unwrap()
+        .add_members(provider, signer, &[key_package])
+        .unwrap();
+    adder
+        .group
+        .as_mut()
+        .unwrap()
+        .merge_pending_commit(provider)
+        .unwrap();
+    let request = ds::CommitRequest {
+        ear_key: keys.state.clone(),
+        commit: commit.to_bytes().unwrap(),
+        group_info: adder.group_info(),
+        added: vec![joiner.entry(http, domain, &keys.credentials).await],
+        welcome: Some(WelcomeBundle {
+            group_id: group_id.to_vec(),
+            welcome: welcome.to_bytes().unwrap(),
+            encrypted_keys: vec![],
+        }),
+    };
+    let response = http
+        .send(
+            "POST",
+            &ds::ds_commit(group_id),
+            codec::encode(&request),
+            None,
+        )
+        .await;
+    (response.status, request)
+}
+
+#[tokio::test]
+async fn members_added_by_commit_get_the_welcome_and_messages_reach_every_other_member() {
+    let server = TestServer::start(Options::default());
+    let http = server.http();
+    let mut alice = Member::register(&server, "alice").await;
+    let mut bob = Member::register(&server, "bob").await;
+    let (group_id, keys) = create_group(&http, server.domain(), &mut alice, false).await;
+
+    let (status, _) = add(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
+    assert_eq!(status, 200);
+    let deliveries = bob.deliveries(&http).await;
+    let [GroupDelivery::Welcome(bundle)] = deliveries.as_slice() else {
+        panic!("bob expected one welcome, got {deliveries:?}");
+    };
+    assert_eq!(bundle.group_id, group_id);
+    let MlsMessageBodyIn::Welcome(welcome) = MlsMessageIn::tls_deserialize_exact(&bundle.welcome)
+        .unwrap()
+        .extract()
+    else {
+        panic!("not a welcome");
+    };
+    bob.group = Some(
+        StagedWelcome::new_from_welcome(&bob.provider, config().join_config(), welcome, None)
+            .unwrap()
+            .into_group(&bob.provider)
+            .unwrap(),
+    );
+
+    // alice → bob
+    let (provider, signer) = (&alice.provider, &alice.signer);
+    let message = alice
+        .group
+        .as_mut()
+        .unwrap()
+        .create_message(provider, signer, b"hello bob")
+        .unwrap();
+    let body = ds::SendMessage {
+        ear_key: keys.state.clone(),
+        message: message.to_bytes().unwrap(),
+        sender_leaf: alice.group().own_leaf_index().u32(),
+    };
+    assert_eq!(
+        http.send(
+            "POST",
+            &ds::ds_messages(&group_id),
+            codec::encode(&body),
+            None
+        )
+        .await
+        .status,
+        202
+    );
+    let deliveries = bob.deliveries(&http).await;
+    let [GroupDelivery::Message { message, .. }] = deliveries.as_slice() else {
+        panic!("bob expected one message, got {deliveries:?}");
+    };
+    let ProcessedMessageContent::ApplicationMessage(text) = bob.process(message) else {
+        panic!("not an application message");
+    };
+    assert_eq!(text.into_bytes(), b"hello bob");
+    // The sender does not get its own message back.
+    assert!(alice.deliveries(&http).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
+    let server = TestServer::start(Options::default());
+    let http = server.http();
+    let mut alice = Member::register(&server, "alice").await;
+    let bob = Member::register(&server, "bob").await;
+    let (group_id, keys) = create_group(&http, server.domain(), &mut alice, false).await;
+    let (status, request) = add(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
+    assert_eq!(status, 200);
+
+    let replay = http
+        .send(
+            "POST",
+            &ds::ds_commit(&group_id),
+            codec::encode(&request),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (replay.status, replay.error_code().as_str()),
+        (409, "stale_epoch")
+    );
+
+    let wrong_key = ds::CommitRequest {
+        ear_key: EarKey::random(),
+        ..request.clone()
+    };
+    let response = http
+        .send(
+            "POST",
+            &ds::ds_commit(&group_id),
+            codec::encode(&wrong_key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (403, "wrong_ear_key")
+    );
+
+    let garbage = ds::CommitRequest {
+        commit: vec![1, 2, 3],
+        ..request.clone()
+    };
+    let response = http
+        .send(
+            "POST",
+            &ds::ds_commit(&group_id),
+            codec::encode(&garbage),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (400, "invalid_mls_message")
+    );
+
+    let response = http
+        .send(
+            "POST",
+            &ds::ds_commit(&[7; 16]),
+            codec::encode(&request),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (404, "unknown_group")
+    );
+    let response = http
+        .send(
+            "POST",
+            "/ds/v1/groups/zz/commit",
+            codec::encode(&request),
+            None,
+        )
+        .await;
+    assert_eq!(response.status, 400);
+
+    // Creating a group under a taken id.
+    let again = ds::CreateGroup {
+        group_id: group_id.clone(),
+        ear_key: keys.state.clone(),
+        group_info: alice.group_info(),
+        creator: alice.entry(&http, server.domain(), &keys.credentials).await,
+        connection_group: false,
+    };
+    let response = http
+        .send("POST", ds::DS_GROUPS, codec::encode(&again), None)
+        .await;
+    assert_eq!(response.status, 409);
+
+    // The group still works after all that: the epoch is the one alice is at.
+    let info: ds::ExternalCommitInfo = http
+        .send(
+            "POST",
+            &ds::ds_external_commit_info(&group_id),
+            codec::encode(&ds::EarKeyProof {
+                ear_key: keys.state.clone(),
+            }),
+            None,
+        )
+        .await
+        .decode();
+    let MlsMessageBodyIn::GroupInfo(info) = MlsMessageIn::tls_deserialize_exact(&info.group_info)
+        .unwrap()
+        .extract()
+    else {
+        panic!("not a group info");
+    };
+    assert_eq!(info.epoch(), alice.group().epoch());
+}
+
+async fn external_join(
+    http: &Raw,
+    domain: &str,
+    group_id: &[u8],
+    keys: &Keys,
+    joiner: &mut Member,
+) -> (u16, String) {
+    let info: ds::ExternalCommitInfo = http
+        .send(
+            "POST",
+            &ds::ds_external_commit_info(group_id),
+            codec::encode(&ds::EarKeyProof {
+                ear_key: keys.state.clone(),
+            }),
+            None,
+        )
+        .await
+        .decode();
+    assert!(!info.encrypted_credentials.is_empty());
+    let MlsMessageBodyIn::GroupInfo(group_info) =
+        MlsMessageIn::tls_deserialize_exact(&info.group_info)
+            .unwrap()
+            .extract()
+    else {
+        panic!("not a group info");
+    };
+    let join_config = MlsGroupJoinConfig::builder()
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .build();
+    let (group, bundle) = MlsGroup::external_commit_builder()
+        .with_config(join_config)
+        .build_group(&joiner.provider, group_info, joiner.credential.clone())
+        .unwrap()
+        .load_psks(joiner.provider.storage())
+        .unwrap()
+        .build(
+            joiner.provider.rand(),
+            joiner.provider.crypto(),
+            &joiner.signer,
+            |_| true,
+        )
+        .unwrap()
+        .finalize(&joiner.provider)
+        .unwrap();
+    joiner.group = Some(group);
+    let body = ds::JoinConnectionGroup {
+        ear_key: keys.state.clone(),
+        commit: bundle.commit().to_bytes().unwrap(),
+        group_info: joiner.group_info(),
+        joiner: joiner.entry(http, domain, &keys.credentials).await,
+    };
+    let response = http
+        .send(
+            "POST",
+            &ds::ds_join_connection_group(group_id),
+            codec::encode(&body),
+            None,
+        )
+        .await;
+    let code = if response.status == 200 {
+        String::new()
+    } else {
+        response.error_code()
+    };
+    (response.status, code)
+}
+
+#[tokio::test]
+async fn only_one_responder_can_join_a_connection_group() {
+    let server = TestServer::start(Options::default());
+    let http = server.http();
+    let mut alice = Member::register(&server, "alice").await;
+    let mut bob = Member::register(&server, "bob").await;
+    let mut mallory = Member::register(&server, "mallory").await;
+    let (group_id, keys) = create_group(&http, server.domain(), &mut alice, true).await;
+
+    let (status, _) = external_join(&http, server.domain(), &group_id, &keys, &mut bob).await;
+    assert_eq!(status, 200);
+    // alice hears of bob's join and follows.
+    let deliveries = alice.deliveries(&http).await;
+    let [GroupDelivery::Message { message, .. }] = deliveries.as_slice() else {
+        panic!("alice expected the join commit, got {deliveries:?}");
+    };
+    let ProcessedMessageContent::StagedCommitMessage(staged) = alice.process(message) else {
+        panic!("not a commit");
+    };
+    let provider = &alice.provider;
+    alice
+        .group
+        .as_mut()
+        .unwrap()
+        .merge_staged_commit(provider, *staged)
+        .unwrap();
+    assert_eq!(alice.group().epoch(), bob.group().epoch());
+
+    let (status, code) =
+        external_join(&http, server.domain(), &group_id, &keys, &mut mallory).await;
+    assert_eq!((status, code.as_str()), (409, "not_joinable"));
+
+    // A group that is not a connection group never takes a joiner.
+    let (plain_id, plain_keys) = create_group(&http, server.domain(), &mut mallory, false).await;
+    let mut eve = Member::register(&server, "eve").await;
+    let (status, _) = external_join(&http, server.domain(), &plain_id, &plain_keys, &mut eve).await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn group_records_hold_neither_user_names_nor_client_credentials_in_plaintext() {
+    let mut server = TestServer::start(Options::default());
+    let http = server.http();
+    let mut alice = Member::register(&server, "alicewonder").await;
+    let mut bob = Member::register(&server, "bobbuilder").await;
+    let (group_id, keys) = create_group(&http, server.domain(), &mut alice, true).await;
+    external_join(&http, server.domain(), &group_id, &keys, &mut bob).await;
+    assert!(server.terminate().success());
+
+    let db = sled::open(server.store_path()).unwrap();
+    let groups = db.open_tree("ds_groups").unwrap();
+    assert_eq!(groups.len(), 1);
+    let needles: Vec<Vec<u8>> = vec![
+        b"alicewonder".to_vec(),
+        b"bobbuilder".to_vec(),
+        codec::encode(alice.identity.credential.as_ref().unwrap()),
+        codec::encode(bob.identity.credential.as_ref().unwrap()),
+        alice.identity.client_id().0.to_vec(),
+        bob.identity.client_id().0.to_vec(),
+    ];
+    for entry in groups.iter() {
+        let (_, value) = entry.unwrap();
+        for needle in &needles {
+            assert!(
+                !value.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "a group record holds {needle:?}"
+            );
+        }
+    }
+}
