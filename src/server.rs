@@ -13,7 +13,7 @@ use roost_actors::{
 };
 use roost_protocol::{
     credentials::Validity, AsCredential, AsCredentials, AsIntermediateCredential, Domain,
-    SigningKey,
+    SigningKey, Timestamp,
 };
 use roost_storage::{ServerKeys, Store};
 
@@ -162,6 +162,24 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             intermediates: vec![keys.intermediate.clone()],
         },
         replay: ReplayGuard::default(),
+    });
+
+    // Records of served packages that nobody redeemed would pile up: sweep them hourly.
+    let packages = store.connection_packages()?;
+    actix_web::rt::spawn(async move {
+        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            hourly.tick().await;
+            let packages = packages.clone();
+            let swept =
+                tokio::task::spawn_blocking(move || packages.sweep_served(Timestamp::now())).await;
+            match swept {
+                Ok(Ok(count)) => tracing::debug!(count, "swept expired served-package records"),
+                other => {
+                    tracing::warn!(outcome = ?other.map(|r| r.err()), "sweeping served-package records failed")
+                }
+            }
+        }
     });
 
     let public = {

@@ -59,7 +59,9 @@ impl ConnectionPackageStore {
         })
     }
 
-    /// Stores packages of one client; a new last-resort package replaces the old one.
+    /// Stores packages of one client; a new last-resort package replaces the old one. (A
+    /// replaced last resort that was already handed out stays redeemable until it expires: an
+    /// initiator may have fetched it a moment before. Clients keep its key as long.)
     pub fn publish(&self, user: &UserName, packages: &[ConnectionPackage]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for package in packages {
@@ -116,9 +118,9 @@ impl ConnectionPackageStore {
         Ok(count)
     }
 
-    /// One package per client of `clients`: the oldest-published unexpired one-time package,
-    /// used up by this call, or else the unexpired last-resort package. Expired packages met on
-    /// the way are deleted.
+    /// One package per client of `clients`: an unexpired one-time package (the first in key
+    /// order; one-time packages are interchangeable), used up by this call, or else the
+    /// unexpired last-resort package. Expired packages met on the way are deleted.
     pub fn take(
         &self,
         user: &UserName,
@@ -175,7 +177,8 @@ impl ConnectionPackageStore {
     }
 
     /// Checks that `hash` names a package of `client` this AS served and that has not expired;
-    /// a one-time package can be redeemed once.
+    /// a one-time package can be redeemed once. (If queuing the request then fails, the package
+    /// stays used up; the initiator fetches another.)
     pub fn redeem(
         &self,
         client: &ClientId,
@@ -198,6 +201,23 @@ impl ConnectionPackageStore {
         Ok(true)
     }
 
+    /// Deletes the records of served packages that have expired (handed out, never redeemed);
+    /// returns how many.
+    pub fn sweep_served(&self, now: Timestamp) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut swept = 0;
+        for entry in self.served.tree.iter() {
+            let (key, bytes) = entry?;
+            let record: ServedPackage = decode(&bytes)?;
+            if now >= record.not_after {
+                batch.remove(key);
+                swept += 1;
+            }
+        }
+        self.served.tree.apply_batch(batch)?;
+        Ok(swept)
+    }
+
     /// Forgets every package of a client (it was deleted).
     pub fn remove_client(&self, user: &UserName, client: &ClientId) -> Result<()> {
         let mut batch = sled::Batch::default();
@@ -211,5 +231,50 @@ impl ConnectionPackageStore {
         }
         self.packages.tree.apply_batch(batch)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use roost_protocol::{
+        credentials::Validity, ClientCredential, ClientId, HpkeSecretKey, SigningKey,
+    };
+
+    use super::*;
+
+    #[test]
+    fn expired_served_records_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        let packages = store.connection_packages().unwrap();
+        let user: UserName = "alice@a.test".parse().unwrap();
+        let key = SigningKey::generate();
+        let client = ClientId::random();
+        let credential = ClientCredential::issue(
+            user.clone(),
+            client,
+            key.verifying_key(),
+            Validity::starting_now(3600),
+            &SigningKey::generate(),
+        );
+        let package = |lifetime, last_resort| {
+            ConnectionPackage::new(
+                credential.clone(),
+                &key,
+                HpkeSecretKey::generate().1,
+                Validity::starting_now(lifetime),
+                last_resort,
+            )
+        };
+        let short = package(10, false);
+        let long = package(3600, true);
+        packages.publish(&user, &[short.clone(), long.clone()]).unwrap();
+        let now = Timestamp::now();
+        assert_eq!(packages.take(&user, &[client], now).unwrap(), vec![short.clone()]);
+        assert_eq!(packages.take(&user, &[client], now).unwrap(), vec![long.clone()]);
+        assert_eq!(packages.sweep_served(now).unwrap(), 0);
+        assert_eq!(packages.sweep_served(now.plus_secs(20)).unwrap(), 1);
+        assert!(!packages.redeem(&client, &short.hash(), now).unwrap());
+        assert!(packages.redeem(&client, &long.hash(), now).unwrap());
     }
 }
