@@ -2,9 +2,10 @@
 //! members are never named, only their sealed queue references are stored.
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
 
 use roost_actors::{
-    group::{self, GroupError},
+    group::{self, GroupActor, GroupError},
     Route,
 };
 use roost_protocol::ds::{self, Committed, MAX_GROUP_ID};
@@ -34,6 +35,30 @@ fn group_id(hex_id: &str) -> Result<Vec<u8>, ApiError> {
             "group id {hex_id:?} is not 1 to {MAX_GROUP_ID} hex-encoded bytes"
         ))),
     }
+}
+
+/// Decodes the body and hands the message it makes to the group's actor.
+async fn call<B, M, R>(
+    state: &State,
+    request: &HttpRequest,
+    payload: web::Payload,
+    group: Vec<u8>,
+    message: impl FnOnce(B) -> M,
+) -> Result<R, ApiError>
+where
+    B: DeserializeOwned,
+    M: actix::Message<Result = Result<R, GroupError>> + Send + 'static,
+    R: Send + 'static,
+    GroupActor: actix::Handler<M>,
+{
+    let body: B = decode(&read_body(state, request, payload).await?)?;
+    Ok(state
+        .groups
+        .send(Route {
+            key: group,
+            message: message(body),
+        })
+        .await???)
 }
 
 async fn create(
@@ -68,21 +93,20 @@ async fn commit(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let key = group_id(&group)?;
-    let body: ds::CommitRequest = decode(&read_body(&state, &request, payload).await?)?;
-    let epoch = state
-        .groups
-        .send(Route {
-            key,
-            message: group::Commit {
-                ear_key: body.ear_key,
-                commit: body.commit,
-                group_info: body.group_info,
-                added: body.added,
-                welcome: body.welcome,
-            },
-        })
-        .await???;
+    let epoch = call(
+        &state,
+        &request,
+        payload,
+        group_id(&group)?,
+        |body: ds::CommitRequest| group::Commit {
+            ear_key: body.ear_key,
+            commit: body.commit,
+            group_info: body.group_info,
+            added: body.added,
+            welcome: body.welcome,
+        },
+    )
+    .await?;
     Ok(encoded(StatusCode::OK, &Committed { epoch }))
 }
 
@@ -92,19 +116,18 @@ async fn send(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let key = group_id(&group)?;
-    let body: ds::SendMessage = decode(&read_body(&state, &request, payload).await?)?;
-    state
-        .groups
-        .send(Route {
-            key,
-            message: group::SendMessage {
-                ear_key: body.ear_key,
-                message: body.message,
-                sender_leaf: body.sender_leaf,
-            },
-        })
-        .await???;
+    call(
+        &state,
+        &request,
+        payload,
+        group_id(&group)?,
+        |body: ds::SendMessage| group::SendMessage {
+            ear_key: body.ear_key,
+            message: body.message,
+            sender_leaf: body.sender_leaf,
+        },
+    )
+    .await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -114,17 +137,16 @@ async fn external_commit_info(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let key = group_id(&group)?;
-    let body: ds::EarKeyProof = decode(&read_body(&state, &request, payload).await?)?;
-    let info = state
-        .groups
-        .send(Route {
-            key,
-            message: group::GetExternalCommitInfo {
-                ear_key: body.ear_key,
-            },
-        })
-        .await???;
+    let info = call(
+        &state,
+        &request,
+        payload,
+        group_id(&group)?,
+        |body: ds::EarKeyProof| group::GetExternalCommitInfo {
+            ear_key: body.ear_key,
+        },
+    )
+    .await?;
     Ok(encoded(StatusCode::OK, &info))
 }
 
@@ -134,19 +156,18 @@ async fn join_connection_group(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let key = group_id(&group)?;
-    let body: ds::JoinConnectionGroup = decode(&read_body(&state, &request, payload).await?)?;
-    let epoch = state
-        .groups
-        .send(Route {
-            key,
-            message: group::JoinConnectionGroup {
-                ear_key: body.ear_key,
-                commit: body.commit,
-                group_info: body.group_info,
-                joiner: body.joiner,
-            },
-        })
-        .await???;
+    let epoch = call(
+        &state,
+        &request,
+        payload,
+        group_id(&group)?,
+        |body: ds::JoinConnectionGroup| group::JoinConnectionGroup {
+            ear_key: body.ear_key,
+            commit: body.commit,
+            group_info: body.group_info,
+            joiner: body.joiner,
+        },
+    )
+    .await?;
     Ok(encoded(StatusCode::OK, &Committed { epoch }))
 }

@@ -268,10 +268,18 @@ mod tests {
         };
         let short = package(10, false);
         let long = package(3600, true);
-        packages.publish(&user, &[short.clone(), long.clone()]).unwrap();
+        packages
+            .publish(&user, &[short.clone(), long.clone()])
+            .unwrap();
         let now = Timestamp::now();
-        assert_eq!(packages.take(&user, &[client], now).unwrap(), vec![short.clone()]);
-        assert_eq!(packages.take(&user, &[client], now).unwrap(), vec![long.clone()]);
+        assert_eq!(
+            packages.take(&user, &[client], now).unwrap(),
+            vec![short.clone()]
+        );
+        assert_eq!(
+            packages.take(&user, &[client], now).unwrap(),
+            vec![long.clone()]
+        );
         assert_eq!(packages.sweep_served(now).unwrap(), 0);
         assert_eq!(packages.sweep_served(now.plus_secs(20)).unwrap(), 1);
         assert!(!packages.redeem(&client, &short.hash(), now).unwrap());
