@@ -7,9 +7,10 @@ use actix_web::{web, App, HttpServer};
 use roost_actors::{
     accounts::{AccountsActor, AccountsConfig},
     group::{Delivery, GroupActor, GroupDeps},
+    key_packages::KeyPackageDeps,
     queue::QueueDeps,
     registry::RegistryDeps,
-    Pool, QueueActor, RegistryActor,
+    KeyPackageActor, Pool, QueueActor, RegistryActor,
 };
 use roost_protocol::{
     credentials::Validity, AsCredential, AsCredentials, AsIntermediateCredential, Domain,
@@ -125,14 +126,27 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         },
         idle_after,
     );
+    let key_package_store = store.key_packages()?;
+    let key_packages = Pool::<KeyPackageActor>::start(
+        KeyPackageDeps {
+            store: key_package_store.clone(),
+            accounts: store.accounts()?,
+            durability: store.durability().clone(),
+            domain: domain.clone(),
+            queue_ref_key: queue_ref_key.clone(),
+            idle_after,
+        },
+        idle_after,
+    );
     let account_store = store.accounts()?;
     let accounts = {
-        let (store, durability, keys, queues, registries) = (
+        let (store, durability, keys, queues, registries, key_packages) = (
             account_store.clone(),
             store.durability().clone(),
             keys.clone(),
             queues.clone(),
             registries.clone(),
+            key_packages.clone(),
         );
         let config = AccountsConfig {
             domain: domain.clone(),
@@ -140,7 +154,13 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             client_credential_lifetime_secs: settings.credentials.client_lifetime_secs,
         };
         actix::Actor::start(AccountsActor::new(
-            config, store, durability, keys, queues, registries,
+            config,
+            store,
+            durability,
+            keys,
+            queues,
+            registries,
+            key_packages,
         ))
     };
 
@@ -148,6 +168,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         domain: domain.clone(),
         registries,
         groups,
+        key_packages,
+        key_package_store,
         queue_ref_key: queue_ref_key.public_key(),
         discovery_limit: RateLimiter::new(
             settings.connections.discovery_per_minute,

@@ -2,181 +2,18 @@
 
 mod common;
 
-use common::{Identity, Options, Raw, TestServer};
+use common::{
+    mls::{self, create_group, Keys, Member},
+    Options, Raw, TestServer,
+};
 use openmls::prelude::{tls_codec::Deserialize as _, *};
-use openmls_basic_credential::SignatureKeyPair;
-use openmls_rust_crypto::OpenMlsRustCrypto;
 use roost_protocol::{
-    api::{self, QueueBatch, QueueItem},
     codec,
     connection::EarKey,
-    ds::{self, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
-    Domain, HpkePublicKey,
+    ds::{self, GroupDelivery},
 };
 
-const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
-
-/// One member device: a registered Roost client plus its MLS state.
-struct Member {
-    identity: Identity,
-    provider: OpenMlsRustCrypto,
-    signer: SignatureKeyPair,
-    credential: CredentialWithKey,
-    group: Option<MlsGroup>,
-}
-
-fn config() -> MlsGroupCreateConfig {
-    MlsGroupCreateConfig::builder()
-        .ciphersuite(CS)
-        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
-        .use_ratchet_tree_extension(true)
-        .build()
-}
-
-impl Member {
-    async fn register(server: &TestServer, name: &str) -> Member {
-        let mut identity = Identity::new(&server.user(name));
-        assert_eq!(
-            server.http().register(&mut identity, None).await.status,
-            201
-        );
-        let provider = OpenMlsRustCrypto::default();
-        let signer = SignatureKeyPair::new(CS.signature_algorithm()).unwrap();
-        signer.store(provider.storage()).unwrap();
-        // Leaves carry a pseudonym, never the user name.
-        let pseudonym: [u8; 16] = rand::random();
-        let credential = CredentialWithKey {
-            credential: BasicCredential::new(pseudonym.to_vec()).into(),
-            signature_key: signer.public().into(),
-        };
-        Member {
-            identity,
-            provider,
-            signer,
-            credential,
-            group: None,
-        }
-    }
-
-    fn group(&mut self) -> &mut MlsGroup {
-        self.group.as_mut().expect("in a group")
-    }
-
-    async fn entry(&self, http: &Raw, domain: &str, credential_key: &EarKey) -> MemberEntry {
-        let qs_key: HpkePublicKey = http
-            .send("GET", api::QS_QUEUE_REF_KEY, vec![], None)
-            .await
-            .decode();
-        let domain: Domain = domain.parse().unwrap();
-        MemberEntry {
-            queue: SealedQueueRef::seal(domain, &qs_key, &self.identity.client_id()).unwrap(),
-            encrypted_credential: credential_key.encrypt(
-                b"credential",
-                &codec::encode(self.identity.credential.as_ref().unwrap()),
-            ),
-        }
-    }
-
-    fn key_package(&self) -> KeyPackage {
-        KeyPackage::builder()
-            .build(CS, &self.provider, &self.signer, self.credential.clone())
-            .unwrap()
-            .key_package()
-            .clone()
-    }
-
-    fn group_info(&mut self) -> Vec<u8> {
-        let (provider, signer) = (&self.provider, &self.signer);
-        self.group
-            .as_ref()
-            .unwrap()
-            .export_group_info(provider.crypto(), signer, true)
-            .unwrap()
-            .to_bytes()
-            .unwrap()
-    }
-
-    /// Everything group-related in this member's queue, acknowledged.
-    async fn deliveries(&self, http: &Raw) -> Vec<GroupDelivery> {
-        let batch: QueueBatch = http.fetch(&self.identity, 0, 1000, 0).await.decode();
-        if let Some(last) = batch.messages.last() {
-            http.ack(&self.identity, last.seq).await;
-        }
-        batch
-            .messages
-            .iter()
-            .filter_map(|m| {
-                match m
-                    .open(&self.identity.queue_key, &self.identity.client_id())
-                    .unwrap()
-                {
-                    QueueItem::Group(delivery) => Some(delivery),
-                    _ => None,
-                }
-            })
-            .collect()
-    }
-
-    fn process(&mut self, message: &[u8]) -> ProcessedMessageContent {
-        let protocol = MlsMessageIn::tls_deserialize_exact(message)
-            .unwrap()
-            .try_into_protocol_message()
-            .unwrap();
-        let provider = &self.provider;
-        let processed = self
-            .group
-            .as_mut()
-            .unwrap()
-            .process_message(provider, protocol)
-            .unwrap();
-        processed.into_content()
-    }
-}
-
-struct Keys {
-    state: EarKey,
-    credentials: EarKey,
-}
-
-async fn create_group(
-    http: &Raw,
-    domain: &str,
-    creator: &mut Member,
-    connection_group: bool,
-) -> (Vec<u8>, Keys) {
-    let keys = Keys {
-        state: EarKey::random(),
-        credentials: EarKey::random(),
-    };
-    let group = MlsGroup::new(
-        &creator.provider,
-        &creator.signer,
-        &config(),
-        creator.credential.clone(),
-    )
-    .unwrap();
-    let group_id = group.group_id().as_slice().to_vec();
-    creator.group = Some(group);
-    let body = ds::CreateGroup {
-        group_id: group_id.clone(),
-        ear_key: keys.state.clone(),
-        group_info: creator.group_info(),
-        creator: creator.entry(http, domain, &keys.credentials).await,
-        connection_group,
-    };
-    let response = http
-        .send("POST", ds::DS_GROUPS, codec::encode(&body), None)
-        .await;
-    assert_eq!(
-        response.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
-    (group_id, keys)
-}
-
-/// `adder` adds `joiner` by key package; returns the commit request it sent.
+/// `adder` adds `joiner` by a fresh key package; returns the commit request it sent.
 async fn add(
     http: &Raw,
     domain: &str,
@@ -185,40 +22,8 @@ async fn add(
     adder: &mut Member,
     joiner: &Member,
 ) -> (u16, ds::CommitRequest) {
-    let key_package = joiner.key_package();
-    let (provider, signer) = (&adder.provider, &adder.signer);
-    let (commit, welcome, _) = adder
-        .group
-        .as_mut()
-        .unwrap()
-        .add_members(provider, signer, &[key_package])
-        .unwrap();
-    adder
-        .group
-        .as_mut()
-        .unwrap()
-        .merge_pending_commit(provider)
-        .unwrap();
-    let request = ds::CommitRequest {
-        ear_key: keys.state.clone(),
-        commit: commit.to_bytes().unwrap(),
-        group_info: adder.group_info(),
-        added: vec![joiner.entry(http, domain, &keys.credentials).await],
-        welcome: Some(WelcomeBundle {
-            group_id: group_id.to_vec(),
-            welcome: welcome.to_bytes().unwrap(),
-            encrypted_keys: vec![],
-        }),
-    };
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_commit(group_id),
-            codec::encode(&request),
-            None,
-        )
-        .await;
-    (response.status, request)
+    let entry = joiner.entry(http, domain, &keys.credentials).await;
+    mls::add(http, group_id, keys, adder, joiner.key_package(), entry).await
 }
 
 #[tokio::test]
@@ -231,23 +36,7 @@ async fn members_added_by_commit_get_the_welcome_and_messages_reach_every_other_
 
     let (status, _) = add(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
     assert_eq!(status, 200);
-    let deliveries = bob.deliveries(&http).await;
-    let [GroupDelivery::Welcome(bundle)] = deliveries.as_slice() else {
-        panic!("bob expected one welcome, got {deliveries:?}");
-    };
-    assert_eq!(bundle.group_id, group_id);
-    let MlsMessageBodyIn::Welcome(welcome) = MlsMessageIn::tls_deserialize_exact(&bundle.welcome)
-        .unwrap()
-        .extract()
-    else {
-        panic!("not a welcome");
-    };
-    bob.group = Some(
-        StagedWelcome::new_from_welcome(&bob.provider, config().join_config(), welcome, None)
-            .unwrap()
-            .into_group(&bob.provider)
-            .unwrap(),
-    );
+    bob.accept_welcome(&http, &group_id).await;
 
     // alice → bob
     let (provider, signer) = (&alice.provider, &alice.signer);

@@ -23,6 +23,7 @@ use roost_storage::{
 };
 
 use crate::{
+    key_packages::{self, KeyPackageActor},
     pool::{Pool, Route},
     queue::{DeleteQueue, Enqueue, QueueActor, QueueId},
     registry::{RegistryActor, RemoveClient},
@@ -88,6 +89,7 @@ pub struct AccountsActor {
     keys: Arc<ServerKeys>,
     queues: Addr<Pool<QueueActor>>,
     registries: Addr<Pool<RegistryActor>>,
+    key_packages: Addr<Pool<KeyPackageActor>>,
     /// Verified against when the user is unknown, so both cases take the same time.
     dummy_hash: Arc<String>,
 }
@@ -100,6 +102,7 @@ impl AccountsActor {
         keys: Arc<ServerKeys>,
         queues: Addr<Pool<QueueActor>>,
         registries: Addr<Pool<RegistryActor>>,
+        key_packages: Addr<Pool<KeyPackageActor>>,
     ) -> Self {
         AccountsActor {
             config,
@@ -108,6 +111,7 @@ impl AccountsActor {
             keys,
             queues,
             registries,
+            key_packages,
             dummy_hash: Arc::new(hash_password("not a real password").unwrap_or_default()),
         }
     }
@@ -334,19 +338,29 @@ impl Handler<DeleteClient> for AccountsActor {
         let durability = self.durability.clone();
         let queues = self.queues.clone();
         let registries = self.registries.clone();
+        let key_packages = self.key_packages.clone();
         Box::pin(async move {
             if !removed? {
                 return Err(AccountsError::UnknownClient);
             }
-            // Nobody can reach a deleted client any more.
-            let packages_removed = registries
-                .send(Route {
-                    key: msg.user.clone(),
+            // Nobody can reach a deleted client any more, nor add it to a group.
+            let key = msg.user.clone();
+            let (packages_removed, key_packages_removed) = futures_util::future::join(
+                registries.send(Route {
+                    key: key.clone(),
                     message: RemoveClient { client: msg.client },
-                })
-                .await;
+                }),
+                key_packages.send(Route {
+                    key,
+                    message: key_packages::RemoveClient { client: msg.client },
+                }),
+            )
+            .await;
             if !matches!(packages_removed, Ok(Ok(Ok(())))) {
                 tracing::warn!(client = %msg.client, "the deleted client's connection packages were not removed");
+            }
+            if !matches!(key_packages_removed, Ok(Ok(Ok(())))) {
+                tracing::warn!(client = %msg.client, "the deleted client's key packages were not removed");
             }
             durability.persist().await?;
             tracing::info!(client = %msg.client, "deleted a client");

@@ -34,7 +34,7 @@ use roost_protocol::{
 use roost_storage::{Durability, GroupStore, StorageError};
 
 use crate::{
-    pool::{Membership, Pool, Pooled, Retire, Route},
+    pool::{pooled_actor, Membership, Pool, Pooled, Route},
     queue::{Enqueue, QueueActor, QueueId},
 };
 
@@ -147,29 +147,12 @@ impl Pooled for GroupActor {
         }
     }
 
-    fn is_idle(&self) -> bool {
-        true
-    }
-
     fn membership(&mut self) -> &mut Membership<Self> {
         &mut self.membership
     }
 }
 
-impl Actor for GroupActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        Membership::watch_idleness(ctx, self.deps.idle_after);
-    }
-}
-
-impl Handler<Retire> for GroupActor {
-    type Result = ();
-    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
+pooled_actor!(GroupActor);
 
 fn parse_group_info(bytes: &[u8]) -> Result<VerifiableGroupInfo, GroupError> {
     match MlsMessageIn::tls_deserialize_exact(bytes)

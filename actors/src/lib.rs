@@ -1,18 +1,36 @@
 //! Roost's actors: each piece of mutable server state has exactly one actor that owns it.
 //!
 //! Owns, each kind in a [`pool::Pool`] of one actor per key: the queue actors (a client's
-//! message queue or connection queue), the connection-package registry actors (one per user)
-//! and the DS group actors (one per group, validating commits against the public MLS state);
-//! plus the single accounts actor (users, clients, registration tokens, credential issuing).
+//! message queue or connection queue), the connection-package registry actors (one per user),
+//! the QS key-package actors (one per user) and the DS group actors (one per group, validating
+//! commits against the public MLS state); plus the single accounts actor (users, clients,
+//! registration tokens, credential issuing).
 //! Must not touch: HTTP (requests arrive as typed messages from the server's front-end) or the
 //! on-disk layout (that is `roost_storage`'s).
 
 pub mod accounts;
 pub mod group;
+pub mod key_packages;
 pub mod pool;
 pub mod queue;
 pub mod registry;
 
+pub use key_packages::KeyPackageActor;
 pub use pool::{Pool, Route};
 pub use queue::QueueActor;
 pub use registry::RegistryActor;
+
+use roost_storage::{Durability, StorageError};
+
+/// Answers with `outcome` once everything written so far is durable; an error at once.
+pub(crate) fn once_durable<T: 'static, E: From<StorageError> + 'static>(
+    durability: &Durability,
+    outcome: Result<T, E>,
+) -> actix::ResponseFuture<Result<T, E>> {
+    let durability = durability.clone();
+    Box::pin(async move {
+        let value = outcome?;
+        durability.persist().await?;
+        Ok(value)
+    })
+}

@@ -24,8 +24,10 @@ pub trait Pooled: Actor<Context = Context<Self>> {
     fn new(key: Self::Key, deps: &Self::Deps, membership: Membership<Self>) -> Self;
 
     /// Whether the actor holds nothing that would be lost by stopping it (e.g. waiting
-    /// requests). Stored state does not count: it survives.
-    fn is_idle(&self) -> bool;
+    /// requests). Stored state does not count: it survives. By default it never holds anything.
+    fn is_idle(&self) -> bool {
+        true
+    }
 
     fn membership(&mut self) -> &mut Membership<Self>;
 }
@@ -76,6 +78,28 @@ impl<A: Pooled> Membership<A> {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Retire;
+
+/// Implements `Actor` (starting the idle check) and `Handler<Retire>` (stopping) for a pooled
+/// actor that needs nothing else at start; its `deps` must have an `idle_after`.
+macro_rules! pooled_actor {
+    ($actor:ty) => {
+        impl actix::Actor for $actor {
+            type Context = actix::Context<Self>;
+
+            fn started(&mut self, ctx: &mut Self::Context) {
+                $crate::pool::Membership::watch_idleness(ctx, self.deps.idle_after);
+            }
+        }
+
+        impl actix::Handler<$crate::pool::Retire> for $actor {
+            type Result = ();
+            fn handle(&mut self, _: $crate::pool::Retire, ctx: &mut Self::Context) {
+                actix::ActorContext::stop(ctx);
+            }
+        }
+    };
+}
+pub(crate) use pooled_actor;
 
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -12,7 +12,10 @@ use roost_protocol::{
 };
 use roost_storage::{AccountStore, ConnectionPackageStore, Durability, StorageError};
 
-use crate::pool::{Membership, Pooled, Retire};
+use crate::{
+    once_durable,
+    pool::{pooled_actor, Membership, Pooled},
+};
 
 /// Most packages the AS keeps for one client.
 pub const MAX_PACKAGES_PER_CLIENT: u32 = 1000;
@@ -56,29 +59,12 @@ impl Pooled for RegistryActor {
         }
     }
 
-    fn is_idle(&self) -> bool {
-        true
-    }
-
     fn membership(&mut self) -> &mut Membership<Self> {
         &mut self.membership
     }
 }
 
-impl Actor for RegistryActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        Membership::watch_idleness(ctx, self.deps.idle_after);
-    }
-}
-
-impl Handler<Retire> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
+pooled_actor!(RegistryActor);
 
 impl RegistryActor {
     fn check(
@@ -137,12 +123,7 @@ impl Handler<Publish> for RegistryActor {
             self.deps.packages.publish(&self.user, &msg.packages)?;
             Ok(self.deps.packages.count(&self.user, &msg.client, now)?)
         })();
-        let durability = self.deps.durability.clone();
-        Box::pin(async move {
-            let count = stored?;
-            durability.persist().await?;
-            Ok(count)
-        })
+        once_durable(&self.deps.durability, stored)
     }
 }
 
@@ -186,13 +167,8 @@ impl Handler<Take> for RegistryActor {
                 .packages
                 .take(&self.user, &user.clients, Timestamp::now())?)
         })();
-        let durability = self.deps.durability.clone();
-        Box::pin(async move {
-            let packages = taken?;
-            // A package must not be served twice, even across a crash.
-            durability.persist().await?;
-            Ok(packages)
-        })
+        // A package must not be served twice, even across a crash.
+        once_durable(&self.deps.durability, taken)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::{
     },
     ds::GroupDelivery,
     ids::{ClientId, Timestamp, UserName},
+    key_packages::{FriendshipToken, KeyPackageEntry},
 };
 
 pub const CONTENT_TYPE: &str = "application/x-roost-bincode";
@@ -67,7 +68,7 @@ pub fn as_connection_queue_ack(client: &ClientId) -> String {
     format!("/as/v1/connection-queues/{client}/ack")
 }
 
-/// Most connection packages one publish may carry.
+/// Most connection packages, or one-time key-package entries, one publish may carry.
 pub const MAX_PUBLISH: usize = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,13 +76,17 @@ pub struct PublishConnectionPackages {
     pub packages: Vec<ConnectionPackage>,
 }
 
-/// How many packages the AS holds for a client, so it knows when to top up.
+/// How many packages (connection packages at the AS, key packages at the QS) the server holds
+/// for a client, so it knows when to top up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectionPackageCount {
+pub struct PackageCount {
     /// Usable (unexpired, not last-resort) packages left.
     pub remaining: u32,
     pub has_last_resort: bool,
 }
+
+pub type ConnectionPackageCount = PackageCount;
+pub type KeyPackageCount = PackageCount;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectionPackages {
@@ -90,6 +95,37 @@ pub struct ConnectionPackages {
 
 /// GET → the [`HpkePublicKey`] this QS opens sealed queue references with. Public.
 pub const QS_QUEUE_REF_KEY: &str = "/qs/v1/queue-ref-key";
+
+/// POST [`PublishKeyPackages`] → [`KeyPackageCount`] (signed);
+/// GET → [`KeyPackageCount`] of the calling client (signed).
+pub const QS_KEY_PACKAGES: &str = "/qs/v1/key-packages";
+/// GET → the caller's user's [`FriendshipToken`], made on first use (signed);
+/// POST → a new one; the old one stops working (signed).
+pub const QS_FRIENDSHIP_TOKEN: &str = "/qs/v1/friendship-token";
+/// POST [`ClaimKeyPackages`] → [`ClaimedKeyPackages`]: one entry per client of the token's
+/// user, using up one-time entries. Public, rate limited like discovery.
+pub const QS_CLAIM_KEY_PACKAGES: &str = "/qs/v1/key-packages/claim";
+/// GET → [`ClaimedKeyPackages`]: one entry per *other* client of the caller's user, used up
+/// like a claim (to add one's own clients to a new group). Signed.
+pub const QS_OWN_KEY_PACKAGES: &str = "/qs/v1/own-key-packages";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishKeyPackages {
+    /// One-time entries; at most [`MAX_PUBLISH`].
+    pub entries: Vec<KeyPackageEntry>,
+    /// Served whenever the client has no one-time entry left; replaces the previous one.
+    pub last_resort: Option<KeyPackageEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimKeyPackages {
+    pub token: FriendshipToken,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimedKeyPackages {
+    pub entries: Vec<KeyPackageEntry>,
+}
 
 /// Most messages one fetch returns.
 pub const MAX_FETCH: u32 = 1000;

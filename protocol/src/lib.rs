@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod ds;
 pub mod ids;
+pub mod key_packages;
 
 pub use credentials::{AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential};
 pub use crypto::{HpkePublicKey, HpkeSecretKey, Signature, SigningKey, VerifyingKey};

@@ -20,7 +20,7 @@ use super::{
     error::ApiError,
     method_not_allowed, path_param,
     queues::{ack, fetch, Connections},
-    read_body, signed_request, State,
+    rate_limit, read_body, signed_request, State,
 };
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -91,12 +91,7 @@ async fn discover(
     request: HttpRequest,
     user: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(ip) = request.peer_addr().map(|a| a.ip()) {
-        state
-            .discovery_limit
-            .check(ip)
-            .map_err(|wait| ApiError::RateLimited(wait.as_secs().max(1)))?;
-    }
+    rate_limit(&state, &request)?;
     let user: UserName = path_param(&user, "user name")?;
     if user.domain() != &state.domain {
         return Err(ApiError::Registry(

@@ -3,7 +3,8 @@
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 
 use roost_actors::{
-    accounts::AccountsError, group::GroupError, queue::QueueError, registry::RegistryError,
+    accounts::AccountsError, group::GroupError, key_packages::KeyPackageError, queue::QueueError,
+    registry::RegistryError,
 };
 use roost_protocol::{api::ErrorBody, auth::AuthError, codec::CodecError};
 
@@ -31,6 +32,8 @@ pub enum ApiError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Group(#[from] GroupError),
+    #[error(transparent)]
+    KeyPackages(#[from] KeyPackageError),
     #[error("no connection package of this client was handed out under that hash")]
     UnknownConnectionPackage,
     #[error("too many requests; retry in {0} s")]
@@ -97,6 +100,12 @@ impl ApiError {
                 GroupError::Invalid(_) => "invalid_mls_message",
                 GroupError::Storage(_) => "internal",
             },
+            ApiError::KeyPackages(e) => match e {
+                KeyPackageError::UnknownToken => "unknown_friendship_token",
+                KeyPackageError::InvalidEntry { .. } => "invalid_key_package",
+                KeyPackageError::TooMany => "too_many_key_packages",
+                KeyPackageError::Storage(_) => "internal",
+            },
             ApiError::UnknownConnectionPackage => "unknown_connection_package",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable => "unavailable",
@@ -143,6 +152,12 @@ impl ResponseError for ApiError {
                 }
                 GroupError::Invalid(_) => StatusCode::BAD_REQUEST,
                 GroupError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::KeyPackages(e) => match e {
+                KeyPackageError::UnknownToken => StatusCode::NOT_FOUND,
+                KeyPackageError::InvalidEntry { .. } => StatusCode::BAD_REQUEST,
+                KeyPackageError::TooMany => StatusCode::CONFLICT,
+                KeyPackageError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::UnknownConnectionPackage => StatusCode::NOT_FOUND,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

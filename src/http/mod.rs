@@ -2,7 +2,8 @@
 //!
 //! Owns: routing, body limits, decoding of untrusted bytes, request authentication, and the
 //! error-to-HTTP mapping ([`error`]). Must not touch: stored state directly, except reading
-//! client records to authenticate requests — every change goes through an actor.
+//! client records to authenticate requests and looking up whose a friendship token is — every
+//! change goes through an actor.
 
 mod as_api;
 mod as_connect;
@@ -10,6 +11,7 @@ pub mod auth;
 mod ds_api;
 pub mod error;
 mod qs_api;
+mod qs_keys;
 mod queues;
 pub mod rate_limit;
 
@@ -23,9 +25,11 @@ use actix_web::{
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 
-use roost_actors::{accounts::AccountsActor, group::GroupActor, Pool, QueueActor, RegistryActor};
+use roost_actors::{
+    accounts::AccountsActor, group::GroupActor, KeyPackageActor, Pool, QueueActor, RegistryActor,
+};
 use roost_protocol::{api::CONTENT_TYPE, codec, AsCredentials, Domain, HpkePublicKey};
-use roost_storage::AccountStore;
+use roost_storage::{AccountStore, KeyPackageStore};
 
 use self::{auth::ReplayGuard, error::ApiError, rate_limit::RateLimiter};
 
@@ -37,10 +41,14 @@ pub struct AppState {
     pub queues: Addr<Pool<QueueActor>>,
     pub registries: Addr<Pool<RegistryActor>>,
     pub groups: Addr<Pool<GroupActor>>,
+    pub key_packages: Addr<Pool<KeyPackageActor>>,
     /// Public half of the key sealed queue references are opened with.
     pub queue_ref_key: HpkePublicKey,
+    /// Per client IP address, for discovery and key-package claims alike.
     pub discovery_limit: RateLimiter,
     pub account_store: AccountStore,
+    /// Read only to find whose actor a friendship token goes to (that actor checks it again).
+    pub key_package_store: KeyPackageStore,
     pub as_credentials: AsCredentials,
     pub replay: ReplayGuard,
 }
@@ -58,6 +66,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(as_connect::routes)
         .configure(ds_api::routes)
         .configure(qs_api::routes)
+        .configure(qs_keys::routes)
         .default_service(web::to(not_found));
 }
 
@@ -108,6 +117,18 @@ pub(crate) async fn signed_request(
     let body = read_body(state, request, payload).await?;
     let caller = auth::authenticate(request, &body, &state.account_store, &state.replay)?;
     Ok((caller, body))
+}
+
+/// Takes one token from the caller's IP address's bucket: for public endpoints that could be
+/// used to enumerate users or drain their packages.
+pub(crate) fn rate_limit(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
+    if let Some(ip) = request.peer_addr().map(|a| a.ip()) {
+        state
+            .discovery_limit
+            .check(ip)
+            .map_err(|wait| ApiError::RateLimited(wait.as_secs().max(1)))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -11,9 +11,11 @@
 //! drains every waiter that arrived, flushes once, and wakes them all.
 
 mod accounts;
+mod client_packages;
 mod connection_packages;
 mod durability;
 mod groups;
+mod key_packages;
 mod keys;
 mod queues;
 mod table;
@@ -24,6 +26,7 @@ pub use accounts::{AccountError, AccountStore, ClientRecord, UserRecord};
 pub use connection_packages::{ConnectionPackageStore, ServedPackage};
 pub use durability::Durability;
 pub use groups::GroupStore;
+pub use key_packages::{KeyPackageStore, StoredKeyPackage};
 pub use keys::{ServerKeys, ServerKeysStore};
 pub use queues::QueueStore;
 
@@ -105,6 +108,11 @@ impl Store {
 
     pub fn connection_packages(&self) -> Result<ConnectionPackageStore> {
         ConnectionPackageStore::open(&self.db)
+    }
+
+    /// Key packages and friendship tokens (QS).
+    pub fn key_packages(&self) -> Result<KeyPackageStore> {
+        KeyPackageStore::open(&self.db)
     }
 
     pub fn groups(&self) -> Result<GroupStore> {

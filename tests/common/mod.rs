@@ -1,6 +1,8 @@
 //! Test harness: real `roost` processes on loopback ports with temporary stores.
 #![allow(dead_code)]
 
+pub mod mls;
+
 use std::{
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
@@ -499,4 +501,47 @@ fn client_sources_are_newer_than(binary: &Path) -> bool {
         .iter()
         .filter_map(|p| newest(&root.join(p)))
         .any(|changed| changed > built)
+}
+
+/// QS key packages and friendship tokens.
+impl Raw {
+    pub async fn publish_key_packages(
+        &self,
+        who: &Identity,
+        entries: Vec<roost_protocol::key_packages::KeyPackageEntry>,
+        last_resort: Option<roost_protocol::key_packages::KeyPackageEntry>,
+    ) -> Response {
+        let body = codec::encode(&api::PublishKeyPackages {
+            entries,
+            last_resort,
+        });
+        self.signed(who, "POST", api::QS_KEY_PACKAGES, body).await
+    }
+
+    pub async fn key_package_count(&self, who: &Identity) -> api::KeyPackageCount {
+        self.signed(who, "GET", api::QS_KEY_PACKAGES, vec![])
+            .await
+            .decode()
+    }
+
+    pub async fn friendship_token(
+        &self,
+        who: &Identity,
+    ) -> roost_protocol::key_packages::FriendshipToken {
+        self.signed(who, "GET", api::QS_FRIENDSHIP_TOKEN, vec![])
+            .await
+            .decode()
+    }
+
+    /// Public: whoever knows the token.
+    pub async fn claim_key_packages(
+        &self,
+        token: &roost_protocol::key_packages::FriendshipToken,
+    ) -> Response {
+        let body = codec::encode(&api::ClaimKeyPackages {
+            token: token.clone(),
+        });
+        self.send("POST", api::QS_CLAIM_KEY_PACKAGES, body, None)
+            .await
+    }
 }

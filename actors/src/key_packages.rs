@@ -1,0 +1,314 @@
+//! The key-package actor: one per user, owning that user's key packages on the QS and its
+//! friendship token.
+//!
+//! On publish it checks every entry (signature, credential, queue reference, and the MLS
+//! KeyPackage itself with openmls); it hands out one entry per client to whoever presents the
+//! user's current friendship token, or to the user's own other clients, using up one-time
+//! entries and falling back to the last resort.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use openmls::prelude::{
+    tls_codec::Deserialize as _, Ciphersuite, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion,
+};
+use openmls_rust_crypto::RustCrypto;
+
+use roost_protocol::{
+    api::{ClaimedKeyPackages, KeyPackageCount},
+    key_packages::{FriendshipToken, KeyPackageEntry},
+    ClientCredential, ClientId, Domain, HpkeSecretKey, Timestamp, UserName,
+};
+use roost_storage::{AccountStore, Durability, KeyPackageStore, StorageError, StoredKeyPackage};
+
+use crate::{
+    once_durable,
+    pool::{pooled_actor, Membership, Pooled},
+};
+
+/// Most entries the QS keeps for one client.
+pub const MAX_KEY_PACKAGES_PER_CLIENT: u32 = 1000;
+
+/// The only ciphersuite Roost groups use.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyPackageError {
+    #[error("no user has this friendship token")]
+    UnknownToken,
+    #[error("key package {which} is invalid: {reason}")]
+    InvalidEntry { which: String, reason: String },
+    #[error("a client may hold at most {MAX_KEY_PACKAGES_PER_CLIENT} key packages")]
+    TooMany,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Clone)]
+pub struct KeyPackageDeps {
+    pub store: KeyPackageStore,
+    pub accounts: AccountStore,
+    pub durability: Durability,
+    /// This QS's domain and the key it opens queue references with.
+    pub domain: Domain,
+    pub queue_ref_key: HpkeSecretKey,
+    pub idle_after: Duration,
+}
+
+pub struct KeyPackageActor {
+    user: UserName,
+    deps: KeyPackageDeps,
+    crypto: RustCrypto,
+    membership: Membership<KeyPackageActor>,
+}
+
+impl Pooled for KeyPackageActor {
+    type Key = UserName;
+    type Deps = KeyPackageDeps;
+
+    fn new(user: UserName, deps: &KeyPackageDeps, membership: Membership<Self>) -> Self {
+        KeyPackageActor {
+            user,
+            deps: deps.clone(),
+            crypto: RustCrypto::default(),
+            membership,
+        }
+    }
+
+    fn membership(&mut self) -> &mut Membership<Self> {
+        &mut self.membership
+    }
+}
+
+pooled_actor!(KeyPackageActor);
+
+impl KeyPackageActor {
+    /// Checks one entry of `client` (registered with `credential`); says why it is refused, or
+    /// when its KeyPackage expires.
+    fn check(
+        &self,
+        client: &ClientId,
+        credential: &ClientCredential,
+        entry: &KeyPackageEntry,
+    ) -> Result<Timestamp, String> {
+        entry
+            .verify()
+            .map_err(|_| "its signature does not verify".to_owned())?;
+        if &entry.client_credential != credential {
+            return Err("it does not carry the publishing client's credential".into());
+        }
+        if entry.queue.domain != self.deps.domain
+            || entry.queue.open(&self.deps.queue_ref_key).ok() != Some(*client)
+        {
+            return Err(
+                "its queue reference does not name the publishing client at this QS".into(),
+            );
+        }
+        // The bytes are an MLSMessage (`MlsMessageOut`) wrapping the KeyPackage.
+        let message = MlsMessageIn::tls_deserialize_exact(&entry.key_package)
+            .map_err(|e| format!("its key package is not an MLS message: {e}"))?;
+        let MlsMessageBodyIn::KeyPackage(key_package) = message.extract() else {
+            return Err("its MLS message is not a key package".into());
+        };
+        let key_package = key_package
+            .validate(&self.crypto, ProtocolVersion::Mls10)
+            .map_err(|e| format!("its key package does not validate: {e}"))?;
+        if key_package.ciphersuite() != CIPHERSUITE {
+            return Err(format!(
+                "its ciphersuite is {:?}, not {CIPHERSUITE:?}",
+                key_package.ciphersuite()
+            ));
+        }
+        let lifetime = key_package.life_time();
+        if !lifetime.has_acceptable_range() {
+            return Err("its lifetime is longer than MLS clients accept".into());
+        }
+        Ok(Timestamp(lifetime.not_after()))
+    }
+
+    /// The user's clients, or none if the user is unknown.
+    fn clients(&self) -> Result<Vec<ClientId>, StorageError> {
+        Ok(self
+            .deps
+            .accounts
+            .user(&self.user)?
+            .map(|u| u.clients)
+            .unwrap_or_default())
+    }
+}
+
+/// Store a client's new entries; answers with its count once durable.
+#[derive(Message)]
+#[rtype(result = "Result<KeyPackageCount, KeyPackageError>")]
+pub struct Publish {
+    pub client: ClientId,
+    pub entries: Vec<KeyPackageEntry>,
+    pub last_resort: Option<KeyPackageEntry>,
+}
+
+impl Handler<Publish> for KeyPackageActor {
+    type Result = ResponseFuture<Result<KeyPackageCount, KeyPackageError>>;
+
+    fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let now = Timestamp::now();
+        let stored = (|| -> Result<_, KeyPackageError> {
+            // The caller was authenticated; it is gone only if deleted in the meantime.
+            let credential = self
+                .deps
+                .accounts
+                .client(&msg.client)?
+                .map(|c| c.credential)
+                .ok_or_else(|| KeyPackageError::InvalidEntry {
+                    which: "every entry".into(),
+                    reason: "the publishing client is unknown".into(),
+                })?;
+            let numbered = msg.entries.into_iter().enumerate();
+            let named = numbered
+                .map(|(index, entry)| (format!("entry {index}"), entry, false))
+                .chain(
+                    msg.last_resort
+                        .map(|entry| ("the last-resort entry".to_owned(), entry, true)),
+                );
+            let mut packages = Vec::new();
+            for (which, entry, last_resort) in named {
+                let not_after = self
+                    .check(&msg.client, &credential, &entry)
+                    .map_err(|reason| KeyPackageError::InvalidEntry { which, reason })?;
+                packages.push(StoredKeyPackage {
+                    entry,
+                    last_resort,
+                    not_after,
+                });
+            }
+            let before = self.deps.store.count(&self.user, &msg.client, now)?;
+            let new_one_time = packages.iter().filter(|p| !p.last_resort).count();
+            if before.remaining as usize + new_one_time > MAX_KEY_PACKAGES_PER_CLIENT as usize {
+                return Err(KeyPackageError::TooMany);
+            }
+            self.deps.store.publish(&self.user, &packages)?;
+            Ok(self.deps.store.count(&self.user, &msg.client, now)?)
+        })();
+        once_durable(&self.deps.durability, stored)
+    }
+}
+
+/// How many entries a client has left.
+#[derive(Message)]
+#[rtype(result = "Result<KeyPackageCount, KeyPackageError>")]
+pub struct Count {
+    pub client: ClientId,
+}
+
+impl Handler<Count> for KeyPackageActor {
+    type Result = Result<KeyPackageCount, KeyPackageError>;
+
+    fn handle(&mut self, msg: Count, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        Ok(self
+            .deps
+            .store
+            .count(&self.user, &msg.client, Timestamp::now())?)
+    }
+}
+
+/// The user's friendship token, made on first use. Always answers once durable, so a token
+/// just made (by this call or one a moment before) is never handed out before it would survive
+/// a crash.
+#[derive(Message)]
+#[rtype(result = "Result<FriendshipToken, KeyPackageError>")]
+pub struct GetToken;
+
+impl Handler<GetToken> for KeyPackageActor {
+    type Result = ResponseFuture<Result<FriendshipToken, KeyPackageError>>;
+
+    fn handle(&mut self, _: GetToken, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let token = (|| -> Result<_, KeyPackageError> {
+            if let Some(token) = self.deps.store.token_of(&self.user)? {
+                return Ok(token);
+            }
+            let token = FriendshipToken::random();
+            self.deps.store.set_token(&self.user, &token)?;
+            Ok(token)
+        })();
+        once_durable(&self.deps.durability, token)
+    }
+}
+
+/// A new friendship token for the user; the old one stops working.
+#[derive(Message)]
+#[rtype(result = "Result<FriendshipToken, KeyPackageError>")]
+pub struct RotateToken;
+
+impl Handler<RotateToken> for KeyPackageActor {
+    type Result = ResponseFuture<Result<FriendshipToken, KeyPackageError>>;
+
+    fn handle(&mut self, _: RotateToken, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let token = FriendshipToken::random();
+        let stored = self
+            .deps
+            .store
+            .set_token(&self.user, &token)
+            .map(|()| token);
+        once_durable(&self.deps.durability, stored.map_err(Into::into))
+    }
+}
+
+/// Who claims the user's key packages.
+#[derive(Debug)]
+pub enum Claimant {
+    /// Someone who knows the user's friendship token: gets an entry of every client.
+    Friend(FriendshipToken),
+    /// One of the user's own clients: gets an entry of every other client.
+    OwnClient(ClientId),
+}
+
+/// One entry per client, using up one-time entries; answers once that is durable.
+#[derive(Message)]
+#[rtype(result = "Result<ClaimedKeyPackages, KeyPackageError>")]
+pub struct Claim(pub Claimant);
+
+impl Handler<Claim> for KeyPackageActor {
+    type Result = ResponseFuture<Result<ClaimedKeyPackages, KeyPackageError>>;
+
+    fn handle(&mut self, Claim(claimant): Claim, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let taken = (|| -> Result<_, KeyPackageError> {
+            let mut clients = self.clients()?;
+            match claimant {
+                // Checked here, by the token's owner: a token rotated a moment ago is refused.
+                Claimant::Friend(token) => {
+                    if self.deps.store.token_of(&self.user)? != Some(token) {
+                        return Err(KeyPackageError::UnknownToken);
+                    }
+                }
+                Claimant::OwnClient(caller) => clients.retain(|c| *c != caller),
+            }
+            let entries = self
+                .deps
+                .store
+                .take(&self.user, &clients, Timestamp::now())?;
+            Ok(ClaimedKeyPackages { entries })
+        })();
+        // An entry must not be served twice, even across a crash.
+        once_durable(&self.deps.durability, taken)
+    }
+}
+
+/// Forget a deleted client's entries.
+#[derive(Message)]
+#[rtype(result = "Result<(), KeyPackageError>")]
+pub struct RemoveClient {
+    pub client: ClientId,
+}
+
+impl Handler<RemoveClient> for KeyPackageActor {
+    type Result = Result<(), KeyPackageError>;
+
+    fn handle(&mut self, msg: RemoveClient, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        Ok(self.deps.store.remove_client(&self.user, &msg.client)?)
+    }
+}

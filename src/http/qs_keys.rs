@@ -1,0 +1,144 @@
+//! QS endpoints for key packages and friendship tokens. A client publishes its entries and
+//! reads its user's token (signed); whoever knows the token claims one entry per client of that
+//! user (public, so the QS does not learn who adds whom, and rate limited like discovery).
+
+use actix::{Handler, Message};
+use actix_web::{http::StatusCode, web, web::Bytes, HttpRequest, HttpResponse};
+
+use roost_actors::{
+    key_packages::{
+        Claim, Claimant, Count, GetToken, KeyPackageActor, KeyPackageError, Publish, RotateToken,
+    },
+    Route,
+};
+use roost_protocol::api::{self, MAX_PUBLISH};
+
+use super::{
+    auth::Caller, decode, encoded, error::ApiError, method_not_allowed, rate_limit, read_body,
+    signed_request, State,
+};
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
+    config
+        .service(
+            resource(api::QS_KEY_PACKAGES)
+                .route(web::post().to(publish))
+                .route(web::get().to(count)),
+        )
+        .service(resource(api::QS_CLAIM_KEY_PACKAGES).route(web::post().to(claim)))
+        .service(
+            resource(api::QS_FRIENDSHIP_TOKEN)
+                .route(web::get().to(token))
+                .route(web::post().to(rotate_token)),
+        )
+        .service(resource(api::QS_OWN_KEY_PACKAGES).route(web::get().to(own_key_packages)));
+}
+
+/// Authenticates the request and hands the message made from its caller and body to the
+/// caller's user's key-package actor; encodes the answer.
+async fn for_own_user<M, R>(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+    message: impl FnOnce(&Caller, Bytes) -> Result<M, ApiError>,
+) -> Result<HttpResponse, ApiError>
+where
+    M: Message<Result = Result<R, KeyPackageError>> + Send + 'static,
+    R: serde::Serialize + Send + 'static,
+    KeyPackageActor: Handler<M>,
+{
+    let (caller, body) = signed_request(&state, &request, payload).await?;
+    let message = message(&caller, body)?;
+    let answer = state
+        .key_packages
+        .send(Route {
+            key: caller.user,
+            message,
+        })
+        .await???;
+    Ok(encoded(StatusCode::OK, &answer))
+}
+
+async fn publish(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    for_own_user(state, request, payload, |caller, body| {
+        let body: api::PublishKeyPackages = decode(&body)?;
+        if body.entries.len() > MAX_PUBLISH {
+            return Err(ApiError::MalformedBody(format!(
+                "at most {MAX_PUBLISH} key packages per request"
+            )));
+        }
+        Ok(Publish {
+            client: caller.client,
+            entries: body.entries,
+            last_resort: body.last_resort,
+        })
+    })
+    .await
+}
+
+async fn count(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    for_own_user(state, request, payload, |caller, _| {
+        Ok(Count {
+            client: caller.client,
+        })
+    })
+    .await
+}
+
+async fn token(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    for_own_user(state, request, payload, |_, _| Ok(GetToken)).await
+}
+
+async fn rotate_token(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    for_own_user(state, request, payload, |_, _| Ok(RotateToken)).await
+}
+
+async fn own_key_packages(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    for_own_user(state, request, payload, |caller, _| {
+        Ok(Claim(Claimant::OwnClient(caller.client)))
+    })
+    .await
+}
+
+async fn claim(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    rate_limit(&state, &request)?;
+    let body: api::ClaimKeyPackages = decode(&read_body(&state, &request, payload).await?)?;
+    let user = state
+        .key_package_store
+        .user_of(&body.token)
+        .map_err(|e| ApiError::KeyPackages(e.into()))?
+        .ok_or(ApiError::KeyPackages(KeyPackageError::UnknownToken))?;
+    let claimed = state
+        .key_packages
+        .send(Route {
+            key: user,
+            message: Claim(Claimant::Friend(body.token)),
+        })
+        .await???;
+    Ok(encoded(StatusCode::OK, &claimed))
+}

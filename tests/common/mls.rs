@@ -1,0 +1,303 @@
+//! Real MLS members (openmls) for tests: a registered Roost client plus its MLS state, and the
+//! DS calls that create groups and add members.
+
+use openmls::prelude::{tls_codec::Deserialize as _, *};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use roost_protocol::{
+    api::{self, QueueBatch, QueueItem},
+    codec,
+    connection::EarKey,
+    ds::{self, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
+    key_packages::KeyPackageEntry,
+    Domain, HpkePublicKey,
+};
+
+use super::{Identity, Raw, TestServer};
+
+pub const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// One member device: a registered Roost client plus its MLS state.
+pub struct Member {
+    pub identity: Identity,
+    pub provider: OpenMlsRustCrypto,
+    pub signer: SignatureKeyPair,
+    pub credential: CredentialWithKey,
+    pub group: Option<MlsGroup>,
+}
+
+/// The body of a TLS-encoded MLSMessage.
+pub fn parse(bytes: &[u8]) -> MlsMessageBodyIn {
+    MlsMessageIn::tls_deserialize_exact(bytes)
+        .unwrap()
+        .extract()
+}
+
+pub fn config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CS)
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .build()
+}
+
+impl Member {
+    pub async fn register(server: &TestServer, name: &str) -> Member {
+        let mut identity = Identity::new(&server.user(name));
+        assert_eq!(
+            server.http().register(&mut identity, None).await.status,
+            201
+        );
+        Member::with_identity(identity)
+    }
+
+    /// A further client of `name`, added with the password.
+    pub async fn add_client(server: &TestServer, name: &str) -> Member {
+        let mut identity = Identity::new(&server.user(name));
+        let response = server
+            .http()
+            .add_client(&mut identity, super::PASSWORD)
+            .await;
+        assert_eq!(response.status, 201);
+        Member::with_identity(identity)
+    }
+
+    fn with_identity(identity: Identity) -> Member {
+        let provider = OpenMlsRustCrypto::default();
+        let signer = SignatureKeyPair::new(CS.signature_algorithm()).unwrap();
+        signer.store(provider.storage()).unwrap();
+        // Leaves carry a pseudonym, never the user name.
+        let pseudonym: [u8; 16] = rand::random();
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(pseudonym.to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        Member {
+            identity,
+            provider,
+            signer,
+            credential,
+            group: None,
+        }
+    }
+
+    /// Joins the group a Welcome bundle invites it to.
+    pub fn join(&mut self, bundle: &WelcomeBundle) {
+        let MlsMessageBodyIn::Welcome(welcome) = parse(&bundle.welcome) else {
+            panic!("not a welcome");
+        };
+        self.group = Some(
+            StagedWelcome::new_from_welcome(&self.provider, config().join_config(), welcome, None)
+                .unwrap()
+                .into_group(&self.provider)
+                .unwrap(),
+        );
+    }
+
+    /// Expects exactly one delivery in its queue, a Welcome into `group_id`, and joins.
+    pub async fn accept_welcome(&mut self, http: &Raw, group_id: &[u8]) {
+        let deliveries = self.deliveries(http).await;
+        let [GroupDelivery::Welcome(bundle)] = deliveries.as_slice() else {
+            panic!("expected one welcome, got {deliveries:?}");
+        };
+        assert_eq!(bundle.group_id, group_id);
+        self.join(bundle);
+    }
+
+    /// A signed QS entry for a fresh KeyPackage of `ciphersuite`, with this client's queue
+    /// sealed to the QS of `domain`; the KeyPackage's private keys stay in this member's store.
+    pub async fn key_package_entry_of(
+        &self,
+        http: &Raw,
+        domain: &str,
+        ciphersuite: Ciphersuite,
+    ) -> KeyPackageEntry {
+        let key_package = KeyPackage::builder()
+            .build(
+                ciphersuite,
+                &self.provider,
+                &self.signer,
+                self.credential.clone(),
+            )
+            .unwrap()
+            .key_package()
+            .clone();
+        KeyPackageEntry::new(
+            self.identity.credential.clone().unwrap(),
+            &self.identity.key,
+            MlsMessageOut::from(key_package).to_bytes().unwrap(),
+            self.queue_ref(http, domain).await,
+        )
+    }
+
+    pub async fn key_package_entry(&self, http: &Raw, domain: &str) -> KeyPackageEntry {
+        self.key_package_entry_of(http, domain, CS).await
+    }
+
+    /// This client's queue, sealed to the QS of `domain` (served by `http`).
+    pub async fn queue_ref(&self, http: &Raw, domain: &str) -> SealedQueueRef {
+        let qs_key: HpkePublicKey = http
+            .send("GET", api::QS_QUEUE_REF_KEY, vec![], None)
+            .await
+            .decode();
+        let domain: Domain = domain.parse().unwrap();
+        SealedQueueRef::seal(domain, &qs_key, &self.identity.client_id()).unwrap()
+    }
+
+    pub fn group(&mut self) -> &mut MlsGroup {
+        self.group.as_mut().expect("in a group")
+    }
+
+    pub async fn entry(&self, http: &Raw, domain: &str, credential_key: &EarKey) -> MemberEntry {
+        MemberEntry {
+            queue: self.queue_ref(http, domain).await,
+            encrypted_credential: credential_key.encrypt(
+                b"credential",
+                &codec::encode(self.identity.credential.as_ref().unwrap()),
+            ),
+        }
+    }
+
+    pub fn key_package(&self) -> KeyPackage {
+        KeyPackage::builder()
+            .build(CS, &self.provider, &self.signer, self.credential.clone())
+            .unwrap()
+            .key_package()
+            .clone()
+    }
+
+    pub fn group_info(&mut self) -> Vec<u8> {
+        let (provider, signer) = (&self.provider, &self.signer);
+        self.group
+            .as_ref()
+            .unwrap()
+            .export_group_info(provider.crypto(), signer, true)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+    }
+
+    /// Everything group-related in this member's queue, acknowledged.
+    pub async fn deliveries(&self, http: &Raw) -> Vec<GroupDelivery> {
+        let batch: QueueBatch = http.fetch(&self.identity, 0, 1000, 0).await.decode();
+        if let Some(last) = batch.messages.last() {
+            http.ack(&self.identity, last.seq).await;
+        }
+        batch
+            .messages
+            .iter()
+            .filter_map(|m| {
+                match m
+                    .open(&self.identity.queue_key, &self.identity.client_id())
+                    .unwrap()
+                {
+                    QueueItem::Group(delivery) => Some(delivery),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    pub fn process(&mut self, message: &[u8]) -> ProcessedMessageContent {
+        let protocol = MlsMessageIn::tls_deserialize_exact(message)
+            .unwrap()
+            .try_into_protocol_message()
+            .unwrap();
+        let provider = &self.provider;
+        let processed = self
+            .group
+            .as_mut()
+            .unwrap()
+            .process_message(provider, protocol)
+            .unwrap();
+        processed.into_content()
+    }
+}
+
+pub struct Keys {
+    pub state: EarKey,
+    pub credentials: EarKey,
+}
+
+pub async fn create_group(
+    http: &Raw,
+    domain: &str,
+    creator: &mut Member,
+    connection_group: bool,
+) -> (Vec<u8>, Keys) {
+    let keys = Keys {
+        state: EarKey::random(),
+        credentials: EarKey::random(),
+    };
+    let group = MlsGroup::new(
+        &creator.provider,
+        &creator.signer,
+        &config(),
+        creator.credential.clone(),
+    )
+    .unwrap();
+    let group_id = group.group_id().as_slice().to_vec();
+    creator.group = Some(group);
+    let body = ds::CreateGroup {
+        group_id: group_id.clone(),
+        ear_key: keys.state.clone(),
+        group_info: creator.group_info(),
+        creator: creator.entry(http, domain, &keys.credentials).await,
+        connection_group,
+    };
+    let response = http
+        .send("POST", ds::DS_GROUPS, codec::encode(&body), None)
+        .await;
+    assert_eq!(
+        response.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    (group_id, keys)
+}
+
+/// `adder` adds a member by its key package, naming it to the DS with `entry`; returns the
+/// status and the commit request it sent.
+pub async fn add(
+    http: &Raw,
+    group_id: &[u8],
+    keys: &Keys,
+    adder: &mut Member,
+    key_package: KeyPackage,
+    entry: MemberEntry,
+) -> (u16, ds::CommitRequest) {
+    let (provider, signer) = (&adder.provider, &adder.signer);
+    let (commit, welcome, _) = adder
+        .group
+        .as_mut()
+        .unwrap()
+        .add_members(provider, signer, &[key_package])
+        .unwrap();
+    adder
+        .group
+        .as_mut()
+        .unwrap()
+        .merge_pending_commit(provider)
+        .unwrap();
+    let request = ds::CommitRequest {
+        ear_key: keys.state.clone(),
+        commit: commit.to_bytes().unwrap(),
+        group_info: adder.group_info(),
+        added: vec![entry],
+        welcome: Some(WelcomeBundle {
+            group_id: group_id.to_vec(),
+            welcome: welcome.to_bytes().unwrap(),
+            encrypted_keys: vec![],
+        }),
+    };
+    let response = http
+        .send(
+            "POST",
+            &ds::ds_commit(group_id),
+            codec::encode(&request),
+            None,
+        )
+        .await;
+    (response.status, request)
+}
