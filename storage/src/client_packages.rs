@@ -4,7 +4,7 @@
 //! zero byte, so one user's keys never run into another's, and a client's last-resort package
 //! sorts after its one-time ones. Each client keeps at most one last-resort package.
 //!
-//! Used by the QS's key packages; the AS's connection packages have the same layout.
+//! Used by the QS's key packages and the AS's connection packages.
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -117,6 +117,19 @@ impl<P: ClientPackage> ClientPackages<P> {
         clients: &[ClientId],
         now: Timestamp,
     ) -> Result<Vec<P>> {
+        let (chosen, removals) = self.select(user, clients, now)?;
+        self.table.tree.apply_batch(removals)?;
+        Ok(chosen)
+    }
+
+    /// What [`take`](Self::take) would hand out, and the removals that use it up — for a
+    /// caller that applies them together with writes of its own, in one transaction.
+    pub(crate) fn select(
+        &self,
+        user: &UserName,
+        clients: &[ClientId],
+        now: Timestamp,
+    ) -> Result<(Vec<P>, sled::Batch)> {
         let mut chosen = Vec::new();
         let mut batch = sled::Batch::default();
         for client in clients {
@@ -134,8 +147,11 @@ impl<P: ClientPackage> ClientPackages<P> {
             }
             chosen.extend(one_time.or(last_resort));
         }
-        self.table.tree.apply_batch(batch)?;
-        Ok(chosen)
+        Ok((chosen, batch))
+    }
+
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.table.tree
     }
 
     /// Forgets every package of a client.

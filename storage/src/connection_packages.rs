@@ -15,6 +15,7 @@ use roost_protocol::{
 };
 
 use crate::{
+    client_packages::{ClientPackage, ClientPackages},
     table::{decode, encode, Table},
     Result, StorageError,
 };
@@ -28,33 +29,29 @@ pub struct ServedPackage {
 
 #[derive(Clone)]
 pub struct ConnectionPackageStore {
-    packages: Table<ConnectionPackage>,
+    packages: ClientPackages<ConnectionPackage>,
     served: Table<ServedPackage>,
 }
 
-fn user_prefix(user: &UserName) -> Vec<u8> {
-    let mut key = user.to_string().into_bytes();
-    key.push(0);
-    key
-}
-
-fn client_prefix(user: &UserName, client: &ClientId) -> Vec<u8> {
-    let mut key = user_prefix(user);
-    key.extend_from_slice(&client.0);
-    key
-}
-
-fn package_key(user: &UserName, package: &ConnectionPackage) -> Vec<u8> {
-    let mut key = client_prefix(user, &package.client_id());
-    key.push(package.body.last_resort as u8);
-    key.extend_from_slice(&package.hash().0);
-    key
+impl ClientPackage for ConnectionPackage {
+    fn client_id(&self) -> ClientId {
+        ConnectionPackage::client_id(self)
+    }
+    fn last_resort(&self) -> bool {
+        self.body.last_resort
+    }
+    fn hash(&self) -> [u8; 32] {
+        ConnectionPackage::hash(self).0
+    }
+    fn valid_at(&self, now: Timestamp) -> bool {
+        self.body.validity.contains(now)
+    }
 }
 
 impl ConnectionPackageStore {
     pub(crate) fn open(db: &sled::Db) -> Result<Self> {
         Ok(ConnectionPackageStore {
-            packages: Table::open(db, "as_connection_packages")?,
+            packages: ClientPackages::open(db, "as_connection_packages")?,
             served: Table::open(db, "as_served_packages")?,
         })
     }
@@ -63,36 +60,7 @@ impl ConnectionPackageStore {
     /// replaced last resort that was already handed out stays redeemable until it expires: an
     /// initiator may have fetched it a moment before. Clients keep its key as long.)
     pub fn publish(&self, user: &UserName, packages: &[ConnectionPackage]) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for package in packages {
-            if package.body.last_resort {
-                let mut prefix = client_prefix(user, &package.client_id());
-                prefix.push(1);
-                for key in self.packages.tree.scan_prefix(&prefix).keys() {
-                    batch.remove(key?);
-                }
-            }
-        }
-        for package in packages {
-            batch.insert(package_key(user, package), encode(package));
-        }
-        self.packages.tree.apply_batch(batch)?;
-        Ok(())
-    }
-
-    fn client_packages(
-        &self,
-        user: &UserName,
-        client: &ClientId,
-    ) -> Result<Vec<(sled::IVec, ConnectionPackage)>> {
-        self.packages
-            .tree
-            .scan_prefix(client_prefix(user, client))
-            .map(|entry| {
-                let (key, bytes) = entry?;
-                Ok((key, decode(&bytes)?))
-            })
-            .collect()
+        self.packages.publish(user, packages)
     }
 
     pub fn count(
@@ -101,51 +69,20 @@ impl ConnectionPackageStore {
         client: &ClientId,
         now: Timestamp,
     ) -> Result<ConnectionPackageCount> {
-        let mut count = ConnectionPackageCount {
-            remaining: 0,
-            has_last_resort: false,
-        };
-        for (_, package) in self.client_packages(user, client)? {
-            if !package.body.validity.contains(now) {
-                continue;
-            }
-            if package.body.last_resort {
-                count.has_last_resort = true;
-            } else {
-                count.remaining += 1;
-            }
-        }
-        Ok(count)
+        self.packages.count(user, client, now)
     }
 
     /// One package per client of `clients`: an unexpired one-time package (the first in key
     /// order; one-time packages are interchangeable), used up by this call, or else the
-    /// unexpired last-resort package. Expired packages met on the way are deleted.
+    /// unexpired last-resort package. Expired packages met on the way are deleted. What is
+    /// handed out is recorded as served in the same transaction.
     pub fn take(
         &self,
         user: &UserName,
         clients: &[ClientId],
         now: Timestamp,
     ) -> Result<Vec<ConnectionPackage>> {
-        let mut chosen = Vec::new();
-        let mut remove = Vec::new();
-        for client in clients {
-            let mut one_time = None;
-            let mut last_resort = None;
-            for (key, package) in self.client_packages(user, client)? {
-                if !package.body.validity.contains(now) {
-                    remove.push(key);
-                } else if package.body.last_resort {
-                    last_resort = Some(package);
-                } else if one_time.is_none() {
-                    remove.push(key);
-                    one_time = Some(package);
-                }
-            }
-            if let Some(package) = one_time.or(last_resort) {
-                chosen.push(package);
-            }
-        }
+        let (chosen, removals) = self.packages.select(user, clients, now)?;
         let served: Vec<(ConnectionPackageHash, ServedPackage)> = chosen
             .iter()
             .map(|p| {
@@ -160,10 +97,8 @@ impl ConnectionPackageStore {
             })
             .collect();
         let outcome: std::result::Result<(), TransactionError<()>> =
-            (&self.packages.tree, &self.served.tree).transaction(|(packages, served_tree)| {
-                for key in &remove {
-                    packages.remove(key)?;
-                }
+            (self.packages.tree(), &self.served.tree).transaction(|(packages, served_tree)| {
+                packages.apply_batch(&removals)?;
                 for (hash, record) in &served {
                     served_tree.insert(&hash.0, encode(record))?;
                 }
@@ -220,17 +155,7 @@ impl ConnectionPackageStore {
 
     /// Forgets every package of a client (it was deleted).
     pub fn remove_client(&self, user: &UserName, client: &ClientId) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for key in self
-            .packages
-            .tree
-            .scan_prefix(client_prefix(user, client))
-            .keys()
-        {
-            batch.remove(key?);
-        }
-        self.packages.tree.apply_batch(batch)?;
-        Ok(())
+        self.packages.remove_client(user, client)
     }
 }
 
