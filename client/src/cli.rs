@@ -21,7 +21,8 @@ use crate::{
     client::{Client, ClientEntry, Received, WhoAmI},
     connections::{Rejected, INITIAL_PACKAGES},
     error::Error,
-    state::PendingRequest,
+    groups::{Accepted, Connected, JoinedVia, SyncReport},
+    state::{Contact, PendingRequest},
 };
 
 /// Environment variable a password is read from when no `--password-file` is given.
@@ -136,6 +137,24 @@ pub enum Command {
         #[arg(value_name = "ID")]
         id: String,
     },
+    /// Ask a user to connect: creates the connection group (with this user's other clients)
+    /// and sends every client of the user an invitation.
+    Connect {
+        /// The user to connect with, e.g. bob@example.org
+        #[arg(value_name = "USER@DOMAIN")]
+        user: UserName,
+    },
+    /// Accept a connection request: join its connection group (or find that another client of
+    /// this user already did) and add this user's other clients.
+    Accept {
+        /// The request's id, as `requests` shows it
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Read this client's queue: join groups it was invited into and apply group changes.
+    Sync,
+    /// List this client's connections.
+    Contacts,
     /// Look up a user's clients by name and check their connection packages (for operators).
     ///
     /// Uses up one of each client's one-time connection packages on its server.
@@ -218,6 +237,10 @@ pub enum Outcome {
         user: UserName,
         packages: Vec<ConnectionPackage>,
     },
+    Connected(Connected),
+    Accepted(Accepted),
+    Synced(SyncReport),
+    Contacts(Vec<Contact>),
 }
 
 /// Parses `args` (the program name first), runs the command and prints its outcome.
@@ -333,6 +356,10 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             open(&state_dir)?.decline(id).await?;
             Ok(Outcome::Declined(id.clone()))
         }
+        Command::Connect { user } => Ok(Outcome::Connected(open(&state_dir)?.connect(user).await?)),
+        Command::Accept { id } => Ok(Outcome::Accepted(open(&state_dir)?.accept(id).await?)),
+        Command::Sync => Ok(Outcome::Synced(open(&state_dir)?.sync().await?)),
+        Command::Contacts => Ok(Outcome::Contacts(open(&state_dir)?.contacts().await?)),
         Command::Discover { user } => Ok(Outcome::Discovered {
             user: user.clone(),
             packages: open(&state_dir)?.discover(user).await?,
@@ -452,6 +479,33 @@ impl Outcome {
                     "last_resort": p.body.last_resort,
                 })).collect::<Vec<_>>(),
             }),
+            Outcome::Connected(c) => json!({
+                "group_id": hex::encode(&c.group_id),
+                "peer": c.peer.to_string(),
+                "invited": c.invited,
+                "own_clients_added": c.own_clients_added,
+            }),
+            Outcome::Accepted(a) => json!({
+                "group_id": hex::encode(&a.group_id),
+                "peer": a.peer.to_string(),
+                "via": a.via.as_str(),
+                "own_clients_added": a.own_clients_added,
+                "own_clients_error": a.own_clients_error,
+            }),
+            Outcome::Synced(r) => json!({
+                "joined": r.joined.iter().map(hex::encode).collect::<Vec<_>>(),
+                "commits": r.commits,
+                "messages": r.messages,
+                "failed": r.failed,
+                "other": r.other.iter().map(received_json).collect::<Vec<_>>(),
+            }),
+            Outcome::Contacts(contacts) => json!({
+                "contacts": contacts.iter().map(|c| json!({
+                    "group_id": hex::encode(&c.group_id),
+                    "peer": c.peer.as_ref().map(ToString::to_string),
+                    "since": c.since.0,
+                })).collect::<Vec<_>>(),
+            }),
         }
     }
 
@@ -567,6 +621,71 @@ impl Outcome {
                     )
                 }));
                 lines.join("\n")
+            }
+            Outcome::Connected(c) => format!(
+                "Asked {} to connect: {} of their client(s) invited, {} of your other client(s) \
+                 added; connection group {}",
+                c.peer,
+                c.invited,
+                c.own_clients_added,
+                hex::encode(&c.group_id)
+            ),
+            Outcome::Accepted(a) => {
+                let mut text = match a.via {
+                    JoinedVia::ExternalCommit => format!(
+                        "Connected with {} (group {}); {} of your other client(s) added.",
+                        a.peer,
+                        hex::encode(&a.group_id),
+                        a.own_clients_added
+                    ),
+                    JoinedVia::Welcome => format!(
+                        "Connected with {}: another of your clients had accepted; joined its \
+                         group {}.",
+                        a.peer,
+                        hex::encode(&a.group_id)
+                    ),
+                    JoinedVia::AlreadyConnected => format!(
+                        "Already connected with {} (group {}).",
+                        a.peer,
+                        hex::encode(&a.group_id)
+                    ),
+                };
+                if let Some(e) = &a.own_clients_error {
+                    text.push_str(&format!(
+                        "\nAdding your other clients failed: {}",
+                        printable(e)
+                    ));
+                }
+                text
+            }
+            Outcome::Synced(r) => {
+                let mut lines = vec![format!(
+                    "Joined {} group(s), applied {} commit(s).",
+                    r.joined.len(),
+                    r.commits
+                )];
+                lines.extend(r.failed.iter().map(|f| format!("failed: {}", printable(f))));
+                lines.extend(r.other.iter().map(received_text));
+                lines.join("\n")
+            }
+            Outcome::Contacts(contacts) => {
+                if contacts.is_empty() {
+                    return "No connections.".into();
+                }
+                contacts
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}  group {}  since {}",
+                            c.peer
+                                .as_ref()
+                                .map_or("(not known yet)".to_owned(), ToString::to_string),
+                            hex::encode(&c.group_id),
+                            format_time(c.since)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             }
         }
     }

@@ -6,7 +6,8 @@ use std::{path::Path, time::Duration};
 
 use roost_protocol::{
     api::{
-        self, AddClient, ConnectionPackageCount, NewClient, QueueItem, QueueMessage, RegisterUser,
+        self, AddClient, ConnectionPackageCount, KeyPackageCount, NewClient, QueueItem,
+        QueueMessage, RegisterUser,
     },
     credentials::{AsCredentials, ClientCredential},
     crypto::CryptoError,
@@ -16,6 +17,8 @@ use roost_protocol::{
 use crate::{
     connections::INITIAL_PACKAGES,
     error::Error,
+    groups::INITIAL_KEY_PACKAGES,
+    mls_storage::MlsProvider,
     server::{Queue, QueueKind, Server, Signer},
     state::{Identity, QueuePosition, State, StateError},
 };
@@ -31,6 +34,12 @@ pub struct Client {
     reading_connections: tokio::sync::Mutex<()>,
     /// What publishing the first connection packages came to, for a client just enrolled.
     initial_packages: Option<Result<ConnectionPackageCount, Error>>,
+    /// What publishing the first MLS key packages came to, for a client just enrolled.
+    initial_key_packages: Option<Result<KeyPackageCount, Error>>,
+    /// The MLS state, in the state directory's `mls` tree.
+    pub(crate) mls: MlsProvider,
+    /// One MLS operation at a time (see [`crate::groups`]).
+    pub(crate) mls_lock: tokio::sync::Mutex<()>,
 }
 
 /// Reads one kind of queue for [`Client::drain`]: opens and checks a batch, and saves what it
@@ -148,18 +157,22 @@ impl Client {
             .identity()?
             .ok_or_else(|| StateError::NotRegistered(state.dir().to_path_buf()))?;
         let server = Server::new(&identity.server_url)?;
-        Ok(Client::new(state, identity, server))
+        Client::new(state, identity, server)
     }
 
-    fn new(state: State, identity: Identity, server: Server) -> Client {
-        Client {
+    fn new(state: State, identity: Identity, server: Server) -> Result<Client, Error> {
+        let mls = MlsProvider::new(state.mls_tree()?)?;
+        Ok(Client {
             state,
             identity,
             server,
             reading_messages: tokio::sync::Mutex::new(()),
             reading_connections: tokio::sync::Mutex::new(()),
             initial_packages: None,
-        }
+            initial_key_packages: None,
+            mls,
+            mls_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Registers a new user with this as its first client, and saves it in `state_dir` (which
@@ -245,11 +258,15 @@ impl Client {
                 },
                 other => other,
             })?;
-        let mut client = Client::new(state, identity, server);
+        let mut client = Client::new(state, identity, server)?;
         let published = client
             .publish_connection_packages_with(INITIAL_PACKAGES, true)
             .await;
         client.initial_packages = Some(published);
+        let published = client
+            .publish_key_packages(INITIAL_KEY_PACKAGES, true)
+            .await;
+        client.initial_key_packages = Some(published);
         Ok(client)
     }
 
@@ -260,6 +277,12 @@ impl Client {
     /// from its state directory.
     pub fn initial_packages(&self) -> Option<&Result<ConnectionPackageCount, Error>> {
         self.initial_packages.as_ref()
+    }
+
+    /// For a client just registered or added: whether its first MLS key packages (a batch and
+    /// a last-resort one) were published, like [`Client::initial_packages`].
+    pub fn initial_key_packages(&self) -> Option<&Result<KeyPackageCount, Error>> {
+        self.initial_key_packages.as_ref()
     }
 
     pub fn identity(&self) -> &Identity {

@@ -2,7 +2,7 @@
 //! (and keeping their secret keys), finding a user's clients by name, sending a sealed
 //! invitation to one of them, and reading, checking and keeping the requests others sent.
 //!
-//! Accepting a request needs MLS (joining the connection group) and is not built yet.
+//! Accepting a request (joining the connection group) is in [`crate::groups`].
 //!
 //! Every check happens here, in the client: the AS serves packages and queues sealed requests
 //! but is not trusted with them. A discovered package must be signed by its client, valid now,
@@ -318,13 +318,16 @@ impl Client {
     /// Hook for the spec's first step on receiving a request: if the user already accepted it
     /// on another client, this client's QS queue holds a Welcome for the same group, which it
     /// should use to join instead, discarding the request.
-    // TODO(mls): look in the QS queue for a WelcomeBundle of `request`'s connection group id;
-    // join with it and return true. Needs the MLS group state, which does not exist yet.
+    /// Here only the local record is consulted (the connection queue is read without the MLS
+    /// lock); [`Client::accept`] and [`Client::sync`] read the QS queue itself.
     async fn joined_through_welcome(
         &self,
-        _request: &ConnectionEstablishmentPackage,
+        request: &ConnectionEstablishmentPackage,
     ) -> Result<bool, Error> {
-        Ok(false)
+        Ok(self
+            .state
+            .contact(&request.body.connection_group_id)?
+            .is_some())
     }
 }
 
@@ -472,7 +475,7 @@ fn request_id(
 }
 
 /// Failures that may pass: the outcome of a check must not depend on them.
-fn is_transient(error: &Error) -> bool {
+pub(crate) fn is_transient(error: &Error) -> bool {
     match error {
         Error::Server(ServerError::Network(_)) | Error::Task(_) => true,
         Error::Server(ServerError::Http { status, .. }) => *status == 429 || *status >= 500,

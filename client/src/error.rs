@@ -63,6 +63,24 @@ pub enum Error {
     /// A connection request could not be sealed to its connection package.
     #[error("cannot seal the connection request: {0}")]
     Seal(CryptoError),
+    /// The MLS store failed.
+    #[error(transparent)]
+    MlsStore(#[from] crate::mls_storage::MlsStorageError),
+    /// An MLS operation failed.
+    #[error("MLS: {0}")]
+    Mls(String),
+    /// A key-package entry of one of this user's other clients failed a check.
+    #[error("the key package served for this user's client {client_id} is refused: {reason}")]
+    BadKeyPackage { client_id: ClientId, reason: String },
+    /// The connection group named by a request is not what it should be.
+    #[error("the connection group is refused: {0}")]
+    BadConnectionGroup(String),
+    /// Accepting a request failed for good (no Welcome from another client either); the
+    /// request was discarded.
+    #[error("cannot connect with {peer}: {reason}; no other client of this user accepted it either, so the request was discarded")]
+    ConnectionFailed { peer: UserName, reason: String },
+    #[error("a user cannot connect with itself")]
+    ConnectToSelf,
     /// A blocking state operation could not be run.
     #[error("a background task failed: {0}")]
     Task(String),
@@ -92,6 +110,12 @@ impl Error {
             Error::NoReachableClients(_) => "no_reachable_clients",
             Error::UnknownRequest(_) => "unknown_request",
             Error::Seal(_) => "seal_failed",
+            Error::MlsStore(_) => "state_io",
+            Error::Mls(_) => "mls",
+            Error::BadKeyPackage { .. } => "bad_key_package",
+            Error::BadConnectionGroup(_) => "bad_connection_group",
+            Error::ConnectionFailed { .. } => "connection_failed",
+            Error::ConnectToSelf => "connect_to_self",
             Error::Task(_) => "internal",
         }
     }

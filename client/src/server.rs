@@ -9,15 +9,17 @@ use std::time::Duration;
 use reqwest::{header, Method, StatusCode, Url};
 use roost_protocol::{
     api::{
-        self, Ack, AddClient, ClientList, ConnectionPackageCount, ConnectionPackages, Enqueue,
-        Enqueued, ErrorBody, PublishConnectionPackages, QueueBatch, RegisterUser,
+        self, Ack, AddClient, ClaimedKeyPackages, ClientList, ConnectionPackageCount,
+        ConnectionPackages, Enqueue, Enqueued, ErrorBody, KeyPackageCount,
+        PublishConnectionPackages, PublishKeyPackages, QueueBatch, RegisterUser,
     },
     auth::RequestSignature,
     codec,
-    connection::{ConnectionPackage, SealedConnectionRequest},
+    connection::{ConnectionPackage, EarKey, SealedConnectionRequest},
     credentials::{AsCredentials, ClientCredential},
+    ds,
     ids::now_millis,
-    ClientId, SigningKey, UserName,
+    ClientId, HpkePublicKey, SigningKey, UserName,
 };
 use serde::de::DeserializeOwned;
 
@@ -366,6 +368,110 @@ impl Server {
         let path = api::as_connection_queue(client);
         self.call_no_content(Method::POST, &path, Some(bytes), None)
             .await
+    }
+
+    /// `GET /qs/v1/queue-ref-key`: the key this QS opens sealed queue references with. Public.
+    pub async fn queue_ref_key(&self) -> Result<HpkePublicKey, ServerError> {
+        self.call(
+            Method::GET,
+            api::QS_QUEUE_REF_KEY,
+            None,
+            None,
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST /qs/v1/key-packages`: publishes key-package entries of the signer.
+    pub async fn publish_key_packages(
+        &self,
+        signer: Signer<'_>,
+        body: &PublishKeyPackages,
+    ) -> Result<KeyPackageCount, ServerError> {
+        let bytes = codec::encode(body);
+        self.call(
+            Method::POST,
+            api::QS_KEY_PACKAGES,
+            Some(bytes),
+            Some(signer),
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `GET /qs/v1/own-key-packages`: one entry per other client of the signer's user.
+    pub async fn own_key_packages(
+        &self,
+        signer: Signer<'_>,
+    ) -> Result<ClaimedKeyPackages, ServerError> {
+        self.call(
+            Method::GET,
+            api::QS_OWN_KEY_PACKAGES,
+            None,
+            Some(signer),
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST /ds/v1/groups`: creates a group with its creator as the only member.
+    pub async fn create_group(&self, body: &ds::CreateGroup) -> Result<(), ServerError> {
+        self.call_no_content(Method::POST, ds::DS_GROUPS, Some(codec::encode(body)), None)
+            .await
+    }
+
+    /// `POST /ds/v1/groups/{id}/commit`.
+    pub async fn commit(
+        &self,
+        group_id: &[u8],
+        body: &ds::CommitRequest,
+    ) -> Result<ds::Committed, ServerError> {
+        let path = ds::ds_commit(group_id);
+        self.call(
+            Method::POST,
+            &path,
+            Some(codec::encode(body)),
+            None,
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST /ds/v1/groups/{id}/external-commit-info`.
+    pub async fn external_commit_info(
+        &self,
+        group_id: &[u8],
+        ear_key: &EarKey,
+    ) -> Result<ds::ExternalCommitInfo, ServerError> {
+        let path = ds::ds_external_commit_info(group_id);
+        let body = ds::EarKeyProof {
+            ear_key: ear_key.clone(),
+        };
+        self.call(
+            Method::POST,
+            &path,
+            Some(codec::encode(&body)),
+            None,
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST /ds/v1/groups/{id}/join-connection-group`: succeeds once per connection group.
+    pub async fn join_connection_group(
+        &self,
+        group_id: &[u8],
+        body: &ds::JoinConnectionGroup,
+    ) -> Result<ds::Committed, ServerError> {
+        let path = ds::ds_join_connection_group(group_id);
+        self.call(
+            Method::POST,
+            &path,
+            Some(codec::encode(body)),
+            None,
+            REQUEST_TIMEOUT,
+        )
+        .await
     }
 
     async fn call<T: DeserializeOwned>(

@@ -5,7 +5,10 @@
 //! it published (`connection_keys`: package hash → [`ConnectionKey`]); the connection requests
 //! waiting for the user's decision (`connection_requests`: id → [`PendingRequest`]); and the
 //! hashes of the sealed requests already received, so a replay is not shown again
-//! (`connection_requests_seen`: hash → end of validity of the package it was sealed to). Every write is flushed before it returns, because the CLI process
+//! (`connection_requests_seen`: hash → end of validity of the package it was sealed to); the
+//! client's connections (`contacts`: group id → [`Contact`]), its MLS signature key's public half
+//! and leaf pseudonym ([`MlsIdentity`], default tree), and the openmls state (tree `mls`, written
+//! only through [`crate::mls_storage`]). Every write is flushed before it returns, because the CLI process
 //! exits right after a command. What "flushed" means for sled 0.34 on Linux: the data reached
 //! the OS (`sync_file_range`), which survives a killed process but not necessarily a power cut
 //! within sled's 500 ms fsync interval; for a client that is acceptable, since the worst case is
@@ -21,7 +24,7 @@ use std::{
 
 use roost_protocol::{
     codec,
-    connection::{ConnectionEstablishmentPackage, ConnectionPackageHash},
+    connection::{ConnectionEstablishmentPackage, ConnectionPackageHash, EarKey},
     credentials::ClientCredential,
     ClientId, HpkeSecretKey, SigningKey, Timestamp, UserName,
 };
@@ -40,6 +43,10 @@ const KEY_CONNECTION_QUEUE: &[u8] = b"connection_queue_position";
 const TREE_CONNECTION_KEYS: &str = "connection_keys";
 const TREE_REQUESTS: &str = "connection_requests";
 const TREE_SEEN_REQUESTS: &str = "connection_requests_seen";
+const KEY_MLS_IDENTITY: &[u8] = b"mls_identity";
+const TREE_CONTACTS: &str = "contacts";
+/// The openmls storage (see [`crate::mls_storage`]).
+pub const TREE_MLS: &str = "mls";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -134,6 +141,27 @@ impl std::fmt::Debug for ConnectionKey {
     }
 }
 
+/// This client's MLS signature key (the key pair itself lives in the MLS store) and the
+/// pseudonym its leaves carry instead of the user name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MlsIdentity {
+    pub signature_public_key: Vec<u8>,
+    pub pseudonym: Vec<u8>,
+}
+
+/// A connection: the connection group shared with another user, and its keys. Contains secret
+/// keys: never print it whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub group_id: Vec<u8>,
+    /// The other user; `None` while not known yet (a client that joined through a Welcome
+    /// before the responder joined).
+    pub peer: Option<UserName>,
+    pub group_state_ear_key: EarKey,
+    pub credential_ear_key: EarKey,
+    pub since: Timestamp,
+}
+
 /// A connection request that passed every check, waiting for the user's decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingRequest {
@@ -171,6 +199,7 @@ pub struct State {
     connection_keys: sled::Tree,
     requests: sled::Tree,
     seen_requests: sled::Tree,
+    contacts: sled::Tree,
 }
 
 impl std::fmt::Debug for State {
@@ -223,6 +252,7 @@ impl State {
             connection_keys: tree(TREE_CONNECTION_KEYS)?,
             requests: tree(TREE_REQUESTS)?,
             seen_requests: tree(TREE_SEEN_REQUESTS)?,
+            contacts: tree(TREE_CONTACTS)?,
             dir,
             db,
         };
@@ -422,6 +452,56 @@ impl State {
         }
         self.flush()?;
         Ok(pruned)
+    }
+
+    /// The tree of the openmls storage.
+    pub fn mls_tree(&self) -> Result<sled::Tree, StateError> {
+        self.db.open_tree(TREE_MLS).map_err(|e| self.store_error(e))
+    }
+
+    pub fn mls_identity(&self) -> Result<Option<MlsIdentity>, StateError> {
+        self.get(KEY_MLS_IDENTITY)
+    }
+
+    pub fn save_mls_identity(&self, identity: &MlsIdentity) -> Result<(), StateError> {
+        self.put(KEY_MLS_IDENTITY, identity)
+    }
+
+    /// Every connection, oldest first.
+    pub fn contacts(&self) -> Result<Vec<Contact>, StateError> {
+        let mut contacts: Vec<Contact> = self
+            .tree_all(&self.contacts, TREE_CONTACTS)?
+            .into_iter()
+            .map(|(_, contact)| contact)
+            .collect();
+        contacts.sort_by(|a, b| (a.since, &a.group_id).cmp(&(b.since, &b.group_id)));
+        Ok(contacts)
+    }
+
+    pub fn contact(&self, group_id: &[u8]) -> Result<Option<Contact>, StateError> {
+        self.tree_get(&self.contacts, TREE_CONTACTS, group_id)
+    }
+
+    pub fn save_contact(&self, contact: &Contact) -> Result<(), StateError> {
+        self.contacts
+            .insert(&contact.group_id, codec::encode(contact))
+            .map_err(|e| self.store_error(e))?;
+        self.flush()
+    }
+
+    /// Deletes every pending request inviting into `group_id`; answers how many there were.
+    pub fn remove_requests_for_group(&self, group_id: &[u8]) -> Result<usize, StateError> {
+        let mut removed = 0;
+        for request in self.pending_requests()? {
+            if request.package.body.connection_group_id == group_id {
+                self.requests
+                    .remove(request.id.as_bytes())
+                    .map_err(|e| self.store_error(e))?;
+                removed += 1;
+            }
+        }
+        self.flush()?;
+        Ok(removed)
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {

@@ -301,3 +301,62 @@ pub async fn add(
         .await;
     (response.status, request)
 }
+
+/// `joiner` joins a connection group by external commit through the DS's
+/// join-connection-group endpoint; returns the status.
+pub async fn join_connection_group(
+    http: &Raw,
+    domain: &str,
+    group_id: &[u8],
+    keys: &Keys,
+    joiner: &mut Member,
+) -> u16 {
+    let info: ds::ExternalCommitInfo = http
+        .send(
+            "POST",
+            &ds::ds_external_commit_info(group_id),
+            codec::encode(&ds::EarKeyProof {
+                ear_key: keys.state.clone(),
+            }),
+            None,
+        )
+        .await
+        .decode();
+    let MlsMessageBodyIn::GroupInfo(group_info) = parse(&info.group_info) else {
+        panic!("not a group info");
+    };
+    let join_config = MlsGroupJoinConfig::builder()
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .build();
+    let (group, bundle) = MlsGroup::external_commit_builder()
+        .with_config(join_config)
+        .build_group(&joiner.provider, group_info, joiner.credential.clone())
+        .unwrap()
+        .load_psks(joiner.provider.storage())
+        .unwrap()
+        .build(
+            joiner.provider.rand(),
+            joiner.provider.crypto(),
+            &joiner.signer,
+            |_| true,
+        )
+        .unwrap()
+        .finalize(&joiner.provider)
+        .unwrap();
+    joiner.group = Some(group);
+    let body = ds::JoinConnectionGroup {
+        ear_key: keys.state.clone(),
+        commit: bundle.commit().to_bytes().unwrap(),
+        group_info: joiner.group_info(),
+        joiner: joiner.entry(http, domain, &keys.credentials).await,
+    };
+    http.send(
+        "POST",
+        &ds::ds_join_connection_group(group_id),
+        codec::encode(&body),
+        None,
+    )
+    .await
+    .status
+}
