@@ -220,9 +220,9 @@ async fn a_refused_join_without_a_welcome_discards_the_request_with_a_clear_erro
         state: request.package.body.group_state_ear_key.clone(),
         credentials: request.package.body.credential_ear_key.clone(),
     };
-    let status =
+    let response =
         mls::join_connection_group(&http, server.domain(), &group_id, &keys, &mut mallory).await;
-    assert_eq!(status, 200);
+    assert_eq!(response.status, 200);
 
     let error = bob_phone.accept(&request.id).await.unwrap_err();
     assert!(

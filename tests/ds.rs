@@ -194,63 +194,10 @@ async fn external_join(
     keys: &Keys,
     joiner: &mut Member,
 ) -> (u16, String) {
-    let info: ds::ExternalCommitInfo = http
-        .send(
-            "POST",
-            &ds::ds_external_commit_info(group_id),
-            codec::encode(&ds::EarKeyProof {
-                ear_key: keys.state.clone(),
-            }),
-            None,
-        )
-        .await
-        .decode();
-    assert!(!info.encrypted_credentials.is_empty());
-    let MlsMessageBodyIn::GroupInfo(group_info) =
-        MlsMessageIn::tls_deserialize_exact(&info.group_info)
-            .unwrap()
-            .extract()
-    else {
-        panic!("not a group info");
-    };
-    let join_config = MlsGroupJoinConfig::builder()
-        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
-        .use_ratchet_tree_extension(true)
-        .build();
-    let (group, bundle) = MlsGroup::external_commit_builder()
-        .with_config(join_config)
-        .build_group(&joiner.provider, group_info, joiner.credential.clone())
-        .unwrap()
-        .load_psks(joiner.provider.storage())
-        .unwrap()
-        .build(
-            joiner.provider.rand(),
-            joiner.provider.crypto(),
-            &joiner.signer,
-            |_| true,
-        )
-        .unwrap()
-        .finalize(&joiner.provider)
-        .unwrap();
-    joiner.group = Some(group);
-    let body = ds::JoinConnectionGroup {
-        ear_key: keys.state.clone(),
-        commit: bundle.commit().to_bytes().unwrap(),
-        group_info: joiner.group_info(),
-        joiner: joiner.entry(http, domain, &keys.credentials).await,
-    };
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_join_connection_group(group_id),
-            codec::encode(&body),
-            None,
-        )
-        .await;
-    let code = if response.status == 200 {
-        String::new()
-    } else {
-        response.error_code()
+    let response = mls::join_connection_group(http, domain, group_id, keys, joiner).await;
+    let code = match response.status {
+        200 => String::new(),
+        _ => response.error_code(),
     };
     (response.status, code)
 }

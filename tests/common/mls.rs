@@ -13,7 +13,7 @@ use roost_protocol::{
     Domain, HpkePublicKey,
 };
 
-use super::{Identity, Raw, TestServer};
+use super::{Identity, Raw, Response, TestServer};
 
 pub const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
@@ -303,14 +303,14 @@ pub async fn add(
 }
 
 /// `joiner` joins a connection group by external commit through the DS's
-/// join-connection-group endpoint; returns the status.
+/// join-connection-group endpoint; returns the DS's answer.
 pub async fn join_connection_group(
     http: &Raw,
     domain: &str,
     group_id: &[u8],
     keys: &Keys,
     joiner: &mut Member,
-) -> u16 {
+) -> Response {
     let info: ds::ExternalCommitInfo = http
         .send(
             "POST",
@@ -322,6 +322,8 @@ pub async fn join_connection_group(
         )
         .await
         .decode();
+    // The DS hands out the members' (encrypted) credentials for the joiner to check.
+    assert!(!info.encrypted_credentials.is_empty());
     let MlsMessageBodyIn::GroupInfo(group_info) = parse(&info.group_info) else {
         panic!("not a group info");
     };
@@ -358,5 +360,4 @@ pub async fn join_connection_group(
         None,
     )
     .await
-    .status
 }
