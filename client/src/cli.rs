@@ -22,7 +22,7 @@ use crate::{
     connections::{Rejected, INITIAL_PACKAGES},
     error::Error,
     groups::{Accepted, Connected, JoinedVia, SyncReport},
-    state::{Contact, PendingRequest},
+    state::{Contact, PendingRequest, StoredMessage},
 };
 
 /// Environment variable a password is read from when no `--password-file` is given.
@@ -155,6 +155,29 @@ pub enum Command {
     Sync,
     /// List this client's connections.
     Contacts,
+    /// Send a chat message to a connected user (and your other clients).
+    Send {
+        /// The connected user, e.g. bob@example.org
+        #[arg(value_name = "USER@DOMAIN")]
+        peer: UserName,
+        /// The message
+        #[arg(value_name = "TEXT")]
+        text: String,
+    },
+    /// Show the chat with a connected user, as far as this client has synced.
+    Messages {
+        /// The connected user, e.g. bob@example.org
+        #[arg(value_name = "USER@DOMAIN")]
+        peer: UserName,
+    },
+    /// Keep reading the queue and print chat messages as they arrive (until Ctrl-C).
+    ///
+    /// With --json, each message is printed as one JSON line.
+    Watch {
+        /// Stop after this many seconds
+        #[arg(long = "for", value_name = "SECS")]
+        for_secs: Option<u64>,
+    },
     /// Look up a user's clients by name and check their connection packages (for operators).
     ///
     /// Uses up one of each client's one-time connection packages on its server.
@@ -241,6 +264,10 @@ pub enum Outcome {
     Accepted(Accepted),
     Synced(SyncReport),
     Contacts(Vec<Contact>),
+    MessageSent(StoredMessage),
+    Messages(Vec<StoredMessage>),
+    /// `watch` ended; how many messages it printed.
+    Watched(usize),
 }
 
 /// Parses `args` (the program name first), runs the command and prints its outcome.
@@ -360,11 +387,97 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
         Command::Accept { id } => Ok(Outcome::Accepted(open(&state_dir)?.accept(id).await?)),
         Command::Sync => Ok(Outcome::Synced(open(&state_dir)?.sync().await?)),
         Command::Contacts => Ok(Outcome::Contacts(open(&state_dir)?.contacts().await?)),
+        Command::Send { peer, text } => Ok(Outcome::MessageSent(
+            open(&state_dir)?.send(peer, text).await?,
+        )),
+        Command::Messages { peer } => {
+            Ok(Outcome::Messages(open(&state_dir)?.messages(peer).await?))
+        }
+        Command::Watch { for_secs } => {
+            let client = open(&state_dir)?;
+            Ok(Outcome::Watched(watch(&client, *for_secs, cli.json).await?))
+        }
         Command::Discover { user } => Ok(Outcome::Discovered {
             user: user.clone(),
             packages: open(&state_dir)?.discover(user).await?,
         }),
     }
+}
+
+/// Long-polls the queue and prints each new chat message, until Ctrl-C or `for_secs` passed.
+/// Stopping in the middle of a sync is like a crash: nothing handled is lost, and what was not
+/// finished is handled by the next sync.
+async fn watch(client: &Client, for_secs: Option<u64>, json: bool) -> Result<usize, CliError> {
+    let deadline = for_secs.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut shown = 0;
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        if left == Some(Duration::ZERO) {
+            return Ok(shown);
+        }
+        let wait = left.map_or(Duration::from_secs(MAX_WAIT_SECS), |l| {
+            l.min(Duration::from_secs(MAX_WAIT_SECS))
+        });
+        let stop = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let report = tokio::select! {
+            _ = &mut ctrl_c => return Ok(shown),
+            _ = stop => return Ok(shown),
+            report = client.sync_waiting(wait) => report,
+        };
+        match report {
+            Ok(report) => {
+                let contacts = client.contacts().await.unwrap_or_default();
+                for (group_id, message) in &report.received {
+                    let peer = contacts
+                        .iter()
+                        .find(|c| &c.group_id == group_id)
+                        .and_then(|c| c.peer.as_ref())
+                        .map_or_else(|| hex::encode(group_id), ToString::to_string);
+                    let line = if json {
+                        let mut value = message_json(message);
+                        value["peer"] = json!(peer);
+                        value.to_string()
+                    } else {
+                        format!("[{peer}] {}", message_text(message))
+                    };
+                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+                    shown += 1;
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr().lock(), "warning: sync failed: {e}");
+                tokio::select! {
+                    _ = &mut ctrl_c => return Ok(shown),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+fn message_json(message: &StoredMessage) -> Value {
+    json!({
+        "from": message.from.to_string(),
+        "text": message.text,
+        "at": message.at.0,
+        "seq": message.seq,
+    })
+}
+
+fn message_text(message: &StoredMessage) -> String {
+    format!(
+        "{}  {}: {}",
+        format_time(message.at),
+        message.from,
+        printable(&message.text)
+    )
 }
 
 fn open(state_dir: &Path) -> Result<Client, CliError> {
@@ -499,6 +612,11 @@ impl Outcome {
                 "failed": r.failed,
                 "other": r.other.iter().map(received_json).collect::<Vec<_>>(),
             }),
+            Outcome::MessageSent(message) => message_json(message),
+            Outcome::Messages(messages) => json!({
+                "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
+            }),
+            Outcome::Watched(shown) => json!({ "watched": shown }),
             Outcome::Contacts(contacts) => json!({
                 "contacts": contacts.iter().map(|c| json!({
                     "group_id": hex::encode(&c.group_id),
@@ -668,6 +786,18 @@ impl Outcome {
                 lines.extend(r.other.iter().map(received_text));
                 lines.join("\n")
             }
+            Outcome::MessageSent(message) => format!("Sent: {}", message_text(message)),
+            Outcome::Messages(messages) => {
+                if messages.is_empty() {
+                    return "No messages.".into();
+                }
+                messages
+                    .iter()
+                    .map(message_text)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+            Outcome::Watched(shown) => format!("Stopped watching; {shown} message(s) shown."),
             Outcome::Contacts(contacts) => {
                 if contacts.is_empty() {
                     return "No connections.".into();

@@ -488,7 +488,11 @@ impl Client {
         })
     }
 
-    async fn save_position(&self, queue: QueueKind, position: QueuePosition) -> Result<(), Error> {
+    pub(crate) async fn save_position(
+        &self,
+        queue: QueueKind,
+        position: QueuePosition,
+    ) -> Result<(), Error> {
         let state = self.state.clone();
         blocking(move || state.set_queue_position(queue, &position)).await
     }

@@ -84,6 +84,8 @@ pub enum Error {
     /// A blocking state operation could not be run.
     #[error("a background task failed: {0}")]
     Task(String),
+    #[error("not connected with {0} (see `roost-client contacts`)")]
+    NotConnected(UserName),
 }
 
 impl Error {
@@ -117,6 +119,7 @@ impl Error {
             Error::ConnectionFailed { .. } => "connection_failed",
             Error::ConnectToSelf => "connect_to_self",
             Error::Task(_) => "internal",
+            Error::NotConnected(_) => "not_connected",
         }
     }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use openmls::prelude::{tls_codec::Deserialize as _, *};
 use openmls_basic_credential::SignatureKeyPair;
 use roost_protocol::{
-    api::{KeyPackageCount, PublishKeyPackages, QueueItem, MAX_PUBLISH},
+    api::{KeyPackageCount, PublishKeyPackages, QueueItem, QueueMessage, MAX_PUBLISH},
     codec,
     connection::{ConnectionEstablishmentBody, ConnectionEstablishmentPackage, EarKey},
     credentials::ClientCredential,
@@ -36,11 +36,12 @@ use roost_protocol::{
 };
 
 use crate::{
-    client::{blocking, Client, Received},
+    client::{blocking, Client, QueueReader, Received},
     connections::is_transient,
     error::Error,
     mls_storage::MlsProvider,
-    state::{Contact, MlsIdentity, PendingRequest},
+    server::QueueKind,
+    state::{Contact, MlsIdentity, PendingRequest, QueuePosition, StoredMessage},
 };
 
 /// The one ciphersuite of Roost groups.
@@ -75,8 +76,8 @@ fn mls_error(what: &str, e: impl std::fmt::Display) -> Error {
 
 /// This client's MLS signer and the (pseudonymous) credential its leaves carry.
 pub(crate) struct MlsSigner {
-    key: SignatureKeyPair,
-    credential: CredentialWithKey,
+    pub(crate) key: SignatureKeyPair,
+    pub(crate) credential: CredentialWithKey,
 }
 
 /// What [`Client::connect`] came to.
@@ -130,8 +131,10 @@ pub struct SyncReport {
     pub joined: Vec<Vec<u8>>,
     /// Commits applied.
     pub commits: usize,
-    /// Application messages seen (not kept: messaging is not built yet).
+    /// Application messages processed.
     pub messages: usize,
+    /// Application messages newly stored, with their group.
+    pub received: Vec<(Vec<u8>, StoredMessage)>,
     /// Deliveries that could not be used, with the reason.
     pub failed: Vec<String>,
     /// Queue items that are not group deliveries, as [`Client::receive`] returns them.
@@ -147,8 +150,50 @@ pub struct GroupStatus {
 
 enum Processed {
     Commit,
-    Message,
+    /// An application message, and what was stored for it (`None`: stored before).
+    Message(Option<StoredMessage>),
     Proposal,
+}
+
+/// A processed message whose MLS writes are not committed yet.
+enum Pending {
+    Done(Processed),
+    Application { pseudonym: Vec<u8>, text: String },
+}
+
+/// The QS queue's reader for [`Client::sync`]: handles each message, then saves the position.
+struct GroupReader {
+    report: SyncReport,
+}
+
+impl QueueReader for GroupReader {
+    type Item = ();
+    const KIND: QueueKind = QueueKind::Messages;
+
+    async fn take(
+        &mut self,
+        client: &Client,
+        messages: &[QueueMessage],
+        position: QueuePosition,
+    ) -> Result<Vec<()>, Error> {
+        let id = client.identity.client_id;
+        for message in messages {
+            let item = message.open(&client.identity.queue_key, &id);
+            client
+                .handle_item(message.seq, item, &mut self.report)
+                .await?;
+            client
+                .save_position(
+                    Self::KIND,
+                    QueuePosition {
+                        received: Some(message.seq),
+                        ..position
+                    },
+                )
+                .await?;
+        }
+        Ok(vec![(); messages.len()])
+    }
 }
 
 impl Client {
@@ -677,37 +722,54 @@ impl Client {
         self.sync_locked(Duration::ZERO).await
     }
 
-    async fn sync_locked(&self, wait: Duration) -> Result<SyncReport, Error> {
-        let mut report = SyncReport::default();
-        for received in self.receive(wait).await? {
-            match received.item {
-                Ok(QueueItem::Group(GroupDelivery::Welcome(bundle))) => {
-                    match self.join_from_welcome(&bundle).await {
-                        Ok(()) => report.joined.push(bundle.group_id),
-                        Err(e) => report.failed.push(format!(
-                            "welcome into group {}: {e}",
-                            hex::encode(&bundle.group_id)
-                        )),
-                    }
-                }
-                Ok(QueueItem::Group(GroupDelivery::Message { group_id, message })) => {
-                    match self.process_group_message(&group_id, &message) {
-                        Ok(Processed::Commit) => report.commits += 1,
-                        Ok(Processed::Message) => report.messages += 1,
-                        Ok(Processed::Proposal) => {}
-                        Err(e) => report
-                            .failed
-                            .push(format!("message of group {}: {e}", hex::encode(&group_id))),
-                    }
-                }
-                item => report.other.push(Received {
-                    seq: received.seq,
-                    item,
-                }),
-            }
-        }
+    /// [`Client::sync`] with the MLS lock held, waiting up to `wait` for a first message.
+    /// Every message is processed and its result stored (the MLS state, a chat message in the
+    /// group's log) before the position moves past it, and acknowledged only after that, so a
+    /// crash loses nothing; a message handled again after a crash is stored once (by queue seq).
+    pub(crate) async fn sync_locked(&self, wait: Duration) -> Result<SyncReport, Error> {
+        let mut reader = GroupReader {
+            report: SyncReport::default(),
+        };
+        self.drain(&mut reader, wait).await?;
         self.learn_peers().await;
-        Ok(report)
+        Ok(reader.report)
+    }
+
+    /// Handles one queue item of a sync; an `Err` is a local failure that stops the batch.
+    async fn handle_item(
+        &self,
+        seq: u64,
+        item: Result<QueueItem, roost_protocol::crypto::CryptoError>,
+        report: &mut SyncReport,
+    ) -> Result<(), Error> {
+        match item {
+            Ok(QueueItem::Group(GroupDelivery::Welcome(bundle))) => {
+                match self.join_from_welcome(&bundle).await {
+                    Ok(()) => report.joined.push(bundle.group_id),
+                    Err(e) => report.failed.push(format!(
+                        "welcome into group {}: {e}",
+                        hex::encode(&bundle.group_id)
+                    )),
+                }
+            }
+            Ok(QueueItem::Group(GroupDelivery::Message { group_id, message })) => {
+                match self.process_group_message(seq, &group_id, &message).await? {
+                    Ok(Processed::Commit) => report.commits += 1,
+                    Ok(Processed::Message(stored)) => {
+                        report.messages += 1;
+                        if let Some(stored) = stored {
+                            report.received.push((group_id, stored));
+                        }
+                    }
+                    Ok(Processed::Proposal) => {}
+                    Err(e) => report
+                        .failed
+                        .push(format!("message of group {}: {e}", hex::encode(&group_id))),
+                }
+            }
+            item => report.other.push(Received { seq, item }),
+        }
+        Ok(())
     }
 
     /// Joins the group a Welcome bundle invites into, decrypting its keys with the secret
@@ -754,35 +816,81 @@ impl Client {
         Ok(())
     }
 
-    fn process_group_message(&self, group_id: &[u8], message: &[u8]) -> Result<Processed, Error> {
+    /// Processes one group message. The outer error is a local failure (nothing committed);
+    /// the inner one a message that cannot be used. An application message is stored in the
+    /// group's log before the MLS state that consumed its key is committed.
+    async fn process_group_message(
+        &self,
+        seq: u64,
+        group_id: &[u8],
+        message: &[u8],
+    ) -> Result<Result<Processed, Error>, Error> {
+        let pending = match self.process_pending(group_id, message) {
+            Ok(pending) => pending,
+            Err(e) => {
+                self.mls.discard();
+                return Ok(Err(e));
+            }
+        };
+        let processed = match pending {
+            Pending::Done(processed) => processed,
+            Pending::Application { pseudonym, text } => {
+                let from = self.resolve_sender(group_id, &pseudonym).await;
+                let stored = self
+                    .store_message(group_id, &from, &text, Some(seq))
+                    .await
+                    .inspect_err(|_| self.mls.discard())?;
+                Processed::Message(stored)
+            }
+        };
+        self.mls.commit()?;
+        Ok(Ok(processed))
+    }
+
+    /// Processes a message into the MLS overlay, without committing it.
+    fn process_pending(&self, group_id: &[u8], message: &[u8]) -> Result<Pending, Error> {
         let mut group = MlsGroup::load(self.mls.storage(), &GroupId::from_slice(group_id))?
             .ok_or_else(|| Error::Mls("this client is not in the group".into()))?;
         let protocol = MlsMessageIn::tls_deserialize_exact(message)
             .map_err(|e| mls_error("unreadable message", e))?
             .try_into_protocol_message()
             .map_err(|e| mls_error("not a group message", e))?;
-        self.mls.with_transaction(|provider| {
-            let processed = group
-                .process_message(provider, protocol)
-                .map_err(|e| mls_error("cannot process the message", e))?;
-            match processed.into_content() {
-                ProcessedMessageContent::StagedCommitMessage(staged) => {
-                    group
-                        .merge_staged_commit(provider, *staged)
-                        .map_err(|e| mls_error("cannot merge the commit", e))?;
-                    Ok(Processed::Commit)
-                }
-                ProcessedMessageContent::ApplicationMessage(_) => Ok(Processed::Message),
-                ProcessedMessageContent::ProposalMessage(proposal) => {
-                    group
-                        .store_pending_proposal(provider.storage(), *proposal)
-                        .map_err(|e| mls_error("cannot store the proposal", e))?;
-                    Ok(Processed::Proposal)
-                }
-                // External join proposals, and this client's own messages: nothing to do.
-                _ => Ok(Processed::Proposal),
+        let provider = &self.mls;
+        let processed = group
+            .process_message(provider, protocol)
+            .map_err(|e| mls_error("cannot process the message", e))?;
+        let sender = processed.sender().clone();
+        let credential = processed.credential().clone();
+        match processed.into_content() {
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                group
+                    .merge_staged_commit(provider, *staged)
+                    .map_err(|e| mls_error("cannot merge the commit", e))?;
+                Ok(Pending::Done(Processed::Commit))
             }
-        })
+            ProcessedMessageContent::ApplicationMessage(message) => {
+                let Sender::Member(_) = sender else {
+                    return Err(Error::Mls(
+                        "an application message not from a member".into(),
+                    ));
+                };
+                let pseudonym = BasicCredential::try_from(credential)
+                    .map(|c| c.identity().to_vec())
+                    .unwrap_or_default();
+                Ok(Pending::Application {
+                    pseudonym,
+                    text: String::from_utf8_lossy(&message.into_bytes()).into_owned(),
+                })
+            }
+            ProcessedMessageContent::ProposalMessage(proposal) => {
+                group
+                    .store_pending_proposal(provider.storage(), *proposal)
+                    .map_err(|e| mls_error("cannot store the proposal", e))?;
+                Ok(Pending::Done(Processed::Proposal))
+            }
+            // External join proposals, and this client's own messages: nothing to do.
+            _ => Ok(Pending::Done(Processed::Proposal)),
+        }
     }
 
     /// For contacts whose peer is not known yet, looks at the members' credentials at the DS;

@@ -15,6 +15,7 @@
 //! the encoding openmls's serde implementations are written and tested for), so server and
 //! client cannot drift apart. Secret keys never leave the state directory.
 
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod connections;
@@ -29,4 +30,6 @@ pub use connections::{verify_packages, ConnectionRequests, RejectReason, Rejecte
 pub use error::{Error, PackageProblem};
 pub use groups::{Accepted, Connected, GroupStatus, JoinedVia, SyncReport};
 pub use server::{Queue, QueueKind, Server, ServerError, Signer};
-pub use state::{Contact, Identity, PendingRequest, QueuePosition, State, StateError};
+pub use state::{
+    Contact, Identity, PendingRequest, QueuePosition, State, StateError, StoredMessage,
+};

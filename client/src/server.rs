@@ -437,6 +437,17 @@ impl Server {
         .await
     }
 
+    /// `POST /ds/v1/groups/{id}/messages`: an application message for the other members.
+    pub async fn send_message(
+        &self,
+        group_id: &[u8],
+        body: &ds::SendMessage,
+    ) -> Result<(), ServerError> {
+        let path = ds::ds_messages(group_id);
+        self.call_no_content(Method::POST, &path, Some(codec::encode(body)), None)
+            .await
+    }
+
     /// `POST /ds/v1/groups/{id}/external-commit-info`.
     pub async fn external_commit_info(
         &self,

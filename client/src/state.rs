@@ -6,7 +6,11 @@
 //! waiting for the user's decision (`connection_requests`: id → [`PendingRequest`]); and the
 //! hashes of the sealed requests already received, so a replay is not shown again
 //! (`connection_requests_seen`: hash → end of validity of the package it was sealed to); the
-//! client's connections (`contacts`: group id → [`Contact`]), its MLS signature key's public half
+//! client's connections (`contacts`: group id → [`Contact`]), the chat log of each group
+//! (`messages`: group id length ‖ group id ‖ log position (BE) → [`StoredMessage`], with
+//! `message_seqs`: queue seq → () so a queue message is stored once) and which user each member
+//! pseudonym of a group belongs to (`member_users`: group id length ‖ group id ‖ pseudonym →
+//! user), its MLS signature key's public half
 //! and leaf pseudonym ([`MlsIdentity`], default tree), and the openmls state (tree `mls`, written
 //! only through [`crate::mls_storage`]). Every write is flushed before it returns, because the CLI process
 //! exits right after a command. What "flushed" means for sled 0.34 on Linux: the data reached
@@ -45,6 +49,9 @@ const TREE_REQUESTS: &str = "connection_requests";
 const TREE_SEEN_REQUESTS: &str = "connection_requests_seen";
 const KEY_MLS_IDENTITY: &[u8] = b"mls_identity";
 const TREE_CONTACTS: &str = "contacts";
+const TREE_MESSAGES: &str = "messages";
+const TREE_MESSAGE_SEQS: &str = "message_seqs";
+const TREE_MEMBER_USERS: &str = "member_users";
 /// The openmls storage (see [`crate::mls_storage`]).
 pub const TREE_MLS: &str = "mls";
 
@@ -200,6 +207,31 @@ pub struct State {
     requests: sled::Tree,
     seen_requests: sled::Tree,
     contacts: sled::Tree,
+    messages: sled::Tree,
+    message_seqs: sled::Tree,
+    member_users: sled::Tree,
+}
+
+/// One message of a group's log, as [`crate::Client::messages`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// The sending user.
+    pub from: UserName,
+    pub text: String,
+    /// When this client sent or received it.
+    pub at: Timestamp,
+    /// Its place in the group's log, from 1.
+    pub seq: u64,
+    /// The queue sequence number it came with; `None` for a message this client sent.
+    pub queue_seq: Option<u64>,
+}
+
+/// The key prefix of a group in the per-group trees: length, then the id.
+fn group_prefix(group_id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(group_id.len() + 1);
+    key.push(u8::try_from(group_id.len()).unwrap_or(u8::MAX));
+    key.extend_from_slice(group_id);
+    key
 }
 
 impl std::fmt::Debug for State {
@@ -253,6 +285,9 @@ impl State {
             requests: tree(TREE_REQUESTS)?,
             seen_requests: tree(TREE_SEEN_REQUESTS)?,
             contacts: tree(TREE_CONTACTS)?,
+            messages: tree(TREE_MESSAGES)?,
+            message_seqs: tree(TREE_MESSAGE_SEQS)?,
+            member_users: tree(TREE_MEMBER_USERS)?,
             dir,
             db,
         };
@@ -485,6 +520,99 @@ impl State {
     pub fn save_contact(&self, contact: &Contact) -> Result<(), StateError> {
         self.contacts
             .insert(&contact.group_id, codec::encode(contact))
+            .map_err(|e| self.store_error(e))?;
+        self.flush()
+    }
+
+    /// Appends a message to a group's log. A message that came from the queue is stored once
+    /// per queue sequence number: `None` if that one is stored already.
+    pub fn append_message(
+        &self,
+        group_id: &[u8],
+        from: &UserName,
+        text: &str,
+        queue_seq: Option<u64>,
+    ) -> Result<Option<StoredMessage>, StateError> {
+        let prefix = group_prefix(group_id);
+        let last = self
+            .messages
+            .scan_prefix(&prefix)
+            .next_back()
+            .transpose()
+            .map_err(|e| self.store_error(e))?;
+        let seq = match last {
+            Some((key, _)) => {
+                let order: [u8; 8] = key[prefix.len()..].try_into().map_err(|_| {
+                    self.corrupt(TREE_MESSAGES, &key, "the key holds no log position")
+                })?;
+                u64::from_be_bytes(order) + 1
+            }
+            None => 1,
+        };
+        let message = StoredMessage {
+            from: from.clone(),
+            text: text.to_owned(),
+            at: Timestamp::now(),
+            seq,
+            queue_seq,
+        };
+        let mut key = prefix;
+        key.extend_from_slice(&seq.to_be_bytes());
+        let value = codec::encode(&message);
+        let outcome: Result<bool, TransactionError<()>> = (&self.messages, &self.message_seqs)
+            .transaction(|(messages, seqs)| {
+                if let Some(queue_seq) = queue_seq {
+                    if seqs.get(queue_seq.to_be_bytes())?.is_some() {
+                        return Ok(false);
+                    }
+                    seqs.insert(&queue_seq.to_be_bytes(), &[])?;
+                }
+                messages.insert(key.as_slice(), value.clone())?;
+                Ok::<_, ConflictableTransactionError<()>>(true)
+            });
+        let stored = outcome.map_err(|e| match e {
+            TransactionError::Storage(e) => self.store_error(e),
+            TransactionError::Abort(()) => self.corrupt(TREE_MESSAGES, b"", "transaction aborted"),
+        })?;
+        self.flush()?;
+        Ok(stored.then_some(message))
+    }
+
+    /// A group's log, in order.
+    pub fn messages(&self, group_id: &[u8]) -> Result<Vec<StoredMessage>, StateError> {
+        self.messages
+            .scan_prefix(group_prefix(group_id))
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(|e| self.store_error(e))?;
+                codec::decode(&bytes).map_err(|e| self.corrupt(TREE_MESSAGES, &key, &e.to_string()))
+            })
+            .collect()
+    }
+
+    /// The user behind a member's leaf pseudonym in a group, as learnt before.
+    pub fn member_user(
+        &self,
+        group_id: &[u8],
+        pseudonym: &[u8],
+    ) -> Result<Option<UserName>, StateError> {
+        let mut key = group_prefix(group_id);
+        key.extend_from_slice(pseudonym);
+        self.tree_get(&self.member_users, TREE_MEMBER_USERS, &key)
+    }
+
+    pub fn save_member_users(
+        &self,
+        group_id: &[u8],
+        users: &[(Vec<u8>, UserName)],
+    ) -> Result<(), StateError> {
+        let mut batch = sled::Batch::default();
+        for (pseudonym, user) in users {
+            let mut key = group_prefix(group_id);
+            key.extend_from_slice(pseudonym);
+            batch.insert(key, codec::encode(user));
+        }
+        self.member_users
+            .apply_batch(batch)
             .map_err(|e| self.store_error(e))?;
         self.flush()
     }
@@ -917,5 +1045,37 @@ mod tests {
         let state = State::open_or_create(dir.path()).unwrap();
         state.put_raw(KEY_IDENTITY, vec![0xff, 0x01]);
         assert!(matches!(state.identity(), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_message_log_keeps_order_per_group_and_stores_a_queue_message_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open_or_create(dir.path()).unwrap();
+        let alice: UserName = "alice@a.test".parse().unwrap();
+        let bob: UserName = "bob@a.test".parse().unwrap();
+        let first = state.append_message(b"g1", &bob, "hi", Some(7)).unwrap();
+        assert_eq!(first.map(|m| m.seq), Some(1));
+        // The same queue message again, as after a crash before the position was saved.
+        assert_eq!(
+            state.append_message(b"g1", &bob, "hi", Some(7)).unwrap(),
+            None
+        );
+        let own = state.append_message(b"g1", &alice, "hello", None).unwrap();
+        assert_eq!(own.map(|m| m.seq), Some(2));
+        state.append_message(b"g2", &bob, "other", Some(8)).unwrap();
+        drop(state);
+        let state = State::open_or_create(dir.path()).unwrap();
+        let log: Vec<_> = state
+            .messages(b"g1")
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.from, m.text, m.seq))
+            .collect();
+        assert_eq!(
+            log,
+            vec![(bob.clone(), "hi".into(), 1), (alice, "hello".into(), 2)]
+        );
+        assert_eq!(state.messages(b"g2").unwrap().len(), 1);
+        assert!(state.messages(b"g3").unwrap().is_empty());
     }
 }
