@@ -9,43 +9,12 @@ mod common;
 use std::path::PathBuf;
 
 use common::{
+    devices::Devices,
     mls::{self, Keys, Member},
     Options, TestServer, PASSWORD,
 };
 use roost_client::{Client, Error, GroupStatus, JoinedVia, PendingRequest};
 use roost_protocol::UserName;
-
-struct Devices(tempfile::TempDir);
-
-impl Devices {
-    fn new() -> Devices {
-        Devices(tempfile::tempdir().unwrap())
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
-    }
-
-    async fn register(&self, server: &TestServer, name: &str, user: &UserName) -> Client {
-        let client = Client::register(self.path(name), &server.url, user, PASSWORD, None)
-            .await
-            .unwrap_or_else(|e| panic!("registering {name}: {e}"));
-        if let Some(Err(e)) = client.initial_key_packages() {
-            panic!("key packages of {name}: {e}");
-        }
-        client
-    }
-
-    async fn add_client(&self, server: &TestServer, name: &str, user: &UserName) -> Client {
-        let client = Client::add_client(self.path(name), &server.url, user, PASSWORD)
-            .await
-            .unwrap_or_else(|e| panic!("adding {name}: {e}"));
-        if let Some(Err(e)) = client.initial_key_packages() {
-            panic!("key packages of {name}: {e}");
-        }
-        client
-    }
-}
 
 /// alice and bob, each with a phone and a laptop.
 struct People {
