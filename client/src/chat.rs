@@ -1,25 +1,29 @@
-//! Chat in a connection group: sending an application message ([`Client::send`]), the
-//! per-group message log ([`Client::messages`]), and telling who sent a received message.
+//! Chat in a group: sending an application message ([`Client::send`] to a connection,
+//! [`Client::send_content_locked`] for any content and group), the per-group message log
+//! ([`Client::messages`]), and telling who sent a received message.
 //!
-//! A message's MLS payload is its text in UTF-8. The sender keeps its own message in its log
-//! once the DS accepted it (the DS does not send it back); the others store it when
-//! [`Client::sync`] processes it. Sending syncs first, so a client's log has what was
-//! delivered before its own message in front of it.
+//! A message's MLS payload is a [`Content`] (a chat text, or a friendship token in a
+//! connection group). The sender keeps its own text in its log once the DS accepted it (the DS
+//! does not send it back); the others store it when [`Client::sync`] processes it. Sending
+//! syncs first, so a client's log has what was delivered before its own message in front of it.
 //!
 //! Leaves carry pseudonyms only. The sender of a received message is found through the
 //! members' real client credentials the DS keeps encrypted under the credential EAR key: they
 //! come in leaf order, which is matched with the local group's members (and learnt once per
 //! pseudonym, in the `member_users` tree). If that fails, the contact record's peer is assumed.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use openmls::prelude::{tls_codec::Serialize as _, *};
-use roost_protocol::{codec, credentials::ClientCredential, ds::SendMessage, UserName};
+use roost_protocol::{
+    codec, content::Content, credentials::ClientCredential, ds::SendMessage, AsCredentials, Domain,
+    Timestamp, UserName,
+};
 
 use crate::{
     client::{blocking, Client},
     error::Error,
-    state::{Contact, StoredMessage},
+    state::{Contact, GroupAccess, StoredMessage},
     SyncReport,
 };
 
@@ -27,22 +31,56 @@ fn mls_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Mls(format!("{what}: {e}"))
 }
 
+/// A leaf of a group, with the client credential the DS keeps for it if that verifies.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifiedMember {
+    pub leaf: u32,
+    pub pseudonym: Vec<u8>,
+    pub credential: Option<ClientCredential>,
+}
+
 impl Client {
     /// Sends `text` to `peer` (and this user's other clients) in their connection group, and
-    /// keeps it in this client's log. The MLS state is committed only once the DS took the
-    /// message; a DS in a later epoch (409 `stale_epoch`) makes it sync and try once more.
+    /// keeps it in this client's log.
     pub async fn send(&self, peer: &UserName, text: &str) -> Result<StoredMessage, Error> {
         let _mls = self.mls_lock.lock().await;
         let contact = self.contact_with(peer)?;
+        self.send_text_locked(&contact.access(), text).await
+    }
+
+    /// Syncs, sends `text` into a group and keeps it in this client's log; MLS lock held.
+    pub(crate) async fn send_text_locked(
+        &self,
+        access: &GroupAccess,
+        text: &str,
+    ) -> Result<StoredMessage, Error> {
         self.sync_locked(Duration::ZERO).await?;
+        self.send_content_locked(access, &Content::Text(text.to_owned()))
+            .await?;
+        let stored = self
+            .store_message(&access.group_id, self.user(), text, None)
+            .await?;
+        stored.ok_or_else(|| Error::Mls("the message was not stored".into()))
+    }
+
+    /// Sends `content` into a group, the MLS lock held. The MLS state is committed only once
+    /// the DS took the message; a DS in a later epoch (409 `stale_epoch`) makes it catch up
+    /// and try once more.
+    pub(crate) async fn send_content_locked(
+        &self,
+        access: &GroupAccess,
+        content: &Content,
+    ) -> Result<(), Error> {
         let signer = self.mls_signer()?;
-        let group_id = GroupId::from_slice(&contact.group_id);
+        let group_id = GroupId::from_slice(&access.group_id);
+        let ds = self.as_server_for(&access.ds)?;
+        let payload = content.encode();
         let mut retried = false;
         loop {
             let mut group = MlsGroup::load(self.mls.storage(), &group_id)?
                 .ok_or_else(|| Error::Mls("this client is not in the group".into()))?;
             let created = group
-                .create_message(&self.mls, &signer.key, text.as_bytes())
+                .create_message(&self.mls, &signer.key, &payload)
                 .map_err(|e| mls_error("cannot make the message", e))
                 .and_then(|m| {
                     m.tls_serialize_detached()
@@ -50,23 +88,17 @@ impl Client {
                 });
             let message = created.inspect_err(|_| self.mls.discard())?;
             let body = SendMessage {
-                ear_key: contact.group_state_ear_key.clone(),
+                ear_key: access.keys.group_state_ear_key.clone(),
                 message,
                 sender_leaf: group.own_leaf_index().u32(),
             };
-            match self.server().send_message(&contact.group_id, &body).await {
-                Ok(()) => {
-                    self.mls.commit()?;
-                    let stored = self
-                        .store_message(&contact.group_id, self.user(), text, None)
-                        .await?;
-                    return stored.ok_or_else(|| Error::Mls("the message was not stored".into()));
-                }
+            match ds.send_message(&access.group_id, &body).await {
+                Ok(()) => return Ok(self.mls.commit()?),
                 Err(e) => {
                     self.mls.discard();
                     if !retried && e.status() == Some(409) && e.code() == "stale_epoch" {
                         retried = true;
-                        self.sync_locked(Duration::ZERO).await?;
+                        self.catch_up().await?;
                         continue;
                     }
                     return Err(e.into());
@@ -78,8 +110,12 @@ impl Client {
     /// The messages of the connection with `peer`, in order (as far as this client has synced).
     pub async fn messages(&self, peer: &UserName) -> Result<Vec<StoredMessage>, Error> {
         let contact = self.contact_with(peer)?;
-        let state = self.state.clone();
-        blocking(move || state.messages(&contact.group_id)).await
+        self.group_log(&contact.group_id).await
+    }
+
+    pub(crate) async fn group_log(&self, group_id: &[u8]) -> Result<Vec<StoredMessage>, Error> {
+        let (state, group_id) = (self.state.clone(), group_id.to_vec());
+        blocking(move || state.messages(&group_id)).await
     }
 
     /// Syncs, waiting up to `wait` (at most 30 s) for a first message; for `watch`.
@@ -88,7 +124,7 @@ impl Client {
         self.sync_locked(wait).await
     }
 
-    fn contact_with(&self, peer: &UserName) -> Result<Contact, Error> {
+    pub(crate) fn contact_with(&self, peer: &UserName) -> Result<Contact, Error> {
         self.state
             .contacts()?
             .into_iter()
@@ -135,66 +171,96 @@ impl Client {
             .unwrap_or_else(|| self.user().clone())
     }
 
-    /// Learns which user each member pseudonym of a group belongs to, from the verified
-    /// credentials the DS holds for the members (in leaf order).
+    /// Learns which user each member pseudonym of a group belongs to.
     async fn learn_members(&self, group_id: &[u8]) -> Result<(), Error> {
-        let contact = self
+        let access = self
             .state
-            .contact(group_id)?
-            .ok_or_else(|| Error::Mls("no contact for the group".into()))?;
-        let server = self.as_server_for(self.user().domain())?;
-        let info = server
-            .external_commit_info(group_id, &contact.group_state_ear_key)
-            .await?;
-        let credentials = self.as_credentials_of(self.user().domain()).await?;
-        let mut users = Vec::new();
-        for encrypted in &info.encrypted_credentials {
-            let credential = contact
-                .credential_ear_key
-                .decrypt(group_id, encrypted)
-                .ok()
-                .and_then(|plain| codec::decode::<ClientCredential>(&plain).ok())
-                .filter(|c| {
-                    credentials
-                        .verify_client(c, roost_protocol::Timestamp::now())
-                        .is_ok()
-                });
-            users.push(credential);
-        }
+            .group_access(group_id)?
+            .ok_or_else(|| Error::Mls("this client does not know the group".into()))?;
         let group = MlsGroup::load(self.mls.storage(), &GroupId::from_slice(group_id))?
             .ok_or_else(|| Error::Mls("this client is not in the group".into()))?;
-        let mut members: Vec<(u32, Vec<u8>)> = group
+        let members = self.verified_members(&group, &access).await?;
+        self.remember_members(group_id, members).await
+    }
+
+    /// Keeps which user each pseudonym of `members` belongs to.
+    pub(crate) async fn remember_members(
+        &self,
+        group_id: &[u8],
+        members: Vec<VerifiedMember>,
+    ) -> Result<(), Error> {
+        let learnt: Vec<(Vec<u8>, UserName)> = members
+            .into_iter()
+            .filter_map(|m| Some((m.pseudonym, m.credential?.user().clone())))
+            .collect();
+        let (state, group_id) = (self.state.clone(), group_id.to_vec());
+        blocking(move || state.save_member_users(&group_id, &learnt)).await
+    }
+
+    /// The members of `group` with the credentials the DS keeps for them (in leaf order),
+    /// each checked against the AS credentials of its domain; `None` where one does not
+    /// decrypt or verify. The list must put this client at its own leaf, or it is refused.
+    pub(crate) async fn verified_members(
+        &self,
+        group: &MlsGroup,
+        access: &GroupAccess,
+    ) -> Result<Vec<VerifiedMember>, Error> {
+        let info = self
+            .as_server_for(&access.ds)?
+            .external_commit_info(&access.group_id, &access.keys.group_state_ear_key)
+            .await?;
+        let mut members: Vec<VerifiedMember> = group
             .members()
-            .map(|m| {
-                let pseudonym = BasicCredential::try_from(m.credential)
+            .map(|m| VerifiedMember {
+                leaf: m.index.u32(),
+                pseudonym: BasicCredential::try_from(m.credential)
                     .map(|c| c.identity().to_vec())
-                    .unwrap_or_default();
-                (m.index.u32(), pseudonym)
+                    .unwrap_or_default(),
+                credential: None,
             })
             .collect();
-        members.sort_by_key(|(index, _)| *index);
-        if members.len() != users.len() {
+        members.sort_by_key(|m| m.leaf);
+        if members.len() != info.encrypted_credentials.len() {
             return Err(Error::Mls(
                 "the DS lists other members than the group".into(),
             ));
         }
-        // The list must put this client at its own leaf, or it is not in leaf order.
+        let mut authorities: HashMap<Domain, AsCredentials> = HashMap::new();
+        for (member, encrypted) in members.iter_mut().zip(&info.encrypted_credentials) {
+            let Some(credential) = access
+                .keys
+                .credential_ear_key
+                .decrypt(&access.group_id, encrypted)
+                .ok()
+                .and_then(|plain| codec::decode::<ClientCredential>(&plain).ok())
+            else {
+                continue;
+            };
+            let domain = credential.user().domain().clone();
+            if !authorities.contains_key(&domain) {
+                let Ok(fetched) = self.as_credentials_of(&domain).await else {
+                    continue;
+                };
+                authorities.insert(domain.clone(), fetched);
+            }
+            if authorities[&domain]
+                .verify_client(&credential, Timestamp::now())
+                .is_ok()
+            {
+                member.credential = Some(credential);
+            }
+        }
         let own = group.own_leaf_index().u32();
-        let own_position = members.iter().position(|(index, _)| *index == own);
-        let own_matches = own_position
-            .and_then(|i| users[i].as_ref())
+        let own_matches = members
+            .iter()
+            .find(|m| m.leaf == own)
+            .and_then(|m| m.credential.as_ref())
             .is_some_and(|c| c.client_id() == self.client_id());
         if !own_matches {
             return Err(Error::Mls(
                 "the DS's member list is not in leaf order".into(),
             ));
         }
-        let learnt: Vec<(Vec<u8>, UserName)> = members
-            .into_iter()
-            .zip(users)
-            .filter_map(|((_, pseudonym), user)| Some((pseudonym, user?.user().clone())))
-            .collect();
-        let (state, group_id) = (self.state.clone(), group_id.to_vec());
-        blocking(move || state.save_member_users(&group_id, &learnt)).await
+        Ok(members)
     }
 }

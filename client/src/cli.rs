@@ -22,7 +22,8 @@ use crate::{
     connections::{Rejected, INITIAL_PACKAGES},
     error::Error,
     groups::{Accepted, Connected, JoinedVia, SyncReport},
-    state::{Contact, PendingRequest, StoredMessage},
+    named_groups::GroupSummary,
+    state::{Contact, NamedGroup, PendingRequest, StoredMessage},
 };
 
 /// Environment variable a password is read from when no `--password-file` is given.
@@ -178,6 +179,11 @@ pub enum Command {
         #[arg(long = "for", value_name = "SECS")]
         for_secs: Option<u64>,
     },
+    /// List this client's named groups.
+    Groups,
+    /// Named groups: create one, add or remove connected users, chat in it.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Look up a user's clients by name and check their connection packages (for operators).
     ///
     /// Uses up one of each client's one-time connection packages on its server.
@@ -185,6 +191,51 @@ pub enum Command {
         /// The user to look up, e.g. bob@example.org
         #[arg(value_name = "USER@DOMAIN")]
         user: UserName,
+    },
+}
+
+/// `roost-client group …`. GROUP is a group's name, or its id (at least four hex digits of
+/// it) when names clash; see `roost-client groups`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a named group, with this user's other clients in it.
+    Create {
+        /// The group's name, shown to every member
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Add a connected user (all of their clients) to a group.
+    Add {
+        #[arg(value_name = "GROUP")]
+        group: String,
+        /// A user you are connected with (see `roost-client contacts`)
+        #[arg(value_name = "USER@DOMAIN")]
+        user: UserName,
+    },
+    /// Remove a user (all of their clients) from a group.
+    Remove {
+        #[arg(value_name = "GROUP")]
+        group: String,
+        #[arg(value_name = "USER@DOMAIN")]
+        user: UserName,
+    },
+    /// List the users in a group.
+    Members {
+        #[arg(value_name = "GROUP")]
+        group: String,
+    },
+    /// Send a chat message to a group.
+    Send {
+        #[arg(value_name = "GROUP")]
+        group: String,
+        /// The message
+        #[arg(value_name = "TEXT")]
+        text: String,
+    },
+    /// Show a group's chat, as far as this client has synced.
+    Messages {
+        #[arg(value_name = "GROUP")]
+        group: String,
     },
 }
 
@@ -268,6 +319,15 @@ pub enum Outcome {
     Messages(Vec<StoredMessage>),
     /// `watch` ended; how many messages it printed.
     Watched(usize),
+    Groups(Vec<GroupSummary>),
+    GroupCreated(NamedGroup),
+    GroupChanged {
+        group: String,
+        user: UserName,
+        added: bool,
+        clients: usize,
+    },
+    GroupMembers(Vec<UserName>),
 }
 
 /// Parses `args` (the program name first), runs the command and prints its outcome.
@@ -397,6 +457,8 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             let client = open(&state_dir)?;
             Ok(Outcome::Watched(watch(&client, *for_secs, cli.json).await?))
         }
+        Command::Groups => Ok(Outcome::Groups(open(&state_dir)?.groups().await?)),
+        Command::Group(command) => group_command(&open(&state_dir)?, command).await,
         Command::Discover { user } => Ok(Outcome::Discovered {
             user: user.clone(),
             packages: open(&state_dir)?.discover(user).await?,
@@ -434,12 +496,17 @@ async fn watch(client: &Client, for_secs: Option<u64>, json: bool) -> Result<usi
         match report {
             Ok(report) => {
                 let contacts = client.contacts().await.unwrap_or_default();
+                let groups = client.groups().await.unwrap_or_default();
                 for (group_id, message) in &report.received {
                     let peer = contacts
                         .iter()
                         .find(|c| &c.group_id == group_id)
-                        .and_then(|c| c.peer.as_ref())
-                        .map_or_else(|| hex::encode(group_id), ToString::to_string);
+                        .and_then(|c| c.peer.as_ref().map(ToString::to_string))
+                        .or_else(|| {
+                            let group = groups.iter().find(|g| &g.group_id == group_id)?;
+                            Some(format!("group {}", printable(&group.name)))
+                        })
+                        .unwrap_or_else(|| hex::encode(group_id));
                     let line = if json {
                         let mut value = message_json(message);
                         value["peer"] = json!(peer);
@@ -460,6 +527,34 @@ async fn watch(client: &Client, for_secs: Option<u64>, json: bool) -> Result<usi
             }
         }
     }
+}
+
+async fn group_command(client: &Client, command: &GroupCommand) -> Result<Outcome, CliError> {
+    let changed = |group: &str, user: &UserName, added, clients| Outcome::GroupChanged {
+        group: group.to_owned(),
+        user: user.clone(),
+        added,
+        clients,
+    };
+    Ok(match command {
+        GroupCommand::Create { name } => Outcome::GroupCreated(client.create_group(name).await?),
+        GroupCommand::Add { group, user } => {
+            changed(group, user, true, client.add_to_group(group, user).await?)
+        }
+        GroupCommand::Remove { group, user } => changed(
+            group,
+            user,
+            false,
+            client.remove_from_group(group, user).await?,
+        ),
+        GroupCommand::Members { group } => {
+            Outcome::GroupMembers(client.group_members(group).await?)
+        }
+        GroupCommand::Send { group, text } => {
+            Outcome::MessageSent(client.send_to_group(group, text).await?)
+        }
+        GroupCommand::Messages { group } => Outcome::Messages(client.group_messages(group).await?),
+    })
 }
 
 fn message_json(message: &StoredMessage) -> Value {
@@ -609,6 +704,7 @@ impl Outcome {
                 "joined": r.joined.iter().map(hex::encode).collect::<Vec<_>>(),
                 "commits": r.commits,
                 "messages": r.messages,
+                "removed_from": r.removed_from.iter().map(hex::encode).collect::<Vec<_>>(),
                 "failed": r.failed,
                 "other": r.other.iter().map(received_json).collect::<Vec<_>>(),
             }),
@@ -623,6 +719,32 @@ impl Outcome {
                     "peer": c.peer.as_ref().map(ToString::to_string),
                     "since": c.since.0,
                 })).collect::<Vec<_>>(),
+            }),
+            Outcome::Groups(groups) => json!({
+                "groups": groups.iter().map(|g| json!({
+                    "group_id": hex::encode(&g.group_id),
+                    "name": g.name,
+                    "members": g.members,
+                    "removed": g.removed,
+                    "since": g.since.0,
+                })).collect::<Vec<_>>(),
+            }),
+            Outcome::GroupCreated(g) => json!({
+                "group_id": hex::encode(&g.group_id),
+                "name": g.name,
+            }),
+            Outcome::GroupChanged {
+                group,
+                user,
+                added,
+                clients,
+            } => json!({
+                "group": group,
+                "user": user.to_string(),
+                if *added { "added" } else { "removed" }: clients,
+            }),
+            Outcome::GroupMembers(users) => json!({
+                "members": users.iter().map(ToString::to_string).collect::<Vec<_>>(),
             }),
         }
     }
@@ -817,6 +939,56 @@ impl Outcome {
                     .collect::<Vec<_>>()
                     .join("\n")
             }
+            Outcome::Groups(groups) => {
+                if groups.is_empty() {
+                    return "No groups.".into();
+                }
+                groups
+                    .iter()
+                    .map(|g| {
+                        let state = if g.removed {
+                            "removed from it".to_owned()
+                        } else {
+                            format!("{} member client(s)", g.members)
+                        };
+                        format!(
+                            "{}  id {}  {state}  since {}",
+                            printable(&g.name),
+                            hex::encode(&g.group_id),
+                            format_time(g.since)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+            Outcome::GroupCreated(g) => format!(
+                "Created the group {} (id {}).",
+                printable(&g.name),
+                hex::encode(&g.group_id)
+            ),
+            Outcome::GroupChanged {
+                group,
+                user,
+                added,
+                clients,
+            } => {
+                if *added {
+                    format!(
+                        "Added {user} ({clients} client(s)) to {}.",
+                        printable(group)
+                    )
+                } else {
+                    format!(
+                        "Removed {user} ({clients} client(s)) from {}.",
+                        printable(group)
+                    )
+                }
+            }
+            Outcome::GroupMembers(users) => users
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
         }
     }
 }

@@ -73,31 +73,6 @@ struct Batch<T> {
 }
 
 /// The QS message queue's reader: each message opened, nothing kept but the position.
-struct MessageReader;
-
-impl QueueReader for MessageReader {
-    type Item = Received;
-    const KIND: QueueKind = QueueKind::Messages;
-
-    async fn take(
-        &mut self,
-        client: &Client,
-        messages: &[QueueMessage],
-        position: QueuePosition,
-    ) -> Result<Vec<Received>, Error> {
-        let id = client.identity.client_id;
-        let items = messages
-            .iter()
-            .map(|message| Received {
-                seq: message.seq,
-                item: message.open(&client.identity.queue_key, &id),
-            })
-            .collect();
-        client.save_position(Self::KIND, position).await?;
-        Ok(items)
-    }
-}
-
 /// This client as recorded locally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WhoAmI {
@@ -371,11 +346,12 @@ impl Client {
     }
 
     /// Takes every message now in this client's queue, waiting up to `wait` (at most 30 s) for
-    /// a first one. Messages are opened, the position saved, then acknowledged, so each is
-    /// returned once. If something fails after some messages were saved, those are returned
-    /// and the rest come with the next call, which also repeats an acknowledgement that failed.
+    /// a first one, and returns those that are not group deliveries (notices, messages from
+    /// the user's own clients). Group deliveries are handled as [`Client::sync`] handles them,
+    /// never dropped. Each message is handled and the position saved before it is
+    /// acknowledged, so each is returned once.
     pub async fn receive(&self, wait: Duration) -> Result<Vec<Received>, Error> {
-        Ok(self.drain(&mut MessageReader, wait).await?.items)
+        Ok(self.sync_waiting(wait).await?.other)
     }
 
     /// Reads a queue to its end, batch by batch, as [`Client::receive`] describes.

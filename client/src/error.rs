@@ -70,7 +70,7 @@ pub enum Error {
     #[error("MLS: {0}")]
     Mls(String),
     /// A key-package entry of one of this user's other clients failed a check.
-    #[error("the key package served for this user's client {client_id} is refused: {reason}")]
+    #[error("the key package served for client {client_id} is refused: {reason}")]
     BadKeyPackage { client_id: ClientId, reason: String },
     /// The connection group named by a request is not what it should be.
     #[error("the connection group is refused: {0}")]
@@ -86,6 +86,28 @@ pub enum Error {
     Task(String),
     #[error("not connected with {0} (see `roost-client contacts`)")]
     NotConnected(UserName),
+    /// The peer's friendship token has not arrived in the connection group yet.
+    #[error("{0} has not shared a friendship token with you yet (it arrives once one of their clients syncs after the connection); try again later")]
+    NoFriendshipToken(UserName),
+    /// The user's QS served no key package: no client of theirs can be added.
+    #[error("{0}'s server offers no key package, so none of their clients can be added")]
+    NoKeyPackages(UserName),
+    #[error("no group is called {0:?} (see `roost-client groups`)")]
+    UnknownGroup(String),
+    #[error(
+        "{name:?} names {count} groups; use the group's id instead (see `roost-client groups`)"
+    )]
+    AmbiguousGroup { name: String, count: usize },
+    #[error("this client was removed from the group {0:?}")]
+    RemovedFromGroup(String),
+    #[error("{0} is a member of the group already")]
+    AlreadyMember(UserName),
+    #[error("{0} is not a member of the group")]
+    NotAMember(UserName),
+    #[error("a client cannot remove its own user from a group")]
+    RemoveSelf,
+    #[error("bad group name: {0}")]
+    BadGroupName(&'static str),
 }
 
 impl Error {
@@ -120,6 +142,15 @@ impl Error {
             Error::ConnectToSelf => "connect_to_self",
             Error::Task(_) => "internal",
             Error::NotConnected(_) => "not_connected",
+            Error::NoFriendshipToken(_) => "no_friendship_token",
+            Error::NoKeyPackages(_) => "no_key_packages",
+            Error::UnknownGroup(_) => "unknown_group",
+            Error::AmbiguousGroup { .. } => "ambiguous_group",
+            Error::RemovedFromGroup(_) => "removed_from_group",
+            Error::AlreadyMember(_) => "already_member",
+            Error::NotAMember(_) => "not_a_member",
+            Error::RemoveSelf => "remove_self",
+            Error::BadGroupName(_) => "bad_group_name",
         }
     }
 

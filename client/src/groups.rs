@@ -26,10 +26,11 @@ use roost_protocol::{
     api::{KeyPackageCount, PublishKeyPackages, QueueItem, QueueMessage, MAX_PUBLISH},
     codec,
     connection::{ConnectionEstablishmentBody, ConnectionEstablishmentPackage, EarKey},
+    content::{self, Content},
     credentials::ClientCredential,
     ds::{
         CommitRequest, CreateGroup, GroupDelivery, GroupKeys, JoinConnectionGroup, MemberEntry,
-        SealedQueueRef, WelcomeBundle,
+        SealedQueueRef, WelcomeBundle, WelcomeSecrets,
     },
     key_packages::KeyPackageEntry,
     Timestamp, UserName,
@@ -41,14 +42,16 @@ use crate::{
     error::Error,
     mls_storage::MlsProvider,
     server::QueueKind,
-    state::{Contact, MlsIdentity, PendingRequest, QueuePosition, StoredMessage},
+    state::{
+        Contact, GroupAccess, MlsIdentity, NamedGroup, PendingRequest, QueuePosition, StoredMessage,
+    },
 };
 
 /// The one ciphersuite of Roost groups.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 /// How many one-time key packages a new client publishes (with a last-resort one).
 pub const INITIAL_KEY_PACKAGES: usize = 20;
-/// The exporter label of the key that encrypts the [`GroupKeys`] in a Welcome bundle.
+/// The exporter label of the key that encrypts the [`WelcomeSecrets`] in a Welcome bundle.
 pub const GROUP_KEYS_EXPORTER_LABEL: &str = "roost group keys";
 /// After a refused join, how long to wait for a Welcome from another client of the same user.
 pub const WELCOME_GRACE: Duration = Duration::from_secs(3);
@@ -133,6 +136,8 @@ pub struct SyncReport {
     pub commits: usize,
     /// Application messages processed.
     pub messages: usize,
+    /// Groups this client was removed from.
+    pub removed_from: Vec<Vec<u8>>,
     /// Application messages newly stored, with their group.
     pub received: Vec<(Vec<u8>, StoredMessage)>,
     /// Deliveries that could not be used, with the reason.
@@ -150,15 +155,22 @@ pub struct GroupStatus {
 
 enum Processed {
     Commit,
-    /// An application message, and what was stored for it (`None`: stored before).
+    /// A commit that removed this client.
+    Removed,
+    /// A chat message, and what was stored for it (`None`: stored before).
     Message(Option<StoredMessage>),
+    /// A friendship token shared in a connection group.
+    Token,
     Proposal,
 }
 
 /// A processed message whose MLS writes are not committed yet.
 enum Pending {
     Done(Processed),
-    Application { pseudonym: Vec<u8>, text: String },
+    Application {
+        pseudonym: Vec<u8>,
+        payload: Vec<u8>,
+    },
 }
 
 /// The QS queue's reader for [`Client::sync`]: handles each message, then saves the position.
@@ -326,15 +338,27 @@ impl Client {
         ))
     }
 
-    /// Claims one key package of each other client of this user and checks each entry: its
-    /// signature, its credential's chain, that it is this user's and not this client's, and the
-    /// KeyPackage itself. One failing entry stops the attempt.
-    async fn claim_own_clients(&self) -> Result<Vec<(KeyPackage, KeyPackageEntry)>, Error> {
+    /// Claims one key package of each other client of this user (see [`Client::check_entries`]).
+    pub(crate) async fn claim_own_clients(
+        &self,
+    ) -> Result<Vec<(KeyPackage, KeyPackageEntry)>, Error> {
         let entries = self.server().own_key_packages(self.signer()).await?.entries;
+        self.check_entries(entries, self.user()).await
+    }
+
+    /// Checks claimed key-package entries of `owner`'s clients: each entry's signature, its
+    /// credential's chain to the AS of `owner`'s domain, that it is `owner`'s, that no client
+    /// comes twice or is this one, and the KeyPackage itself. One failing entry stops the
+    /// attempt.
+    pub(crate) async fn check_entries(
+        &self,
+        entries: Vec<KeyPackageEntry>,
+        owner: &UserName,
+    ) -> Result<Vec<(KeyPackage, KeyPackageEntry)>, Error> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let credentials = self.as_credentials_of(self.user().domain()).await?;
+        let credentials = self.as_credentials_of(owner.domain()).await?;
         let mut seen = std::collections::HashSet::new();
         let mut claimed = Vec::new();
         for entry in entries {
@@ -346,7 +370,7 @@ impl Client {
             credentials
                 .verify_client(&entry.client_credential, Timestamp::now())
                 .map_err(|e| refuse(format!("its credential does not verify: {e}")))?;
-            if entry.client_credential.user() != self.user() {
+            if entry.client_credential.user() != owner {
                 return Err(refuse(format!(
                     "it belongs to {}",
                     entry.client_credential.user()
@@ -361,21 +385,26 @@ impl Client {
         Ok(claimed)
     }
 
-    fn member_entry(
+    pub(crate) fn member_entry(
         &self,
         queue: SealedQueueRef,
-        contact: &Contact,
+        group_id: &[u8],
+        keys: &GroupKeys,
         credential: &ClientCredential,
     ) -> MemberEntry {
         MemberEntry {
             queue,
-            encrypted_credential: contact
+            encrypted_credential: keys
                 .credential_ear_key
-                .encrypt(&contact.group_id, &codec::encode(credential)),
+                .encrypt(group_id, &codec::encode(credential)),
         }
     }
 
-    fn group_info_bytes(&self, group: &MlsGroup, signer: &MlsSigner) -> Result<Vec<u8>, Error> {
+    pub(crate) fn group_info_bytes(
+        &self,
+        group: &MlsGroup,
+        signer: &MlsSigner,
+    ) -> Result<Vec<u8>, Error> {
         group
             .export_group_info(self.mls.crypto(), &signer.key, true)
             .map_err(|e| mls_error("cannot export the group info", e))?
@@ -383,19 +412,21 @@ impl Client {
             .map_err(|e| mls_error("cannot encode the group info", e))
     }
 
-    /// Adds this user's claimed other clients to `group` in one commit with a Welcome bundle.
-    /// The local state moves on only if the DS takes the commit.
-    async fn add_own_clients(
+    /// Adds claimed clients to `group` in one commit with a Welcome bundle carrying the
+    /// group's keys and `name` (`None` for a connection group). The local state moves on only
+    /// if the DS takes the commit.
+    pub(crate) async fn add_clients(
         &self,
         group: &mut MlsGroup,
         signer: &MlsSigner,
-        contact: &Contact,
+        access: &GroupAccess,
+        name: Option<&str>,
         claimed: Vec<(KeyPackage, KeyPackageEntry)>,
     ) -> Result<usize, Error> {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let group_id = contact.group_id.clone();
+        let (group_id, keys) = (&access.group_id, &access.keys);
         let staged = (|| {
             let key_packages: Vec<KeyPackage> = claimed.iter().map(|(k, _)| k.clone()).collect();
             let (commit, welcome, _) = group
@@ -405,19 +436,24 @@ impl Client {
                 .merge_pending_commit(&self.mls)
                 .map_err(|e| mls_error("cannot merge the commit", e))?;
             let bundle_key = exported_key(&self.mls, group)?;
-            let keys = GroupKeys {
-                group_state_ear_key: contact.group_state_ear_key.clone(),
-                credential_ear_key: contact.credential_ear_key.clone(),
-            };
+            let secrets = WelcomeSecrets::new(
+                keys.clone(),
+                name.map(str::to_owned),
+                access.ds.clone(),
+                group_id,
+                signer.key.public(),
+                self.credential().clone(),
+                &self.identity.signing_key,
+            );
             let welcome = WelcomeBundle {
                 group_id: group_id.clone(),
                 welcome: welcome
                     .to_bytes()
                     .map_err(|e| mls_error("cannot encode the welcome", e))?,
-                encrypted_keys: bundle_key.encrypt(&group_id, &keys.encode()),
+                encrypted_keys: bundle_key.encrypt(group_id, &secrets.encode()),
             };
             Ok::<_, Error>(CommitRequest {
-                ear_key: contact.group_state_ear_key.clone(),
+                ear_key: keys.group_state_ear_key.clone(),
                 commit: commit
                     .to_bytes()
                     .map_err(|e| mls_error("cannot encode the commit", e))?,
@@ -425,7 +461,8 @@ impl Client {
                 added: claimed
                     .iter()
                     .map(|(_, entry)| {
-                        self.member_entry(entry.queue.clone(), contact, &entry.client_credential)
+                        let credential = &entry.client_credential;
+                        self.member_entry(entry.queue.clone(), group_id, keys, credential)
                     })
                     .collect(),
                 welcome: Some(welcome),
@@ -438,14 +475,18 @@ impl Client {
                 return Err(e);
             }
         };
-        match self.server().commit(&group_id, &request).await {
+        let committed = match self.as_server_for(&access.ds) {
+            Ok(ds) => ds.commit(group_id, &request).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match committed {
             Ok(_) => {
                 self.mls.commit()?;
                 Ok(claimed.len())
             }
             Err(e) => {
                 self.reload_after_discard(group);
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -469,44 +510,20 @@ impl Client {
         let _mls = self.mls_lock.lock().await;
         let signer = self.mls_signer()?;
         let siblings = self.claim_own_clients().await?;
-        let queue = self.own_queue_ref().await?;
-
-        let mut group = MlsGroup::new(
-            &self.mls,
-            &signer.key,
-            &create_config(),
-            signer.credential.clone(),
-        )
-        .map_err(|e| {
-            self.mls.discard();
-            mls_error("cannot create the group", e)
-        })?;
+        let (mut group, access) = self.create_ds_group(&signer, true).await?;
         let contact = Contact {
-            group_id: group.group_id().as_slice().to_vec(),
+            group_id: access.group_id.clone(),
             peer: Some(user.clone()),
-            group_state_ear_key: EarKey::random(),
-            credential_ear_key: EarKey::random(),
+            ds: access.ds.clone(),
+            keys: access.keys.clone(),
             since: Timestamp::now(),
+            initiated: true,
+            peer_token: None,
+            token_shared: false,
         };
-        let group_info = self.group_info_bytes(&group, &signer).inspect_err(|_| {
-            self.mls.discard();
-        })?;
-        let create = CreateGroup {
-            group_id: contact.group_id.clone(),
-            ear_key: contact.group_state_ear_key.clone(),
-            group_info,
-            creator: self.member_entry(queue, &contact, self.credential()),
-            connection_group: true,
-        };
-        if let Err(e) = self.server().create_group(&create).await {
-            self.mls.discard();
-            return Err(e.into());
-        }
-        self.mls.commit()?;
         self.save_contact(&contact).await?;
-
         let own_clients_added = self
-            .add_own_clients(&mut group, &signer, &contact, siblings)
+            .add_clients(&mut group, &signer, &access, None, siblings)
             .await?;
 
         for package in &packages {
@@ -514,8 +531,8 @@ impl Client {
                 ConnectionEstablishmentBody {
                     sender_client_credential: self.credential().clone(),
                     connection_group_id: contact.group_id.clone(),
-                    group_state_ear_key: contact.group_state_ear_key.clone(),
-                    credential_ear_key: contact.credential_ear_key.clone(),
+                    group_state_ear_key: contact.keys.group_state_ear_key.clone(),
+                    credential_ear_key: contact.keys.credential_ear_key.clone(),
                     responder: user.clone(),
                     connection_package: package.hash(),
                 },
@@ -531,7 +548,51 @@ impl Client {
         })
     }
 
-    async fn save_contact(&self, contact: &Contact) -> Result<(), Error> {
+    /// Creates a group with fresh EAR keys on the home DS, this client its only member. The
+    /// local group is kept only if the DS took it.
+    pub(crate) async fn create_ds_group(
+        &self,
+        signer: &MlsSigner,
+        connection_group: bool,
+    ) -> Result<(MlsGroup, GroupAccess), Error> {
+        let queue = self.own_queue_ref().await?;
+        let group = MlsGroup::new(
+            &self.mls,
+            &signer.key,
+            &create_config(),
+            signer.credential.clone(),
+        )
+        .map_err(|e| {
+            self.mls.discard();
+            mls_error("cannot create the group", e)
+        })?;
+        let access = GroupAccess {
+            group_id: group.group_id().as_slice().to_vec(),
+            ds: self.user().domain().clone(),
+            keys: GroupKeys {
+                group_state_ear_key: EarKey::random(),
+                credential_ear_key: EarKey::random(),
+            },
+        };
+        let group_info = self
+            .group_info_bytes(&group, signer)
+            .inspect_err(|_| self.mls.discard())?;
+        let create = CreateGroup {
+            group_id: access.group_id.clone(),
+            ear_key: access.keys.group_state_ear_key.clone(),
+            group_info,
+            creator: self.member_entry(queue, &access.group_id, &access.keys, self.credential()),
+            connection_group,
+        };
+        if let Err(e) = self.server().create_group(&create).await {
+            self.mls.discard();
+            return Err(e.into());
+        }
+        self.mls.commit()?;
+        Ok((group, access))
+    }
+
+    pub(crate) async fn save_contact(&self, contact: &Contact) -> Result<(), Error> {
         let (state, contact) = (self.state.clone(), contact.clone());
         blocking(move || state.save_contact(&contact)).await
     }
@@ -588,7 +649,7 @@ impl Client {
                 self.discard_requests_for(&group_id).await?;
                 let added = match self.claim_own_clients().await {
                     Ok(claimed) => {
-                        self.add_own_clients(&mut group, &signer, &contact, claimed)
+                        self.add_clients(&mut group, &signer, &contact.access(), None, claimed)
                             .await
                     }
                     Err(e) => Err(e),
@@ -598,6 +659,8 @@ impl Client {
                     Ok(n) => outcome.own_clients_added = n,
                     Err(e) => outcome.own_clients_error = Some(e.to_string()),
                 }
+                // Best effort: the next sync shares the token if this fails.
+                self.share_due_tokens().await;
                 return Ok(outcome);
             }
             Err(e) if is_transient(&e) => return Err(e),
@@ -675,11 +738,22 @@ impl Client {
         let contact = Contact {
             group_id: group_id.clone(),
             peer: Some(peer.clone()),
-            group_state_ear_key: body.group_state_ear_key.clone(),
-            credential_ear_key: body.credential_ear_key.clone(),
+            ds: peer.domain().clone(),
+            keys: GroupKeys {
+                group_state_ear_key: body.group_state_ear_key.clone(),
+                credential_ear_key: body.credential_ear_key.clone(),
+            },
             since: Timestamp::now(),
+            initiated: false,
+            peer_token: None,
+            token_shared: false,
         };
-        let joiner = self.member_entry(self.own_queue_ref().await?, &contact, self.credential());
+        let joiner = self.member_entry(
+            self.own_queue_ref().await?,
+            &group_id,
+            &contact.keys,
+            self.credential(),
+        );
 
         let built = (|| {
             let (group, bundle) = MlsGroup::external_commit_builder()
@@ -732,6 +806,18 @@ impl Client {
         };
         self.drain(&mut reader, wait).await?;
         self.learn_peers().await;
+        self.share_due_tokens().await;
+        Ok(reader.report)
+    }
+
+    /// Handles what is queued and learns new peers, without sharing tokens: for a sender
+    /// that found the DS in a later epoch.
+    pub(crate) async fn catch_up(&self) -> Result<SyncReport, Error> {
+        let mut reader = GroupReader {
+            report: SyncReport::default(),
+        };
+        self.drain(&mut reader, Duration::ZERO).await?;
+        self.learn_peers().await;
         Ok(reader.report)
     }
 
@@ -746,6 +832,8 @@ impl Client {
             Ok(QueueItem::Group(GroupDelivery::Welcome(bundle))) => {
                 match self.join_from_welcome(&bundle).await {
                     Ok(()) => report.joined.push(bundle.group_id),
+                    // Tried again at the next sync: the server could not be reached.
+                    Err(e) if is_transient(&e) => return Err(e),
                     Err(e) => report.failed.push(format!(
                         "welcome into group {}: {e}",
                         hex::encode(&bundle.group_id)
@@ -755,13 +843,14 @@ impl Client {
             Ok(QueueItem::Group(GroupDelivery::Message { group_id, message })) => {
                 match self.process_group_message(seq, &group_id, &message).await? {
                     Ok(Processed::Commit) => report.commits += 1,
+                    Ok(Processed::Removed) => report.removed_from.push(group_id),
                     Ok(Processed::Message(stored)) => {
                         report.messages += 1;
                         if let Some(stored) = stored {
                             report.received.push((group_id, stored));
                         }
                     }
-                    Ok(Processed::Proposal) => {}
+                    Ok(Processed::Token | Processed::Proposal) => {}
                     Err(e) => report
                         .failed
                         .push(format!("message of group {}: {e}", hex::encode(&group_id))),
@@ -775,15 +864,22 @@ impl Client {
     /// Joins the group a Welcome bundle invites into, decrypting its keys with the secret
     /// exported from the epoch it opens; settles pending requests for that group.
     async fn join_from_welcome(&self, bundle: &WelcomeBundle) -> Result<(), Error> {
-        if self.state.contact(&bundle.group_id)?.is_some() {
+        if self.state.group_access(&bundle.group_id)?.is_some() {
             return Ok(());
         }
         let MlsMessageBodyIn::Welcome(welcome) = parse_message(&bundle.welcome)? else {
             return Err(Error::Mls("the bundle holds no Welcome".into()));
         };
         let joined = (|| {
-            let group = StagedWelcome::new_from_welcome(&self.mls, &join_config(), welcome, None)
-                .map_err(|e| mls_error("cannot join from the Welcome", e))?
+            let staged = StagedWelcome::new_from_welcome(&self.mls, &join_config(), welcome, None)
+                .map_err(|e| mls_error("cannot join from the Welcome", e))?;
+            let sender_key = staged
+                .welcome_sender()
+                .map_err(|e| mls_error("the Welcome names no sender", e))?
+                .signature_key()
+                .as_slice()
+                .to_vec();
+            let group = staged
                 .into_group(&self.mls)
                 .map_err(|e| mls_error("cannot join from the Welcome", e))?;
             if group.group_id().as_slice() != bundle.group_id.as_slice() {
@@ -792,27 +888,71 @@ impl Client {
             let plain = exported_key(&self.mls, &group)?
                 .decrypt(&bundle.group_id, &bundle.encrypted_keys)
                 .map_err(|_| Error::Mls("the group keys do not decrypt".into()))?;
-            codec::decode::<GroupKeys>(&plain)
-                .map_err(|e| mls_error("the group keys are unreadable", e))
+            let secrets = codec::decode::<WelcomeSecrets>(&plain)
+                .map_err(|e| mls_error("the group keys are unreadable", e))?;
+            secrets
+                .verify_adder(&bundle.group_id, &sender_key)
+                .map_err(|_| Error::Mls("the adder's signature does not verify".into()))?;
+            if let Some(name) = &secrets.name {
+                content::check_group_name(name)
+                    .map_err(|e| Error::Mls(format!("the group's name is refused: {e}")))?;
+            }
+            Ok::<_, Error>(secrets)
         })();
-        let keys = joined.inspect_err(|_| self.mls.discard())?;
+        let secrets = joined.inspect_err(|_| self.mls.discard())?;
+        // Who added this client: a valid client of its domain, and into a connection group
+        // only one of this user's own clients.
+        let adder = &secrets.adder;
+        let checked = match self.verify_credential(adder).await {
+            Ok(()) if secrets.name.is_none() && adder.user() != self.user() => {
+                Err(Error::Mls(format!(
+                    "{} invited this client into a connection group",
+                    adder.user()
+                )))
+            }
+            checked => checked,
+        };
+        checked.inspect_err(|_| self.mls.discard())?;
         self.mls.commit()?;
-        // The peer is known if this client holds a request for the group.
-        let peer = self
-            .state
-            .pending_requests()?
-            .into_iter()
-            .find(|r| r.package.body.connection_group_id == bundle.group_id)
-            .map(|r| r.from().clone());
-        self.save_contact(&Contact {
+        let access = GroupAccess {
             group_id: bundle.group_id.clone(),
-            peer,
-            group_state_ear_key: keys.group_state_ear_key,
-            credential_ear_key: keys.credential_ear_key,
-            since: Timestamp::now(),
-        })
-        .await?;
-        self.discard_requests_for(&bundle.group_id).await?;
+            ds: secrets.ds.clone(),
+            keys: secrets.keys.clone(),
+        };
+        match secrets.name {
+            Some(name) => {
+                let group = NamedGroup {
+                    group_id: access.group_id.clone(),
+                    name,
+                    ds: access.ds,
+                    keys: access.keys,
+                    since: Timestamp::now(),
+                    removed: false,
+                };
+                let state = self.state.clone();
+                blocking(move || state.save_named_group(&group)).await?;
+            }
+            None => {
+                // The peer is known if this client holds a request for the group.
+                let request = self
+                    .state
+                    .pending_requests()?
+                    .into_iter()
+                    .find(|r| r.package.body.connection_group_id == bundle.group_id);
+                self.save_contact(&Contact {
+                    group_id: bundle.group_id.clone(),
+                    initiated: request.is_none(),
+                    peer: request.map(|r| r.from().clone()),
+                    ds: access.ds,
+                    keys: access.keys,
+                    since: Timestamp::now(),
+                    peer_token: None,
+                    token_shared: false,
+                })
+                .await?;
+                self.discard_requests_for(&bundle.group_id).await?;
+            }
+        }
         Ok(())
     }
 
@@ -833,14 +973,34 @@ impl Client {
             }
         };
         let processed = match pending {
-            Pending::Done(processed) => processed,
-            Pending::Application { pseudonym, text } => {
-                let from = self.resolve_sender(group_id, &pseudonym).await;
-                let stored = self
-                    .store_message(group_id, &from, &text, Some(seq))
+            Pending::Done(Processed::Removed) => {
+                self.mark_removed(group_id)
                     .await
                     .inspect_err(|_| self.mls.discard())?;
-                Processed::Message(stored)
+                Processed::Removed
+            }
+            Pending::Done(processed) => processed,
+            Pending::Application { pseudonym, payload } => {
+                let from = self.resolve_sender(group_id, &pseudonym).await;
+                let handled = match Content::decode(&payload) {
+                    Ok(Content::Text(text)) => self
+                        .store_message(group_id, &from, &text, Some(seq))
+                        .await
+                        .map(|stored| Ok(Processed::Message(stored))),
+                    Ok(Content::FriendshipToken(token)) => self
+                        .note_token(group_id, &from, token)
+                        .await
+                        .map(|()| Ok(Processed::Token)),
+                    Err(e) => Ok(Err(Error::Mls(format!("an unreadable message: {e}")))),
+                };
+                match handled.inspect_err(|_| self.mls.discard())? {
+                    Ok(processed) => processed,
+                    Err(unusable) => {
+                        // Its key is spent either way.
+                        self.mls.commit()?;
+                        return Ok(Err(unusable));
+                    }
+                }
             }
         };
         self.mls.commit()?;
@@ -863,10 +1023,15 @@ impl Client {
         let credential = processed.credential().clone();
         match processed.into_content() {
             ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let removed = staged.self_removed();
                 group
                     .merge_staged_commit(provider, *staged)
                     .map_err(|e| mls_error("cannot merge the commit", e))?;
-                Ok(Pending::Done(Processed::Commit))
+                Ok(Pending::Done(if removed {
+                    Processed::Removed
+                } else {
+                    Processed::Commit
+                }))
             }
             ProcessedMessageContent::ApplicationMessage(message) => {
                 let Sender::Member(_) = sender else {
@@ -879,7 +1044,7 @@ impl Client {
                     .unwrap_or_default();
                 Ok(Pending::Application {
                     pseudonym,
-                    text: String::from_utf8_lossy(&message.into_bytes()).into_owned(),
+                    payload: message.into_bytes(),
                 })
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {
@@ -900,37 +1065,24 @@ impl Client {
             return;
         };
         for mut contact in contacts.into_iter().filter(|c| c.peer.is_none()) {
-            let Ok(server) = self.as_server_for(self.user().domain()) else {
-                return;
-            };
-            let Ok(info) = server
-                .external_commit_info(&contact.group_id, &contact.group_state_ear_key)
-                .await
+            let Ok(Some(group)) =
+                MlsGroup::load(self.mls.storage(), &GroupId::from_slice(&contact.group_id))
             else {
                 continue;
             };
-            let mut peer = None;
-            for encrypted in &info.encrypted_credentials {
-                let Ok(plain) = contact
-                    .credential_ear_key
-                    .decrypt(&contact.group_id, encrypted)
-                else {
-                    continue;
-                };
-                let Ok(credential) = codec::decode::<ClientCredential>(&plain) else {
-                    continue;
-                };
-                if credential.user() != self.user()
-                    && self.verify_credential(&credential).await.is_ok()
-                {
-                    peer = Some(credential.user().clone());
-                    break;
-                }
-            }
-            if peer.is_some() {
-                contact.peer = peer;
+            let Ok(members) = self.verified_members(&group, &contact.access()).await else {
+                continue;
+            };
+            contact.peer = members
+                .iter()
+                .filter_map(|m| m.credential.as_ref())
+                .map(|c| c.user())
+                .find(|user| *user != self.user())
+                .cloned();
+            if contact.peer.is_some() {
                 let _ = self.save_contact(&contact).await;
             }
+            let _ = self.remember_members(&contact.group_id, members).await;
         }
     }
 }

@@ -20,8 +20,10 @@ pub mod cli;
 pub mod client;
 pub mod connections;
 pub mod error;
+pub mod friendship;
 pub mod groups;
 pub mod mls_storage;
+pub mod named_groups;
 pub mod server;
 pub mod state;
 
@@ -29,7 +31,9 @@ pub use client::{fetch_as_credentials, verify_with, Client, ClientEntry, Receive
 pub use connections::{verify_packages, ConnectionRequests, RejectReason, Rejected};
 pub use error::{Error, PackageProblem};
 pub use groups::{Accepted, Connected, GroupStatus, JoinedVia, SyncReport};
+pub use named_groups::GroupSummary;
 pub use server::{Queue, QueueKind, Server, ServerError, Signer};
 pub use state::{
-    Contact, Identity, PendingRequest, QueuePosition, State, StateError, StoredMessage,
+    Contact, GroupAccess, Identity, NamedGroup, PendingRequest, QueuePosition, State, StateError,
+    StoredMessage,
 };

@@ -9,8 +9,8 @@ use std::time::Duration;
 use reqwest::{header, Method, StatusCode, Url};
 use roost_protocol::{
     api::{
-        self, Ack, AddClient, ClaimedKeyPackages, ClientList, ConnectionPackageCount,
-        ConnectionPackages, Enqueue, Enqueued, ErrorBody, KeyPackageCount,
+        self, Ack, AddClient, ClaimKeyPackages, ClaimedKeyPackages, ClientList,
+        ConnectionPackageCount, ConnectionPackages, Enqueue, Enqueued, ErrorBody, KeyPackageCount,
         PublishConnectionPackages, PublishKeyPackages, QueueBatch, RegisterUser,
     },
     auth::RequestSignature,
@@ -19,6 +19,7 @@ use roost_protocol::{
     credentials::{AsCredentials, ClientCredential},
     ds,
     ids::now_millis,
+    key_packages::FriendshipToken,
     ClientId, HpkePublicKey, SigningKey, UserName,
 };
 use serde::de::DeserializeOwned;
@@ -409,6 +410,40 @@ impl Server {
             api::QS_OWN_KEY_PACKAGES,
             None,
             Some(signer),
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `GET /qs/v1/friendship-token`: the signer's user's friendship token.
+    pub async fn friendship_token(
+        &self,
+        signer: Signer<'_>,
+    ) -> Result<FriendshipToken, ServerError> {
+        self.call(
+            Method::GET,
+            api::QS_FRIENDSHIP_TOKEN,
+            None,
+            Some(signer),
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST /qs/v1/key-packages/claim`: one entry per client of the token's user, unchecked.
+    /// Public (the QS must not learn who adds whom) and rate limited (429 `rate_limited`).
+    pub async fn claim_key_packages(
+        &self,
+        token: &FriendshipToken,
+    ) -> Result<ClaimedKeyPackages, ServerError> {
+        let body = codec::encode(&ClaimKeyPackages {
+            token: token.clone(),
+        });
+        self.call(
+            Method::POST,
+            api::QS_CLAIM_KEY_PACKAGES,
+            Some(body),
+            None,
             REQUEST_TIMEOUT,
         )
         .await

@@ -6,7 +6,8 @@
 //! waiting for the user's decision (`connection_requests`: id → [`PendingRequest`]); and the
 //! hashes of the sealed requests already received, so a replay is not shown again
 //! (`connection_requests_seen`: hash → end of validity of the package it was sealed to); the
-//! client's connections (`contacts`: group id → [`Contact`]), the chat log of each group
+//! client's connections (`contacts`: group id → [`Contact`]), its named groups (`groups`:
+//! group id → [`NamedGroup`]), the chat log of each group
 //! (`messages`: group id length ‖ group id ‖ log position (BE) → [`StoredMessage`], with
 //! `message_seqs`: queue seq → () so a queue message is stored once) and which user each member
 //! pseudonym of a group belongs to (`member_users`: group id length ‖ group id ‖ pseudonym →
@@ -28,9 +29,11 @@ use std::{
 
 use roost_protocol::{
     codec,
-    connection::{ConnectionEstablishmentPackage, ConnectionPackageHash, EarKey},
+    connection::{ConnectionEstablishmentPackage, ConnectionPackageHash},
     credentials::ClientCredential,
-    ClientId, HpkeSecretKey, SigningKey, Timestamp, UserName,
+    ds::GroupKeys,
+    key_packages::FriendshipToken,
+    ClientId, Domain, HpkeSecretKey, SigningKey, Timestamp, UserName,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -38,7 +41,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use crate::server::QueueKind;
 
 /// The state format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const KEY_FORMAT: &[u8] = b"format_version";
 const KEY_IDENTITY: &[u8] = b"identity";
@@ -49,6 +52,7 @@ const TREE_REQUESTS: &str = "connection_requests";
 const TREE_SEEN_REQUESTS: &str = "connection_requests_seen";
 const KEY_MLS_IDENTITY: &[u8] = b"mls_identity";
 const TREE_CONTACTS: &str = "contacts";
+const TREE_GROUPS: &str = "groups";
 const TREE_MESSAGES: &str = "messages";
 const TREE_MESSAGE_SEQS: &str = "message_seqs";
 const TREE_MEMBER_USERS: &str = "member_users";
@@ -164,9 +168,59 @@ pub struct Contact {
     /// The other user; `None` while not known yet (a client that joined through a Welcome
     /// before the responder joined).
     pub peer: Option<UserName>,
-    pub group_state_ear_key: EarKey,
-    pub credential_ear_key: EarKey,
+    /// Whose DS holds the group: the initiator's.
+    pub ds: Domain,
+    pub keys: GroupKeys,
     pub since: Timestamp,
+    /// Whether this user asked for the connection (then it shares its friendship token only
+    /// in answer to the peer's, once the peer is surely in the group).
+    pub initiated: bool,
+    /// The peer's friendship token, which lets this user add the peer to groups.
+    pub peer_token: Option<FriendshipToken>,
+    /// Whether this user's token is in the group (sent by this client or another of the user's).
+    pub token_shared: bool,
+}
+
+/// A named group this client is in (not a connection). Contains secret keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedGroup {
+    pub group_id: Vec<u8>,
+    /// The name its creator gave it; not unique.
+    pub name: String,
+    /// Whose DS holds the group: its creator's.
+    pub ds: Domain,
+    pub keys: GroupKeys,
+    pub since: Timestamp,
+    /// This client was removed from the group: it keeps the log, but can no longer send.
+    pub removed: bool,
+}
+
+/// What talking to a group's DS takes: where the DS is, and the group's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupAccess {
+    pub group_id: Vec<u8>,
+    pub ds: Domain,
+    pub keys: GroupKeys,
+}
+
+impl Contact {
+    pub fn access(&self) -> GroupAccess {
+        GroupAccess {
+            group_id: self.group_id.clone(),
+            ds: self.ds.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+}
+
+impl NamedGroup {
+    pub fn access(&self) -> GroupAccess {
+        GroupAccess {
+            group_id: self.group_id.clone(),
+            ds: self.ds.clone(),
+            keys: self.keys.clone(),
+        }
+    }
 }
 
 /// A connection request that passed every check, waiting for the user's decision.
@@ -207,6 +261,7 @@ pub struct State {
     requests: sled::Tree,
     seen_requests: sled::Tree,
     contacts: sled::Tree,
+    groups: sled::Tree,
     messages: sled::Tree,
     message_seqs: sled::Tree,
     member_users: sled::Tree,
@@ -285,6 +340,7 @@ impl State {
             requests: tree(TREE_REQUESTS)?,
             seen_requests: tree(TREE_SEEN_REQUESTS)?,
             contacts: tree(TREE_CONTACTS)?,
+            groups: tree(TREE_GROUPS)?,
             messages: tree(TREE_MESSAGES)?,
             message_seqs: tree(TREE_MESSAGE_SEQS)?,
             member_users: tree(TREE_MEMBER_USERS)?,
@@ -522,6 +578,36 @@ impl State {
             .insert(&contact.group_id, codec::encode(contact))
             .map_err(|e| self.store_error(e))?;
         self.flush()
+    }
+
+    /// Every named group, oldest first.
+    pub fn named_groups(&self) -> Result<Vec<NamedGroup>, StateError> {
+        let mut groups: Vec<NamedGroup> = self
+            .tree_all(&self.groups, TREE_GROUPS)?
+            .into_iter()
+            .map(|(_, group)| group)
+            .collect();
+        groups.sort_by(|a, b| (a.since, &a.group_id).cmp(&(b.since, &b.group_id)));
+        Ok(groups)
+    }
+
+    pub fn named_group(&self, group_id: &[u8]) -> Result<Option<NamedGroup>, StateError> {
+        self.tree_get(&self.groups, TREE_GROUPS, group_id)
+    }
+
+    pub fn save_named_group(&self, group: &NamedGroup) -> Result<(), StateError> {
+        self.groups
+            .insert(&group.group_id, codec::encode(group))
+            .map_err(|e| self.store_error(e))?;
+        self.flush()
+    }
+
+    /// How to reach any group this client is in, connection or named.
+    pub fn group_access(&self, group_id: &[u8]) -> Result<Option<GroupAccess>, StateError> {
+        if let Some(contact) = self.contact(group_id)? {
+            return Ok(Some(contact.access()));
+        }
+        Ok(self.named_group(group_id)?.map(|group| group.access()))
     }
 
     /// Appends a message to a group's log. A message that came from the queue is stored once

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     codec,
     connection::EarKey,
-    crypto::{CryptoError, HpkePublicKey, HpkeSecretKey, Sealed},
+    credentials::ClientCredential,
+    crypto::{CryptoError, HpkePublicKey, HpkeSecretKey, Sealed, Signature, SigningKey},
     ClientId, Domain,
 };
 
@@ -157,7 +158,8 @@ pub enum GroupDelivery {
     Welcome(WelcomeBundle),
 }
 
-/// A Welcome plus what the new member needs beside it: the group's EAR keys ([`GroupKeys`]),
+/// A Welcome plus what the new member needs beside it: the group's EAR keys and name
+/// ([`WelcomeSecrets`]),
 /// encrypted under a secret exported from the epoch the Welcome opens, which the adder and the
 /// new member know and the DS and QS do not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +176,56 @@ pub struct GroupKeys {
     pub credential_ear_key: EarKey,
 }
 
-impl GroupKeys {
+const WELCOME_ADDER_LABEL: &str = "roost welcome adder v1";
+
+/// What the encrypted part of a [`WelcomeBundle`] holds: the group's keys, its name for a
+/// named group (`None`: a connection group), where its DS is, and who added the new member —
+/// the adder's client credential, with a signature by that client's key binding it to the MLS
+/// leaf key that signed the Welcome (MLS leaves carry only pseudonyms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WelcomeSecrets {
+    pub keys: GroupKeys,
+    pub name: Option<String>,
+    /// Whose DS holds the group.
+    pub ds: Domain,
+    pub adder: ClientCredential,
+    pub adder_signature: Signature,
+}
+
+impl WelcomeSecrets {
+    /// `leaf_key`: the adder's MLS signature public key in the group.
+    pub fn new(
+        keys: GroupKeys,
+        name: Option<String>,
+        ds: Domain,
+        group_id: &[u8],
+        leaf_key: &[u8],
+        adder: ClientCredential,
+        adder_key: &SigningKey,
+    ) -> Self {
+        let adder_signature = adder_key.sign(
+            WELCOME_ADDER_LABEL,
+            &(group_id, leaf_key, &keys, &name, &ds),
+        );
+        WelcomeSecrets {
+            keys,
+            name,
+            ds,
+            adder,
+            adder_signature,
+        }
+    }
+
+    /// Checks that the adder's client key signed these secrets for `group_id` and the leaf key
+    /// that sent the Welcome. The credential's chain is checked separately.
+    pub fn verify_adder(&self, group_id: &[u8], leaf_key: &[u8]) -> Result<(), CryptoError> {
+        self.adder.body.verifying_key.verify(
+            WELCOME_ADDER_LABEL,
+            &(group_id, leaf_key, &self.keys, &self.name, &self.ds),
+            &self.adder_signature,
+        )
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(self)
     }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod connection;
+pub mod content;
 pub mod credentials;
 pub mod crypto;
 pub mod ds;
