@@ -4,9 +4,12 @@
 
 mod common;
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use common::{devices::Devices, Options, TestServer};
+use common::{
+    devices::{run_json as run, Devices},
+    Options, TestServer,
+};
 use roost_client::{Client, Error, ServerError, StoredMessage, SyncReport};
 use roost_protocol::UserName;
 
@@ -167,40 +170,6 @@ async fn sending_to_someone_not_connected_is_refused() {
     let phone = devices.register(&server, "alice-phone", &alice).await;
     let error = phone.send(&server.user("carol"), "hi").await.unwrap_err();
     assert_eq!(error.code(), "not_connected");
-}
-
-/// Runs `roost-client ARGS --json` on the state directory `state`.
-fn cli(state: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let output = std::process::Command::new(common::client_binary())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("ROOST_CLIENT_STATE", state)
-        .args(args)
-        .arg("--json")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run roost-client");
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
-
-async fn run(state: PathBuf, args: &[&str]) -> serde_json::Value {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(&state, &args)
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test]

@@ -22,7 +22,9 @@ async fn add(
     adder: &mut Member,
     joiner: &Member,
 ) -> (u16, ds::CommitRequest) {
-    let entry = joiner.entry(http, domain, &keys.credentials).await;
+    let entry = joiner
+        .entry(http, domain, group_id, &keys.credentials)
+        .await;
     mls::add(http, group_id, keys, adder, joiner.key_package(), entry).await
 }
 
@@ -158,7 +160,9 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
         group_id: group_id.clone(),
         ear_key: keys.state.clone(),
         group_info: alice.group_info(),
-        creator: alice.entry(&http, server.domain(), &keys.credentials).await,
+        creator: alice
+            .entry(&http, server.domain(), &group_id, &keys.credentials)
+            .await,
         connection_group: false,
     };
     let response = http

@@ -119,6 +119,10 @@ impl KeyPackageActor {
                 key_package.ciphersuite()
             ));
         }
+        entry
+            .card(key_package.leaf_node().signature_key().as_slice())
+            .verify()
+            .map_err(|_| "its member card signature does not verify".to_owned())?;
         let lifetime = key_package.life_time();
         if !lifetime.has_acceptable_range() {
             return Err("its lifetime is longer than MLS clients accept".into());

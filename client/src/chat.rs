@@ -8,16 +8,21 @@
 //! syncs first, so a client's log has what was delivered before its own message in front of it.
 //!
 //! Leaves carry pseudonyms only. The sender of a received message is found through the
-//! members' real client credentials the DS keeps encrypted under the credential EAR key: they
-//! come in leaf order, which is matched with the local group's members (and learnt once per
-//! pseudonym, in the `member_users` tree). If that fails, the contact record's peer is assumed.
+//! members' cards the DS keeps encrypted under the credential EAR key (each a client
+//! credential bound to the leaf's MLS signature key by the client's signature), matched with
+//! the local group's leaves by that key and learnt once per pseudonym, in the `member_users`
+//! tree. If that fails (the sender has left the DS's list since), the connection's peer is
+//! assumed, or else the sender shows as this user.
 
 use std::{collections::HashMap, time::Duration};
 
 use openmls::prelude::{tls_codec::Serialize as _, *};
 use roost_protocol::{
-    codec, content::Content, credentials::ClientCredential, ds::SendMessage, AsCredentials, Domain,
-    Timestamp, UserName,
+    codec,
+    content::Content,
+    credentials::ClientCredential,
+    ds::{MemberCard, SendMessage},
+    AsCredentials, Domain, Timestamp, UserName,
 };
 
 use crate::{
@@ -148,20 +153,25 @@ impl Client {
         blocking(move || state.append_message(&group_id, &from, &text, queue_seq)).await
     }
 
-    /// The user behind the leaf that sent a message (see the module documentation).
-    pub(crate) async fn resolve_sender(&self, group_id: &[u8], pseudonym: &[u8]) -> UserName {
+    /// The user behind the leaf that sent a message, if the credentials tell (see the module
+    /// documentation).
+    pub(crate) async fn sender_of(&self, group_id: &[u8], pseudonym: &[u8]) -> Option<UserName> {
         if let Ok(Some(own)) = self.state.mls_identity() {
             if own.pseudonym == pseudonym {
-                return self.user().clone();
+                return Some(self.user().clone());
             }
         }
         if let Ok(Some(user)) = self.state.member_user(group_id, pseudonym) {
-            return user;
+            return Some(user);
         }
-        if self.learn_members(group_id).await.is_ok() {
-            if let Ok(Some(user)) = self.state.member_user(group_id, pseudonym) {
-                return user;
-            }
+        self.learn_members(group_id).await.ok()?;
+        self.state.member_user(group_id, pseudonym).ok().flatten()
+    }
+
+    /// [`Client::sender_of`] a chat message; failing that, the connection's peer is assumed.
+    pub(crate) async fn resolve_sender(&self, group_id: &[u8], pseudonym: &[u8]) -> UserName {
+        if let Some(user) = self.sender_of(group_id, pseudonym).await {
+            return user;
         }
         self.state
             .contact(group_id)
@@ -197,9 +207,10 @@ impl Client {
         blocking(move || state.save_member_users(&group_id, &learnt)).await
     }
 
-    /// The members of `group` with the credentials the DS keeps for them (in leaf order),
-    /// each checked against the AS credentials of its domain; `None` where one does not
-    /// decrypt or verify. The list must put this client at its own leaf, or it is refused.
+    /// The members of `group` with the client credentials of the member cards the DS keeps
+    /// (matched to leaves by their MLS signature key, so the DS's list may be of another
+    /// epoch), each card's signature and credential chain checked against the AS credentials
+    /// of its domain; `None` where no valid card names the leaf's key.
     pub(crate) async fn verified_members(
         &self,
         group: &MlsGroup,
@@ -209,34 +220,20 @@ impl Client {
             .as_server_for(&access.ds)?
             .external_commit_info(&access.group_id, &access.keys.group_state_ear_key)
             .await?;
-        let mut members: Vec<VerifiedMember> = group
-            .members()
-            .map(|m| VerifiedMember {
-                leaf: m.index.u32(),
-                pseudonym: BasicCredential::try_from(m.credential)
-                    .map(|c| c.identity().to_vec())
-                    .unwrap_or_default(),
-                credential: None,
-            })
-            .collect();
-        members.sort_by_key(|m| m.leaf);
-        if members.len() != info.encrypted_credentials.len() {
-            return Err(Error::Mls(
-                "the DS lists other members than the group".into(),
-            ));
-        }
         let mut authorities: HashMap<Domain, AsCredentials> = HashMap::new();
-        for (member, encrypted) in members.iter_mut().zip(&info.encrypted_credentials) {
-            let Some(credential) = access
+        let mut cards: HashMap<Vec<u8>, ClientCredential> = HashMap::new();
+        for encrypted in &info.encrypted_credentials {
+            let Some(card) = access
                 .keys
                 .credential_ear_key
                 .decrypt(&access.group_id, encrypted)
                 .ok()
-                .and_then(|plain| codec::decode::<ClientCredential>(&plain).ok())
+                .and_then(|plain| codec::decode::<MemberCard>(&plain).ok())
+                .filter(|card| card.verify().is_ok())
             else {
                 continue;
             };
-            let domain = credential.user().domain().clone();
+            let domain = card.credential.user().domain().clone();
             if !authorities.contains_key(&domain) {
                 let Ok(fetched) = self.as_credentials_of(&domain).await else {
                     continue;
@@ -244,23 +241,23 @@ impl Client {
                 authorities.insert(domain.clone(), fetched);
             }
             if authorities[&domain]
-                .verify_client(&credential, Timestamp::now())
+                .verify_client(&card.credential, Timestamp::now())
                 .is_ok()
             {
-                member.credential = Some(credential);
+                cards.insert(card.leaf_key, card.credential);
             }
         }
-        let own = group.own_leaf_index().u32();
-        let own_matches = members
-            .iter()
-            .find(|m| m.leaf == own)
-            .and_then(|m| m.credential.as_ref())
-            .is_some_and(|c| c.client_id() == self.client_id());
-        if !own_matches {
-            return Err(Error::Mls(
-                "the DS's member list is not in leaf order".into(),
-            ));
-        }
+        let mut members: Vec<VerifiedMember> = group
+            .members()
+            .map(|m| VerifiedMember {
+                leaf: m.index.u32(),
+                credential: cards.get(m.signature_key.as_slice()).cloned(),
+                pseudonym: BasicCredential::try_from(m.credential)
+                    .map(|c| c.identity().to_vec())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        members.sort_by_key(|m| m.leaf);
         Ok(members)
     }
 }

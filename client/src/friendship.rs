@@ -24,7 +24,10 @@ impl Client {
         };
         if from == self.user() {
             contact.token_shared = true;
-        } else if contact.peer.as_ref() == Some(from) {
+        } else if contact.peer.as_ref().is_none_or(|peer| peer == from) {
+            // Only the two users' clients are in a connection group: whoever else sent it is
+            // the peer.
+            contact.peer = Some(from.clone());
             contact.peer_token = Some(token);
         } else {
             return Ok(());

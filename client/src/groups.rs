@@ -27,10 +27,9 @@ use roost_protocol::{
     codec,
     connection::{ConnectionEstablishmentBody, ConnectionEstablishmentPackage, EarKey},
     content::{self, Content},
-    credentials::ClientCredential,
     ds::{
-        CommitRequest, CreateGroup, GroupDelivery, GroupKeys, JoinConnectionGroup, MemberEntry,
-        SealedQueueRef, WelcomeBundle, WelcomeSecrets,
+        CommitRequest, CreateGroup, GroupDelivery, GroupKeys, JoinConnectionGroup, MemberCard,
+        MemberEntry, SealedQueueRef, WelcomeBundle, WelcomeSecrets,
     },
     key_packages::KeyPackageEntry,
     Timestamp, UserName,
@@ -335,6 +334,7 @@ impl Client {
             &self.identity.signing_key,
             bytes,
             queue,
+            signer.key.public(),
         ))
     }
 
@@ -380,6 +380,10 @@ impl Client {
                 return Err(refuse("it names this client or a client twice".into()));
             }
             let key_package = parse_key_package(&self.mls, &entry.key_package).map_err(refuse)?;
+            entry
+                .card(key_package.leaf_node().signature_key().as_slice())
+                .verify()
+                .map_err(|_| refuse("its member card signature does not verify".into()))?;
             claimed.push((key_package, entry));
         }
         Ok(claimed)
@@ -390,14 +394,23 @@ impl Client {
         queue: SealedQueueRef,
         group_id: &[u8],
         keys: &GroupKeys,
-        credential: &ClientCredential,
+        card: &MemberCard,
     ) -> MemberEntry {
         MemberEntry {
             queue,
             encrypted_credential: keys
                 .credential_ear_key
-                .encrypt(group_id, &codec::encode(credential)),
+                .encrypt(group_id, &codec::encode(card)),
         }
+    }
+
+    /// This client's [`MemberCard`]: its credential bound to its MLS signature key.
+    pub(crate) fn own_card(&self, signer: &MlsSigner) -> MemberCard {
+        MemberCard::new(
+            self.credential().clone(),
+            &self.identity.signing_key,
+            signer.key.public(),
+        )
     }
 
     pub(crate) fn group_info_bytes(
@@ -460,9 +473,9 @@ impl Client {
                 group_info: self.group_info_bytes(group, signer)?,
                 added: claimed
                     .iter()
-                    .map(|(_, entry)| {
-                        let credential = &entry.client_credential;
-                        self.member_entry(entry.queue.clone(), group_id, keys, credential)
+                    .map(|(key_package, entry)| {
+                        let card = entry.card(key_package.leaf_node().signature_key().as_slice());
+                        self.member_entry(entry.queue.clone(), group_id, keys, &card)
                     })
                     .collect(),
                 welcome: Some(welcome),
@@ -581,7 +594,12 @@ impl Client {
             group_id: access.group_id.clone(),
             ear_key: access.keys.group_state_ear_key.clone(),
             group_info,
-            creator: self.member_entry(queue, &access.group_id, &access.keys, self.credential()),
+            creator: self.member_entry(
+                queue,
+                &access.group_id,
+                &access.keys,
+                &self.own_card(signer),
+            ),
             connection_group,
         };
         if let Err(e) = self.server().create_group(&create).await {
@@ -716,8 +734,11 @@ impl Client {
                 .credential_ear_key
                 .decrypt(&group_id, encrypted)
                 .map_err(|_| refuse("a member's credential does not decrypt".into()))?;
-            let credential: ClientCredential = codec::decode(&plain)
+            let card: MemberCard = codec::decode(&plain)
                 .map_err(|e| refuse(format!("a member's credential is unreadable: {e}")))?;
+            card.verify()
+                .map_err(|_| refuse("a member's card signature does not verify".into()))?;
+            let credential = card.credential;
             credentials
                 .verify_client(&credential, Timestamp::now())
                 .map_err(|e| refuse(format!("a member's credential does not verify: {e}")))?;
@@ -752,7 +773,7 @@ impl Client {
             self.own_queue_ref().await?,
             &group_id,
             &contact.keys,
-            self.credential(),
+            &self.own_card(signer),
         );
 
         let built = (|| {
@@ -981,16 +1002,24 @@ impl Client {
             }
             Pending::Done(processed) => processed,
             Pending::Application { pseudonym, payload } => {
-                let from = self.resolve_sender(group_id, &pseudonym).await;
                 let handled = match Content::decode(&payload) {
-                    Ok(Content::Text(text)) => self
-                        .store_message(group_id, &from, &text, Some(seq))
-                        .await
-                        .map(|stored| Ok(Processed::Message(stored))),
-                    Ok(Content::FriendshipToken(token)) => self
-                        .note_token(group_id, &from, token)
-                        .await
-                        .map(|()| Ok(Processed::Token)),
+                    Ok(Content::Text(text)) => {
+                        let from = self.resolve_sender(group_id, &pseudonym).await;
+                        self.store_message(group_id, &from, &text, Some(seq))
+                            .await
+                            .map(|stored| Ok(Processed::Message(stored)))
+                    }
+                    Ok(Content::FriendshipToken(token)) => {
+                        match self.sender_of(group_id, &pseudonym).await {
+                            Some(from) => self
+                                .note_token(group_id, &from, token)
+                                .await
+                                .map(|()| Ok(Processed::Token)),
+                            None => Ok(Err(Error::Mls(
+                                "a friendship token from an unknown sender".into(),
+                            ))),
+                        }
+                    }
                     Err(e) => Ok(Err(Error::Mls(format!("an unreadable message: {e}")))),
                 };
                 match handled.inspect_err(|_| self.mls.discard())? {

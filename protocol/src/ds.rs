@@ -140,8 +140,44 @@ impl SealedQueueRef {
     }
 }
 
-/// What the DS keeps per member, next to the MLS leaf: where to deliver, and the member's real
-/// client credential encrypted under the group's credential EAR key (MLS leaves carry only
+const MEMBER_CARD_LABEL: &str = "roost member card v1";
+
+/// A client's real credential bound to the MLS signature key its leaves use, signed by the
+/// client. Members read it (encrypted under the credential EAR key, in the DS's
+/// [`MemberEntry`]) to tell which client a pseudonymous leaf is, at any epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberCard {
+    pub credential: ClientCredential,
+    /// The MLS signature public key of the client's leaves.
+    pub leaf_key: Vec<u8>,
+    pub signature: Signature,
+}
+
+impl MemberCard {
+    pub fn new(credential: ClientCredential, key: &SigningKey, leaf_key: &[u8]) -> Self {
+        MemberCard {
+            signature: Self::sign(key, leaf_key),
+            credential,
+            leaf_key: leaf_key.to_vec(),
+        }
+    }
+
+    pub fn sign(key: &SigningKey, leaf_key: &[u8]) -> Signature {
+        key.sign_bytes(MEMBER_CARD_LABEL, leaf_key)
+    }
+
+    /// Checks the signature by the credential's key; the chain is checked separately.
+    pub fn verify(&self) -> Result<(), CryptoError> {
+        self.credential.body.verifying_key.verify_bytes(
+            MEMBER_CARD_LABEL,
+            &self.leaf_key,
+            &self.signature,
+        )
+    }
+}
+
+/// What the DS keeps per member, next to the MLS leaf: where to deliver, and the member's
+/// [`MemberCard`] encrypted under the group's credential EAR key (MLS leaves carry only
 /// pseudonymous credentials).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberEntry {

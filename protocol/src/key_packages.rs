@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     codec,
     crypto::{hash, CryptoError, Signature, SigningKey},
-    ds::SealedQueueRef,
+    ds::{MemberCard, SealedQueueRef},
     ClientCredential, ClientId,
 };
 
@@ -47,6 +47,9 @@ pub struct KeyPackageEntry {
     pub client_credential: ClientCredential,
     /// By the client's key over the label, `key_package` and `queue`.
     pub signature: Signature,
+    /// The client's [`MemberCard`] signature over the leaf signature key in `key_package`, so
+    /// the adder can hand the new member's card to the DS.
+    pub card_signature: Signature,
 }
 
 impl KeyPackageEntry {
@@ -55,6 +58,7 @@ impl KeyPackageEntry {
         key: &SigningKey,
         key_package: Vec<u8>,
         queue: SealedQueueRef,
+        leaf_key: &[u8],
     ) -> Self {
         let signature = key.sign(ENTRY_LABEL, &(&key_package, &queue));
         KeyPackageEntry {
@@ -62,6 +66,16 @@ impl KeyPackageEntry {
             queue,
             client_credential,
             signature,
+            card_signature: MemberCard::sign(key, leaf_key),
+        }
+    }
+
+    /// The member card for the leaf key read from `key_package` (checked by its `verify`).
+    pub fn card(&self, leaf_key: &[u8]) -> MemberCard {
+        MemberCard {
+            credential: self.client_credential.clone(),
+            leaf_key: leaf_key.to_vec(),
+            signature: self.card_signature,
         }
     }
 
@@ -95,7 +109,7 @@ mod tests {
         let queue =
             SealedQueueRef::seal("a.test".parse().unwrap(), &qs_key, &credential.client_id())
                 .unwrap();
-        KeyPackageEntry::new(credential.clone(), key, vec![1, 2, 3], queue)
+        KeyPackageEntry::new(credential.clone(), key, vec![1, 2, 3], queue, &[9; 32])
     }
 
     #[test]

@@ -157,7 +157,13 @@ mod tests {
         )
         .unwrap();
         StoredKeyPackage {
-            entry: KeyPackageEntry::new(credential, &key, ClientId::random().0.to_vec(), queue),
+            entry: KeyPackageEntry::new(
+                credential,
+                &key,
+                ClientId::random().0.to_vec(),
+                queue,
+                &[7; 32],
+            ),
             last_resort,
             not_after: Timestamp::now().plus_secs(lifetime_secs),
         }

@@ -1,6 +1,6 @@
 //! Client devices made through the client library, each with its own state directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use roost_client::Client;
 use roost_protocol::UserName;
@@ -44,4 +44,58 @@ impl Default for Devices {
     fn default() -> Self {
         Devices::new()
     }
+}
+
+/// `initiator`'s user connects with `responder`'s: `responder` accepts, then every client in
+/// `others` and both of them sync twice, so the friendship tokens go both ways.
+pub async fn connect(initiator: &Client, responder: &Client, others: &[&Client]) {
+    initiator.connect(responder.user()).await.unwrap();
+    let requests = responder.connection_requests().await.unwrap();
+    let request = requests
+        .received
+        .iter()
+        .find(|r| r.from() == initiator.user())
+        .unwrap_or_else(|| panic!("no request from {}", initiator.user()));
+    responder.accept(&request.id).await.unwrap();
+    for _ in 0..2 {
+        for client in [initiator, responder].iter().chain(others) {
+            let report = client.sync().await.unwrap();
+            assert!(report.failed.is_empty(), "{:?}", report.failed);
+        }
+    }
+}
+
+/// Runs `roost-client ARGS --json` on the state directory `state`, expecting success.
+pub fn cli_json(state: &Path, args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new(super::client_binary())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ROOST_CLIENT_STATE", state)
+        .args(args)
+        .arg("--json")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run roost-client");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// [`cli_json`] off the async runtime.
+pub async fn run_json(state: PathBuf, args: &[&str]) -> serde_json::Value {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli_json(&state, &args)
+    })
+    .await
+    .unwrap()
 }

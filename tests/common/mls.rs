@@ -8,7 +8,7 @@ use roost_protocol::{
     api::{self, QueueBatch, QueueItem},
     codec,
     connection::EarKey,
-    ds::{self, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
+    ds::{self, GroupDelivery, MemberCard, MemberEntry, SealedQueueRef, WelcomeBundle},
     key_packages::KeyPackageEntry,
     Domain, HpkePublicKey,
 };
@@ -127,6 +127,7 @@ impl Member {
             &self.identity.key,
             MlsMessageOut::from(key_package).to_bytes().unwrap(),
             self.queue_ref(http, domain).await,
+            self.signer.public(),
         )
     }
 
@@ -148,13 +149,23 @@ impl Member {
         self.group.as_mut().expect("in a group")
     }
 
-    pub async fn entry(&self, http: &Raw, domain: &str, credential_key: &EarKey) -> MemberEntry {
+    /// This client's member entry for the DS: its queue, and its member card encrypted under
+    /// `credential_key` for `group_id`, as the client library makes it.
+    pub async fn entry(
+        &self,
+        http: &Raw,
+        domain: &str,
+        group_id: &[u8],
+        credential_key: &EarKey,
+    ) -> MemberEntry {
+        let card = MemberCard::new(
+            self.identity.credential.clone().unwrap(),
+            &self.identity.key,
+            self.signer.public(),
+        );
         MemberEntry {
             queue: self.queue_ref(http, domain).await,
-            encrypted_credential: credential_key.encrypt(
-                b"credential",
-                &codec::encode(self.identity.credential.as_ref().unwrap()),
-            ),
+            encrypted_credential: credential_key.encrypt(group_id, &codec::encode(&card)),
         }
     }
 
@@ -242,7 +253,9 @@ pub async fn create_group(
         group_id: group_id.clone(),
         ear_key: keys.state.clone(),
         group_info: creator.group_info(),
-        creator: creator.entry(http, domain, &keys.credentials).await,
+        creator: creator
+            .entry(http, domain, &group_id, &keys.credentials)
+            .await,
         connection_group,
     };
     let response = http
@@ -351,7 +364,9 @@ pub async fn join_connection_group(
         ear_key: keys.state.clone(),
         commit: bundle.commit().to_bytes().unwrap(),
         group_info: joiner.group_info(),
-        joiner: joiner.entry(http, domain, &keys.credentials).await,
+        joiner: joiner
+            .entry(http, domain, group_id, &keys.credentials)
+            .await,
     };
     http.send(
         "POST",

@@ -1,0 +1,316 @@
+//! Named groups: a user adds the users they are connected with (every client of each, through
+//! the friendship token shared in the connection group and the QS key-package claim), everyone
+//! chats, a user is removed, two members change the group at once, and the command line does
+//! it all.
+
+mod common;
+
+use common::{
+    devices::{connect, run_json, Devices},
+    Options, TestServer,
+};
+use roost_client::{Client, StoredMessage};
+
+/// alice (phone and laptop), bob (phone and laptop) and carol (phone); alice is connected with
+/// bob and with carol, bob and carol are not connected.
+struct People {
+    alice_phone: Client,
+    alice_laptop: Client,
+    bob_phone: Client,
+    bob_laptop: Client,
+    carol_phone: Client,
+}
+
+impl People {
+    fn all(&self) -> [&Client; 5] {
+        [
+            &self.alice_phone,
+            &self.alice_laptop,
+            &self.bob_phone,
+            &self.bob_laptop,
+            &self.carol_phone,
+        ]
+    }
+}
+
+async fn people(server: &TestServer, devices: &Devices) -> People {
+    let (alice, bob, carol) = (
+        server.user("alice"),
+        server.user("bob"),
+        server.user("carol"),
+    );
+    let p = People {
+        alice_phone: devices.register(server, "alice-phone", &alice).await,
+        alice_laptop: devices.add_client(server, "alice-laptop", &alice).await,
+        bob_phone: devices.register(server, "bob-phone", &bob).await,
+        bob_laptop: devices.add_client(server, "bob-laptop", &bob).await,
+        carol_phone: devices.register(server, "carol-phone", &carol).await,
+    };
+    connect(
+        &p.alice_phone,
+        &p.bob_phone,
+        &[&p.alice_laptop, &p.bob_laptop],
+    )
+    .await;
+    connect(&p.alice_laptop, &p.carol_phone, &[&p.alice_phone]).await;
+    p
+}
+
+fn log(messages: &[StoredMessage]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|m| (m.from.local().to_owned(), m.text.clone()))
+        .collect()
+}
+
+async fn sync_all(clients: &[&Client]) {
+    for client in clients {
+        let report = client.sync().await.unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+    }
+}
+
+#[tokio::test]
+async fn a_connected_user_is_added_with_all_clients_and_everyone_chats_in_the_group() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let p = people(&server, &devices).await;
+    let (bob, carol) = (server.user("bob"), server.user("carol"));
+
+    let created = p.alice_phone.create_group("book club").await.unwrap();
+    // alice's other client is in it from the start.
+    assert_eq!(
+        p.alice_phone.add_to_group("book club", &bob).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        p.alice_phone
+            .add_to_group("book club", &carol)
+            .await
+            .unwrap(),
+        1
+    );
+    sync_all(&p.all()).await;
+    for client in p.all() {
+        let groups = client.groups().await.unwrap();
+        assert_eq!(groups.len(), 1, "{}", client.user());
+        assert_eq!(groups[0].name, "book club");
+        assert_eq!(groups[0].group_id, created.group_id);
+        assert_eq!(groups[0].members, 5, "{}", client.user());
+    }
+    let members = p.bob_laptop.group_members("book club").await.unwrap();
+    let names: Vec<&str> = members.iter().map(|u| u.local()).collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+
+    // Adding someone twice is refused.
+    let error = p
+        .alice_laptop
+        .add_to_group("book club", &bob)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "already_member");
+
+    let script = [
+        (&p.alice_phone, "hello, book club"),
+        (&p.bob_laptop, "hi all"),
+        (&p.carol_phone, "hi from carol"),
+        (&p.bob_phone, "bob again"),
+        (&p.alice_laptop, "alice from the laptop"),
+    ];
+    for (client, text) in script {
+        client.send_to_group("book club", text).await.unwrap();
+    }
+    sync_all(&p.all()).await;
+    let expected = vec![
+        ("alice".to_owned(), "hello, book club".to_owned()),
+        ("bob".to_owned(), "hi all".to_owned()),
+        ("carol".to_owned(), "hi from carol".to_owned()),
+        ("bob".to_owned(), "bob again".to_owned()),
+        ("alice".to_owned(), "alice from the laptop".to_owned()),
+    ];
+    for client in p.all() {
+        let messages = client.group_messages("book club").await.unwrap();
+        assert_eq!(log(&messages), expected, "on {}", client.user());
+    }
+    // The group's chat stays out of the connections' logs.
+    assert!(p
+        .alice_phone
+        .messages(&bob)
+        .await
+        .unwrap()
+        .iter()
+        .all(|m| m.text != "hi all"));
+}
+
+#[tokio::test]
+async fn a_user_you_are_not_connected_with_cannot_be_added() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let p = people(&server, &devices).await;
+    let carol = server.user("carol");
+    p.bob_phone.create_group("bob's").await.unwrap();
+    let error = p.bob_phone.add_to_group("bob's", &carol).await.unwrap_err();
+    assert_eq!(error.code(), "not_connected");
+    let error = p
+        .bob_phone
+        .add_to_group("no such group", &carol)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "unknown_group");
+    // carol never hears of the group.
+    let report = p.carol_phone.sync().await.unwrap();
+    assert!(report.joined.is_empty());
+    assert!(p.carol_phone.groups().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_removed_user_gets_no_further_messages_and_cannot_send() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let p = people(&server, &devices).await;
+    let (bob, carol) = (server.user("bob"), server.user("carol"));
+    p.alice_phone.create_group("plans").await.unwrap();
+    p.alice_phone.add_to_group("plans", &bob).await.unwrap();
+    p.alice_phone.add_to_group("plans", &carol).await.unwrap();
+    sync_all(&p.all()).await;
+    p.carol_phone
+        .send_to_group("plans", "before")
+        .await
+        .unwrap();
+
+    // carol (a member, not alice) removes bob: both of bob's clients go.
+    assert_eq!(
+        p.carol_phone
+            .remove_from_group("plans", &bob)
+            .await
+            .unwrap(),
+        2
+    );
+    for client in [&p.bob_phone, &p.bob_laptop] {
+        let report = client.sync().await.unwrap();
+        assert_eq!(report.removed_from.len(), 1, "{report:?}");
+        let groups = client.groups().await.unwrap();
+        assert!(groups[0].removed);
+        let error = client
+            .send_to_group("plans", "still here?")
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "removed_from_group");
+    }
+    p.alice_laptop
+        .send_to_group("plans", "after")
+        .await
+        .unwrap();
+    sync_all(&p.all()).await;
+    for client in [&p.bob_phone, &p.bob_laptop] {
+        let texts = log(&client.group_messages("plans").await.unwrap());
+        assert_eq!(texts, [("carol".to_owned(), "before".to_owned())]);
+    }
+    for client in [&p.alice_phone, &p.carol_phone] {
+        let texts = log(&client.group_messages("plans").await.unwrap());
+        assert_eq!(
+            texts,
+            [
+                ("carol".to_owned(), "before".to_owned()),
+                ("alice".to_owned(), "after".to_owned())
+            ]
+        );
+        let members = client.group_members("plans").await.unwrap();
+        assert!(!members.contains(&bob));
+    }
+    let error = p
+        .alice_phone
+        .remove_from_group("plans", &bob)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "not_a_member");
+}
+
+#[tokio::test]
+async fn two_members_changing_the_group_at_once_both_succeed_after_one_syncs_and_retries() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let p = people(&server, &devices).await;
+    let (bob, carol) = (server.user("bob"), server.user("carol"));
+    let dave = server.user("dave");
+    let dave_phone = devices.register(&server, "dave-phone", &dave).await;
+    connect(&p.bob_phone, &dave_phone, &[&p.bob_laptop]).await;
+
+    p.alice_phone.create_group("party").await.unwrap();
+    p.alice_phone.add_to_group("party", &bob).await.unwrap();
+    sync_all(&p.all()).await;
+    // alice adds carol while bob adds dave: one commit per epoch wins at the DS, the other
+    // client gets 409 stale_epoch, catches up and commits again.
+    let (by_alice, by_bob) = tokio::join!(
+        p.alice_phone.add_to_group("party", &carol),
+        p.bob_phone.add_to_group("party", &dave),
+    );
+    assert_eq!(by_alice.unwrap(), 1);
+    assert_eq!(by_bob.unwrap(), 1);
+    let everyone = [
+        &p.alice_phone,
+        &p.alice_laptop,
+        &p.bob_phone,
+        &p.bob_laptop,
+        &p.carol_phone,
+        &dave_phone,
+    ];
+    sync_all(&everyone).await;
+    for client in everyone {
+        let groups = client.groups().await.unwrap();
+        assert_eq!(groups[0].members, 6, "on {}", client.user());
+    }
+    dave_phone
+        .send_to_group("party", "thanks bob")
+        .await
+        .unwrap();
+    sync_all(&everyone).await;
+    for client in everyone {
+        let texts = log(&client.group_messages("party").await.unwrap());
+        assert_eq!(texts, [("dave".to_owned(), "thanks bob".to_owned())]);
+    }
+}
+
+#[tokio::test]
+async fn the_command_line_creates_a_group_adds_a_user_and_chats_in_it() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let p = people(&server, &devices).await;
+    let (bob, carol) = (
+        server.user("bob").to_string(),
+        server.user("carol").to_string(),
+    );
+    drop(p);
+    let run = |device: &str, args: &'static [&'static str]| run_json(devices.path(device), args);
+
+    let created = run("alice-phone", &["group", "create", "hikers"]).await;
+    assert_eq!(created["name"], "hikers");
+    let added = run_json(
+        devices.path("alice-phone"),
+        &["group", "add", "hikers", &bob],
+    )
+    .await;
+    assert_eq!(added["added"], 2);
+    run("bob-laptop", &["sync"]).await;
+    let listed = run("bob-laptop", &["groups"]).await;
+    assert_eq!(listed["groups"][0]["name"], "hikers");
+    assert_eq!(listed["groups"][0]["members"], 4);
+    run("bob-laptop", &["group", "send", "hikers", "see you at 8"]).await;
+    run("alice-laptop", &["sync"]).await;
+    let messages = run("alice-laptop", &["group", "messages", "hikers"]).await;
+    assert_eq!(messages["messages"][0]["from"], bob);
+    assert_eq!(messages["messages"][0]["text"], "see you at 8");
+    let members = run("alice-laptop", &["group", "members", "hikers"]).await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 2);
+
+    // Errors come as JSON with a code, and a non-zero exit.
+    let output = std::process::Command::new(common::client_binary())
+        .env_clear()
+        .env("ROOST_CLIENT_STATE", devices.path("bob-laptop"))
+        .args(["group", "add", "hikers", &carol, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&output.stderr).unwrap();
+    assert_eq!(error["error"], "not_connected");
+}
