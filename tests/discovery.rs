@@ -835,7 +835,11 @@ async fn the_command_line_publishes_discovers_lists_and_declines() {
         let count = cli_ok(&state, &["publish-packages", "--count", "5"]);
         assert_eq!(
             count,
-            serde_json::json!({ "remaining": 23, "has_last_resort": true })
+            serde_json::json!({
+                "remaining": 23,
+                "has_last_resort": true,
+                "key_packages": { "remaining": 20, "has_last_resort": true },
+            })
         );
 
         let found = cli_ok(&state, &["discover", "alice@localhost"]);

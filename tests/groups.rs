@@ -314,3 +314,46 @@ async fn the_command_line_creates_a_group_adds_a_user_and_chats_in_it() {
     let error: serde_json::Value = serde_json::from_slice(&output.stderr).unwrap();
     assert_eq!(error["error"], "not_connected");
 }
+
+#[tokio::test]
+async fn a_client_whose_key_packages_ran_out_publishes_more_after_joining() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let p = people(&server, &devices).await;
+    let carol = server.user("carol");
+    // Someone holding carol's token claims all her one-time key packages.
+    let token = p
+        .alice_phone
+        .contacts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.peer.as_ref() == Some(&carol))
+        .and_then(|c| c.peer_token)
+        .expect("carol's token");
+    let count = || async {
+        p.carol_phone
+            .server()
+            .key_package_count(p.carol_phone.signer())
+            .await
+            .unwrap()
+    };
+    while count().await.remaining > 0 {
+        p.alice_phone
+            .server()
+            .claim_key_packages(&token)
+            .await
+            .unwrap();
+    }
+    // She can still be added (by her last-resort key package), and then tops up.
+    p.alice_phone.create_group("late").await.unwrap();
+    assert_eq!(p.alice_phone.add_to_group("late", &carol).await.unwrap(), 1);
+    let report = p.carol_phone.sync().await.unwrap();
+    assert_eq!(report.joined.len(), 1);
+    let after = count().await;
+    assert_eq!(
+        after.remaining,
+        roost_client::groups::INITIAL_KEY_PACKAGES as u32
+    );
+    assert!(after.has_last_resort);
+}

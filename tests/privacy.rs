@@ -15,8 +15,7 @@ fn holds(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[tokio::test]
-async fn after_a_connection_and_chats_the_server_holds_no_link_between_the_users_and_no_content()
-{
+async fn after_a_connection_and_chats_the_server_holds_no_link_between_the_users_and_no_content() {
     let mut server = TestServer::start(Options {
         log: "debug",
         ..Options::default()
@@ -94,7 +93,10 @@ async fn after_a_connection_and_chats_the_server_holds_no_link_between_the_users
         for entry in db.open_tree(tree).unwrap().iter() {
             let (_, value) = entry.unwrap();
             for needle in needles {
-                assert!(!holds(&value, needle), "a record of {tree} holds {needle:?}");
+                assert!(
+                    !holds(&value, needle),
+                    "a record of {tree} holds {needle:?}"
+                );
             }
         }
     }

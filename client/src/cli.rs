@@ -11,7 +11,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use roost_protocol::{
-    api::{ConnectionPackageCount, Notice, QueueItem},
+    api::{ConnectionPackageCount, KeyPackageCount, Notice, QueueItem},
     connection::ConnectionPackage,
     ClientId, Timestamp, UserName,
 };
@@ -301,7 +301,7 @@ pub enum Outcome {
         seq: u64,
     },
     Inbox(Vec<Received>),
-    PackageCount(ConnectionPackageCount),
+    PackageCount(ConnectionPackageCount, KeyPackageCount),
     Requests {
         pending: Vec<PendingRequest>,
         rejected: Vec<Rejected>,
@@ -428,8 +428,12 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
         Command::PublishPackages { count } => {
             let count = usize::try_from(*count).unwrap_or(usize::MAX);
             // Below any count the server can hold: publishes `count`, and a last resort if due.
-            let published = open(&state_dir)?.top_up(u32::MAX, count).await?;
-            Ok(Outcome::PackageCount(published))
+            let client = open(&state_dir)?;
+            let published = client.top_up(u32::MAX, count).await?;
+            // Key packages (what lets others add this client to groups): up to `count`.
+            let min = u32::try_from(count).unwrap_or(u32::MAX);
+            let key_packages = client.top_up_key_packages(min, count).await?;
+            Ok(Outcome::PackageCount(published, key_packages))
         }
         Command::Requests => {
             let client = open(&state_dir)?;
@@ -662,9 +666,13 @@ impl Outcome {
             Outcome::Inbox(items) => {
                 json!({ "items": items.iter().map(received_json).collect::<Vec<_>>() })
             }
-            Outcome::PackageCount(count) => json!({
+            Outcome::PackageCount(count, key_packages) => json!({
                 "remaining": count.remaining,
                 "has_last_resort": count.has_last_resort,
+                "key_packages": {
+                    "remaining": key_packages.remaining,
+                    "has_last_resort": key_packages.has_last_resort,
+                },
             }),
             Outcome::Requests { pending, rejected } => json!({
                 "requests": pending.iter().map(|r| json!({
@@ -816,7 +824,11 @@ impl Outcome {
                 .map(received_text)
                 .collect::<Vec<_>>()
                 .join("\n"),
-            Outcome::PackageCount(count) => package_count_text(count),
+            Outcome::PackageCount(count, key_packages) => format!(
+                "{}\n{}",
+                package_count_text(count),
+                counted("key packages", key_packages)
+            ),
             Outcome::Requests { pending, rejected } => {
                 let mut lines: Vec<String> = pending
                     .iter()
@@ -994,8 +1006,12 @@ impl Outcome {
 }
 
 fn package_count_text(count: &ConnectionPackageCount) -> String {
+    counted("connection packages", count)
+}
+
+fn counted(what: &str, count: &ConnectionPackageCount) -> String {
     format!(
-        "connection packages on the server: {} one-time, {}",
+        "{what} on the server: {} one-time, {}",
         count.remaining,
         if count.has_last_resort {
             "and a last-resort one"

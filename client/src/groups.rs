@@ -50,6 +50,8 @@ use crate::{
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 /// How many one-time key packages a new client publishes (with a last-resort one).
 pub const INITIAL_KEY_PACKAGES: usize = 20;
+/// Below this many one-time key packages on the QS, a client publishes more.
+pub const KEY_PACKAGES_LOW: u32 = 5;
 /// The exporter label of the key that encrypts the [`WelcomeSecrets`] in a Welcome bundle.
 pub const GROUP_KEYS_EXPORTER_LABEL: &str = "roost group keys";
 /// After a refused join, how long to wait for a Welcome from another client of the same user.
@@ -261,6 +263,16 @@ impl Client {
         last_resort: bool,
     ) -> Result<KeyPackageCount, Error> {
         let _mls = self.mls_lock.lock().await;
+        self.publish_key_packages_locked(one_time, last_resort)
+            .await
+    }
+
+    /// [`Client::publish_key_packages`] with the MLS lock held.
+    async fn publish_key_packages_locked(
+        &self,
+        one_time: usize,
+        last_resort: bool,
+    ) -> Result<KeyPackageCount, Error> {
         let signer = self.mls_signer()?;
         let qs_key = self.server().queue_ref_key().await?;
         let domain = self.user().domain().clone();
@@ -297,6 +309,31 @@ impl Client {
             );
         }
         Ok(count.expect("at least one chunk"))
+    }
+
+    /// Publishes `batch` one-time key packages if the QS holds fewer than `min`, and a
+    /// last-resort one if it has none; answers the count after.
+    pub async fn top_up_key_packages(
+        &self,
+        min: u32,
+        batch: usize,
+    ) -> Result<KeyPackageCount, Error> {
+        let _mls = self.mls_lock.lock().await;
+        self.top_up_key_packages_locked(min, batch).await
+    }
+
+    async fn top_up_key_packages_locked(
+        &self,
+        min: u32,
+        batch: usize,
+    ) -> Result<KeyPackageCount, Error> {
+        let count = self.server().key_package_count(self.signer()).await?;
+        let one_time = if count.remaining < min { batch } else { 0 };
+        if one_time == 0 && count.has_last_resort {
+            return Ok(count);
+        }
+        self.publish_key_packages_locked(one_time, !count.has_last_resort)
+            .await
     }
 
     fn key_package_entry(
@@ -828,6 +865,13 @@ impl Client {
         self.drain(&mut reader, wait).await?;
         self.learn_peers().await;
         self.share_due_tokens().await;
+        if !reader.report.joined.is_empty() {
+            // Each join used up one of this client's key packages. Best effort: the next
+            // join tries again, and the last resort stands in meanwhile.
+            let _ = self
+                .top_up_key_packages_locked(KEY_PACKAGES_LOW, INITIAL_KEY_PACKAGES)
+                .await;
+        }
         Ok(reader.report)
     }
 

@@ -400,6 +400,21 @@ impl Server {
         .await
     }
 
+    /// `GET /qs/v1/key-packages`: how many entries the QS holds for the signer.
+    pub async fn key_package_count(
+        &self,
+        signer: Signer<'_>,
+    ) -> Result<KeyPackageCount, ServerError> {
+        self.call(
+            Method::GET,
+            api::QS_KEY_PACKAGES,
+            None,
+            Some(signer),
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
     /// `GET /qs/v1/own-key-packages`: one entry per other client of the signer's user.
     pub async fn own_key_packages(
         &self,
