@@ -328,6 +328,8 @@ pub enum Outcome {
         clients: usize,
     },
     GroupMembers(Vec<UserName>),
+    /// What a listing showed although the sync before it failed (code, message).
+    Unsynced(Box<Outcome>, (String, String)),
 }
 
 /// Parses `args` (the program name first), runs the command and prints its outcome.
@@ -450,18 +452,28 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
         Command::Connect { user } => Ok(Outcome::Connected(open(&state_dir)?.connect(user).await?)),
         Command::Accept { id } => Ok(Outcome::Accepted(open(&state_dir)?.accept(id).await?)),
         Command::Sync => Ok(Outcome::Synced(open(&state_dir)?.sync().await?)),
-        Command::Contacts => Ok(Outcome::Contacts(open(&state_dir)?.contacts().await?)),
+        Command::Contacts => {
+            let client = open(&state_dir)?;
+            let failed = sync_first(&client).await;
+            Ok(failed.wrap(Outcome::Contacts(client.contacts().await?)))
+        }
         Command::Send { peer, text } => Ok(Outcome::MessageSent(
             open(&state_dir)?.send(peer, text).await?,
         )),
         Command::Messages { peer } => {
-            Ok(Outcome::Messages(open(&state_dir)?.messages(peer).await?))
+            let client = open(&state_dir)?;
+            let failed = sync_first(&client).await;
+            Ok(failed.wrap(Outcome::Messages(client.messages(peer).await?)))
         }
         Command::Watch { for_secs } => {
             let client = open(&state_dir)?;
             Ok(Outcome::Watched(watch(&client, *for_secs, cli.json).await?))
         }
-        Command::Groups => Ok(Outcome::Groups(open(&state_dir)?.groups().await?)),
+        Command::Groups => {
+            let client = open(&state_dir)?;
+            let failed = sync_first(&client).await;
+            Ok(failed.wrap(Outcome::Groups(client.groups().await?)))
+        }
         Command::Group(command) => group_command(&open(&state_dir)?, command).await,
         Command::Discover { user } => Ok(Outcome::Discovered {
             user: user.clone(),
@@ -557,8 +569,34 @@ async fn group_command(client: &Client, command: &GroupCommand) -> Result<Outcom
         GroupCommand::Send { group, text } => {
             Outcome::MessageSent(client.send_to_group(group, text).await?)
         }
-        GroupCommand::Messages { group } => Outcome::Messages(client.group_messages(group).await?),
+        GroupCommand::Messages { group } => {
+            let failed = sync_first(client).await;
+            failed.wrap(Outcome::Messages(client.group_messages(group).await?))
+        }
     })
+}
+
+/// A sync that failed before a listing, if it did.
+struct SyncFailure(Option<(String, String)>);
+
+impl SyncFailure {
+    fn wrap(self, outcome: Outcome) -> Outcome {
+        match self.0 {
+            Some(error) => Outcome::Unsynced(Box::new(outcome), error),
+            None => outcome,
+        }
+    }
+}
+
+/// Syncs so that a listing shows what has arrived; a listing is still shown if this fails.
+async fn sync_first(client: &Client) -> SyncFailure {
+    SyncFailure(
+        client
+            .sync()
+            .await
+            .err()
+            .map(|e| (e.code().to_owned(), e.to_string())),
+    )
 }
 
 fn message_json(message: &StoredMessage) -> Value {
@@ -708,6 +746,7 @@ impl Outcome {
                 "own_clients_added": a.own_clients_added,
                 "own_clients_error": a.own_clients_error,
             }),
+            Outcome::Unsynced(shown, _) => shown.to_json(),
             Outcome::Synced(r) => json!({
                 "joined": r.joined.iter().map(hex::encode).collect::<Vec<_>>(),
                 "commits": r.commits,
@@ -771,6 +810,11 @@ impl Outcome {
                     "the client is registered, but publishing its connection packages failed, \
                      so others cannot find it yet (run `roost-client publish-packages`): {message}"
                 ),
+            })),
+            Outcome::Unsynced(_, (code, message)) => Some(json!({
+                "warning": "sync_failed",
+                "error": code,
+                "message": format!("this may be out of date: syncing failed: {message}"),
             })),
             _ => None,
         }
@@ -910,12 +954,17 @@ impl Outcome {
                 }
                 text
             }
+            Outcome::Unsynced(shown, _) => shown.to_text(),
             Outcome::Synced(r) => {
                 let mut lines = vec![format!(
-                    "Joined {} group(s), applied {} commit(s).",
+                    "Joined {} group(s), applied {} commit(s), received {} message(s).",
                     r.joined.len(),
-                    r.commits
+                    r.commits,
+                    r.received.len()
                 )];
+                if !r.removed_from.is_empty() {
+                    lines.push(format!("Removed from {} group(s).", r.removed_from.len()));
+                }
                 lines.extend(r.failed.iter().map(|f| format!("failed: {}", printable(f))));
                 lines.extend(r.other.iter().map(received_text));
                 lines.join("\n")
