@@ -19,6 +19,7 @@ use openmls::prelude::*;
 use roost_protocol::{content::check_group_name, ds::CommitRequest, Timestamp, UserName};
 
 use crate::{
+    chat::VerifiedMember,
     client::{blocking, Client},
     error::Error,
     groups::MlsSigner,
@@ -153,10 +154,7 @@ impl Client {
         }
         let access = record.access();
         let signer = self.mls_signer()?;
-        let mut retried = false;
-        loop {
-            let mut group = self.load_group(&access)?;
-            let members = self.verified_members(&group, &access).await?;
+        self.change_group(&access, async |mut group, members| {
             let present = members
                 .iter()
                 .filter_map(|m| m.credential.as_ref())
@@ -164,23 +162,11 @@ impl Client {
             if present {
                 return Err(Error::AlreadyMember(user.clone()));
             }
-            let added = self
-                .add_clients(
-                    &mut group,
-                    &signer,
-                    &access,
-                    Some(&record.name),
-                    claimed.clone(),
-                )
-                .await;
-            match added {
-                Err(e) if !retried && is_stale(&e) => {
-                    retried = true;
-                    self.catch_up().await?;
-                }
-                outcome => return outcome,
-            }
-        }
+            let name = Some(record.name.as_str());
+            self.add_clients(&mut group, &signer, &access, name, claimed.clone())
+                .await
+        })
+        .await
     }
 
     /// Removes every client of `user` from a named group. Answers how many were removed.
@@ -197,10 +183,7 @@ impl Client {
         let record = self.active_group(reference)?;
         let access = record.access();
         let signer = self.mls_signer()?;
-        let mut retried = false;
-        loop {
-            let mut group = self.load_group(&access)?;
-            let members = self.verified_members(&group, &access).await?;
+        self.change_group(&access, async |mut group, members| {
             let leaves: Vec<LeafNodeIndex> = members
                 .iter()
                 .filter(|m| m.credential.as_ref().is_some_and(|c| c.user() == user))
@@ -209,15 +192,30 @@ impl Client {
             if leaves.is_empty() {
                 return Err(Error::NotAMember(user.clone()));
             }
-            match self
-                .commit_removal(&mut group, &signer, &access, &leaves)
+            self.commit_removal(&mut group, &signer, &access, &leaves)
                 .await
-            {
+                .map(|()| leaves.len())
+        })
+        .await
+    }
+
+    /// Runs `change` on the group as this client holds it, with its verified members; a 409
+    /// `stale_epoch` from the DS makes it catch up and run once more.
+    async fn change_group<T>(
+        &self,
+        access: &GroupAccess,
+        mut change: impl AsyncFnMut(MlsGroup, Vec<VerifiedMember>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut retried = false;
+        loop {
+            let group = self.load_group(access)?;
+            let members = self.verified_members(&group, access).await?;
+            match change(group, members).await {
                 Err(e) if !retried && is_stale(&e) => {
                     retried = true;
                     self.catch_up().await?;
                 }
-                outcome => return outcome.map(|()| leaves.len()),
+                outcome => return outcome,
             }
         }
     }

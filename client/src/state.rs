@@ -560,13 +560,9 @@ impl State {
 
     /// Every connection, oldest first.
     pub fn contacts(&self) -> Result<Vec<Contact>, StateError> {
-        let mut contacts: Vec<Contact> = self
-            .tree_all(&self.contacts, TREE_CONTACTS)?
-            .into_iter()
-            .map(|(_, contact)| contact)
-            .collect();
-        contacts.sort_by(|a, b| (a.since, &a.group_id).cmp(&(b.since, &b.group_id)));
-        Ok(contacts)
+        self.group_records(&self.contacts, TREE_CONTACTS, |c: &Contact| {
+            (c.since, c.group_id.clone())
+        })
     }
 
     pub fn contact(&self, group_id: &[u8]) -> Result<Option<Contact>, StateError> {
@@ -574,21 +570,14 @@ impl State {
     }
 
     pub fn save_contact(&self, contact: &Contact) -> Result<(), StateError> {
-        self.contacts
-            .insert(&contact.group_id, codec::encode(contact))
-            .map_err(|e| self.store_error(e))?;
-        self.flush()
+        self.save_group_record(&self.contacts, &contact.group_id, contact)
     }
 
     /// Every named group, oldest first.
     pub fn named_groups(&self) -> Result<Vec<NamedGroup>, StateError> {
-        let mut groups: Vec<NamedGroup> = self
-            .tree_all(&self.groups, TREE_GROUPS)?
-            .into_iter()
-            .map(|(_, group)| group)
-            .collect();
-        groups.sort_by(|a, b| (a.since, &a.group_id).cmp(&(b.since, &b.group_id)));
-        Ok(groups)
+        self.group_records(&self.groups, TREE_GROUPS, |g: &NamedGroup| {
+            (g.since, g.group_id.clone())
+        })
     }
 
     pub fn named_group(&self, group_id: &[u8]) -> Result<Option<NamedGroup>, StateError> {
@@ -596,8 +585,32 @@ impl State {
     }
 
     pub fn save_named_group(&self, group: &NamedGroup) -> Result<(), StateError> {
-        self.groups
-            .insert(&group.group_id, codec::encode(group))
+        self.save_group_record(&self.groups, &group.group_id, group)
+    }
+
+    /// Every record of a per-group tree, ordered by `order` (when made, then id).
+    fn group_records<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &str,
+        order: impl Fn(&T) -> (Timestamp, Vec<u8>),
+    ) -> Result<Vec<T>, StateError> {
+        let mut records: Vec<T> = self
+            .tree_all(tree, name)?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect();
+        records.sort_by_key(|r| order(r));
+        Ok(records)
+    }
+
+    fn save_group_record<T: Serialize>(
+        &self,
+        tree: &sled::Tree,
+        group_id: &[u8],
+        record: &T,
+    ) -> Result<(), StateError> {
+        tree.insert(group_id, codec::encode(record))
             .map_err(|e| self.store_error(e))?;
         self.flush()
     }
