@@ -31,7 +31,7 @@ fn durable_queue_append(c: &mut Criterion) {
     group.bench_function("queue append: seal + store + fsync", |b| {
         b.iter(|| {
             let message = QueueMessage::seal(&key, &client, seq, &item).unwrap();
-            queues.append(&client, &message).unwrap();
+            queues.append(&client, &message, None).unwrap();
             store.persist_blocking().unwrap();
             seq += 1;
         })

@@ -6,11 +6,12 @@ use actix_web::{web, App, HttpServer};
 
 use roost_actors::{
     accounts::{AccountsActor, AccountsConfig},
+    federation::{FederationActor, FederationDeps, RetryPolicy, Wake},
     group::{Delivery, GroupActor, GroupDeps},
     key_packages::KeyPackageDeps,
     queue::QueueDeps,
     registry::RegistryDeps,
-    KeyPackageActor, Pool, QueueActor, RegistryActor,
+    KeyPackageActor, Pool, QueueActor, RegistryActor, Route,
 };
 use roost_protocol::{
     credentials::Validity, AsCredential, AsCredentials, AsIntermediateCredential, Domain,
@@ -20,7 +21,8 @@ use roost_storage::{ServerKeys, Store};
 
 use crate::{
     admin,
-    http::{self, auth::ReplayGuard, rate_limit::RateLimiter, AppState},
+    federation::{HttpTransport, PeerKeys},
+    http::{self, auth::ReplayGuard, rate_limit::RateLimiter, AppState, FederationState},
     settings::Settings,
 };
 
@@ -113,6 +115,37 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         idle_after,
     );
     let queue_ref_key = store.server_keys()?.queue_ref_key()?;
+    let federation_key = store.server_keys()?.federation_key()?;
+    let resolver = settings
+        .federation
+        .resolver()
+        .expect("checked when the settings were loaded");
+    let outbox = store.outbox()?;
+    let federation = Pool::<FederationActor>::start(
+        FederationDeps {
+            outbox: outbox.clone(),
+            durability: store.durability().clone(),
+            transport: Arc::new(HttpTransport::new(
+                domain.clone(),
+                federation_key.clone(),
+                resolver.clone(),
+            )),
+            retry: RetryPolicy {
+                initial: Duration::from_millis(settings.federation.retry_initial_ms),
+                max: Duration::from_millis(settings.federation.retry_max_ms),
+            },
+            idle_after,
+        },
+        idle_after,
+    );
+    // Deliveries kept before a restart go out again.
+    for waiting in outbox.domains()? {
+        tracing::info!(domain = %waiting, backlog = outbox.len(&waiting), "resuming relays");
+        federation.do_send(Route {
+            key: waiting,
+            message: Wake,
+        });
+    }
     let groups = Pool::<GroupActor>::start(
         GroupDeps {
             groups: store.groups()?,
@@ -121,6 +154,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
                 domain: domain.clone(),
                 queue_ref_key: queue_ref_key.clone(),
                 queues: queues.clone(),
+                federation,
+                policy: settings.federation.policy(),
             },
             idle_after,
         },
@@ -184,6 +219,12 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             intermediates: vec![keys.intermediate.clone()],
         },
         replay: ReplayGuard::default(),
+        federation: FederationState {
+            key: federation_key,
+            peers: PeerKeys::new(resolver),
+            policy: settings.federation.policy(),
+            queue_ref_key: queue_ref_key.clone(),
+        },
     });
 
     // Records of served packages that nobody redeemed would pile up: sweep them hourly.

@@ -9,7 +9,10 @@ use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
 use roost_actors::accounts::RegistrationPolicy;
-use roost_protocol::Domain;
+use roost_protocol::{
+    federation::{DomainPolicy, ResolveError, Resolver},
+    Domain,
+};
 
 const DEFAULTS: &str = include_str!("../config.toml");
 
@@ -22,7 +25,34 @@ pub struct Settings {
     pub credentials: CredentialSettings,
     pub actors: ActorSettings,
     pub connections: ConnectionSettings,
+    pub federation: FederationSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSettings {
+    /// `DOMAIN=URL` overrides of where other homeservers are reached.
+    pub resolve: Vec<String>,
+    /// Only these domains may federate (empty: any).
+    pub allow: Vec<Domain>,
+    /// These domains may never federate.
+    pub deny: Vec<Domain>,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl FederationSettings {
+    pub fn resolver(&self) -> Result<Resolver, ResolveError> {
+        Resolver::from_entries(&self.resolve)
+    }
+
+    pub fn policy(&self) -> DomainPolicy {
+        DomainPolicy {
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,7 +150,11 @@ impl Settings {
                 Environment::with_prefix("ROOST")
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("federation.resolve")
+                    .with_list_parse_key("federation.allow")
+                    .with_list_parse_key("federation.deny"),
             )
             .build()
             .and_then(Config::try_deserialize)
@@ -142,6 +176,16 @@ impl Settings {
         }
         if self.actors.idle_secs == 0 {
             return fail("actors.idle_secs", "must be positive");
+        }
+        if let Err(e) = self.federation.resolver() {
+            return fail("federation.resolve", &e.to_string());
+        }
+        let retry = &self.federation;
+        if retry.retry_initial_ms == 0 || retry.retry_max_ms < retry.retry_initial_ms {
+            return fail(
+                "federation.retry_max_ms",
+                "retry_initial_ms must be positive and at most retry_max_ms",
+            );
         }
         Ok(())
     }
@@ -173,6 +217,9 @@ mod tests {
         std::fs::write(&file, "[server]\ndomain = \"Not A Domain\"\n").unwrap();
         let err = Settings::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("server.domain"), "{err}");
+        std::fs::write(&file, "[federation]\nresolve = [\"b.test\"]\n").unwrap();
+        let err = Settings::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("federation.resolve"), "{err}");
         std::fs::write(&file, "[server]\nbnid = \"x\"\n").unwrap();
         let err = Settings::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("bnid"), "{err}");

@@ -29,11 +29,13 @@ use roost_protocol::{
     codec,
     connection::EarKey,
     ds::{ExternalCommitInfo, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
+    federation::{DomainPolicy, FederatedDelivery},
     Domain, HpkeSecretKey,
 };
 use roost_storage::{Durability, GroupStore, StorageError};
 
 use crate::{
+    federation::{FederationActor, Relay},
     pool::{pooled_actor, Membership, Pool, Pooled, Route},
     queue::{Enqueue, QueueActor, QueueId},
 };
@@ -60,22 +62,38 @@ fn invalid(what: impl std::fmt::Display) -> GroupError {
     GroupError::Invalid(what.to_string())
 }
 
-/// How the DS hands messages to the local QS.
+/// How the DS hands messages on: to the local QS, or — for another domain's client — to the
+/// federation actor of that domain, which relays it to that domain's QS.
 #[derive(Clone)]
 pub struct Delivery {
     pub domain: Domain,
     pub queue_ref_key: HpkeSecretKey,
     pub queues: Addr<Pool<QueueActor>>,
+    pub federation: Addr<Pool<FederationActor>>,
+    pub policy: DomainPolicy,
 }
 
 impl Delivery {
-    /// Enqueues `item` for every reference and waits until each enqueue is durable.
+    /// Enqueues `item` for every reference (or keeps it in the outbox for another domain) and
+    /// waits until each is durable.
     async fn deliver(&self, refs: Vec<SealedQueueRef>, item: GroupDelivery) {
         let mut sends = Vec::new();
+        let mut remote: BTreeMap<Domain, Vec<FederatedDelivery>> = BTreeMap::new();
         for queue_ref in refs {
             if queue_ref.domain != self.domain {
-                // Federation (relaying to another domain's QS) is not built yet.
-                tracing::warn!("dropping a delivery for another domain");
+                if !self.policy.allows(&queue_ref.domain) {
+                    tracing::warn!(domain = %queue_ref.domain, "dropping a delivery for a domain this server does not federate with");
+                    continue;
+                }
+                remote
+                    .entry(queue_ref.domain.clone())
+                    .or_default()
+                    .push(FederatedDelivery {
+                        id: rand::random(),
+                        to: queue_ref.domain.clone(),
+                        queue: queue_ref,
+                        item: item.clone(),
+                    });
                 continue;
             }
             let Ok(client) = queue_ref.open(&self.queue_ref_key) else {
@@ -87,9 +105,25 @@ impl Delivery {
                 message: Enqueue(QueueItem::Group(item.clone())),
             }));
         }
-        for outcome in futures_util::future::join_all(sends).await {
+        let relays = remote.into_iter().map(|(domain, deliveries)| {
+            self.federation.send(Route {
+                key: domain,
+                message: Relay(deliveries),
+            })
+        });
+        let (local, relayed) = futures_util::future::join(
+            futures_util::future::join_all(sends),
+            futures_util::future::join_all(relays),
+        )
+        .await;
+        for outcome in local {
             if !matches!(outcome, Ok(Ok(Ok(_)))) {
                 tracing::warn!("a group delivery could not be queued");
+            }
+        }
+        for outcome in relayed {
+            if !matches!(outcome, Ok(Ok(Ok(())))) {
+                tracing::error!("a group delivery for another domain could not be kept");
             }
         }
     }

@@ -3,12 +3,15 @@
 //! Owns, each kind in a [`pool::Pool`] of one actor per key: the queue actors (a client's
 //! message queue or connection queue), the connection-package registry actors (one per user),
 //! the QS key-package actors (one per user) and the DS group actors (one per group, validating
-//! commits against the public MLS state); plus the single accounts actor (users, clients,
-//! registration tokens, credential issuing).
-//! Must not touch: HTTP (requests arrive as typed messages from the server's front-end) or the
-//! on-disk layout (that is `roost_storage`'s).
+//! commits against the public MLS state), the federation actors (one per remote domain, owning
+//! its part of the relay outbox); plus the single accounts actor (users, clients, registration
+//! tokens, credential issuing).
+//! Must not touch: HTTP (requests arrive as typed messages from the server's front-end, and
+//! relaying goes through a `federation::Transport` the server provides) or the on-disk layout
+//! (that is `roost_storage`'s).
 
 pub mod accounts;
+pub mod federation;
 pub mod group;
 pub mod key_packages;
 pub mod pool;

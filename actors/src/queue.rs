@@ -74,6 +74,15 @@ pub struct QueueDeps {
 #[rtype(result = "Result<u64, QueueError>")]
 pub struct Enqueue(pub QueueItem);
 
+/// Append an item relayed by another homeserver, once per `delivery` key (see
+/// `FederatedDelivery::dedup_key`): a retried delivery gets the seq of the first.
+#[derive(Message)]
+#[rtype(result = "Result<u64, QueueError>")]
+pub struct EnqueueRelayed {
+    pub item: QueueItem,
+    pub delivery: [u8; 32],
+}
+
 /// Messages with `seq >= from`, at most `max`; waits up to `wait` for the first one.
 #[derive(Message)]
 #[rtype(result = "Result<QueueBatch, QueueError>")]
@@ -219,12 +228,37 @@ impl Handler<Enqueue> for QueueActor {
     type Result = ResponseActFuture<Self, Result<u64, QueueError>>;
 
     fn handle(&mut self, Enqueue(item): Enqueue, _ctx: &mut Self::Context) -> Self::Result {
+        self.append(&item, None)
+    }
+}
+
+impl Handler<EnqueueRelayed> for QueueActor {
+    type Result = ResponseActFuture<Self, Result<u64, QueueError>>;
+
+    fn handle(&mut self, msg: EnqueueRelayed, _ctx: &mut Self::Context) -> Self::Result {
+        self.append(&msg.item, Some(&msg.delivery))
+    }
+}
+
+impl QueueActor {
+    /// Seals and stores `item` (unless it is a relayed delivery queued before), then answers
+    /// with its seq once that is durable.
+    fn append(
+        &mut self,
+        item: &QueueItem,
+        delivery: Option<&[u8; 32]>,
+    ) -> ResponseActFuture<Self, Result<u64, QueueError>> {
         self.membership.touch();
         let appended = (|| {
+            if let Some(delivery) = delivery {
+                if let Some(seq) = self.store.delivered(&self.client, delivery)? {
+                    return Ok(seq);
+                }
+            }
             let key = self.key()?;
             let seq = self.next_seq()?;
-            let message = QueueMessage::seal(&key, &self.client, seq, &item)?;
-            self.store.append(&self.client, &message)?;
+            let message = QueueMessage::seal(&key, &self.client, seq, item)?;
+            self.store.append(&self.client, &message, delivery)?;
             self.next_seq = Some(seq + 1);
             Ok::<_, QueueError>(seq)
         })();

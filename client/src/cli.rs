@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use roost_protocol::{
     api::{ConnectionPackageCount, KeyPackageCount, Notice, QueueItem},
     connection::ConnectionPackage,
+    federation::Resolver,
     ClientId, Timestamp, UserName,
 };
 use serde_json::{json, Value};
@@ -49,6 +50,17 @@ pub struct Cli {
     /// {"error": CODE, "message": TEXT}
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Reach the homeserver of DOMAIN at URL instead of https://DOMAIN (repeatable; for
+    /// private deployments and local tests), e.g. --resolve b.test=http://127.0.0.1:8081
+    #[arg(
+        long,
+        global = true,
+        value_name = "DOMAIN=URL",
+        env = "ROOST_CLIENT_RESOLVE",
+        value_delimiter = ','
+    )]
+    pub resolve: Vec<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -387,6 +399,8 @@ where
 /// Runs a parsed command. Reads `ROOST_PASSWORD` and `HOME` from the environment when needed.
 pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
     let state_dir = state_dir(cli.state.as_deref(), std::env::var_os("HOME"))?;
+    let resolver = Resolver::from_entries(&cli.resolve)
+        .map_err(|e| CliError::usage("bad_resolve", format!("--resolve {e}")))?;
     match &cli.command {
         Command::Register {
             user,
@@ -408,14 +422,18 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             let client = Client::add_client(&state_dir, server, user, &password).await?;
             Ok(enrolled(&client))
         }
-        Command::Clients => Ok(Outcome::Clients(open(&state_dir)?.clients().await?)),
+        Command::Clients => Ok(Outcome::Clients(
+            open(&state_dir, &resolver)?.clients().await?,
+        )),
         Command::DeleteClient { client_id } => {
-            open(&state_dir)?.delete_client(*client_id).await?;
+            open(&state_dir, &resolver)?
+                .delete_client(*client_id)
+                .await?;
             Ok(Outcome::Deleted(*client_id))
         }
-        Command::Whoami => Ok(Outcome::WhoAmI(open(&state_dir)?.whoami())),
+        Command::Whoami => Ok(Outcome::WhoAmI(open(&state_dir, &resolver)?.whoami())),
         Command::SendOwn { client_id, text } => {
-            let seq = open(&state_dir)?
+            let seq = open(&state_dir, &resolver)?
                 .send_to_own_client(*client_id, text.clone().into_bytes())
                 .await?;
             Ok(Outcome::Sent {
@@ -425,12 +443,14 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
         }
         Command::Inbox { wait } => {
             let wait = Duration::from_secs((*wait).min(MAX_WAIT_SECS));
-            Ok(Outcome::Inbox(open(&state_dir)?.receive(wait).await?))
+            Ok(Outcome::Inbox(
+                open(&state_dir, &resolver)?.receive(wait).await?,
+            ))
         }
         Command::PublishPackages { count } => {
             let count = usize::try_from(*count).unwrap_or(usize::MAX);
             // Below any count the server can hold: publishes `count`, and a last resort if due.
-            let client = open(&state_dir)?;
+            let client = open(&state_dir, &resolver)?;
             let published = client.top_up(u32::MAX, count).await?;
             // Key packages (what lets others add this client to groups): up to `count`.
             let min = u32::try_from(count).unwrap_or(u32::MAX);
@@ -438,7 +458,7 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             Ok(Outcome::PackageCount(published, key_packages))
         }
         Command::Requests => {
-            let client = open(&state_dir)?;
+            let client = open(&state_dir, &resolver)?;
             let fetched = client.connection_requests().await?;
             Ok(Outcome::Requests {
                 pending: client.pending_requests().await?,
@@ -446,38 +466,42 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             })
         }
         Command::Decline { id } => {
-            open(&state_dir)?.decline(id).await?;
+            open(&state_dir, &resolver)?.decline(id).await?;
             Ok(Outcome::Declined(id.clone()))
         }
-        Command::Connect { user } => Ok(Outcome::Connected(open(&state_dir)?.connect(user).await?)),
-        Command::Accept { id } => Ok(Outcome::Accepted(open(&state_dir)?.accept(id).await?)),
-        Command::Sync => Ok(Outcome::Synced(open(&state_dir)?.sync().await?)),
+        Command::Connect { user } => Ok(Outcome::Connected(
+            open(&state_dir, &resolver)?.connect(user).await?,
+        )),
+        Command::Accept { id } => Ok(Outcome::Accepted(
+            open(&state_dir, &resolver)?.accept(id).await?,
+        )),
+        Command::Sync => Ok(Outcome::Synced(open(&state_dir, &resolver)?.sync().await?)),
         Command::Contacts => {
-            let client = open(&state_dir)?;
+            let client = open(&state_dir, &resolver)?;
             let failed = sync_first(&client).await;
             Ok(failed.wrap(Outcome::Contacts(client.contacts().await?)))
         }
         Command::Send { peer, text } => Ok(Outcome::MessageSent(
-            open(&state_dir)?.send(peer, text).await?,
+            open(&state_dir, &resolver)?.send(peer, text).await?,
         )),
         Command::Messages { peer } => {
-            let client = open(&state_dir)?;
+            let client = open(&state_dir, &resolver)?;
             let failed = sync_first(&client).await;
             Ok(failed.wrap(Outcome::Messages(client.messages(peer).await?)))
         }
         Command::Watch { for_secs } => {
-            let client = open(&state_dir)?;
+            let client = open(&state_dir, &resolver)?;
             Ok(Outcome::Watched(watch(&client, *for_secs, cli.json).await?))
         }
         Command::Groups => {
-            let client = open(&state_dir)?;
+            let client = open(&state_dir, &resolver)?;
             let failed = sync_first(&client).await;
             Ok(failed.wrap(Outcome::Groups(client.groups().await?)))
         }
-        Command::Group(command) => group_command(&open(&state_dir)?, command).await,
+        Command::Group(command) => group_command(&open(&state_dir, &resolver)?, command).await,
         Command::Discover { user } => Ok(Outcome::Discovered {
             user: user.clone(),
-            packages: open(&state_dir)?.discover(user).await?,
+            packages: open(&state_dir, &resolver)?.discover(user).await?,
         }),
     }
 }
@@ -617,8 +641,8 @@ fn message_text(message: &StoredMessage) -> String {
     )
 }
 
-fn open(state_dir: &Path) -> Result<Client, CliError> {
-    Ok(Client::open(state_dir)?)
+fn open(state_dir: &Path, resolver: &Resolver) -> Result<Client, CliError> {
+    Ok(Client::open(state_dir)?.with_resolver(resolver.clone()))
 }
 
 fn enrolled(client: &Client) -> Outcome {

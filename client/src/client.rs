@@ -11,6 +11,7 @@ use roost_protocol::{
     },
     credentials::{AsCredentials, ClientCredential},
     crypto::CryptoError,
+    federation::Resolver,
     ClientId, Domain, HpkeSecretKey, SigningKey, Timestamp, UserName,
 };
 
@@ -40,6 +41,8 @@ pub struct Client {
     pub(crate) mls: MlsProvider,
     /// One MLS operation at a time (see [`crate::groups`]).
     pub(crate) mls_lock: tokio::sync::Mutex<()>,
+    /// Where other domains' homeservers are reached.
+    resolver: Resolver,
 }
 
 /// Reads one kind of queue for [`Client::drain`]: opens and checks a batch, and saves what it
@@ -147,7 +150,14 @@ impl Client {
             initial_key_packages: None,
             mls,
             mls_lock: tokio::sync::Mutex::new(()),
+            resolver: Resolver::default(),
         })
+    }
+
+    /// Reaches other domains' homeservers as `resolver` says (default: `https://DOMAIN`).
+    pub fn with_resolver(mut self, resolver: Resolver) -> Client {
+        self.resolver = resolver;
+        self
     }
 
     /// Registers a new user with this as its first client, and saves it in `state_dir` (which
@@ -485,13 +495,14 @@ impl Client {
         fetch_as_credentials(&server, domain).await
     }
 
-    /// Where the AS of `domain` is reached: the one place that maps domains to servers. Only
-    /// the home domain is known until federation brings a resolver.
+    /// Where the homeserver of `domain` is reached: the one place that maps domains to servers.
+    /// Another domain's public endpoints (AS discovery, DS, QS key-package claims) are called
+    /// directly, never through the home server, which would learn whom this user looks up.
     pub fn as_server_for(&self, domain: &Domain) -> Result<Server, Error> {
         if domain == self.identity.user.domain() {
             Ok(self.server.clone())
         } else {
-            Err(Error::UnknownDomain(domain.clone()))
+            Ok(Server::new(&self.resolver.base_url(domain))?)
         }
     }
 }

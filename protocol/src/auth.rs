@@ -1,25 +1,48 @@
-//! Authentication of client requests to their home server.
+//! Authentication of requests: a client's to its home server, and a server's to another server.
 //!
-//! A client signs method, path (with query), a millisecond timestamp, a random nonce and a hash
-//! of the body with its client key, and sends the result in the `Authorization` header:
+//! The signer signs method, path (with query), a millisecond timestamp, a random nonce and a
+//! hash of the body with its key, and sends the result in the `Authorization` header:
 //!
 //! ```text
 //! Authorization: Roost-Signature client=<hex id>, ts=<ms>, nonce=<hex>, sig=<base64url>
+//! Authorization: Roost-Server-Signature server=<domain>, ts=<ms>, nonce=<hex>, sig=<base64url>
 //! ```
 //!
-//! The server accepts a signature only within [`REPLAY_WINDOW_MS`] of its own clock and only
-//! once (it remembers the signatures it saw within the window).
+//! The two kinds use different signature labels, so one can never pass for the other. The
+//! receiver accepts a signature only within [`REPLAY_WINDOW_MS`] of its own clock and only once
+//! (it remembers the signatures it saw within the window).
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde::Serialize;
 
 use crate::{
     crypto::{hash, Signature, SigningKey, VerifyingKey},
-    ids::ClientId,
+    ids::{ClientId, Domain},
 };
 
-pub const SCHEME: &str = "Roost-Signature";
-const LABEL: &str = "roost client request v1";
+/// Who signs a request: a client (by id) or a homeserver (by domain).
+pub trait RequestSigner: Sized + std::fmt::Display + std::str::FromStr {
+    /// The `Authorization` scheme.
+    const SCHEME: &'static str;
+    /// The header parameter naming the signer.
+    const PARAM: &'static str;
+    /// The signature's domain-separation label.
+    const LABEL: &'static str;
+}
+
+impl RequestSigner for ClientId {
+    const SCHEME: &'static str = "Roost-Signature";
+    const PARAM: &'static str = "client";
+    const LABEL: &'static str = "roost client request v1";
+}
+
+impl RequestSigner for Domain {
+    const SCHEME: &'static str = "Roost-Server-Signature";
+    const PARAM: &'static str = "server";
+    const LABEL: &'static str = "roost server request v1";
+}
+
+pub const SCHEME: &str = <ClientId as RequestSigner>::SCHEME;
 
 /// How far a request's timestamp may be from the server's clock, either way.
 pub const REPLAY_WINDOW_MS: u64 = 60_000;
@@ -33,10 +56,10 @@ struct SignedRequest<'a> {
     body_hash: [u8; 32],
 }
 
-/// The parsed `Authorization` header of a signed request.
+/// The parsed `Authorization` header of a signed request, by a signer of kind `S`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestSignature {
-    pub client_id: ClientId,
+pub struct Signed<S> {
+    pub signer: S,
     pub timestamp_ms: u64,
     pub nonce: [u8; 16],
     pub signature: Signature,
@@ -58,11 +81,16 @@ fn body_hash(body: &[u8]) -> [u8; 32] {
     hash("roost request body v1", body)
 }
 
-impl RequestSignature {
+/// A client's request signature.
+pub type RequestSignature = Signed<ClientId>;
+/// A homeserver's request signature, for server-to-server calls.
+pub type ServerSignature = Signed<Domain>;
+
+impl<S: RequestSigner> Signed<S> {
     /// Signs a request about to be sent.
     pub fn sign(
         key: &SigningKey,
-        client_id: ClientId,
+        signer: S,
         method: &str,
         path_and_query: &str,
         body: &[u8],
@@ -70,7 +98,7 @@ impl RequestSignature {
     ) -> Self {
         let nonce: [u8; 16] = rand::random();
         let signature = key.sign(
-            LABEL,
+            S::LABEL,
             &SignedRequest {
                 method,
                 path_and_query,
@@ -79,8 +107,8 @@ impl RequestSignature {
                 body_hash: body_hash(body),
             },
         );
-        RequestSignature {
-            client_id,
+        Signed {
+            signer,
             timestamp_ms,
             nonce,
             signature,
@@ -100,7 +128,7 @@ impl RequestSignature {
             return Err(AuthError::Stale);
         }
         key.verify(
-            LABEL,
+            S::LABEL,
             &SignedRequest {
                 method,
                 path_and_query,
@@ -115,8 +143,10 @@ impl RequestSignature {
 
     pub fn to_header(&self) -> String {
         format!(
-            "{SCHEME} client={}, ts={}, nonce={}, sig={}",
-            self.client_id,
+            "{} {}={}, ts={}, nonce={}, sig={}",
+            S::SCHEME,
+            S::PARAM,
+            self.signer,
             self.timestamp_ms,
             hex::encode(self.nonce),
             URL_SAFE_NO_PAD.encode(self.signature.0)
@@ -125,27 +155,27 @@ impl RequestSignature {
 
     pub fn parse_header(header: &str) -> Result<Self, AuthError> {
         let rest = header
-            .strip_prefix(SCHEME)
+            .strip_prefix(S::SCHEME)
             .and_then(|r| r.strip_prefix(' '))
-            .ok_or(AuthError::Malformed("expected the Roost-Signature scheme"))?;
-        let (mut client, mut ts, mut nonce, mut sig) = (None, None, None, None);
+            .ok_or(AuthError::Malformed("expected another signature scheme"))?;
+        let (mut signer, mut ts, mut nonce, mut sig) = (None, None, None, None);
         for part in rest.split(',') {
             let (key, value) = part
                 .trim()
                 .split_once('=')
                 .ok_or(AuthError::Malformed("expected key=value pairs"))?;
             match key {
-                "client" => client = Some(value),
+                key if key == S::PARAM => signer = Some(value),
                 "ts" => ts = Some(value),
                 "nonce" => nonce = Some(value),
                 "sig" => sig = Some(value),
                 _ => return Err(AuthError::Malformed("unknown parameter")),
             }
         }
-        let client_id = client
-            .ok_or(AuthError::Malformed("client is missing"))?
+        let signer = signer
+            .ok_or(AuthError::Malformed("the signer is missing"))?
             .parse()
-            .map_err(|_| AuthError::Malformed("client is not a client id"))?;
+            .map_err(|_| AuthError::Malformed("the signer is not a client id or domain"))?;
         let timestamp_ms = ts
             .ok_or(AuthError::Malformed("ts is missing"))?
             .parse()
@@ -161,8 +191,8 @@ impl RequestSignature {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or(AuthError::Malformed("sig is not a base64url signature"))?;
-        Ok(RequestSignature {
-            client_id,
+        Ok(Signed {
+            signer,
             timestamp_ms,
             nonce: nonce_bytes,
             signature: Signature(sig_bytes),
@@ -207,6 +237,29 @@ mod tests {
                 1_000_000 + REPLAY_WINDOW_MS + 1
             ),
             Err(AuthError::Stale)
+        );
+    }
+
+    #[test]
+    fn a_server_signature_never_passes_for_a_client_signature() {
+        let key = SigningKey::generate();
+        let domain: Domain = "a.test".parse().unwrap();
+        let server = ServerSignature::sign(&key, domain.clone(), "POST", "/f", b"x", 5_000);
+        let header = server.to_header();
+        assert!(header.starts_with("Roost-Server-Signature server=a.test, "));
+        assert_eq!(ServerSignature::parse_header(&header).unwrap(), server);
+        assert!(RequestSignature::parse_header(&header).is_err());
+        // The same key's client signature does not verify as a server's.
+        let client = RequestSignature::sign(&key, ClientId::random(), "POST", "/f", b"x", 5_000);
+        let forged = ServerSignature {
+            signer: domain,
+            timestamp_ms: client.timestamp_ms,
+            nonce: client.nonce,
+            signature: client.signature,
+        };
+        assert_eq!(
+            forged.verify(&key.verifying_key(), "POST", "/f", b"x", 5_000),
+            Err(AuthError::BadSignature)
         );
     }
 

@@ -13,6 +13,7 @@ pub mod content;
 pub mod credentials;
 pub mod crypto;
 pub mod ds;
+pub mod federation;
 pub mod ids;
 pub mod key_packages;
 

@@ -20,7 +20,8 @@ pub struct Caller {
     pub user: UserName,
 }
 
-/// Remembers the signatures seen within the replay window, so each is accepted once.
+/// Remembers the signatures seen within the replay window, so each is accepted once (client
+/// and server signatures alike).
 #[derive(Default)]
 pub struct ReplayGuard {
     seen: Mutex<HashMap<[u8; 64], u64>>,
@@ -28,7 +29,7 @@ pub struct ReplayGuard {
 
 impl ReplayGuard {
     /// Records a signature; false if it was seen before.
-    fn first_use(&self, signature: [u8; 64], timestamp_ms: u64, now_ms: u64) -> bool {
+    pub fn first_use(&self, signature: [u8; 64], timestamp_ms: u64, now_ms: u64) -> bool {
         let mut seen = self
             .seen
             .lock()
@@ -56,7 +57,7 @@ pub fn authenticate(
         .map_err(|_| ApiError::Unauthenticated("the Authorization header is not text".into()))?;
     let signature = RequestSignature::parse_header(header)?;
     let record = accounts
-        .client(&signature.client_id)
+        .client(&signature.signer)
         .map_err(|e| ApiError::Accounts(e.into()))?
         .ok_or_else(|| ApiError::Unauthenticated("unknown or deleted client".into()))?;
     let credential = &record.credential.body;
@@ -84,7 +85,7 @@ pub fn authenticate(
         ));
     }
     Ok(Caller {
-        client: signature.client_id,
+        client: signature.signer,
         user: credential.user.clone(),
     })
 }

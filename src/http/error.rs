@@ -40,6 +40,14 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("the server is shutting down or overloaded")]
     Unavailable,
+    #[error("this server does not federate with {0}")]
+    DomainNotAllowed(roost_protocol::Domain),
+    #[error("this relay is for {0}, not for this server")]
+    WrongDomain(String),
+    #[error("the queue reference does not open at this server")]
+    BadQueueRef,
+    #[error(transparent)]
+    Peer(#[from] crate::federation::PeerKeyError),
 }
 
 impl From<CodecError> for ApiError {
@@ -109,6 +117,11 @@ impl ApiError {
             ApiError::UnknownConnectionPackage => "unknown_connection_package",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable => "unavailable",
+            ApiError::DomainNotAllowed(_) => "domain_not_allowed",
+            ApiError::WrongDomain(_) => "wrong_domain",
+            ApiError::BadQueueRef => "bad_queue_ref",
+            ApiError::Peer(crate::federation::PeerKeyError::WrongDomain(_)) => "peer_wrong_domain",
+            ApiError::Peer(_) => "peer_unreachable",
         }
     }
 }
@@ -162,6 +175,10 @@ impl ResponseError for ApiError {
             ApiError::UnknownConnectionPackage => StatusCode::NOT_FOUND,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DomainNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::WrongDomain(_) | ApiError::BadQueueRef => StatusCode::BAD_REQUEST,
+            // The sender's key cannot be had: it may try again.
+            ApiError::Peer(_) => StatusCode::UNAUTHORIZED,
         }
     }
 

@@ -10,6 +10,7 @@ mod as_connect;
 pub mod auth;
 mod ds_api;
 pub mod error;
+mod federation;
 mod qs_api;
 mod qs_keys;
 mod queues;
@@ -51,6 +52,17 @@ pub struct AppState {
     pub key_package_store: KeyPackageStore,
     pub as_credentials: AsCredentials,
     pub replay: ReplayGuard,
+    pub federation: FederationState,
+}
+
+/// What the federation endpoints need.
+pub struct FederationState {
+    /// This server's request-signing key.
+    pub key: roost_protocol::SigningKey,
+    pub peers: crate::federation::PeerKeys,
+    pub policy: roost_protocol::federation::DomainPolicy,
+    /// Opens the queue references of relayed deliveries.
+    pub queue_ref_key: roost_protocol::HpkeSecretKey,
 }
 
 pub type State = web::Data<Arc<AppState>>;
@@ -65,6 +77,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(as_api::routes)
         .configure(as_connect::routes)
         .configure(ds_api::routes)
+        .configure(federation::routes)
         .configure(qs_api::routes)
         .configure(qs_keys::routes)
         .default_service(web::to(not_found));

@@ -26,6 +26,7 @@ pub struct ServerKeysStore {
 
 const AS_KEYS: &[u8] = b"current";
 const QUEUE_REF_KEY: &[u8] = b"qs_queue_ref";
+const FEDERATION_KEY: &[u8] = b"federation";
 
 impl ServerKeysStore {
     pub(crate) fn open(db: &sled::Db) -> Result<Self> {
@@ -46,6 +47,11 @@ impl ServerKeysStore {
     /// The key the QS opens sealed queue references with, made on first use.
     pub fn queue_ref_key(&self) -> Result<HpkeSecretKey> {
         self.get_or_insert_with(QUEUE_REF_KEY, || HpkeSecretKey::generate().0)
+    }
+
+    /// The key this homeserver signs its server-to-server requests with, made on first use.
+    pub fn federation_key(&self) -> Result<SigningKey> {
+        self.get_or_insert_with(FEDERATION_KEY, SigningKey::generate)
     }
 
     fn get_or_insert_with<T: Serialize + DeserializeOwned>(

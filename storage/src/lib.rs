@@ -17,6 +17,7 @@ mod durability;
 mod groups;
 mod key_packages;
 mod keys;
+mod outbox;
 mod queues;
 mod table;
 
@@ -28,7 +29,8 @@ pub use durability::Durability;
 pub use groups::GroupStore;
 pub use key_packages::{KeyPackageStore, StoredKeyPackage};
 pub use keys::{ServerKeys, ServerKeysStore};
-pub use queues::QueueStore;
+pub use outbox::OutboxStore;
+pub use queues::{QueueStore, REMEMBER_DELIVERIES_SECS};
 
 /// The layout this build reads and writes. Bump on any incompatible change of a record or key.
 pub const FORMAT_VERSION: u32 = 1;
@@ -119,6 +121,11 @@ impl Store {
         GroupStore::open(&self.db)
     }
 
+    /// Deliveries waiting to be relayed to other homeservers.
+    pub fn outbox(&self) -> Result<OutboxStore> {
+        OutboxStore::open(&self.db)
+    }
+
     pub fn server_keys(&self) -> Result<ServerKeysStore> {
         ServerKeysStore::open(&self.db)
     }
@@ -200,7 +207,7 @@ mod tests {
                     ciphertext: vec![2; 10],
                 },
             };
-            queues.append(&id, &message).unwrap();
+            queues.append(&id, &message, None).unwrap();
             drop(queues);
             store.close().unwrap();
         }

@@ -1,15 +1,30 @@
 //! Per-client queues: message queues (QS) and connection queues (AS) share this layout.
 //!
-//! One tree; a queue's keys are `client id ‖ 0 ‖ seq (big-endian)` for its messages and
-//! `client id ‖ 1` for the next sequence number. Both live in one tree so that appending a
-//! message and advancing the counter is one atomic batch.
+//! One tree; a queue's keys are `client id ‖ 0 ‖ seq (big-endian)` for its messages,
+//! `client id ‖ 1` for the next sequence number, and `client id ‖ 2 ‖ delivery key` for the
+//! deliveries relayed from other homeservers that were queued (→ seq and when), so a retried
+//! one is queued once. All live in one tree so that appending a message, advancing the counter
+//! and remembering the delivery is one atomic batch.
 
-use roost_protocol::{api::QueueMessage, ClientId};
+use roost_protocol::{api::QueueMessage, ClientId, Timestamp};
 
 use crate::{table::Table, Result};
 
 const MESSAGE: u8 = 0;
 const HEAD: u8 = 1;
+const DELIVERED: u8 = 2;
+
+/// How long a relayed delivery is remembered after it was queued: far beyond the longest retry
+/// interval of a sending homeserver.
+pub const REMEMBER_DELIVERIES_SECS: u64 = 7 * 24 * 3600;
+
+fn delivered_key(client: &ClientId, delivery: &[u8; 32]) -> [u8; 49] {
+    let mut key = [0u8; 49];
+    key[..16].copy_from_slice(&client.0);
+    key[16] = DELIVERED;
+    key[17..].copy_from_slice(delivery);
+    key
+}
 
 #[derive(Clone)]
 pub struct QueueStore {
@@ -51,16 +66,37 @@ impl QueueStore {
         })
     }
 
-    /// Appends `message` (whose `seq` the caller took from [`next_seq`](Self::next_seq)).
-    pub fn append(&self, client: &ClientId, message: &QueueMessage) -> Result<()> {
+    /// Appends `message` (whose `seq` the caller took from [`next_seq`](Self::next_seq)); with
+    /// `delivery`, remembers that this relayed delivery was queued, in the same batch.
+    pub fn append(
+        &self,
+        client: &ClientId,
+        message: &QueueMessage,
+        delivery: Option<&[u8; 32]>,
+    ) -> Result<()> {
         let mut batch = sled::Batch::default();
         batch.insert(
             &message_key(client, message.seq),
             crate::table::encode(message),
         );
         batch.insert(&head_key(client), &(message.seq + 1).to_be_bytes());
+        if let Some(delivery) = delivery {
+            batch.insert(
+                &delivered_key(client, delivery)[..],
+                crate::table::encode(&(message.seq, Timestamp::now())),
+            );
+        }
         self.table.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// The seq a relayed delivery was queued with, if it was.
+    pub fn delivered(&self, client: &ClientId, delivery: &[u8; 32]) -> Result<Option<u64>> {
+        let Some(bytes) = self.table.tree.get(delivered_key(client, delivery))? else {
+            return Ok(None);
+        };
+        let (seq, _): (u64, Timestamp) = crate::table::decode(&bytes)?;
+        Ok(Some(seq))
     }
 
     /// Up to `max` messages with `seq >= from`, in order, and whether more follow.
@@ -82,7 +118,8 @@ impl QueueStore {
         Ok((messages, false))
     }
 
-    /// Deletes every message with `seq <= up_to`; returns how many.
+    /// Deletes every message with `seq <= up_to`; returns how many. Forgets the relayed
+    /// deliveries among them that were queued more than [`REMEMBER_DELIVERIES_SECS`] ago.
     pub fn ack(&self, client: &ClientId, up_to: u64) -> Result<usize> {
         let mut batch = sled::Batch::default();
         let mut count = 0;
@@ -94,6 +131,16 @@ impl QueueStore {
         {
             batch.remove(key?);
             count += 1;
+        }
+        let mut prefix = client.0.to_vec();
+        prefix.push(DELIVERED);
+        let forget_before = Timestamp::now().0.saturating_sub(REMEMBER_DELIVERIES_SECS);
+        for entry in self.table.tree.scan_prefix(prefix) {
+            let (key, bytes) = entry?;
+            let (seq, at): (u64, Timestamp) = crate::table::decode(&bytes)?;
+            if seq <= up_to && at.0 < forget_before {
+                batch.remove(key);
+            }
         }
         self.table.tree.apply_batch(batch)?;
         Ok(count)

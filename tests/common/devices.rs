@@ -3,26 +3,44 @@
 use std::path::{Path, PathBuf};
 
 use roost_client::Client;
+use roost_protocol::federation::Resolver;
 use roost_protocol::UserName;
 
 use super::{TestServer, PASSWORD};
 
-/// The state directories of the test's client devices.
-pub struct Devices(tempfile::TempDir);
+/// The state directories of the test's client devices, and where their clients find other
+/// domains' servers.
+pub struct Devices(tempfile::TempDir, Resolver);
 
 impl Devices {
     pub fn new() -> Devices {
-        Devices(tempfile::tempdir().unwrap())
+        Devices(tempfile::tempdir().unwrap(), Resolver::default())
+    }
+
+    /// Devices whose clients reach other domains as `resolve` (`DOMAIN=URL`) says.
+    pub fn federated(resolve: &[String]) -> Devices {
+        Devices(
+            tempfile::tempdir().unwrap(),
+            Resolver::from_entries(resolve).unwrap(),
+        )
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.0.path().join(name)
     }
 
+    /// Opens a device's client again (as the command line does for every command).
+    pub fn open(&self, name: &str) -> Client {
+        Client::open(self.path(name))
+            .unwrap()
+            .with_resolver(self.1.clone())
+    }
+
     pub async fn register(&self, server: &TestServer, name: &str, user: &UserName) -> Client {
         let client = Client::register(self.path(name), &server.url, user, PASSWORD, None)
             .await
-            .unwrap_or_else(|e| panic!("registering {name}: {e}"));
+            .unwrap_or_else(|e| panic!("registering {name}: {e}"))
+            .with_resolver(self.1.clone());
         if let Some(Err(e)) = client.initial_key_packages() {
             panic!("key packages of {name}: {e}");
         }
@@ -32,7 +50,8 @@ impl Devices {
     pub async fn add_client(&self, server: &TestServer, name: &str, user: &UserName) -> Client {
         let client = Client::add_client(self.path(name), &server.url, user, PASSWORD)
             .await
-            .unwrap_or_else(|e| panic!("adding {name}: {e}"));
+            .unwrap_or_else(|e| panic!("adding {name}: {e}"))
+            .with_resolver(self.1.clone());
         if let Some(Err(e)) = client.initial_key_packages() {
             panic!("key packages of {name}: {e}");
         }

@@ -34,6 +34,12 @@ pub struct Options {
     pub max_body_bytes: usize,
     pub log: &'static str,
     pub discovery_burst: u32,
+    /// Port to listen on (0: any free one).
+    pub port: u16,
+    /// `federation.resolve` entries (`DOMAIN=URL`).
+    pub resolve: Vec<String>,
+    /// `federation.deny`.
+    pub deny: Vec<String>,
 }
 
 impl Default for Options {
@@ -46,6 +52,9 @@ impl Default for Options {
             max_body_bytes: 65536,
             log: "info",
             discovery_burst: 1000,
+            port: 0,
+            resolve: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -58,6 +67,41 @@ pub struct TestServer {
     store: PathBuf,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+}
+
+/// A port that was free a moment ago, for servers that must know each other's address before
+/// they start.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Federated servers, one per domain, each told where the others are (and where
+/// `options.resolve` says); returns them with the `DOMAIN=URL` entries clients need.
+pub fn federation(domains: &[&str], options: Options) -> (Vec<TestServer>, Vec<String>) {
+    let ports: Vec<u16> = domains.iter().map(|_| free_port()).collect();
+    let mut resolve: Vec<String> = domains
+        .iter()
+        .zip(&ports)
+        .map(|(domain, port)| format!("{domain}=http://127.0.0.1:{port}"))
+        .collect();
+    resolve.extend(options.resolve.iter().cloned());
+    let servers = domains
+        .iter()
+        .zip(&ports)
+        .map(|(domain, port)| {
+            TestServer::start(Options {
+                domain: (*domain).to_owned(),
+                port: *port,
+                resolve: resolve.clone(),
+                ..options.clone()
+            })
+        })
+        .collect();
+    (servers, resolve)
 }
 
 pub fn roost_binary() -> &'static str {
@@ -115,7 +159,7 @@ impl TestServer {
         let bind = match &self.url {
             // Restart on the same port, so clients keep their server URL.
             url if !url.is_empty() => url.trim_start_matches("http://").to_owned(),
-            _ => "127.0.0.1:0".to_owned(),
+            _ => format!("127.0.0.1:{}", self.options.port),
         };
         command
             .env_clear()
@@ -141,7 +185,18 @@ impl TestServer {
                 self.options.discovery_burst.to_string(),
             )
             .env("ROOST_LOG__FILTER", self.options.log)
+            // Relays to a server that is down are retried quickly in tests.
+            .env("ROOST_FEDERATION__RETRY_INITIAL_MS", "100")
+            .env("ROOST_FEDERATION__RETRY_MAX_MS", "1000")
             .current_dir(self.dir.as_ref().unwrap().path());
+        for (key, list) in [
+            ("ROOST_FEDERATION__RESOLVE", &self.options.resolve),
+            ("ROOST_FEDERATION__DENY", &self.options.deny),
+        ] {
+            if !list.is_empty() {
+                command.env(key, list.join(","));
+            }
+        }
         command
     }
 

@@ -1,0 +1,216 @@
+//! Relaying group deliveries to other homeservers: one federation actor per remote domain (in a
+//! [`Pool`](crate::pool::Pool)), owner of that domain's part of the persistent outbox.
+//!
+//! The DS's fan-out hands a delivery for a remote client's queue to the actor of its domain
+//! ([`Relay`]), which appends it to the outbox and answers once that is durable — so the DS
+//! answers the sender only after every delivery is either queued locally or safe in the
+//! outbox. The actor then sends the outbox's deliveries one at a time, in order, through a
+//! [`Transport`] (the server's signed HTTP client: this crate does no HTTP), and removes each
+//! once the receiver has taken it. A failure is retried with exponential backoff and jitter,
+//! capped; a delivery the receiver refuses for good (a 4xx other than 401, 408 and 429) is
+//! dropped and logged, so one bad delivery cannot block the rest. The receiver queues a
+//! delivery once per id, so a delivery sent again after a crash (sent, but not yet removed)
+//! is not queued twice. An actor retires only when its outbox is empty; at start-up the server
+//! wakes the actors of domains with a backlog ([`Wake`]).
+
+use std::{sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use roost_protocol::{federation::FederatedDelivery, Domain};
+use roost_storage::{Durability, OutboxStore, StorageError};
+
+use crate::pool::{pooled_actor, Membership, Pooled};
+
+/// Why a delivery did not go through.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RelayError {
+    /// Worth trying again later (network, 5xx, 401, 408, 429).
+    #[error("{0}")]
+    Retry(String),
+    /// The receiver refuses it for good.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// How deliveries reach another homeserver: signed HTTP, provided by the server.
+pub trait Transport: Send + Sync + 'static {
+    fn deliver(&self, delivery: FederatedDelivery) -> BoxFuture<'static, Result<(), RelayError>>;
+}
+
+/// How long to wait before trying a domain again.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// After `failures` failures in a row: doubling from `initial`, at most `max`, and a random
+    /// half of it taken off so that many senders do not retry in step.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let doubled = self
+            .initial
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(30));
+        let capped = doubled.min(self.max);
+        capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+}
+
+#[derive(Clone)]
+pub struct FederationDeps {
+    pub outbox: OutboxStore,
+    pub durability: Durability,
+    pub transport: Arc<dyn Transport>,
+    pub retry: RetryPolicy,
+    pub idle_after: Duration,
+}
+
+/// Keep deliveries for the actor's domain; answers once they are durable in the outbox.
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct Relay(pub Vec<FederatedDelivery>);
+
+/// Start sending what the outbox holds (at start-up).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake;
+
+pub struct FederationActor {
+    domain: Domain,
+    deps: FederationDeps,
+    membership: Membership<Self>,
+    /// A delivery is on its way, or a retry is scheduled.
+    busy: bool,
+    failures: u32,
+}
+
+impl Pooled for FederationActor {
+    type Key = Domain;
+    type Deps = FederationDeps;
+
+    fn new(domain: Domain, deps: &FederationDeps, membership: Membership<Self>) -> Self {
+        FederationActor {
+            domain,
+            deps: deps.clone(),
+            membership,
+            busy: false,
+            failures: 0,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        !self.busy && self.deps.outbox.len(&self.domain) == 0
+    }
+
+    fn membership(&mut self) -> &mut Membership<Self> {
+        &mut self.membership
+    }
+}
+
+pooled_actor!(FederationActor);
+
+impl Handler<Relay> for FederationActor {
+    type Result = ResponseActFuture<Self, Result<(), StorageError>>;
+
+    fn handle(&mut self, Relay(deliveries): Relay, _ctx: &mut Self::Context) -> Self::Result {
+        self.membership.touch();
+        let pushed = self.deps.outbox.push(&self.domain, &deliveries);
+        let durability = self.deps.durability.clone();
+        Box::pin(
+            async move {
+                pushed?;
+                durability.persist().await
+            }
+            .into_actor(self)
+            .map(|outcome, actor, ctx| {
+                if outcome.is_ok() {
+                    actor.pump(ctx);
+                }
+                outcome
+            }),
+        )
+    }
+}
+
+impl Handler<Wake> for FederationActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.membership.touch();
+        self.pump(ctx);
+    }
+}
+
+impl FederationActor {
+    /// Sends the oldest waiting delivery unless one is under way; continues until the outbox
+    /// is empty.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        let (seq, delivery) = match self.deps.outbox.first(&self.domain) {
+            Ok(Some(next)) => next,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(domain = %self.domain, "cannot read the federation outbox: {e}");
+                return;
+            }
+        };
+        self.busy = true;
+        let sending = self.deps.transport.deliver(delivery);
+        ctx.spawn(sending.into_actor(self).map(move |outcome, actor, ctx| {
+            actor.busy = false;
+            match outcome {
+                Ok(()) => actor.sent(seq, ctx),
+                Err(RelayError::Refused(why)) => {
+                    tracing::warn!(domain = %actor.domain, "a delivery was refused, dropping it: {why}");
+                    actor.sent(seq, ctx);
+                }
+                Err(RelayError::Retry(why)) => {
+                    actor.failures += 1;
+                    let delay = actor.deps.retry.delay(actor.failures);
+                    tracing::info!(
+                        domain = %actor.domain,
+                        failures = actor.failures,
+                        "relaying failed, retrying in {delay:?}: {why}"
+                    );
+                    actor.busy = true;
+                    ctx.run_later(delay, |actor, ctx| {
+                        actor.busy = false;
+                        actor.pump(ctx);
+                    });
+                }
+            }
+        }));
+    }
+
+    fn sent(&mut self, seq: u64, ctx: &mut Context<Self>) {
+        self.failures = 0;
+        if let Err(e) = self.deps.outbox.remove(&self.domain, seq) {
+            tracing::error!(domain = %self.domain, "cannot remove a relayed delivery: {e}");
+            return;
+        }
+        self.pump(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {
+        let policy = RetryPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        };
+        for (failures, full) in [(1, 100), (2, 200), (3, 400), (8, 10_000), (40, 10_000)] {
+            let delay = policy.delay(failures).as_millis() as u64;
+            assert!(
+                delay >= full / 2 && delay <= full,
+                "{failures} failures: {delay} ms"
+            );
+        }
+    }
+}

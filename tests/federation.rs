@@ -1,0 +1,562 @@
+//! Federation: users on two (or three) real homeservers, each with its own store, domain and
+//! port, connect, chat and share groups exactly as on one; relays survive an outage and
+//! restarts; server-to-server requests are refused unless signed by the domain they claim; and
+//! neither server learns the other side's user name.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{devices::Devices, federation, Options, TestServer};
+use roost_client::{Client, StoredMessage};
+use roost_protocol::{
+    auth::ServerSignature,
+    codec,
+    ds::{GroupDelivery, SealedQueueRef},
+    federation::{FederatedDelivery, ServerKey, FED_DELIVER},
+    ids::now_millis,
+    ClientId, Domain, HpkePublicKey, SigningKey, UserName,
+};
+
+/// Syncs every client until `done` holds (relays between servers arrive a moment after the
+/// DS answered), at most 20 s.
+async fn settle(clients: &[&Client], mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for client in clients {
+            match client.sync().await {
+                Ok(report) => assert!(report.failed.is_empty(), "{:?}", report.failed),
+                // A server that restarted: the client's pooled connection was closed.
+                Err(roost_client::Error::Server(roost_client::ServerError::Network(_))) => {}
+                Err(e) => panic!("sync: {e}"),
+            }
+        }
+        if done().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "did not settle in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn texts(messages: &[StoredMessage]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|m| (m.from.to_string(), m.text.clone()))
+        .collect()
+}
+
+/// alice@a.test (phone, laptop) and bob@b.test (phone, laptop), connected.
+struct Pair {
+    servers: Vec<TestServer>,
+    /// Keeps the clients' state directories.
+    _devices: Devices,
+    alice: UserName,
+    bob: UserName,
+    alice_phone: Client,
+    alice_laptop: Client,
+    bob_phone: Client,
+    bob_laptop: Client,
+}
+
+impl Pair {
+    fn all(&self) -> [&Client; 4] {
+        [
+            &self.alice_phone,
+            &self.alice_laptop,
+            &self.bob_phone,
+            &self.bob_laptop,
+        ]
+    }
+}
+
+async fn connected_pair(alice: &str, bob: &str, options: Options) -> Pair {
+    let (servers, resolve) = federation(&["a.test", "b.test"], options);
+    let devices = Devices::federated(&resolve);
+    let (alice, bob) = (servers[0].user(alice), servers[1].user(bob));
+    let p = Pair {
+        alice_phone: devices.register(&servers[0], "alice-phone", &alice).await,
+        alice_laptop: devices
+            .add_client(&servers[0], "alice-laptop", &alice)
+            .await,
+        bob_phone: devices.register(&servers[1], "bob-phone", &bob).await,
+        bob_laptop: devices.add_client(&servers[1], "bob-laptop", &bob).await,
+        servers,
+        _devices: devices,
+        alice,
+        bob,
+    };
+    let connected = p.alice_phone.connect(&p.bob).await.unwrap();
+    assert_eq!(connected.invited, 2);
+    let requests = p.bob_phone.connection_requests().await.unwrap();
+    let [request] = requests.received.as_slice() else {
+        panic!("expected one request, got {:?}", requests.received);
+    };
+    assert_eq!(request.from(), &p.alice);
+    let accepted = p.bob_phone.accept(&request.id).await.unwrap();
+    assert_eq!(accepted.own_clients_added, 1);
+    let group_id = connected.group_id;
+    let all = p.all();
+    settle(&all, async || {
+        let mut statuses = Vec::new();
+        for client in all {
+            statuses.push(client.group_status(&group_id).unwrap());
+        }
+        let tokens_in = {
+            let mut ok = true;
+            for client in all {
+                let contacts = client.contacts().await.unwrap();
+                ok &= contacts.len() == 1 && contacts[0].peer_token.is_some();
+            }
+            ok
+        };
+        statuses.iter().all(|s| s.is_some_and(|s| s.members == 4))
+            && statuses.windows(2).all(|w| w[0] == w[1])
+            && tokens_in
+    })
+    .await;
+    p
+}
+
+#[tokio::test]
+async fn users_on_two_homeservers_connect_and_chat_on_all_four_clients() {
+    let p = connected_pair("alice", "bob", Options::default()).await;
+    for client in p.all() {
+        let contacts = client.contacts().await.unwrap();
+        let peer = if client.user() == &p.alice {
+            &p.bob
+        } else {
+            &p.alice
+        };
+        assert_eq!(contacts[0].peer.as_ref(), Some(peer));
+    }
+    let script = [
+        (&p.alice_phone, &p.bob, "hello from a"),
+        (&p.bob_laptop, &p.alice, "hello from b"),
+        (&p.alice_laptop, &p.bob, "how is b?"),
+        (&p.bob_phone, &p.alice, "fine, and a?"),
+    ];
+    let mut expected = Vec::new();
+    for (client, peer, text) in script {
+        // Each sender first sees what came before, as a person would.
+        let all = p.all();
+        let before = expected.len();
+        settle(&all, async || {
+            let mut ok = true;
+            for client in all {
+                let peer = if client.user() == &p.alice {
+                    &p.bob
+                } else {
+                    &p.alice
+                };
+                ok &= client.messages(peer).await.unwrap().len() == before;
+            }
+            ok
+        })
+        .await;
+        client.send(peer, text).await.unwrap();
+        expected.push((client.user().to_string(), text.to_owned()));
+    }
+    let all = p.all();
+    settle(&all, async || {
+        let mut ok = true;
+        for client in all {
+            let peer = if client.user() == &p.alice {
+                &p.bob
+            } else {
+                &p.alice
+            };
+            ok &= client.messages(peer).await.unwrap().len() == expected.len();
+        }
+        ok
+    })
+    .await;
+    for client in p.all() {
+        let peer = if client.user() == &p.alice {
+            &p.bob
+        } else {
+            &p.alice
+        };
+        assert_eq!(texts(&client.messages(peer).await.unwrap()), expected);
+    }
+}
+
+#[tokio::test]
+async fn a_group_on_one_homeserver_takes_members_from_both_and_loses_them_again() {
+    let p = connected_pair("alice", "bob", Options::default()).await;
+    p.alice_laptop.create_group("across").await.unwrap();
+    assert_eq!(
+        p.alice_laptop.add_to_group("across", &p.bob).await.unwrap(),
+        2
+    );
+    let all = p.all();
+    settle(&all, async || {
+        let mut ok = true;
+        for client in all {
+            let groups = client.groups().await.unwrap();
+            ok &= groups.len() == 1 && groups[0].members == 4;
+        }
+        ok
+    })
+    .await;
+    p.bob_phone
+        .send_to_group("across", "b in a's group")
+        .await
+        .unwrap();
+    settle(&all, async || {
+        let mut ok = true;
+        for client in all {
+            ok &= client.group_messages("across").await.unwrap().len() == 1;
+        }
+        ok
+    })
+    .await;
+    let members = p.alice_phone.group_members("across").await.unwrap();
+    assert_eq!(members, [p.alice.clone(), p.bob.clone()]);
+
+    // bob (on b) removes nobody he may not; alice removes bob.
+    assert_eq!(
+        p.alice_phone
+            .remove_from_group("across", &p.bob)
+            .await
+            .unwrap(),
+        2
+    );
+    let bobs = [&p.bob_phone, &p.bob_laptop];
+    settle(&bobs, async || {
+        let mut ok = true;
+        for client in bobs {
+            ok &= client.groups().await.unwrap()[0].removed;
+        }
+        ok
+    })
+    .await;
+    let error = p
+        .bob_laptop
+        .send_to_group("across", "still there?")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "removed_from_group");
+}
+
+#[tokio::test]
+async fn messages_sent_while_the_other_homeserver_is_down_arrive_once_and_in_order() {
+    let mut p = connected_pair("alice", "bob", Options::default()).await;
+    p.servers[1].kill();
+    let texts_sent: Vec<String> = (1..=6).map(|i| format!("while b is down {i}")).collect();
+    for (i, text) in texts_sent.iter().enumerate() {
+        if i == 3 {
+            // a crashes too, with relays still in its outbox, and comes back.
+            p.servers[0].restart();
+        }
+        let mut sent = None;
+        for _ in 0..3 {
+            match p.alice_phone.send(&p.bob, text).await {
+                Ok(message) => {
+                    sent = Some(message);
+                    break;
+                }
+                // The first request after a's restart may meet a closed connection.
+                Err(roost_client::Error::Server(roost_client::ServerError::Network(_))) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(sent.is_some());
+    }
+    // Let a retry against the dead server a few times, then bring b back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = p.servers[0].log();
+    assert!(log.contains("relaying failed, retrying"), "{log}");
+    assert!(
+        log.contains("resuming relays"),
+        "the backlog outlived a kill -9: {log}"
+    );
+    p.servers[1].start_again();
+    let clients = [&p.bob_phone, &p.bob_laptop];
+    let alice = p.alice.clone();
+    settle(&clients, async || {
+        let mut ok = true;
+        for client in clients {
+            ok &= client.messages(&alice).await.unwrap().len() >= texts_sent.len();
+        }
+        ok
+    })
+    .await;
+    for client in clients {
+        // Nothing more comes: each message arrived exactly once.
+        client.sync().await.unwrap();
+        let got: Vec<String> = client
+            .messages(&alice)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(got, texts_sent);
+    }
+}
+
+/// A relay as another server would send it (to a random queue of `to`), signed by `key` in the
+/// name of `from`: the body and the Authorization header.
+async fn signed_relay(
+    target: &TestServer,
+    from: &str,
+    key: &SigningKey,
+    to: &str,
+) -> (String, Vec<u8>, String) {
+    let to: Domain = to.parse().unwrap();
+    let qs_key: HpkePublicKey = target
+        .http()
+        .send("GET", roost_protocol::api::QS_QUEUE_REF_KEY, vec![], None)
+        .await
+        .decode();
+    let delivery = FederatedDelivery {
+        id: rand::random(),
+        to: to.clone(),
+        queue: SealedQueueRef::seal(to, &qs_key, &ClientId::random()).unwrap(),
+        item: GroupDelivery::Message {
+            group_id: vec![1],
+            message: vec![2],
+        },
+    };
+    let body = codec::encode(&delivery);
+    let signature = ServerSignature::sign(
+        key,
+        from.parse().unwrap(),
+        "POST",
+        FED_DELIVER,
+        &body,
+        now_millis(),
+    );
+    (delivery.to.to_string(), body, signature.to_header())
+}
+
+/// Sends [`signed_relay`]; answers the status and the error code.
+async fn relay(target: &TestServer, from: &str, key: &SigningKey, to: &str) -> (u16, String) {
+    let (_, body, header) = signed_relay(target, from, key, to).await;
+    let response = target
+        .http()
+        .send("POST", FED_DELIVER, body, Some(header))
+        .await;
+    let code = if response.status < 300 {
+        String::new()
+    } else {
+        response.error_code()
+    };
+    (response.status, code)
+}
+
+/// A stand-in homeserver that serves only its server key, for `domain`: lets the test sign
+/// relays as a real peer would.
+async fn fake_peer(domain: &str, key: &SigningKey) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = codec::encode(&ServerKey {
+        domain: domain.parse().unwrap(),
+        verifying_key: key.verifying_key(),
+    });
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
+    let peer_key = SigningKey::generate();
+    let peer_port = fake_peer("peer.test", &peer_key).await;
+    let (servers, _) = federation(
+        &["a.test", "b.test"],
+        Options {
+            resolve: vec![format!("peer.test=http://127.0.0.1:{peer_port}")],
+            deny: vec!["denied.test".into()],
+            ..Options::default()
+        },
+    );
+    let b = &servers[1];
+    let forged = SigningKey::generate();
+
+    // Signed properly by peer.test: taken (the queue it names does not exist here: 404).
+    assert_eq!(
+        relay(b, "peer.test", &peer_key, "b.test").await,
+        (404, "unknown_queue".into())
+    );
+    // The same signed request again is a replay.
+    let (status, _) = {
+        let (to, body, header) = signed_relay(b, "peer.test", &peer_key, "b.test").await;
+        let first = b
+            .http()
+            .send("POST", FED_DELIVER, body.clone(), Some(header.clone()))
+            .await;
+        assert_eq!(first.status, 404, "{to}");
+        let again = b.http().send("POST", FED_DELIVER, body, Some(header)).await;
+        (again.status, again.error_code())
+    };
+    assert_eq!(status, 401);
+    // Signed by peer.test, but addressed to another domain.
+    assert_eq!(
+        relay(b, "peer.test", &peer_key, "a.test").await,
+        (400, "wrong_domain".into())
+    );
+    // Claiming to be a.test, signed by a key that is not a.test's: a server speaking for
+    // another domain.
+    assert_eq!(
+        relay(b, "a.test", &peer_key, "b.test").await,
+        (401, "unauthenticated".into())
+    );
+    assert_eq!(
+        relay(b, "a.test", &forged, "b.test").await,
+        (401, "unauthenticated".into())
+    );
+    // Unsigned, or signed as a client.
+    let response = b
+        .http()
+        .send("POST", FED_DELIVER, vec![1, 2, 3], None)
+        .await;
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (401, "unauthenticated")
+    );
+    // A denied domain, whatever it signs; a domain whose key cannot be had; b itself.
+    assert_eq!(
+        relay(b, "denied.test", &forged, "b.test").await,
+        (403, "domain_not_allowed".into())
+    );
+    assert_eq!(relay(b, "nowhere.test", &forged, "b.test").await.0, 401);
+    assert_eq!(relay(b, "b.test", &forged, "b.test").await.0, 401);
+    // Garbage, properly signed: a clear 400, and b keeps serving.
+    let header = ServerSignature::sign(
+        &peer_key,
+        "peer.test".parse().unwrap(),
+        "POST",
+        FED_DELIVER,
+        b"garbage",
+        now_millis(),
+    )
+    .to_header();
+    let response = b
+        .http()
+        .send("POST", FED_DELIVER, b"garbage".to_vec(), Some(header))
+        .await;
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (400, "malformed_body")
+    );
+    assert_eq!(
+        b.http().send("GET", "/health", vec![], None).await.status,
+        200
+    );
+}
+
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn neither_homeserver_learns_the_other_sides_user_name() {
+    let mut p = connected_pair(
+        "alicewonder",
+        "bobbuilder",
+        Options {
+            log: "debug",
+            ..Options::default()
+        },
+    )
+    .await;
+    p.alice_phone
+        .send(&p.bob, "across the border")
+        .await
+        .unwrap();
+    p.bob_laptop.send(&p.alice, "and back").await.unwrap();
+    p.alice_laptop.create_group("border club").await.unwrap();
+    p.alice_laptop
+        .add_to_group("border club", &p.bob)
+        .await
+        .unwrap();
+    let all = p.all();
+    settle(&all, async || {
+        let mut ok = true;
+        for client in all {
+            ok &= client.groups().await.unwrap().len() == 1;
+        }
+        ok
+    })
+    .await;
+    p.bob_phone
+        .send_to_group("border club", "b speaks in a's group")
+        .await
+        .unwrap();
+    settle(&all, async || {
+        let mut ok = true;
+        for client in all {
+            ok &= client.group_messages("border club").await.unwrap().len() == 1;
+        }
+        ok
+    })
+    .await;
+    for server in &mut p.servers {
+        assert!(server.terminate().success());
+    }
+
+    // Server a (alice's) must hold no trace of bob's name or clients, b none of alice's —
+    // in any store file or log line, even at debug level.
+    let traces = |client: &Client| {
+        vec![
+            codec::encode(client.credential()),
+            client.client_id().0.to_vec(),
+            client.client_id().to_string().into_bytes(),
+        ]
+    };
+    let mut of_bob = vec![b"bobbuilder".to_vec()];
+    of_bob.extend(traces(&p.bob_phone));
+    of_bob.extend(traces(&p.bob_laptop));
+    let mut of_alice = vec![b"alicewonder".to_vec()];
+    of_alice.extend(traces(&p.alice_phone));
+    of_alice.extend(traces(&p.alice_laptop));
+    for (server, own) in [
+        (&p.servers[0], &b"alicewonder"[..]),
+        (&p.servers[1], &b"bobbuilder"[..]),
+    ] {
+        // The scan does find what a server may hold: its own user.
+        assert!(server
+            .store_files()
+            .iter()
+            .any(|(_, bytes)| holds(bytes, own)));
+    }
+    for (server, foreign) in [(&p.servers[0], &of_bob), (&p.servers[1], &of_alice)] {
+        let log = server.log();
+        assert!(log.contains("DEBUG"));
+        for needle in foreign {
+            assert!(
+                !holds(log.as_bytes(), needle),
+                "{}'s log holds {}",
+                server.domain(),
+                String::from_utf8_lossy(needle)
+            );
+            for (path, bytes) in server.store_files() {
+                assert!(
+                    !holds(&bytes, needle),
+                    "{} holds {}",
+                    path.display(),
+                    String::from_utf8_lossy(needle)
+                );
+            }
+        }
+    }
+}
