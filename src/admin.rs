@@ -16,9 +16,66 @@ use roost_storage::Store;
 use crate::{http::error::ApiError, server::ServeError, settings::Settings};
 
 const TOKENS_PATH: &str = "/admin/v1/tokens";
+const INSPECT_PATH: &str = "/admin/v1/inspect";
+
+/// What `roost admin inspect` can look at.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "what", rename_all = "lowercase")]
+pub enum Inspect {
+    /// A DS group, by id (hex).
+    Group { id: String },
+    /// A client's QS message queue and connection queue, by client id.
+    Queue { client: String },
+    /// The federation outbox: what waits for which domain.
+    Outbox,
+}
+
+/// What the server holds about `what`: sizes, counts and ids only — the same rules as for logs
+/// (group state and queued messages are ciphertext the server cannot read anyway).
+pub fn inspect(store: &Store, what: &Inspect) -> Result<serde_json::Value, AdminError> {
+    let bad = |why: String| AdminError::Refused(why);
+    Ok(match what {
+        Inspect::Group { id } => {
+            let group_id = hex::decode(id).map_err(|_| bad(format!("{id:?} is not hex")))?;
+            match store.groups()?.get(&group_id)? {
+                Some(state) => serde_json::json!({
+                    "group": id,
+                    "state_bytes": state.len(),
+                    "state": "encrypted under the group-state EAR key, which the server never stores",
+                }),
+                None => serde_json::json!({ "group": id, "known": false }),
+            }
+        }
+        Inspect::Queue { client } => {
+            let client_id: roost_protocol::ClientId = client
+                .parse()
+                .map_err(|_| bad(format!("{client:?} is not a client id")))?;
+            let registered = store.accounts()?.client(&client_id)?;
+            serde_json::json!({
+                "client": client,
+                "registered": registered.is_some(),
+                "messages": store.queues()?.summary(&client_id)?,
+                "connection_requests": store.connection_queues()?.summary(&client_id)?,
+            })
+        }
+        Inspect::Outbox => {
+            let outbox = store.outbox()?;
+            let domains = outbox
+                .domains()?
+                .into_iter()
+                .map(|d| serde_json::json!({ "domain": d.to_string(), "waiting": outbox.len(&d) }))
+                .collect::<Vec<_>>();
+            serde_json::json!({ "outbox": domains })
+        }
+    })
+}
 
 /// The admin HTTP server on `<storage.path>/admin.sock`, readable by the owner only.
-pub fn server(settings: &Settings, accounts: Addr<AccountsActor>) -> Result<Server, ServeError> {
+pub fn server(
+    settings: &Settings,
+    accounts: Addr<AccountsActor>,
+    store: Store,
+) -> Result<Server, ServeError> {
     let socket = settings.admin_socket();
     // A socket file left by a server that was killed: nobody listens on it any more.
     if socket.exists() && UnixStream::connect(&socket).is_err() {
@@ -27,7 +84,9 @@ pub fn server(settings: &Settings, accounts: Addr<AccountsActor>) -> Result<Serv
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(accounts.clone()))
+            .app_data(web::Data::new(store.clone()))
             .route(TOKENS_PATH, web::post().to(create_token))
+            .route(INSPECT_PATH, web::post().to(inspect_request))
     })
     .workers(1)
     .disable_signals()
@@ -43,6 +102,35 @@ pub fn server(settings: &Settings, accounts: Addr<AccountsActor>) -> Result<Serv
 async fn create_token(accounts: web::Data<Addr<AccountsActor>>) -> Result<HttpResponse, ApiError> {
     let token = accounts.send(CreateToken).await??;
     Ok(HttpResponse::Created().json(serde_json::json!({ "token": token })))
+}
+
+async fn inspect_request(store: web::Data<Store>, what: web::Json<Inspect>) -> HttpResponse {
+    match inspect(&store, &what) {
+        Ok(found) => HttpResponse::Ok().json(found),
+        Err(e) => HttpResponse::BadRequest().json(serde_json::json!({ "error": e.to_string() })),
+    }
+}
+
+/// Inspects through the running server if there is one, else in the store.
+pub fn inspect_anyhow(
+    settings: &Settings,
+    what: &Inspect,
+) -> Result<serde_json::Value, AdminError> {
+    let socket = settings.admin_socket();
+    match UnixStream::connect(&socket) {
+        Ok(stream) => {
+            let body = serde_json::to_string(what).expect("serialisable");
+            let answer = call_socket(stream, &socket, INSPECT_PATH, &body, "200")?;
+            serde_json::from_str(&answer)
+                .map_err(|_| AdminError::Refused(format!("unexpected answer: {answer}")))
+        }
+        Err(_) => {
+            let store = Store::open(&settings.storage.path)?;
+            let found = inspect(&store, what);
+            store.close()?;
+            found
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,28 +160,42 @@ pub fn create_registration_token(settings: &Settings) -> Result<String, AdminErr
     }
 }
 
-fn token_via_socket(mut stream: UnixStream, socket: &Path) -> Result<String, AdminError> {
+fn token_via_socket(stream: UnixStream, socket: &Path) -> Result<String, AdminError> {
+    let body = call_socket(stream, socket, TOKENS_PATH, "", "201")?;
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["token"].as_str().map(str::to_owned))
+        .ok_or_else(|| AdminError::Refused(format!("unexpected answer: {body}")))
+}
+
+/// POSTs `body` (JSON) to `path` on the admin socket; the answer's body if its status is
+/// `expected`.
+fn call_socket(
+    mut stream: UnixStream,
+    socket: &Path,
+    path: &str,
+    body: &str,
+    expected: &str,
+) -> Result<String, AdminError> {
     let io_error = |source| AdminError::Socket {
         socket: socket.display().to_string(),
         source,
     };
     write!(
         stream,
-        "POST {TOKENS_PATH} HTTP/1.1\r\nHost: roost-admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: roost-admin\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .map_err(io_error)?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(io_error)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    if !head.starts_with("HTTP/1.1 201") {
+    if !head.starts_with(&format!("HTTP/1.1 {expected}")) {
         return Err(AdminError::Refused(format!(
             "{} {}",
             head.lines().next().unwrap_or(""),
             body.trim()
         )));
     }
-    serde_json::from_str::<serde_json::Value>(body.trim())
-        .ok()
-        .and_then(|v| v["token"].as_str().map(str::to_owned))
-        .ok_or_else(|| AdminError::Refused(format!("unexpected answer: {body}")))
+    Ok(body.trim().to_owned())
 }

@@ -46,6 +46,28 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Show what this server stores about a group, a client's queues or the federation outbox,
+    /// as JSON: sizes, counts and ids only (what it holds is ciphertext it cannot read).
+    Inspect {
+        #[command(subcommand)]
+        what: InspectCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InspectCommand {
+    /// A DS group, by its id in hex.
+    Group {
+        #[arg(value_name = "GROUP_ID")]
+        id: String,
+    },
+    /// A client's message queue and connection queue, by client id.
+    Queue {
+        #[arg(value_name = "CLIENT_ID")]
+        client: String,
+    },
+    /// Deliveries waiting to be relayed, per domain.
+    Outbox,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +102,18 @@ fn main() -> ExitCode {
         } => admin::create_registration_token(&settings)
             .map(|token| println!("{token}"))
             .map_err(|e| e.to_string()),
+        Command::Admin {
+            command: AdminCommand::Inspect { what },
+        } => {
+            let what = match what {
+                InspectCommand::Group { id } => admin::Inspect::Group { id },
+                InspectCommand::Queue { client } => admin::Inspect::Queue { client },
+                InspectCommand::Outbox => admin::Inspect::Outbox,
+            };
+            admin::inspect_anyhow(&settings, &what)
+                .map(|found| println!("{found}"))
+                .map_err(|e| e.to_string())
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -273,7 +273,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         })?
     };
     let addrs = public.addrs();
-    let admin_server = admin::server(&settings, accounts)?;
+    let admin_server = admin::server(&settings, accounts, store.clone())?;
     let public = public.run();
 
     // Listen for signals before announcing the address: a signal right after the announcement

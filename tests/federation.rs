@@ -267,6 +267,13 @@ async fn messages_sent_while_the_other_homeserver_is_down_arrive_once_and_in_ord
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let log = p.servers[0].log();
     assert!(log.contains("relaying failed, retrying"), "{log}");
+    // The operator sees the backlog (through the running server's admin socket).
+    let outbox = inspect(&p.servers[0], &["outbox".into()]);
+    assert_eq!(outbox["outbox"][0]["domain"], "b.test", "{outbox}");
+    assert!(
+        outbox["outbox"][0]["waiting"].as_u64().unwrap() >= 6,
+        "{outbox}"
+    );
     assert!(
         log.contains("resuming relays"),
         "the backlog outlived a kill -9: {log}"
@@ -464,6 +471,22 @@ async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
     );
 }
 
+/// `roost admin inspect ARGS` on `server`'s store (through its admin socket if it runs).
+fn inspect(server: &TestServer, args: &[String]) -> serde_json::Value {
+    let output = server
+        .command()
+        .args(["admin", "inspect"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn holds(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -529,6 +552,36 @@ async fn neither_homeserver_learns_the_other_sides_user_name() {
     let mut of_alice = vec![b"alicewonder".to_vec()];
     of_alice.extend(traces(&p.alice_phone));
     of_alice.extend(traces(&p.alice_laptop));
+    // What an operator's inspection shows obeys the same rules.
+    let contact_group = hex::encode(&p.alice_phone.contacts().await.unwrap()[0].group_id);
+    let shown = [
+        (
+            &p.servers[0],
+            vec!["group".to_owned(), contact_group.clone()],
+            &of_bob,
+        ),
+        (&p.servers[0], vec!["outbox".to_owned()], &of_bob),
+        (
+            &p.servers[1],
+            vec!["queue".to_owned(), p.bob_phone.client_id().to_string()],
+            &of_alice,
+        ),
+    ];
+    for (server, args, foreign) in shown {
+        let found = inspect(server, &args);
+        let text = found.to_string();
+        for needle in foreign.iter() {
+            assert!(!holds(text.as_bytes(), needle), "{text}");
+        }
+    }
+    let group = inspect(&p.servers[0], &["group".into(), contact_group]);
+    assert!(group["state_bytes"].as_u64().unwrap() > 0, "{group}");
+    let queue = inspect(
+        &p.servers[1],
+        &["queue".into(), p.bob_phone.client_id().to_string()],
+    );
+    assert_eq!(queue["registered"], true, "{queue}");
+
     for (server, own) in [
         (&p.servers[0], &b"alicewonder"[..]),
         (&p.servers[1], &b"bobbuilder"[..]),

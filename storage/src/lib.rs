@@ -30,7 +30,7 @@ pub use groups::GroupStore;
 pub use key_packages::{KeyPackageStore, StoredKeyPackage};
 pub use keys::{ServerKeys, ServerKeysStore};
 pub use outbox::OutboxStore;
-pub use queues::{QueueStore, REMEMBER_DELIVERIES_SECS};
+pub use queues::{QueueStore, QueueSummary, REMEMBER_DELIVERIES_SECS};
 
 /// The layout this build reads and writes. Bump on any incompatible change of a record or key.
 pub const FORMAT_VERSION: u32 = 1;

@@ -26,6 +26,17 @@ fn delivered_key(client: &ClientId, delivery: &[u8; 32]) -> [u8; 49] {
     key
 }
 
+/// See [`QueueStore::summary`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueSummary {
+    pub waiting: u64,
+    pub bytes: u64,
+    pub oldest_seq: Option<u64>,
+    pub next_seq: u64,
+    /// Relayed deliveries remembered so that a retried one is queued once.
+    pub remembered_relays: u64,
+}
+
 #[derive(Clone)]
 pub struct QueueStore {
     table: Table<QueueMessage>,
@@ -144,6 +155,27 @@ impl QueueStore {
         }
         self.table.tree.apply_batch(batch)?;
         Ok(count)
+    }
+
+    /// What a queue holds, for operators: counts and sizes only (messages are sealed).
+    pub fn summary(&self, client: &ClientId) -> Result<QueueSummary> {
+        let mut summary = QueueSummary {
+            next_seq: self.next_seq(client)?,
+            ..QueueSummary::default()
+        };
+        let end = message_key(client, u64::MAX);
+        for entry in self.table.tree.range(message_key(client, 0)..=end) {
+            let (key, bytes) = entry?;
+            summary.waiting += 1;
+            summary.bytes += bytes.len() as u64;
+            if summary.oldest_seq.is_none() {
+                summary.oldest_seq = key[17..].try_into().ok().map(u64::from_be_bytes);
+            }
+        }
+        let mut prefix = client.0.to_vec();
+        prefix.push(DELIVERED);
+        summary.remembered_relays = self.table.tree.scan_prefix(prefix).count() as u64;
+        Ok(summary)
     }
 
     /// Number of messages waiting in a queue.
