@@ -148,6 +148,7 @@ impl Settings {
         let settings: Settings = builder
             .add_source(
                 Environment::with_prefix("ROOST")
+                    .source(Some(server_variables(std::env::vars())))
                     .prefix_separator("_")
                     .separator("__")
                     .try_parsing(true)
@@ -195,9 +196,33 @@ impl Settings {
     }
 }
 
+/// The variables meant for the server: `ROOST_SECTION__KEY`. Others that start with `ROOST_`
+/// (the client's `ROOST_CLIENT_STATE`, `ROOST_PASSWORD`, …) are not settings and must not make
+/// the server refuse to start.
+fn server_variables(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
+    vars.filter(|(name, _)| {
+        name.strip_prefix("ROOST_")
+            .is_some_and(|rest| rest.contains("__"))
+    })
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_section_variables_are_settings() {
+        let vars = [
+            ("ROOST_SERVER__BIND", "0.0.0.0:1"),
+            ("ROOST_PASSWORD", "secret"),
+            ("ROOST_CLIENT_STATE", "/x"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let kept = server_variables(vars.into_iter());
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["ROOST_SERVER__BIND"]);
+    }
 
     #[test]
     fn the_shipped_config_file_is_the_default() {
