@@ -115,17 +115,7 @@ async fn token_registration_needs_a_valid_single_use_token() {
     );
 
     // `roost admin token create` talks to the running server through its admin socket.
-    let output = server
-        .command()
-        .args(["admin", "token", "create"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let token = server.admin(&["token", "create"]);
     assert_eq!(token.len(), 32);
 
     assert_eq!(
@@ -147,17 +137,7 @@ async fn a_token_created_while_the_server_is_stopped_works_after_it_starts() {
         ..Options::default()
     });
     assert!(server.terminate().success());
-    let output = server
-        .command()
-        .args(["admin", "token", "create"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let token = server.admin(&["token", "create"]);
     server.start_again();
     let mut alice = Identity::new(&server.user("alice"));
     assert_eq!(

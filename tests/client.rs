@@ -440,17 +440,7 @@ async fn token_registration_needs_a_token_from_the_admin_and_uses_it_up() {
         "{err}"
     );
 
-    let output = server
-        .command()
-        .args(["admin", "token", "create"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let token = server.admin(&["token", "create"]);
 
     // The refused attempt left the state directory usable.
     let client = Client::register(

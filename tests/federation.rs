@@ -181,14 +181,11 @@ async fn users_on_two_homeservers_connect_and_chat_on_all_four_clients() {
     }
 }
 
-#[tokio::test]
-async fn a_group_on_one_homeserver_takes_members_from_both_and_loses_them_again() {
-    let p = connected_pair("alice", "bob", Options::default()).await;
-    p.alice_laptop.create_group("across").await.unwrap();
-    assert_eq!(
-        p.alice_laptop.add_to_group("across", &p.bob).await.unwrap(),
-        2
-    );
+/// alice's laptop (on a) creates a group on a's DS and adds bob (on b, both clients); once all
+/// four clients are in it, bob's phone says `text` there, and every client gets it.
+async fn shared_group(p: &Pair, name: &str, text: &str) {
+    p.alice_laptop.create_group(name).await.unwrap();
+    assert_eq!(p.alice_laptop.add_to_group(name, &p.bob).await.unwrap(), 2);
     let all = p.all();
     settle(&all, async || {
         let mut ok = true;
@@ -199,22 +196,25 @@ async fn a_group_on_one_homeserver_takes_members_from_both_and_loses_them_again(
         ok
     })
     .await;
-    p.bob_phone
-        .send_to_group("across", "b in a's group")
-        .await
-        .unwrap();
+    p.bob_phone.send_to_group(name, text).await.unwrap();
     settle(&all, async || {
         let mut ok = true;
         for client in all {
-            ok &= client.group_messages("across").await.unwrap().len() == 1;
+            ok &= client.group_messages(name).await.unwrap().len() == 1;
         }
         ok
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_group_on_one_homeserver_takes_members_from_both_and_loses_them_again() {
+    let p = connected_pair("alice", "bob", Options::default()).await;
+    shared_group(&p, "across", "b in a's group").await;
     let members = p.alice_phone.group_members("across").await.unwrap();
     assert_eq!(members, [p.alice.clone(), p.bob.clone()]);
 
-    // bob (on b) removes nobody he may not; alice removes bob.
+    // alice (on a) removes bob (on b): both of his clients.
     assert_eq!(
         p.alice_phone
             .remove_from_group("across", &p.bob)
@@ -473,18 +473,9 @@ async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
 
 /// `roost admin inspect ARGS` on `server`'s store (through its admin socket if it runs).
 fn inspect(server: &TestServer, args: &[String]) -> serde_json::Value {
-    let output = server
-        .command()
-        .args(["admin", "inspect"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let mut all = vec!["inspect"];
+    all.extend(args.iter().map(String::as_str));
+    serde_json::from_str(&server.admin(&all)).unwrap()
 }
 
 fn holds(haystack: &[u8], needle: &[u8]) -> bool {
@@ -507,32 +498,7 @@ async fn neither_homeserver_learns_the_other_sides_user_name() {
         .await
         .unwrap();
     p.bob_laptop.send(&p.alice, "and back").await.unwrap();
-    p.alice_laptop.create_group("border club").await.unwrap();
-    p.alice_laptop
-        .add_to_group("border club", &p.bob)
-        .await
-        .unwrap();
-    let all = p.all();
-    settle(&all, async || {
-        let mut ok = true;
-        for client in all {
-            ok &= client.groups().await.unwrap().len() == 1;
-        }
-        ok
-    })
-    .await;
-    p.bob_phone
-        .send_to_group("border club", "b speaks in a's group")
-        .await
-        .unwrap();
-    settle(&all, async || {
-        let mut ok = true;
-        for client in all {
-            ok &= client.group_messages("border club").await.unwrap().len() == 1;
-        }
-        ok
-    })
-    .await;
+    shared_group(&p, "border club", "b speaks in a's group").await;
     for server in &mut p.servers {
         assert!(server.terminate().success());
     }

@@ -1300,6 +1300,29 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn resolve_entries_are_repeatable_and_a_bad_one_is_a_usage_error() {
+        let cli = parse(&[
+            "--resolve",
+            "b.test=http://127.0.0.1:9",
+            "--resolve",
+            "c.test=https://c.example",
+            "contacts",
+        ])
+        .unwrap();
+        assert_eq!(cli.resolve.len(), 2);
+        let resolver = Resolver::from_entries(&cli.resolve).unwrap();
+        assert_eq!(
+            resolver.base_url(&"b.test".parse().unwrap()),
+            "http://127.0.0.1:9"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().to_str().unwrap();
+        let bad = parse(&["--state", state, "--resolve", "b.test", "contacts"]).unwrap();
+        let error = execute(&bad).await.unwrap_err();
+        assert_eq!((error.code(), error.exit_code()), ("bad_resolve", 2));
+    }
+
     #[test]
     fn a_failed_first_publish_is_a_warning_not_a_failure() {
         let enrolled = |packages| Outcome::Enrolled {

@@ -233,6 +233,18 @@ impl TestServer {
         self.child = Some(child);
     }
 
+    /// Runs `roost admin ARGS` against this server (through its admin socket when it runs,
+    /// else on its store); its trimmed stdout, after checking it succeeded.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let output = self.command().arg("admin").args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
