@@ -135,6 +135,15 @@ impl PeerKeys {
         }
     }
 
+    /// Whether a fresh key of `domain` is at hand (so no fetch is needed).
+    pub fn is_cached(&self, domain: &Domain) -> bool {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(domain)
+            .is_some_and(|(_, at)| at.elapsed() < KEY_TTL)
+    }
+
     /// `domain`'s key: cached if fresh (and, with `refresh`, younger than [`REFETCH_AFTER`]),
     /// else fetched from the domain.
     pub async fn key(&self, domain: &Domain, refresh: bool) -> Result<VerifyingKey, PeerKeyError> {

@@ -579,3 +579,22 @@ async fn neither_homeserver_learns_the_other_sides_user_name() {
         }
     }
 }
+
+#[tokio::test]
+async fn unsigned_claims_cannot_make_a_server_fetch_keys_at_will() {
+    let (servers, _) = federation(
+        &["b.test"],
+        Options {
+            discovery_burst: 2,
+            ..Options::default()
+        },
+    );
+    let forged = SigningKey::generate();
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let claimed = format!("nowhere{n}.test");
+        statuses.push(relay(&servers[0], &claimed, &forged, "b.test").await);
+    }
+    assert_eq!(statuses[0].0, 401);
+    assert_eq!(statuses[3], (429, "rate_limited".into()), "{statuses:?}");
+}

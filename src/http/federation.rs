@@ -6,7 +6,8 @@
 //! `domain_not_allowed`), it carries a valid, fresh, first-seen signature by the key the
 //! sender's own domain serves (401), and it is addressed to this domain with a queue reference
 //! this QS opens (400 `wrong_domain` / `bad_queue_ref`). So a server speaks only for its own
-//! domain.
+//! domain. Fetching a key the cache lacks is rate limited per IP address, like discovery, so an
+//! unsigned request cannot make this server fetch keys from anywhere at will.
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 
@@ -21,7 +22,7 @@ use roost_protocol::{
     ids::now_millis,
 };
 
-use super::{decode, encoded, error::ApiError, method_not_allowed, read_body, State};
+use super::{decode, encoded, error::ApiError, method_not_allowed, rate_limit, read_body, State};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
@@ -63,6 +64,11 @@ async fn deliver(
         return Err(ApiError::DomainNotAllowed(from.clone()));
     }
     let verify = |key| signature.verify(&key, "POST", FED_DELIVER, &body, now_millis());
+    // An unsigned claim to be some domain makes this server fetch that domain's key: limit how
+    // often anyone can make it do that.
+    if !state.federation.peers.is_cached(from) {
+        rate_limit(&state, &request)?;
+    }
     let key = state.federation.peers.key(from, false).await?;
     if let Err(e) = verify(key) {
         let fresh = state.federation.peers.key(from, true).await?;
