@@ -1,20 +1,55 @@
 //! Micro-benches of the hot paths, each beside its floor where one exists:
-//! durable queue append (store + group-commit fsync) against raw sled insert + flush,
-//! request-signature verification, and credential-chain verification.
+//! durable queue append (store + group-commit fsync) against raw sled insert + flush;
+//! a queue actor's durable enqueue + fetch + ack round against the same store calls made
+//! directly; codec encode and decode of a sealed `QueueMessage` and of a 1 KiB
+//! `GroupDelivery::Message`, against copying the encoded bytes; HPKE seal and open of a
+//! connection-establishment package, against raw HPKE of the same number of bytes;
+//! request-signature verification; credential-chain verification; and the DS group actor
+//! validating, storing and fanning out one self-update commit in a 2- and a 100-member group.
 //!
 //! Run with `cargo bench --bench core`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use actix::{Addr, System};
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures_util::future::BoxFuture;
+use openmls::prelude::{
+    BasicCredential, Ciphersuite, CredentialWithKey, KeyPackage, LeafNodeParameters, MlsGroup,
+    MlsGroupCreateConfig, MlsMessageOut, OpenMlsProvider, MIXED_PLAINTEXT_WIRE_FORMAT_POLICY,
+};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::OpenMlsRustCrypto;
+
+use roost_actors::{
+    federation::{FederationActor, FederationDeps, RelayError, RetryPolicy, Transport},
+    group::{self, CreateGroup, Delivery, GroupActor, GroupDeps},
+    queue::{self, Enqueue, Fetch, QueueDeps, QueueId},
+    Pool, QueueActor, Route,
+};
 use roost_protocol::{
     api::{QueueItem, QueueMessage},
     auth::RequestSignature,
+    codec::{decode, encode},
+    connection::{
+        ConnectionEstablishmentBody, ConnectionEstablishmentPackage, ConnectionPackage, EarKey,
+    },
     credentials::Validity,
+    ds::{GroupDelivery, MemberCard, MemberEntry, SealedQueueRef, WelcomeBundle},
+    federation::{DomainPolicy, FederatedDelivery},
     ids::now_millis,
-    AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential, ClientId,
-    HpkeSecretKey, SigningKey, Timestamp,
+    AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential, ClientId, Domain,
+    HpkePublicKey, HpkeSecretKey, SigningKey, Timestamp, UserName,
 };
-use roost_storage::Store;
+use roost_storage::{AccountStore, ClientRecord, Store, UserRecord};
+
+/// Long enough that no pooled actor retires during a bench.
+const IDLE: Duration = Duration::from_secs(3600);
+const DOMAIN: &str = "bench.test";
 
 fn durable_queue_append(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -44,6 +79,228 @@ fn durable_queue_append(c: &mut Criterion) {
             raw.flush().unwrap();
             n += 1;
         })
+    });
+    group.finish();
+}
+
+/// A registered client: what the AS would have stored, written straight into the store.
+struct BenchClient {
+    id: ClientId,
+    key: SigningKey,
+    credential: ClientCredential,
+}
+
+fn register(accounts: &AccountStore, local: &str) -> BenchClient {
+    let user: UserName = format!("{local}@{DOMAIN}").parse().unwrap();
+    let (id, key) = (ClientId::random(), SigningKey::generate());
+    let (_, queue_key) = HpkeSecretKey::generate();
+    // The issuer does not matter: nothing on these paths checks the chain.
+    let credential = ClientCredential::issue(
+        user.clone(),
+        id,
+        key.verifying_key(),
+        Validity::starting_now(3600),
+        &SigningKey::generate(),
+    );
+    let now = Timestamp::now();
+    accounts
+        .create_user(
+            &user,
+            &UserRecord {
+                password_hash: String::new(),
+                clients: vec![id],
+                created_at: now,
+            },
+            &ClientRecord {
+                credential: credential.clone(),
+                queue_key,
+                added_at: now,
+            },
+            None,
+        )
+        .unwrap();
+    BenchClient {
+        id,
+        key,
+        credential,
+    }
+}
+
+fn queue_deps(store: &Store) -> QueueDeps {
+    QueueDeps {
+        queues: store.queues().unwrap(),
+        connection_queues: store.connection_queues().unwrap(),
+        accounts: store.accounts().unwrap(),
+        durability: store.durability().clone(),
+        idle_after: IDLE,
+    }
+}
+
+/// One durable round through the queue actor: enqueue (answered once durable), fetch it back,
+/// ack it (answered once durable).
+async fn queue_round(queues: &Addr<Pool<QueueActor>>, id: QueueId, item: &QueueItem) {
+    let seq = queues
+        .send(Route {
+            key: id,
+            message: Enqueue(item.clone()),
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let batch = queues
+        .send(Route {
+            key: id,
+            message: Fetch {
+                from: seq,
+                max: 1,
+                wait: Duration::ZERO,
+            },
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.messages.len(), 1);
+    queues
+        .send(Route {
+            key: id,
+            message: queue::Ack { up_to: seq },
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+fn queue_actor_round(c: &mut Criterion) {
+    let system = System::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let accounts = store.accounts().unwrap();
+    let alice = register(&accounts, "alice");
+    let item = QueueItem::FromOwnClient {
+        sender: alice.id,
+        payload: vec![7; 256],
+    };
+    let queues = system.block_on(async { Pool::<QueueActor>::start(queue_deps(&store), IDLE) });
+    let id = QueueId::messages(alice.id);
+
+    let mut group = c.benchmark_group("queue round (durable)");
+    group.bench_function("actor: enqueue + fetch + ack", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    queue_round(&queues, id, &item).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    // The same store work without the actor: look the key up, seal, append, fsync, read the
+    // message back, ack, fsync.
+    let bob = register(&accounts, "bob");
+    let direct = store.queues().unwrap();
+    let mut seq = direct.next_seq(&bob.id).unwrap();
+    group.bench_function("floor: the same store calls, direct", |b| {
+        b.iter(|| {
+            let key = accounts.client(&bob.id).unwrap().unwrap().queue_key;
+            let message = QueueMessage::seal(&key, &bob.id, seq, &item).unwrap();
+            direct.append(&bob.id, &message, None).unwrap();
+            store.persist_blocking().unwrap();
+            let (messages, _) = direct.range(&bob.id, seq, 1).unwrap();
+            assert_eq!(messages.len(), 1);
+            direct.ack(&bob.id, seq).unwrap();
+            store.persist_blocking().unwrap();
+            seq += 1;
+        })
+    });
+    group.finish();
+}
+
+fn codec(c: &mut Criterion) {
+    let client = ClientId::random();
+    let (_, key) = HpkeSecretKey::generate();
+    let item = QueueItem::FromOwnClient {
+        sender: client,
+        payload: vec![7; 256],
+    };
+    let message = QueueMessage::seal(&key, &client, 42, &item).unwrap();
+    let message_bytes = encode(&message);
+    let delivery = GroupDelivery::Message {
+        group_id: vec![3; 16],
+        message: vec![9; 1024],
+    };
+    let delivery_bytes = encode(&delivery);
+
+    let mut group = c.benchmark_group("codec");
+    group.bench_function("encode QueueMessage (256 B item)", |b| {
+        b.iter(|| encode(black_box(&message)))
+    });
+    group.bench_function("decode QueueMessage (256 B item)", |b| {
+        b.iter(|| decode::<QueueMessage>(black_box(&message_bytes)).unwrap())
+    });
+    group.bench_function("encode GroupDelivery::Message (1 KiB)", |b| {
+        b.iter(|| encode(black_box(&delivery)))
+    });
+    group.bench_function("decode GroupDelivery::Message (1 KiB)", |b| {
+        b.iter(|| decode::<GroupDelivery>(black_box(&delivery_bytes)).unwrap())
+    });
+    group.bench_function("floor: copy the encoded GroupDelivery", |b| {
+        b.iter(|| black_box(&delivery_bytes).to_vec())
+    });
+    group.finish();
+}
+
+fn connection_requests(c: &mut Criterion) {
+    let validity = Validity::starting_now(3600);
+    let issuer = SigningKey::generate();
+    let party = |user: &str| {
+        let key = SigningKey::generate();
+        let credential = ClientCredential::issue(
+            user.parse().unwrap(),
+            ClientId::random(),
+            key.verifying_key(),
+            validity,
+            &issuer,
+        );
+        (key, credential)
+    };
+    let (alice_key, alice) = party("alice@a.test");
+    let (bob_key, bob) = party("bob@b.test");
+    let (secret, public) = HpkeSecretKey::generate();
+    let package = ConnectionPackage::new(bob.clone(), &bob_key, public, validity, false);
+    let invitation = ConnectionEstablishmentPackage::new(
+        ConnectionEstablishmentBody {
+            sender_client_credential: alice,
+            connection_group_id: vec![1; 16],
+            group_state_ear_key: EarKey::random(),
+            credential_ear_key: EarKey::random(),
+            responder: bob.user().clone(),
+            connection_package: package.hash(),
+        },
+        &alice_key,
+    );
+    let sealed = invitation.seal(&package).unwrap();
+    assert_eq!(sealed.open(&secret).unwrap(), invitation);
+    // Raw HPKE of a plaintext as long as the encoded package.
+    let plain = vec![5u8; encode(&invitation).len()];
+    let raw = public.seal("bench", &[0; 32], &plain).unwrap();
+
+    let mut group = c.benchmark_group("connection request (HPKE)");
+    group.bench_function("seal to a connection package", |b| {
+        b.iter(|| invitation.seal(black_box(&package)).unwrap())
+    });
+    group.bench_function("floor: raw HPKE seal of as many bytes", |b| {
+        b.iter(|| public.seal("bench", &[0; 32], black_box(&plain)).unwrap())
+    });
+    group.bench_function("open with the package's secret key", |b| {
+        b.iter(|| black_box(&sealed).open(&secret).unwrap())
+    });
+    group.bench_function("floor: raw HPKE open of as many bytes", |b| {
+        b.iter(|| secret.open("bench", &[0; 32], black_box(&raw)).unwrap())
     });
     group.finish();
 }
@@ -87,5 +344,289 @@ fn signatures(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, durable_queue_append, signatures);
+/// Relays nothing: every member in these benches is local, so it is never called.
+struct NoTransport;
+
+impl Transport for NoTransport {
+    fn deliver(&self, _: FederatedDelivery) -> BoxFuture<'static, Result<(), RelayError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// As the clients (and tests/common/mls.rs) configure their groups.
+const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+fn mls_config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CS)
+        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .build()
+}
+
+/// An openmls client with a pseudonymous leaf credential, as the client library makes it.
+struct MlsClient {
+    provider: OpenMlsRustCrypto,
+    signer: SignatureKeyPair,
+    credential: CredentialWithKey,
+}
+
+impl MlsClient {
+    fn new() -> Self {
+        let provider = OpenMlsRustCrypto::default();
+        let signer = SignatureKeyPair::new(CS.signature_algorithm()).unwrap();
+        signer.store(provider.storage()).unwrap();
+        let pseudonym: [u8; 16] = rand::random();
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(pseudonym.to_vec()).into(),
+            signature_key: signer.public().into(),
+        };
+        MlsClient {
+            provider,
+            signer,
+            credential,
+        }
+    }
+
+    fn key_package(&self) -> KeyPackage {
+        KeyPackage::builder()
+            .build(CS, &self.provider, &self.signer, self.credential.clone())
+            .unwrap()
+            .key_package()
+            .clone()
+    }
+}
+
+/// The DS side of the group benches: store, queue, federation and group pools.
+struct Ds {
+    accounts: AccountStore,
+    queue_ref_key: HpkePublicKey,
+    groups: Addr<Pool<GroupActor>>,
+}
+
+impl Ds {
+    /// Call inside the actix system.
+    fn start(store: &Store) -> Ds {
+        let (queue_ref_secret, queue_ref_key) = HpkeSecretKey::generate();
+        let queues = Pool::<QueueActor>::start(queue_deps(store), IDLE);
+        let federation = Pool::<FederationActor>::start(
+            FederationDeps {
+                outbox: store.outbox().unwrap(),
+                durability: store.durability().clone(),
+                transport: Arc::new(NoTransport),
+                retry: RetryPolicy {
+                    initial: Duration::from_secs(1),
+                    max: Duration::from_secs(1),
+                },
+                idle_after: IDLE,
+            },
+            IDLE,
+        );
+        let groups = Pool::<GroupActor>::start(
+            GroupDeps {
+                groups: store.groups().unwrap(),
+                durability: store.durability().clone(),
+                delivery: Delivery {
+                    domain: DOMAIN.parse().unwrap(),
+                    queue_ref_key: queue_ref_secret,
+                    queues,
+                    federation,
+                    policy: DomainPolicy::default(),
+                },
+                idle_after: IDLE,
+            },
+            IDLE,
+        );
+        Ds {
+            accounts: store.accounts().unwrap(),
+            queue_ref_key,
+            groups,
+        }
+    }
+
+    /// A registered client's member entry: its queue sealed to this QS, and its card.
+    fn entry(
+        &self,
+        client: &BenchClient,
+        leaf_key: &[u8],
+        group_id: &[u8],
+        credentials: &EarKey,
+    ) -> MemberEntry {
+        let domain: Domain = DOMAIN.parse().unwrap();
+        let card = MemberCard::new(client.credential.clone(), &client.key, leaf_key);
+        MemberEntry {
+            queue: SealedQueueRef::seal(domain, &self.queue_ref_key, &client.id).unwrap(),
+            encrypted_credential: credentials.encrypt(group_id, &encode(&card)),
+        }
+    }
+}
+
+/// A DS group of `size` members, and the creator's local MLS state, kept in step with the DS.
+struct BenchGroup {
+    group_id: Vec<u8>,
+    ear_key: EarKey,
+    committer: MlsClient,
+    mls: MlsGroup,
+}
+
+impl BenchGroup {
+    /// Creates the group on the DS and adds `size - 1` members in one commit. Every member is
+    /// a registered client, so fan-out really seals and stores into its queue (as in
+    /// production), rather than stopping at an unknown queue.
+    async fn create(ds: &Ds, size: usize) -> BenchGroup {
+        let (ear_key, credentials) = (EarKey::random(), EarKey::random());
+        let committer = MlsClient::new();
+        let mut mls = MlsGroup::new(
+            &committer.provider,
+            &committer.signer,
+            &mls_config(),
+            committer.credential.clone(),
+        )
+        .unwrap();
+        let group_id = mls.group_id().as_slice().to_vec();
+        let creator = register(&ds.accounts, &format!("g{size}-m0"));
+        let group_info = mls
+            .export_group_info(committer.provider.crypto(), &committer.signer, true)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        ds.groups
+            .send(Route {
+                key: group_id.clone(),
+                message: CreateGroup {
+                    ear_key: ear_key.clone(),
+                    group_info,
+                    creator: ds.entry(&creator, committer.signer.public(), &group_id, &credentials),
+                    connection_group: false,
+                },
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+
+        let (mut key_packages, mut added) = (Vec::new(), Vec::new());
+        for i in 1..size {
+            let member = MlsClient::new();
+            let client = register(&ds.accounts, &format!("g{size}-m{i}"));
+            key_packages.push(member.key_package());
+            added.push(ds.entry(&client, member.signer.public(), &group_id, &credentials));
+        }
+        let (commit, welcome, _) = mls
+            .add_members(&committer.provider, &committer.signer, &key_packages)
+            .unwrap();
+        mls.merge_pending_commit(&committer.provider).unwrap();
+        let group_info = mls
+            .export_group_info(committer.provider.crypto(), &committer.signer, true)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let epoch = ds
+            .groups
+            .send(Route {
+                key: group_id.clone(),
+                message: group::Commit {
+                    ear_key: ear_key.clone(),
+                    commit: commit.to_bytes().unwrap(),
+                    group_info,
+                    added,
+                    welcome: Some(WelcomeBundle {
+                        group_id: group_id.clone(),
+                        welcome: welcome.to_bytes().unwrap(),
+                        encrypted_keys: vec![],
+                    }),
+                },
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(epoch, 1);
+        assert_eq!(mls.members().count(), size);
+        BenchGroup {
+            group_id,
+            ear_key,
+            committer,
+            mls,
+        }
+    }
+
+    /// The creator's next self-update, as the DS receives it; pending until [`Self::merge`].
+    fn self_update(&mut self) -> group::Commit {
+        let (commit, _, group_info) = self
+            .mls
+            .self_update(
+                &self.committer.provider,
+                &self.committer.signer,
+                LeafNodeParameters::default(),
+            )
+            .unwrap()
+            .into_messages();
+        let group_info: MlsMessageOut = group_info.expect("the ratchet-tree extension is on");
+        group::Commit {
+            ear_key: self.ear_key.clone(),
+            commit: commit.to_bytes().unwrap(),
+            group_info: group_info.to_bytes().unwrap(),
+            added: vec![],
+            welcome: None,
+        }
+    }
+
+    /// After the DS accepted the commit.
+    fn merge(&mut self) {
+        self.mls
+            .merge_pending_commit(&self.committer.provider)
+            .unwrap();
+    }
+}
+
+fn ds_commits(c: &mut Criterion) {
+    let system = System::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ds = system.block_on(async { Ds::start(&store) });
+
+    let mut group = c.benchmark_group("DS commit");
+    // A 100-member round takes milliseconds; criterion's minimum keeps the run short.
+    group.sample_size(10);
+    for size in [2, 100] {
+        let mut bench_group = system.block_on(BenchGroup::create(&ds, size));
+        let name = format!("{size} members: validate + store + fan out a self-update");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                system.block_on(async {
+                    // Only the DS's work is timed; the committer's is not.
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iters {
+                        let commit = bench_group.self_update();
+                        let start = Instant::now();
+                        ds.groups
+                            .send(Route {
+                                key: bench_group.group_id.clone(),
+                                message: commit,
+                            })
+                            .await
+                            .unwrap()
+                            .unwrap()
+                            .unwrap();
+                        timed += start.elapsed();
+                        bench_group.merge();
+                    }
+                    timed
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    durable_queue_append,
+    queue_actor_round,
+    codec,
+    connection_requests,
+    signatures,
+    ds_commits
+);
 criterion_main!(benches);
