@@ -255,15 +255,7 @@ pub async fn fanout(
     members: usize,
     rounds: usize,
 ) -> Result<Latencies, String> {
-    let clients = population.user("fanout", members).await?;
-    clients[0]
-        .create_group("load")
-        .await
-        .map_err(|e| format!("create the group: {e}"))?;
-    let joins = clients[1..].iter().map(|c| c.sync());
-    for joined in futures_util::future::join_all(joins).await {
-        joined.map_err(|e| format!("join: {e}"))?;
-    }
+    let clients = group_of(population, members).await?;
     let mut figures = Latencies::default();
     for round in 0..rounds {
         let waits = clients[1..].iter().map(|member| async move {
@@ -297,6 +289,42 @@ pub async fn fanout(
         figures.push(last);
     }
     Ok(figures)
+}
+
+/// One user with `members` clients, all in the group "load" (the first client made it).
+async fn group_of(population: &Population, members: usize) -> Result<Vec<Client>, String> {
+    let clients = population.user("group", members).await?;
+    clients[0]
+        .create_group("load")
+        .await
+        .map_err(|e| format!("create the group: {e}"))?;
+    let joins = clients[1..].iter().map(|c| c.sync());
+    for joined in futures_util::future::join_all(joins).await {
+        joined.map_err(|e| format!("join: {e}"))?;
+    }
+    Ok(clients)
+}
+
+/// Sustained chat in a group of `members`: `senders` of them send as fast as they can for
+/// `duration`, each send after syncing what the others sent (as the client always does).
+pub async fn group_chat(
+    population: &Population,
+    members: usize,
+    senders: usize,
+    duration: Duration,
+) -> Result<Driven, String> {
+    let clients = group_of(population, members).await?;
+    Ok(drive(senders.min(members), duration, |worker| {
+        let client = &clients[worker];
+        async move {
+            client
+                .send_to_group("load", "sustained")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await)
 }
 
 /// `count` pairs of users (two clients each) connect, one pair after the other: `connect`,
