@@ -60,6 +60,15 @@ struct Pair {
 }
 
 impl Pair {
+    /// The other user, as seen from `client`.
+    fn peer_of(&self, client: &Client) -> &UserName {
+        if client.user() == &self.alice {
+            &self.bob
+        } else {
+            &self.alice
+        }
+    }
+
     fn all(&self) -> [&Client; 4] {
         [
             &self.alice_phone,
@@ -123,11 +132,7 @@ async fn users_on_two_homeservers_connect_and_chat_on_all_four_clients() {
     let p = connected_pair("alice", "bob", Options::default()).await;
     for client in p.all() {
         let contacts = client.contacts().await.unwrap();
-        let peer = if client.user() == &p.alice {
-            &p.bob
-        } else {
-            &p.alice
-        };
+        let peer = p.peer_of(client);
         assert_eq!(contacts[0].peer.as_ref(), Some(peer));
     }
     let script = [
@@ -144,11 +149,7 @@ async fn users_on_two_homeservers_connect_and_chat_on_all_four_clients() {
         settle(&all, async || {
             let mut ok = true;
             for client in all {
-                let peer = if client.user() == &p.alice {
-                    &p.bob
-                } else {
-                    &p.alice
-                };
+                let peer = p.peer_of(client);
                 ok &= client.messages(peer).await.unwrap().len() == before;
             }
             ok
@@ -161,22 +162,14 @@ async fn users_on_two_homeservers_connect_and_chat_on_all_four_clients() {
     settle(&all, async || {
         let mut ok = true;
         for client in all {
-            let peer = if client.user() == &p.alice {
-                &p.bob
-            } else {
-                &p.alice
-            };
+            let peer = p.peer_of(client);
             ok &= client.messages(peer).await.unwrap().len() == expected.len();
         }
         ok
     })
     .await;
     for client in p.all() {
-        let peer = if client.user() == &p.alice {
-            &p.bob
-        } else {
-            &p.alice
-        };
+        let peer = p.peer_of(client);
         assert_eq!(texts(&client.messages(peer).await.unwrap()), expected);
     }
 }

@@ -859,29 +859,30 @@ impl Client {
     /// group's log) before the position moves past it, and acknowledged only after that, so a
     /// crash loses nothing; a message handled again after a crash is stored once (by queue seq).
     pub(crate) async fn sync_locked(&self, wait: Duration) -> Result<SyncReport, Error> {
-        let mut reader = GroupReader {
-            report: SyncReport::default(),
-        };
-        self.drain(&mut reader, wait).await?;
-        self.learn_peers().await;
+        let report = self.read_groups(wait).await?;
         self.share_due_tokens().await;
-        if !reader.report.joined.is_empty() {
+        if !report.joined.is_empty() {
             // Each join used up one of this client's key packages. Best effort: the next
             // join tries again, and the last resort stands in meanwhile.
             let _ = self
                 .top_up_key_packages_locked(KEY_PACKAGES_LOW, INITIAL_KEY_PACKAGES)
                 .await;
         }
-        Ok(reader.report)
+        Ok(report)
     }
 
     /// Handles what is queued and learns new peers, without sharing tokens: for a sender
     /// that found the DS in a later epoch.
     pub(crate) async fn catch_up(&self) -> Result<SyncReport, Error> {
+        self.read_groups(Duration::ZERO).await
+    }
+
+    /// Drains the QS queue through [`GroupReader`], then learns the peers of new contacts.
+    async fn read_groups(&self, wait: Duration) -> Result<SyncReport, Error> {
         let mut reader = GroupReader {
             report: SyncReport::default(),
         };
-        self.drain(&mut reader, Duration::ZERO).await?;
+        self.drain(&mut reader, wait).await?;
         self.learn_peers().await;
         Ok(reader.report)
     }

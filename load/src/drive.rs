@@ -44,7 +44,7 @@ where
                     Ok(()) => {
                         driven.ok += 1;
                         driven.latencies.push(begun.elapsed());
-                        driven.timeline.count(begun.elapsed() + (begun - started));
+                        driven.timeline.count(started.elapsed());
                     }
                     Err(e) => {
                         driven.failed += 1;

@@ -2,10 +2,7 @@
 
 use std::{
     path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -100,19 +97,17 @@ pub async fn queue(
     rate: Option<u64>,
 ) -> QueueFigures {
     let started = Instant::now();
-    let sent = Arc::new(AtomicU64::new(0));
-    let stop_receiving = Arc::new(AtomicU64::new(0));
+    let stop_receiving = AtomicBool::new(false);
     let receivers = pairs.iter().map(|pair| {
         let receiver = &pair[1];
-        let sent = sent.clone();
-        let stop = stop_receiving.clone();
+        let stop = &stop_receiving;
         async move {
             let mut latencies = Latencies::default();
             let mut timeline = Timeline::default();
             let mut from = 1;
             let id = receiver.client_id();
             loop {
-                if stop.load(Ordering::Relaxed) == 1 {
+                if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let batch = receiver
@@ -144,7 +139,6 @@ pub async fn queue(
                         .await;
                 }
             }
-            let _ = sent;
             (latencies, timeline)
         }
     });
@@ -160,23 +154,21 @@ pub async fn queue(
                 drive(pairs.len(), duration, |worker| {
                     let pair = &pairs[worker];
                     let body = message(started);
-                    let sent = sent.clone();
                     async move {
                         pair[0]
                             .send_to_own_client(pair[1].client_id(), body)
                             .await
-                            .map_err(|e| e.to_string())?;
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
                     }
                 })
                 .await
             }
-            Some(rate) => paced(pairs, duration, rate, &sent, started, &message).await,
+            Some(rate) => paced(pairs, duration, rate, started, &message).await,
         };
         // Give the last messages time to arrive, then stop the receivers.
         tokio::time::sleep(Duration::from_millis(800)).await;
-        stop_receiving.store(1, Ordering::Relaxed);
+        stop_receiving.store(true, Ordering::Relaxed);
         enqueued
     };
     let (enqueued, received) =
@@ -201,7 +193,6 @@ async fn paced(
     pairs: &[Vec<Client>],
     duration: Duration,
     rate: u64,
-    sent: &Arc<AtomicU64>,
     started: Instant,
     message: &impl Fn(Instant) -> Vec<u8>,
 ) -> Driven {
@@ -210,39 +201,41 @@ async fn paced(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sends = futures_util::stream::FuturesUnordered::new();
+    let mut driven = Driven::default();
+    let record =
+        |driven: &mut Driven, (outcome, latency): (Result<u64, roost_client::Error>, Duration)| {
+            match outcome {
+                Ok(_) => {
+                    driven.ok += 1;
+                    driven.latencies.push(latency);
+                }
+                Err(e) => {
+                    driven.failed += 1;
+                    driven.first_error.get_or_insert(e.to_string());
+                }
+            }
+        };
     let mut n = 0usize;
     while begun.elapsed() < duration {
         ticker.tick().await;
         let pair = &pairs[n % pairs.len()];
         n += 1;
         let body = message(started);
-        let sent = sent.clone();
         let send_begun = Instant::now();
         sends.push(async move {
             let outcome = pair[0].send_to_own_client(pair[1].client_id(), body).await;
-            sent.fetch_add(1, Ordering::Relaxed);
             (outcome, send_begun.elapsed())
         });
-        // Collect finished sends without waiting for the rest.
-        while let Some(Some(_)) =
+        // Record finished sends without waiting for the rest.
+        while let Some(Some(finished)) =
             futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut sends))
         {
+            record(&mut driven, finished);
         }
     }
-    let mut driven = Driven::default();
-    while let Some((outcome, latency)) = futures_util::StreamExt::next(&mut sends).await {
-        match outcome {
-            Ok(_) => {
-                driven.ok += 1;
-                driven.latencies.push(latency);
-            }
-            Err(e) => {
-                driven.failed += 1;
-                driven.first_error.get_or_insert(e.to_string());
-            }
-        }
+    while let Some(finished) = futures_util::StreamExt::next(&mut sends).await {
+        record(&mut driven, finished);
     }
-    driven.ok = driven.ok.max(sent.load(Ordering::Relaxed) - driven.failed);
     driven.elapsed = begun.elapsed();
     driven
 }
