@@ -1,6 +1,6 @@
 //! Authenticating signed client requests, with a replay guard.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{collections::HashSet, sync::Mutex};
 
 use actix_web::HttpRequest;
 
@@ -22,23 +22,41 @@ pub struct Caller {
 
 /// Remembers the signatures seen within the replay window, so each is accepted once (client
 /// and server signatures alike).
+///
+/// Two generations of signatures, the current one and the one before; the current one becomes
+/// the previous one every two windows, and the previous one is forgotten then. A signature is
+/// accepted only within one window of its timestamp, so it is remembered as long as it could be
+/// replayed (at least two windows after it was first seen), and each request costs O(1) — the
+/// guard never scans what it holds.
 #[derive(Default)]
 pub struct ReplayGuard {
-    seen: Mutex<HashMap<[u8; 64], u64>>,
+    generations: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    current: HashSet<[u8; 64]>,
+    previous: HashSet<[u8; 64]>,
+    current_since_ms: u64,
 }
 
 impl ReplayGuard {
-    /// Records a signature; false if it was seen before.
-    pub fn first_use(&self, signature: [u8; 64], timestamp_ms: u64, now_ms: u64) -> bool {
-        let mut seen = self
-            .seen
+    /// Records a signature (whose timestamp the caller checked to be within the window); false
+    /// if it was seen before.
+    pub fn first_use(&self, signature: [u8; 64], now_ms: u64) -> bool {
+        let mut generations = self
+            .generations
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if seen.len() > 10_000 {
-            // Outside the window a timestamp is refused anyway, so forgetting is safe.
-            seen.retain(|_, ts| ts.abs_diff(now_ms) <= REPLAY_WINDOW_MS);
+        if now_ms.saturating_sub(generations.current_since_ms) >= 2 * REPLAY_WINDOW_MS {
+            let current = std::mem::take(&mut generations.current);
+            generations.previous = current;
+            generations.current_since_ms = now_ms;
         }
-        seen.insert(signature, timestamp_ms).is_none()
+        if generations.previous.contains(&signature) {
+            return false;
+        }
+        generations.current.insert(signature)
     }
 }
 
@@ -79,7 +97,7 @@ pub fn authenticate(
         body,
         now,
     )?;
-    if !replay.first_use(signature.signature.0, signature.timestamp_ms, now) {
+    if !replay.first_use(signature.signature.0, now) {
         return Err(ApiError::Unauthenticated(
             "this signed request was already used".into(),
         ));
@@ -88,4 +106,41 @@ pub fn authenticate(
         client: signature.signer,
         user: credential.user.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: u64 = REPLAY_WINDOW_MS;
+
+    #[test]
+    fn a_signature_is_refused_again_for_as_long_as_its_timestamp_is_accepted() {
+        let guard = ReplayGuard::default();
+        let start = 10 * W;
+        assert!(guard.first_use([1; 64], start));
+        assert!(!guard.first_use([1; 64], start + 1));
+        // Seen at the end of a generation: still remembered two windows later.
+        let late = start + 2 * W - 1;
+        assert!(guard.first_use([2; 64], late));
+        assert!(!guard.first_use([2; 64], late + 2 * W - 1));
+        assert!(!guard.first_use([1; 64], start + 2 * W));
+        // Other signatures are untouched by either.
+        assert!(guard.first_use([3; 64], late + 1));
+    }
+
+    #[test]
+    fn signatures_are_forgotten_once_no_timestamp_could_pass_any_more() {
+        let guard = ReplayGuard::default();
+        assert!(guard.first_use([1; 64], W));
+        for step in 1..=2 {
+            guard.first_use([9; 64], W + step * 2 * W);
+        }
+        let generations = guard.generations.lock().unwrap();
+        assert_eq!(
+            generations.previous.len() + generations.current.len(),
+            1,
+            "only the newest signature is held"
+        );
+    }
 }
