@@ -27,6 +27,8 @@ use crate::{
 };
 
 const TEN_YEARS_SECS: u64 = 10 * 365 * 24 * 3600;
+/// Password hashes at once, at most: one per core up to this (19 MiB each while it runs).
+const MAX_HASHING_THREADS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -89,7 +91,7 @@ fn server_keys(store: &Store, domain: &Domain) -> Result<ServerKeys, ServeError>
 }
 
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
-    let store = Store::open(&settings.storage.path)?;
+    let store = Store::open_with(&settings.storage.path, settings.storage.options())?;
     let domain = settings.server.domain.clone();
     let keys = Arc::new(server_keys(&store, &domain)?);
     let idle_after = Duration::from_secs(settings.actors.idle_secs);
@@ -187,6 +189,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             domain: domain.clone(),
             policy: settings.registration.policy.into(),
             client_credential_lifetime_secs: settings.credentials.client_lifetime_secs,
+            hashing_threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_HASHING_THREADS),
         };
         actix::Actor::start(AccountsActor::new(
             config,
@@ -196,7 +201,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             queues,
             registries,
             key_packages,
-        ))
+        )?)
     };
 
     let state = Arc::new(AppState {

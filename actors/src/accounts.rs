@@ -2,15 +2,11 @@
 //!
 //! It is the only writer of account records; the HTTP front-end may read them (to authenticate
 //! requests) but changes go through here. Password hashing (argon2id, deliberately slow) runs
-//! on the blocking pool, never on the actor's thread.
+//! on the [`Passwords`] threads, never on the actor's thread.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
-use argon2::{
-    password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
-    Argon2,
-};
 
 use roost_protocol::{
     api::{NewClient, Notice, QueueItem},
@@ -24,6 +20,7 @@ use roost_storage::{
 
 use crate::{
     key_packages::{self, KeyPackageActor},
+    passwords::{PasswordError, Passwords},
     pool::{Pool, Route},
     queue::{DeleteQueue, Enqueue, QueueActor, QueueId},
     registry::{RegistryActor, RemoveClient},
@@ -80,6 +77,8 @@ pub struct AccountsConfig {
     pub domain: Domain,
     pub policy: RegistrationPolicy,
     pub client_credential_lifetime_secs: u64,
+    /// How many password hashes may run at once (each holds 19 MiB while it runs).
+    pub hashing_threads: usize,
 }
 
 pub struct AccountsActor {
@@ -90,6 +89,7 @@ pub struct AccountsActor {
     queues: Addr<Pool<QueueActor>>,
     registries: Addr<Pool<RegistryActor>>,
     key_packages: Addr<Pool<KeyPackageActor>>,
+    passwords: Passwords,
     /// Verified against when the user is unknown, so both cases take the same time.
     dummy_hash: Arc<String>,
 }
@@ -103,8 +103,11 @@ impl AccountsActor {
         queues: Addr<Pool<QueueActor>>,
         registries: Addr<Pool<RegistryActor>>,
         key_packages: Addr<Pool<KeyPackageActor>>,
-    ) -> Self {
-        AccountsActor {
+    ) -> std::io::Result<Self> {
+        let passwords = Passwords::start(config.hashing_threads)?;
+        let dummy_hash = crate::passwords::hash_with(&mut Vec::new(), "not a real password")
+            .map_err(std::io::Error::other)?;
+        Ok(AccountsActor {
             config,
             store,
             durability,
@@ -112,8 +115,9 @@ impl AccountsActor {
             queues,
             registries,
             key_packages,
-            dummy_hash: Arc::new(hash_password("not a real password").unwrap_or_default()),
-        }
+            passwords,
+            dummy_hash: Arc::new(dummy_hash),
+        })
     }
 
     fn issue(&self, user: &UserName, client: &NewClient) -> ClientRecord {
@@ -160,31 +164,10 @@ impl Actor for AccountsActor {
     type Context = Context<Self>;
 }
 
-fn hash_password(password: &str) -> Result<String, AccountsError> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|e| AccountsError::Internal(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AccountsError::Internal(e.to_string()))
-}
-
-fn password_matches(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AccountsError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| AccountsError::Internal(e.to_string()))
+impl From<PasswordError> for AccountsError {
+    fn from(e: PasswordError) -> Self {
+        AccountsError::Internal(e.to_string())
+    }
 }
 
 /// The hash under which a registration token is stored; the token itself never is.
@@ -228,10 +211,11 @@ impl Handler<Register> for AccountsActor {
             Ok(token)
         })();
         let password = msg.password;
+        let passwords = self.passwords.clone();
         Box::pin(
             async move {
                 let token = checked?;
-                let hash = blocking(move || hash_password(&password)).await??;
+                let hash = passwords.hash(password).await?;
                 Ok::<_, AccountsError>((token, hash))
             }
             .into_actor(self)
@@ -282,12 +266,13 @@ impl Handler<AddClient> for AccountsActor {
         let dummy = self.dummy_hash.clone();
         let proof = msg.client.verify(&msg.user);
         let password = msg.password.clone();
+        let passwords = self.passwords.clone();
         Box::pin(
             async move {
                 let stored = stored?;
                 let known = stored.is_some();
                 let hash = stored.unwrap_or_else(|| dummy.to_string());
-                let matches = blocking(move || password_matches(&password, &hash)).await?;
+                let matches = passwords.matches(password, hash).await?;
                 if !(known && matches) {
                     return Err(AccountsError::WrongPassword);
                 }

@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod federation;
 pub mod group;
 pub mod key_packages;
+pub mod passwords;
 pub mod pool;
 pub mod queue;
 pub mod registry;
