@@ -125,7 +125,7 @@ pub fn inspect_anyhow(
                 .map_err(|_| AdminError::Refused(format!("unexpected answer: {answer}")))
         }
         Err(_) => {
-            let store = Store::open(&settings.storage.path)?;
+            let store = Store::open_with(&settings.storage.path, settings.storage.options())?;
             let found = inspect(&store, what);
             store.close()?;
             found
@@ -152,7 +152,7 @@ pub fn create_registration_token(settings: &Settings) -> Result<String, AdminErr
     match UnixStream::connect(&socket) {
         Ok(stream) => token_via_socket(stream, &socket),
         Err(_) => {
-            let store = Store::open(&settings.storage.path)?;
+            let store = Store::open_with(&settings.storage.path, settings.storage.options())?;
             let token = accounts::new_token(&store.accounts()?)?;
             store.close()?;
             Ok(token)

@@ -82,6 +82,15 @@ pub struct ServerSettings {
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
     pub path: PathBuf,
+    pub cache_mib: u64,
+}
+
+impl StorageSettings {
+    pub fn options(&self) -> roost_storage::StoreOptions {
+        roost_storage::StoreOptions {
+            cache_bytes: self.cache_mib.saturating_mul(1024 * 1024),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -63,20 +63,45 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// How a store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// The most memory sled's page cache may take. Records beyond it are read from disk (and
+    /// the kernel's page cache); without a cap sled keeps up to 1 GiB.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
 impl Store {
-    /// Opens (or creates) the store at `path`, refusing stores of another format version.
+    /// Opens (or creates) the store at `path` with the default options.
     pub fn open(path: &Path) -> Result<Store> {
+        Store::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store at `path`, refusing stores of another format version.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store> {
         let open_error = |reason: String| StorageError::Open {
             path: path.to_owned(),
             reason,
         };
         std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
-        let db = sled::Config::new().path(path).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                open_error("another process (a running roost?) holds its lock".into())
-            }
-            other => open_error(other.to_string()),
-        })?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    open_error("another process (a running roost?) holds its lock".into())
+                }
+                other => open_error(other.to_string()),
+            })?;
         check_format(&db, path)?;
         let durability = Durability::start(db.clone(), path)?;
         Ok(Store {
