@@ -20,24 +20,28 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use roost_protocol::federation::Resolver;
 
 use crate::{
+    drive::Driven,
     scenarios::Population,
-    server::RoostProcess,
-    stats::{ms, Timeline},
+    server::{RoostProcess, ServerOptions},
+    stats::{ms, Latencies, Timeline},
 };
 
 /// Load generator for the Roost homeserver.
 ///
 /// Starts its own `roost` (found next to this binary; build both with `cargo build --release
 /// --workspace`) unless --server is given, registers users with several clients, drives
-/// traffic over real HTTP, and writes a markdown report with SVG plots.
+/// traffic over real HTTP, and writes a markdown report with SVG plots. The federation
+/// scenario starts two servers of its own, `a.test` and `b.test`.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     /// Drive this running server instead of starting one (figures that need the server's
-    /// process or store — memory, store size, start-up — are then skipped)
+    /// process or store — memory, store size, start-up — are then skipped, and so is the
+    /// federation scenario, which needs two servers this tool starts)
     #[arg(long, value_name = "URL")]
     server: Option<String>,
     /// The roost binary to start [default: next to this binary]
@@ -46,9 +50,30 @@ struct Args {
     /// Small sizes and short runs: finishes in under a minute (for CI)
     #[arg(long)]
     quick: bool,
+    /// Run only these scenarios, comma-separated (e.g. `--only fanout,chat` for profiling)
+    /// [default: all]
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
     /// Directory for the report (report.md) and the plots
     #[arg(long, value_name = "DIR", default_value = "load-report")]
     out: PathBuf,
+}
+
+/// The parts of a run, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Durable queue, closed loop and paced, with its floors (bare HTTP endpoint, raw sled)
+    Queue,
+    /// Group fan-out to one user's clients
+    Fanout,
+    /// Sustained chat in a group of 10
+    Chat,
+    /// Connection establishment
+    Connections,
+    /// Memory per idle client, store bytes per queued message, start-up
+    Memory,
+    /// Connections, fan-out and chat across two federated servers
+    Federation,
 }
 
 /// The sizes of one run.
@@ -58,6 +83,8 @@ struct Plan {
     payload: usize,
     rate: u64,
     group_sizes: Vec<usize>,
+    /// Group sizes across two servers; the chat runs in the largest.
+    federated_group_sizes: Vec<usize>,
     rounds: usize,
     connections: usize,
     idle_clients: usize,
@@ -73,6 +100,7 @@ impl Plan {
                 payload: 256,
                 rate: 200,
                 group_sizes: vec![2, 10],
+                federated_group_sizes: vec![2],
                 rounds: 3,
                 connections: 2,
                 idle_clients: 20,
@@ -85,6 +113,7 @@ impl Plan {
                 payload: 256,
                 rate: 1_000,
                 group_sizes: vec![2, 10, 100],
+                federated_group_sizes: vec![2, 10],
                 rounds: 10,
                 connections: 10,
                 idle_clients: 200,
@@ -92,7 +121,16 @@ impl Plan {
             }
         }
     }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
 }
+
+/// Members sending in the sustained chat.
+const CHAT_SENDERS: usize = 3;
+/// Members of the group of the sustained chat on one server.
+const CHAT_MEMBERS: usize = 10;
 
 fn progress(what: &str) {
     eprintln!("roost-load: {what}");
@@ -132,43 +170,166 @@ fn roost_binary(args: &Args) -> Result<PathBuf, String> {
     }
 }
 
+impl Args {
+    fn runs(&self, scenario: Scenario) -> bool {
+        self.only.is_empty() || self.only.contains(&scenario)
+    }
+}
+
 async fn run(args: &Args) -> Result<String, String> {
     let plan = Plan::new(args.quick);
-    let duration = Duration::from_secs(plan.seconds);
     std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
-    let mut process = match &args.server {
-        Some(_) => None,
-        None => Some(RoostProcess::start(&roost_binary(args)?)?),
+    let one_server = [
+        Scenario::Queue,
+        Scenario::Fanout,
+        Scenario::Chat,
+        Scenario::Connections,
+        Scenario::Memory,
+    ]
+    .into_iter()
+    .any(|s| args.runs(s));
+    let mut process = match (&args.server, one_server) {
+        (None, true) => Some(RoostProcess::start(
+            &roost_binary(args)?,
+            ServerOptions::default(),
+        )?),
+        _ => None,
     };
     let url = match (&args.server, &process) {
-        (Some(url), _) => url.clone(),
-        (None, Some(process)) => process.url.clone(),
-        (None, None) => unreachable!(),
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(process)) => Some(process.url.clone()),
+        (None, None) => None,
     };
     let mut report = String::new();
-    let _ = writeln!(
+    let _ = write!(
         report,
-        "# roost-load report\n\n{} run against {url}; machine: {}.\n",
+        "# roost-load report\n\n{} run{}; machine: {}.",
         if args.quick { "Quick" } else { "Full" },
+        match (&url, one_server) {
+            (Some(url), true) => format!(" against {url}"),
+            _ => String::new(),
+        },
         machine()
     );
-    let population = Population::new(&url);
+    if !args.only.is_empty() {
+        let only: Vec<String> = args
+            .only
+            .iter()
+            .filter_map(|s| s.to_possible_value())
+            .map(|v| format!("`{}`", v.get_name()))
+            .collect();
+        let _ = write!(report, " Only {}.", only.join(", "));
+    }
+    report.push_str("\n\n");
+    if let (Some(url), true) = (&url, one_server) {
+        let population = Population::new(url, "localhost", Resolver::default());
+        one_server_sections(args, &plan, &population, process.as_mut(), &mut report).await?;
+    }
+    if args.runs(Scenario::Federation) {
+        if !report.ends_with("\n\n") {
+            report.push('\n');
+        }
+        report.push_str("## Two federated servers\n\n");
+        if args.server.is_some() {
+            report.push_str(
+                "Skipped: with --server this tool starts no servers, and this needs two of its own.\n",
+            );
+        } else {
+            federation_section(args, &plan, &mut report).await?;
+        }
+    }
+    std::fs::write(args.out.join("report.md"), &report).map_err(|e| e.to_string())?;
+    progress(&format!(
+        "report written to {}",
+        args.out.join("report.md").display()
+    ));
+    Ok(report)
+}
 
+/// Everything measured on one server: `process` if this tool started it.
+async fn one_server_sections(
+    args: &Args,
+    plan: &Plan,
+    population: &Population,
+    process: Option<&mut RoostProcess>,
+    report: &mut String,
+) -> Result<(), String> {
+    let duration = plan.duration();
+    // The queue's users; the memory figures fill the first one's queue.
+    let pairs = match (args.runs(Scenario::Queue), args.runs(Scenario::Memory)) {
+        (false, false) => Vec::new(),
+        (queue, _) => {
+            let count = if queue { plan.pairs } else { 1 };
+            progress(&format!(
+                "registering {count} user{} with 2 clients each",
+                if count == 1 { "" } else { "s" }
+            ));
+            population.users("queue", count, 2, 4).await?
+        }
+    };
+    if args.runs(Scenario::Queue) {
+        queue_section(args, plan, &pairs, report).await?;
+    }
+
+    if args.runs(Scenario::Fanout) {
+        report.push_str("## Group fan-out\n\nOne message into a group (all members clients of one user); time from the send call (client MLS work included) until the last member's queue has it; median and worst of the rounds.\n\n");
+        report.push_str(FANOUT_TABLE);
+        for &members in &plan.group_sizes {
+            progress(&format!("group fan-out, {members} members"));
+            let group = scenarios::one_user_group(population, members).await?;
+            let figures = scenarios::fanout(&group, plan.rounds).await?;
+            report.push_str(&fanout_row(members, &figures));
+        }
+    }
+
+    if args.runs(Scenario::Chat) {
+        progress(&format!(
+            "sustained group chat, {CHAT_MEMBERS} members, {CHAT_SENDERS} senders"
+        ));
+        let group = scenarios::one_user_group(population, CHAT_MEMBERS).await?;
+        let chat = scenarios::group_chat(&group, CHAT_SENDERS, duration).await;
+        if !args.runs(Scenario::Fanout) {
+            report.push_str("## Sustained group chat\n");
+        }
+        let _ = writeln!(
+            report,
+            "\nSustained chat in a group of {CHAT_MEMBERS} ({CHAT_SENDERS} members sending as fast as they can, each send after syncing the others' messages): {}\n",
+            chat_figures(&chat),
+        );
+    }
+
+    if args.runs(Scenario::Connections) {
+        progress(&format!("{} connection establishments", plan.connections));
+        let connections = scenarios::connections(population, population, plan.connections).await?;
+        let _ = writeln!(
+            report,
+            "\n## Connection establishment\n\nUsers with 2 clients each; `connect`, then the responder's `requests` and `accept` (discovery, package checks, group creation, invitation, external join, adding the second client), one after the other.\n\n{}",
+            connections_table(&connections),
+        );
+    }
+
+    if let (true, Some(process)) = (args.runs(Scenario::Memory), process) {
+        memory_section(plan, population, process, &pairs[0], report).await?;
+    }
+    Ok(())
+}
+
+async fn queue_section(
+    args: &Args,
+    plan: &Plan,
+    pairs: &[Vec<roost_client::Client>],
+    report: &mut String,
+) -> Result<(), String> {
+    let duration = plan.duration();
     progress("baselines: bare HTTP endpoint and raw sled");
     let echo = baseline::start_echo_server();
     let floor = baseline::http_floor(&echo, plan.payload, plan.pairs, duration).await;
     let sled_floor = baseline::sled_floor(plan.payload + 44, duration.min(Duration::from_secs(3)));
 
-    progress(&format!(
-        "registering {} users with 2 clients each",
-        plan.pairs
-    ));
-    let pairs = population.users("queue", plan.pairs, 2, 4).await?;
-
     progress("durable queue, closed loop");
-    let closed = scenarios::queue(&pairs, duration, plan.payload, None).await;
+    let closed = scenarios::queue(pairs, duration, plan.payload, None).await;
     progress(&format!("durable queue, paced at {} messages/s", plan.rate));
-    let paced = scenarios::queue(&pairs, duration, plan.payload, Some(plan.rate)).await;
+    let paced = scenarios::queue(pairs, duration, plan.payload, Some(plan.rate)).await;
 
     let _ = writeln!(
         report,
@@ -225,92 +386,165 @@ async fn run(args: &Args) -> Result<String, String> {
     )?;
     report
         .push_str("![delivery latency](queue-latency.svg) ![throughput](queue-throughput.svg)\n\n");
+    Ok(())
+}
 
-    report.push_str("## Group fan-out\n\nOne message into a group (all members clients of one user); time from the send call (client MLS work included) until the last member's queue has it; median and worst of the rounds.\n\n| members | rounds | median | worst |\n| --- | --- | --- | --- |\n");
-    for &members in &plan.group_sizes {
-        progress(&format!("group fan-out, {members} members"));
-        let figures = scenarios::fanout(&population, members, plan.rounds).await?;
-        let _ = writeln!(
-            report,
-            "| {members} | {} | {} | {} |",
-            figures.len(),
-            ms(figures.percentile(50.0)),
-            ms(figures.percentile(100.0)),
-        );
-    }
-
-    progress("sustained group chat, 10 members, 3 senders");
-    let chat = scenarios::group_chat(&population, 10, 3, duration).await?;
+async fn memory_section(
+    plan: &Plan,
+    population: &Population,
+    process: &mut RoostProcess,
+    pair: &[roost_client::Client],
+    report: &mut String,
+) -> Result<(), String> {
+    report.push_str("## Memory and store\n\n");
+    // A first batch brings the allocator to its working size (argon2id takes 19 MiB per
+    // hash, several at once); the batch after it shows what a client itself costs.
+    population.users("warmup", 8, 1, 8).await?;
+    let before = process.rss_bytes().unwrap_or(0);
+    progress(&format!("registering {} idle clients", plan.idle_clients));
+    let registering = Instant::now();
+    population.users("idle", plan.idle_clients, 1, 8).await?;
+    let took = registering.elapsed();
+    let after = process.rss_bytes().unwrap_or(0);
     let _ = writeln!(
         report,
-        "\nSustained chat in a group of 10 (3 members sending as fast as they can, each send after syncing the others' messages): **{:.0} messages/s**, send p50 {}, p99 {}, {} failed.\n",
+        "- Resident memory: {:.1} MiB before, {:.1} MiB after registering {} more clients (each publishing its connection and key packages) → **{:.0} bytes per idle client**; registration ran at {:.1} clients/s (argon2id on the server).",
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        plan.idle_clients,
+        after.saturating_sub(before) as f64 / plan.idle_clients as f64,
+        plan.idle_clients as f64 / took.as_secs_f64(),
+    );
+    progress(&format!("queueing {} messages", plan.queued));
+    let store_before = process.store_bytes();
+    scenarios::fill_queue(pair, plan.queued, plan.payload, 16).await?;
+    let store_after = process.store_bytes();
+    let _ = writeln!(
+        report,
+        "- Store: {:.1} MiB → {:.1} MiB with {} more queued messages of {} B → **{:.0} bytes on disk per queued message** (sled's log; sealing adds 48 B).",
+        store_before as f64 / 1048576.0,
+        store_after as f64 / 1048576.0,
+        plan.queued,
+        plan.payload,
+        store_after.saturating_sub(store_before) as f64 / plan.queued as f64,
+    );
+    progress("restarting with the queue full");
+    let startup = process.restart()?;
+    let _ = writeln!(
+        report,
+        "- Start-up with {} queued messages (and everything above) in the store: **{}** from start to listening.",
+        plan.queued,
+        ms(startup),
+    );
+    Ok(())
+}
+
+/// Connections, fan-out and chat across two servers this tool starts, `a.test` and `b.test`:
+/// the group lives on a's DS, its other members are on b.
+async fn federation_section(args: &Args, plan: &Plan, report: &mut String) -> Result<(), String> {
+    progress("starting two federated servers, a.test and b.test");
+    let (servers, resolve) = server::federation(&roost_binary(args)?, &["a.test", "b.test"])?;
+    let resolver = Resolver::from_entries(&resolve).map_err(|e| e.to_string())?;
+    let [a, b] = [&servers[0], &servers[1]]
+        .map(|server| Population::new(&server.url, server.domain(), resolver.clone()));
+    let _ = writeln!(
+        report,
+        "Two `roost` processes started by this tool, `a.test` ({}) and `b.test` ({}), each with its own store, each resolving the other; a client calls the other domain's server directly where the protocol says so, and a delivery to a member on the other server is relayed by its federation actor (retries from 100 ms).\n",
+        servers[0].url, servers[1].url,
+    );
+
+    progress(&format!(
+        "{} connection establishments across domains",
+        plan.connections
+    ));
+    let connections = scenarios::connections(&a, &b, plan.connections).await?;
+    let _ = writeln!(
+        report,
+        "### Connection establishment across domains\n\nInitiator on a.test, responder on b.test, 2 clients each; as on one server (the connection group lives on a's DS, the responder joins it there and adds its second client, whose Welcome is relayed to b).\n\n{}",
+        connections_table(&connections),
+    );
+
+    report.push_str("### Group fan-out across domains\n\nA group on a.test's DS, made by a user of a.test with 1 client, with a user of b.test with the other clients added (connected first); one message from the a.test client; time from the send call until the last member's queue on b.test has it (a's DS, a's federation actor, b's QS); median and worst of the rounds.\n\n");
+    report.push_str(FANOUT_TABLE);
+    let mut last_group = None;
+    for &members in &plan.federated_group_sizes {
+        progress(&format!("group fan-out across domains, {members} members"));
+        let group = scenarios::federated_group(&a, &b, members).await?;
+        let figures = scenarios::fanout(&group, plan.rounds).await?;
+        report.push_str(&fanout_row(members, &figures));
+        last_group = Some(group);
+    }
+
+    if let Some(group) = last_group {
+        let senders = CHAT_SENDERS.min(group.len());
+        progress(&format!(
+            "sustained group chat across domains, {} members, {senders} senders",
+            group.len()
+        ));
+        let chat = scenarios::group_chat(&group, senders, plan.duration()).await;
+        let _ = write!(
+            report,
+            "\nSustained chat in that group of {} ({senders} members sending as fast as they can — 1 on a.test, {} on b.test — each send after syncing the others' messages): {}",
+            group.len(),
+            senders - 1,
+            chat_figures(&chat),
+        );
+        // The DS answers once a delivery to b is safe in a's outbox: the relays may run
+        // behind the sends. A member that does not send receives every message.
+        if let Some(silent) = group.get(senders) {
+            progress("waiting for the relays to catch up");
+            let drained =
+                scenarios::queue_filled(silent, chat.ok, Duration::from_secs(300)).await?;
+            let _ = write!(
+                report,
+                " The last message reached a silent member's queue on b.test **{}** after the senders stopped: it received **{:.0} messages/s** over the whole run.",
+                ms(drained),
+                chat.ok as f64 / (chat.elapsed + drained).as_secs_f64(),
+            );
+        }
+        report.push_str("\n\n");
+    }
+    Ok(())
+}
+
+const FANOUT_TABLE: &str = "| members | rounds | median | worst |\n| --- | --- | --- | --- |\n";
+
+fn fanout_row(members: usize, figures: &Latencies) -> String {
+    format!(
+        "| {members} | {} | {} | {} |\n",
+        figures.len(),
+        ms(figures.percentile(50.0)),
+        ms(figures.percentile(100.0)),
+    )
+}
+
+fn chat_figures(chat: &Driven) -> String {
+    let mut line = format!(
+        "**{:.0} messages/s**, send p50 {}, p99 {}, {} failed.",
         chat.per_second(),
         ms(chat.latencies.percentile(50.0)),
         ms(chat.latencies.percentile(99.0)),
         chat.failed,
     );
+    if let Some(e) = &chat.first_error {
+        let _ = write!(line, " First error: `{e}`");
+    }
+    line
+}
 
-    progress(&format!("{} connection establishments", plan.connections));
-    let connections = scenarios::connections(&population, plan.connections).await?;
-    let _ = writeln!(
-        report,
-        "\n## Connection establishment\n\nUsers with 2 clients each; `connect`, then the responder's `requests` and `accept` (discovery, package checks, group creation, invitation, external join, adding the second client), one after the other.\n\n| established | failed | per second | p50 | worst |\n| --- | --- | --- | --- | --- |\n| {} | {} | {:.2} | {} | {} |\n",
+fn connections_table(connections: &Driven) -> String {
+    let mut table = format!(
+        "| established | failed | per second | p50 | worst |\n| --- | --- | --- | --- | --- |\n| {} | {} | {:.2} | {} | {} |\n",
         connections.ok,
         connections.failed,
         connections.per_second(),
         ms(connections.latencies.percentile(50.0)),
         ms(connections.latencies.percentile(100.0)),
     );
-
-    if let Some(process) = process.as_mut() {
-        report.push_str("## Memory and store\n\n");
-        // A first batch brings the allocator to its working size (argon2id takes 19 MiB per
-        // hash, several at once); the batch after it shows what a client itself costs.
-        population.users("warmup", 8, 1, 8).await?;
-        let before = process.rss_bytes().unwrap_or(0);
-        progress(&format!("registering {} idle clients", plan.idle_clients));
-        let registering = Instant::now();
-        population.users("idle", plan.idle_clients, 1, 8).await?;
-        let took = registering.elapsed();
-        let after = process.rss_bytes().unwrap_or(0);
-        let _ = writeln!(
-            report,
-            "- Resident memory: {:.1} MiB before, {:.1} MiB after registering {} more clients (each publishing its connection and key packages) → **{:.0} bytes per idle client**; registration ran at {:.1} clients/s (argon2id on the server).",
-            before as f64 / 1048576.0,
-            after as f64 / 1048576.0,
-            plan.idle_clients,
-            after.saturating_sub(before) as f64 / plan.idle_clients as f64,
-            plan.idle_clients as f64 / took.as_secs_f64(),
-        );
-        progress(&format!("queueing {} messages", plan.queued));
-        let store_before = process.store_bytes();
-        scenarios::fill_queue(&pairs[0], plan.queued, plan.payload, 16).await?;
-        let store_after = process.store_bytes();
-        let _ = writeln!(
-            report,
-            "- Store: {:.1} MiB → {:.1} MiB with {} more queued messages of {} B → **{:.0} bytes on disk per queued message** (sled's log; sealing adds 48 B).",
-            store_before as f64 / 1048576.0,
-            store_after as f64 / 1048576.0,
-            plan.queued,
-            plan.payload,
-            store_after.saturating_sub(store_before) as f64 / plan.queued as f64,
-        );
-        progress("restarting with the queue full");
-        let startup = process.restart()?;
-        let _ = writeln!(
-            report,
-            "- Start-up with {} queued messages (and everything above) in the store: **{}** from start to listening.",
-            plan.queued,
-            ms(startup),
-        );
+    if let Some(e) = &connections.first_error {
+        let _ = writeln!(table, "\nFirst error: `{e}`");
     }
-    report.push_str("\nNot measured yet: figures across two federated servers.\n");
-    std::fs::write(args.out.join("report.md"), &report).map_err(|e| e.to_string())?;
-    progress(&format!(
-        "report written to {}",
-        args.out.join("report.md").display()
-    ));
-    Ok(report)
+    table
 }
 
 fn write_plot(args: &Args, name: &str, svg: &str) -> Result<(), String> {

@@ -7,7 +7,7 @@ use std::{
 };
 
 use roost_client::Client;
-use roost_protocol::{api::QueueItem, UserName};
+use roost_protocol::{api::QueueItem, ds::GroupDelivery, federation::Resolver, UserName};
 
 use crate::{
     drive::{drive, Driven},
@@ -16,17 +16,30 @@ use crate::{
 
 const PASSWORD: &str = "load generator password";
 
-/// Makes users and clients, each with a state directory of its own.
+/// The name of the group the fan-out and chat scenarios use.
+const GROUP: &str = "load";
+
+/// How long relays between two servers may take to settle before a scenario gives up.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Makes users and clients of one server, each client with a state directory of its own.
 pub struct Population {
     url: String,
+    domain: String,
+    /// Where the clients find other domains' servers.
+    resolver: Resolver,
     dir: tempfile::TempDir,
     next: AtomicU64,
 }
 
 impl Population {
-    pub fn new(url: &str) -> Population {
+    /// Users `NAME@domain` of the server at `url`, whose clients reach other domains as
+    /// `resolver` says.
+    pub fn new(url: &str, domain: &str, resolver: Resolver) -> Population {
         Population {
             url: url.to_owned(),
+            domain: domain.to_owned(),
+            resolver,
             dir: tempfile::tempdir().expect("temp dir"),
             next: AtomicU64::new(0),
         }
@@ -37,22 +50,31 @@ impl Population {
         self.dir.path().join(format!("client-{n}"))
     }
 
-    /// A new user (named `prefix` and a number) with `clients` clients.
+    /// A new user (named `prefix` and a number) with `clients` clients, each of which has
+    /// published its first connection and key packages.
     pub async fn user(&self, prefix: &str, clients: usize) -> Result<Vec<Client>, String> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let domain = "localhost";
-        let user: UserName = format!("{prefix}{n}@{domain}")
+        let user: UserName = format!("{prefix}{n}@{}", self.domain)
             .parse()
             .map_err(|e| format!("{e}"))?;
-        let first = Client::register(self.state_dir(), &self.url, &user, PASSWORD, None)
-            .await
-            .map_err(|e| format!("register {user}: {e}"))?;
-        let mut all = vec![first];
-        for _ in 1..clients {
-            let client = Client::add_client(self.state_dir(), &self.url, &user, PASSWORD)
-                .await
-                .map_err(|e| format!("add a client of {user}: {e}"))?;
-            all.push(client);
+        let mut all = Vec::with_capacity(clients);
+        for i in 0..clients.max(1) {
+            let client = if i == 0 {
+                Client::register(self.state_dir(), &self.url, &user, PASSWORD, None)
+                    .await
+                    .map_err(|e| format!("register {user}: {e}"))?
+            } else {
+                Client::add_client(self.state_dir(), &self.url, &user, PASSWORD)
+                    .await
+                    .map_err(|e| format!("add a client of {user}: {e}"))?
+            };
+            if let Some(Err(e)) = client.initial_packages() {
+                return Err(format!("connection packages of {user}: {e}"));
+            }
+            if let Some(Err(e)) = client.initial_key_packages() {
+                return Err(format!("key packages of {user}: {e}"));
+            }
+            all.push(client.with_resolver(self.resolver.clone()));
         }
         Ok(all)
     }
@@ -240,55 +262,14 @@ async fn paced(
     driven
 }
 
-/// One user with `members` clients in one group (the first client creates it, adding the
-/// others); each round the first client sends a message and the time until the last member's
-/// queue has it is taken.
-pub async fn fanout(
+/// One user with `members` clients, all in the group [`GROUP`] (the first client made it).
+pub async fn one_user_group(
     population: &Population,
     members: usize,
-    rounds: usize,
-) -> Result<Latencies, String> {
-    let clients = group_of(population, members).await?;
-    let mut figures = Latencies::default();
-    for round in 0..rounds {
-        let waits = clients[1..].iter().map(|member| async move {
-            let id = member.client_id();
-            let batch = member
-                .server()
-                .fetch(member.signer(), &id, 1, 1, Duration::from_secs(20))
-                .await;
-            let arrived = Instant::now();
-            let seq = batch.ok().and_then(|b| b.messages.first().map(|m| m.seq));
-            (member, id, seq, arrived)
-        });
-        let waits = futures_util::future::join_all(waits);
-        let send = async {
-            // Let every member's long poll reach the server first.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let begun = Instant::now();
-            clients[0]
-                .send_to_group("load", &format!("round {round}"))
-                .await
-                .map(|_| begun)
-        };
-        let (arrivals, begun) = futures_util::future::join(waits, send).await;
-        let begun = begun.map_err(|e| format!("send: {e}"))?;
-        let mut last = Duration::ZERO;
-        for (member, id, seq, arrived) in arrivals {
-            let seq = seq.ok_or("a member received nothing")?;
-            last = last.max(arrived.saturating_duration_since(begun));
-            let _ = member.server().ack(member.signer(), &id, seq).await;
-        }
-        figures.push(last);
-    }
-    Ok(figures)
-}
-
-/// One user with `members` clients, all in the group "load" (the first client made it).
-async fn group_of(population: &Population, members: usize) -> Result<Vec<Client>, String> {
+) -> Result<Vec<Client>, String> {
     let clients = population.user("group", members).await?;
     clients[0]
-        .create_group("load")
+        .create_group(GROUP)
         .await
         .map_err(|e| format!("create the group: {e}"))?;
     let joins = clients[1..].iter().map(|c| c.sync());
@@ -298,55 +279,242 @@ async fn group_of(population: &Population, members: usize) -> Result<Vec<Client>
     Ok(clients)
 }
 
-/// Sustained chat in a group of `members`: `senders` of them send as fast as they can for
-/// `duration`, each send after syncing what the others sent (as the client always does).
-pub async fn group_chat(
-    population: &Population,
+/// A group across two servers: a user of `home` with one client creates the group [`GROUP`]
+/// on its DS and adds a user of `guests` with `members − 1` clients, once the two are
+/// connected. Answers the members, the creator first, once every one of them is in the group
+/// and no relay is still on its way.
+pub async fn federated_group(
+    home: &Population,
+    guests: &Population,
     members: usize,
-    senders: usize,
-    duration: Duration,
-) -> Result<Driven, String> {
-    let clients = group_of(population, members).await?;
-    Ok(drive(senders.min(members), duration, |worker| {
-        let client = &clients[worker];
+) -> Result<Vec<Client>, String> {
+    let owner = home.user("fedgroup", 1).await?;
+    let guest = guests.user("fedgroup", members.max(2) - 1).await?;
+    let clients: Vec<Client> = owner.into_iter().chain(guest).collect();
+    let (creator, guest) = (&clients[0], &clients[1]);
+    let all: Vec<&Client> = clients.iter().collect();
+    connect(creator, guest)
+        .await
+        .map_err(|e| format!("connect {} with {}: {e}", creator.user(), guest.user()))?;
+    // Both users' clients hold the other's friendship token (the creator needs the guest's to
+    // add them; the guest's clients receive the creator's last).
+    settle(&all, "the friendship tokens", async || {
+        for client in &all {
+            let contacts = client.contacts().await.map_err(|e| e.to_string())?;
+            if !contacts.iter().any(|c| c.peer_token.is_some()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    creator
+        .create_group(GROUP)
+        .await
+        .map_err(|e| format!("create the group: {e}"))?;
+    let added = creator
+        .add_to_group(GROUP, guest.user())
+        .await
+        .map_err(|e| format!("add {} to the group: {e}", guest.user()))?;
+    if added != clients.len() - 1 {
+        return Err(format!(
+            "added {added} clients of {} instead of {}",
+            guest.user(),
+            clients.len() - 1
+        ));
+    }
+    // The Welcomes are the last relays to the guest's server: once every client took its
+    // own, nothing else is on its way there.
+    settle(&all, "the Welcomes", async || {
+        for client in &all {
+            let groups = client.groups().await.map_err(|e| e.to_string())?;
+            if !groups
+                .iter()
+                .any(|g| g.name == GROUP && g.members == clients.len())
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    Ok(clients)
+}
+
+/// `initiator`'s user connects with `responder`'s: `connect`, then the responder's `requests`
+/// and `accept`.
+async fn connect(initiator: &Client, responder: &Client) -> Result<(), String> {
+    initiator
+        .connect(responder.user())
+        .await
+        .map_err(|e| e.to_string())?;
+    let requests = responder
+        .connection_requests()
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = requests
+        .received
+        .iter()
+        .find(|r| r.from() == initiator.user())
+        .ok_or("no request arrived")?;
+    responder
+        .accept(&request.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Syncs every client until `done` holds (relays between servers arrive a moment after the
+/// DS answered), at most [`SETTLE`]; `what` names what is awaited, for the error.
+async fn settle(
+    clients: &[&Client],
+    what: &str,
+    mut done: impl AsyncFnMut() -> Result<bool, String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        for client in clients {
+            let report = client
+                .sync()
+                .await
+                .map_err(|e| format!("sync while awaiting {what}: {e}"))?;
+            if let Some(failed) = report.failed.first() {
+                return Err(format!("sync while awaiting {what}: {failed}"));
+            }
+        }
+        if done().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not arrive within {SETTLE:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `members[0]` sends into the group [`GROUP`] (all of `members` in it, nothing else on its
+/// way to them); each round the time until the last other member's queue has the message is
+/// taken.
+pub async fn fanout(members: &[Client], rounds: usize) -> Result<Latencies, String> {
+    let sender = &members[0];
+    let group_id = sender
+        .find_group(GROUP)
+        .map_err(|e| format!("the group: {e}"))?
+        .group_id;
+    let mut figures = Latencies::default();
+    for round in 0..rounds {
+        let waits = members[1..].iter().map(|member| {
+            let group_id = &group_id;
+            async move {
+                let id = member.client_id();
+                let batch = member
+                    .server()
+                    .fetch(member.signer(), &id, 1, 1, SETTLE)
+                    .await
+                    .map_err(|e| format!("fetch: {e}"))?;
+                let arrived = Instant::now();
+                let message = batch.messages.first().ok_or("a member received nothing")?;
+                // Only the round's message may be counted: anything else would be a leftover.
+                match message.open(&member.identity().queue_key, &id) {
+                    Ok(QueueItem::Group(GroupDelivery::Message { group_id: of, .. }))
+                        if of == *group_id => {}
+                    _ => return Err("a member received something else first".to_owned()),
+                }
+                Ok::<_, String>((member, id, message.seq, arrived))
+            }
+        });
+        let waits = futures_util::future::join_all(waits);
+        let send = async {
+            // Let every member's long poll reach the server first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let begun = Instant::now();
+            sender
+                .send_to_group(GROUP, &format!("round {round}"))
+                .await
+                .map(|_| begun)
+        };
+        let (arrivals, begun) = futures_util::future::join(waits, send).await;
+        let begun = begun.map_err(|e| format!("send: {e}"))?;
+        let mut last = Duration::ZERO;
+        for arrival in arrivals {
+            let (member, id, seq, arrived) = arrival?;
+            last = last.max(arrived.saturating_duration_since(begun));
+            let _ = member.server().ack(member.signer(), &id, seq).await;
+        }
+        figures.push(last);
+    }
+    Ok(figures)
+}
+
+/// Sustained chat in the group [`GROUP`] of `members`: the first `senders` of them send as
+/// fast as they can for `duration`, each send after syncing what the others sent (as the
+/// client always does).
+pub async fn group_chat(members: &[Client], senders: usize, duration: Duration) -> Driven {
+    drive(senders.min(members.len()), duration, |worker| {
+        let client = &members[worker];
         async move {
             client
-                .send_to_group("load", "sustained")
+                .send_to_group(GROUP, "sustained")
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
     })
-    .await)
+    .await
 }
 
-/// `count` pairs of users (two clients each) connect, one pair after the other: `connect`,
-/// then the responder's `requests` and `accept`. Latency of each whole establishment.
-pub async fn connections(population: &Population, count: usize) -> Result<Driven, String> {
-    let pairs = population.users("conn", count * 2, 2, 4).await?;
+/// How long until `member`'s queue holds `expected` messages from its first unacknowledged
+/// one on (long-polling, at most `limit`): for relays that go on after the senders stopped.
+pub async fn queue_filled(
+    member: &Client,
+    expected: u64,
+    limit: Duration,
+) -> Result<Duration, String> {
+    if expected == 0 {
+        return Ok(Duration::ZERO);
+    }
+    let begun = Instant::now();
+    let id = member.client_id();
+    let fetch = |from: u64| async move {
+        let wait = limit.saturating_sub(begun.elapsed()).min(SETTLE);
+        member
+            .server()
+            .fetch(member.signer(), &id, from, 1, wait)
+            .await
+            .map_err(|e| format!("fetch: {e}"))
+            .map(|batch| batch.messages.first().map(|m| m.seq))
+    };
+    let mut first = None;
+    while begun.elapsed() < limit {
+        let Some(from) = first else {
+            first = fetch(1).await?;
+            continue;
+        };
+        let last = from + expected - 1;
+        if fetch(last).await?.is_some_and(|seq| seq >= last) {
+            return Ok(begun.elapsed());
+        }
+    }
+    Err(format!(
+        "{expected} messages did not reach a queue within {limit:?}"
+    ))
+}
+
+/// `count` pairs of users (two clients each; the initiator a user of `initiators`, the
+/// responder one of `responders`) connect, one pair after the other: `connect`, then the
+/// responder's `requests` and `accept`. Latency of each whole establishment.
+pub async fn connections(
+    initiators: &Population,
+    responders: &Population,
+    count: usize,
+) -> Result<Driven, String> {
+    let initiating = initiators.users("conn", count, 2, 4).await?;
+    let responding = responders.users("conn", count, 2, 4).await?;
     let started = Instant::now();
     let mut driven = Driven::default();
-    for pair in pairs.chunks(2) {
-        let (initiator, responder) = (&pair[0][0], &pair[1][0]);
+    for (initiator, responder) in initiating.iter().zip(&responding) {
         let begun = Instant::now();
-        let outcome = async {
-            initiator
-                .connect(responder.user())
-                .await
-                .map_err(|e| e.to_string())?;
-            let requests = responder
-                .connection_requests()
-                .await
-                .map_err(|e| e.to_string())?;
-            let request = requests.received.first().ok_or("no request arrived")?;
-            responder
-                .accept(&request.id)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(())
-        }
-        .await;
-        match outcome {
+        match connect(&initiator[0], &responder[0]).await {
             Ok(()) => {
                 driven.ok += 1;
                 driven.latencies.push(begun.elapsed());

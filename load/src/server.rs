@@ -1,5 +1,6 @@
 //! The `roost` server under load: a process this tool starts (with its own store in a temporary
-//! directory) or one given by `--server URL`, which this tool cannot restart or weigh.
+//! directory) or one given by `--server URL`, which this tool cannot restart or weigh; and two
+//! federated processes, each resolving the other ([`federation`]).
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -8,28 +9,100 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// How to start a server; the default is one named `localhost` on any free port.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// `server.domain`.
+    pub domain: String,
+    /// Port to listen on (0: any free one).
+    pub port: u16,
+    /// Further settings, as `ROOST_…` environment variables and their values.
+    pub settings: Vec<(String, String)>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            domain: "localhost".into(),
+            port: 0,
+            settings: Vec::new(),
+        }
+    }
+}
+
 /// A `roost serve` started by this tool.
 pub struct RoostProcess {
     binary: PathBuf,
     dir: tempfile::TempDir,
+    options: ServerOptions,
     port: u16,
     child: Option<Child>,
     pub url: String,
 }
 
+/// A loopback port that was free a moment ago, for servers that must know each other's
+/// address before they start.
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Federated servers, one per domain, each with its own store and port and each told where
+/// all of them are; returns them with the `DOMAIN=URL` entries their clients need.
+pub fn federation(
+    binary: &Path,
+    domains: &[&str],
+) -> Result<(Vec<RoostProcess>, Vec<String>), String> {
+    let ports = domains
+        .iter()
+        .map(|_| free_port())
+        .collect::<Result<Vec<u16>, String>>()?;
+    let resolve: Vec<String> = domains
+        .iter()
+        .zip(&ports)
+        .map(|(domain, port)| format!("{domain}=http://127.0.0.1:{port}"))
+        .collect();
+    let servers = domains
+        .iter()
+        .zip(&ports)
+        .map(|(domain, port)| {
+            RoostProcess::start(
+                binary,
+                ServerOptions {
+                    domain: (*domain).to_owned(),
+                    port: *port,
+                    settings: vec![
+                        ("ROOST_FEDERATION__RESOLVE".into(), resolve.join(",")),
+                        // A relay that failed (the other server not up yet) is retried soon.
+                        ("ROOST_FEDERATION__RETRY_INITIAL_MS".into(), "100".into()),
+                    ],
+                },
+            )
+        })
+        .collect::<Result<Vec<RoostProcess>, String>>()?;
+    Ok((servers, resolve))
+}
+
 impl RoostProcess {
-    /// Starts `binary` on a free loopback port with a fresh store.
-    pub fn start(binary: &Path) -> Result<RoostProcess, String> {
+    /// Starts `binary` as `options` say, with a fresh store.
+    pub fn start(binary: &Path, options: ServerOptions) -> Result<RoostProcess, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut process = RoostProcess {
             binary: binary.to_path_buf(),
             dir,
-            port: 0,
+            port: options.port,
+            options,
             child: None,
             url: String::new(),
         };
         process.spawn()?;
         Ok(process)
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.options.domain
     }
 
     fn spawn(&mut self) -> Result<Duration, String> {
@@ -39,11 +112,13 @@ impl RoostProcess {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("ROOST_SERVER__BIND", format!("127.0.0.1:{}", self.port))
+            .env("ROOST_SERVER__DOMAIN", &self.options.domain)
             .env("ROOST_STORAGE__PATH", self.store_path())
             .env("ROOST_LOG__FILTER", "warn")
             // The load comes from one address: discovery must not be throttled.
             .env("ROOST_CONNECTIONS__DISCOVERY_BURST", "1000000")
             .env("ROOST_CONNECTIONS__DISCOVERY_PER_MINUTE", "1000000")
+            .envs(self.options.settings.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
