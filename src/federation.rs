@@ -21,7 +21,10 @@ use roost_protocol::{
     api::CONTENT_TYPE,
     auth::ServerSignature,
     codec,
-    federation::{FederatedDelivery, Resolver, ServerKey, FED_DELIVER, FED_SERVER_KEY},
+    federation::{
+        FederatedDelivery, RelayBatch, RelayOutcome, RelayReceipt, Resolver, ServerKey,
+        FED_DELIVER, FED_SERVER_KEY,
+    },
     ids::now_millis,
     Domain, SigningKey, VerifyingKey,
 };
@@ -62,9 +65,13 @@ impl HttpTransport {
 }
 
 impl Transport for HttpTransport {
-    fn deliver(&self, delivery: FederatedDelivery) -> BoxFuture<'static, Result<(), RelayError>> {
-        let url = format!("{}{FED_DELIVER}", self.resolver.base_url(&delivery.to));
-        let body = codec::encode(&delivery);
+    fn deliver(
+        &self,
+        to: &Domain,
+        deliveries: Vec<FederatedDelivery>,
+    ) -> BoxFuture<'static, Result<Vec<RelayOutcome>, RelayError>> {
+        let url = format!("{}{FED_DELIVER}", self.resolver.base_url(to));
+        let body = codec::encode(&RelayBatch { deliveries });
         let signature = ServerSignature::sign(
             &self.key,
             self.domain.clone(),
@@ -86,7 +93,13 @@ impl Transport for HttpTransport {
                 .map_err(|e| RelayError::Retry(format!("cannot reach the homeserver: {e}")))?;
             let status = response.status();
             if status.is_success() {
-                return Ok(());
+                let bytes = response.bytes().await.map_err(|e| {
+                    RelayError::Retry(format!("the homeserver's answer broke off: {e}"))
+                })?;
+                let receipt: RelayReceipt = codec::decode(&bytes).map_err(|e| {
+                    RelayError::Refused(format!("the homeserver's answer is unreadable: {e}"))
+                })?;
+                return Ok(receipt.outcomes);
             }
             let text = response.text().await.unwrap_or_default();
             let why = format!(

@@ -13,7 +13,10 @@ use roost_protocol::{
     auth::ServerSignature,
     codec,
     ds::{GroupDelivery, SealedQueueRef},
-    federation::{FederatedDelivery, ServerKey, FED_DELIVER},
+    federation::{
+        FederatedDelivery, RelayBatch, RelayOutcome, RelayReceipt, ServerKey, FED_DELIVER,
+        MAX_RELAY_DELIVERIES,
+    },
     ids::now_millis,
     ClientId, Domain, HpkePublicKey, SigningKey, UserName,
 };
@@ -296,30 +299,39 @@ async fn messages_sent_while_the_other_homeserver_is_down_arrive_once_and_in_ord
     }
 }
 
-/// A relay as another server would send it (to a random queue of `to`), signed by `key` in the
-/// name of `from`: the body and the Authorization header.
-async fn signed_relay(
+/// A delivery for the queue of `client` (a made-up one if none) at `target`, said to be for
+/// domain `to`, carrying `message`.
+async fn delivery_for(
     target: &TestServer,
-    from: &str,
-    key: &SigningKey,
     to: &str,
-) -> (String, Vec<u8>, String) {
+    client: Option<ClientId>,
+    message: u8,
+) -> FederatedDelivery {
     let to: Domain = to.parse().unwrap();
     let qs_key: HpkePublicKey = target
         .http()
         .send("GET", roost_protocol::api::QS_QUEUE_REF_KEY, vec![], None)
         .await
         .decode();
-    let delivery = FederatedDelivery {
+    FederatedDelivery {
         id: rand::random(),
         to: to.clone(),
-        queue: SealedQueueRef::seal(to, &qs_key, &ClientId::random()).unwrap(),
+        queue: SealedQueueRef::seal(to, &qs_key, &client.unwrap_or_else(ClientId::random)).unwrap(),
         item: GroupDelivery::Message {
             group_id: vec![1],
-            message: vec![2],
+            message: vec![message],
         },
-    };
-    let body = codec::encode(&delivery);
+    }
+}
+
+/// A relay request as another server would send it, signed by `key` in the name of `from`:
+/// the body and the Authorization header.
+fn signed_relay(
+    from: &str,
+    key: &SigningKey,
+    deliveries: Vec<FederatedDelivery>,
+) -> (Vec<u8>, String) {
+    let body = codec::encode(&RelayBatch { deliveries });
     let signature = ServerSignature::sign(
         key,
         from.parse().unwrap(),
@@ -328,18 +340,32 @@ async fn signed_relay(
         &body,
         now_millis(),
     );
-    (delivery.to.to_string(), body, signature.to_header())
+    (body, signature.to_header())
 }
 
-/// Sends [`signed_relay`]; answers the status and the error code.
+/// The outcome of each delivery as its code (`queued` or why it was refused).
+fn outcome_codes(receipt: &RelayReceipt) -> Vec<String> {
+    receipt
+        .outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            RelayOutcome::Queued => "queued".to_owned(),
+            RelayOutcome::Refused(why) => why.error.clone(),
+        })
+        .collect()
+}
+
+/// Relays one delivery for a made-up queue of `to` at `target`: the status and the error code
+/// of the request, or of the delivery when the request was taken.
 async fn relay(target: &TestServer, from: &str, key: &SigningKey, to: &str) -> (u16, String) {
-    let (_, body, header) = signed_relay(target, from, key, to).await;
+    let delivery = delivery_for(target, to, None, 1).await;
+    let (body, header) = signed_relay(from, key, vec![delivery]);
     let response = target
         .http()
         .send("POST", FED_DELIVER, body, Some(header))
         .await;
     let code = if response.status < 300 {
-        String::new()
+        outcome_codes(&response.decode()).join(",")
     } else {
         response.error_code()
     };
@@ -392,19 +418,20 @@ async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
     let b = &servers[1];
     let forged = SigningKey::generate();
 
-    // Signed properly by peer.test: taken (the queue it names does not exist here: 404).
+    // Signed properly by peer.test: taken, but the queue it names does not exist here.
     assert_eq!(
         relay(b, "peer.test", &peer_key, "b.test").await,
-        (404, "unknown_queue".into())
+        (200, "unknown_queue".into())
     );
     // The same signed request again is a replay.
     let (status, _) = {
-        let (to, body, header) = signed_relay(b, "peer.test", &peer_key, "b.test").await;
+        let delivery = delivery_for(b, "b.test", None, 1).await;
+        let (body, header) = signed_relay("peer.test", &peer_key, vec![delivery]);
         let first = b
             .http()
             .send("POST", FED_DELIVER, body.clone(), Some(header.clone()))
             .await;
-        assert_eq!(first.status, 404, "{to}");
+        assert_eq!(first.status, 200);
         let again = b.http().send("POST", FED_DELIVER, body, Some(header)).await;
         (again.status, again.error_code())
     };
@@ -412,7 +439,7 @@ async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
     // Signed by peer.test, but addressed to another domain.
     assert_eq!(
         relay(b, "peer.test", &peer_key, "a.test").await,
-        (400, "wrong_domain".into())
+        (200, "wrong_domain".into())
     );
     // Claiming to be a.test, signed by a key that is not a.test's: a server speaking for
     // another domain.
@@ -461,6 +488,72 @@ async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
     assert_eq!(
         b.http().send("GET", "/health", vec![], None).await.status,
         200
+    );
+}
+
+#[tokio::test]
+async fn a_batch_of_relays_is_queued_in_order_once_each_and_bad_deliveries_are_refused_by_name() {
+    let peer_key = SigningKey::generate();
+    let peer_port = fake_peer("peer.test", &peer_key).await;
+    let (servers, _) = federation(
+        &["a.test", "b.test"],
+        Options {
+            resolve: vec![format!("peer.test=http://127.0.0.1:{peer_port}")],
+            ..Options::default()
+        },
+    );
+    let b = &servers[1];
+    let mut bob = common::Identity::new(&b.user("bob"));
+    assert_eq!(b.http().register(&mut bob, None).await.status, 201);
+    let bob_id = bob.client_id();
+
+    let mut deliveries = Vec::new();
+    for (n, to, client) in [
+        (1, "b.test", Some(bob_id)),
+        (2, "b.test", None),
+        (3, "b.test", Some(bob_id)),
+        (4, "a.test", Some(bob_id)),
+        (5, "b.test", Some(bob_id)),
+    ] {
+        deliveries.push(delivery_for(b, to, client, n).await);
+    }
+    let send = |deliveries: Vec<FederatedDelivery>| async {
+        let (body, header) = signed_relay("peer.test", &peer_key, deliveries);
+        b.http().send("POST", FED_DELIVER, body, Some(header)).await
+    };
+    let response = send(deliveries.clone()).await;
+    assert_eq!(response.status, 200);
+    let expected = [
+        "queued",
+        "unknown_queue",
+        "queued",
+        "wrong_domain",
+        "queued",
+    ];
+    assert_eq!(outcome_codes(&response.decode()), expected);
+    // Sent again (as after a sender's crash): the same answer, and nothing queued twice.
+    let again = send(deliveries).await;
+    assert_eq!(outcome_codes(&again.decode()), expected);
+
+    let batch: roost_protocol::api::QueueBatch = b.http().fetch(&bob, 1, 100, 0).await.decode();
+    let messages: Vec<u8> = batch
+        .messages
+        .iter()
+        .map(|m| match m.open(&bob.queue_key, &bob_id).unwrap() {
+            roost_protocol::api::QueueItem::Group(GroupDelivery::Message { message, .. }) => {
+                message[0]
+            }
+            other => panic!("unexpected item {other:?}"),
+        })
+        .collect();
+    assert_eq!(messages, [1, 3, 5], "in the batch's order, once each");
+
+    // Too many in one request: refused as a whole, by name.
+    let one = delivery_for(b, "b.test", Some(bob_id), 9).await;
+    let response = send(vec![one; MAX_RELAY_DELIVERIES + 1]).await;
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (400, "too_many_deliveries")
     );
 }
 

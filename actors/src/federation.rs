@@ -4,38 +4,46 @@
 //! The DS's fan-out hands a delivery for a remote client's queue to the actor of its domain
 //! ([`Relay`]), which appends it to the outbox and answers once that is durable — so the DS
 //! answers the sender only after every delivery is either queued locally or safe in the
-//! outbox. The actor then sends the outbox's deliveries one at a time, in order, through a
-//! [`Transport`] (the server's signed HTTP client: this crate does no HTTP), and removes each
-//! once the receiver has taken it. A failure is retried with exponential backoff and jitter,
-//! capped; a delivery the receiver refuses for good (a 4xx other than 401, 408 and 429) is
-//! dropped and logged, so one bad delivery cannot block the rest. The receiver queues a
-//! delivery once per id, so a delivery sent again after a crash (sent, but not yet removed)
-//! is not queued twice. An actor retires only when its outbox is empty; at start-up the server
+//! outbox. The actor then sends the outbox's deliveries in order, in batches (one request at a
+//! time, each with what has piled up meanwhile, up to the protocol's limits), through a
+//! [`Transport`] (the server's signed HTTP client: this crate does no HTTP), and removes them
+//! once the receiver has answered for each. A failed request is retried with exponential
+//! backoff and jitter, capped; a delivery the receiver refuses for good is dropped and logged,
+//! so one bad delivery cannot block the rest. The receiver queues a delivery once per id, so a
+//! delivery sent again after a crash (sent, but not yet removed) is not queued twice. An actor retires only when its outbox is empty; at start-up the server
 //! wakes the actors of domains with a backlog ([`Wake`]).
 
 use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
-use roost_protocol::{federation::FederatedDelivery, Domain};
+use roost_protocol::{
+    federation::{FederatedDelivery, RelayOutcome, MAX_RELAY_DELIVERIES, RELAY_BATCH_BYTES},
+    Domain,
+};
 use roost_storage::{Durability, OutboxStore, StorageError};
 
 use crate::pool::{pooled_actor, Membership, Pooled};
 
-/// Why a delivery did not go through.
+/// Why a batch of deliveries did not go through.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RelayError {
     /// Worth trying again later (network, 5xx, 401, 408, 429).
     #[error("{0}")]
     Retry(String),
-    /// The receiver refuses it for good.
+    /// The receiver refuses the whole batch for good.
     #[error("{0}")]
     Refused(String),
 }
 
 /// How deliveries reach another homeserver: signed HTTP, provided by the server.
 pub trait Transport: Send + Sync + 'static {
-    fn deliver(&self, delivery: FederatedDelivery) -> BoxFuture<'static, Result<(), RelayError>>;
+    /// Hands `deliveries` (all for `to`, in order) over; answers one outcome per delivery.
+    fn deliver(
+        &self,
+        to: &Domain,
+        deliveries: Vec<FederatedDelivery>,
+    ) -> BoxFuture<'static, Result<Vec<RelayOutcome>, RelayError>>;
 }
 
 /// How long to wait before trying a domain again.
@@ -143,29 +151,64 @@ impl Handler<Wake> for FederationActor {
 }
 
 impl FederationActor {
-    /// Sends the oldest waiting delivery unless one is under way; continues until the outbox
-    /// is empty.
+    /// Sends the oldest waiting deliveries unless a batch is under way; continues until the
+    /// outbox is empty.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             return;
         }
-        let (seq, delivery) = match self.deps.outbox.first(&self.domain) {
-            Ok(Some(next)) => next,
-            Ok(None) => return,
+        let batch = match self.deps.outbox.oldest(
+            &self.domain,
+            MAX_RELAY_DELIVERIES,
+            RELAY_BATCH_BYTES,
+        ) {
+            Ok(batch) if batch.is_empty() => return,
+            Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(domain = %self.domain, "cannot read the federation outbox: {e}");
                 return;
             }
         };
         self.busy = true;
-        let sending = self.deps.transport.deliver(delivery);
+        let (seqs, deliveries): (Vec<u64>, Vec<FederatedDelivery>) = batch.into_iter().unzip();
+        let sending = self.deps.transport.deliver(&self.domain, deliveries);
         ctx.spawn(sending.into_actor(self).map(move |outcome, actor, ctx| {
             actor.busy = false;
             match outcome {
-                Ok(()) => actor.sent(seq, ctx),
+                Ok(outcomes) => {
+                    let refused = outcomes
+                        .iter()
+                        .filter_map(|outcome| match outcome {
+                            RelayOutcome::Refused(why) => Some(why),
+                            RelayOutcome::Queued => None,
+                        })
+                        .collect::<Vec<_>>();
+                    if let Some(first) = refused.first() {
+                        tracing::warn!(
+                            domain = %actor.domain,
+                            refused = refused.len(),
+                            "deliveries were refused, dropping them: {} ({})",
+                            first.error,
+                            first.message
+                        );
+                    }
+                    if outcomes.len() != seqs.len() {
+                        tracing::warn!(
+                            domain = %actor.domain,
+                            sent = seqs.len(),
+                            answered = outcomes.len(),
+                            "the receiver answered for another number of deliveries"
+                        );
+                    }
+                    actor.sent(&seqs, ctx);
+                }
                 Err(RelayError::Refused(why)) => {
-                    tracing::warn!(domain = %actor.domain, "a delivery was refused, dropping it: {why}");
-                    actor.sent(seq, ctx);
+                    tracing::warn!(
+                        domain = %actor.domain,
+                        dropped = seqs.len(),
+                        "a batch of deliveries was refused, dropping it: {why}"
+                    );
+                    actor.sent(&seqs, ctx);
                 }
                 Err(RelayError::Retry(why)) => {
                     actor.failures += 1;
@@ -185,10 +228,10 @@ impl FederationActor {
         }));
     }
 
-    fn sent(&mut self, seq: u64, ctx: &mut Context<Self>) {
+    fn sent(&mut self, seqs: &[u64], ctx: &mut Context<Self>) {
         self.failures = 0;
-        if let Err(e) = self.deps.outbox.remove(&self.domain, seq) {
-            tracing::error!(domain = %self.domain, "cannot remove a relayed delivery: {e}");
+        if let Err(e) = self.deps.outbox.remove(&self.domain, seqs) {
+            tracing::error!(domain = %self.domain, "cannot remove relayed deliveries: {e}");
             return;
         }
         self.pump(ctx);

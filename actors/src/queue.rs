@@ -74,13 +74,13 @@ pub struct QueueDeps {
 #[rtype(result = "Result<u64, QueueError>")]
 pub struct Enqueue(pub QueueItem);
 
-/// Append an item relayed by another homeserver, once per `delivery` key (see
-/// `FederatedDelivery::dedup_key`): a retried delivery gets the seq of the first.
+/// Append items relayed by another homeserver, in order, each once per its `delivery` key (see
+/// `FederatedDelivery::dedup_key`): a retried delivery gets the seq of the first. Answers with
+/// their seqs once all are durable.
 #[derive(Message)]
-#[rtype(result = "Result<u64, QueueError>")]
+#[rtype(result = "Result<Vec<u64>, QueueError>")]
 pub struct EnqueueRelayed {
-    pub item: QueueItem,
-    pub delivery: [u8; 32],
+    pub items: Vec<(QueueItem, [u8; 32])>,
 }
 
 /// Messages with `seq >= from`, at most `max`; waits up to `wait` for the first one.
@@ -228,51 +228,62 @@ impl Handler<Enqueue> for QueueActor {
     type Result = ResponseActFuture<Self, Result<u64, QueueError>>;
 
     fn handle(&mut self, Enqueue(item): Enqueue, _ctx: &mut Self::Context) -> Self::Result {
-        self.append(&item, None)
+        Box::pin(
+            self.append(vec![(item, None)])
+                .map(|seqs, _, _| seqs.map(|seqs| seqs.first().copied().unwrap_or_default())),
+        )
     }
 }
 
 impl Handler<EnqueueRelayed> for QueueActor {
-    type Result = ResponseActFuture<Self, Result<u64, QueueError>>;
+    type Result = ResponseActFuture<Self, Result<Vec<u64>, QueueError>>;
 
     fn handle(&mut self, msg: EnqueueRelayed, _ctx: &mut Self::Context) -> Self::Result {
-        self.append(&msg.item, Some(&msg.delivery))
+        let items = msg
+            .items
+            .into_iter()
+            .map(|(item, delivery)| (item, Some(delivery)))
+            .collect();
+        self.append(items)
     }
 }
 
 impl QueueActor {
-    /// Seals and stores `item` (unless it is a relayed delivery queued before), then answers
-    /// with its seq once that is durable.
+    /// Seals and stores each item (unless it is a relayed delivery queued before), then answers
+    /// with their seqs once all are durable: one flush for them all.
     fn append(
         &mut self,
-        item: &QueueItem,
-        delivery: Option<&[u8; 32]>,
-    ) -> ResponseActFuture<Self, Result<u64, QueueError>> {
+        items: Vec<(QueueItem, Option<[u8; 32]>)>,
+    ) -> ResponseActFuture<Self, Result<Vec<u64>, QueueError>> {
         self.membership.touch();
-        let appended = (|| {
-            if let Some(delivery) = delivery {
-                if let Some(seq) = self.store.delivered(&self.client, delivery)? {
-                    return Ok(seq);
+        let appended = items
+            .iter()
+            .map(|(item, delivery)| {
+                if let Some(delivery) = delivery {
+                    if let Some(seq) = self.store.delivered(&self.client, delivery)? {
+                        return Ok(seq);
+                    }
                 }
-            }
-            let key = self.key()?;
-            let seq = self.next_seq()?;
-            let message = QueueMessage::seal(&key, &self.client, seq, item)?;
-            self.store.append(&self.client, &message, delivery)?;
-            self.next_seq = Some(seq + 1);
-            Ok::<_, QueueError>(seq)
-        })();
+                let key = self.key()?;
+                let seq = self.next_seq()?;
+                let message = QueueMessage::seal(&key, &self.client, seq, item)?;
+                self.store
+                    .append(&self.client, &message, delivery.as_ref())?;
+                self.next_seq = Some(seq + 1);
+                Ok::<_, QueueError>(seq)
+            })
+            .collect::<Result<Vec<u64>, QueueError>>();
         let durability = self.deps.durability.clone();
         Box::pin(
             async move {
-                let seq = appended?;
+                let seqs = appended?;
                 durability.persist().await?;
-                Ok(seq)
+                Ok(seqs)
             }
             .into_actor(self)
             .map(|outcome, actor, _ctx| {
-                if let Ok(seq) = outcome {
-                    actor.mark_durable(seq);
+                if let Some(&last) = outcome.as_ref().ok().and_then(|seqs| seqs.iter().max()) {
+                    actor.mark_durable(last);
                 }
                 outcome
             }),

@@ -1,11 +1,12 @@
-//! Server-to-server calls between homeservers: the only one is a QS handing a group delivery to
-//! the QS of the domain it is for. Each is signed with the sending homeserver's key
+//! Server-to-server calls between homeservers: the only one is a QS handing group deliveries to
+//! the QS of the domain they are for, many in one request ([`RelayBatch`]). Each is signed with the sending homeserver's key
 //! ([`crate::auth::ServerSignature`]), whose public half the receiver fetches from the sender's
 //! domain ([`FED_SERVER_KEY`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    api::ErrorBody,
     crypto::{hash, VerifyingKey},
     ds::{GroupDelivery, SealedQueueRef},
     Domain,
@@ -14,9 +15,36 @@ use crate::{
 /// GET → [`ServerKey`]: the key this homeserver signs its server-to-server requests with.
 /// Public.
 pub const FED_SERVER_KEY: &str = "/federation/v1/server-key";
-/// POST [`FederatedDelivery`] (server-signed) → 204 once the delivery is durably queued, or
-/// was queued before.
+/// POST [`RelayBatch`] (server-signed) → 200 [`RelayReceipt`] once every delivery in it is
+/// durably queued (or was queued before) or refused for good.
 pub const FED_DELIVER: &str = "/federation/v1/deliveries";
+
+/// The most deliveries one relay request may carry.
+pub const MAX_RELAY_DELIVERIES: usize = 256;
+/// A sender fills a batch up to about this many encoded bytes (a larger delivery goes alone),
+/// well below any receiver's body limit.
+pub const RELAY_BATCH_BYTES: usize = 256 * 1024;
+
+/// Deliveries for the receiving domain, in the order they are to be queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayBatch {
+    pub deliveries: Vec<FederatedDelivery>,
+}
+
+/// The receiver's answer to a [`RelayBatch`]: one outcome per delivery, in its order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayReceipt {
+    pub outcomes: Vec<RelayOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayOutcome {
+    /// Durably queued, now or before.
+    Queued,
+    /// Refused for good (e.g. `unknown_queue`, `wrong_domain`): sending it again cannot help.
+    /// Anything worth retrying fails the whole request instead.
+    Refused(ErrorBody),
+}
 
 /// A homeserver's request-signing key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,6 +46,8 @@ pub enum ApiError {
     WrongDomain(String),
     #[error("the queue reference does not open at this server")]
     BadQueueRef,
+    #[error("a relay request carries {0} deliveries; at most {max} are taken", max = roost_protocol::federation::MAX_RELAY_DELIVERIES)]
+    TooManyDeliveries(usize),
     #[error(transparent)]
     Peer(#[from] crate::federation::PeerKeyError),
 }
@@ -69,6 +71,14 @@ impl From<actix::MailboxError> for ApiError {
 }
 
 impl ApiError {
+    /// What the client is told: the JSON body of the error response.
+    pub(crate) fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code().to_owned(),
+            message: self.to_string(),
+        }
+    }
+
     fn code(&self) -> &'static str {
         match self {
             ApiError::MalformedBody(_) => "malformed_body",
@@ -120,6 +130,7 @@ impl ApiError {
             ApiError::DomainNotAllowed(_) => "domain_not_allowed",
             ApiError::WrongDomain(_) => "wrong_domain",
             ApiError::BadQueueRef => "bad_queue_ref",
+            ApiError::TooManyDeliveries(_) => "too_many_deliveries",
             ApiError::Peer(crate::federation::PeerKeyError::WrongDomain(_)) => "peer_wrong_domain",
             ApiError::Peer(_) => "peer_unreachable",
         }
@@ -176,7 +187,9 @@ impl ResponseError for ApiError {
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DomainNotAllowed(_) => StatusCode::FORBIDDEN,
-            ApiError::WrongDomain(_) | ApiError::BadQueueRef => StatusCode::BAD_REQUEST,
+            ApiError::WrongDomain(_) | ApiError::BadQueueRef | ApiError::TooManyDeliveries(_) => {
+                StatusCode::BAD_REQUEST
+            }
             // The sender's key cannot be had: it may try again.
             ApiError::Peer(_) => StatusCode::UNAUTHORIZED,
         }
@@ -191,9 +204,6 @@ impl ResponseError for ApiError {
         if let ApiError::RateLimited(secs) = self {
             response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
-        response.json(ErrorBody {
-            error: self.code().to_owned(),
-            message: self.to_string(),
-        })
+        response.json(self.body())
     }
 }

@@ -1,15 +1,17 @@
-//! Federation endpoints: this server's request-signing key (public), and relayed group
-//! deliveries from other homeservers (server-signed), which go into the named local queue once
-//! per delivery id.
+//! Federation endpoints: this server's request-signing key (public), and batches of relayed
+//! group deliveries from other homeservers (server-signed), each of which goes into the named
+//! local queue once per delivery id.
 //!
-//! A relay is refused unless: its sender's domain may federate with this server (403
-//! `domain_not_allowed`), it carries a valid, fresh, first-seen signature by the key the
-//! sender's own domain serves (401), and it is addressed to this domain with a queue reference
-//! this QS opens (400 `wrong_domain` / `bad_queue_ref`). So a server speaks only for its own
-//! domain. Fetching a key the cache lacks is rate limited per IP address, like discovery, so an
+//! A relay request is refused as a whole unless its sender's domain may federate with this
+//! server (403 `domain_not_allowed`) and it carries a valid, fresh, first-seen signature by the
+//! key the sender's own domain serves (401): so a server speaks only for its own domain. Then
+//! each delivery is queued, or refused by itself in the receipt when it is not addressed to
+//! this domain with a queue reference this QS opens (`wrong_domain` / `bad_queue_ref`) or its
+//! queue does not exist (`unknown_queue`); a failure worth retrying fails the whole request,
+//! and the sender's retry queues nothing twice. Fetching a key the cache lacks is rate limited per IP address, like discovery, so an
 //! unsigned request cannot make this server fetch keys from anywhere at will.
 
-use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse, ResponseError};
 
 use roost_actors::{
     queue::{EnqueueRelayed, QueueId},
@@ -18,8 +20,12 @@ use roost_actors::{
 use roost_protocol::{
     api::QueueItem,
     auth::{AuthError, ServerSignature},
-    federation::{FederatedDelivery, ServerKey, FED_DELIVER, FED_SERVER_KEY},
+    federation::{
+        FederatedDelivery, RelayBatch, RelayOutcome, RelayReceipt, ServerKey, FED_DELIVER,
+        FED_SERVER_KEY, MAX_RELAY_DELIVERIES,
+    },
     ids::now_millis,
+    ClientId,
 };
 
 use super::{decode, encoded, error::ApiError, method_not_allowed, rate_limit, read_body, State};
@@ -82,24 +88,91 @@ async fn deliver(
             "this signed request was already used".into(),
         ));
     }
-    let delivery: FederatedDelivery = decode(&body)?;
+    let batch: RelayBatch = decode(&body)?;
+    if batch.deliveries.len() > MAX_RELAY_DELIVERIES {
+        return Err(ApiError::TooManyDeliveries(batch.deliveries.len()));
+    }
+    tracing::debug!(from = %from, deliveries = batch.deliveries.len(), "queueing relayed deliveries");
+    let mut outcomes = vec![RelayOutcome::Queued; batch.deliveries.len()];
+    let mut queues: Vec<QueuePart> = Vec::new();
+    for (index, delivery) in batch.deliveries.into_iter().enumerate() {
+        let client = match queue_of(&state, &delivery) {
+            Ok(client) => client,
+            Err(e) => {
+                outcomes[index] = RelayOutcome::Refused(e.body());
+                continue;
+            }
+        };
+        let dedup_key = delivery.dedup_key(from);
+        let item = (QueueItem::Group(delivery.item), dedup_key);
+        match queues.iter_mut().find(|part| part.client == client) {
+            Some(part) => {
+                part.indices.push(index);
+                part.items.push(item);
+            }
+            None => queues.push(QueuePart {
+                client,
+                indices: vec![index],
+                items: vec![item],
+            }),
+        }
+    }
+    // Each queue takes its part in one append (one flush); the queues run side by side.
+    let appends = queues.into_iter().map(
+        |QueuePart {
+             client,
+             indices,
+             items,
+         }| {
+            let state = state.clone();
+            async move {
+                let appended = async {
+                    state
+                        .queues
+                        .send(Route {
+                            key: QueueId::messages(client),
+                            message: EnqueueRelayed { items },
+                        })
+                        .await???;
+                    Ok::<_, ApiError>(())
+                }
+                .await;
+                (indices, appended)
+            }
+        },
+    );
+    for (indices, appended) in futures_util::future::join_all(appends).await {
+        match appended {
+            Ok(()) => {}
+            // Worth retrying: the sender sends the whole batch again, and what was queued now
+            // is not queued twice.
+            Err(e) if e.status_code().is_server_error() => return Err(e),
+            Err(e) => {
+                for index in indices {
+                    outcomes[index] = RelayOutcome::Refused(e.body());
+                }
+            }
+        }
+    }
+    Ok(encoded(StatusCode::OK, &RelayReceipt { outcomes }))
+}
+
+/// One queue's part of a relay batch, in the batch's order: which deliveries, and what to
+/// append.
+struct QueuePart {
+    client: ClientId,
+    indices: Vec<usize>,
+    items: Vec<(QueueItem, [u8; 32])>,
+}
+
+/// The local client whose queue `delivery` names; refused unless it is for this domain and its
+/// queue reference opens here.
+fn queue_of(state: &State, delivery: &FederatedDelivery) -> Result<ClientId, ApiError> {
     if delivery.to != state.domain || delivery.queue.domain != state.domain {
         return Err(ApiError::WrongDomain(delivery.to.to_string()));
     }
-    let client = delivery
+    delivery
         .queue
         .open(&state.federation.queue_ref_key)
-        .map_err(|_| ApiError::BadQueueRef)?;
-    tracing::debug!(from = %from, "queueing a relayed delivery");
-    let _seq = state
-        .queues
-        .send(Route {
-            key: QueueId::messages(client),
-            message: EnqueueRelayed {
-                delivery: delivery.dedup_key(from),
-                item: QueueItem::Group(delivery.item),
-            },
-        })
-        .await???;
-    Ok(HttpResponse::NoContent().finish())
+        .map_err(|_| ApiError::BadQueueRef)
 }

@@ -61,22 +61,38 @@ impl OutboxStore {
         Ok(())
     }
 
-    /// The oldest delivery waiting for `domain`, with its seq.
-    pub fn first(&self, domain: &Domain) -> Result<Option<(u64, FederatedDelivery)>> {
+    /// The oldest deliveries waiting for `domain`, with their seqs, in order: at most `max`,
+    /// and no more than `max_bytes` of them encoded unless the first alone is larger.
+    pub fn oldest(
+        &self,
+        domain: &Domain,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, FederatedDelivery)>> {
         let prefix = domain_key(ENTRY, domain);
-        let Some(entry) = self.table.tree.scan_prefix(&prefix).next() else {
-            return Ok(None);
-        };
-        let (key, bytes) = entry?;
-        let seq = key[prefix.len()..]
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| StorageError::Corrupt("outbox key".into()))?;
-        Ok(Some((seq, crate::table::decode(&bytes)?)))
+        let mut taken = Vec::new();
+        let mut bytes_taken = 0;
+        for entry in self.table.tree.scan_prefix(&prefix).take(max) {
+            let (key, bytes) = entry?;
+            if !taken.is_empty() && bytes_taken + bytes.len() > max_bytes {
+                break;
+            }
+            bytes_taken += bytes.len();
+            let seq = key[prefix.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt("outbox key".into()))?;
+            taken.push((seq, crate::table::decode(&bytes)?));
+        }
+        Ok(taken)
     }
 
-    pub fn remove(&self, domain: &Domain, seq: u64) -> Result<()> {
-        self.table.tree.remove(entry_key(domain, seq))?;
+    pub fn remove(&self, domain: &Domain, seqs: &[u64]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for &seq in seqs {
+            batch.remove(entry_key(domain, seq));
+        }
+        self.table.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -148,12 +164,33 @@ mod tests {
         let outbox = store.outbox().unwrap();
         assert_eq!(outbox.domains().unwrap(), [b.clone(), c.clone()]);
         let mut ids = Vec::new();
-        while let Some((seq, d)) = outbox.first(&b).unwrap() {
-            ids.push(d.id[0]);
-            outbox.remove(&b, seq).unwrap();
+        loop {
+            // Two at a time, as a sender with a small batch would take them.
+            let batch = outbox.oldest(&b, 2, usize::MAX).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            ids.push(batch.iter().map(|(_, d)| d.id[0]).collect::<Vec<_>>());
+            let seqs: Vec<u64> = batch.iter().map(|(seq, _)| *seq).collect();
+            outbox.remove(&b, &seqs).unwrap();
         }
-        assert_eq!(ids, [1, 2, 4]);
+        assert_eq!(ids, [vec![1, 2], vec![4]]);
         assert_eq!(outbox.len(&c), 1);
         assert_eq!(outbox.domains().unwrap(), [c]);
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_byte_budget_but_always_takes_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let b: Domain = "b.test".parse().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        let outbox = store.outbox().unwrap();
+        outbox
+            .push(&b, &[delivery(&b, 1), delivery(&b, 2), delivery(&b, 3)])
+            .unwrap();
+        let one = crate::table::encode(&delivery(&b, 1)).len();
+        assert_eq!(outbox.oldest(&b, 10, 1).unwrap().len(), 1);
+        assert_eq!(outbox.oldest(&b, 10, 2 * one).unwrap().len(), 2);
+        assert_eq!(outbox.oldest(&b, 10, usize::MAX).unwrap().len(), 3);
     }
 }
