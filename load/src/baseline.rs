@@ -1,10 +1,18 @@
 //! The floors the server's figures are read against, measured in the same run: a bare
-//! actix-web endpoint that takes and returns the same payload (the HTTP floor), and raw sled
-//! insert + flush (the durability floor).
+//! actix-web endpoint that takes and returns the same payload (the HTTP floor), raw sled
+//! insert + flush + fsync (the durability floor), and the cryptography the protocol asks of the
+//! server for each queued message (the crypto floor).
 
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
+
+use roost_protocol::{
+    api::{QueueItem, QueueMessage},
+    auth::RequestSignature,
+    ids::now_millis,
+    ClientId, HpkeSecretKey, SigningKey,
+};
 
 use crate::drive::{drive, Driven};
 
@@ -51,17 +59,57 @@ pub async fn http_floor(
     .await
 }
 
-/// Raw sled insert + flush of `payload` bytes, one writer, for `duration`: operations per second.
+/// Raw sled insert + flush + fsync of `payload` bytes — durable as the server's writes are —
+/// one writer, for `duration`: operations per second.
 pub fn sled_floor(payload: usize, duration: Duration) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = sled::open(dir.path()).expect("open sled");
+    let data = std::fs::File::open(dir.path().join("db")).expect("sled's data file");
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < duration {
         db.insert(n.to_be_bytes(), vec![7u8; payload])
             .expect("insert");
         db.flush().expect("flush");
+        data.sync_data().expect("fsync");
         n += 1;
     }
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// What the server's cryptography alone allows, on one thread, for `duration`: per queued
+/// message it checks the sender's request signature and seals the message to the receiving
+/// client's queue key (the receiver's fetch and acknowledgement add a signature check each,
+/// shared by the messages they carry). Messages per second.
+pub fn crypto_floor(payload: usize, duration: Duration) -> f64 {
+    let sender = SigningKey::generate();
+    let verifying_key = sender.verifying_key();
+    let (_, queue_key) = HpkeSecretKey::generate();
+    let client = ClientId::random();
+    let body = vec![7u8; payload];
+    let item = QueueItem::FromOwnClient {
+        sender: client,
+        payload: body.clone(),
+    };
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < duration {
+        let now = now_millis();
+        let signature = RequestSignature::sign(&sender, client, "POST", "/queue", &body, now);
+        signature
+            .verify(&verifying_key, "POST", "/queue", &body, now)
+            .expect("verifies");
+        QueueMessage::seal(&queue_key, &client, n, &item).expect("seals");
+        n += 1;
+    }
+    // Signing is the client's work: count only the server's part of the time.
+    let signing = {
+        let begun = Instant::now();
+        for _ in 0..1000 {
+            RequestSignature::sign(&sender, client, "POST", "/queue", &body, now_millis());
+        }
+        begun.elapsed().as_secs_f64() / 1000.0
+    };
+    let server_time = started.elapsed().as_secs_f64() - signing * n as f64;
+    n as f64 / server_time.max(1e-9)
 }

@@ -87,7 +87,8 @@ struct Plan {
     federated_group_sizes: Vec<usize>,
     rounds: usize,
     connections: usize,
-    idle_clients: usize,
+    /// Idle clients registered in all, measured at each step.
+    idle_clients: Vec<usize>,
     queued: u64,
 }
 
@@ -103,7 +104,7 @@ impl Plan {
                 federated_group_sizes: vec![2],
                 rounds: 3,
                 connections: 2,
-                idle_clients: 20,
+                idle_clients: vec![50, 100],
                 queued: 2_000,
             }
         } else {
@@ -116,7 +117,7 @@ impl Plan {
                 federated_group_sizes: vec![2, 10],
                 rounds: 10,
                 connections: 10,
-                idle_clients: 200,
+                idle_clients: vec![1_000, 10_000],
                 queued: 100_000,
             }
         }
@@ -268,7 +269,7 @@ async fn one_server_sections(
         }
     };
     if args.runs(Scenario::Queue) {
-        queue_section(args, plan, &pairs, report).await?;
+        queue_section(args, plan, &pairs, process.as_deref(), report).await?;
     }
 
     if args.runs(Scenario::Fanout) {
@@ -318,6 +319,7 @@ async fn queue_section(
     args: &Args,
     plan: &Plan,
     pairs: &[Vec<roost_client::Client>],
+    process: Option<&RoostProcess>,
     report: &mut String,
 ) -> Result<(), String> {
     let duration = plan.duration();
@@ -325,9 +327,18 @@ async fn queue_section(
     let echo = baseline::start_echo_server();
     let floor = baseline::http_floor(&echo, plan.payload, plan.pairs, duration).await;
     let sled_floor = baseline::sled_floor(plan.payload + 44, duration.min(Duration::from_secs(3)));
+    let crypto_floor = baseline::crypto_floor(plan.payload, duration.min(Duration::from_secs(3)));
 
     progress("durable queue, closed loop");
+    let cpu_before = (
+        process.and_then(RoostProcess::cpu_seconds),
+        server::cpu_seconds(std::process::id()),
+    );
     let closed = scenarios::queue(pairs, duration, plan.payload, None).await;
+    let cpu_after = (
+        process.and_then(RoostProcess::cpu_seconds),
+        server::cpu_seconds(std::process::id()),
+    );
     progress(&format!("durable queue, paced at {} messages/s", plan.rate));
     let paced = scenarios::queue(pairs, duration, plan.payload, Some(plan.rate)).await;
 
@@ -350,12 +361,26 @@ async fn queue_section(
     }
     let _ = writeln!(
         report,
-        "\nFloors, same run: bare actix-web echo of the same payload at the same concurrency: **{:.0} requests/s** (p50 {}, p99 {}); raw sled insert + flush: **{sled_floor:.0} writes/s**. The closed-loop queue path runs at **{:.2}×** the HTTP floor's request rate.\n",
+        "\nFloors, same run: bare actix-web echo of the same payload at the same concurrency: **{:.0} requests/s** (p50 {}, p99 {}); raw sled insert + flush + fsync, one writer: **{sled_floor:.0} writes/s**; the server's cryptography for one message (check the sender's signature, seal to the receiver's queue key), one core: **{crypto_floor:.0} messages/s**. The closed-loop queue path runs at **{:.2}×** the HTTP floor's request rate.\n",
         floor.per_second(),
         ms(floor.latencies.percentile(50.0)),
         ms(floor.latencies.percentile(99.0)),
         closed.enqueued.per_second() / floor.per_second().max(1e-9),
     );
+    if let (Some(before), Some(after), Some(own_before), Some(own_after)) =
+        (cpu_before.0, cpu_after.0, cpu_before.1, cpu_after.1)
+    {
+        let seconds = closed.enqueued.elapsed.as_secs_f64().max(1e-9);
+        let per_message = (after - before) / (closed.enqueued.ok.max(1) as f64);
+        let _ = writeln!(
+            report,
+            "CPU during the closed loop: the server {:.2} cores, **{:.0} µs per message** (send, fetch and acknowledgement; its cryptography alone takes {:.0} µs); this generator {:.2} cores.\n",
+            (after - before) / seconds,
+            per_message * 1e6,
+            1e6 / crypto_floor.max(1e-9),
+            (own_after - own_before) / seconds,
+        );
+    }
     if let Some(e) = closed
         .enqueued
         .first_error
@@ -397,24 +422,32 @@ async fn memory_section(
     report: &mut String,
 ) -> Result<(), String> {
     report.push_str("## Memory and store\n\n");
-    // A first batch brings the allocator to its working size (argon2id takes 19 MiB per
-    // hash, several at once); the batch after it shows what a client itself costs.
+    // A first batch brings the allocator and the hashing threads to their working size.
     population.users("warmup", 8, 1, 8).await?;
     let before = process.rss_bytes().unwrap_or(0);
-    progress(&format!("registering {} idle clients", plan.idle_clients));
-    let registering = Instant::now();
-    population.users("idle", plan.idle_clients, 1, 8).await?;
-    let took = registering.elapsed();
-    let after = process.rss_bytes().unwrap_or(0);
+    let store_before = process.store_bytes();
     let _ = writeln!(
         report,
-        "- Resident memory: {:.1} MiB before, {:.1} MiB after registering {} more clients (each publishing its connection and key packages) → **{:.0} bytes per idle client**; registration ran at {:.1} clients/s (argon2id on the server).",
+        "Idle clients: users of one client each, registered 8 at a time, each publishing its connection and key packages as a new client does, then left alone. Server resident memory, and what it grew by per client since the start ({:.1} MiB):\n\n| idle clients | resident memory | per client | store on disk | registered per second |\n| --- | --- | --- | --- | --- |",
         before as f64 / 1048576.0,
-        after as f64 / 1048576.0,
-        plan.idle_clients,
-        after.saturating_sub(before) as f64 / plan.idle_clients as f64,
-        plan.idle_clients as f64 / took.as_secs_f64(),
     );
+    let mut registered = 0;
+    for &step in &plan.idle_clients {
+        progress(&format!("registering idle clients: {registered} → {step}"));
+        let registering = Instant::now();
+        population.idle_users("idle", step - registered, 8).await?;
+        let rate = (step - registered) as f64 / registering.elapsed().as_secs_f64();
+        registered = step;
+        let rss = process.rss_bytes().unwrap_or(0);
+        let _ = writeln!(
+            report,
+            "| {step} | {:.1} MiB | {:.0} B | {:.1} MiB | {rate:.1} |",
+            rss as f64 / 1048576.0,
+            rss.saturating_sub(before) as f64 / step as f64,
+            process.store_bytes().saturating_sub(store_before) as f64 / 1048576.0,
+        );
+    }
+    report.push('\n');
     progress(&format!("queueing {} messages", plan.queued));
     let store_before = process.store_bytes();
     scenarios::fill_queue(pair, plan.queued, plan.payload, 16).await?;
@@ -430,11 +463,15 @@ async fn memory_section(
     );
     progress("restarting with the queue full");
     let startup = process.restart()?;
+    // Let it settle (an idle server's memory is what it holds, not what start-up touched).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = writeln!(
         report,
-        "- Start-up with {} queued messages (and everything above) in the store: **{}** from start to listening.",
+        "- Start-up with {} queued messages and the {} idle clients above in the store: **{}** from start to listening; resident memory after it, idle: {:.1} MiB.",
         plan.queued,
+        registered,
         ms(startup),
+        process.rss_bytes().unwrap_or(0) as f64 / 1048576.0,
     );
     Ok(())
 }

@@ -79,6 +79,32 @@ impl Population {
         Ok(all)
     }
 
+    /// `count` users of one client each, registered `parallel` at a time and let go at once
+    /// (their local state too): what stays is what the server keeps of an idle client.
+    pub async fn idle_users(
+        &self,
+        prefix: &str,
+        count: usize,
+        parallel: usize,
+    ) -> Result<(), String> {
+        let started = AtomicU64::new(0);
+        let workers = (0..parallel).map(|_| async {
+            while started.fetch_add(1, Ordering::Relaxed) < count as u64 {
+                let clients = self.user(prefix, 1).await?;
+                let dirs: Vec<PathBuf> = clients.iter().map(|c| c.state_dir().to_owned()).collect();
+                drop(clients);
+                for dir in dirs {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+            Ok::<_, String>(())
+        });
+        for outcome in futures_util::future::join_all(workers).await {
+            outcome?;
+        }
+        Ok(())
+    }
+
     /// `count` users of `clients` clients each, made `parallel` at a time.
     pub async fn users(
         &self,

@@ -151,6 +151,11 @@ impl RoostProcess {
         self.dir.path().join("store")
     }
 
+    /// CPU time the server has used so far (user and system), in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.child.as_ref()?.id())
+    }
+
     /// The server's resident memory, in bytes.
     pub fn rss_bytes(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
@@ -198,4 +203,15 @@ impl Drop for RoostProcess {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// CPU time (user + system) process `pid` has used, in seconds; `/proc/PID/stat` counts it in
+/// clock ticks of 1/100 s on Linux.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
 }
