@@ -11,7 +11,7 @@ use roost_actors::{
     key_packages::KeyPackageDeps,
     queue::QueueDeps,
     registry::RegistryDeps,
-    KeyPackageActor, Pool, QueueActor, RegistryActor, Route,
+    KeyPackageActor, Pool, QueueActor, RegistryActor, Route, Workers,
 };
 use roost_protocol::{
     credentials::Validity, AsCredential, AsCredentials, AsIntermediateCredential, Domain,
@@ -95,6 +95,11 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let domain = settings.server.domain.clone();
     let keys = Arc::new(server_keys(&store, &domain)?);
     let idle_after = Duration::from_secs(settings.actors.idle_secs);
+    // The actors that validate MLS (group commits of milliseconds to ~100 ms, key packages) get
+    // a thread of their own, so that such work does not hold up every queue. The queue actors
+    // stay on the system thread with the pools: measured, spreading them over threads of their
+    // own cost more in hand-offs between threads than it gained (BENCHMARKS.md).
+    let (mls_workers, mls_threads) = Workers::spawn(1);
 
     let queues = Pool::<QueueActor>::start(
         QueueDeps {
@@ -148,7 +153,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             message: Wake,
         });
     }
-    let groups = Pool::<GroupActor>::start(
+    let groups = Pool::<GroupActor>::start_on(
         GroupDeps {
             groups: store.groups()?,
             durability: store.durability().clone(),
@@ -162,9 +167,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             idle_after,
         },
         idle_after,
+        mls_workers.clone(),
     );
     let key_package_store = store.key_packages()?;
-    let key_packages = Pool::<KeyPackageActor>::start(
+    let key_packages = Pool::<KeyPackageActor>::start_on(
         KeyPackageDeps {
             store: key_package_store.clone(),
             accounts: store.accounts()?,
@@ -174,6 +180,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             idle_after,
         },
         idle_after,
+        mls_workers,
     );
     let account_store = store.accounts()?;
     let accounts = {
@@ -301,6 +308,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let _ = std::fs::remove_file(settings.admin_socket());
     public_result?;
     admin_result?;
+    // What the actors were handed is answered before the store closes.
+    mls_threads.stop();
     store.close()?;
     tracing::info!("store flushed; bye");
     Ok(())

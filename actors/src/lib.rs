@@ -20,7 +20,7 @@ pub mod queue;
 pub mod registry;
 
 pub use key_packages::KeyPackageActor;
-pub use pool::{Pool, Route};
+pub use pool::{Pool, Route, WorkerThreads, Workers};
 pub use queue::QueueActor;
 pub use registry::RegistryActor;
 

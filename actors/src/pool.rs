@@ -5,10 +5,14 @@
 //! what it forwarded, so no message can be in flight to a retiring actor, and a fresh actor for
 //! the same key never runs beside an old one. State lives in the store, so a retired actor
 //! loses nothing.
+//!
+//! A pool's actors run on its [`Workers`]: the actix system thread, or threads of their own
+//! (each key always on the same one), so that slow work of one kind (MLS validation, sealing a
+//! fan-out) neither waits for nor holds up the actors of another.
 
 use std::{
     collections::HashMap,
-    hash::Hash,
+    hash::{Hash, Hasher},
     time::{Duration, Instant},
 };
 
@@ -19,7 +23,7 @@ use futures_util::FutureExt;
 pub trait Pooled: Actor<Context = Context<Self>> {
     type Key: Clone + Eq + Hash + Unpin + Send + std::fmt::Debug + 'static;
     /// What every actor of the pool is built from (store handles, settings).
-    type Deps: Clone + Unpin + 'static;
+    type Deps: Clone + Unpin + Send + 'static;
 
     fn new(key: Self::Key, deps: &Self::Deps, membership: Membership<Self>) -> Self;
 
@@ -128,18 +132,71 @@ struct Entry<A: Actor> {
     forwarded: u64,
 }
 
+/// The threads a pool's actors run on.
+#[derive(Clone)]
+pub struct Workers {
+    arbiters: Vec<ArbiterHandle>,
+}
+
+impl Workers {
+    /// The calling thread's arbiter (the actix system thread, where the server starts them).
+    pub fn current() -> Workers {
+        Workers {
+            arbiters: vec![Arbiter::current()],
+        }
+    }
+
+    /// `count` (at least one) threads of their own; they run until [`WorkerThreads::stop`].
+    pub fn spawn(count: usize) -> (Workers, WorkerThreads) {
+        let threads: Vec<Arbiter> = (0..count.max(1)).map(|_| Arbiter::new()).collect();
+        let workers = Workers {
+            arbiters: threads.iter().map(Arbiter::handle).collect(),
+        };
+        (workers, WorkerThreads(threads))
+    }
+
+    fn for_key(&self, key: &impl Hash) -> &ArbiterHandle {
+        let mut hasher = std::hash::DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.arbiters[(hasher.finish() % self.arbiters.len() as u64) as usize]
+    }
+}
+
+/// Owns threads made by [`Workers::spawn`].
+pub struct WorkerThreads(Vec<Arbiter>);
+
+impl WorkerThreads {
+    /// Stops the threads once they have handled what they hold, and waits for them.
+    pub fn stop(self) {
+        for arbiter in &self.0 {
+            arbiter.stop();
+        }
+        for arbiter in self.0 {
+            let _ = arbiter.join();
+        }
+    }
+}
+
 pub struct Pool<A: Pooled> {
     deps: A::Deps,
     idle_after: Duration,
+    workers: Workers,
     actors: HashMap<A::Key, Entry<A>>,
     next_generation: u64,
 }
 
 impl<A: Pooled> Pool<A> {
+    /// A pool whose actors run on the calling thread's arbiter.
     pub fn start(deps: A::Deps, idle_after: Duration) -> Addr<Self> {
+        Pool::start_on(deps, idle_after, Workers::current())
+    }
+
+    /// A pool whose actors run on `workers`.
+    pub fn start_on(deps: A::Deps, idle_after: Duration, workers: Workers) -> Addr<Self> {
         Pool {
             deps,
             idle_after,
+            workers,
             actors: HashMap::new(),
             next_generation: 0,
         }
@@ -147,8 +204,12 @@ impl<A: Pooled> Pool<A> {
     }
 
     fn entry(&mut self, key: A::Key, pool: Addr<Self>) -> &mut Entry<A> {
-        let (deps, idle_after, next_generation) =
-            (&self.deps, self.idle_after, &mut self.next_generation);
+        let (deps, idle_after, workers, next_generation) = (
+            &self.deps,
+            self.idle_after,
+            &self.workers,
+            &mut self.next_generation,
+        );
         self.actors.entry(key.clone()).or_insert_with(|| {
             *next_generation += 1;
             let generation = *next_generation;
@@ -160,9 +221,10 @@ impl<A: Pooled> Pool<A> {
                 idle_after,
                 pool,
             };
-            let actor = A::new(key, deps, membership);
+            let arbiter = workers.for_key(&key);
+            let deps = deps.clone();
             Entry {
-                addr: actor.start(),
+                addr: A::start_in_arbiter(arbiter, move |_| A::new(key, &deps, membership)),
                 generation,
                 forwarded: 0,
             }
