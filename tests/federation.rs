@@ -403,18 +403,25 @@ async fn fake_peer(domain: &str, key: &SigningKey) -> u16 {
     port
 }
 
-#[tokio::test]
-async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
+/// a.test and b.test, which know where the stand-in `peer.test` is and federate with any domain
+/// but `deny`; with the key the test signs as peer.test with.
+async fn beside_a_stand_in_peer(deny: Vec<String>) -> (SigningKey, Vec<TestServer>) {
     let peer_key = SigningKey::generate();
     let peer_port = fake_peer("peer.test", &peer_key).await;
     let (servers, _) = federation(
         &["a.test", "b.test"],
         Options {
             resolve: vec![format!("peer.test=http://127.0.0.1:{peer_port}")],
-            deny: vec!["denied.test".into()],
+            deny,
             ..Options::default()
         },
     );
+    (peer_key, servers)
+}
+
+#[tokio::test]
+async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
+    let (peer_key, servers) = beside_a_stand_in_peer(vec!["denied.test".into()]).await;
     let b = &servers[1];
     let forged = SigningKey::generate();
 
@@ -493,15 +500,7 @@ async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
 
 #[tokio::test]
 async fn a_batch_of_relays_is_queued_in_order_once_each_and_bad_deliveries_are_refused_by_name() {
-    let peer_key = SigningKey::generate();
-    let peer_port = fake_peer("peer.test", &peer_key).await;
-    let (servers, _) = federation(
-        &["a.test", "b.test"],
-        Options {
-            resolve: vec![format!("peer.test=http://127.0.0.1:{peer_port}")],
-            ..Options::default()
-        },
-    );
+    let (peer_key, servers) = beside_a_stand_in_peer(Vec::new()).await;
     let b = &servers[1];
     let mut bob = common::Identity::new(&b.user("bob"));
     assert_eq!(b.http().register(&mut bob, None).await.status, 201);
