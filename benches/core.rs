@@ -18,12 +18,7 @@ use std::{
 use actix::{Addr, System};
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::future::BoxFuture;
-use openmls::prelude::{
-    BasicCredential, Ciphersuite, CredentialWithKey, KeyPackage, LeafNodeParameters, MlsGroup,
-    MlsGroupCreateConfig, MlsMessageOut, OpenMlsProvider, MIXED_PLAINTEXT_WIRE_FORMAT_POLICY,
-};
-use openmls_basic_credential::SignatureKeyPair;
-use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls::prelude::{LeafNodeParameters, MlsGroup, MlsMessageOut, OpenMlsProvider};
 
 use roost_actors::{
     federation::{FederationActor, FederationDeps, RelayError, RetryPolicy, Transport},
@@ -358,49 +353,9 @@ impl Transport for NoTransport {
     }
 }
 
-/// As the clients (and tests/common/mls.rs) configure their groups.
-const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
-
-fn mls_config() -> MlsGroupCreateConfig {
-    MlsGroupCreateConfig::builder()
-        .ciphersuite(CS)
-        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
-        .use_ratchet_tree_extension(true)
-        .build()
-}
-
-/// An openmls client with a pseudonymous leaf credential, as the client library makes it.
-struct MlsClient {
-    provider: OpenMlsRustCrypto,
-    signer: SignatureKeyPair,
-    credential: CredentialWithKey,
-}
-
-impl MlsClient {
-    fn new() -> Self {
-        let provider = OpenMlsRustCrypto::default();
-        let signer = SignatureKeyPair::new(CS.signature_algorithm()).unwrap();
-        signer.store(provider.storage()).unwrap();
-        let pseudonym: [u8; 16] = rand::random();
-        let credential = CredentialWithKey {
-            credential: BasicCredential::new(pseudonym.to_vec()).into(),
-            signature_key: signer.public().into(),
-        };
-        MlsClient {
-            provider,
-            signer,
-            credential,
-        }
-    }
-
-    fn key_package(&self) -> KeyPackage {
-        KeyPackage::builder()
-            .build(CS, &self.provider, &self.signer, self.credential.clone())
-            .unwrap()
-            .key_package()
-            .clone()
-    }
-}
+#[path = "../tests/common/mls_client.rs"]
+mod mls_client;
+use mls_client::{config as mls_config, MlsClient};
 
 /// The DS side of the group benches: store, queue, federation and group pools.
 struct Ds {

@@ -41,7 +41,7 @@ async fn members_added_by_commit_get_the_welcome_and_messages_reach_every_other_
     bob.accept_welcome(&http, &group_id).await;
 
     // alice → bob
-    let (provider, signer) = (&alice.provider, &alice.signer);
+    let (provider, signer) = (&alice.mls.provider, &alice.mls.signer);
     let message = alice
         .group
         .as_mut()
@@ -225,7 +225,7 @@ async fn only_one_responder_can_join_a_connection_group() {
     let ProcessedMessageContent::StagedCommitMessage(staged) = alice.process(message) else {
         panic!("not a commit");
     };
-    let provider = &alice.provider;
+    let provider = &alice.mls.provider;
     alice
         .group
         .as_mut()

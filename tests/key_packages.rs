@@ -218,7 +218,7 @@ async fn invalid_entries_are_refused_with_the_reason_and_nothing_of_the_request_
             &alice.identity.key,
             key_package,
             queue,
-            alice.signer.public(),
+            alice.mls.signer.public(),
         )
     };
 
@@ -318,7 +318,7 @@ async fn a_client_holds_at_most_a_thousand_entries() {
             &alice.identity.key,
             template.key_package.clone(),
             queue,
-            alice.signer.public(),
+            alice.mls.signer.public(),
         )
     };
     for round in 1..=10 {

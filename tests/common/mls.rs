@@ -2,8 +2,6 @@
 //! DS calls that create groups and add members.
 
 use openmls::prelude::{tls_codec::Deserialize as _, *};
-use openmls_basic_credential::SignatureKeyPair;
-use openmls_rust_crypto::OpenMlsRustCrypto;
 use roost_protocol::{
     api::{self, QueueBatch, QueueItem},
     codec,
@@ -15,14 +13,12 @@ use roost_protocol::{
 
 use super::{Identity, Raw, Response, TestServer};
 
-pub const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+pub use super::mls_client::{config, MlsClient, CS};
 
 /// One member device: a registered Roost client plus its MLS state.
 pub struct Member {
     pub identity: Identity,
-    pub provider: OpenMlsRustCrypto,
-    pub signer: SignatureKeyPair,
-    pub credential: CredentialWithKey,
+    pub mls: MlsClient,
     pub group: Option<MlsGroup>,
 }
 
@@ -31,14 +27,6 @@ pub fn parse(bytes: &[u8]) -> MlsMessageBodyIn {
     MlsMessageIn::tls_deserialize_exact(bytes)
         .unwrap()
         .extract()
-}
-
-pub fn config() -> MlsGroupCreateConfig {
-    MlsGroupCreateConfig::builder()
-        .ciphersuite(CS)
-        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
-        .use_ratchet_tree_extension(true)
-        .build()
 }
 
 impl Member {
@@ -63,20 +51,9 @@ impl Member {
     }
 
     fn with_identity(identity: Identity) -> Member {
-        let provider = OpenMlsRustCrypto::default();
-        let signer = SignatureKeyPair::new(CS.signature_algorithm()).unwrap();
-        signer.store(provider.storage()).unwrap();
-        // Leaves carry a pseudonym, never the user name.
-        let pseudonym: [u8; 16] = rand::random();
-        let credential = CredentialWithKey {
-            credential: BasicCredential::new(pseudonym.to_vec()).into(),
-            signature_key: signer.public().into(),
-        };
         Member {
             identity,
-            provider,
-            signer,
-            credential,
+            mls: MlsClient::new(),
             group: None,
         }
     }
@@ -87,10 +64,15 @@ impl Member {
             panic!("not a welcome");
         };
         self.group = Some(
-            StagedWelcome::new_from_welcome(&self.provider, config().join_config(), welcome, None)
-                .unwrap()
-                .into_group(&self.provider)
-                .unwrap(),
+            StagedWelcome::new_from_welcome(
+                &self.mls.provider,
+                config().join_config(),
+                welcome,
+                None,
+            )
+            .unwrap()
+            .into_group(&self.mls.provider)
+            .unwrap(),
         );
     }
 
@@ -115,9 +97,9 @@ impl Member {
         let key_package = KeyPackage::builder()
             .build(
                 ciphersuite,
-                &self.provider,
-                &self.signer,
-                self.credential.clone(),
+                &self.mls.provider,
+                &self.mls.signer,
+                self.mls.credential.clone(),
             )
             .unwrap()
             .key_package()
@@ -127,7 +109,7 @@ impl Member {
             &self.identity.key,
             MlsMessageOut::from(key_package).to_bytes().unwrap(),
             self.queue_ref(http, domain).await,
-            self.signer.public(),
+            self.mls.signer.public(),
         )
     }
 
@@ -161,7 +143,7 @@ impl Member {
         let card = MemberCard::new(
             self.identity.credential.clone().unwrap(),
             &self.identity.key,
-            self.signer.public(),
+            self.mls.signer.public(),
         );
         MemberEntry {
             queue: self.queue_ref(http, domain).await,
@@ -170,15 +152,11 @@ impl Member {
     }
 
     pub fn key_package(&self) -> KeyPackage {
-        KeyPackage::builder()
-            .build(CS, &self.provider, &self.signer, self.credential.clone())
-            .unwrap()
-            .key_package()
-            .clone()
+        self.mls.key_package()
     }
 
     pub fn group_info(&mut self) -> Vec<u8> {
-        let (provider, signer) = (&self.provider, &self.signer);
+        let (provider, signer) = (&self.mls.provider, &self.mls.signer);
         self.group
             .as_ref()
             .unwrap()
@@ -214,7 +192,7 @@ impl Member {
             .unwrap()
             .try_into_protocol_message()
             .unwrap();
-        let provider = &self.provider;
+        let provider = &self.mls.provider;
         let processed = self
             .group
             .as_mut()
@@ -241,10 +219,10 @@ pub async fn create_group(
         credentials: EarKey::random(),
     };
     let group = MlsGroup::new(
-        &creator.provider,
-        &creator.signer,
+        &creator.mls.provider,
+        &creator.mls.signer,
         &config(),
-        creator.credential.clone(),
+        creator.mls.credential.clone(),
     )
     .unwrap();
     let group_id = group.group_id().as_slice().to_vec();
@@ -280,7 +258,7 @@ pub async fn add(
     key_package: KeyPackage,
     entry: MemberEntry,
 ) -> (u16, ds::CommitRequest) {
-    let (provider, signer) = (&adder.provider, &adder.signer);
+    let (provider, signer) = (&adder.mls.provider, &adder.mls.signer);
     let (commit, welcome, _) = adder
         .group
         .as_mut()
@@ -346,18 +324,22 @@ pub async fn join_connection_group(
         .build();
     let (group, bundle) = MlsGroup::external_commit_builder()
         .with_config(join_config)
-        .build_group(&joiner.provider, group_info, joiner.credential.clone())
+        .build_group(
+            &joiner.mls.provider,
+            group_info,
+            joiner.mls.credential.clone(),
+        )
         .unwrap()
-        .load_psks(joiner.provider.storage())
+        .load_psks(joiner.mls.provider.storage())
         .unwrap()
         .build(
-            joiner.provider.rand(),
-            joiner.provider.crypto(),
-            &joiner.signer,
+            joiner.mls.provider.rand(),
+            joiner.mls.provider.crypto(),
+            &joiner.mls.signer,
             |_| true,
         )
         .unwrap()
-        .finalize(&joiner.provider)
+        .finalize(&joiner.mls.provider)
         .unwrap();
     joiner.group = Some(group);
     let body = ds::JoinConnectionGroup {

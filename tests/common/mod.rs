@@ -3,6 +3,7 @@
 
 pub mod devices;
 pub mod mls;
+pub mod mls_client;
 
 use std::{
     io::{BufRead, BufReader, Read},
