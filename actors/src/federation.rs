@@ -10,8 +10,9 @@
 //! once the receiver has answered for each. A failed request is retried with exponential
 //! backoff and jitter, capped; a delivery the receiver refuses for good is dropped and logged,
 //! so one bad delivery cannot block the rest. The receiver queues a delivery once per id, so a
-//! delivery sent again after a crash (sent, but not yet removed) is not queued twice. An actor retires only when its outbox is empty; at start-up the server
-//! wakes the actors of domains with a backlog ([`Wake`]).
+//! delivery sent again after a crash (sent, but not yet removed) is not queued twice. An actor
+//! retires only when its outbox is empty; at start-up the server wakes the actors of domains
+//! with a backlog ([`Wake`]).
 
 use std::{sync::Arc, time::Duration};
 

@@ -4,8 +4,9 @@
 //! argon2id is slow and memory-hard by design: 19 MiB and tens of milliseconds per hash. Run on
 //! tokio's blocking pool, every pool thread that ever hashed kept that memory in its allocator
 //! arena (≈ 90 MiB of resident memory per thread, measured), and a burst of registrations could
-//! take every core. Here at most [`Passwords::threads`] hashes run at once, so hashing holds
-//! `threads × 19 MiB` and never more, and a burst queues instead of starving the server.
+//! take every core. Here at most as many hashes run at once as [`Passwords::start`] was given
+//! threads, so hashing holds `threads × 19 MiB` and never more, and a burst queues instead of
+//! starving the server.
 //!
 //! Hashes are PHC strings (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`), the same as the `argon2`
 //! crate's `PasswordHasher` writes, so stored hashes of either kind verify with either.
@@ -36,7 +37,6 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 #[derive(Clone)]
 pub struct Passwords {
     jobs: mpsc::Sender<Job>,
-    threads: usize,
 }
 
 impl Passwords {
@@ -63,12 +63,7 @@ impl Passwords {
                     }
                 })?;
         }
-        Ok(Passwords { jobs, threads })
-    }
-
-    /// The most hashes that run at once.
-    pub fn threads(&self) -> usize {
-        self.threads
+        Ok(Passwords { jobs })
     }
 
     /// A PHC string of `password` under a fresh salt, with the default parameters.

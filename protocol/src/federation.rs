@@ -1,7 +1,7 @@
 //! Server-to-server calls between homeservers: the only one is a QS handing group deliveries to
-//! the QS of the domain they are for, many in one request ([`RelayBatch`]). Each is signed with the sending homeserver's key
-//! ([`crate::auth::ServerSignature`]), whose public half the receiver fetches from the sender's
-//! domain ([`FED_SERVER_KEY`]).
+//! the QS of the domain they are for, many in one request ([`RelayBatch`]). Each is signed with
+//! the sending homeserver's key ([`crate::auth::ServerSignature`]), whose public half the
+//! receiver fetches from the sender's domain ([`FED_SERVER_KEY`]).
 
 use serde::{Deserialize, Serialize};
 

@@ -118,29 +118,13 @@ async fn deliver(
         }
     }
     // Each queue takes its part in one append (one flush); the queues run side by side.
-    let appends = queues.into_iter().map(
-        |QueuePart {
-             client,
-             indices,
-             items,
-         }| {
-            let state = state.clone();
-            async move {
-                let appended = async {
-                    state
-                        .queues
-                        .send(Route {
-                            key: QueueId::messages(client),
-                            message: EnqueueRelayed { items },
-                        })
-                        .await???;
-                    Ok::<_, ApiError>(())
-                }
-                .await;
-                (indices, appended)
-            }
-        },
-    );
+    let appends = queues.into_iter().map(|part| {
+        let state = &state;
+        async move {
+            let appended = append_relayed(state, part.client, part.items).await;
+            (part.indices, appended)
+        }
+    });
     for (indices, appended) in futures_util::future::join_all(appends).await {
         match appended {
             Ok(()) => {}
@@ -155,6 +139,21 @@ async fn deliver(
         }
     }
     Ok(encoded(StatusCode::OK, &RelayReceipt { outcomes }))
+}
+
+async fn append_relayed(
+    state: &State,
+    client: ClientId,
+    items: Vec<(QueueItem, [u8; 32])>,
+) -> Result<(), ApiError> {
+    state
+        .queues
+        .send(Route {
+            key: QueueId::messages(client),
+            message: EnqueueRelayed { items },
+        })
+        .await???;
+    Ok(())
 }
 
 /// One queue's part of a relay batch, in the batch's order: which deliveries, and what to
