@@ -40,7 +40,7 @@ use roost_protocol::{
     AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential, ClientId, Domain,
     HpkePublicKey, HpkeSecretKey, SigningKey, Timestamp, UserName,
 };
-use roost_storage::{AccountStore, ClientRecord, Store, UserRecord};
+use roost_storage::{AccountStore, ClientRecord, EncodedMessage, Store, UserRecord};
 
 /// Long enough that no pooled actor retires during a bench.
 const IDLE: Duration = Duration::from_secs(3600);
@@ -61,7 +61,9 @@ fn durable_queue_append(c: &mut Criterion) {
     group.bench_function("queue append: seal + store + fsync", |b| {
         b.iter(|| {
             let message = QueueMessage::seal(&key, &client, seq, &item).unwrap();
-            queues.append(&client, &message, None).unwrap();
+            queues
+                .append(&client, EncodedMessage::new(&message), None)
+                .unwrap();
             store.persist_blocking().unwrap();
             seq += 1;
         })
@@ -127,7 +129,27 @@ fn queue_deps(store: &Store) -> QueueDeps {
         connection_queues: store.connection_queues().unwrap(),
         accounts: store.accounts().unwrap(),
         durability: store.durability().clone(),
+        limits: no_limits(),
         idle_after: IDLE,
+    }
+}
+
+/// The queue path itself is measured, not its quotas.
+fn no_limits() -> queue::QueueLimits {
+    let kind = queue::KindLimits {
+        message_bytes: usize::MAX,
+        max_messages: u64::MAX,
+        max_bytes: u64::MAX,
+        settings: queue::LimitSettings {
+            message_bytes: "-",
+            max_messages: "-",
+            max_bytes: "-",
+        },
+    };
+    queue::QueueLimits {
+        messages: kind,
+        connections: kind,
+        long_polls: usize::MAX,
     }
 }
 
@@ -203,9 +225,11 @@ fn queue_actor_round(c: &mut Criterion) {
         b.iter(|| {
             let key = accounts.client(&bob.id).unwrap().unwrap().queue_key;
             let message = QueueMessage::seal(&key, &bob.id, seq, &item).unwrap();
-            direct.append(&bob.id, &message, None).unwrap();
+            direct
+                .append(&bob.id, EncodedMessage::new(&message), None)
+                .unwrap();
             store.persist_blocking().unwrap();
-            let (messages, _) = direct.range(&bob.id, seq, 1).unwrap();
+            let (messages, _) = direct.range(&bob.id, seq, 1, usize::MAX).unwrap();
             assert_eq!(messages.len(), 1);
             direct.ack(&bob.id, seq).unwrap();
             store.persist_blocking().unwrap();

@@ -36,6 +36,37 @@ pub const REFETCH_AFTER: Duration = Duration::from_secs(30);
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest server-key answer read.
 const KEY_BODY_LIMIT: usize = 4096;
+/// Largest relay receipt read: an outcome per delivery, a refusal with its sentence.
+const RECEIPT_BODY_LIMIT: usize = 256 * 1024;
+/// The most of an error answer read, to quote it in the log.
+const ERROR_BODY_LIMIT: usize = 4096;
+
+/// Reads an answer's body, giving up as soon as it passes `limit` bytes: another server decides
+/// what it sends, so nothing of it is taken whole.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Broken)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the answer exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("the answer broke off: {0}")]
+    Broken(reqwest::Error),
+}
 
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -93,15 +124,18 @@ impl Transport for HttpTransport {
                 .map_err(|e| RelayError::Retry(format!("cannot reach the homeserver: {e}")))?;
             let status = response.status();
             if status.is_success() {
-                let bytes = response.bytes().await.map_err(|e| {
-                    RelayError::Retry(format!("the homeserver's answer broke off: {e}"))
-                })?;
+                let bytes = read_limited(response, RECEIPT_BODY_LIMIT)
+                    .await
+                    .map_err(|e| RelayError::Retry(format!("the homeserver's receipt: {e}")))?;
                 let receipt: RelayReceipt = codec::decode(&bytes).map_err(|e| {
                     RelayError::Refused(format!("the homeserver's answer is unreadable: {e}"))
                 })?;
                 return Ok(receipt.outcomes);
             }
-            let text = response.text().await.unwrap_or_default();
+            let text = read_limited(response, ERROR_BODY_LIMIT)
+                .await
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_else(|e| e.to_string());
             let why = format!(
                 "answered {status}: {}",
                 text.chars().take(300).collect::<String>()
@@ -195,18 +229,70 @@ impl PeerKeys {
         if !response.status().is_success() {
             return Err(unreachable(format!("it answered {}", response.status())));
         }
-        let body = response
-            .bytes()
+        let body = read_limited(response, KEY_BODY_LIMIT)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        if body.len() > KEY_BODY_LIMIT {
-            return Err(unreachable("the answer is too large".into()));
-        }
         let served: ServerKey =
             codec::decode(&body).map_err(|e| unreachable(format!("unreadable answer: {e}")))?;
         if &served.domain != domain {
             return Err(PeerKeyError::WrongDomain(domain.clone()));
         }
         Ok(served.verifying_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers 200 with an endless body; counts what it wrote.
+    async fn endless(written: Arc<AtomicU64>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let written = written.clone();
+                tokio::spawn(async move {
+                    let _ = stream.read(&mut [0u8; 8192]).await;
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                    let chunk = vec![0u8; 64 * 1024];
+                    for _ in 0..16 * 1024 {
+                        if stream.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                        written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_endless_relay_receipt_is_given_up_on_at_its_limit() {
+        let written = Arc::new(AtomicU64::new(0));
+        let url = endless(written.clone()).await;
+        let peer: Domain = "endless.test".parse().unwrap();
+        let resolver = Resolver::from_entries(&[format!("endless.test={url}")]).unwrap();
+        let transport = HttpTransport::new(
+            "a.test".parse().unwrap(),
+            SigningKey::generate(),
+            resolver.clone(),
+        );
+        let outcome = transport.deliver(&peer, Vec::new()).await;
+        assert!(
+            matches!(&outcome, Err(RelayError::Retry(why)) if why.contains("exceeds")),
+            "{outcome:?}"
+        );
+        let keys = PeerKeys::new(resolver);
+        let key = keys.key(&peer, false).await;
+        assert!(
+            matches!(&key, Err(PeerKeyError::Unreachable { why, .. }) if why.contains("exceeds")),
+            "{key:?}"
+        );
+        // What the kernel's buffers took, not the gigabyte on offer.
+        assert!(written.load(Ordering::SeqCst) < 64 * 1024 * 1024);
     }
 }

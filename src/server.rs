@@ -107,6 +107,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             connection_queues: store.connection_queues()?,
             accounts: store.accounts()?,
             durability: store.durability().clone(),
+            limits: settings.limits.queues(),
             idle_after,
         },
         idle_after,

@@ -8,8 +8,13 @@ use std::{
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
-use roost_actors::accounts::RegistrationPolicy;
+use roost_actors::{
+    accounts::RegistrationPolicy,
+    queue::{KindLimits, QueueLimits},
+};
 use roost_protocol::{
+    api::MAX_QUEUE_MESSAGE,
+    connection::MAX_SEALED_REQUEST,
     federation::{DomainPolicy, ResolveError, Resolver},
     Domain,
 };
@@ -26,7 +31,50 @@ pub struct Settings {
     pub actors: ActorSettings,
     pub connections: ConnectionSettings,
     pub federation: FederationSettings,
+    pub limits: LimitSettings,
     pub log: LogSettings,
+}
+
+/// Quotas: what one client, source address or peer may hold or do. Each is enforced in one
+/// place; ARCHITECTURE.md's "Limits" table says where and what a caller sees.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub queue_message_bytes: usize,
+    pub queue_max_messages: u64,
+    pub queue_max_bytes: u64,
+    pub connection_requests_per_client: u64,
+    pub long_polls_per_queue: usize,
+}
+
+impl LimitSettings {
+    pub fn queues(&self) -> QueueLimits {
+        // A sealed request of the largest size clients open, in its sealed queue message.
+        let request_bytes = MAX_SEALED_REQUEST + 1024;
+        QueueLimits {
+            messages: KindLimits {
+                message_bytes: self.queue_message_bytes,
+                max_messages: self.queue_max_messages,
+                max_bytes: self.queue_max_bytes,
+                settings: roost_actors::queue::LimitSettings {
+                    message_bytes: "limits.queue_message_bytes",
+                    max_messages: "limits.queue_max_messages",
+                    max_bytes: "limits.queue_max_bytes",
+                },
+            },
+            connections: KindLimits {
+                message_bytes: request_bytes,
+                max_messages: self.connection_requests_per_client,
+                max_bytes: self.connection_requests_per_client * request_bytes as u64,
+                settings: roost_actors::queue::LimitSettings {
+                    message_bytes: "the protocol's sealed-request size",
+                    max_messages: "limits.connection_requests_per_client",
+                    max_bytes: "limits.connection_requests_per_client",
+                },
+            },
+            long_polls: self.long_polls_per_queue,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +225,36 @@ impl Settings {
         let fail = |key: &str, why: &str| Err(SettingsError(format!("{key}: {why}")));
         if self.server.max_body_bytes < 1024 {
             return fail("server.max_body_bytes", "must be at least 1024");
+        }
+        let limits = &self.limits;
+        if limits.queue_message_bytes > MAX_QUEUE_MESSAGE
+            || limits.queue_message_bytes < self.server.max_body_bytes + 4096
+        {
+            return fail(
+                "limits.queue_message_bytes",
+                &format!("must be at least server.max_body_bytes + 4096 (what a request may carry, sealed) and at most {MAX_QUEUE_MESSAGE} (what a client reads in one answer)"),
+            );
+        }
+        if limits.queue_max_bytes < limits.queue_message_bytes as u64 {
+            return fail(
+                "limits.queue_max_bytes",
+                "must be at least limits.queue_message_bytes",
+            );
+        }
+        for (key, value) in [
+            ("limits.queue_max_messages", limits.queue_max_messages),
+            (
+                "limits.connection_requests_per_client",
+                limits.connection_requests_per_client,
+            ),
+            (
+                "limits.long_polls_per_queue",
+                limits.long_polls_per_queue as u64,
+            ),
+        ] {
+            if value == 0 {
+                return fail(key, "must be positive");
+            }
         }
         if self.credentials.client_lifetime_secs == 0 {
             return fail("credentials.client_lifetime_secs", "must be positive");

@@ -7,18 +7,22 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{devices::Devices, federation, Options, TestServer};
+use common::{
+    devices::Devices,
+    federation,
+    peer::{self, delivery_for, signed_relay},
+    Options, TestServer,
+};
 use roost_client::{Client, StoredMessage};
 use roost_protocol::{
     auth::ServerSignature,
     codec,
-    ds::{GroupDelivery, SealedQueueRef},
+    ds::GroupDelivery,
     federation::{
-        FederatedDelivery, RelayBatch, RelayOutcome, RelayReceipt, ServerKey, FED_DELIVER,
-        MAX_RELAY_DELIVERIES,
+        FederatedDelivery, RelayOutcome, RelayReceipt, FED_DELIVER, MAX_RELAY_DELIVERIES,
     },
     ids::now_millis,
-    ClientId, Domain, HpkePublicKey, SigningKey, UserName,
+    SigningKey, UserName,
 };
 
 /// Syncs every client until `done` holds (relays between servers arrive a moment after the
@@ -299,50 +303,6 @@ async fn messages_sent_while_the_other_homeserver_is_down_arrive_once_and_in_ord
     }
 }
 
-/// A delivery for the queue of `client` (a made-up one if none) at `target`, said to be for
-/// domain `to`, carrying `message`.
-async fn delivery_for(
-    target: &TestServer,
-    to: &str,
-    client: Option<ClientId>,
-    message: u8,
-) -> FederatedDelivery {
-    let to: Domain = to.parse().unwrap();
-    let qs_key: HpkePublicKey = target
-        .http()
-        .send("GET", roost_protocol::api::QS_QUEUE_REF_KEY, vec![], None)
-        .await
-        .decode();
-    FederatedDelivery {
-        id: rand::random(),
-        to: to.clone(),
-        queue: SealedQueueRef::seal(to, &qs_key, &client.unwrap_or_else(ClientId::random)).unwrap(),
-        item: GroupDelivery::Message {
-            group_id: vec![1],
-            message: vec![message],
-        },
-    }
-}
-
-/// A relay request as another server would send it, signed by `key` in the name of `from`:
-/// the body and the Authorization header.
-fn signed_relay(
-    from: &str,
-    key: &SigningKey,
-    deliveries: Vec<FederatedDelivery>,
-) -> (Vec<u8>, String) {
-    let body = codec::encode(&RelayBatch { deliveries });
-    let signature = ServerSignature::sign(
-        key,
-        from.parse().unwrap(),
-        "POST",
-        FED_DELIVER,
-        &body,
-        now_millis(),
-    );
-    (body, signature.to_header())
-}
-
 /// The outcome of each delivery as its code (`queued` or why it was refused).
 fn outcome_codes(receipt: &RelayReceipt) -> Vec<String> {
     receipt
@@ -358,7 +318,7 @@ fn outcome_codes(receipt: &RelayReceipt) -> Vec<String> {
 /// Relays one delivery for a made-up queue of `to` at `target`: the status and the error code
 /// of the request, or of the delivery when the request was taken.
 async fn relay(target: &TestServer, from: &str, key: &SigningKey, to: &str) -> (u16, String) {
-    let delivery = delivery_for(target, to, None, 1).await;
+    let delivery = delivery_for(target, to, None, vec![1]).await;
     let (body, header) = signed_relay(from, key, vec![delivery]);
     let response = target
         .http()
@@ -372,42 +332,11 @@ async fn relay(target: &TestServer, from: &str, key: &SigningKey, to: &str) -> (
     (response.status, code)
 }
 
-/// A stand-in homeserver that serves only its server key, for `domain`: lets the test sign
-/// relays as a real peer would.
-async fn fake_peer(domain: &str, key: &SigningKey) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let body = codec::encode(&ServerKey {
-        domain: domain.parse().unwrap(),
-        verifying_key: key.verifying_key(),
-    });
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request).await;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(&body).await;
-            });
-        }
-    });
-    port
-}
-
 /// a.test and b.test, which know where the stand-in `peer.test` is and federate with any domain
 /// but `deny`; with the key the test signs as peer.test with.
 async fn beside_a_stand_in_peer(deny: Vec<String>) -> (SigningKey, Vec<TestServer>) {
     let peer_key = SigningKey::generate();
-    let peer_port = fake_peer("peer.test", &peer_key).await;
+    let peer_port = peer::stand_in("peer.test", &peer_key).await.port;
     let (servers, _) = federation(
         &["a.test", "b.test"],
         Options {
@@ -432,7 +361,7 @@ async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
     );
     // The same signed request again is a replay.
     let (status, _) = {
-        let delivery = delivery_for(b, "b.test", None, 1).await;
+        let delivery = delivery_for(b, "b.test", None, vec![1]).await;
         let (body, header) = signed_relay("peer.test", &peer_key, vec![delivery]);
         let first = b
             .http()
@@ -514,7 +443,7 @@ async fn a_batch_of_relays_is_queued_in_order_once_each_and_bad_deliveries_are_r
         (4, "a.test", Some(bob_id)),
         (5, "b.test", Some(bob_id)),
     ] {
-        deliveries.push(delivery_for(b, to, client, n).await);
+        deliveries.push(delivery_for(b, to, client, vec![n]).await);
     }
     let send = |deliveries: Vec<FederatedDelivery>| async {
         let (body, header) = signed_relay("peer.test", &peer_key, deliveries);
@@ -548,7 +477,7 @@ async fn a_batch_of_relays_is_queued_in_order_once_each_and_bad_deliveries_are_r
     assert_eq!(messages, [1, 3, 5], "in the batch's order, once each");
 
     // Too many in one request: refused as a whole, by name.
-    let one = delivery_for(b, "b.test", Some(bob_id), 9).await;
+    let one = delivery_for(b, "b.test", Some(bob_id), vec![9]).await;
     let response = send(vec![one; MAX_RELAY_DELIVERIES + 1]).await;
     assert_eq!(
         (response.status, response.error_code().as_str()),

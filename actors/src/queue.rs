@@ -1,9 +1,11 @@
 //! The queue actor: one per client queue — a client's message queue (QS) or its connection
 //! queue (AS); both behave alike and differ only in where they are stored.
 //!
-//! Owns a queue's sequence counter and its waiting fetches. Sequence numbers are allocated here
-//! and nowhere else; a message is visible to fetches only once it is durable, so a crash can
-//! never take back a message a client has seen.
+//! Owns a queue's sequence counter, its usage (messages and bytes, held against its
+//! [`QueueLimits`]) and its waiting fetches. Sequence numbers are allocated here and nowhere
+//! else; a message is visible to fetches only once it is durable, so a crash can never take back
+//! a message a client has seen. A fetch answers at most [`MAX_FETCH_BYTES`] beyond its first
+//! message, so any queue can be read by its client however large its messages.
 
 use std::time::Duration;
 
@@ -11,10 +13,12 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use roost_protocol::{
-    api::{QueueBatch, QueueItem, QueueMessage},
+    api::{QueueBatch, QueueItem, QueueMessage, MAX_FETCH_BYTES},
     ClientId, HpkePublicKey,
 };
-use roost_storage::{AccountStore, Durability, QueueStore, StorageError};
+use roost_storage::{
+    AccountStore, Durability, EncodedMessage, QueueStore, QueueUsage, StorageError,
+};
 
 use crate::pool::{Membership, Pooled, Retire};
 
@@ -22,6 +26,18 @@ use crate::pool::{Membership, Pooled, Retire};
 pub enum QueueError {
     #[error("no such queue")]
     UnknownQueue,
+    #[error("the message takes {size} bytes; this queue takes at most {limit} ({setting})")]
+    MessageTooLarge {
+        size: usize,
+        limit: usize,
+        setting: &'static str,
+    },
+    #[error("the queue is full: it holds {limit} {what}, the most it may ({setting}) until its client reads and acknowledges")]
+    QueueFull {
+        limit: u64,
+        what: &'static str,
+        setting: &'static str,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("the queue's key is not usable: {0}")]
@@ -59,6 +75,41 @@ impl QueueId {
     }
 }
 
+/// What one kind of queue may hold; the setting names are what an admin changes.
+#[derive(Debug, Clone, Copy)]
+pub struct KindLimits {
+    /// Largest message, sealed and encoded.
+    pub message_bytes: usize,
+    pub max_messages: u64,
+    pub max_bytes: u64,
+    pub settings: LimitSettings,
+}
+
+/// The names of the settings behind a [`KindLimits`], for error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitSettings {
+    pub message_bytes: &'static str,
+    pub max_messages: &'static str,
+    pub max_bytes: &'static str,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub messages: KindLimits,
+    pub connections: KindLimits,
+    /// Fetches waiting on one queue at once; a further one answers the oldest (empty).
+    pub long_polls: usize,
+}
+
+impl QueueLimits {
+    fn of(&self, kind: QueueKind) -> KindLimits {
+        match kind {
+            QueueKind::Messages => self.messages,
+            QueueKind::Connections => self.connections,
+        }
+    }
+}
+
 /// Store handles every queue actor is built from.
 #[derive(Clone)]
 pub struct QueueDeps {
@@ -66,6 +117,7 @@ pub struct QueueDeps {
     pub connection_queues: QueueStore,
     pub accounts: AccountStore,
     pub durability: Durability,
+    pub limits: QueueLimits,
     pub idle_after: Duration,
 }
 
@@ -75,10 +127,10 @@ pub struct QueueDeps {
 pub struct Enqueue(pub QueueItem);
 
 /// Append items relayed by another homeserver, in order, each once per its `delivery` key (see
-/// `FederatedDelivery::dedup_key`): a retried delivery gets the seq of the first. Answers with
-/// their seqs once all are durable.
+/// `FederatedDelivery::dedup_key`): a retried delivery gets the seq of the first. Answers once
+/// all are durable with an outcome per item: its seq, or the limit that refused it.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<u64>, QueueError>")]
+#[rtype(result = "Result<Vec<Result<u64, QueueError>>, QueueError>")]
 pub struct EnqueueRelayed {
     pub items: Vec<(QueueItem, [u8; 32])>,
 }
@@ -113,6 +165,9 @@ struct Waiter {
 pub struct QueueActor {
     client: ClientId,
     store: QueueStore,
+    limits: KindLimits,
+    /// What the queue holds, durable or not; loaded with the counter.
+    usage: QueueUsage,
     deps: QueueDeps,
     /// Highest sequence number known to be on disk; fetches see nothing beyond it.
     durable_up_to: u64,
@@ -134,6 +189,8 @@ impl Pooled for QueueActor {
         QueueActor {
             client: id.client,
             store,
+            limits: deps.limits.of(id.kind),
+            usage: QueueUsage::default(),
             deps: deps.clone(),
             durable_up_to: 0,
             next_seq: None,
@@ -175,6 +232,7 @@ impl QueueActor {
             return Ok(seq);
         }
         let seq = self.store.next_seq(&self.client)?;
+        self.usage = self.store.usage(&self.client)?;
         self.durable_up_to = seq - 1;
         self.next_seq = Some(seq);
         Ok(seq)
@@ -201,7 +259,9 @@ impl QueueActor {
             });
         }
         let visible = (self.durable_up_to - from + 1).min(max as u64) as usize;
-        let (messages, more) = self.store.range(&self.client, from, visible)?;
+        let (messages, more) = self
+            .store
+            .range(&self.client, from, visible, MAX_FETCH_BYTES)?;
         let has_more = more
             && messages
                 .last()
@@ -230,13 +290,13 @@ impl Handler<Enqueue> for QueueActor {
     fn handle(&mut self, Enqueue(item): Enqueue, _ctx: &mut Self::Context) -> Self::Result {
         Box::pin(
             self.append(vec![(item, None)])
-                .map(|seqs, _, _| seqs.map(|seqs| seqs.first().copied().unwrap_or_default())),
+                .map(|outcomes, _, _| outcomes?.pop().expect("one outcome for one item")),
         )
     }
 }
 
 impl Handler<EnqueueRelayed> for QueueActor {
-    type Result = ResponseActFuture<Self, Result<Vec<u64>, QueueError>>;
+    type Result = ResponseActFuture<Self, Result<Vec<Result<u64, QueueError>>, QueueError>>;
 
     fn handle(&mut self, msg: EnqueueRelayed, _ctx: &mut Self::Context) -> Self::Result {
         let items = msg
@@ -250,44 +310,90 @@ impl Handler<EnqueueRelayed> for QueueActor {
 
 impl QueueActor {
     /// Seals and stores each item (unless it is a relayed delivery queued before), then answers
-    /// with their seqs once all are durable: one flush for them all.
+    /// once all are durable (one flush for them all) with an outcome per item: its seq, or the
+    /// limit it broke. A storage failure fails them all.
     fn append(
         &mut self,
         items: Vec<(QueueItem, Option<[u8; 32]>)>,
-    ) -> ResponseActFuture<Self, Result<Vec<u64>, QueueError>> {
+    ) -> ResponseActFuture<Self, Result<Vec<Result<u64, QueueError>>, QueueError>> {
         self.membership.touch();
         let appended = items
             .iter()
-            .map(|(item, delivery)| {
-                if let Some(delivery) = delivery {
-                    if let Some(seq) = self.store.delivered(&self.client, delivery)? {
-                        return Ok(seq);
-                    }
-                }
-                let key = self.key()?;
-                let seq = self.next_seq()?;
-                let message = QueueMessage::seal(&key, &self.client, seq, item)?;
-                self.store
-                    .append(&self.client, &message, delivery.as_ref())?;
-                self.next_seq = Some(seq + 1);
-                Ok::<_, QueueError>(seq)
-            })
-            .collect::<Result<Vec<u64>, QueueError>>();
+            .map(|(item, delivery)| self.append_one(item, delivery.as_ref()))
+            .collect::<Result<Vec<_>, QueueError>>();
+        if appended.is_err() {
+            // The store failed part-way: count and usage are read again on the next use.
+            self.next_seq = None;
+        }
         let durability = self.deps.durability.clone();
         Box::pin(
             async move {
-                let seqs = appended?;
+                let outcomes = appended?;
                 durability.persist().await?;
-                Ok(seqs)
+                Ok(outcomes)
             }
             .into_actor(self)
             .map(|outcome, actor, _ctx| {
-                if let Some(&last) = outcome.as_ref().ok().and_then(|seqs| seqs.iter().max()) {
-                    actor.mark_durable(last);
+                let outcomes = outcome.as_ref().ok().into_iter().flatten();
+                if let Some(last) = outcomes.filter_map(|o| o.as_ref().ok()).max() {
+                    actor.mark_durable(*last);
                 }
                 outcome
             }),
         )
+    }
+
+    /// Stores one item: `Ok(Ok(seq))`, or `Ok(Err(_))` when it breaks a limit (nothing stored),
+    /// or `Err(_)` when the store fails.
+    fn append_one(
+        &mut self,
+        item: &QueueItem,
+        delivery: Option<&[u8; 32]>,
+    ) -> Result<Result<u64, QueueError>, QueueError> {
+        if let Some(delivery) = delivery {
+            if let Some(seq) = self.store.delivered(&self.client, delivery)? {
+                return Ok(Ok(seq));
+            }
+        }
+        let key = self.key()?;
+        let seq = self.next_seq()?;
+        let message = EncodedMessage::new(&QueueMessage::seal(&key, &self.client, seq, item)?);
+        if let Err(refused) = self.admit(message.len()) {
+            return Ok(Err(refused));
+        }
+        self.store.append(&self.client, message, delivery)?;
+        self.next_seq = Some(seq + 1);
+        Ok(Ok(seq))
+    }
+}
+
+impl QueueActor {
+    /// Counts a message of `size` bytes in, unless it breaks a limit.
+    fn admit(&mut self, size: usize) -> Result<(), QueueError> {
+        let limits = &self.limits;
+        if size > limits.message_bytes {
+            return Err(QueueError::MessageTooLarge {
+                size,
+                limit: limits.message_bytes,
+                setting: limits.settings.message_bytes,
+            });
+        }
+        if self.usage.messages >= limits.max_messages {
+            return Err(QueueError::QueueFull {
+                limit: limits.max_messages,
+                what: "messages",
+                setting: limits.settings.max_messages,
+            });
+        }
+        if self.usage.bytes + size as u64 > limits.max_bytes {
+            return Err(QueueError::QueueFull {
+                limit: limits.max_bytes,
+                what: "bytes",
+                setting: limits.settings.max_bytes,
+            });
+        }
+        self.usage.add(size);
+        Ok(())
     }
 }
 
@@ -302,6 +408,16 @@ impl Handler<Fetch> for QueueActor {
         });
         match immediate {
             Ok(batch) if batch.messages.is_empty() && !fetch.wait.is_zero() => {
+                self.waiters.retain(|w| !w.reply.is_closed());
+                if self.waiters.len() >= self.deps.limits.long_polls {
+                    // The oldest poll gets its (empty) answer now rather than a client being
+                    // refused: a client that reconnects leaves its old poll behind.
+                    let oldest = self.waiters.remove(0);
+                    let _ = oldest.reply.send(Ok(QueueBatch {
+                        messages: Vec::new(),
+                        has_more: false,
+                    }));
+                }
                 let (reply, answer) = oneshot::channel();
                 self.waiters.push(Waiter {
                     from: fetch.from,
@@ -329,9 +445,12 @@ impl Handler<Ack> for QueueActor {
 
     fn handle(&mut self, ack: Ack, _ctx: &mut Self::Context) -> Self::Result {
         self.membership.touch();
-        let removed = self
-            .key()
-            .and_then(|_| Ok(self.store.ack(&self.client, ack.up_to)?));
+        let removed = self.key().and_then(|_| {
+            self.next_seq()?;
+            let freed = self.store.ack(&self.client, ack.up_to)?;
+            self.usage.remove(freed);
+            Ok(())
+        });
         let durability = self.deps.durability.clone();
         Box::pin(async move {
             removed?;
@@ -348,6 +467,7 @@ impl Handler<DeleteQueue> for QueueActor {
         self.membership.touch();
         self.key = None;
         self.next_seq = None;
+        self.usage = QueueUsage::default();
         for waiter in self.waiters.drain(..) {
             let _ = waiter.reply.send(Err(QueueError::UnknownQueue));
         }

@@ -129,6 +129,13 @@ pub struct ClaimedKeyPackages {
 
 /// Most messages one fetch returns.
 pub const MAX_FETCH: u32 = 1000;
+/// Most encoded bytes of messages one fetch returns, beyond its first message (which always
+/// comes): well below what a client reads of an answer ([`codec::DEFAULT_LIMIT`]), so that no
+/// queue can hold what its client cannot read.
+pub const MAX_FETCH_BYTES: usize = 3 * 1024 * 1024;
+/// Largest message, sealed and encoded, any queue may hold: a batch of one fits what a client
+/// reads. Servers set their own lower limit per queue kind.
+pub const MAX_QUEUE_MESSAGE: usize = MAX_FETCH_BYTES;
 /// Longest a fetch may wait for a first message.
 pub const MAX_WAIT_MS: u64 = 30_000;
 

@@ -231,12 +231,17 @@ impl ConnectionEstablishmentPackage {
 }
 
 impl SealedConnectionRequest {
+    /// Whether it is small enough for a client to open: an AS queues nothing larger.
+    pub fn within_limit(&self) -> bool {
+        self.sealed.ciphertext.len() <= MAX_SEALED_REQUEST
+    }
+
     /// Opens the request with the secret key of the connection package it names.
     pub fn open(
         &self,
         key: &HpkeSecretKey,
     ) -> Result<ConnectionEstablishmentPackage, ConnectionError> {
-        if self.sealed.ciphertext.len() > MAX_SEALED_REQUEST {
+        if !self.within_limit() {
             return Err(ConnectionError::Unsealable("too large".into()));
         }
         let plain = key

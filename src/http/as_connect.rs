@@ -116,6 +116,12 @@ async fn enqueue_request(
 ) -> Result<HttpResponse, ApiError> {
     let client: ClientId = path_param(&client, "client id")?;
     let sealed: SealedConnectionRequest = decode(&read_body(&state, &request, payload).await?)?;
+    // Before the package is redeemed: a request no client would open must not use it up.
+    if !sealed.within_limit() {
+        return Err(ApiError::ConnectionRequestTooLarge(
+            sealed.sealed.ciphertext.len(),
+        ));
+    }
     let owner = state
         .account_store
         .client(&client)

@@ -36,6 +36,8 @@ pub enum ApiError {
     KeyPackages(#[from] KeyPackageError),
     #[error("no connection package of this client was handed out under that hash")]
     UnknownConnectionPackage,
+    #[error("the sealed connection request takes {0} bytes; clients open at most {max}", max = roost_protocol::connection::MAX_SEALED_REQUEST)]
+    ConnectionRequestTooLarge(usize),
     #[error("too many requests; retry in {0} s")]
     RateLimited(u64),
     #[error("the server is shutting down or overloaded")]
@@ -101,6 +103,8 @@ impl ApiError {
             },
             ApiError::Queue(e) => match e {
                 QueueError::UnknownQueue => "unknown_queue",
+                QueueError::MessageTooLarge { .. } => "message_too_large",
+                QueueError::QueueFull { .. } => "queue_full",
                 QueueError::Storage(_) | QueueError::Crypto(_) => "internal",
             },
             ApiError::Registry(e) => match e {
@@ -125,6 +129,7 @@ impl ApiError {
                 KeyPackageError::Storage(_) => "internal",
             },
             ApiError::UnknownConnectionPackage => "unknown_connection_package",
+            ApiError::ConnectionRequestTooLarge(_) => "connection_request_too_large",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable => "unavailable",
             ApiError::DomainNotAllowed(_) => "domain_not_allowed",
@@ -160,6 +165,8 @@ impl ResponseError for ApiError {
             },
             ApiError::Queue(e) => match e {
                 QueueError::UnknownQueue => StatusCode::NOT_FOUND,
+                QueueError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                QueueError::QueueFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
                 QueueError::Storage(_) | QueueError::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Registry(e) => match e {
@@ -184,6 +191,7 @@ impl ResponseError for ApiError {
                 KeyPackageError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::UnknownConnectionPackage => StatusCode::NOT_FOUND,
+            ApiError::ConnectionRequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DomainNotAllowed(_) => StatusCode::FORBIDDEN,
@@ -197,7 +205,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        // A full queue (507) or an overloaded server (503) is a limit doing its work, not a fault.
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = HttpResponse::build(status);

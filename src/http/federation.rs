@@ -14,7 +14,7 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse, ResponseError};
 
 use roost_actors::{
-    queue::{EnqueueRelayed, QueueId},
+    queue::{EnqueueRelayed, QueueError, QueueId},
     Route,
 };
 use roost_protocol::{
@@ -127,7 +127,13 @@ async fn deliver(
     });
     for (indices, appended) in futures_util::future::join_all(appends).await {
         match appended {
-            Ok(()) => {}
+            Ok(each) => {
+                for (index, queued) in indices.into_iter().zip(each) {
+                    if let Err(refused) = queued {
+                        outcomes[index] = RelayOutcome::Refused(ApiError::from(refused).body());
+                    }
+                }
+            }
             // Worth retrying: the sender sends the whole batch again, and what was queued now
             // is not queued twice.
             Err(e) if e.status_code().is_server_error() => return Err(e),
@@ -141,19 +147,22 @@ async fn deliver(
     Ok(encoded(StatusCode::OK, &RelayReceipt { outcomes }))
 }
 
+/// Appends one queue's part; an outcome per item (a full queue or an oversized message refuses
+/// only its items, for good: the sender drops them, and one abandoned queue cannot hold up a
+/// peer's relays to every other queue).
 async fn append_relayed(
     state: &State,
     client: ClientId,
     items: Vec<(QueueItem, [u8; 32])>,
-) -> Result<(), ApiError> {
-    state
+) -> Result<Vec<Result<u64, QueueError>>, ApiError> {
+    let outcomes = state
         .queues
         .send(Route {
             key: QueueId::messages(client),
             message: EnqueueRelayed { items },
         })
         .await???;
-    Ok(())
+    Ok(outcomes)
 }
 
 /// One queue's part of a relay batch, in the batch's order: which deliveries, and what to

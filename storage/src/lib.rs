@@ -30,7 +30,7 @@ pub use groups::GroupStore;
 pub use key_packages::{KeyPackageStore, StoredKeyPackage};
 pub use keys::{ServerKeys, ServerKeysStore};
 pub use outbox::OutboxStore;
-pub use queues::{QueueStore, QueueSummary, REMEMBER_DELIVERIES_SECS};
+pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_DELIVERIES_SECS};
 
 /// The layout this build reads and writes. Bump on any incompatible change of a record or key.
 pub const FORMAT_VERSION: u32 = 1;
@@ -232,12 +232,18 @@ mod tests {
                     ciphertext: vec![2; 10],
                 },
             };
-            queues.append(&id, &message, None).unwrap();
+            queues
+                .append(&id, EncodedMessage::new(&message), None)
+                .unwrap();
             drop(queues);
             store.close().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        let (messages, more) = store.queues().unwrap().range(&id, 0, 10).unwrap();
+        let (messages, more) = store
+            .queues()
+            .unwrap()
+            .range(&id, 0, 10, usize::MAX)
+            .unwrap();
         assert_eq!(messages.len(), 1);
         assert!(!more);
     }

@@ -26,6 +26,25 @@ fn delivered_key(client: &ClientId, delivery: &[u8; 32]) -> [u8; 49] {
     key
 }
 
+/// Messages in a queue and their stored (sealed, encoded) bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueUsage {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+impl QueueUsage {
+    pub fn add(&mut self, bytes: usize) {
+        self.messages += 1;
+        self.bytes += bytes as u64;
+    }
+
+    pub fn remove(&mut self, freed: QueueUsage) {
+        self.messages = self.messages.saturating_sub(freed.messages);
+        self.bytes = self.bytes.saturating_sub(freed.bytes);
+    }
+}
+
 /// See [`QueueStore::summary`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueSummary {
@@ -35,6 +54,27 @@ pub struct QueueSummary {
     pub next_seq: u64,
     /// Relayed deliveries remembered so that a retried one is queued once.
     pub remembered_relays: u64,
+}
+
+/// A message encoded as [`QueueStore::append`] stores it: its length is what counts against a
+/// queue's limits, known before it is written.
+pub struct EncodedMessage {
+    seq: u64,
+    bytes: Vec<u8>,
+}
+
+impl EncodedMessage {
+    pub fn new(message: &QueueMessage) -> Self {
+        EncodedMessage {
+            seq: message.seq,
+            bytes: crate::table::encode(message),
+        }
+    }
+
+    #[allow(clippy::len_without_is_empty)] // never empty
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
 }
 
 #[derive(Clone)]
@@ -82,19 +122,17 @@ impl QueueStore {
     pub fn append(
         &self,
         client: &ClientId,
-        message: &QueueMessage,
+        message: EncodedMessage,
         delivery: Option<&[u8; 32]>,
     ) -> Result<()> {
+        let seq = message.seq;
         let mut batch = sled::Batch::default();
-        batch.insert(
-            &message_key(client, message.seq),
-            crate::table::encode(message),
-        );
-        batch.insert(&head_key(client), &(message.seq + 1).to_be_bytes());
+        batch.insert(&message_key(client, seq), message.bytes);
+        batch.insert(&head_key(client), &(seq + 1).to_be_bytes());
         if let Some(delivery) = delivery {
             batch.insert(
                 &delivered_key(client, delivery)[..],
-                crate::table::encode(&(message.seq, Timestamp::now())),
+                crate::table::encode(&(seq, Timestamp::now())),
             );
         }
         self.table.tree.apply_batch(batch)?;
@@ -110,38 +148,55 @@ impl QueueStore {
         Ok(Some(seq))
     }
 
-    /// Up to `max` messages with `seq >= from`, in order, and whether more follow.
+    /// Messages with `seq >= from`, in order — at most `max` of them and, beyond the first, at
+    /// most `max_bytes` encoded bytes in all — and whether more follow. Reads only what it
+    /// returns, so a long queue is never built in memory.
     pub fn range(
         &self,
         client: &ClientId,
         from: u64,
         max: usize,
+        max_bytes: usize,
     ) -> Result<(Vec<QueueMessage>, bool)> {
         let mut messages = Vec::new();
+        let mut bytes = 0;
         let end = message_key(client, u64::MAX);
         for entry in self.table.tree.range(message_key(client, from)..=end) {
-            let (_, bytes) = entry?;
-            if messages.len() == max {
+            let (_, value) = entry?;
+            if messages.len() == max || (!messages.is_empty() && bytes + value.len() > max_bytes) {
                 return Ok((messages, true));
             }
-            messages.push(crate::table::decode(&bytes)?);
+            bytes += value.len();
+            messages.push(crate::table::decode(&value)?);
         }
         Ok((messages, false))
     }
 
-    /// Deletes every message with `seq <= up_to`; returns how many. Forgets the relayed
+    /// How many messages a queue holds and their stored bytes: read once when its actor starts,
+    /// which then keeps count.
+    pub fn usage(&self, client: &ClientId) -> Result<QueueUsage> {
+        let mut usage = QueueUsage::default();
+        let end = message_key(client, u64::MAX);
+        for entry in self.table.tree.range(message_key(client, 0)..=end) {
+            let (_, value) = entry?;
+            usage.add(value.len());
+        }
+        Ok(usage)
+    }
+
+    /// Deletes every message with `seq <= up_to`; returns what they took. Forgets the relayed
     /// deliveries among them that were queued more than [`REMEMBER_DELIVERIES_SECS`] ago.
-    pub fn ack(&self, client: &ClientId, up_to: u64) -> Result<usize> {
+    pub fn ack(&self, client: &ClientId, up_to: u64) -> Result<QueueUsage> {
         let mut batch = sled::Batch::default();
-        let mut count = 0;
-        for key in self
+        let mut freed = QueueUsage::default();
+        for entry in self
             .table
             .tree
             .range(message_key(client, 0)..=message_key(client, up_to))
-            .keys()
         {
-            batch.remove(key?);
-            count += 1;
+            let (key, value) = entry?;
+            freed.add(value.len());
+            batch.remove(key);
         }
         let mut prefix = client.0.to_vec();
         prefix.push(DELIVERED);
@@ -154,7 +209,7 @@ impl QueueStore {
             }
         }
         self.table.tree.apply_batch(batch)?;
-        Ok(count)
+        Ok(freed)
     }
 
     /// What a queue holds, for operators: counts and sizes only (messages are sealed).
@@ -194,5 +249,62 @@ impl QueueStore {
         }
         self.table.tree.apply_batch(batch)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roost_protocol::crypto::Sealed;
+
+    fn message(seq: u64, size: usize) -> QueueMessage {
+        QueueMessage {
+            seq,
+            sealed: Sealed {
+                encapsulated_key: [0; 32],
+                ciphertext: vec![1; size],
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_bytes_but_always_holds_one_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        let queues = store.queues().unwrap();
+        let client = ClientId::random();
+        for seq in 1..=5 {
+            let encoded = EncodedMessage::new(&message(seq, 1000));
+            queues.append(&client, encoded, None).unwrap();
+        }
+        let one = EncodedMessage::new(&message(1, 1000)).len();
+        let (batch, more) = queues.range(&client, 1, 100, 2 * one).unwrap();
+        assert_eq!(batch.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+        assert!(more);
+        // Smaller than one message: that one still comes.
+        let (batch, more) = queues.range(&client, 3, 100, 10).unwrap();
+        assert_eq!(batch.iter().map(|m| m.seq).collect::<Vec<_>>(), [3]);
+        assert!(more);
+        let (batch, more) = queues.range(&client, 4, 100, usize::MAX).unwrap();
+        assert_eq!(batch.len(), 2);
+        assert!(!more);
+
+        let usage = queues.usage(&client).unwrap();
+        assert_eq!(
+            usage,
+            QueueUsage {
+                messages: 5,
+                bytes: 5 * one as u64
+            }
+        );
+        let freed = queues.ack(&client, 2).unwrap();
+        assert_eq!(
+            freed,
+            QueueUsage {
+                messages: 2,
+                bytes: 2 * one as u64
+            }
+        );
+        assert_eq!(queues.usage(&client).unwrap().messages, 3);
     }
 }

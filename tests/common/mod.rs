@@ -4,6 +4,7 @@
 pub mod devices;
 pub mod mls;
 pub mod mls_client;
+pub mod peer;
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -41,6 +42,8 @@ pub struct Options {
     pub resolve: Vec<String>,
     /// `federation.deny`.
     pub deny: Vec<String>,
+    /// Any other settings, as `ROOST_SECTION__KEY` variables.
+    pub settings: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             port: 0,
             resolve: Vec::new(),
             deny: Vec::new(),
+            settings: Vec::new(),
         }
     }
 }
@@ -198,6 +202,7 @@ impl TestServer {
                 command.env(key, list.join(","));
             }
         }
+        command.envs(self.options.settings.iter().map(|(k, v)| (k, v)));
         command
     }
 

@@ -1,0 +1,243 @@
+//! Hostile load: what one caller, address or peer server can make a homeserver hold or do is
+//! bounded, and a user's queues stay readable whatever was put into them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    devices::Devices,
+    peer::{self, delivery_for, signed_relay},
+    Identity, Options, TestServer,
+};
+use roost_protocol::{
+    api::{self, ConnectionPackages, QueueBatch, QueueItem},
+    codec,
+    connection::{ConnectionPackage, SealedConnectionRequest},
+    crypto::Sealed,
+    federation::{RelayOutcome, RelayReceipt, FED_DELIVER},
+    SigningKey,
+};
+
+/// A sealed request for `package` that no client can open: `size` bytes of junk.
+fn junk_request(package: &ConnectionPackage, size: usize) -> Vec<u8> {
+    codec::encode(&SealedConnectionRequest {
+        connection_package: package.hash(),
+        sealed: Sealed {
+            encapsulated_key: [7; 32],
+            ciphertext: vec![0xAB; size],
+        },
+    })
+}
+
+/// Discovers `user` until its last-resort package comes back (the one-time ones are used up).
+async fn last_resort_of(server: &TestServer, user: &roost_protocol::UserName) -> ConnectionPackage {
+    for _ in 0..100 {
+        let found: ConnectionPackages = server.http().discover(user).await.decode();
+        if let Some(package) = found.packages.into_iter().find(|p| p.body.last_resort) {
+            return package;
+        }
+    }
+    panic!("no last-resort package of {user}");
+}
+
+#[tokio::test]
+async fn a_connection_request_no_client_would_open_is_refused_and_uses_up_nothing() {
+    let server = TestServer::start(Options {
+        max_body_bytes: 2 * 1024 * 1024,
+        settings: vec![("ROOST_LIMITS__QUEUE_MESSAGE_BYTES", "3145728".into())],
+        ..Options::default()
+    });
+    let http = server.http();
+    let mut bob = Identity::new(&server.user("bob"));
+    http.register(&mut bob, None).await;
+    let (package, _) = bob.connection_package(3600, false);
+    http.publish(&bob, vec![package]).await;
+    let found: ConnectionPackages = http.discover(&bob.user).await.decode();
+    let served = &found.packages[0];
+    let path = api::as_connection_queue(&bob.client_id());
+
+    let response = http
+        .send("POST", &path, junk_request(served, 1024 * 1024), None)
+        .await;
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (413, "connection_request_too_large")
+    );
+    // The one-time package was not used up by it: a request of the size clients open is taken.
+    let response = http
+        .send("POST", &path, junk_request(served, 1000), None)
+        .await;
+    assert_eq!(response.status, 202);
+}
+
+#[tokio::test]
+async fn junk_in_a_connection_queue_never_hides_a_real_request() {
+    let server = TestServer::start(Options {
+        max_body_bytes: 1024 * 1024,
+        ..Options::default()
+    });
+    let devices = Devices::new();
+    let bob = devices.register(&server, "bob", &server.user("bob")).await;
+    let alice = devices
+        .register(&server, "alice", &server.user("alice"))
+        .await;
+
+    // 70 requests of 60 KiB each: more than a client reads in one answer (4 MiB).
+    let package = last_resort_of(&server, bob.user()).await;
+    let path = api::as_connection_queue(&package.client_id());
+    for _ in 0..70 {
+        let response = server
+            .http()
+            .send("POST", &path, junk_request(&package, 60 * 1024), None)
+            .await;
+        assert_eq!(response.status, 202);
+    }
+    alice.connect(bob.user()).await.unwrap();
+
+    let requests = bob.connection_requests().await.unwrap();
+    assert_eq!(requests.rejected.len(), 70);
+    assert_eq!(requests.received.len(), 1);
+    assert_eq!(requests.received[0].from(), alice.user());
+}
+
+#[tokio::test]
+async fn a_queue_of_large_messages_is_read_in_batches_a_client_accepts() {
+    let server = TestServer::start(Options {
+        max_body_bytes: 1024 * 1024,
+        ..Options::default()
+    });
+    let devices = Devices::new();
+    let user = server.user("bob");
+    let phone = devices.register(&server, "phone", &user).await;
+    let laptop = devices.add_client(&server, "laptop", &user).await;
+    phone.receive(Duration::ZERO).await.unwrap();
+    for n in 0..6u8 {
+        laptop
+            .send_to_own_client(phone.client_id(), vec![n; 900 * 1024])
+            .await
+            .unwrap();
+    }
+    let received = phone.receive(Duration::ZERO).await.unwrap();
+    let payloads: Vec<u8> = received
+        .iter()
+        .filter_map(|r| match &r.item {
+            Ok(QueueItem::FromOwnClient { payload, .. }) => Some(payload[0]),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, [0, 1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_more_by_name_until_its_client_reads_it_even_after_a_restart() {
+    let mut server = TestServer::start(Options {
+        settings: vec![("ROOST_LIMITS__QUEUE_MAX_MESSAGES", "5".into())],
+        ..Options::default()
+    });
+    let http = server.http();
+    let mut phone = Identity::new(&server.user("bob"));
+    http.register(&mut phone, None).await;
+    let mut laptop = Identity::new(&server.user("bob"));
+    http.add_client(&mut laptop, common::PASSWORD).await;
+    // The phone was told the laptop was added: one message.
+    for _ in 0..4 {
+        assert_eq!(
+            http.enqueue(&laptop, &phone.client_id(), b"hi")
+                .await
+                .status,
+            200
+        );
+    }
+    let full = http
+        .enqueue(&laptop, &phone.client_id(), b"one too many")
+        .await;
+    assert_eq!(
+        (full.status, full.error_code().as_str()),
+        (507, "queue_full")
+    );
+    let body: api::ErrorBody = serde_json::from_slice(&full.body).unwrap();
+    assert!(
+        body.message.contains("limits.queue_max_messages"),
+        "{}",
+        body.message
+    );
+
+    server.restart();
+    let http = server.http();
+    let full = http
+        .enqueue(&laptop, &phone.client_id(), b"one too many")
+        .await;
+    assert_eq!(full.status, 507);
+    let batch: QueueBatch = http.fetch(&phone, 0, 100, 0).await.decode();
+    assert_eq!(batch.messages.len(), 5);
+    assert_eq!(http.ack(&phone, batch.messages[1].seq).await.status, 204);
+    assert_eq!(
+        http.enqueue(&laptop, &phone.client_id(), b"room")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_peer_server_cannot_jam_a_queue_with_large_relays() {
+    let peer_key = SigningKey::generate();
+    let stand_in = peer::stand_in("peer.test", &peer_key).await;
+    let server = TestServer::start(Options {
+        domain: "b.test".into(),
+        max_body_bytes: 1024 * 1024,
+        resolve: vec![format!("peer.test=http://127.0.0.1:{}", stand_in.port)],
+        ..Options::default()
+    });
+    let devices = Devices::new();
+    let bob = devices.register(&server, "bob", &server.user("bob")).await;
+    bob.receive(Duration::ZERO).await.unwrap();
+    // 30 deliveries of 200 KB: 6 MB in all, relayed four at a time.
+    for _ in 0..8 {
+        let mut deliveries = Vec::new();
+        for _ in 0..4 {
+            deliveries.push(
+                delivery_for(&server, "b.test", Some(bob.client_id()), vec![1; 200_000]).await,
+            );
+        }
+        let (body, header) = signed_relay("peer.test", &peer_key, deliveries);
+        let response = server
+            .http()
+            .send("POST", FED_DELIVER, body, Some(header))
+            .await;
+        let receipt: RelayReceipt = response.decode();
+        assert!(receipt.outcomes.iter().all(|o| *o == RelayOutcome::Queued));
+    }
+    // They are no group messages bob knows of, but reading past them must work.
+    let report = bob.sync().await.unwrap();
+    assert_eq!(report.failed.len(), 32, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_peer_key_answer_is_read_only_up_to_its_limit() {
+    let endless = peer::endless().await;
+    let server = TestServer::start(Options {
+        domain: "b.test".into(),
+        resolve: vec![format!("endless.test=http://127.0.0.1:{}", endless.port)],
+        ..Options::default()
+    });
+    let started = std::time::Instant::now();
+    let delivery = delivery_for(&server, "b.test", None, vec![1]).await;
+    let (body, header) = signed_relay("endless.test", &SigningKey::generate(), vec![delivery]);
+    let response = server
+        .http()
+        .send("POST", FED_DELIVER, body, Some(header))
+        .await;
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (401, "peer_unreachable")
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // What the kernel's buffers took, not the gigabyte on offer.
+    assert!(
+        endless.written() < 64 * 1024 * 1024,
+        "{}",
+        endless.written()
+    );
+}
