@@ -223,6 +223,14 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             settings.connections.discovery_per_minute,
             settings.connections.discovery_burst,
         ),
+        request_limit: RateLimiter::new(
+            settings.limits.connection_requests_per_minute,
+            settings.limits.connection_requests_burst,
+        ),
+        last_resort_limit: RateLimiter::per_hour(
+            settings.limits.requests_per_last_resort_per_hour,
+            settings.limits.requests_per_last_resort_per_hour,
+        ),
         max_body_bytes: settings.server.max_body_bytes,
         accounts: accounts.clone(),
         queues,

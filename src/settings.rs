@@ -45,6 +45,9 @@ pub struct LimitSettings {
     pub queue_max_bytes: u64,
     pub connection_requests_per_client: u64,
     pub long_polls_per_queue: usize,
+    pub connection_requests_per_minute: u32,
+    pub connection_requests_burst: u32,
+    pub requests_per_last_resort_per_hour: u32,
 }
 
 impl LimitSettings {

@@ -75,6 +75,7 @@ async fn a_connection_request_no_client_would_open_is_refused_and_uses_up_nothin
 async fn junk_in_a_connection_queue_never_hides_a_real_request() {
     let server = TestServer::start(Options {
         max_body_bytes: 1024 * 1024,
+        settings: vec![("ROOST_LIMITS__REQUESTS_PER_LAST_RESORT_PER_HOUR", "100".into())],
         ..Options::default()
     });
     let devices = Devices::new();
@@ -240,4 +241,51 @@ async fn a_peer_key_answer_is_read_only_up_to_its_limit() {
         "{}",
         endless.written()
     );
+}
+
+#[tokio::test]
+async fn sealed_requests_are_limited_per_address_and_per_last_resort_package() {
+    let server = TestServer::start(Options {
+        settings: vec![
+            ("ROOST_LIMITS__CONNECTION_REQUESTS_BURST", "12".into()),
+            ("ROOST_LIMITS__CONNECTION_REQUESTS_PER_MINUTE", "1".into()),
+            ("ROOST_LIMITS__REQUESTS_PER_LAST_RESORT_PER_HOUR", "5".into()),
+        ],
+        ..Options::default()
+    });
+    let http = server.http();
+    let mut bob = Identity::new(&server.user("bob"));
+    http.register(&mut bob, None).await;
+    let (last_resort, _) = bob.connection_package(3600, true);
+    let one_time: Vec<ConnectionPackage> =
+        (0..6).map(|_| bob.connection_package(3600, false).0).collect();
+    http.publish(&bob, one_time).await;
+    http.publish(&bob, vec![last_resort]).await;
+    let mut served = Vec::new();
+    for _ in 0..7 {
+        let found: ConnectionPackages = http.discover(&bob.user).await.decode();
+        served.push(found.packages[0].clone());
+    }
+    let path = api::as_connection_queue(&bob.client_id());
+    let post = |package: &ConnectionPackage| http.send("POST", &path, junk_request(package, 100), None);
+
+    // The last resort lets in five, then says when to come back.
+    let last_resort = served.pop().unwrap();
+    assert!(last_resort.body.last_resort);
+    for _ in 0..5 {
+        assert_eq!(post(&last_resort).await.status, 202);
+    }
+    let refused = post(&last_resort).await;
+    assert_eq!((refused.status, refused.error_code().as_str()), (429, "rate_limited"));
+    let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
+    assert!(body.message.contains("limits.requests_per_last_resort_per_hour"));
+    // One-time packages are not held up by it: each lets in its one request...
+    for package in &served {
+        assert_eq!(post(package).await.status, 202);
+    }
+    // ... until this address has used up its burst of 12.
+    let refused = post(&served[0]).await;
+    assert_eq!((refused.status, refused.error_code().as_str()), (429, "rate_limited"));
+    let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
+    assert!(body.message.contains("limits.connection_requests_per_minute"));
 }

@@ -10,7 +10,9 @@ use roost_protocol::{
     connection::{ConnectionPackage, ConnectionPackageHash},
     ClientId, Timestamp, UserName,
 };
-use roost_storage::{AccountStore, ConnectionPackageStore, Durability, StorageError};
+use roost_storage::{
+    AccountStore, ConnectionPackageStore, Durability, Redeemed, StorageError,
+};
 
 use crate::{
     once_durable,
@@ -172,16 +174,17 @@ impl Handler<Take> for RegistryActor {
     }
 }
 
-/// May a sealed request for `package` be queued for `client`? Uses up a one-time package.
+/// May a sealed request for `package` be queued for `client`? Uses up a one-time package;
+/// `None` if it was never handed out for that client (or is used up or expired).
 #[derive(Message)]
-#[rtype(result = "Result<bool, RegistryError>")]
+#[rtype(result = "Result<Option<Redeemed>, RegistryError>")]
 pub struct Redeem {
     pub client: ClientId,
     pub package: ConnectionPackageHash,
 }
 
 impl Handler<Redeem> for RegistryActor {
-    type Result = Result<bool, RegistryError>;
+    type Result = Result<Option<Redeemed>, RegistryError>;
 
     fn handle(&mut self, msg: Redeem, _ctx: &mut Self::Context) -> Self::Result {
         self.membership.touch();

@@ -115,9 +115,12 @@ impl RoostProcess {
             .env("ROOST_SERVER__DOMAIN", &self.options.domain)
             .env("ROOST_STORAGE__PATH", self.store_path())
             .env("ROOST_LOG__FILTER", "warn")
-            // The load comes from one address: discovery must not be throttled.
+            // The load comes from one address: discovery and connection requests must not be
+            // throttled.
             .env("ROOST_CONNECTIONS__DISCOVERY_BURST", "1000000")
             .env("ROOST_CONNECTIONS__DISCOVERY_PER_MINUTE", "1000000")
+            .env("ROOST_LIMITS__CONNECTION_REQUESTS_BURST", "1000000")
+            .env("ROOST_LIMITS__CONNECTION_REQUESTS_PER_MINUTE", "1000000")
             .envs(self.options.settings.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdout(Stdio::piped())

@@ -9,6 +9,7 @@ use roost_actors::{
     registry::{Count, Publish, Redeem, Take},
     Route,
 };
+use roost_storage::Redeemed;
 use roost_protocol::{
     api::{self, ConnectionPackages, QueueItem, MAX_PUBLISH},
     connection::SealedConnectionRequest,
@@ -18,7 +19,7 @@ use roost_protocol::{
 use super::{
     decode, encoded,
     error::ApiError,
-    method_not_allowed, path_param,
+    limit_address, limited, method_not_allowed, path_param,
     queues::{ack, fetch, Connections},
     rate_limit, read_body, signed_request, State,
 };
@@ -114,6 +115,11 @@ async fn enqueue_request(
     client: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    limit_address(
+        &state.request_limit,
+        &request,
+        "limits.connection_requests_per_minute",
+    )?;
     let client: ClientId = path_param(&client, "client id")?;
     let sealed: SealedConnectionRequest = decode(&read_body(&state, &request, payload).await?)?;
     // Before the package is redeemed: a request no client would open must not use it up.
@@ -137,8 +143,14 @@ async fn enqueue_request(
             },
         })
         .await???;
-    if !redeemed {
-        return Err(ApiError::UnknownConnectionPackage);
+    match redeemed {
+        None => return Err(ApiError::UnknownConnectionPackage),
+        Some(Redeemed::OneTime) => {}
+        // Anyone who once discovered the user holds it: it must not let in requests at will.
+        Some(Redeemed::LastResort) => limited(
+            state.last_resort_limit.check(sealed.connection_package),
+            "limits.requests_per_last_resort_per_hour",
+        )?,
     }
     state
         .queues

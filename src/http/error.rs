@@ -38,8 +38,11 @@ pub enum ApiError {
     UnknownConnectionPackage,
     #[error("the sealed connection request takes {0} bytes; clients open at most {max}", max = roost_protocol::connection::MAX_SEALED_REQUEST)]
     ConnectionRequestTooLarge(usize),
-    #[error("too many requests; retry in {0} s")]
-    RateLimited(u64),
+    #[error("too many requests ({setting}); retry in {retry_after_secs} s")]
+    RateLimited {
+        retry_after_secs: u64,
+        setting: &'static str,
+    },
     #[error("the server is shutting down or overloaded")]
     Unavailable,
     #[error("this server does not federate with {0}")]
@@ -130,7 +133,7 @@ impl ApiError {
             },
             ApiError::UnknownConnectionPackage => "unknown_connection_package",
             ApiError::ConnectionRequestTooLarge(_) => "connection_request_too_large",
-            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable => "unavailable",
             ApiError::DomainNotAllowed(_) => "domain_not_allowed",
             ApiError::WrongDomain(_) => "wrong_domain",
@@ -192,7 +195,7 @@ impl ResponseError for ApiError {
             },
             ApiError::UnknownConnectionPackage => StatusCode::NOT_FOUND,
             ApiError::ConnectionRequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DomainNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::WrongDomain(_) | ApiError::BadQueueRef | ApiError::TooManyDeliveries(_) => {
@@ -210,8 +213,14 @@ impl ResponseError for ApiError {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = HttpResponse::build(status);
-        if let ApiError::RateLimited(secs) = self {
-            response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            response.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                retry_after_secs.to_string(),
+            ));
         }
         response.json(self.body())
     }

@@ -47,6 +47,10 @@ pub struct AppState {
     pub queue_ref_key: HpkePublicKey,
     /// Per client IP address, for discovery and key-package claims alike.
     pub discovery_limit: RateLimiter,
+    /// Sealed connection requests, per client IP address.
+    pub request_limit: RateLimiter,
+    /// Sealed connection requests let in by one last-resort package.
+    pub last_resort_limit: RateLimiter<roost_protocol::connection::ConnectionPackageHash>,
     pub account_store: AccountStore,
     /// Read only to find whose actor a friendship token goes to (that actor checks it again).
     pub key_package_store: KeyPackageStore,
@@ -135,13 +139,31 @@ pub(crate) async fn signed_request(
 /// Takes one token from the caller's IP address's bucket: for public endpoints that could be
 /// used to enumerate users or drain their packages.
 pub(crate) fn rate_limit(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
-    if let Some(ip) = request.peer_addr().map(|a| a.ip()) {
-        state
-            .discovery_limit
-            .check(ip)
-            .map_err(|wait| ApiError::RateLimited(wait.as_secs().max(1)))?;
+    limit_address(&state.discovery_limit, request, "connections.discovery_per_minute")
+}
+
+/// Takes one token from the caller's IP address's bucket in `limiter`, whose rate `setting`
+/// names.
+pub(crate) fn limit_address(
+    limiter: &RateLimiter,
+    request: &HttpRequest,
+    setting: &'static str,
+) -> Result<(), ApiError> {
+    match request.peer_addr() {
+        Some(addr) => limited(limiter.check(addr.ip()), setting),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// A refused token as the caller sees it: 429 with Retry-After, naming the setting.
+pub(crate) fn limited(
+    check: Result<(), std::time::Duration>,
+    setting: &'static str,
+) -> Result<(), ApiError> {
+    check.map_err(|wait| ApiError::RateLimited {
+        retry_after_secs: wait.as_secs().max(1),
+        setting,
+    })
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -1,16 +1,21 @@
-//! A token bucket per client IP address, for endpoints that could be used to enumerate users.
+//! A token bucket per key — a client IP address, a connection package, a peer domain — for
+//! what anyone could otherwise do at will.
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-pub struct RateLimiter {
+/// Buckets kept before those that have refilled are forgotten.
+const MAX_BUCKETS: usize = 100_000;
+
+pub struct RateLimiter<K = IpAddr> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 struct Bucket {
@@ -18,27 +23,35 @@ struct Bucket {
     updated: Instant,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq> RateLimiter<K> {
     pub fn new(per_minute: u32, burst: u32) -> Self {
+        Self::per_second(f64::from(per_minute) / 60.0, burst)
+    }
+
+    pub fn per_hour(per_hour: u32, burst: u32) -> Self {
+        Self::per_second(f64::from(per_hour) / 3600.0, burst)
+    }
+
+    fn per_second(per_second: f64, burst: u32) -> Self {
         RateLimiter {
-            per_second: f64::from(per_minute) / 60.0,
+            per_second,
             burst: f64::from(burst.max(1)),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one token for `ip`, or says how long until one is available.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+    /// Takes one token for `key`, or says how long until one is available.
+    pub fn check(&self, key: K) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > 100_000 {
+        if buckets.len() > MAX_BUCKETS {
             // Forget addresses whose buckets have refilled: they would start full anyway.
             let (rate, burst) = (self.per_second, self.burst);
             buckets.retain(|_, b| {
                 b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
             });
         }
-        let bucket = buckets.entry(ip).or_insert(Bucket {
+        let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: self.burst,
             updated: now,
         });
@@ -65,7 +78,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_allowed_then_requests_are_refused_until_tokens_refill() {
-        let limiter = RateLimiter::new(60, 3);
+        let limiter = RateLimiter::<IpAddr>::new(60, 3);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         for _ in 0..3 {
             assert!(limiter.check(ip).is_ok());

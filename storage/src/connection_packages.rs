@@ -27,6 +27,15 @@ pub struct ServedPackage {
     pub last_resort: bool,
 }
 
+/// Which kind of package a sealed request was let in for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redeemed {
+    /// Used up now.
+    OneTime,
+    /// Never used up: how often it is redeemed is limited elsewhere.
+    LastResort,
+}
+
 #[derive(Clone)]
 pub struct ConnectionPackageStore {
     packages: ClientPackages<ConnectionPackage>,
@@ -119,21 +128,22 @@ impl ConnectionPackageStore {
         client: &ClientId,
         hash: &ConnectionPackageHash,
         now: Timestamp,
-    ) -> Result<bool> {
+    ) -> Result<Option<Redeemed>> {
         let Some(record) = self.served.get(&hash.0)? else {
-            return Ok(false);
+            return Ok(None);
         };
         if now >= record.not_after {
             self.served.tree.remove(hash.0)?;
-            return Ok(false);
+            return Ok(None);
         }
         if &record.client != client {
-            return Ok(false);
+            return Ok(None);
         }
-        if !record.last_resort {
-            self.served.tree.remove(hash.0)?;
+        if record.last_resort {
+            return Ok(Some(Redeemed::LastResort));
         }
-        Ok(true)
+        self.served.tree.remove(hash.0)?;
+        Ok(Some(Redeemed::OneTime))
     }
 
     /// Deletes the records of served packages that have expired (handed out, never redeemed);
@@ -207,7 +217,7 @@ mod tests {
         );
         assert_eq!(packages.sweep_served(now).unwrap(), 0);
         assert_eq!(packages.sweep_served(now.plus_secs(20)).unwrap(), 1);
-        assert!(!packages.redeem(&client, &short.hash(), now).unwrap());
-        assert!(packages.redeem(&client, &long.hash(), now).unwrap());
+        assert_eq!(packages.redeem(&client, &short.hash(), now).unwrap(), None);
+        assert!(packages.redeem(&client, &long.hash(), now).unwrap().is_some());
     }
 }

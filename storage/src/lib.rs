@@ -24,7 +24,7 @@ mod table;
 use std::path::{Path, PathBuf};
 
 pub use accounts::{AccountError, AccountStore, ClientRecord, UserRecord};
-pub use connection_packages::{ConnectionPackageStore, ServedPackage};
+pub use connection_packages::{ConnectionPackageStore, Redeemed, ServedPackage};
 pub use durability::Durability;
 pub use groups::GroupStore;
 pub use key_packages::{KeyPackageStore, StoredKeyPackage};

@@ -190,6 +190,8 @@ impl TestServer {
                 self.options.discovery_burst.to_string(),
             )
             .env("ROOST_LOG__FILTER", self.options.log)
+            // Every test's clients come from one address; tests of the limits set them lower.
+            .env("ROOST_LIMITS__CONNECTION_REQUESTS_BURST", "1000")
             // Relays to a server that is down are retried quickly in tests.
             .env("ROOST_FEDERATION__RETRY_INITIAL_MS", "100")
             .env("ROOST_FEDERATION__RETRY_MAX_MS", "1000")
