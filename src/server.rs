@@ -22,7 +22,13 @@ use roost_storage::{ServerKeys, Store};
 use crate::{
     admin,
     federation::{HttpTransport, PeerKeys},
-    http::{self, auth::ReplayGuard, rate_limit::RateLimiter, AppState, FederationState},
+    http::{
+        self,
+        auth::ReplayGuard,
+        connections::{refuse_over_limit, AddressSlots},
+        rate_limit::RateLimiter,
+        AppState, FederationState,
+    },
     settings::Settings,
 };
 
@@ -232,6 +238,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             settings.limits.requests_per_last_resort_per_hour,
         ),
         max_body_bytes: settings.server.max_body_bytes,
+        body_deadline: Duration::from_secs(settings.limits.body_read_secs),
         accounts: accounts.clone(),
         queues,
         account_store,
@@ -268,9 +275,11 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
 
     let public = {
         let state = state.clone();
+        let slots = AddressSlots::new(settings.limits.connections_per_address);
         HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
+                .wrap(actix_web::middleware::from_fn(refuse_over_limit))
                 // Route patterns, not paths: a path can hold a user name, which info logs must not.
                 .wrap(
                     actix_web::middleware::Logger::new("%{route}xi %s %Dms")
@@ -285,6 +294,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
                 )
                 .configure(http::routes)
         })
+        .on_connect(move |connection, data| slots.on_connect(connection, data))
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
         .bind(settings.server.bind)

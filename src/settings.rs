@@ -48,6 +48,8 @@ pub struct LimitSettings {
     pub connection_requests_per_minute: u32,
     pub connection_requests_burst: u32,
     pub requests_per_last_resort_per_hour: u32,
+    pub connections_per_address: usize,
+    pub body_read_secs: u64,
 }
 
 impl LimitSettings {

@@ -75,7 +75,10 @@ async fn a_connection_request_no_client_would_open_is_refused_and_uses_up_nothin
 async fn junk_in_a_connection_queue_never_hides_a_real_request() {
     let server = TestServer::start(Options {
         max_body_bytes: 1024 * 1024,
-        settings: vec![("ROOST_LIMITS__REQUESTS_PER_LAST_RESORT_PER_HOUR", "100".into())],
+        settings: vec![(
+            "ROOST_LIMITS__REQUESTS_PER_LAST_RESORT_PER_HOUR",
+            "100".into(),
+        )],
         ..Options::default()
     });
     let devices = Devices::new();
@@ -249,7 +252,10 @@ async fn sealed_requests_are_limited_per_address_and_per_last_resort_package() {
         settings: vec![
             ("ROOST_LIMITS__CONNECTION_REQUESTS_BURST", "12".into()),
             ("ROOST_LIMITS__CONNECTION_REQUESTS_PER_MINUTE", "1".into()),
-            ("ROOST_LIMITS__REQUESTS_PER_LAST_RESORT_PER_HOUR", "5".into()),
+            (
+                "ROOST_LIMITS__REQUESTS_PER_LAST_RESORT_PER_HOUR",
+                "5".into(),
+            ),
         ],
         ..Options::default()
     });
@@ -257,8 +263,9 @@ async fn sealed_requests_are_limited_per_address_and_per_last_resort_package() {
     let mut bob = Identity::new(&server.user("bob"));
     http.register(&mut bob, None).await;
     let (last_resort, _) = bob.connection_package(3600, true);
-    let one_time: Vec<ConnectionPackage> =
-        (0..6).map(|_| bob.connection_package(3600, false).0).collect();
+    let one_time: Vec<ConnectionPackage> = (0..6)
+        .map(|_| bob.connection_package(3600, false).0)
+        .collect();
     http.publish(&bob, one_time).await;
     http.publish(&bob, vec![last_resort]).await;
     let mut served = Vec::new();
@@ -267,7 +274,8 @@ async fn sealed_requests_are_limited_per_address_and_per_last_resort_package() {
         served.push(found.packages[0].clone());
     }
     let path = api::as_connection_queue(&bob.client_id());
-    let post = |package: &ConnectionPackage| http.send("POST", &path, junk_request(package, 100), None);
+    let post =
+        |package: &ConnectionPackage| http.send("POST", &path, junk_request(package, 100), None);
 
     // The last resort lets in five, then says when to come back.
     let last_resort = served.pop().unwrap();
@@ -276,16 +284,120 @@ async fn sealed_requests_are_limited_per_address_and_per_last_resort_package() {
         assert_eq!(post(&last_resort).await.status, 202);
     }
     let refused = post(&last_resort).await;
-    assert_eq!((refused.status, refused.error_code().as_str()), (429, "rate_limited"));
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (429, "rate_limited")
+    );
     let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
-    assert!(body.message.contains("limits.requests_per_last_resort_per_hour"));
+    assert!(body
+        .message
+        .contains("limits.requests_per_last_resort_per_hour"));
     // One-time packages are not held up by it: each lets in its one request...
     for package in &served {
         assert_eq!(post(package).await.status, 202);
     }
     // ... until this address has used up its burst of 12.
     let refused = post(&served[0]).await;
-    assert_eq!((refused.status, refused.error_code().as_str()), (429, "rate_limited"));
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (429, "rate_limited")
+    );
     let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
-    assert!(body.message.contains("limits.connection_requests_per_minute"));
+    assert!(body
+        .message
+        .contains("limits.connection_requests_per_minute"));
+}
+
+/// Sends `head` on a new connection to `server`; returns the stream.
+async fn raw_connection(server: &TestServer, head: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads what the server answers on `stream`, up to its first blank line and a little more.
+async fn answer(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&buffer[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_is_cut_off_at_the_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(Options {
+        settings: vec![("ROOST_LIMITS__BODY_READ_SECS", "2".into())],
+        ..Options::default()
+    });
+    let started = std::time::Instant::now();
+    let mut stream = raw_connection(
+        &server,
+        &format!(
+            "POST {} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n",
+            api::AS_USERS
+        ),
+    )
+    .await;
+    let trickle = async {
+        for _ in 0..10 {
+            if stream.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    };
+    trickle.await;
+    let answer = answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[tokio::test]
+async fn connections_beyond_an_addresss_limit_are_refused_and_others_still_served() {
+    let server = TestServer::start(Options {
+        settings: vec![("ROOST_LIMITS__CONNECTIONS_PER_ADDRESS", "5".into())],
+        ..Options::default()
+    });
+    // Five connections holding a request each, whose bodies never come.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(
+            raw_connection(
+                &server,
+                &format!(
+                    "POST {} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n",
+                    api::AS_USERS
+                ),
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sixth = raw_connection(&server, "GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let refused = answer(&mut sixth).await;
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert!(
+        refused.contains("limits.connections_per_address"),
+        "{refused}"
+    );
+    // Once they are gone, the address is served again.
+    drop(held);
+    drop(sixth);
+    let mut served = false;
+    for _ in 0..50 {
+        let health = reqwest::get(format!("{}/health", server.url)).await;
+        if health.is_ok_and(|r| r.status() == 200) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served);
 }

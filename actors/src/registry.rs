@@ -10,9 +10,7 @@ use roost_protocol::{
     connection::{ConnectionPackage, ConnectionPackageHash},
     ClientId, Timestamp, UserName,
 };
-use roost_storage::{
-    AccountStore, ConnectionPackageStore, Durability, Redeemed, StorageError,
-};
+use roost_storage::{AccountStore, ConnectionPackageStore, Durability, Redeemed, StorageError};
 
 use crate::{
     once_durable,

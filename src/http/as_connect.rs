@@ -9,12 +9,12 @@ use roost_actors::{
     registry::{Count, Publish, Redeem, Take},
     Route,
 };
-use roost_storage::Redeemed;
 use roost_protocol::{
     api::{self, ConnectionPackages, QueueItem, MAX_PUBLISH},
     connection::SealedConnectionRequest,
     ClientId, UserName,
 };
+use roost_storage::Redeemed;
 
 use super::{
     decode, encoded,

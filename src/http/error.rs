@@ -14,6 +14,8 @@ pub enum ApiError {
     MalformedBody(String),
     #[error("the request body exceeds the limit of {0} bytes")]
     BodyTooLarge(usize),
+    #[error("the request body did not arrive within {0} s (limits.body_read_secs)")]
+    BodyTimeout(u64),
     #[error("{0}")]
     BadPath(String),
     #[error("no such endpoint")]
@@ -88,6 +90,7 @@ impl ApiError {
         match self {
             ApiError::MalformedBody(_) => "malformed_body",
             ApiError::BodyTooLarge(_) => "body_too_large",
+            ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::BadPath(_) => "bad_path",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -150,6 +153,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::MalformedBody(_) | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,

@@ -8,6 +8,7 @@
 mod as_api;
 mod as_connect;
 pub mod auth;
+pub mod connections;
 mod ds_api;
 pub mod error;
 mod federation;
@@ -38,6 +39,8 @@ use self::{auth::ReplayGuard, error::ApiError, rate_limit::RateLimiter};
 pub struct AppState {
     pub domain: Domain,
     pub max_body_bytes: usize,
+    /// How long a request's body may take to arrive.
+    pub body_deadline: std::time::Duration,
     pub accounts: Addr<AccountsActor>,
     pub queues: Addr<Pool<QueueActor>>,
     pub registries: Addr<Pool<RegistryActor>>,
@@ -99,7 +102,8 @@ pub(crate) async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
 
-/// Reads the whole body, refusing more than the configured limit without buffering it.
+/// Reads the whole body, refusing more than the configured limit without buffering it, and a
+/// body that takes longer than the body deadline.
 pub(crate) async fn read_body(
     state: &AppState,
     request: &HttpRequest,
@@ -114,15 +118,21 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::BodyTooLarge(limit));
     }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::MalformedBody(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::BodyTooLarge(limit));
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::BodyTooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        Ok(body.freeze())
+    };
+    // A body trickling in would hold its connection, and a slot of its address, for ever.
+    tokio::time::timeout(state.body_deadline, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout(state.body_deadline.as_secs()))?
 }
 
 /// Reads the body and checks the request's signature over it: for every non-public endpoint.
@@ -139,7 +149,11 @@ pub(crate) async fn signed_request(
 /// Takes one token from the caller's IP address's bucket: for public endpoints that could be
 /// used to enumerate users or drain their packages.
 pub(crate) fn rate_limit(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
-    limit_address(&state.discovery_limit, request, "connections.discovery_per_minute")
+    limit_address(
+        &state.discovery_limit,
+        request,
+        "connections.discovery_per_minute",
+    )
 }
 
 /// Takes one token from the caller's IP address's bucket in `limiter`, whose rate `setting`

@@ -218,6 +218,9 @@ mod tests {
         assert_eq!(packages.sweep_served(now).unwrap(), 0);
         assert_eq!(packages.sweep_served(now.plus_secs(20)).unwrap(), 1);
         assert_eq!(packages.redeem(&client, &short.hash(), now).unwrap(), None);
-        assert!(packages.redeem(&client, &long.hash(), now).unwrap().is_some());
+        assert!(packages
+            .redeem(&client, &long.hash(), now)
+            .unwrap()
+            .is_some());
     }
 }
