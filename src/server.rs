@@ -233,6 +233,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             settings.limits.connection_requests_per_minute,
             settings.limits.connection_requests_burst,
         ),
+        relay_limit: RateLimiter::new(
+            settings.limits.relays_per_minute_per_domain,
+            settings.limits.relays_burst_per_domain,
+        ),
         last_resort_limit: RateLimiter::per_hour(
             settings.limits.requests_per_last_resort_per_hour,
             settings.limits.requests_per_last_resort_per_hour,

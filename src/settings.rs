@@ -15,7 +15,7 @@ use roost_actors::{
 use roost_protocol::{
     api::MAX_QUEUE_MESSAGE,
     connection::MAX_SEALED_REQUEST,
-    federation::{DomainPolicy, ResolveError, Resolver},
+    federation::{DomainPolicy, ResolveError, Resolver, MAX_RELAY_DELIVERIES},
     Domain,
 };
 
@@ -50,6 +50,8 @@ pub struct LimitSettings {
     pub requests_per_last_resort_per_hour: u32,
     pub connections_per_address: usize,
     pub body_read_secs: u64,
+    pub relays_per_minute_per_domain: u32,
+    pub relays_burst_per_domain: u32,
 }
 
 impl LimitSettings {
@@ -238,6 +240,12 @@ impl Settings {
             return fail(
                 "limits.queue_message_bytes",
                 &format!("must be at least server.max_body_bytes + 4096 (what a request may carry, sealed) and at most {MAX_QUEUE_MESSAGE} (what a client reads in one answer)"),
+            );
+        }
+        if (limits.relays_burst_per_domain as usize) < MAX_RELAY_DELIVERIES {
+            return fail(
+                "limits.relays_burst_per_domain",
+                &format!("must be at least {MAX_RELAY_DELIVERIES}, a whole relay request"),
             );
         }
         if limits.queue_max_bytes < limits.queue_message_bytes as u64 {

@@ -405,6 +405,14 @@ async fn bad_inputs_get_specific_errors_and_change_nothing() {
             400,
             "bad_path",
         ),
+        // Punctuation alone is no name.
+        (
+            "GET",
+            "/as/v1/users/..@localhost/connection-packages".into(),
+            vec![],
+            400,
+            "bad_path",
+        ),
         (
             "POST",
             api::as_user_clients(&alice.user),

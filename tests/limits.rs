@@ -401,3 +401,37 @@ async fn connections_beyond_an_addresss_limit_are_refused_and_others_still_serve
     }
     assert!(served);
 }
+
+#[tokio::test]
+async fn a_peer_server_may_relay_only_so_much_and_is_told_when_to_come_back() {
+    let peer_key = SigningKey::generate();
+    let stand_in = peer::stand_in("peer.test", &peer_key).await;
+    let server = TestServer::start(Options {
+        domain: "b.test".into(),
+        resolve: vec![format!("peer.test=http://127.0.0.1:{}", stand_in.port)],
+        settings: vec![
+            ("ROOST_LIMITS__RELAYS_PER_MINUTE_PER_DOMAIN", "60".into()),
+            ("ROOST_LIMITS__RELAYS_BURST_PER_DOMAIN", "300".into()),
+        ],
+        ..Options::default()
+    });
+    let relay = || async {
+        let mut deliveries = Vec::new();
+        for _ in 0..200 {
+            deliveries.push(delivery_for(&server, "b.test", None, vec![1]).await);
+        }
+        let (body, header) = signed_relay("peer.test", &peer_key, deliveries);
+        server
+            .http()
+            .send("POST", FED_DELIVER, body, Some(header))
+            .await
+    };
+    assert_eq!(relay().await.status, 200);
+    let refused = relay().await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (429, "rate_limited")
+    );
+    let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
+    assert!(body.message.contains("limits.relays_per_minute_per_domain"));
+}

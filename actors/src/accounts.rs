@@ -204,7 +204,13 @@ impl Handler<Register> for AccountsActor {
                 (RegistrationPolicy::Token, Some(token)) => Some(token_hash(token)),
                 (RegistrationPolicy::Open, _) => None,
             };
-            // Fail fast before the slow hash; the transaction below decides for real.
+            // Fail fast before the slow hash (21 ms of a core for anyone who asks); the
+            // transaction below decides for real.
+            if let Some(token) = &token {
+                if !self.store.has_token(token)? {
+                    return Err(AccountsError::BadToken);
+                }
+            }
             if self.store.user(&msg.user)?.is_some() {
                 return Err(AccountsError::UserTaken);
             }

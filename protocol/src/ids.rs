@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub enum NameError {
     #[error("a user name has the form name@domain")]
     MissingDomain,
-    #[error("the name part must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-'")]
+    #[error("the name part must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-', at least one a letter or digit")]
     BadLocalPart,
     #[error("the domain must be a host name (letters, digits, '-', '.'), optionally with :port")]
     BadDomain,
@@ -95,8 +95,11 @@ impl FromStr for UserName {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
         let (local, domain) = s.split_once('@').ok_or(NameError::MissingDomain)?;
-        let local_ok = !local.is_empty()
-            && local.len() <= 64
+        // Punctuation alone (".", "..", "-") would read as a path or nothing at all.
+        let local_ok = local.len() <= 64
+            && local
+                .bytes()
+                .any(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             && local.bytes().all(|b| {
                 b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
             });
@@ -200,6 +203,10 @@ mod tests {
             "alice@-x.org",
             "alice@x..org",
             "alice@x.org:0",
+            ".@x.org",
+            "..@x.org",
+            "-@x.org",
+            "_.-@x.org",
         ] {
             assert!(bad.parse::<UserName>().is_err(), "{bad} was accepted");
         }

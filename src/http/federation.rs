@@ -28,7 +28,9 @@ use roost_protocol::{
     ClientId,
 };
 
-use super::{decode, encoded, error::ApiError, method_not_allowed, rate_limit, read_body, State};
+use super::{
+    decode, encoded, error::ApiError, limited, method_not_allowed, rate_limit, read_body, State,
+};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
@@ -92,6 +94,13 @@ async fn deliver(
     if batch.deliveries.len() > MAX_RELAY_DELIVERIES {
         return Err(ApiError::TooManyDeliveries(batch.deliveries.len()));
     }
+    // A peer may queue only so much for this server's clients; it retries later, in order.
+    limited(
+        state
+            .relay_limit
+            .take(from.clone(), batch.deliveries.len() as u32),
+        "limits.relays_per_minute_per_domain",
+    )?;
     tracing::debug!(from = %from, deliveries = batch.deliveries.len(), "queueing relayed deliveries");
     let mut outcomes = vec![RelayOutcome::Queued; batch.deliveries.len()];
     let mut queues: Vec<QueuePart> = Vec::new();

@@ -52,6 +52,8 @@ pub struct AppState {
     pub discovery_limit: RateLimiter,
     /// Sealed connection requests, per client IP address.
     pub request_limit: RateLimiter,
+    /// Relayed deliveries, per peer domain.
+    pub relay_limit: RateLimiter<Domain>,
     /// Sealed connection requests let in by one last-resort package.
     pub last_resort_limit: RateLimiter<roost_protocol::connection::ConnectionPackageHash>,
     pub account_store: AccountStore,

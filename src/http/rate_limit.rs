@@ -42,6 +42,13 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
     /// Takes one token for `key`, or says how long until one is available.
     pub fn check(&self, key: K) -> Result<(), Duration> {
+        self.take(key, 1)
+    }
+
+    /// Takes `n` tokens for `key` (no more than the burst), or says how long until they are
+    /// available.
+    pub fn take(&self, key: K, n: u32) -> Result<(), Duration> {
+        let n = f64::from(n).min(self.burst);
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() > MAX_BUCKETS {
@@ -59,14 +66,14 @@ impl<K: Hash + Eq> RateLimiter<K> {
             + now.duration_since(bucket.updated).as_secs_f64() * self.per_second)
             .min(self.burst);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= n {
+            bucket.tokens -= n;
             Ok(())
         } else if self.per_second == 0.0 {
             Err(Duration::from_secs(60))
         } else {
             Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.per_second,
+                (n - bucket.tokens) / self.per_second,
             ))
         }
     }

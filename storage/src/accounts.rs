@@ -140,6 +140,11 @@ impl AccountStore {
         self.tokens.insert(token_key(token_hash), &created_at)
     }
 
+    /// Whether an unused registration token has this hash.
+    pub fn has_token(&self, token_hash: &[u8; 32]) -> Result<bool> {
+        Ok(self.tokens.tree.contains_key(token_key(token_hash))?)
+    }
+
     pub fn token_count(&self) -> usize {
         self.tokens.tree.len()
     }
