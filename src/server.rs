@@ -26,6 +26,7 @@ use crate::{
         self,
         auth::ReplayGuard,
         connections::{refuse_over_limit, AddressSlots},
+        health::refuse_new_data_when_full,
         rate_limit::RateLimiter,
         AppState, FederationState,
     },
@@ -55,6 +56,10 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the store failed to write and must be reopened: start roost again (under a supervisor it restarts by itself)")]
+    StoreFailed,
+    #[error("the store did not close within {0} s; every acknowledged write was already durable")]
+    CloseTimeout(u64),
 }
 
 /// The AS keys: created on first start, reused afterwards.
@@ -246,6 +251,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         accounts: accounts.clone(),
         queues,
         account_store,
+        store: store.clone(),
         as_credentials: AsCredentials {
             as_credentials: vec![keys.as_credential.clone()],
             intermediates: vec![keys.intermediate.clone()],
@@ -283,6 +289,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
+                .wrap(actix_web::middleware::from_fn(refuse_new_data_when_full))
                 .wrap(actix_web::middleware::from_fn(refuse_over_limit))
                 // Route patterns, not paths: a path can hold a user name, which info logs must not.
                 .wrap(
@@ -314,12 +321,23 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     // Listen for signals before announcing the address: a signal right after the announcement
     // must find its handler.
     let shutdown = shutdown_signal()?;
-    let (public_handle, admin_handle) = (public.handle(), admin_server.handle());
+    let store_failed = watch_store(store.clone());
+    let (stop_public, stop_admin) = (public.handle(), admin_server.handle());
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failure = failed.clone();
     let signals = tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        admin_handle.stop(true).await;
-        public_handle.stop(true).await;
+        let failed = tokio::select! {
+            _ = shutdown => false,
+            _ = store_failed => true,
+        };
+        failure.store(failed, std::sync::atomic::Ordering::SeqCst);
+        if failed {
+            tracing::error!("the store can no longer write (sled keeps a write error until it is reopened): stopping, so that a restart reopens it");
+        } else {
+            tracing::info!("shutting down: finishing in-flight requests");
+        }
+        stop_admin.stop(true).await;
+        stop_public.stop(true).await;
     });
     for addr in &addrs {
         println!("listening on http://{addr}");
@@ -328,14 +346,51 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
 
     let (public_result, admin_result) = futures_util::future::join(public, admin_server).await;
     signals.abort();
+    let store_failed = failed.load(std::sync::atomic::Ordering::SeqCst);
     let _ = std::fs::remove_file(settings.admin_socket());
     public_result?;
     admin_result?;
     // What the actors were handed is answered before the store closes.
     mls_threads.stop();
-    store.close()?;
+    let closed = close_within(store, CLOSE_TIMEOUT);
+    if store_failed {
+        return Err(ServeError::StoreFailed);
+    }
+    closed?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// How long closing the store may take at shutdown: every acknowledged write is durable
+/// already, so a store that cannot flush (a full or failing disk) must not hold up the exit.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn close_within(store: Store, timeout: Duration) -> Result<(), ServeError> {
+    let (done, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(store.close());
+    });
+    match closed.recv_timeout(timeout) {
+        Ok(outcome) => Ok(outcome?),
+        Err(_) => Err(ServeError::CloseTimeout(timeout.as_secs())),
+    }
+}
+
+/// Resolves if the store fails for good: writes still cannot be made durable although the
+/// disk has room again. sled keeps such an error until the store is reopened, so the server
+/// then stops (and a supervisor's restart reopens it); while the disk is full it keeps serving
+/// reads, and requests that add data are refused (507).
+async fn watch_store(store: Store) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        if store.durability().is_failing()
+            && store.space().check().is_ok()
+            && store.durability().persist().await.is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM; the handlers are installed when this returns.

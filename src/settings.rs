@@ -138,12 +138,14 @@ pub struct ServerSettings {
 pub struct StorageSettings {
     pub path: PathBuf,
     pub cache_mib: u64,
+    pub reserve_mib: u64,
 }
 
 impl StorageSettings {
     pub fn options(&self) -> roost_storage::StoreOptions {
         roost_storage::StoreOptions {
             cache_bytes: self.cache_mib.saturating_mul(1024 * 1024),
+            reserve_bytes: self.reserve_mib.saturating_mul(1024 * 1024),
         }
     }
 }

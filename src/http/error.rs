@@ -7,6 +7,7 @@ use roost_actors::{
     registry::RegistryError,
 };
 use roost_protocol::{api::ErrorBody, auth::AuthError, codec::CodecError};
+use roost_storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -57,6 +58,8 @@ pub enum ApiError {
     TooManyDeliveries(usize),
     #[error(transparent)]
     Peer(#[from] crate::federation::PeerKeyError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 impl From<CodecError> for ApiError {
@@ -86,7 +89,27 @@ impl ApiError {
         }
     }
 
+    /// The store's failure behind this error, wherever it was met.
+    fn storage_failure(&self) -> Option<&StorageError> {
+        match self {
+            ApiError::Storage(e)
+            | ApiError::Accounts(AccountsError::Storage(e))
+            | ApiError::Queue(QueueError::Storage(e))
+            | ApiError::Registry(RegistryError::Storage(e))
+            | ApiError::Group(GroupError::Storage(e))
+            | ApiError::KeyPackages(KeyPackageError::Storage(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     fn code(&self) -> &'static str {
+        if let Some(e) = self.storage_failure() {
+            return if e.is_full() {
+                "storage_full"
+            } else {
+                "internal"
+            };
+        }
         match self {
             ApiError::MalformedBody(_) => "malformed_body",
             ApiError::BodyTooLarge(_) => "body_too_large",
@@ -144,12 +167,20 @@ impl ApiError {
             ApiError::TooManyDeliveries(_) => "too_many_deliveries",
             ApiError::Peer(crate::federation::PeerKeyError::WrongDomain(_)) => "peer_wrong_domain",
             ApiError::Peer(_) => "peer_unreachable",
+            ApiError::Storage(_) => "internal",
         }
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
+        if let Some(e) = self.storage_failure() {
+            return if e.is_full() {
+                StatusCode::INSUFFICIENT_STORAGE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+        }
         match self {
             ApiError::MalformedBody(_) | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -207,6 +238,7 @@ impl ResponseError for ApiError {
             }
             // The sender's key cannot be had: it may try again.
             ApiError::Peer(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod connections;
 mod ds_api;
 pub mod error;
 mod federation;
+pub mod health;
 mod qs_api;
 mod qs_keys;
 mod queues;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// Sealed connection requests let in by one last-resort package.
     pub last_resort_limit: RateLimiter<roost_protocol::connection::ConnectionPackageHash>,
     pub account_store: AccountStore,
+    /// For the disk's free space and whether writes are becoming durable.
+    pub store: roost_storage::Store,
     /// Read only to find whose actor a friendship token goes to (that actor checks it again).
     pub key_package_store: KeyPackageStore,
     pub as_credentials: AsCredentials,
@@ -80,7 +83,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(
             web::resource("/health")
-                .route(web::get().to(health))
+                .route(web::get().to(health::health))
                 .default_service(web::to(method_not_allowed)),
         )
         .configure(as_api::routes)
@@ -90,10 +93,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(qs_api::routes)
         .configure(qs_keys::routes)
         .default_service(web::to(not_found));
-}
-
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -3,7 +3,10 @@
 use std::{
     fs::File,
     path::Path,
-    sync::{mpsc, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
     thread,
 };
 
@@ -12,7 +15,33 @@ use tokio::sync::oneshot;
 use crate::{Result, StorageError};
 
 /// Told the outcome of the flush that covered its writes.
-type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Waiter = Box<dyn FnOnce(Result<(), FlushFailure>) + Send>;
+
+/// Why a flush failed.
+#[derive(Debug, Clone)]
+struct FlushFailure {
+    message: String,
+    disk_full: bool,
+}
+
+impl FlushFailure {
+    fn new(what: &str, error: &std::io::Error) -> Self {
+        FlushFailure {
+            message: format!("{what} failed: {error}"),
+            disk_full: error.kind() == std::io::ErrorKind::StorageFull,
+        }
+    }
+}
+
+impl From<FlushFailure> for StorageError {
+    fn from(failure: FlushFailure) -> Self {
+        if failure.disk_full {
+            StorageError::Full
+        } else {
+            StorageError::Unwritable(failure.message)
+        }
+    }
+}
 
 enum Request {
     Persist(Waiter),
@@ -24,6 +53,8 @@ enum Request {
 pub struct Durability {
     requests: mpsc::Sender<Request>,
     thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
+    /// Whether the last flush failed.
+    failing: Arc<AtomicBool>,
 }
 
 impl Durability {
@@ -35,9 +66,11 @@ impl Durability {
             reason: format!("cannot open the data file for syncing: {e}"),
         })?;
         let (requests, incoming) = mpsc::channel();
+        let failing = Arc::new(AtomicBool::new(false));
+        let flag = failing.clone();
         let thread = thread::Builder::new()
             .name("roost-flusher".into())
-            .spawn(move || flusher(db, data_file, incoming))
+            .spawn(move || flusher(db, data_file, incoming, flag))
             .map_err(|e| StorageError::Open {
                 path: path.to_owned(),
                 reason: format!("cannot start the flusher thread: {e}"),
@@ -45,7 +78,14 @@ impl Durability {
         Ok(Durability {
             requests,
             thread: Arc::new(Mutex::new(Some(thread))),
+            failing,
         })
+    }
+
+    /// Whether the last attempt to make writes durable failed (then nothing new is durable
+    /// until one succeeds).
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
     }
 
     /// Returns once everything written to the store before this call is on disk.
@@ -56,9 +96,7 @@ impl Durability {
                 let _ = tx.send(outcome);
             })))
             .map_err(|_| StorageError::FlusherGone)?;
-        rx.await
-            .map_err(|_| StorageError::FlusherGone)?
-            .map_err(StorageError::Corrupt)
+        Ok(rx.await.map_err(|_| StorageError::FlusherGone)??)
     }
 
     /// [`persist`](Self::persist), blocking the calling thread (for start-up and shutdown).
@@ -69,9 +107,7 @@ impl Durability {
                 let _ = tx.send(outcome);
             })))
             .map_err(|_| StorageError::FlusherGone)?;
-        rx.recv()
-            .map_err(|_| StorageError::FlusherGone)?
-            .map_err(StorageError::Corrupt)
+        Ok(rx.recv().map_err(|_| StorageError::FlusherGone)??)
     }
 
     /// Makes everything durable, then stops the flusher and waits until it has let go of the
@@ -87,7 +123,12 @@ impl Durability {
     }
 }
 
-fn flusher(db: sled::Db, data_file: File, incoming: mpsc::Receiver<Request>) {
+fn flusher(
+    db: sled::Db,
+    data_file: File,
+    incoming: mpsc::Receiver<Request>,
+    failing: Arc<AtomicBool>,
+) {
     let mut stopping = false;
     while !stopping {
         let mut waiters = Vec::new();
@@ -104,15 +145,22 @@ fn flusher(db: sled::Db, data_file: File, incoming: mpsc::Receiver<Request>) {
         }
         let outcome = db
             .flush()
-            .map_err(|e| format!("flush failed: {e}"))
+            .map_err(|e| match e {
+                sled::Error::Io(io) => FlushFailure::new("flush", &io),
+                other => FlushFailure {
+                    message: format!("flush failed: {other}"),
+                    disk_full: false,
+                },
+            })
             .and_then(|_| {
                 data_file
                     .sync_data()
-                    .map_err(|e| format!("fsync failed: {e}"))
+                    .map_err(|e| FlushFailure::new("fsync", &e))
             });
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "the store could not be made durable");
+        if let Err(failure) = &outcome {
+            tracing::error!(error = %failure.message, "the store could not be made durable");
         }
+        failing.store(outcome.is_err(), Ordering::SeqCst);
         for waiter in waiters {
             waiter(outcome.clone());
         }

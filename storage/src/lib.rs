@@ -51,6 +51,49 @@ pub enum StorageError {
     Corrupt(String),
     #[error("the store's flusher has stopped")]
     FlusherGone,
+    #[error("the disk holding the store is full")]
+    Full,
+    #[error("the store cannot write: {0}")]
+    Unwritable(String),
+}
+
+impl StorageError {
+    /// Whether the store refused for lack of disk space: worth retrying once space is freed.
+    pub fn is_full(&self) -> bool {
+        match self {
+            StorageError::Full => true,
+            StorageError::Sled(sled::Error::Io(io)) => io.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+}
+
+/// Free space on the store's disk, held against a reserve: what writes already under way (and
+/// sled's own upkeep) may still need. Requests that would add data are refused while the free
+/// space is below it, so the store itself never meets a full disk.
+#[derive(Debug, Clone)]
+pub struct Space {
+    path: PathBuf,
+    reserve: u64,
+}
+
+impl Space {
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        fs2::available_space(&self.path)
+    }
+
+    pub fn reserve_bytes(&self) -> u64 {
+        self.reserve
+    }
+
+    /// Whether there is room for more data beyond the reserve.
+    pub fn check(&self) -> Result<()> {
+        match self.free_bytes() {
+            Ok(free) if free < self.reserve => Err(StorageError::Full),
+            // Not knowing is no reason to refuse: the store reports a real failure itself.
+            _ => Ok(()),
+        }
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -60,6 +103,7 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 pub struct Store {
     db: sled::Db,
     durability: Durability,
+    space: Space,
     path: PathBuf,
 }
 
@@ -69,12 +113,15 @@ pub struct StoreOptions {
     /// The most memory sled's page cache may take. Records beyond it are read from disk (and
     /// the kernel's page cache); without a cap sled keeps up to 1 GiB.
     pub cache_bytes: u64,
+    /// Free disk space below which no more data is taken (see [`Space`]).
+    pub reserve_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: 64 * 1024 * 1024,
+            reserve_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -92,6 +139,7 @@ impl Store {
             reason,
         };
         std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
+        remove_incomplete_snapshots(path).map_err(|e| open_error(e.to_string()))?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_bytes)
@@ -100,6 +148,9 @@ impl Store {
                 sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                     open_error("another process (a running roost?) holds its lock".into())
                 }
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => open_error(
+                    "the disk holding it is full; free some space and start again".into(),
+                ),
                 other => open_error(other.to_string()),
             })?;
         check_format(&db, path)?;
@@ -107,8 +158,16 @@ impl Store {
         Ok(Store {
             db,
             durability,
+            space: Space {
+                path: path.to_owned(),
+                reserve: options.reserve_bytes,
+            },
             path: path.to_owned(),
         })
+    }
+
+    pub fn space(&self) -> &Space {
+        &self.space
     }
 
     pub fn path(&self) -> &Path {
@@ -165,6 +224,23 @@ impl Store {
     pub fn close(self) -> Result<()> {
         self.durability.stop()
     }
+}
+
+/// sled writes a snapshot to `snap.N.generating` and renames it to `snap.N` once complete; a
+/// start that failed part-way (a full disk) leaves the former behind, which sled would then try
+/// to read and refuse the whole store over. Such a file is never needed: the log it was made
+/// from is still there.
+fn remove_incomplete_snapshots(path: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %entry.path().display(), "removing an incomplete snapshot");
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
@@ -246,5 +322,20 @@ mod tests {
             .unwrap();
         assert_eq!(messages.len(), 1);
         assert!(!more);
+    }
+
+    #[test]
+    fn an_incomplete_snapshot_left_by_a_failed_start_does_not_stop_the_store_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = roost_protocol::ClientId::random();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.queues().unwrap().delete(&id).unwrap();
+            store.close().unwrap();
+        }
+        // What a start on a full disk leaves: a snapshot begun, never written.
+        std::fs::write(dir.path().join("snap.00000000000F0000.generating"), b"").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.queues().unwrap().next_seq(&id).unwrap(), 1);
     }
 }

@@ -44,6 +44,8 @@ pub struct Options {
     pub deny: Vec<String>,
     /// Any other settings, as `ROOST_SECTION__KEY` variables.
     pub settings: Vec<(&'static str, String)>,
+    /// Where the store lives, if not in the server's own temporary directory.
+    pub store: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             resolve: Vec::new(),
             deny: Vec::new(),
             settings: Vec::new(),
+            store: None,
         }
     }
 }
@@ -116,7 +119,10 @@ pub fn roost_binary() -> &'static str {
 impl TestServer {
     pub fn start(options: Options) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = dir.path().join("store");
+        let store = options
+            .store
+            .clone()
+            .unwrap_or_else(|| dir.path().join("store"));
         let mut server = TestServer {
             url: String::new(),
             options,
@@ -273,6 +279,49 @@ impl TestServer {
             .args(["-TERM", &child.id().to_string()])
             .status();
         child.wait().expect("wait for roost")
+    }
+
+    /// Waits up to `within` for the server to exit by itself; its exit status.
+    pub fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Starts `roost serve` (this server must be stopped) expecting it to give up: its stderr,
+    /// or `None` if it was still running after ten seconds (then it is killed).
+    pub fn start_fails(&self) -> Option<String> {
+        assert!(self.child.is_none(), "server still running");
+        let mut child = self
+            .command()
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                let mut stderr = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                return Some(stderr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     pub fn restart(&mut self) {
