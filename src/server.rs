@@ -9,7 +9,8 @@ use roost_actors::{
     federation::{FederationActor, FederationDeps, RetryPolicy, Wake},
     group::{Delivery, GroupActor, GroupDeps},
     key_packages::KeyPackageDeps,
-    queue::QueueDeps,
+    pool::ToEveryone,
+    queue::{Closing, QueueDeps},
     registry::RegistryDeps,
     KeyPackageActor, Pool, QueueActor, RegistryActor, Route, Workers,
 };
@@ -323,6 +324,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let shutdown = shutdown_signal()?;
     let store_failed = watch_store(store.clone());
     let (stop_public, stop_admin) = (public.handle(), admin_server.handle());
+    let queues_at_shutdown = state.queues.clone();
     let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failure = failed.clone();
     let signals = tokio::spawn(async move {
@@ -336,6 +338,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         } else {
             tracing::info!("shutting down: finishing in-flight requests");
         }
+        // Long polls get their (empty) answers now rather than holding up the stop.
+        let _ = queues_at_shutdown.send(ToEveryone(Closing)).await;
         stop_admin.stop(true).await;
         stop_public.stop(true).await;
     });

@@ -273,6 +273,27 @@ impl<A: Pooled + Handler<Retire>> Handler<IdleReport<A::Key>> for Pool<A> {
     }
 }
 
+/// `message` for every live actor (none is started for it), e.g. to wake them at shutdown.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToEveryone<M>(pub M);
+
+impl<A, M> Handler<ToEveryone<M>> for Pool<A>
+where
+    A: Pooled + Handler<M>,
+    M: Message + Clone + Send + 'static,
+    M::Result: Send,
+{
+    type Result = ();
+
+    fn handle(&mut self, ToEveryone(message): ToEveryone<M>, _: &mut Self::Context) {
+        for entry in self.actors.values_mut() {
+            entry.forwarded += 1;
+            entry.addr.do_send(message.clone());
+        }
+    }
+}
+
 /// Number of live actors, for tests and metrics.
 #[derive(Message)]
 #[rtype(result = "usize")]

@@ -151,6 +151,12 @@ pub struct Ack {
     pub up_to: u64,
 }
 
+/// The server is stopping: answer every waiting fetch now (with what there is, or nothing),
+/// and every later one at once, so that stopping waits for no long poll.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Closing;
+
 /// Delete the whole queue (its client was deleted).
 #[derive(Message)]
 #[rtype(result = "Result<(), QueueError>")]
@@ -174,6 +180,8 @@ pub struct QueueActor {
     next_seq: Option<u64>,
     key: Option<HpkePublicKey>,
     waiters: Vec<Waiter>,
+    /// The server is stopping: no fetch waits.
+    closing: bool,
     membership: Membership<QueueActor>,
 }
 
@@ -196,6 +204,7 @@ impl Pooled for QueueActor {
             next_seq: None,
             key: None,
             waiters: Vec::new(),
+            closing: false,
             membership,
         }
     }
@@ -407,7 +416,7 @@ impl Handler<Fetch> for QueueActor {
             self.batch(fetch.from, fetch.max)
         });
         match immediate {
-            Ok(batch) if batch.messages.is_empty() && !fetch.wait.is_zero() => {
+            Ok(batch) if batch.messages.is_empty() && !fetch.wait.is_zero() && !self.closing => {
                 self.waiters.retain(|w| !w.reply.is_closed());
                 if self.waiters.len() >= self.deps.limits.long_polls {
                     // The oldest poll gets its (empty) answer now rather than a client being
@@ -457,6 +466,21 @@ impl Handler<Ack> for QueueActor {
             durability.persist().await?;
             Ok(())
         })
+    }
+}
+
+impl Handler<Closing> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Closing, _ctx: &mut Self::Context) {
+        self.membership.touch();
+        self.closing = true;
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.reply.send(Ok(QueueBatch {
+                messages: Vec::new(),
+                has_more: false,
+            }));
+        }
     }
 }
 
