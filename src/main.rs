@@ -76,6 +76,57 @@ enum TokenCommand {
     Create,
 }
 
+/// actix logs every malformed HTTP request it receives (and answers 400 itself) as an ERROR
+/// line: anyone could fill the log with them. One such line a minute is plenty to notice.
+#[derive(Default)]
+struct AtMostOneProtocolErrorAMinute {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl AtMostOneProtocolErrorAMinute {
+    const TARGET: &str = "actix_http::h1::dispatcher";
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for AtMostOneProtocolErrorAMinute {
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn callsite_enabled(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if metadata.target() == Self::TARGET {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::always()
+        }
+    }
+
+    // Asked once per event, after `enabled`.
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let metadata = event.metadata();
+        if metadata.target() != Self::TARGET || *metadata.level() > tracing::Level::WARN {
+            return true;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < std::time::Duration::from_secs(60)) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
@@ -85,11 +136,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(&settings.log.filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    {
+        use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    // The outer filter is asked first: only lines the filter lets through count.
+                    .with_filter(AtMostOneProtocolErrorAMinute::default())
+                    .with_filter(EnvFilter::new(&settings.log.filter)),
+            )
+            .init();
+    }
     let outcome = match cli.command {
         Command::Serve => actix_web::rt::System::new()
             .block_on(server::serve(settings))

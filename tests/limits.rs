@@ -435,3 +435,16 @@ async fn a_peer_server_may_relay_only_so_much_and_is_told_when_to_come_back() {
     let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
     assert!(body.message.contains("limits.relays_per_minute_per_domain"));
 }
+
+#[tokio::test]
+async fn malformed_http_cannot_flood_the_log() {
+    let server = TestServer::start(Options::default());
+    for _ in 0..20 {
+        let mut stream = raw_connection(&server, "GET /health HTTP/1.1\r\nbad header\r\n\r\n").await;
+        assert!(answer(&mut stream).await.starts_with("HTTP/1.1 400"));
+    }
+    let health = server.http().send("GET", "/health", vec![], None).await;
+    assert_eq!(health.status, 200);
+    let lines = server.log().matches("request parse error").count();
+    assert_eq!(lines, 1, "{}", server.log());
+}

@@ -112,7 +112,11 @@ async fn sigterm_finishes_in_flight_requests_and_flushes() {
     let stopping = std::time::Instant::now();
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
-    assert!(stopping.elapsed() < Duration::from_secs(5), "{:?}", stopping.elapsed());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
     assert_eq!(waiting.await.unwrap(), 200);
     assert!(server.log().contains("store flushed"));
 }
