@@ -257,13 +257,35 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             as_credentials: vec![keys.as_credential.clone()],
             intermediates: vec![keys.intermediate.clone()],
         },
-        replay: ReplayGuard::default(),
+        replay: ReplayGuard::new(
+            roost_protocol::ids::now_millis(),
+            store.seen_signatures()?,
+            store.space().clone(),
+        ),
         federation: FederationState {
             key: federation_key,
             peers: PeerKeys::new(resolver),
             policy: settings.federation.policy(),
             queue_ref_key: queue_ref_key.clone(),
         },
+    });
+
+    // Signatures too old to be accepted need not be remembered: sweep them every minute.
+    let seen = store.seen_signatures()?;
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            let seen = seen.clone();
+            let before = roost_protocol::ids::now_millis()
+                .saturating_sub(2 * roost_protocol::auth::REPLAY_WINDOW_MS);
+            match tokio::task::spawn_blocking(move || seen.sweep(before)).await {
+                Ok(Ok(count)) => tracing::trace!(count, "swept old request signatures"),
+                other => {
+                    tracing::warn!(outcome = ?other.map(|r| r.err()), "sweeping old request signatures failed")
+                }
+            }
+        }
     });
 
     // Records of served packages that nobody redeemed would pile up: sweep them hourly.

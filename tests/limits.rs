@@ -440,7 +440,8 @@ async fn a_peer_server_may_relay_only_so_much_and_is_told_when_to_come_back() {
 async fn malformed_http_cannot_flood_the_log() {
     let server = TestServer::start(Options::default());
     for _ in 0..20 {
-        let mut stream = raw_connection(&server, "GET /health HTTP/1.1\r\nbad header\r\n\r\n").await;
+        let mut stream =
+            raw_connection(&server, "GET /health HTTP/1.1\r\nbad header\r\n\r\n").await;
         assert!(answer(&mut stream).await.starts_with("HTTP/1.1 400"));
     }
     let health = server.http().send("GET", "/health", vec![], None).await;

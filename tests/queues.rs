@@ -325,3 +325,38 @@ async fn every_acknowledged_enqueue_survives_a_kill_9_in_the_middle_of_a_burst()
     let seqs: Vec<u64> = batch.messages.iter().map(|m| m.seq).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
+
+#[tokio::test]
+async fn a_request_replayed_after_a_restart_is_refused_and_queues_nothing_twice() {
+    use roost_protocol::{api, auth::RequestSignature, codec, ids::now_millis};
+    let mut server = TestServer::start(Options::default());
+    let http = server.http();
+    let mut phone = Identity::new(&server.user("alice"));
+    http.register(&mut phone, None).await;
+    let mut laptop = Identity::new(&server.user("alice"));
+    http.add_client(&mut laptop, PASSWORD).await;
+    let path = api::qs_queue_messages(&phone.client_id());
+    let body = codec::encode(&api::Enqueue {
+        payload: b"once".to_vec(),
+    });
+    let header = RequestSignature::sign(
+        &laptop.key,
+        laptop.client_id(),
+        "POST",
+        &path,
+        &body,
+        now_millis(),
+    )
+    .to_header();
+    let send = |http: common::Raw| {
+        let (path, body, header) = (path.clone(), body.clone(), header.clone());
+        async move { http.send("POST", &path, body, Some(header)).await.status }
+    };
+    assert_eq!(send(server.http()).await, 200);
+    assert_eq!(send(server.http()).await, 401);
+    server.restart();
+    assert_eq!(send(server.http()).await, 401);
+    let batch: QueueBatch = server.http().fetch(&phone, 0, 10, 0).await.decode();
+    // The notice that the laptop was added, and the message once.
+    assert_eq!(batch.messages.len(), 2);
+}

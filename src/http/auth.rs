@@ -9,7 +9,7 @@ use roost_protocol::{
     ids::now_millis,
     ClientId, Timestamp, UserName,
 };
-use roost_storage::AccountStore;
+use roost_storage::{AccountStore, SeenSignatures, Space, StorageError};
 
 use super::error::ApiError;
 
@@ -28,9 +28,19 @@ pub struct Caller {
 /// accepted only within one window of its timestamp, so it is remembered as long as it could be
 /// replayed (at least two windows after it was first seen), and each request costs O(1) — the
 /// guard never scans what it holds.
-#[derive(Default)]
+///
+/// What it holds in memory is lost in a restart; so every accepted signature is also recorded
+/// in the store (while the disk has room), and one made before this server started is looked up
+/// there: a request replayed across a restart is refused like any other replay.
 pub struct ReplayGuard {
     generations: Mutex<Generations>,
+    started_ms: u64,
+    stored: Option<Stored>,
+}
+
+struct Stored {
+    seen: SeenSignatures,
+    space: Space,
 }
 
 #[derive(Default)]
@@ -41,9 +51,51 @@ struct Generations {
 }
 
 impl ReplayGuard {
-    /// Records a signature (whose timestamp the caller checked to be within the window); false
-    /// if it was seen before.
-    pub fn first_use(&self, signature: [u8; 64], now_ms: u64) -> bool {
+    /// A guard for a server started at `started_ms` that records what it accepts in `seen`.
+    pub fn new(started_ms: u64, seen: SeenSignatures, space: Space) -> Self {
+        ReplayGuard {
+            generations: Mutex::default(),
+            started_ms,
+            stored: Some(Stored { seen, space }),
+        }
+    }
+
+    /// A guard that forgets everything in a restart.
+    #[cfg(test)]
+    fn in_memory() -> Self {
+        ReplayGuard {
+            generations: Mutex::default(),
+            started_ms: 0,
+            stored: None,
+        }
+    }
+
+    /// Records a signature made at `signed_ms` (which the caller checked to be within the
+    /// window); false if it was seen before, in this run or the one before.
+    pub fn first_use(
+        &self,
+        signature: [u8; 64],
+        signed_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StorageError> {
+        if !self.first_in_memory(signature, now_ms) {
+            return Ok(false);
+        }
+        let Some(stored) = &self.stored else {
+            return Ok(true);
+        };
+        if signed_ms < self.started_ms && stored.seen.contains(&signature, signed_ms)? {
+            return Ok(false);
+        }
+        // On a full disk nothing that adds data is taken, and a read replayed after a restart
+        // does no harm: then the signature is only remembered in memory.
+        if stored.space.check().is_ok() {
+            stored.seen.record(&signature, signed_ms)?;
+        }
+        Ok(true)
+    }
+
+    fn first_in_memory(&self, signature: [u8; 64], now_ms: u64) -> bool {
         let mut generations = self
             .generations
             .lock()
@@ -97,9 +149,9 @@ pub fn authenticate(
         body,
         now,
     )?;
-    if !replay.first_use(signature.signature.0, now) {
+    if !replay.first_use(signature.signature.0, signature.timestamp_ms, now)? {
         return Err(ApiError::Unauthenticated(
-            "this signed request was already used".into(),
+            "this signed request was already used, or signed before the server started".into(),
         ));
     }
     Ok(Caller {
@@ -116,25 +168,28 @@ mod tests {
 
     #[test]
     fn a_signature_is_refused_again_for_as_long_as_its_timestamp_is_accepted() {
-        let guard = ReplayGuard::default();
+        let guard = ReplayGuard::in_memory();
         let start = 10 * W;
-        assert!(guard.first_use([1; 64], start));
-        assert!(!guard.first_use([1; 64], start + 1));
+        let first_use = |signature, now| guard.first_use(signature, now, now).unwrap();
+        assert!(first_use([1; 64], start));
+        assert!(!first_use([1; 64], start + 1));
         // Seen at the end of a generation: still remembered two windows later.
         let late = start + 2 * W - 1;
-        assert!(guard.first_use([2; 64], late));
-        assert!(!guard.first_use([2; 64], late + 2 * W - 1));
-        assert!(!guard.first_use([1; 64], start + 2 * W));
+        assert!(first_use([2; 64], late));
+        assert!(!first_use([2; 64], late + 2 * W - 1));
+        assert!(!first_use([1; 64], start + 2 * W));
         // Other signatures are untouched by either.
-        assert!(guard.first_use([3; 64], late + 1));
+        assert!(first_use([3; 64], late + 1));
     }
 
     #[test]
     fn signatures_are_forgotten_once_no_timestamp_could_pass_any_more() {
-        let guard = ReplayGuard::default();
-        assert!(guard.first_use([1; 64], W));
+        let guard = ReplayGuard::in_memory();
+        assert!(guard.first_use([1; 64], W, W).unwrap());
         for step in 1..=2 {
-            guard.first_use([9; 64], W + step * 2 * W);
+            guard
+                .first_use([9; 64], W + step * 2 * W, W + step * 2 * W)
+                .unwrap();
         }
         let generations = guard.generations.lock().unwrap();
         assert_eq!(

@@ -85,7 +85,10 @@ async fn deliver(
         }
         verify(fresh)?;
     }
-    if !state.replay.first_use(signature.signature.0, now_millis()) {
+    if !state
+        .replay
+        .first_use(signature.signature.0, signature.timestamp_ms, now_millis())?
+    {
         return Err(ApiError::Unauthenticated(
             "this signed request was already used".into(),
         ));

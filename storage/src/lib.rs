@@ -19,6 +19,7 @@ mod key_packages;
 mod keys;
 mod outbox;
 mod queues;
+mod signatures;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub use key_packages::{KeyPackageStore, StoredKeyPackage};
 pub use keys::{ServerKeys, ServerKeysStore};
 pub use outbox::OutboxStore;
 pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_DELIVERIES_SECS};
+pub use signatures::SeenSignatures;
 
 /// The layout this build reads and writes. Bump on any incompatible change of a record or key.
 pub const FORMAT_VERSION: u32 = 1;
@@ -208,6 +210,10 @@ impl Store {
     /// Deliveries waiting to be relayed to other homeservers.
     pub fn outbox(&self) -> Result<OutboxStore> {
         OutboxStore::open(&self.db)
+    }
+
+    pub fn seen_signatures(&self) -> Result<SeenSignatures> {
+        SeenSignatures::open(&self.db)
     }
 
     pub fn server_keys(&self) -> Result<ServerKeysStore> {
