@@ -17,6 +17,7 @@ use crate::{http::error::ApiError, server::ServeError, settings::Settings};
 
 const TOKENS_PATH: &str = "/admin/v1/tokens";
 const INSPECT_PATH: &str = "/admin/v1/inspect";
+const CHECK_PATH: &str = "/admin/v1/check";
 
 /// What `roost admin inspect` can look at.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -87,6 +88,7 @@ pub fn server(
             .app_data(web::Data::new(store.clone()))
             .route(TOKENS_PATH, web::post().to(create_token))
             .route(INSPECT_PATH, web::post().to(inspect_request))
+            .route(CHECK_PATH, web::post().to(check_request))
     })
     .workers(1)
     .disable_signals()
@@ -109,6 +111,36 @@ async fn inspect_request(store: web::Data<Store>, what: web::Json<Inspect>) -> H
         Ok(found) => HttpResponse::Ok().json(found),
         Err(e) => HttpResponse::BadRequest().json(serde_json::json!({ "error": e.to_string() })),
     }
+}
+
+async fn check_request(store: web::Data<Store>) -> HttpResponse {
+    let store = store.get_ref().clone();
+    match web::block(move || store.check()).await {
+        Ok(Ok(report)) => HttpResponse::Ok().json(report),
+        Ok(Err(e)) => HttpResponse::BadRequest().json(serde_json::json!({ "error": e.to_string() })),
+        Err(e) => HttpResponse::BadRequest().json(serde_json::json!({ "error": e.to_string() })),
+    }
+}
+
+/// `roost admin check`: reads every record of the store (through the running server if there
+/// is one) and reports, as JSON, what is damaged; `Ok(false)` if anything is.
+pub fn check_anyhow(settings: &Settings) -> Result<(serde_json::Value, bool), AdminError> {
+    let socket = settings.admin_socket();
+    let report = match UnixStream::connect(&socket) {
+        Ok(stream) => {
+            let answer = call_socket(stream, &socket, CHECK_PATH, "", "200")?;
+            serde_json::from_str(&answer)
+                .map_err(|_| AdminError::Refused(format!("unexpected answer: {answer}")))?
+        }
+        Err(_) => {
+            let store = Store::open_with(&settings.storage.path, settings.storage.options())?;
+            let report = store.check();
+            store.close()?;
+            serde_json::to_value(report?).expect("serialisable")
+        }
+    };
+    let sound = report["problems"].as_array().is_some_and(Vec::is_empty);
+    Ok((report, sound))
 }
 
 /// Inspects through the running server if there is one, else in the store.

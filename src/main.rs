@@ -46,6 +46,10 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Read every record of the store and report, as JSON, what is damaged: records that cannot
+    /// be read or decoded, queues that lack messages. Exits 1 if anything is. See the README,
+    /// "A damaged store", for what to do then.
+    Check,
     /// Show what this server stores about a group, a client's queues or the federation outbox,
     /// as JSON: sizes, counts and ids only (what it holds is ciphertext it cannot read).
     Inspect {
@@ -161,6 +165,19 @@ fn main() -> ExitCode {
         } => admin::create_registration_token(&settings)
             .map(|token| println!("{token}"))
             .map_err(|e| e.to_string()),
+        Command::Admin {
+            command: AdminCommand::Check,
+        } => match admin::check_anyhow(&settings) {
+            Ok((report, sound)) => {
+                println!("{report:#}");
+                if !sound {
+                    eprintln!("roost: the store is damaged (see \"problems\")");
+                    return ExitCode::FAILURE;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
         Command::Admin {
             command: AdminCommand::Inspect { what },
         } => {

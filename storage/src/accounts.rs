@@ -145,6 +145,12 @@ impl AccountStore {
         Ok(self.tokens.tree.contains_key(token_key(token_hash))?)
     }
 
+    pub(crate) fn check(&self, report: &mut crate::CheckReport) {
+        self.users.check("as_users", |_| true, report);
+        self.clients.check("as_clients", |_| true, report);
+        self.tokens.check("as_registration_tokens", |_| true, report);
+    }
+
     pub fn token_count(&self) -> usize {
         self.tokens.tree.len()
     }

@@ -57,6 +57,10 @@ impl<P: ClientPackage> ClientPackages<P> {
         key
     }
 
+    pub(crate) fn check(&self, name: &str, report: &mut crate::CheckReport) {
+        self.table.check(name, |_| true, report);
+    }
+
     /// Stores packages, all or nothing; a new last-resort package replaces its client's old one.
     pub(crate) fn publish(&self, user: &UserName, packages: &[P]) -> Result<()> {
         let mut batch = sled::Batch::default();

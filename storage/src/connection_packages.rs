@@ -58,6 +58,11 @@ impl ClientPackage for ConnectionPackage {
 }
 
 impl ConnectionPackageStore {
+    pub(crate) fn check(&self, report: &mut crate::CheckReport) {
+        self.packages.check("as_connection_packages", report);
+        self.served.check("as_served_packages", |_| true, report);
+    }
+
     pub(crate) fn open(db: &sled::Db) -> Result<Self> {
         Ok(ConnectionPackageStore {
             packages: ClientPackages::open(db, "as_connection_packages")?,

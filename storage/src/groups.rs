@@ -16,6 +16,11 @@ impl GroupStore {
         })
     }
 
+    /// Group states are ciphertext the DS alone can open: only whether they can be read.
+    pub(crate) fn check(&self, report: &mut crate::CheckReport) {
+        report.readable("ds_groups", &self.tree);
+    }
+
     pub fn get(&self, group_id: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.tree.get(group_id)?.map(|v| v.to_vec()))
     }

@@ -71,6 +71,11 @@ impl KeyPackageStore {
         })
     }
 
+    pub(crate) fn check(&self, report: &mut crate::CheckReport) {
+        self.packages.check("qs_key_packages", report);
+        report.readable("qs_friendship_tokens", &self.tokens);
+    }
+
     /// Stores entries of one client, all or nothing; a new last-resort entry replaces the old.
     pub fn publish(&self, user: &UserName, packages: &[StoredKeyPackage]) -> Result<()> {
         self.packages.publish(user, packages)

@@ -35,6 +35,13 @@ impl ServerKeysStore {
         })
     }
 
+    pub(crate) fn check(&self, report: &mut crate::CheckReport) {
+        match self.current() {
+            Ok(_) => report.readable("as_keys", &self.tree),
+            Err(e) => report.damaged("as_keys", format!("the AS credentials: {e}")),
+        }
+    }
+
     pub fn current(&self) -> Result<Option<ServerKeys>> {
         self.tree.get(AS_KEYS)?.map(|b| decode(&b)).transpose()
     }

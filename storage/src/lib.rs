@@ -11,6 +11,7 @@
 //! drains every waiter that arrived, flushes once, and wakes them all.
 
 mod accounts;
+mod check;
 mod client_packages;
 mod connection_packages;
 mod durability;
@@ -25,6 +26,7 @@ mod table;
 use std::path::{Path, PathBuf};
 
 pub use accounts::{AccountError, AccountStore, ClientRecord, UserRecord};
+pub use check::{CheckReport, TreeCheck};
 pub use connection_packages::{ConnectionPackageStore, Redeemed, ServedPackage};
 pub use durability::Durability;
 pub use groups::GroupStore;
@@ -142,10 +144,7 @@ impl Store {
         };
         std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
         remove_incomplete_snapshots(path).map_err(|e| open_error(e.to_string()))?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_bytes)
-            .open()
+        let db = open_without_panic(path, options)?
             .map_err(|e| match e {
                 sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                     open_error("another process (a running roost?) holds its lock".into())
@@ -212,6 +211,23 @@ impl Store {
         OutboxStore::open(&self.db)
     }
 
+    /// Reads every record of every tree: see [`CheckReport`].
+    pub fn check(&self) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        report.readable("meta", &self.db.open_tree("meta")?);
+        self.server_keys()?.check(&mut report);
+        self.accounts()?.check(&mut report);
+        self.connection_packages()?.check(&mut report);
+        self.key_packages()?.check(&mut report);
+        self.queues()?.check("qs_queues", &mut report);
+        self.connection_queues()?
+            .check("as_connection_queues", &mut report);
+        self.groups()?.check(&mut report);
+        self.outbox()?.check(&mut report);
+        self.seen_signatures()?.check(&mut report);
+        Ok(report)
+    }
+
     pub fn seen_signatures(&self) -> Result<SeenSignatures> {
         SeenSignatures::open(&self.db)
     }
@@ -230,6 +246,34 @@ impl Store {
     pub fn close(self) -> Result<()> {
         self.durability.stop()
     }
+}
+
+/// Opens sled, turning a panic (sled panics on some damaged data files) into an error that
+/// names the file and says what to do.
+fn open_without_panic(path: &Path, options: StoreOptions) -> Result<sled::Result<sled::Db>> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(options.cache_bytes);
+    // Quiet while sled opens: the panic is reported as an error below, not as a backtrace.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    std::panic::set_hook(hook);
+    opened.map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no reason given".into());
+        StorageError::Open {
+            path: path.to_owned(),
+            reason: format!(
+                "its data file {} is damaged (sled gave up reading it: {why}); restore the store \
+                 from a backup (README: \"A damaged store\")",
+                path.join("db").display()
+            ),
+        }
+    })
 }
 
 /// sled writes a snapshot to `snap.N.generating` and renames it to `snap.N` once complete; a

@@ -39,6 +39,11 @@ impl OutboxStore {
         })
     }
 
+    pub(crate) fn check(&self, report: &mut crate::CheckReport) {
+        self.table
+            .check("fed_outbox", |key| key.first() == Some(&ENTRY), report);
+    }
+
     /// Appends deliveries for `domain` in one batch; the caller is the domain's only writer.
     pub fn push(&self, domain: &Domain, deliveries: &[FederatedDelivery]) -> Result<()> {
         let head = domain_key(HEAD, domain);

@@ -233,6 +233,71 @@ impl QueueStore {
         Ok(summary)
     }
 
+    /// Every message decodes, every head is a number, every remembered relay decodes; and each
+    /// queue holds every message from its oldest to the one before its head.
+    pub(crate) fn check(&self, name: &str, report: &mut crate::CheckReport) {
+        let mut queues: std::collections::BTreeMap<[u8; 16], (Vec<u64>, Option<u64>)> =
+            Default::default();
+        for entry in self.table.tree.iter() {
+            let (key, value) = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    report.damaged(name, format!("unreadable record: {e}"));
+                    continue;
+                }
+            };
+            let quoted = crate::table::hex(&key);
+            let Some(client) = key.get(..16).and_then(|c| <[u8; 16]>::try_from(c).ok()) else {
+                report.damaged(name, format!("key {quoted} is too short"));
+                continue;
+            };
+            let queue = queues.entry(client).or_default();
+            let fine = match key.get(16) {
+                Some(&MESSAGE) => key
+                    .get(17..25)
+                    .and_then(|seq| seq.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .filter(|_| crate::table::decode::<QueueMessage>(&value).is_ok())
+                    .map(|seq| queue.0.push(seq))
+                    .is_some(),
+                Some(&HEAD) => <[u8; 8]>::try_from(value.as_ref())
+                    .map(|next| queue.1 = Some(u64::from_be_bytes(next)))
+                    .is_ok(),
+                Some(&DELIVERED) => crate::table::decode::<(u64, Timestamp)>(&value).is_ok(),
+                _ => false,
+            };
+            if fine {
+                report.record(name);
+            } else {
+                report.damaged(name, format!("key {quoted} cannot be decoded"));
+            }
+        }
+        for (client, (seqs, head)) in queues {
+            let queue = crate::table::hex(&client);
+            let Some(next) = head else {
+                if !seqs.is_empty() {
+                    report.damaged(name, format!("queue {queue} has messages but no head"));
+                }
+                continue;
+            };
+            if let Some(&oldest) = seqs.first() {
+                let expected = next.saturating_sub(oldest);
+                if seqs.last() >= Some(&next) {
+                    report.damaged(name, format!("queue {queue} holds messages beyond its head {next}"));
+                } else if (seqs.len() as u64) < expected {
+                    report.damaged(
+                        name,
+                        format!(
+                            "queue {queue} lacks {} of its messages {oldest}..{}",
+                            expected - seqs.len() as u64,
+                            next - 1
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     /// Number of messages waiting in a queue.
     pub fn len(&self, client: &ClientId) -> usize {
         self.table

@@ -24,6 +24,10 @@ impl SeenSignatures {
         })
     }
 
+    pub(crate) fn check(&self, report: &mut crate::CheckReport) {
+        report.readable("auth_seen", &self.tree);
+    }
+
     pub fn record(&self, signature: &[u8; 64], signed_ms: u64) -> Result<()> {
         self.tree.insert(key(signed_ms, signature), &[])?;
         Ok(())

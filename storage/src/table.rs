@@ -38,6 +38,33 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     }
 }
 
+impl<V: DeserializeOwned> Table<V> {
+    /// Reads every record whose key `is_record` accepts and decodes it as a `V`, reporting what
+    /// cannot be; other keys are counted if readable.
+    pub(crate) fn check(
+        &self,
+        name: &str,
+        is_record: impl Fn(&[u8]) -> bool,
+        report: &mut crate::CheckReport,
+    ) {
+        for entry in self.tree.iter() {
+            match entry {
+                Ok((key, value)) if is_record(&key) => match decode::<V>(&value) {
+                    Ok(_) => report.record(name),
+                    Err(e) => report.damaged(name, format!("key {}: {e}", hex(&key))),
+                },
+                Ok(_) => report.record(name),
+                Err(e) => report.damaged(name, format!("unreadable record: {e}")),
+            }
+        }
+    }
+}
+
+/// A key as an admin can quote it.
+pub(crate) fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) fn encode<V: Serialize>(value: &V) -> Vec<u8> {
     roost_protocol::codec::encode(value)
 }

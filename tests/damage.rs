@@ -1,0 +1,147 @@
+//! A damaged store: random bit flips in the data file never make `roost` panic or serve a store
+//! that silently lost records. Either it refuses to start with a message naming the file, or
+//! `roost admin check` names the damage, or every message is there.
+//!
+//! Seeded: a failure prints its seed; `ROOST_DAMAGE_TRIALS=N` (default 8) and
+//! `ROOST_DAMAGE_SEED=S` run more trials or one again.
+
+mod common;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use common::{Identity, Options, TestServer, PASSWORD};
+use roost_protocol::api::QueueBatch;
+
+const MESSAGES: usize = 300;
+
+/// A small deterministic generator (SplitMix64), so that a seed reproduces a trial.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else if entry.file_name() != "admin.sock" {
+            std::fs::copy(&path, to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Flips `count` random bits of the store's data file.
+fn flip_bits(store: &Path, rng: &mut Rng, count: usize) {
+    let file = store.join("db");
+    let mut bytes = std::fs::read(&file).unwrap();
+    for _ in 0..count {
+        let bit = rng.next() as usize % (bytes.len() * 8);
+        bytes[bit / 8] ^= 1 << (bit % 8);
+    }
+    std::fs::write(&file, bytes).unwrap();
+}
+
+/// `roost admin check` on `store`: whether it found the store sound, and what it printed.
+fn check(store: &Path) -> (Option<bool>, String) {
+    let mut child = Command::new(common::roost_binary())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ROOST_STORAGE__PATH", store)
+        .args(["admin", "check"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "admin check hangs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().map(|code| code == 0), text)
+}
+
+#[tokio::test]
+async fn a_damaged_store_is_refused_or_reported_never_served_short() {
+    // A store with one queue of 300 messages, stopped cleanly.
+    let mut server = TestServer::start(Options::default());
+    let http = server.http();
+    let mut phone = Identity::new(&server.user("bob"));
+    http.register(&mut phone, None).await;
+    let mut laptop = Identity::new(&server.user("bob"));
+    http.add_client(&mut laptop, PASSWORD).await;
+    for n in 0..MESSAGES {
+        let payload = vec![n as u8; 1024];
+        assert_eq!(http.enqueue(&laptop, &phone.client_id(), &payload).await.status, 200);
+    }
+    assert!(server.terminate().success());
+    let pristine = tempfile::tempdir().unwrap();
+    copy_dir(server.store_path(), pristine.path());
+
+    let trials: u64 = std::env::var("ROOST_DAMAGE_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(8);
+    let seeds: Vec<u64> = match std::env::var("ROOST_DAMAGE_SEED") {
+        Ok(seed) => vec![seed.parse().unwrap()],
+        Err(_) => (0..trials).map(|n| 0xDA11_0000 + n).collect(),
+    };
+    let (mut refused, mut reported, mut whole) = (0, 0, 0);
+    for seed in seeds {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        copy_dir(pristine.path(), &store);
+        let mut rng = Rng(seed);
+        flip_bits(&store, &mut rng, 20);
+
+        let (sound, printed) = check(&store);
+        let context = format!("seed {seed} (ROOST_DAMAGE_SEED={seed}):\n{printed}");
+        assert!(!printed.contains("panicked"), "{context}");
+        match sound {
+            // It could not even open the store: the message must say which file and why.
+            Some(false) if !printed.contains("\"problems\"") => {
+                assert!(printed.contains("db"), "{context}");
+                refused += 1;
+            }
+            Some(false) => reported += 1,
+            Some(true) => {
+                // Sound, it says: then the server starts and has every message.
+                let mut server = TestServer::start(Options {
+                    store: Some(store.clone()),
+                    ..Options::default()
+                });
+                let http = server.http();
+                let (mut seen, mut from) = (0, 0);
+                loop {
+                    let response = http.fetch(&phone, from, 1000, 0).await;
+                    assert_eq!(response.status, 200, "{context}");
+                    let batch: QueueBatch = response.decode();
+                    seen += batch.messages.len();
+                    match batch.messages.last() {
+                        Some(last) if batch.has_more => from = last.seq + 1,
+                        _ => break,
+                    }
+                }
+                assert_eq!(seen, 1 + MESSAGES, "check said sound; {context}");
+                server.kill();
+                whole += 1;
+            }
+            None => panic!("admin check was killed; {context}"),
+        }
+    }
+    eprintln!("damaged stores: {refused} refused, {reported} reported, {whole} whole");
+}
