@@ -11,7 +11,7 @@ use actix::Addr;
 use actix_web::{dev::Server, web, App, HttpResponse, HttpServer};
 
 use roost_actors::accounts::{self, AccountsActor, CreateToken};
-use roost_storage::Store;
+use roost_storage::{OnLostWrites, Store, StoreOptions};
 
 use crate::{http::error::ApiError, server::ServeError, settings::Settings};
 
@@ -117,7 +117,9 @@ async fn check_request(store: web::Data<Store>) -> HttpResponse {
     let store = store.get_ref().clone();
     match web::block(move || store.check()).await {
         Ok(Ok(report)) => HttpResponse::Ok().json(report),
-        Ok(Err(e)) => HttpResponse::BadRequest().json(serde_json::json!({ "error": e.to_string() })),
+        Ok(Err(e)) => {
+            HttpResponse::BadRequest().json(serde_json::json!({ "error": e.to_string() }))
+        }
         Err(e) => HttpResponse::BadRequest().json(serde_json::json!({ "error": e.to_string() })),
     }
 }
@@ -133,7 +135,11 @@ pub fn check_anyhow(settings: &Settings) -> Result<(serde_json::Value, bool), Ad
                 .map_err(|_| AdminError::Refused(format!("unexpected answer: {answer}")))?
         }
         Err(_) => {
-            let store = Store::open_with(&settings.storage.path, settings.storage.options())?;
+            let options = StoreOptions {
+                on_lost_writes: OnLostWrites::Report,
+                ..settings.storage.options()
+            };
+            let store = Store::open_with(&settings.storage.path, options)?;
             let report = store.check();
             store.close()?;
             serde_json::to_value(report?).expect("serialisable")
@@ -141,6 +147,34 @@ pub fn check_anyhow(settings: &Settings) -> Result<(serde_json::Value, bool), Ad
     };
     let sound = report["problems"].as_array().is_some_and(Vec::is_empty);
     Ok((report, sound))
+}
+
+/// `roost admin repair`: takes a store that lost writes as it is, so the server starts on it
+/// again (what was lost stays lost). Only with the server stopped. Says what it accepted.
+pub fn repair(settings: &Settings) -> Result<String, AdminError> {
+    let options = StoreOptions {
+        on_lost_writes: OnLostWrites::Report,
+        ..settings.storage.options()
+    };
+    let lost = {
+        let store = Store::open_with(&settings.storage.path, options)?;
+        let report = store.check()?;
+        store.close()?;
+        report
+    };
+    let options = StoreOptions {
+        on_lost_writes: OnLostWrites::Accept,
+        ..settings.storage.options()
+    };
+    Store::open_with(&settings.storage.path, options)?.close()?;
+    Ok(if lost.is_sound() {
+        "the store was sound; nothing to repair".into()
+    } else {
+        format!(
+            "accepted the store as it is; {} problem(s) remain for `roost admin check` to list, and what was lost stays lost",
+            lost.problems.len()
+        )
+    })
 }
 
 /// Inspects through the running server if there is one, else in the store.

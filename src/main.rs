@@ -50,6 +50,10 @@ enum AdminCommand {
     /// be read or decoded, queues that lack messages. Exits 1 if anything is. See the README,
     /// "A damaged store", for what to do then.
     Check,
+    /// Take a store that lost recent writes (a damaged data file) as it is, so that the server
+    /// starts on it again; what was lost stays lost. Only while the server is stopped; restoring
+    /// a backup is the better way when there is one.
+    Repair,
     /// Show what this server stores about a group, a client's queues or the federation outbox,
     /// as JSON: sizes, counts and ids only (what it holds is ciphertext it cannot read).
     Inspect {
@@ -164,6 +168,11 @@ fn main() -> ExitCode {
                 },
         } => admin::create_registration_token(&settings)
             .map(|token| println!("{token}"))
+            .map_err(|e| e.to_string()),
+        Command::Admin {
+            command: AdminCommand::Repair,
+        } => admin::repair(&settings)
+            .map(|said| println!("{said}"))
             .map_err(|e| e.to_string()),
         Command::Admin {
             command: AdminCommand::Check,

@@ -146,6 +146,7 @@ impl StorageSettings {
         roost_storage::StoreOptions {
             cache_bytes: self.cache_mib.saturating_mul(1024 * 1024),
             reserve_bytes: self.reserve_mib.saturating_mul(1024 * 1024),
+            on_lost_writes: roost_storage::OnLostWrites::Refuse,
         }
     }
 }

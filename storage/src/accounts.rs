@@ -148,7 +148,8 @@ impl AccountStore {
     pub(crate) fn check(&self, report: &mut crate::CheckReport) {
         self.users.check("as_users", |_| true, report);
         self.clients.check("as_clients", |_| true, report);
-        self.tokens.check("as_registration_tokens", |_| true, report);
+        self.tokens
+            .check("as_registration_tokens", |_| true, report);
     }
 
     pub fn token_count(&self) -> usize {

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::oneshot;
 
-use crate::{Result, StorageError};
+use crate::{mark::Mark, Result, StorageError};
 
 /// Told the outcome of the flush that covered its writes.
 type Waiter = Box<dyn FnOnce(Result<(), FlushFailure>) + Send>;
@@ -58,7 +58,7 @@ pub struct Durability {
 }
 
 impl Durability {
-    pub(crate) fn start(db: sled::Db, path: &Path) -> Result<Durability> {
+    pub(crate) fn start(db: sled::Db, path: &Path, mut mark: Mark) -> Result<Durability> {
         // sled's flush hands data to the kernel with sync_file_range, which neither waits for
         // metadata nor survives power loss; an fsync of the data file does.
         let data_file = File::open(path.join("db")).map_err(|e| StorageError::Open {
@@ -70,7 +70,7 @@ impl Durability {
         let flag = failing.clone();
         let thread = thread::Builder::new()
             .name("roost-flusher".into())
-            .spawn(move || flusher(db, data_file, incoming, flag))
+            .spawn(move || flusher(db, data_file, &mut mark, incoming, flag))
             .map_err(|e| StorageError::Open {
                 path: path.to_owned(),
                 reason: format!("cannot start the flusher thread: {e}"),
@@ -126,6 +126,7 @@ impl Durability {
 fn flusher(
     db: sled::Db,
     data_file: File,
+    mark: &mut Mark,
     incoming: mpsc::Receiver<Request>,
     failing: Arc<AtomicBool>,
 ) {
@@ -143,10 +144,11 @@ fn flusher(
                 Request::Stop => stopping = true,
             }
         }
-        let outcome = db
-            .flush()
+        let outcome = mark
+            .stage()
+            .and_then(|()| Ok(db.flush()?))
             .map_err(|e| match e {
-                sled::Error::Io(io) => FlushFailure::new("flush", &io),
+                StorageError::Sled(sled::Error::Io(io)) => FlushFailure::new("flush", &io),
                 other => FlushFailure {
                     message: format!("flush failed: {other}"),
                     disk_full: false,
@@ -157,8 +159,11 @@ fn flusher(
                     .sync_data()
                     .map_err(|e| FlushFailure::new("fsync", &e))
             });
-        if let Err(failure) = &outcome {
-            tracing::error!(error = %failure.message, "the store could not be made durable");
+        match &outcome {
+            Ok(()) => mark.confirm(),
+            Err(failure) => {
+                tracing::error!(error = %failure.message, "the store could not be made durable")
+            }
         }
         failing.store(outcome.is_err(), Ordering::SeqCst);
         for waiter in waiters {

@@ -18,6 +18,7 @@ mod durability;
 mod groups;
 mod key_packages;
 mod keys;
+mod mark;
 mod outbox;
 mod queues;
 mod signatures;
@@ -32,6 +33,7 @@ pub use durability::Durability;
 pub use groups::GroupStore;
 pub use key_packages::{KeyPackageStore, StoredKeyPackage};
 pub use keys::{ServerKeys, ServerKeysStore};
+pub use mark::{LostWrites, OnLostWrites};
 pub use outbox::OutboxStore;
 pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_DELIVERIES_SECS};
 pub use signatures::SeenSignatures;
@@ -59,6 +61,14 @@ pub enum StorageError {
     Full,
     #[error("the store cannot write: {0}")]
     Unwritable(String),
+    #[error(
+        "the store at {path} holds {} flushes of the {} it made durable: its data file {}/db is \
+         damaged and sled could read it only up to the damage, so recent writes are missing. \
+         Restore the store from a backup, or accept the loss with `roost admin repair` \
+         (README: \"A damaged store\")",
+        lost.found, lost.made_durable, path.display()
+    )]
+    LostWrites { path: PathBuf, lost: LostWrites },
 }
 
 impl StorageError {
@@ -107,6 +117,8 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 pub struct Store {
     db: sled::Db,
     durability: Durability,
+    /// Found at open with [`OnLostWrites::Report`].
+    lost_writes: Option<LostWrites>,
     space: Space,
     path: PathBuf,
 }
@@ -119,6 +131,8 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Free disk space below which no more data is taken (see [`Space`]).
     pub reserve_bytes: u64,
+    /// What to do with a store that lost writes it had made durable.
+    pub on_lost_writes: OnLostWrites,
 }
 
 impl Default for StoreOptions {
@@ -126,6 +140,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_bytes: 64 * 1024 * 1024,
             reserve_bytes: 64 * 1024 * 1024,
+            on_lost_writes: OnLostWrites::Refuse,
         }
     }
 }
@@ -144,21 +159,31 @@ impl Store {
         };
         std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
         remove_incomplete_snapshots(path).map_err(|e| open_error(e.to_string()))?;
-        let db = open_without_panic(path, options)?
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    open_error("another process (a running roost?) holds its lock".into())
-                }
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => open_error(
-                    "the disk holding it is full; free some space and start again".into(),
-                ),
-                other => open_error(other.to_string()),
-            })?;
+        let db = open_without_panic(path, options)?.map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                open_error("another process (a running roost?) holds its lock".into())
+            }
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                open_error("the disk holding it is full; free some space and start again".into())
+            }
+            other => open_error(other.to_string()),
+        })?;
         check_format(&db, path)?;
-        let durability = Durability::start(db.clone(), path)?;
+        let meta = db.open_tree("meta")?;
+        let lost_writes = mark::compare(path, &meta)?;
+        if let (Some(lost), OnLostWrites::Refuse) = (lost_writes, options.on_lost_writes) {
+            return Err(StorageError::LostWrites {
+                path: path.to_owned(),
+                lost,
+            });
+        }
+        let writes_mark = options.on_lost_writes != OnLostWrites::Report;
+        let mark = mark::Mark::open(path, meta, writes_mark)?;
+        let durability = Durability::start(db.clone(), path, mark)?;
         Ok(Store {
             db,
             durability,
+            lost_writes,
             space: Space {
                 path: path.to_owned(),
                 reserve: options.reserve_bytes,
@@ -214,6 +239,15 @@ impl Store {
     /// Reads every record of every tree: see [`CheckReport`].
     pub fn check(&self) -> Result<CheckReport> {
         let mut report = CheckReport::default();
+        if let Some(lost) = self.lost_writes {
+            report.damaged(
+                "meta",
+                format!(
+                    "the store holds {} flushes of the {} it made durable: writes after the damage in its data file are missing",
+                    lost.found, lost.made_durable
+                ),
+            );
+        }
         report.readable("meta", &self.db.open_tree("meta")?);
         self.server_keys()?.check(&mut report);
         self.accounts()?.check(&mut report);

@@ -13,6 +13,7 @@ use crate::{table::Table, Result};
 const MESSAGE: u8 = 0;
 const HEAD: u8 = 1;
 const DELIVERED: u8 = 2;
+const ACKED: u8 = 3;
 
 /// How long a relayed delivery is remembered after it was queued: far beyond the longest retry
 /// interval of a sending homeserver.
@@ -90,6 +91,12 @@ fn message_key(client: &ClientId, seq: u64) -> [u8; 25] {
     key
 }
 
+fn acked_key(client: &ClientId) -> [u8; 17] {
+    let mut key = head_key(client);
+    key[16] = ACKED;
+    key
+}
+
 fn head_key(client: &ClientId) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[..16].copy_from_slice(&client.0);
@@ -129,6 +136,10 @@ impl QueueStore {
         let mut batch = sled::Batch::default();
         batch.insert(&message_key(client, seq), message.bytes);
         batch.insert(&head_key(client), &(seq + 1).to_be_bytes());
+        if seq == 1 {
+            // A new queue: nothing acknowledged yet, so a check expects every message from 1.
+            batch.insert(&acked_key(client), &0u64.to_be_bytes());
+        }
         if let Some(delivery) = delivery {
             batch.insert(
                 &delivered_key(client, delivery)[..],
@@ -137,6 +148,19 @@ impl QueueStore {
         }
         self.table.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Every message up to this seq was acknowledged (0: none).
+    fn acked(&self, client: &ClientId) -> Result<u64> {
+        Ok(match self.table.tree.get(acked_key(client))? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| crate::StorageError::Corrupt("queue acknowledgement".into()))?,
+            ),
+            None => 0,
+        })
     }
 
     /// The seq a relayed delivery was queued with, if it was.
@@ -198,6 +222,12 @@ impl QueueStore {
             freed.add(value.len());
             batch.remove(key);
         }
+        // Where the queue now starts, so that a check can tell lost messages from acknowledged
+        // ones.
+        let acked = self
+            .acked(client)?
+            .max(up_to.min(self.next_seq(client)? - 1));
+        batch.insert(&acked_key(client), &acked.to_be_bytes());
         let mut prefix = client.0.to_vec();
         prefix.push(DELIVERED);
         let forget_before = Timestamp::now().0.saturating_sub(REMEMBER_DELIVERIES_SECS);
@@ -236,8 +266,9 @@ impl QueueStore {
     /// Every message decodes, every head is a number, every remembered relay decodes; and each
     /// queue holds every message from its oldest to the one before its head.
     pub(crate) fn check(&self, name: &str, report: &mut crate::CheckReport) {
-        let mut queues: std::collections::BTreeMap<[u8; 16], (Vec<u64>, Option<u64>)> =
-            Default::default();
+        // Per queue: the seqs of its messages, its head, where acknowledgements reached.
+        type Seen = (Vec<u64>, Option<u64>, Option<u64>);
+        let mut queues: std::collections::BTreeMap<[u8; 16], Seen> = Default::default();
         for entry in self.table.tree.iter() {
             let (key, value) = match entry {
                 Ok(entry) => entry,
@@ -264,6 +295,9 @@ impl QueueStore {
                     .map(|next| queue.1 = Some(u64::from_be_bytes(next)))
                     .is_ok(),
                 Some(&DELIVERED) => crate::table::decode::<(u64, Timestamp)>(&value).is_ok(),
+                Some(&ACKED) => <[u8; 8]>::try_from(value.as_ref())
+                    .map(|acked| queue.2 = Some(u64::from_be_bytes(acked)))
+                    .is_ok(),
                 _ => false,
             };
             if fine {
@@ -272,7 +306,7 @@ impl QueueStore {
                 report.damaged(name, format!("key {quoted} cannot be decoded"));
             }
         }
-        for (client, (seqs, head)) in queues {
+        for (client, (seqs, head, acked)) in queues {
             let queue = crate::table::hex(&client);
             let Some(next) = head else {
                 if !seqs.is_empty() {
@@ -280,10 +314,20 @@ impl QueueStore {
                 }
                 continue;
             };
-            if let Some(&oldest) = seqs.first() {
+            // Every message after the acknowledged ones is waiting. (A queue made before the
+            // acknowledgement was recorded starts at its first message.)
+            let oldest = match acked {
+                Some(acked) if acked + 1 < next => Some(acked + 1),
+                Some(_) => None,
+                None => seqs.first().copied(),
+            };
+            if let Some(oldest) = oldest {
                 let expected = next.saturating_sub(oldest);
                 if seqs.last() >= Some(&next) {
-                    report.damaged(name, format!("queue {queue} holds messages beyond its head {next}"));
+                    report.damaged(
+                        name,
+                        format!("queue {queue} holds messages beyond its head {next}"),
+                    );
                 } else if (seqs.len() as u64) < expected {
                     report.damaged(
                         name,
