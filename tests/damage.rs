@@ -9,23 +9,10 @@ mod common;
 
 use std::{path::Path, process::Command, time::Duration};
 
-use common::{Identity, Options, TestServer, PASSWORD};
+use common::{fuzz::Rng, Identity, Options, TestServer, PASSWORD};
 use roost_protocol::api::QueueBatch;
 
 const MESSAGES: usize = 300;
-
-/// A small deterministic generator (SplitMix64), so that a seed reproduces a trial.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod devices;
+pub mod fuzz;
 pub mod mls;
 pub mod mls_client;
 pub mod peer;
