@@ -417,6 +417,7 @@ impl Ds {
                     federation,
                     policy: DomainPolicy::default(),
                 },
+                max_members: usize::MAX,
                 idle_after: IDLE,
             },
             IDLE,

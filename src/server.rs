@@ -177,6 +177,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
                 federation,
                 policy: settings.federation.policy(),
             },
+            max_members: settings.limits.members_per_group,
             idle_after,
         },
         idle_after,
@@ -209,6 +210,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             domain: domain.clone(),
             policy: settings.registration.policy.into(),
             client_credential_lifetime_secs: settings.credentials.client_lifetime_secs,
+            max_clients_per_user: settings.limits.clients_per_user,
             hashing_threads: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(MAX_HASHING_THREADS),

@@ -52,6 +52,8 @@ pub struct LimitSettings {
     pub body_read_secs: u64,
     pub relays_per_minute_per_domain: u32,
     pub relays_burst_per_domain: u32,
+    pub clients_per_user: usize,
+    pub members_per_group: usize,
 }
 
 impl LimitSettings {
@@ -267,6 +269,21 @@ impl Settings {
                 "limits.long_polls_per_queue",
                 limits.long_polls_per_queue as u64,
             ),
+            (
+                "limits.connection_requests_burst",
+                limits.connection_requests_burst.into(),
+            ),
+            (
+                "limits.requests_per_last_resort_per_hour",
+                limits.requests_per_last_resort_per_hour.into(),
+            ),
+            (
+                "limits.connections_per_address",
+                limits.connections_per_address as u64,
+            ),
+            ("limits.body_read_secs", limits.body_read_secs),
+            ("limits.clients_per_user", limits.clients_per_user as u64),
+            ("limits.members_per_group", limits.members_per_group as u64),
         ] {
             if value == 0 {
                 return fail(key, "must be positive");

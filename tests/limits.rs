@@ -449,3 +449,67 @@ async fn malformed_http_cannot_flood_the_log() {
     let lines = server.log().matches("request parse error").count();
     assert_eq!(lines, 1, "{}", server.log());
 }
+
+#[tokio::test]
+async fn a_user_may_have_only_so_many_clients() {
+    let server = TestServer::start(Options {
+        settings: vec![("ROOST_LIMITS__CLIENTS_PER_USER", "2".into())],
+        ..Options::default()
+    });
+    let http = server.http();
+    let mut phone = Identity::new(&server.user("bob"));
+    http.register(&mut phone, None).await;
+    let mut laptop = Identity::new(&server.user("bob"));
+    assert_eq!(
+        http.add_client(&mut laptop, common::PASSWORD).await.status,
+        201
+    );
+    let mut tablet = Identity::new(&server.user("bob"));
+    let refused = http.add_client(&mut tablet, common::PASSWORD).await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (409, "too_many_clients")
+    );
+    // Room again once one is deleted.
+    let path = api::as_own_client(&laptop.client_id());
+    assert_eq!(
+        http.signed(&phone, "DELETE", &path, vec![]).await.status,
+        204
+    );
+    assert_eq!(
+        http.add_client(&mut tablet, common::PASSWORD).await.status,
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_group_may_have_only_so_many_members() {
+    use common::mls::{self, create_group, Member};
+    let server = TestServer::start(Options {
+        settings: vec![("ROOST_LIMITS__MEMBERS_PER_GROUP", "2".into())],
+        ..Options::default()
+    });
+    let http = server.http();
+    let mut alice = Member::register(&server, "alice").await;
+    let bob = Member::register(&server, "bob").await;
+    let carol = Member::register(&server, "carol").await;
+    let (group_id, keys) = create_group(&http, server.domain(), &mut alice, false).await;
+    for (joiner, expected) in [(&bob, 200), (&carol, 409)] {
+        let entry = joiner
+            .entry(&http, server.domain(), &group_id, &keys.credentials)
+            .await;
+        let (status, _) = mls::add(
+            &http,
+            &group_id,
+            &keys,
+            &mut alice,
+            joiner.key_package(),
+            entry,
+        )
+        .await;
+        assert_eq!(status, expected);
+        if status == 409 {
+            break;
+        }
+    }
+}

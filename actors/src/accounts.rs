@@ -41,6 +41,10 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 pub enum AccountsError {
     #[error("this server serves {0}; register users of that domain only")]
     WrongDomain(Domain),
+    #[error(
+        "the user has {0} clients, the most allowed (limits.clients_per_user); delete one first"
+    )]
+    TooManyClients(usize),
     #[error("registration on this server needs a registration token")]
     TokenRequired,
     #[error("the registration token is unknown or already used")]
@@ -79,6 +83,8 @@ pub struct AccountsConfig {
     pub client_credential_lifetime_secs: u64,
     /// How many password hashes may run at once (each holds 19 MiB while it runs).
     pub hashing_threads: usize,
+    /// The most clients one user may have.
+    pub max_clients_per_user: usize,
 }
 
 pub struct AccountsActor {
@@ -287,6 +293,10 @@ impl Handler<AddClient> for AccountsActor {
             .into_actor(self)
             .then(move |checked, actor, _ctx| {
                 let added = checked.and_then(|()| -> Result<_, AccountsError> {
+                    let limit = actor.config.max_clients_per_user;
+                    if actor.clients_of(&msg.user).len() >= limit {
+                        return Err(AccountsError::TooManyClients(limit));
+                    }
                     let client = actor.issue(&msg.user, &msg.client);
                     actor.store.add_client(&msg.user, &client)?;
                     Ok(client)

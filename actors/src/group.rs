@@ -54,6 +54,8 @@ pub enum GroupError {
     NotJoinable,
     #[error("invalid MLS message: {0}")]
     Invalid(String),
+    #[error("the group would have more than {0} members (limits.members_per_group)")]
+    GroupFull(usize),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -134,6 +136,8 @@ pub struct GroupDeps {
     pub groups: GroupStore,
     pub durability: Durability,
     pub delivery: Delivery,
+    /// The most members a group may have.
+    pub max_members: usize,
     pub idle_after: Duration,
 }
 
@@ -457,6 +461,9 @@ impl Handler<Commit> for GroupActor {
             }
             for (leaf, entry) in applied.added.iter().zip(&msg.added) {
                 opened.state.members.insert(*leaf, entry.clone());
+            }
+            if opened.state.members.len() > self.deps.max_members {
+                return Err(GroupError::GroupFull(self.deps.max_members));
             }
             let welcome_refs = Self::refs(&opened.state, &applied.added);
             let sealed = self.seal(&msg.ear_key, &mut opened);

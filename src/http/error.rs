@@ -128,6 +128,7 @@ impl ApiError {
                 AccountsError::WrongPassword => "wrong_password",
                 AccountsError::BadProof => "bad_proof",
                 AccountsError::UnknownClient => "unknown_client",
+                AccountsError::TooManyClients(_) => "too_many_clients",
                 AccountsError::Storage(_) | AccountsError::Internal(_) => "internal",
             },
             ApiError::Queue(e) => match e {
@@ -149,6 +150,7 @@ impl ApiError {
                 GroupError::StaleEpoch => "stale_epoch",
                 GroupError::NotJoinable => "not_joinable",
                 GroupError::Invalid(_) => "invalid_mls_message",
+                GroupError::GroupFull(_) => "group_full",
                 GroupError::Storage(_) => "internal",
             },
             ApiError::KeyPackages(e) => match e {
@@ -197,6 +199,7 @@ impl ResponseError for ApiError {
                 AccountsError::UserTaken => StatusCode::CONFLICT,
                 AccountsError::WrongPassword => StatusCode::UNAUTHORIZED,
                 AccountsError::UnknownClient => StatusCode::NOT_FOUND,
+                AccountsError::TooManyClients(_) => StatusCode::CONFLICT,
                 AccountsError::Storage(_) | AccountsError::Internal(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
@@ -216,9 +219,10 @@ impl ResponseError for ApiError {
             ApiError::Group(e) => match e {
                 GroupError::UnknownGroup => StatusCode::NOT_FOUND,
                 GroupError::WrongKey => StatusCode::FORBIDDEN,
-                GroupError::GroupExists | GroupError::StaleEpoch | GroupError::NotJoinable => {
-                    StatusCode::CONFLICT
-                }
+                GroupError::GroupExists
+                | GroupError::StaleEpoch
+                | GroupError::NotJoinable
+                | GroupError::GroupFull(_) => StatusCode::CONFLICT,
                 GroupError::Invalid(_) => StatusCode::BAD_REQUEST,
                 GroupError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
