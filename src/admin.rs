@@ -29,6 +29,9 @@ pub enum Inspect {
     Queue { client: String },
     /// The federation outbox: what waits for which domain.
     Outbox,
+    /// What the server holds in all, against its limits: users, queues (the largest first),
+    /// groups, the disk.
+    Usage,
 }
 
 /// What the server holds about `what`: sizes, counts and ids only — the same rules as for logs
@@ -59,6 +62,7 @@ pub fn inspect(store: &Store, what: &Inspect) -> Result<serde_json::Value, Admin
                 "connection_requests": store.connection_queues()?.summary(&client_id)?,
             })
         }
+        Inspect::Usage => usage(store)?,
         Inspect::Outbox => {
             let outbox = store.outbox()?;
             let domains = outbox
@@ -69,6 +73,41 @@ pub fn inspect(store: &Store, what: &Inspect) -> Result<serde_json::Value, Admin
             serde_json::json!({ "outbox": domains })
         }
     })
+}
+
+/// How many largest queues `inspect usage` lists.
+const LARGEST_QUEUES: usize = 10;
+
+fn usage(store: &Store) -> Result<serde_json::Value, AdminError> {
+    let queues = |kind: roost_storage::QueueStore| -> Result<serde_json::Value, AdminError> {
+        let by_queue = kind.usage_by_queue()?;
+        let total = by_queue.iter().fold(
+            roost_storage::QueueUsage::default(),
+            |mut sum, (_, usage)| {
+                sum.messages += usage.messages;
+                sum.bytes += usage.bytes;
+                sum
+            },
+        );
+        let largest: Vec<_> = by_queue
+            .iter()
+            .take(LARGEST_QUEUES)
+            .map(|(client, usage)| serde_json::json!({ "client": client.to_string(), "messages": usage.messages, "bytes": usage.bytes }))
+            .collect();
+        Ok(serde_json::json!({ "queues": by_queue.len(), "total": total, "largest": largest }))
+    };
+    let space = store.space();
+    Ok(serde_json::json!({
+        "users": store.accounts()?.user_count(),
+        "message_queues": queues(store.queues()?)?,
+        "connection_queues": queues(store.connection_queues()?)?,
+        "groups": store.groups()?.len(),
+        "relays_waiting": store.outbox()?.domains()?.len(),
+        "disk": {
+            "free_bytes": space.free_bytes().ok(),
+            "reserve_bytes": space.reserve_bytes(),
+        },
+    }))
 }
 
 /// The admin HTTP server on `<storage.path>/admin.sock`, readable by the owner only.

@@ -76,6 +76,9 @@ enum InspectCommand {
     },
     /// Deliveries waiting to be relayed, per domain.
     Outbox,
+    /// What the server holds in all, to set against its limits (config.toml, [limits]): users,
+    /// queued messages and bytes with the largest queues, groups, free disk space.
+    Usage,
 }
 
 #[derive(Subcommand)]
@@ -194,6 +197,7 @@ fn main() -> ExitCode {
                 InspectCommand::Group { id } => admin::Inspect::Group { id },
                 InspectCommand::Queue { client } => admin::Inspect::Queue { client },
                 InspectCommand::Outbox => admin::Inspect::Outbox,
+                InspectCommand::Usage => admin::Inspect::Usage,
             };
             admin::inspect_anyhow(&settings, &what)
                 .map(|found| println!("{found}"))

@@ -173,6 +173,12 @@ async fn a_full_queue_refuses_more_by_name_until_its_client_reads_it_even_after_
         .enqueue(&laptop, &phone.client_id(), b"one too many")
         .await;
     assert_eq!(full.status, 507);
+    // The admin sees the full queue, largest first, against the limits.
+    let usage: serde_json::Value =
+        serde_json::from_str(&server.admin(&["inspect", "usage"])).unwrap();
+    let largest = &usage["message_queues"]["largest"][0];
+    assert_eq!(largest["client"], phone.client_id().to_string());
+    assert_eq!(largest["messages"], 5);
     let batch: QueueBatch = http.fetch(&phone, 0, 100, 0).await.decode();
     assert_eq!(batch.messages.len(), 5);
     assert_eq!(http.ack(&phone, batch.messages[1].seq).await.status, 204);

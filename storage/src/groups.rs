@@ -21,6 +21,15 @@ impl GroupStore {
         report.readable("ds_groups", &self.tree);
     }
 
+    /// How many groups the DS holds.
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
     pub fn get(&self, group_id: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.tree.get(group_id)?.map(|v| v.to_vec()))
     }

@@ -28,7 +28,7 @@ fn delivered_key(client: &ClientId, delivery: &[u8; 32]) -> [u8; 49] {
 }
 
 /// Messages in a queue and their stored (sealed, encoded) bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueUsage {
     pub messages: u64,
     pub bytes: u64,
@@ -340,6 +340,25 @@ impl QueueStore {
                 }
             }
         }
+    }
+
+    /// Every queue's usage, largest (by bytes) first: for operators, against the limits.
+    pub fn usage_by_queue(&self) -> Result<Vec<(ClientId, QueueUsage)>> {
+        let mut queues: std::collections::HashMap<[u8; 16], QueueUsage> = Default::default();
+        for entry in self.table.tree.iter() {
+            let (key, value) = entry?;
+            if key.get(16) == Some(&MESSAGE) {
+                if let Ok(client) = <[u8; 16]>::try_from(&key[..16]) {
+                    queues.entry(client).or_default().add(value.len());
+                }
+            }
+        }
+        let mut queues: Vec<_> = queues
+            .into_iter()
+            .map(|(client, usage)| (ClientId(client), usage))
+            .collect();
+        queues.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes));
+        Ok(queues)
     }
 
     /// Number of messages waiting in a queue.
