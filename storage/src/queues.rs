@@ -357,7 +357,7 @@ impl QueueStore {
             .into_iter()
             .map(|(client, usage)| (ClientId(client), usage))
             .collect();
-        queues.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes));
+        queues.sort_by_key(|(_, usage)| std::cmp::Reverse(usage.bytes));
         Ok(queues)
     }
 
