@@ -9,8 +9,8 @@ use roost_protocol::{
 };
 
 use super::{
-    decode, encoded, error::ApiError, method_not_allowed, path_param, read_body, signed_request,
-    State,
+    decode, encoded, error::ApiError, method_not_allowed, path_param, read_body_up_to,
+    signed_request, State, SMALL_BODY,
 };
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -32,7 +32,8 @@ async fn register(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: api::RegisterUser = decode(&read_body(&state, &request, payload).await?)?;
+    let body: api::RegisterUser =
+        decode(&read_body_up_to(&state, &request, payload, SMALL_BODY).await?)?;
     let credential = state
         .accounts
         .send(Register {
@@ -52,7 +53,8 @@ async fn add_client(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let user: UserName = path_param(&user, "user name")?;
-    let body: api::AddClient = decode(&read_body(&state, &request, payload).await?)?;
+    let body: api::AddClient =
+        decode(&read_body_up_to(&state, &request, payload, SMALL_BODY).await?)?;
     let credential = state
         .accounts
         .send(AddClient {

@@ -11,7 +11,7 @@ use roost_actors::{
 };
 use roost_protocol::{
     api::{self, ConnectionPackages, QueueItem, MAX_PUBLISH},
-    connection::SealedConnectionRequest,
+    connection::{SealedConnectionRequest, MAX_SEALED_REQUEST},
     ClientId, UserName,
 };
 use roost_storage::Redeemed;
@@ -21,7 +21,7 @@ use super::{
     error::ApiError,
     limit_address, limited, method_not_allowed, path_param,
     queues::{ack, fetch, Connections},
-    rate_limit, read_body, signed_request, State,
+    rate_limit, read_body_up_to, signed_request, State,
 };
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -121,7 +121,10 @@ async fn enqueue_request(
         "limits.connection_requests_per_minute",
     )?;
     let client: ClientId = path_param(&client, "client id")?;
-    let sealed: SealedConnectionRequest = decode(&read_body(&state, &request, payload).await?)?;
+    // A little more than the largest request a client opens: the larger it may be refused by
+    // name below, anything beyond is not read at all.
+    let body = read_body_up_to(&state, &request, payload, 2 * MAX_SEALED_REQUEST).await?;
+    let sealed: SealedConnectionRequest = decode(&body)?;
     // Before the package is redeemed: a request no client would open must not use it up.
     if !sealed.within_limit() {
         return Err(ApiError::ConnectionRequestTooLarge(

@@ -103,14 +103,29 @@ pub(crate) async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
 
+/// Largest body of a public request that carries only names, a password, keys or a token
+/// (registration, adding a client, claiming key packages): far below the general limit.
+pub(crate) const SMALL_BODY: usize = 16 * 1024;
+
 /// Reads the whole body, refusing more than the configured limit without buffering it, and a
 /// body that takes longer than the body deadline.
 pub(crate) async fn read_body(
     state: &AppState,
     request: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<Bytes, ApiError> {
-    let limit = state.max_body_bytes;
+    read_body_up_to(state, request, payload, state.max_body_bytes).await
+}
+
+/// [`read_body`] for a route whose bodies are smaller: at most `limit` bytes (and never more
+/// than the general limit).
+pub(crate) async fn read_body_up_to(
+    state: &AppState,
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let limit = limit.min(state.max_body_bytes);
     let declared = request
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)

@@ -14,8 +14,8 @@ use roost_actors::{
 use roost_protocol::api::{self, MAX_PUBLISH};
 
 use super::{
-    auth::Caller, decode, encoded, error::ApiError, method_not_allowed, rate_limit, read_body,
-    signed_request, State,
+    auth::Caller, decode, encoded, error::ApiError, method_not_allowed, rate_limit,
+    read_body_up_to, signed_request, State, SMALL_BODY,
 };
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -127,7 +127,8 @@ async fn claim(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     rate_limit(&state, &request)?;
-    let body: api::ClaimKeyPackages = decode(&read_body(&state, &request, payload).await?)?;
+    let body: api::ClaimKeyPackages =
+        decode(&read_body_up_to(&state, &request, payload, SMALL_BODY).await?)?;
     let user = state
         .key_package_store
         .user_of(&body.token)
