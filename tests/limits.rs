@@ -58,20 +58,18 @@ async fn a_connection_request_no_client_would_open_is_refused_and_uses_up_nothin
     let path = api::as_connection_queue(&bob.client_id());
 
     // Larger than any client opens: refused by name. Much larger: not even read.
-    let response = http
-        .send("POST", &path, junk_request(served, 100 * 1024), None)
-        .await;
-    assert_eq!(
-        (response.status, response.error_code().as_str()),
-        (413, "connection_request_too_large")
-    );
-    let response = http
-        .send("POST", &path, junk_request(served, 1024 * 1024), None)
-        .await;
-    assert_eq!(
-        (response.status, response.error_code().as_str()),
-        (413, "body_too_large")
-    );
+    for (size, refused) in [
+        (100 * 1024, "connection_request_too_large"),
+        (1024 * 1024, "body_too_large"),
+    ] {
+        let response = http
+            .send("POST", &path, junk_request(served, size), None)
+            .await;
+        assert_eq!(
+            (response.status, response.error_code().as_str()),
+            (413, refused)
+        );
+    }
     // The one-time package was not used up by it: a request of the size clients open is taken.
     let response = http
         .send("POST", &path, junk_request(served, 1000), None)

@@ -35,15 +35,7 @@ pub struct LostWrites {
 
 /// The count inside the store.
 pub(crate) fn in_store(meta: &sled::Tree) -> Result<u64> {
-    Ok(match meta.get(KEY)? {
-        Some(bytes) => u64::from_be_bytes(
-            bytes
-                .as_ref()
-                .try_into()
-                .map_err(|_| StorageError::Corrupt("the flush count".into()))?,
-        ),
-        None => 0,
-    })
+    crate::table::read_u64(meta, KEY, "the flush count", 0)
 }
 
 /// The count beside the store, if there is a readable one.

@@ -47,15 +47,7 @@ impl OutboxStore {
     /// Appends deliveries for `domain` in one batch; the caller is the domain's only writer.
     pub fn push(&self, domain: &Domain, deliveries: &[FederatedDelivery]) -> Result<()> {
         let head = domain_key(HEAD, domain);
-        let mut next = match self.table.tree.get(&head)? {
-            Some(bytes) => u64::from_be_bytes(
-                bytes
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StorageError::Corrupt("outbox head".into()))?,
-            ),
-            None => 1,
-        };
+        let mut next = crate::table::read_u64(&self.table.tree, &head, "outbox head", 1)?;
         let mut batch = sled::Batch::default();
         for delivery in deliveries {
             batch.insert(entry_key(domain, next), crate::table::encode(delivery));

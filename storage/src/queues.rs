@@ -8,7 +8,10 @@
 
 use roost_protocol::{api::QueueMessage, ClientId, Timestamp};
 
-use crate::{table::Table, Result};
+use crate::{
+    table::{read_u64, Table},
+    Result,
+};
 
 const MESSAGE: u8 = 0;
 const HEAD: u8 = 1;
@@ -113,15 +116,7 @@ impl QueueStore {
 
     /// The sequence number the next appended message gets; 1 for a new queue.
     pub fn next_seq(&self, client: &ClientId) -> Result<u64> {
-        Ok(match self.table.tree.get(head_key(client))? {
-            Some(bytes) => u64::from_be_bytes(
-                bytes
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| crate::StorageError::Corrupt("queue head".into()))?,
-            ),
-            None => 1,
-        })
+        read_u64(&self.table.tree, &head_key(client), "queue head", 1)
     }
 
     /// Appends `message` (whose `seq` the caller took from [`next_seq`](Self::next_seq)); with
@@ -152,15 +147,12 @@ impl QueueStore {
 
     /// Every message up to this seq was acknowledged (0: none).
     fn acked(&self, client: &ClientId) -> Result<u64> {
-        Ok(match self.table.tree.get(acked_key(client))? {
-            Some(bytes) => u64::from_be_bytes(
-                bytes
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| crate::StorageError::Corrupt("queue acknowledgement".into()))?,
-            ),
-            None => 0,
-        })
+        read_u64(
+            &self.table.tree,
+            &acked_key(client),
+            "queue acknowledgement",
+            0,
+        )
     }
 
     /// The seq a relayed delivery was queued with, if it was.

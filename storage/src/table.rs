@@ -60,6 +60,20 @@ impl<V: DeserializeOwned> Table<V> {
     }
 }
 
+/// A counter stored as a big-endian u64 under `key` (`what` names it in an error), or
+/// `default` if there is none.
+pub(crate) fn read_u64(tree: &sled::Tree, key: &[u8], what: &str, default: u64) -> Result<u64> {
+    match tree.get(key)? {
+        Some(bytes) => Ok(u64::from_be_bytes(
+            bytes
+                .as_ref()
+                .try_into()
+                .map_err(|_| StorageError::Corrupt(what.into()))?,
+        )),
+        None => Ok(default),
+    }
+}
+
 /// A key as an admin can quote it.
 pub(crate) fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
