@@ -1,13 +1,14 @@
 //! `roost-load`: drives a real `roost` server over HTTP on loopback and reports how fast, how
 //! big and how it grows — as a markdown report and SVG plots.
 //!
-//! Owns: the load scenarios ([`scenarios`]), the floors measured in the same run
-//! ([`baseline`]), the server process it starts ([`server`]) and the report. Must not touch
-//! the server's crates: it speaks to `roost` only over HTTP, through `roost_client`, like any
-//! client.
+//! Owns: the load scenarios ([`scenarios`], and the attacks of [`hostile`]), the floors
+//! measured in the same run ([`baseline`]), the server process it starts ([`server`]) and the
+//! report. Must not touch the server's crates: it speaks to `roost` only over HTTP, through
+//! `roost_client`, like any client.
 
 mod baseline;
 mod drive;
+mod hostile;
 mod scenarios;
 mod server;
 mod stats;
@@ -27,7 +28,7 @@ use crate::{
     drive::Driven,
     scenarios::Population,
     server::{RoostProcess, ServerOptions},
-    stats::{ms, Latencies, Timeline},
+    stats::{mib, ms, Latencies, Timeline},
 };
 
 /// Load generator for the Roost homeserver.
@@ -35,13 +36,14 @@ use crate::{
 /// Starts its own `roost` (found next to this binary; build both with `cargo build --release
 /// --workspace`) unless --server is given, registers users with several clients, drives
 /// traffic over real HTTP, and writes a markdown report with SVG plots. The federation
-/// scenario starts two servers of its own, `a.test` and `b.test`.
+/// scenario starts two servers of its own, `a.test` and `b.test`, and the hostile one a server
+/// with the shipped limits.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     /// Drive this running server instead of starting one (figures that need the server's
-    /// process or store — memory, store size, start-up — are then skipped, and so is the
-    /// federation scenario, which needs two servers this tool starts)
+    /// process or store — memory, store size, start-up — are then skipped, and so are the
+    /// federation and hostile scenarios, which need servers this tool starts)
     #[arg(long, value_name = "URL")]
     server: Option<String>,
     /// The roost binary to start [default: next to this binary]
@@ -74,6 +76,9 @@ enum Scenario {
     Memory,
     /// Connections, fan-out and chat across two federated servers
     Federation,
+    /// A pair's chat while attackers flood discovery, connection requests, queues and relays,
+    /// on a server of its own with the shipped limits
+    Hostile,
 }
 
 /// The sizes of one run.
@@ -237,6 +242,19 @@ async fn run(args: &Args) -> Result<String, String> {
             );
         } else {
             federation_section(args, &plan, &mut report).await?;
+        }
+    }
+    if args.runs(Scenario::Hostile) {
+        if !report.ends_with("\n\n") {
+            report.push('\n');
+        }
+        report.push_str("## Hostile load\n\n");
+        if args.server.is_some() {
+            report.push_str(
+                "Skipped: with --server this tool starts no servers, and this needs one of its own.\n",
+            );
+        } else {
+            hostile_section(args, &plan, &mut report).await?;
         }
     }
     std::fs::write(args.out.join("report.md"), &report).map_err(|e| e.to_string())?;
@@ -541,6 +559,70 @@ async fn federation_section(args: &Args, plan: &Plan, report: &mut String) -> Re
         }
         report.push_str("\n\n");
     }
+    Ok(())
+}
+
+/// A pair's chat on a server with the shipped limits, first quiet, then while attackers flood
+/// it ([`hostile`]).
+async fn hostile_section(args: &Args, plan: &Plan, report: &mut String) -> Result<(), String> {
+    progress("hostile load: starting a server with the shipped limits");
+    let figures = hostile::run(&roost_binary(args)?, plan.duration()).await?;
+    let _ = write!(
+        report,
+        "One `roost` with the limits of `config.toml`, none raised: each unauthenticated attacker sends from loopback addresses of its own, as attackers on the internet would, so the per-address limits bind them at their shipped values and no attacker shares a bucket with the chatting pair (127.0.0.1). `peer.test`, in the server's `federation.resolve`, is a stand-in that serves only its server key.\n\nTwo connected users, one client each: one sends a chat message, the other syncs until it has it, one message at a time; {0} s quiet, then {0} s while all the attacks below run at once.\n\n| chat | messages | send→delivered p50 | p99 | failed | server CPU |\n| --- | --- | --- | --- | --- | --- |\n",
+        plan.seconds,
+    );
+    let runs = [
+        ("quiet", &figures.quiet),
+        ("under attack", &figures.attacked),
+    ];
+    for ((name, chat), cores) in runs.into_iter().zip(figures.server_cores) {
+        let _ = writeln!(
+            report,
+            "| {name} | {} | {} | {} | {} | {cores:.2} cores |",
+            chat.ok,
+            ms(chat.latencies.percentile(50.0)),
+            ms(chat.latencies.percentile(99.0)),
+            chat.failed,
+        );
+    }
+    let _ = write!(
+        report,
+        "\nUnder attack against quiet: p50 **{:.1}×**, p99 **{:.1}×** (target: within 2×).",
+        figures.slowdown(50.0),
+        figures.slowdown(99.0),
+    );
+    if let Some(e) = &figures.attacked.first_error {
+        let _ = write!(report, " First error: `{e}`");
+    }
+    report.push_str("\n\n| attack | from | requests | answers |\n| --- | --- | --- | --- |\n");
+    for attack in &figures.attacks {
+        let _ = writeln!(
+            report,
+            "| {} | {} | {} | {} |",
+            attack.what,
+            attack.from,
+            attack.tally.total(),
+            attack.tally.describe(),
+        );
+    }
+    let (message_queues, connection_queues) = figures.queues_attacked;
+    let [before, after] = figures.store_bytes;
+    let [rss_before, rss_peak, rss_after] = figures.rss_bytes;
+    let _ = writeln!(
+        report,
+        "\nStore on disk: {} before the attack, {} after: **+{}**, against {} that the caps let these attacks queue ({message_queues} message queues × `limits.queue_max_bytes`, {connection_queues} connection queues × `limits.connection_requests_per_client` × 64 KiB).\n\nServer resident memory: {} before the attack, **{}** at its peak during it, {} {} s after it.\n\nAfter the attack, a newcomer's `connect` to the victim: {}.\n\n`/health` at the end: `{}`.",
+        mib(before),
+        mib(after),
+        mib(after.saturating_sub(before)),
+        mib(figures.store_cap),
+        mib(rss_before),
+        mib(rss_peak),
+        mib(rss_after),
+        hostile::AFTERMATH.as_secs(),
+        figures.newcomer,
+        figures.health,
+    );
     Ok(())
 }
 

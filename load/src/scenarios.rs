@@ -369,7 +369,7 @@ pub async fn federated_group(
 
 /// `initiator`'s user connects with `responder`'s: `connect`, then the responder's `requests`
 /// and `accept`.
-async fn connect(initiator: &Client, responder: &Client) -> Result<(), String> {
+pub async fn connect(initiator: &Client, responder: &Client) -> Result<(), String> {
     initiator
         .connect(responder.user())
         .await
@@ -485,6 +485,29 @@ pub async fn group_chat(members: &[Client], senders: usize, duration: Duration) 
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
+    })
+    .await
+}
+
+/// Chat between two connected users for `duration`, one message at a time: `from` sends into
+/// their connection, then `to` syncs until it has the message; latency from the send call on.
+pub async fn pair_chat(from: &Client, to: &Client, duration: Duration) -> Driven {
+    drive(1, duration, |_| async {
+        let text = format!("chat {:x}", rand::random::<u64>());
+        from.send(to.user(), &text)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let deadline = Instant::now() + SETTLE;
+        while Instant::now() < deadline {
+            let report = to
+                .sync_waiting(Duration::from_secs(1))
+                .await
+                .map_err(|e| format!("sync: {e}"))?;
+            if report.received.iter().any(|(_, m)| m.text == text) {
+                return Ok(());
+            }
+        }
+        Err(format!("a message did not arrive within {SETTLE:?}"))
     })
     .await
 }

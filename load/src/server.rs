@@ -18,6 +18,9 @@ pub struct ServerOptions {
     pub port: u16,
     /// Further settings, as `ROOST_…` environment variables and their values.
     pub settings: Vec<(String, String)>,
+    /// Keep the shipped discovery and connection-request rate limits; otherwise they are
+    /// raised, since this tool's load all comes from one address.
+    pub shipped_rate_limits: bool,
 }
 
 impl Default for ServerOptions {
@@ -26,6 +29,7 @@ impl Default for ServerOptions {
             domain: "localhost".into(),
             port: 0,
             settings: Vec::new(),
+            shipped_rate_limits: false,
         }
     }
 }
@@ -78,6 +82,7 @@ pub fn federation(
                         // A relay that failed (the other server not up yet) is retried soon.
                         ("ROOST_FEDERATION__RETRY_INITIAL_MS".into(), "100".into()),
                     ],
+                    ..ServerOptions::default()
                 },
             )
         })
@@ -107,20 +112,25 @@ impl RoostProcess {
 
     fn spawn(&mut self) -> Result<Duration, String> {
         let started = Instant::now();
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("ROOST_SERVER__BIND", format!("127.0.0.1:{}", self.port))
             .env("ROOST_SERVER__DOMAIN", &self.options.domain)
             .env("ROOST_STORAGE__PATH", self.store_path())
-            .env("ROOST_LOG__FILTER", "warn")
+            .env("ROOST_LOG__FILTER", "warn");
+        if !self.options.shipped_rate_limits {
             // The load comes from one address: discovery and connection requests must not be
             // throttled.
-            .env("ROOST_CONNECTIONS__DISCOVERY_BURST", "1000000")
-            .env("ROOST_CONNECTIONS__DISCOVERY_PER_MINUTE", "1000000")
-            .env("ROOST_LIMITS__CONNECTION_REQUESTS_BURST", "1000000")
-            .env("ROOST_LIMITS__CONNECTION_REQUESTS_PER_MINUTE", "1000000")
+            command
+                .env("ROOST_CONNECTIONS__DISCOVERY_BURST", "1000000")
+                .env("ROOST_CONNECTIONS__DISCOVERY_PER_MINUTE", "1000000")
+                .env("ROOST_LIMITS__CONNECTION_REQUESTS_BURST", "1000000")
+                .env("ROOST_LIMITS__CONNECTION_REQUESTS_PER_MINUTE", "1000000");
+        }
+        let mut child = command
             .envs(self.options.settings.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdout(Stdio::piped())
@@ -166,6 +176,16 @@ impl RoostProcess {
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
+    }
+
+    /// The server's largest resident memory, sampled every 50 ms until `until`, in bytes.
+    pub async fn peak_rss_until(&self, until: Instant) -> u64 {
+        let mut peak = 0;
+        while Instant::now() < until {
+            peak = peak.max(self.rss_bytes().unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        peak
     }
 
     /// Bytes of the store on disk.
