@@ -13,6 +13,17 @@ use roost_storage::{AccountStore, SeenSignatures, Space, StorageError};
 
 use super::error::ApiError;
 
+/// What a replay of a request would do, and so how far back the guard must remember it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// It would add data or change state again: refused across restarts too (the signature
+    /// is recorded in the store).
+    Refuse,
+    /// It would only read, or repeat what is done (an acknowledgement): refused within this
+    /// run, which is all the memory-only guard can do.
+    Harmless,
+}
+
 /// The client a request was signed by.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -71,17 +82,19 @@ impl ReplayGuard {
     }
 
     /// Records a signature made at `signed_ms` (which the caller checked to be within the
-    /// window); false if it was seen before, in this run or the one before.
+    /// window); false if it was seen before — in this run, or, for a request whose replay
+    /// would do harm, in the one before.
     pub fn first_use(
         &self,
         signature: [u8; 64],
         signed_ms: u64,
         now_ms: u64,
+        replayed: Replay,
     ) -> Result<bool, StorageError> {
         if !self.first_in_memory(signature, now_ms) {
             return Ok(false);
         }
-        let Some(stored) = &self.stored else {
+        let (Some(stored), Replay::Refuse) = (&self.stored, replayed) else {
             return Ok(true);
         };
         if signed_ms < self.started_ms && stored.seen.contains(&signature, signed_ms)? {
@@ -118,6 +131,7 @@ pub fn authenticate(
     body: &[u8],
     accounts: &AccountStore,
     replay: &ReplayGuard,
+    replayed: Replay,
 ) -> Result<Caller, ApiError> {
     let header = request
         .headers()
@@ -149,7 +163,7 @@ pub fn authenticate(
         body,
         now,
     )?;
-    if !replay.first_use(signature.signature.0, signature.timestamp_ms, now)? {
+    if !replay.first_use(signature.signature.0, signature.timestamp_ms, now, replayed)? {
         return Err(ApiError::Unauthenticated(
             "this signed request was already used, or signed before the server started".into(),
         ));
@@ -170,7 +184,11 @@ mod tests {
     fn a_signature_is_refused_again_for_as_long_as_its_timestamp_is_accepted() {
         let guard = ReplayGuard::in_memory();
         let start = 10 * W;
-        let first_use = |signature, now| guard.first_use(signature, now, now).unwrap();
+        let first_use = |signature, now| {
+            guard
+                .first_use(signature, now, now, Replay::Refuse)
+                .unwrap()
+        };
         assert!(first_use([1; 64], start));
         assert!(!first_use([1; 64], start + 1));
         // Seen at the end of a generation: still remembered two windows later.
@@ -185,7 +203,7 @@ mod tests {
     #[test]
     fn signatures_are_forgotten_once_no_timestamp_could_pass_any_more() {
         let guard = ReplayGuard::in_memory();
-        assert!(guard.first_use([1; 64], W, W).unwrap());
+        assert!(guard.first_use([1; 64], W, W, Replay::Refuse).unwrap());
         for step in 1..=2 {
             guard
                 .first_use([9; 64], W + step * 2 * W, W + step * 2 * W)

@@ -13,6 +13,7 @@
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse, ResponseError};
 
+use super::auth::Replay;
 use roost_actors::{
     queue::{EnqueueRelayed, QueueError, QueueId},
     Route,
@@ -85,10 +86,12 @@ async fn deliver(
         }
         verify(fresh)?;
     }
-    if !state
-        .replay
-        .first_use(signature.signature.0, signature.timestamp_ms, now_millis())?
-    {
+    if !state.replay.first_use(
+        signature.signature.0,
+        signature.timestamp_ms,
+        now_millis(),
+        Replay::Refuse,
+    )? {
         return Err(ApiError::Unauthenticated(
             "this signed request was already used".into(),
         ));

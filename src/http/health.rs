@@ -5,12 +5,12 @@
 use actix_web::{
     body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
-    http::{Method, StatusCode},
+    http::StatusCode,
     middleware::Next,
     HttpResponse, ResponseError,
 };
 
-use super::{error::ApiError, State};
+use super::{adds_data, error::ApiError, State};
 
 /// `GET /health`: 200 `ok`, or 503 `storage_full` / `store_failing` with what is known.
 pub(crate) async fn health(state: State) -> HttpResponse {
@@ -32,18 +32,12 @@ pub(crate) async fn health(state: State) -> HttpResponse {
     }
 }
 
-/// Whether a request may add data: every POST and PUT but acknowledgements. (Discovery and
-/// the first friendship token are GETs that write a few bytes: the reserve covers them.)
-fn adds_data(request: &ServiceRequest) -> bool {
-    matches!(*request.method(), Method::POST | Method::PUT) && !request.path().ends_with("/ack")
-}
-
 /// Middleware: refuses requests that add data while the disk is below its reserve.
 pub async fn refuse_new_data_when_full(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    if adds_data(&request) {
+    if adds_data(request.method(), request.path()) {
         if let Some(state) = request.app_data::<State>() {
             if let Err(full) = state.store.space().check() {
                 let response = ApiError::from(full).error_response();

@@ -151,6 +151,15 @@ pub(crate) async fn read_body_up_to(
         .map_err(|_| ApiError::BodyTimeout(state.body_deadline.as_secs()))?
 }
 
+/// Whether a request may add data or change state: every POST and PUT but acknowledgements
+/// (which, like GETs and DELETEs, only read, free or repeat harmlessly). Such requests are
+/// refused on a full disk, and only their signatures need to outlive a restart. (Discovery and
+/// the first friendship token are GETs that write a few bytes: the disk reserve covers them.)
+pub(crate) fn adds_data(method: &actix_web::http::Method, path: &str) -> bool {
+    use actix_web::http::Method;
+    matches!(*method, Method::POST | Method::PUT) && !path.ends_with("/ack")
+}
+
 /// Reads the body and checks the request's signature over it: for every non-public endpoint.
 pub(crate) async fn signed_request(
     state: &AppState,
@@ -158,7 +167,12 @@ pub(crate) async fn signed_request(
     payload: web::Payload,
 ) -> Result<(auth::Caller, Bytes), ApiError> {
     let body = read_body(state, request, payload).await?;
-    let caller = auth::authenticate(request, &body, &state.account_store, &state.replay)?;
+    let replay = if adds_data(request.method(), request.path()) {
+        auth::Replay::Refuse
+    } else {
+        auth::Replay::Harmless
+    };
+    let caller = auth::authenticate(request, &body, &state.account_store, &state.replay, replay)?;
     Ok((caller, body))
 }
 

@@ -89,9 +89,14 @@ impl StorageError {
 pub struct Space {
     path: PathBuf,
     reserve: u64,
+    /// The last answer and when it was found: asked on every request that adds data, the
+    /// filesystem is asked at most every [`Space::RECHECK`].
+    last: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, bool)>>>,
 }
 
 impl Space {
+    const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
     pub fn free_bytes(&self) -> std::io::Result<u64> {
         fs2::available_space(&self.path)
     }
@@ -102,10 +107,20 @@ impl Space {
 
     /// Whether there is room for more data beyond the reserve.
     pub fn check(&self) -> Result<()> {
-        match self.free_bytes() {
-            Ok(free) if free < self.reserve => Err(StorageError::Full),
-            // Not knowing is no reason to refuse: the store reports a real failure itself.
-            _ => Ok(()),
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let room = match *last {
+            Some((at, room)) if at.elapsed() < Self::RECHECK => room,
+            _ => {
+                // Not knowing is no reason to refuse: the store reports a real failure itself.
+                let room = self.free_bytes().map_or(true, |free| free >= self.reserve);
+                *last = Some((std::time::Instant::now(), room));
+                room
+            }
+        };
+        if room {
+            Ok(())
+        } else {
+            Err(StorageError::Full)
         }
     }
 }
@@ -187,6 +202,7 @@ impl Store {
             space: Space {
                 path: path.to_owned(),
                 reserve: options.reserve_bytes,
+                last: Default::default(),
             },
             path: path.to_owned(),
         })
