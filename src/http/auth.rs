@@ -206,7 +206,7 @@ mod tests {
         assert!(guard.first_use([1; 64], W, W, Replay::Refuse).unwrap());
         for step in 1..=2 {
             guard
-                .first_use([9; 64], W + step * 2 * W, W + step * 2 * W)
+                .first_use([9; 64], W + step * 2 * W, W + step * 2 * W, Replay::Refuse)
                 .unwrap();
         }
         let generations = guard.generations.lock().unwrap();
