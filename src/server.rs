@@ -241,6 +241,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             settings.limits.connection_requests_per_minute,
             settings.limits.connection_requests_burst,
         ),
+        body_bytes_limit: RateLimiter::new(
+            settings.limits.body_bytes_per_minute_per_address,
+            settings.limits.body_bytes_burst_per_address,
+        ),
         relay_limit: RateLimiter::new(
             settings.limits.relays_per_minute_per_domain,
             settings.limits.relays_burst_per_domain,

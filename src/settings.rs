@@ -54,6 +54,8 @@ pub struct LimitSettings {
     pub relays_burst_per_domain: u32,
     pub clients_per_user: usize,
     pub members_per_group: usize,
+    pub body_bytes_per_minute_per_address: u32,
+    pub body_bytes_burst_per_address: u32,
 }
 
 impl LimitSettings {
@@ -245,6 +247,12 @@ impl Settings {
             return fail(
                 "limits.queue_message_bytes",
                 &format!("must be at least server.max_body_bytes + 4096 (what a request may carry, sealed) and at most {MAX_QUEUE_MESSAGE} (what a client reads in one answer)"),
+            );
+        }
+        if (limits.body_bytes_burst_per_address as usize) < self.server.max_body_bytes {
+            return fail(
+                "limits.body_bytes_burst_per_address",
+                "must be at least server.max_body_bytes, one request",
             );
         }
         if (limits.relays_burst_per_domain as usize) < MAX_RELAY_DELIVERIES {

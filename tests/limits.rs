@@ -525,3 +525,49 @@ async fn a_group_may_have_only_so_many_members() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_address_may_send_only_so_many_bytes_a_minute() {
+    let server = TestServer::start(Options {
+        settings: vec![
+            (
+                "ROOST_LIMITS__BODY_BYTES_BURST_PER_ADDRESS",
+                "100000".into(),
+            ),
+            (
+                "ROOST_LIMITS__BODY_BYTES_PER_MINUTE_PER_ADDRESS",
+                "1000".into(),
+            ),
+        ],
+        ..Options::default()
+    });
+    let http = server.http();
+    let mut phone = Identity::new(&server.user("bob"));
+    http.register(&mut phone, None).await;
+    let mut laptop = Identity::new(&server.user("bob"));
+    http.add_client(&mut laptop, common::PASSWORD).await;
+    let payload = vec![7u8; 40_000];
+    assert_eq!(
+        http.enqueue(&laptop, &phone.client_id(), &payload)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        http.enqueue(&laptop, &phone.client_id(), &payload)
+            .await
+            .status,
+        200
+    );
+    let refused = http.enqueue(&laptop, &phone.client_id(), &payload).await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (429, "rate_limited")
+    );
+    let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
+    assert!(body
+        .message
+        .contains("limits.body_bytes_per_minute_per_address"));
+    // Reads are not held up.
+    assert_eq!(http.fetch(&phone, 0, 10, 0).await.status, 200);
+}

@@ -122,13 +122,18 @@ impl RoostProcess {
             .env("ROOST_STORAGE__PATH", self.store_path())
             .env("ROOST_LOG__FILTER", "warn");
         if !self.options.shipped_rate_limits {
-            // The load comes from one address: discovery and connection requests must not be
-            // throttled.
+            // The load comes from one address: discovery, connection requests and the bytes of
+            // request bodies must not be throttled.
             command
                 .env("ROOST_CONNECTIONS__DISCOVERY_BURST", "1000000")
                 .env("ROOST_CONNECTIONS__DISCOVERY_PER_MINUTE", "1000000")
                 .env("ROOST_LIMITS__CONNECTION_REQUESTS_BURST", "1000000")
-                .env("ROOST_LIMITS__CONNECTION_REQUESTS_PER_MINUTE", "1000000");
+                .env("ROOST_LIMITS__CONNECTION_REQUESTS_PER_MINUTE", "1000000")
+                .env(
+                    "ROOST_LIMITS__BODY_BYTES_PER_MINUTE_PER_ADDRESS",
+                    "4000000000",
+                )
+                .env("ROOST_LIMITS__BODY_BYTES_BURST_PER_ADDRESS", "4000000000");
         }
         let mut child = command
             .envs(self.options.settings.iter().map(|(k, v)| (k, v)))

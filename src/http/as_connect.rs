@@ -150,10 +150,16 @@ async fn enqueue_request(
         None => return Err(ApiError::UnknownConnectionPackage),
         Some(Redeemed::OneTime) => {}
         // Anyone who once discovered the user holds it: it must not let in requests at will.
-        Some(Redeemed::LastResort) => limited(
-            state.last_resort_limit.check(sealed.connection_package),
-            "limits.requests_per_last_resort_per_hour",
-        )?,
+        Some(Redeemed::LastResort) => {
+            let from = request.peer_addr().map(|addr| addr.ip());
+            let from = from.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+            limited(
+                state
+                    .last_resort_limit
+                    .check((sealed.connection_package, from)),
+                "limits.requests_per_last_resort_per_hour",
+            )?
+        }
     }
     state
         .queues

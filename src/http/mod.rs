@@ -55,8 +55,15 @@ pub struct AppState {
     pub request_limit: RateLimiter,
     /// Relayed deliveries, per peer domain.
     pub relay_limit: RateLimiter<Domain>,
-    /// Sealed connection requests let in by one last-resort package.
-    pub last_resort_limit: RateLimiter<roost_protocol::connection::ConnectionPackageHash>,
+    /// Sealed connection requests one address gets in through one last-resort package (not the
+    /// package's alone: then a few addresses could make its user unreachable for new contacts).
+    pub last_resort_limit: RateLimiter<(
+        roost_protocol::connection::ConnectionPackageHash,
+        std::net::IpAddr,
+    )>,
+    /// Request body bytes, per client IP address: whatever a request is, what one address can
+    /// make the server write per minute.
+    pub body_bytes_limit: RateLimiter,
     pub account_store: AccountStore,
     /// For the disk's free space and whether writes are becoming durable.
     pub store: roost_storage::Store,
@@ -146,9 +153,17 @@ pub(crate) async fn read_body_up_to(
         Ok(body.freeze())
     };
     // A body trickling in would hold its connection, and a slot of its address, for ever.
-    tokio::time::timeout(state.body_deadline, read)
+    let body = tokio::time::timeout(state.body_deadline, read)
         .await
-        .map_err(|_| ApiError::BodyTimeout(state.body_deadline.as_secs()))?
+        .map_err(|_| ApiError::BodyTimeout(state.body_deadline.as_secs()))??;
+    if let (false, Some(addr)) = (body.is_empty(), request.peer_addr()) {
+        let bytes = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        limited(
+            state.body_bytes_limit.take(addr.ip(), bytes),
+            "limits.body_bytes_per_minute_per_address",
+        )?;
+    }
+    Ok(body)
 }
 
 /// Whether a request may add data or change state: every POST and PUT but acknowledgements

@@ -199,6 +199,7 @@ impl TestServer {
             .env("ROOST_LOG__FILTER", self.options.log)
             // Every test's clients come from one address; tests of the limits set them lower.
             .env("ROOST_LIMITS__CONNECTION_REQUESTS_BURST", "1000")
+            .env("ROOST_LIMITS__BODY_BYTES_BURST_PER_ADDRESS", "4000000000")
             // Relays to a server that is down are retried quickly in tests.
             .env("ROOST_FEDERATION__RETRY_INITIAL_MS", "100")
             .env("ROOST_FEDERATION__RETRY_MAX_MS", "1000")
