@@ -21,7 +21,9 @@ use super::{
     error::ApiError,
     limit_address, limited, method_not_allowed, path_param,
     queues::{ack, fetch, Connections},
-    rate_limit, read_body_up_to, signed_request, State,
+    rate_limit,
+    rate_limit::source,
+    read_body_up_to, signed_request, State,
 };
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -151,7 +153,7 @@ async fn enqueue_request(
         Some(Redeemed::OneTime) => {}
         // Anyone who once discovered the user holds it: it must not let in requests at will.
         Some(Redeemed::LastResort) => {
-            let from = request.peer_addr().map(|addr| addr.ip());
+            let from = request.peer_addr().map(|addr| source(addr.ip()));
             let from = from.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
             limited(
                 state

@@ -50,7 +50,7 @@ impl AddressSlots {
         let Some(ip) = connection
             .downcast_ref::<actix_web::rt::net::TcpStream>()
             .and_then(|tcp| tcp.peer_addr().ok())
-            .map(|addr| addr.ip())
+            .map(|addr| super::rate_limit::source(addr.ip()))
         else {
             return;
         };

@@ -159,7 +159,9 @@ pub(crate) async fn read_body_up_to(
     if let (false, Some(addr)) = (body.is_empty(), request.peer_addr()) {
         let bytes = u32::try_from(body.len()).unwrap_or(u32::MAX);
         limited(
-            state.body_bytes_limit.take(addr.ip(), bytes),
+            state
+                .body_bytes_limit
+                .take(rate_limit::source(addr.ip()), bytes),
             "limits.body_bytes_per_minute_per_address",
         )?;
     }
@@ -209,7 +211,7 @@ pub(crate) fn limit_address(
     setting: &'static str,
 ) -> Result<(), ApiError> {
     match request.peer_addr() {
-        Some(addr) => limited(limiter.check(addr.ip()), setting),
+        Some(addr) => limited(limiter.check(rate_limit::source(addr.ip())), setting),
         None => Ok(()),
     }
 }

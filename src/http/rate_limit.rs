@@ -9,6 +9,21 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Who a per-address limit counts: an IPv4 address, or an IPv6 address's /64 network — one
+/// host is commonly given a whole /64, so counting single IPv6 addresses would limit nobody.
+pub fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(network.into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
 /// Buckets kept before those that have refilled are forgotten.
 const MAX_BUCKETS: usize = 100_000;
 
@@ -94,5 +109,16 @@ mod tests {
         assert!(wait <= Duration::from_secs(1));
         // Another address has its own bucket.
         assert!(limiter.check("127.0.0.2".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_source() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source(a), source(b));
+        assert_ne!(source(a), source(other));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(source(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 }
