@@ -39,7 +39,12 @@ pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_
 pub use signatures::SeenSignatures;
 
 /// The layout this build reads and writes. Bump on any incompatible change of a record or key.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: large queued messages live in a tree of their own, and the queue tree holds their length
+/// (which version 1 would misread). A version-1 store is read as it is and marked 2.
+pub const FORMAT_VERSION: u32 = 2;
+/// The layouts this build reads (and upgrades to [`FORMAT_VERSION`] by marking them).
+const READABLE_FORMATS: [u32; 2] = [1, 2];
 const FORMAT_KEY: &[u8] = b"format_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -347,6 +352,15 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
     let meta = db.open_tree("meta")?;
     match meta.get(FORMAT_KEY)? {
         Some(found) if found.as_ref() == FORMAT_VERSION.to_be_bytes() => Ok(()),
+        Some(found)
+            if READABLE_FORMATS
+                .iter()
+                .any(|v| found.as_ref() == v.to_be_bytes()) =>
+        {
+            meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+            db.flush()?;
+            Ok(())
+        }
         Some(found) => Err(StorageError::IncompatibleFormat {
             path: path.to_owned(),
             found: <[u8; 4]>::try_from(found.as_ref())
@@ -437,5 +451,25 @@ mod tests {
         std::fs::write(dir.path().join("snap.00000000000F0000.generating"), b"").unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.queues().unwrap().next_seq(&id).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_store_of_format_version_1_opens_and_is_marked_2() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap().close().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(FORMAT_KEY, &1u32.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let meta = store.db.open_tree("meta").unwrap();
+        assert_eq!(
+            meta.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+            FORMAT_VERSION.to_be_bytes()
+        );
     }
 }
