@@ -130,6 +130,7 @@ fn queue_deps(store: &Store) -> QueueDeps {
         accounts: store.accounts().unwrap(),
         durability: store.durability().clone(),
         limits: no_limits(),
+        closing: Default::default(),
         idle_after: IDLE,
     }
 }

@@ -113,6 +113,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     // own cost more in hand-offs between threads than it gained (BENCHMARKS.md).
     let (mls_workers, mls_threads) = Workers::spawn(1);
 
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let queues = Pool::<QueueActor>::start(
         QueueDeps {
             queues: store.queues()?,
@@ -120,6 +121,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             accounts: store.accounts()?,
             durability: store.durability().clone(),
             limits: settings.limits.queues(),
+            closing: closing.clone(),
             idle_after,
         },
         idle_after,
@@ -353,6 +355,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let store_failed = watch_store(store.clone());
     let (stop_public, stop_admin) = (public.handle(), admin_server.handle());
     let queues_at_shutdown = state.queues.clone();
+    let closing_flag = closing.clone();
     let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failure = failed.clone();
     let signals = tokio::spawn(async move {
@@ -366,7 +369,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         } else {
             tracing::info!("shutting down: finishing in-flight requests");
         }
-        // Long polls get their (empty) answers now rather than holding up the stop.
+        // Long polls get their (empty) answers now rather than holding up the stop, and no
+        // later one waits.
+        closing_flag.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = queues_at_shutdown.send(ToEveryone(Closing)).await;
         stop_admin.stop(true).await;
         stop_public.stop(true).await;

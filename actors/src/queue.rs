@@ -118,6 +118,8 @@ pub struct QueueDeps {
     pub accounts: AccountStore,
     pub durability: Durability,
     pub limits: QueueLimits,
+    /// Set when the server stops: from then on no fetch waits, in queues old or new.
+    pub closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub idle_after: Duration,
 }
 
@@ -151,8 +153,8 @@ pub struct Ack {
     pub up_to: u64,
 }
 
-/// The server is stopping: answer every waiting fetch now (with what there is, or nothing),
-/// and every later one at once, so that stopping waits for no long poll.
+/// The server is stopping (and has set [`QueueDeps::closing`], so no later fetch waits): answer
+/// every waiting fetch now, empty, so that stopping waits for no long poll.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Closing;
@@ -180,8 +182,6 @@ pub struct QueueActor {
     next_seq: Option<u64>,
     key: Option<HpkePublicKey>,
     waiters: Vec<Waiter>,
-    /// The server is stopping: no fetch waits.
-    closing: bool,
     membership: Membership<QueueActor>,
 }
 
@@ -204,7 +204,6 @@ impl Pooled for QueueActor {
             next_seq: None,
             key: None,
             waiters: Vec::new(),
-            closing: false,
             membership,
         }
     }
@@ -416,7 +415,11 @@ impl Handler<Fetch> for QueueActor {
             self.batch(fetch.from, fetch.max)
         });
         match immediate {
-            Ok(batch) if batch.messages.is_empty() && !fetch.wait.is_zero() && !self.closing => {
+            Ok(batch)
+                if batch.messages.is_empty()
+                    && !fetch.wait.is_zero()
+                    && !self.deps.closing.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
                 self.waiters.retain(|w| !w.reply.is_closed());
                 if self.waiters.len() >= self.deps.limits.long_polls {
                     // The oldest poll gets its (empty) answer now rather than a client being
@@ -474,7 +477,6 @@ impl Handler<Closing> for QueueActor {
 
     fn handle(&mut self, _: Closing, _ctx: &mut Self::Context) {
         self.membership.touch();
-        self.closing = true;
         for waiter in self.waiters.drain(..) {
             let _ = waiter.reply.send(Ok(QueueBatch {
                 messages: Vec::new(),
