@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Identity, Options, TestServer, PASSWORD};
+use common::{phone_and_laptop, Options, TestServer};
 use roost_protocol::api::QueueBatch;
 
 /// A tmpfs of its own, unmounted when dropped.
@@ -100,23 +100,13 @@ async fn health(server: &TestServer) -> (u16, String) {
     (response.status, body["status"].as_str().unwrap().to_owned())
 }
 
-/// A user with two clients, the second of which can send to the first.
-async fn phone_and_laptop(server: &TestServer) -> (Identity, Identity) {
-    let http = server.http();
-    let mut phone = Identity::new(&server.user("bob"));
-    assert_eq!(http.register(&mut phone, None).await.status, 201);
-    let mut laptop = Identity::new(&server.user("bob"));
-    assert_eq!(http.add_client(&mut laptop, PASSWORD).await.status, 201);
-    (phone, laptop)
-}
-
 #[tokio::test]
 async fn a_full_disk_refuses_new_data_by_name_serves_reads_and_recovers_when_space_returns() {
     let Some(disk) = SmallDisk::mount(64) else {
         return;
     };
     let mut server = server_on(&disk);
-    let (phone, laptop) = phone_and_laptop(&server).await;
+    let (phone, laptop) = phone_and_laptop(&server, "bob").await;
     let filler = disk.fill(24 * 1024 * 1024);
 
     // Messages until the disk is down to its reserve.
@@ -157,17 +147,7 @@ async fn a_full_disk_refuses_new_data_by_name_serves_reads_and_recovers_when_spa
     assert!(server.terminate().success(), "{}", server.log());
     assert!(stopping.elapsed() < Duration::from_secs(12));
     server.start_again();
-    let http = server.http();
-    let mut seen = 0;
-    let mut from = 0;
-    loop {
-        let batch: QueueBatch = http.fetch(&phone, from, 1000, 0).await.decode();
-        seen += batch.messages.len();
-        match batch.messages.last() {
-            Some(last) if batch.has_more => from = last.seq + 1,
-            _ => break,
-        }
-    }
+    let seen = server.http().fetch_all(&phone).await.len();
     // The "client added" notice, each accepted message and the one after space returned.
     assert_eq!(seen, 1 + accepted + 1);
 }
@@ -178,7 +158,7 @@ async fn a_store_that_met_a_full_disk_is_reopened_whole_once_space_returns() {
         return;
     };
     let mut server = server_on(&disk);
-    let (phone, laptop) = phone_and_laptop(&server).await;
+    let (phone, laptop) = phone_and_laptop(&server, "bob").await;
     let http = server.http();
     assert_eq!(
         http.enqueue(&laptop, &phone.client_id(), b"kept")
@@ -232,7 +212,7 @@ async fn a_server_on_a_full_disk_stops_promptly_when_told() {
         return;
     };
     let mut server = server_on(&disk);
-    let (phone, laptop) = phone_and_laptop(&server).await;
+    let (phone, laptop) = phone_and_laptop(&server, "bob").await;
     let packages = (0..20)
         .map(|_| phone.connection_package(3600, false).0)
         .collect();

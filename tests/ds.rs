@@ -13,21 +13,6 @@ use roost_protocol::{
     ds::{self, GroupDelivery},
 };
 
-/// `adder` adds `joiner` by a fresh key package; returns the commit request it sent.
-async fn add(
-    http: &Raw,
-    domain: &str,
-    group_id: &[u8],
-    keys: &Keys,
-    adder: &mut Member,
-    joiner: &Member,
-) -> (u16, ds::CommitRequest) {
-    let entry = joiner
-        .entry(http, domain, group_id, &keys.credentials)
-        .await;
-    mls::add(http, group_id, keys, adder, joiner.key_package(), entry).await
-}
-
 #[tokio::test]
 async fn members_added_by_commit_get_the_welcome_and_messages_reach_every_other_member() {
     let server = TestServer::start(Options::default());
@@ -36,7 +21,8 @@ async fn members_added_by_commit_get_the_welcome_and_messages_reach_every_other_
     let mut bob = Member::register(&server, "bob").await;
     let (group_id, keys) = create_group(&http, server.domain(), &mut alice, false).await;
 
-    let (status, _) = add(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
+    let (status, _) =
+        mls::add_member(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
     assert_eq!(status, 200);
     bob.accept_welcome(&http, &group_id).await;
 
@@ -83,7 +69,8 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
     let mut alice = Member::register(&server, "alice").await;
     let bob = Member::register(&server, "bob").await;
     let (group_id, keys) = create_group(&http, server.domain(), &mut alice, false).await;
-    let (status, request) = add(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
+    let (status, request) =
+        mls::add_member(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
     assert_eq!(status, 200);
 
     let replay = http

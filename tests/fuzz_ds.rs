@@ -21,18 +21,8 @@ async fn mangled_mls_is_refused_by_name_and_the_group_goes_on() {
     let mut alice = Member::register(&server, "alice").await;
     let bob = Member::register(&server, "bob").await;
     let (group_id, keys) = create_group(&http, server.domain(), &mut alice, false).await;
-    let entry = bob
-        .entry(&http, server.domain(), &group_id, &keys.credentials)
-        .await;
-    let (status, commit) = mls::add(
-        &http,
-        &group_id,
-        &keys,
-        &mut alice,
-        bob.key_package(),
-        entry,
-    )
-    .await;
+    let (status, commit) =
+        mls::add_member(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
     assert_eq!(status, 200);
     let message = |alice: &mut Member, text: &[u8]| {
         let (provider, signer) = (&alice.mls.provider, &alice.mls.signer);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{
     devices::Devices,
     peer::{self, delivery_for, signed_relay},
-    Identity, Options, TestServer,
+    phone_and_laptop, Identity, Options, TestServer,
 };
 use roost_protocol::{
     api::{self, ConnectionPackages, QueueBatch, QueueItem},
@@ -18,6 +18,17 @@ use roost_protocol::{
     federation::{RelayOutcome, RelayReceipt, FED_DELIVER},
     SigningKey,
 };
+
+/// Asserts that `response` is a refusal with `status` and `code` whose sentence names the
+/// `setting` an admin would change.
+fn refused_naming(response: &common::Response, status: u16, code: &str, setting: &str) {
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (status, code)
+    );
+    let message = response.error_message();
+    assert!(message.contains(setting), "{message}");
+}
 
 /// A sealed request for `package` that no client can open: `size` bytes of junk.
 fn junk_request(package: &ConnectionPackage, size: usize) -> Vec<u8> {
@@ -146,10 +157,7 @@ async fn a_full_queue_refuses_more_by_name_until_its_client_reads_it_even_after_
         ..Options::default()
     });
     let http = server.http();
-    let mut phone = Identity::new(&server.user("bob"));
-    http.register(&mut phone, None).await;
-    let mut laptop = Identity::new(&server.user("bob"));
-    http.add_client(&mut laptop, common::PASSWORD).await;
+    let (phone, laptop) = phone_and_laptop(&server, "bob").await;
     // The phone was told the laptop was added: one message.
     for _ in 0..4 {
         assert_eq!(
@@ -162,16 +170,7 @@ async fn a_full_queue_refuses_more_by_name_until_its_client_reads_it_even_after_
     let full = http
         .enqueue(&laptop, &phone.client_id(), b"one too many")
         .await;
-    assert_eq!(
-        (full.status, full.error_code().as_str()),
-        (507, "queue_full")
-    );
-    let body: api::ErrorBody = serde_json::from_slice(&full.body).unwrap();
-    assert!(
-        body.message.contains("limits.queue_max_messages"),
-        "{}",
-        body.message
-    );
+    refused_naming(&full, 507, "queue_full", "limits.queue_max_messages");
 
     server.restart();
     let http = server.http();
@@ -296,28 +295,24 @@ async fn sealed_requests_are_limited_per_address_and_per_last_resort_package() {
         assert_eq!(post(&last_resort).await.status, 202);
     }
     let refused = post(&last_resort).await;
-    assert_eq!(
-        (refused.status, refused.error_code().as_str()),
-        (429, "rate_limited")
+    refused_naming(
+        &refused,
+        429,
+        "rate_limited",
+        "limits.requests_per_last_resort_per_hour",
     );
-    let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
-    assert!(body
-        .message
-        .contains("limits.requests_per_last_resort_per_hour"));
     // One-time packages are not held up by it: each lets in its one request...
     for package in &served {
         assert_eq!(post(package).await.status, 202);
     }
     // ... until this address has used up its burst of 12.
     let refused = post(&served[0]).await;
-    assert_eq!(
-        (refused.status, refused.error_code().as_str()),
-        (429, "rate_limited")
+    refused_naming(
+        &refused,
+        429,
+        "rate_limited",
+        "limits.connection_requests_per_minute",
     );
-    let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
-    assert!(body
-        .message
-        .contains("limits.connection_requests_per_minute"));
 }
 
 /// Sends `head` on a new connection to `server`; returns the stream.
@@ -440,12 +435,12 @@ async fn a_peer_server_may_relay_only_so_much_and_is_told_when_to_come_back() {
     };
     assert_eq!(relay().await.status, 200);
     let refused = relay().await;
-    assert_eq!(
-        (refused.status, refused.error_code().as_str()),
-        (429, "rate_limited")
+    refused_naming(
+        &refused,
+        429,
+        "rate_limited",
+        "limits.relays_per_minute_per_domain",
     );
-    let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
-    assert!(body.message.contains("limits.relays_per_minute_per_domain"));
 }
 
 #[tokio::test]
@@ -469,13 +464,7 @@ async fn a_user_may_have_only_so_many_clients() {
         ..Options::default()
     });
     let http = server.http();
-    let mut phone = Identity::new(&server.user("bob"));
-    http.register(&mut phone, None).await;
-    let mut laptop = Identity::new(&server.user("bob"));
-    assert_eq!(
-        http.add_client(&mut laptop, common::PASSWORD).await.status,
-        201
-    );
+    let (phone, laptop) = phone_and_laptop(&server, "bob").await;
     let mut tablet = Identity::new(&server.user("bob"));
     let refused = http.add_client(&mut tablet, common::PASSWORD).await;
     assert_eq!(
@@ -507,18 +496,8 @@ async fn a_group_may_have_only_so_many_members() {
     let carol = Member::register(&server, "carol").await;
     let (group_id, keys) = create_group(&http, server.domain(), &mut alice, false).await;
     for (joiner, expected) in [(&bob, 200), (&carol, 409)] {
-        let entry = joiner
-            .entry(&http, server.domain(), &group_id, &keys.credentials)
-            .await;
-        let (status, _) = mls::add(
-            &http,
-            &group_id,
-            &keys,
-            &mut alice,
-            joiner.key_package(),
-            entry,
-        )
-        .await;
+        let (status, _) =
+            mls::add_member(&http, server.domain(), &group_id, &keys, &mut alice, joiner).await;
         assert_eq!(status, expected);
         if status == 409 {
             break;
@@ -542,10 +521,7 @@ async fn an_address_may_send_only_so_many_bytes_a_minute() {
         ..Options::default()
     });
     let http = server.http();
-    let mut phone = Identity::new(&server.user("bob"));
-    http.register(&mut phone, None).await;
-    let mut laptop = Identity::new(&server.user("bob"));
-    http.add_client(&mut laptop, common::PASSWORD).await;
+    let (phone, laptop) = phone_and_laptop(&server, "bob").await;
     let payload = vec![7u8; 40_000];
     assert_eq!(
         http.enqueue(&laptop, &phone.client_id(), &payload)
@@ -560,14 +536,12 @@ async fn an_address_may_send_only_so_many_bytes_a_minute() {
         200
     );
     let refused = http.enqueue(&laptop, &phone.client_id(), &payload).await;
-    assert_eq!(
-        (refused.status, refused.error_code().as_str()),
-        (429, "rate_limited")
+    refused_naming(
+        &refused,
+        429,
+        "rate_limited",
+        "limits.body_bytes_per_minute_per_address",
     );
-    let body: api::ErrorBody = serde_json::from_slice(&refused.body).unwrap();
-    assert!(body
-        .message
-        .contains("limits.body_bytes_per_minute_per_address"));
     // Reads are not held up.
     assert_eq!(http.fetch(&phone, 0, 10, 0).await.status, 200);
 }

@@ -330,11 +330,7 @@ async fn every_acknowledged_enqueue_survives_a_kill_9_in_the_middle_of_a_burst()
 async fn a_request_replayed_after_a_restart_is_refused_and_queues_nothing_twice() {
     use roost_protocol::{api, auth::RequestSignature, codec, ids::now_millis};
     let mut server = TestServer::start(Options::default());
-    let http = server.http();
-    let mut phone = Identity::new(&server.user("alice"));
-    http.register(&mut phone, None).await;
-    let mut laptop = Identity::new(&server.user("alice"));
-    http.add_client(&mut laptop, PASSWORD).await;
+    let (phone, laptop) = common::phone_and_laptop(&server, "alice").await;
     let path = api::qs_queue_messages(&phone.client_id());
     let body = codec::encode(&api::Enqueue {
         payload: b"once".to_vec(),

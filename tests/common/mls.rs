@@ -293,6 +293,21 @@ pub async fn add(
     (response.status, request)
 }
 
+/// `adder` adds `joiner` by a fresh key package; returns the commit request it sent.
+pub async fn add_member(
+    http: &Raw,
+    domain: &str,
+    group_id: &[u8],
+    keys: &Keys,
+    adder: &mut Member,
+    joiner: &Member,
+) -> (u16, ds::CommitRequest) {
+    let entry = joiner
+        .entry(http, domain, group_id, &keys.credentials)
+        .await;
+    add(http, group_id, keys, adder, joiner.key_package(), entry).await
+}
+
 /// `joiner` joins a connection group by external commit through the DS's
 /// join-connection-group endpoint; returns the DS's answer.
 pub async fn join_connection_group(

@@ -285,15 +285,9 @@ impl TestServer {
 
     /// Waits up to `within` for the server to exit by itself; its exit status.
     pub fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut()?.try_wait().unwrap() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        let status = exit_within(self.child.as_mut()?, within)?;
+        self.child = None;
+        Some(status)
     }
 
     /// Starts `roost serve` (this server must be stopped) expecting it to give up: its stderr,
@@ -307,19 +301,10 @@ impl TestServer {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                let mut stderr = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                return Some(stderr);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if exit_within(&mut child, Duration::from_secs(10)).is_some() {
+            let mut stderr = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            return Some(stderr);
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -364,16 +349,24 @@ pub struct Response {
 }
 
 impl Response {
-    /// The JSON error body's `error` code.
-    pub fn error_code(&self) -> String {
-        let body: api::ErrorBody = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+    fn error_body(&self) -> api::ErrorBody {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "status {} without a JSON error body ({e}): {:?}",
                 self.status,
                 String::from_utf8_lossy(&self.body)
             )
-        });
-        body.error
+        })
+    }
+
+    /// The JSON error body's `error` code.
+    pub fn error_code(&self) -> String {
+        self.error_body().error
+    }
+
+    /// The JSON error body's sentence for people.
+    pub fn error_message(&self) -> String {
+        self.error_body().message
     }
 
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> T {
@@ -511,6 +504,20 @@ impl Raw {
         self.signed(who, "GET", &path, Vec::new()).await
     }
 
+    /// Every message in `who`'s queue, fetched batch by batch.
+    pub async fn fetch_all(&self, who: &Identity) -> Vec<api::QueueMessage> {
+        let mut messages = Vec::new();
+        let mut from = 0;
+        loop {
+            let batch: api::QueueBatch = self.fetch(who, from, 1000, 0).await.decode();
+            messages.extend(batch.messages);
+            match messages.last() {
+                Some(last) if batch.has_more => from = last.seq + 1,
+                _ => return messages,
+            }
+        }
+    }
+
     pub async fn publish(&self, who: &Identity, packages: Vec<ConnectionPackage>) -> Response {
         let body = codec::encode(&api::PublishConnectionPackages { packages });
         self.signed(who, "POST", api::AS_CONNECTION_PACKAGES, body)
@@ -527,6 +534,31 @@ impl Raw {
         self.signed(who, "POST", &api::qs_queue_ack(&who.client_id()), body)
             .await
     }
+}
+
+/// Waits up to `within` for `child` to exit; its exit status, or `None` if it still runs.
+pub fn exit_within(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A user `local` with two clients made by hand, a phone and a laptop (the phone was told the
+/// laptop was added: one message in its queue).
+pub async fn phone_and_laptop(server: &TestServer, local: &str) -> (Identity, Identity) {
+    let http = server.http();
+    let mut phone = Identity::new(&server.user(local));
+    assert_eq!(http.register(&mut phone, None).await.status, 201);
+    let mut laptop = Identity::new(&server.user(local));
+    assert_eq!(http.add_client(&mut laptop, PASSWORD).await.status, 201);
+    (phone, laptop)
 }
 
 /// Waits until `check` holds or the time is up.
