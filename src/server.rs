@@ -278,41 +278,24 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         },
     });
 
-    // Signatures too old to be accepted need not be remembered: sweep them every minute.
+    // Signatures too old to be accepted need not be remembered; records of served packages
+    // that nobody redeemed would pile up.
     let seen = store.seen_signatures()?;
-    actix_web::rt::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            every.tick().await;
-            let seen = seen.clone();
+    sweep_every(
+        Duration::from_secs(60),
+        "old request signatures",
+        move || {
             let before = roost_protocol::ids::now_millis()
                 .saturating_sub(2 * roost_protocol::auth::REPLAY_WINDOW_MS);
-            match tokio::task::spawn_blocking(move || seen.sweep(before)).await {
-                Ok(Ok(count)) => tracing::trace!(count, "swept old request signatures"),
-                other => {
-                    tracing::warn!(outcome = ?other.map(|r| r.err()), "sweeping old request signatures failed")
-                }
-            }
-        }
-    });
-
-    // Records of served packages that nobody redeemed would pile up: sweep them hourly.
+            seen.sweep(before)
+        },
+    );
     let packages = store.connection_packages()?;
-    actix_web::rt::spawn(async move {
-        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            hourly.tick().await;
-            let packages = packages.clone();
-            let swept =
-                tokio::task::spawn_blocking(move || packages.sweep_served(Timestamp::now())).await;
-            match swept {
-                Ok(Ok(count)) => tracing::debug!(count, "swept expired served-package records"),
-                other => {
-                    tracing::warn!(outcome = ?other.map(|r| r.err()), "sweeping served-package records failed")
-                }
-            }
-        }
-    });
+    sweep_every(
+        Duration::from_secs(3600),
+        "expired served-package records",
+        move || packages.sweep_served(Timestamp::now()),
+    );
 
     let public = {
         let state = state.clone();
@@ -396,6 +379,24 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     closed?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Runs `sweep` off the actor threads every `period`, for as long as the server runs, logging
+/// how many `what` it removed.
+fn sweep_every<F>(period: Duration, what: &'static str, sweep: F)
+where
+    F: Fn() -> roost_storage::Result<usize> + Clone + Send + 'static,
+{
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        loop {
+            every.tick().await;
+            match tokio::task::spawn_blocking(sweep.clone()).await {
+                Ok(Ok(count)) => tracing::debug!(count, what, "swept"),
+                other => tracing::warn!(outcome = ?other.map(|r| r.err()), what, "sweeping failed"),
+            }
+        }
+    });
 }
 
 /// How long closing the store may take at shutdown: every acknowledged write is durable
