@@ -192,20 +192,13 @@ pub fn check_anyhow(settings: &Settings) -> Result<(serde_json::Value, bool), Ad
 /// again (what was lost stays lost). Only with the server stopped. Says what it accepted.
 pub fn repair(settings: &Settings) -> Result<String, AdminError> {
     let options = StoreOptions {
-        on_lost_writes: OnLostWrites::Report,
-        ..settings.storage.options()
-    };
-    let lost = {
-        let store = Store::open_with(&settings.storage.path, options)?;
-        let report = store.check()?;
-        store.close()?;
-        report
-    };
-    let options = StoreOptions {
         on_lost_writes: OnLostWrites::Accept,
         ..settings.storage.options()
     };
-    Store::open_with(&settings.storage.path, options)?.close()?;
+    // Opened this way the store takes itself as it is, and still reports what it lost.
+    let store = Store::open_with(&settings.storage.path, options)?;
+    let lost = store.check()?;
+    store.close()?;
     Ok(if lost.is_sound() {
         "the store was sound; nothing to repair".into()
     } else {

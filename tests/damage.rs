@@ -126,3 +126,29 @@ async fn a_damaged_store_is_refused_or_reported_never_served_short() {
     }
     eprintln!("damaged stores: {refused} refused, {reported} reported, {whole} whole");
 }
+
+#[tokio::test]
+async fn a_store_that_lost_durable_writes_is_refused_until_an_admin_accepts_it() {
+    let mut server = TestServer::start(Options::default());
+    let (phone, _) = phone_and_laptop(&server, "bob").await;
+    assert!(server.terminate().success());
+    // What sled's reading only part of its log looks like: the mark beside the store counts
+    // more flushes than the store holds.
+    let mark = server.store_path().join("durable");
+    let count = u64::from_be_bytes(std::fs::read(&mark).unwrap()[..8].try_into().unwrap());
+    let claimed = count + 100;
+    let bytes = [claimed.to_be_bytes(), (!claimed).to_be_bytes()].concat();
+    std::fs::write(&mark, bytes).unwrap();
+
+    let refused = server.start_fails().expect("a start is refused");
+    assert!(refused.contains("admin repair"), "{refused}");
+    let (sound, printed) = check(server.store_path());
+    assert_eq!(sound, Some(false), "{printed}");
+    assert!(printed.contains("flushes"), "{printed}");
+    let repaired = server.command().args(["admin", "repair"]).output().unwrap();
+    assert!(repaired.status.success());
+    assert!(String::from_utf8_lossy(&repaired.stdout).contains("accepted the store as it is"));
+
+    server.start_again();
+    assert_eq!(server.http().fetch_all(&phone).await.len(), 1);
+}

@@ -284,23 +284,25 @@ impl QueueStore {
 
     /// What a queue holds, for operators: counts and sizes only (messages are sealed).
     pub fn summary(&self, client: &ClientId) -> Result<QueueSummary> {
-        let mut summary = QueueSummary {
-            next_seq: self.next_seq(client)?,
-            ..QueueSummary::default()
-        };
+        let usage = self.usage(client)?;
         let end = message_key(client, u64::MAX);
-        for entry in self.table.tree.range(message_key(client, 0)..=end) {
-            let (key, bytes) = entry?;
-            summary.waiting += 1;
-            summary.bytes += stored_len(&bytes) as u64;
-            if summary.oldest_seq.is_none() {
-                summary.oldest_seq = key[17..].try_into().ok().map(u64::from_be_bytes);
-            }
-        }
+        let oldest = self
+            .table
+            .tree
+            .range(message_key(client, 0)..=end)
+            .keys()
+            .next();
         let mut prefix = client.0.to_vec();
         prefix.push(DELIVERED);
-        summary.remembered_relays = self.table.tree.scan_prefix(prefix).count() as u64;
-        Ok(summary)
+        Ok(QueueSummary {
+            waiting: usage.messages,
+            bytes: usage.bytes,
+            oldest_seq: oldest
+                .transpose()?
+                .and_then(|key| key[17..].try_into().ok().map(u64::from_be_bytes)),
+            next_seq: self.next_seq(client)?,
+            remembered_relays: self.table.tree.scan_prefix(prefix).count() as u64,
+        })
     }
 
     /// Every message decodes, every head is a number, every remembered relay decodes; and each
