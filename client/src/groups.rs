@@ -9,7 +9,7 @@
 //! the local group never runs ahead of the DS. One MLS operation at a time per client: every
 //! public entry point holds [`Client::mls_lock`] throughout.
 //!
-//! Flow (see `shared/seeds/connection-establishment.md`): the initiator discovers the
+//! Flow (connection establishment, as ARCHITECTURE.md describes it): the initiator discovers the
 //! responder's clients, creates the connection group with its own other clients added by one
 //! commit (each gets a Welcome bundle), and seals a connection-establishment package to every
 //! responder client. A responder client first reads its QS queue: a Welcome into that group
