@@ -94,9 +94,10 @@ impl StorageError {
 pub struct Space {
     path: PathBuf,
     reserve: u64,
-    /// The last answer and when it was found: asked on every request that adds data, the
-    /// filesystem is asked at most every [`Space::RECHECK`].
-    last: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, bool)>>>,
+    /// When there last was room: asked on every request that adds data, the filesystem is
+    /// asked at most every [`Space::RECHECK`] while there is (the reserve covers what is
+    /// written meanwhile), and every time while there is not, so freed space is seen at once.
+    room_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Space {
@@ -112,19 +113,16 @@ impl Space {
 
     /// Whether there is room for more data beyond the reserve.
     pub fn check(&self) -> Result<()> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let room = match *last {
-            Some((at, room)) if at.elapsed() < Self::RECHECK => room,
-            _ => {
-                // Not knowing is no reason to refuse: the store reports a real failure itself.
-                let room = self.free_bytes().map_or(true, |free| free >= self.reserve);
-                *last = Some((std::time::Instant::now(), room));
-                room
-            }
-        };
-        if room {
+        let mut room_at = self.room_at.lock().unwrap_or_else(|p| p.into_inner());
+        if room_at.is_some_and(|at| at.elapsed() < Self::RECHECK) {
+            return Ok(());
+        }
+        // Not knowing is no reason to refuse: the store reports a real failure itself.
+        if self.free_bytes().map_or(true, |free| free >= self.reserve) {
+            *room_at = Some(std::time::Instant::now());
             Ok(())
         } else {
+            *room_at = None;
             Err(StorageError::Full)
         }
     }
@@ -207,7 +205,7 @@ impl Store {
             space: Space {
                 path: path.to_owned(),
                 reserve: options.reserve_bytes,
-                last: Default::default(),
+                room_at: Default::default(),
             },
             path: path.to_owned(),
         })
