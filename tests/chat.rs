@@ -56,21 +56,27 @@ async fn connected(server: &TestServer, devices: &Devices) -> People {
         alice,
         bob,
     };
-    let group_id = p.alice_phone.connect(&p.bob).await.unwrap().group_id;
-    let requests = p.bob_phone.connection_requests().await.unwrap();
+    let group_id = p
+        .alice_phone
+        .connections()
+        .connect(&p.bob)
+        .await
+        .unwrap()
+        .group_id;
+    let requests = p.bob_phone.connections().requests().await.unwrap();
     let [request] = requests.received.as_slice() else {
         panic!("expected one request, got {:?}", requests.received);
     };
-    p.bob_phone.accept(&request.id).await.unwrap();
+    p.bob_phone.connections().accept(&request.id).await.unwrap();
     for client in [&p.alice_laptop, &p.bob_laptop, &p.alice_phone] {
         let report = client.sync().await.unwrap();
         assert!(report.failed.is_empty(), "{:?}", report.failed);
     }
     p.alice_laptop.sync().await.unwrap();
-    let status = p.alice_phone.group_status(&group_id).unwrap().unwrap();
+    let status = p.alice_phone.groups().status(&group_id).unwrap().unwrap();
     assert_eq!(status.members, 4);
     for client in p.all() {
-        assert_eq!(client.group_status(&group_id).unwrap().unwrap(), status);
+        assert_eq!(client.groups().status(&group_id).unwrap().unwrap(), status);
     }
     p
 }
@@ -79,7 +85,7 @@ async fn connected(server: &TestServer, devices: &Devices) -> People {
 /// the user tries again.
 async fn send(client: &Client, peer: &UserName, text: &str) -> StoredMessage {
     for _ in 0..3 {
-        match client.send(peer, text).await {
+        match client.chat().send(peer, text).await {
             Ok(sent) => return sent,
             Err(Error::Server(ServerError::Network(_))) => {}
             Err(e) => panic!("sending {text}: {e}"),
@@ -149,7 +155,7 @@ async fn every_client_has_the_same_messages_in_the_same_order_across_a_server_cr
         assert!(report.failed.is_empty(), "{:?}", report.failed);
     }
     for client in p.all() {
-        let messages = client.messages(p.peer_of(client)).await.unwrap();
+        let messages = client.chat().messages(p.peer_of(client)).await.unwrap();
         assert_eq!(log(&messages), expected, "on {}", client.client_id());
         let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
@@ -158,7 +164,15 @@ async fn every_client_has_the_same_messages_in_the_same_order_across_a_server_cr
     for client in p.all() {
         let report = client.sync().await.unwrap();
         assert_eq!(report.messages, 0);
-        assert_eq!(client.messages(p.peer_of(client)).await.unwrap().len(), 8);
+        assert_eq!(
+            client
+                .chat()
+                .messages(p.peer_of(client))
+                .await
+                .unwrap()
+                .len(),
+            8
+        );
     }
 }
 
@@ -168,7 +182,11 @@ async fn sending_to_someone_not_connected_is_refused() {
     let devices = Devices::new();
     let alice = server.user("alice");
     let phone = devices.register(&server, "alice-phone", &alice).await;
-    let error = phone.send(&server.user("carol"), "hi").await.unwrap_err();
+    let error = phone
+        .chat()
+        .send(&server.user("carol"), "hi")
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "not_connected");
 }
 
@@ -189,6 +207,7 @@ async fn the_command_line_sends_lists_and_watches_messages() {
     drop(bob_laptop);
 
     alice_phone
+        .chat()
         .send(&server.user("bob"), "from the library")
         .await
         .unwrap();
@@ -226,6 +245,7 @@ async fn the_command_line_sends_lists_and_watches_messages() {
         .expect("run roost-client watch");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     alice_phone
+        .chat()
         .send(&server.user("bob"), "while watching")
         .await
         .unwrap();

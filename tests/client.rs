@@ -100,7 +100,11 @@ async fn a_registered_client_has_a_verifiable_credential_and_keeps_its_identity_
     .await
     .unwrap();
 
-    alice.verify_credential(alice.credential()).await.unwrap();
+    alice
+        .device()
+        .verify_credential(alice.credential())
+        .await
+        .unwrap();
     let me = alice.whoami();
     assert_eq!(me.user, server.user("alice"));
     assert_eq!(me.client_id, alice.client_id());
@@ -182,7 +186,11 @@ async fn an_added_client_is_listed_by_both_and_announced_to_the_first() {
     .unwrap();
     assert_eq!(laptop.user(), phone.user());
     assert_ne!(laptop.client_id(), phone.client_id());
-    phone.verify_credential(laptop.credential()).await.unwrap();
+    phone
+        .device()
+        .verify_credential(laptop.credential())
+        .await
+        .unwrap();
 
     for (me, other) in [(&phone, &laptop), (&laptop, &phone)] {
         let clients = me.clients().await.unwrap();
@@ -235,6 +243,7 @@ async fn a_credential_from_another_server_claiming_the_same_domain_does_not_veri
     );
 
     let err = alice
+        .device()
         .verify_credential(mallory.credential())
         .await
         .unwrap_err();
@@ -249,8 +258,13 @@ async fn a_credential_from_another_server_claiming_the_same_domain_does_not_veri
         "{message}"
     );
     // Each server vouches for its own.
-    alice.verify_credential(alice.credential()).await.unwrap();
+    alice
+        .device()
+        .verify_credential(alice.credential())
+        .await
+        .unwrap();
     mallory
+        .device()
         .verify_credential(mallory.credential())
         .await
         .unwrap();

@@ -41,20 +41,21 @@ async fn people(server: &TestServer, devices: &Devices) -> People {
 
 /// Reads `client`'s connection queue; expects exactly one new request, into `group_id`.
 async fn one_request(client: &Client, from: &UserName, group_id: &[u8]) -> PendingRequest {
-    let fetched = client.connection_requests().await.unwrap();
+    let fetched = client.connections().requests().await.unwrap();
     assert!(fetched.rejected.is_empty(), "{:?}", fetched.rejected);
     let [request] = fetched.received.as_slice() else {
         panic!("expected one request, got {:?}", fetched.received);
     };
     assert_eq!(request.from(), from);
     assert_eq!(request.package.body.connection_group_id, group_id);
-    assert_eq!(client.pending_requests().await.unwrap().len(), 1);
+    assert_eq!(client.connections().pending().await.unwrap().len(), 1);
     request.clone()
 }
 
 fn status(client: &Client, group_id: &[u8]) -> GroupStatus {
     client
-        .group_status(group_id)
+        .groups()
+        .status(group_id)
         .unwrap()
         .unwrap_or_else(|| panic!("{} is not in the group", client.client_id()))
 }
@@ -71,7 +72,7 @@ fn same_epoch(clients: &[&Client], group_id: &[u8], members: usize) -> u64 {
 
 /// `client` has exactly one connection: with `peer`, through `group_id`.
 async fn one_contact(client: &Client, peer: &UserName, group_id: &[u8]) {
-    let contacts = client.contacts().await.unwrap();
+    let contacts = client.contacts().list().await.unwrap();
     let [contact] = contacts.as_slice() else {
         panic!("expected one contact, got {contacts:?}");
     };
@@ -85,7 +86,7 @@ async fn a_connection_brings_all_four_clients_into_one_group() {
     let devices = Devices::new();
     let p = people(&server, &devices).await;
 
-    let connected = p.alice_phone.connect(&p.bob).await.unwrap();
+    let connected = p.alice_phone.connections().connect(&p.bob).await.unwrap();
     assert_eq!(connected.peer, p.bob);
     assert_eq!(connected.invited, 2);
     assert_eq!(connected.own_clients_added, 1);
@@ -102,18 +103,35 @@ async fn a_connection_brings_all_four_clients_into_one_group() {
     same_epoch(&[&p.alice_phone, &p.alice_laptop], &group_id, 2);
 
     // bob's phone accepts: an external join, then bob's laptop is added.
-    let accepted = p.bob_phone.accept(&on_phone.id).await.unwrap();
+    let accepted = p
+        .bob_phone
+        .connections()
+        .accept(&on_phone.id)
+        .await
+        .unwrap();
     assert_eq!(accepted.via, JoinedVia::ExternalCommit);
     assert_eq!(accepted.peer, p.alice);
     assert_eq!(accepted.group_id, group_id);
     assert_eq!(accepted.own_clients_added, 1);
     assert_eq!(accepted.own_clients_error, None);
-    assert!(p.bob_phone.pending_requests().await.unwrap().is_empty());
+    assert!(p
+        .bob_phone
+        .connections()
+        .pending()
+        .await
+        .unwrap()
+        .is_empty());
 
     // bob's laptop joins from the Welcome, and its request for the group is settled.
     let report = p.bob_laptop.sync().await.unwrap();
     assert_eq!(report.joined, vec![group_id.clone()]);
-    assert!(p.bob_laptop.pending_requests().await.unwrap().is_empty());
+    assert!(p
+        .bob_laptop
+        .connections()
+        .pending()
+        .await
+        .unwrap()
+        .is_empty());
 
     // alice's clients apply bob's join and the addition of bob's laptop.
     for client in [&p.alice_phone, &p.alice_laptop] {
@@ -130,7 +148,12 @@ async fn a_connection_brings_all_four_clients_into_one_group() {
     one_contact(&p.bob_laptop, &p.alice, &group_id).await;
 
     // Accepting the settled request again does nothing: no second external join.
-    let again = p.bob_laptop.accept(&on_laptop.id).await.unwrap_err();
+    let again = p
+        .bob_laptop
+        .connections()
+        .accept(&on_laptop.id)
+        .await
+        .unwrap_err();
     assert!(matches!(again, Error::UnknownRequest(_)), "{again}");
     for client in clients {
         let report = client.sync().await.unwrap();
@@ -144,18 +167,40 @@ async fn accepting_on_a_second_client_joins_from_the_welcome_not_by_a_second_joi
     let server = TestServer::start(Options::default());
     let devices = Devices::new();
     let p = people(&server, &devices).await;
-    let group_id = p.alice_phone.connect(&p.bob).await.unwrap().group_id;
+    let group_id = p
+        .alice_phone
+        .connections()
+        .connect(&p.bob)
+        .await
+        .unwrap()
+        .group_id;
     let on_phone = one_request(&p.bob_phone, &p.alice, &group_id).await;
     let on_laptop = one_request(&p.bob_laptop, &p.alice, &group_id).await;
 
-    let accepted = p.bob_phone.accept(&on_phone.id).await.unwrap();
+    let accepted = p
+        .bob_phone
+        .connections()
+        .accept(&on_phone.id)
+        .await
+        .unwrap();
     assert_eq!(accepted.via, JoinedVia::ExternalCommit);
 
     // The laptop has not synced: accepting finds the Welcome in its queue first.
-    let accepted = p.bob_laptop.accept(&on_laptop.id).await.unwrap();
+    let accepted = p
+        .bob_laptop
+        .connections()
+        .accept(&on_laptop.id)
+        .await
+        .unwrap();
     assert_eq!(accepted.via, JoinedVia::Welcome);
     assert_eq!(accepted.peer, p.alice);
-    assert!(p.bob_laptop.pending_requests().await.unwrap().is_empty());
+    assert!(p
+        .bob_laptop
+        .connections()
+        .pending()
+        .await
+        .unwrap()
+        .is_empty());
 
     for client in [&p.alice_phone, &p.alice_laptop] {
         let report = client.sync().await.unwrap();
@@ -179,7 +224,12 @@ async fn a_refused_join_without_a_welcome_discards_the_request_with_a_clear_erro
     let bob = server.user("bob");
     let alice_phone = devices.register(&server, "alice-phone", &alice).await;
     let bob_phone = devices.register(&server, "bob-phone", &bob).await;
-    let group_id = alice_phone.connect(&bob).await.unwrap().group_id;
+    let group_id = alice_phone
+        .connections()
+        .connect(&bob)
+        .await
+        .unwrap()
+        .group_id;
     let request = one_request(&bob_phone, &alice, &group_id).await;
 
     // Someone else takes the group's one external join; nobody sends bob a Welcome.
@@ -193,7 +243,11 @@ async fn a_refused_join_without_a_welcome_discards_the_request_with_a_clear_erro
         mls::join_connection_group(&http, server.domain(), &group_id, &keys, &mut mallory).await;
     assert_eq!(response.status, 200);
 
-    let error = bob_phone.accept(&request.id).await.unwrap_err();
+    let error = bob_phone
+        .connections()
+        .accept(&request.id)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, Error::ConnectionFailed { peer, .. } if *peer == alice),
         "{error}"
@@ -202,9 +256,9 @@ async fn a_refused_join_without_a_welcome_discards_the_request_with_a_clear_erro
     let text = error.to_string();
     assert!(text.contains("cannot connect with alice@"), "{text}");
     assert!(text.contains("discarded"), "{text}");
-    assert!(bob_phone.pending_requests().await.unwrap().is_empty());
-    assert!(bob_phone.contacts().await.unwrap().is_empty());
-    assert!(bob_phone.group_status(&group_id).unwrap().is_none());
+    assert!(bob_phone.connections().pending().await.unwrap().is_empty());
+    assert!(bob_phone.contacts().list().await.unwrap().is_empty());
+    assert!(bob_phone.groups().status(&group_id).unwrap().is_none());
 }
 
 #[tokio::test]
@@ -212,13 +266,19 @@ async fn two_clients_accepting_at_once_make_one_connection() {
     let server = TestServer::start(Options::default());
     let devices = Devices::new();
     let p = people(&server, &devices).await;
-    let group_id = p.alice_phone.connect(&p.bob).await.unwrap().group_id;
+    let group_id = p
+        .alice_phone
+        .connections()
+        .connect(&p.bob)
+        .await
+        .unwrap()
+        .group_id;
     let on_phone = one_request(&p.bob_phone, &p.alice, &group_id).await;
     let on_laptop = one_request(&p.bob_laptop, &p.alice, &group_id).await;
 
     let (phone, laptop) = tokio::join!(
-        p.bob_phone.accept(&on_phone.id),
-        p.bob_laptop.accept(&on_laptop.id)
+        p.bob_phone.connections().accept(&on_phone.id),
+        p.bob_laptop.connections().accept(&on_laptop.id)
     );
     let outcomes = [&phone, &laptop];
     let external = outcomes
@@ -250,8 +310,20 @@ async fn two_clients_accepting_at_once_make_one_connection() {
     one_contact(&p.alice_laptop, &p.bob, &group_id).await;
     one_contact(&p.bob_phone, &p.alice, &group_id).await;
     one_contact(&p.bob_laptop, &p.alice, &group_id).await;
-    assert!(p.bob_phone.pending_requests().await.unwrap().is_empty());
-    assert!(p.bob_laptop.pending_requests().await.unwrap().is_empty());
+    assert!(p
+        .bob_phone
+        .connections()
+        .pending()
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(p
+        .bob_laptop
+        .connections()
+        .pending()
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Runs `roost-client ARGS --json` on the state directory `state`; the exit status and the

@@ -115,14 +115,15 @@ async fn ask(
     make: impl FnOnce(&ConnectionPackage) -> ConnectionEstablishmentPackage,
 ) {
     let package = discover_one(from, user).await;
-    from.send_connection_request(&package, &make(&package))
+    from.connections()
+        .send_request(&package, &make(&package))
         .await
         .unwrap();
 }
 
 /// The one package `discover` returns for a single-client user.
 async fn discover_one(by: &Client, user: &UserName) -> ConnectionPackage {
-    let mut found = by.discover(user).await.expect("discover");
+    let mut found = by.connections().discover(user).await.expect("discover");
     assert_eq!(found.len(), 1, "{user} has one client");
     found.remove(0)
 }
@@ -146,7 +147,7 @@ async fn registration_makes_every_client_discoverable_with_verified_packages() {
         assert_eq!(published.as_ref().unwrap(), &full_count(20));
     }
 
-    let found = alice.discover(&bob_name).await.unwrap();
+    let found = alice.connections().discover(&bob_name).await.unwrap();
     assert_eq!(
         client_ids(&found),
         BTreeSet::from([phone.client_id(), laptop.client_id()])
@@ -163,11 +164,11 @@ async fn registration_makes_every_client_discoverable_with_verified_packages() {
     }
     // Each discovery used up one one-time package of each client.
     assert_eq!(
-        phone.connection_package_count().await.unwrap(),
+        phone.connections().package_count().await.unwrap(),
         full_count(19)
     );
     assert_eq!(
-        laptop.connection_package_count().await.unwrap(),
+        laptop.connections().package_count().await.unwrap(),
         full_count(19)
     );
     // A reopened client is not "just enrolled".
@@ -178,7 +179,11 @@ async fn registration_makes_every_client_discoverable_with_verified_packages() {
         .is_none());
 
     // An unknown user, and a user whose client never published anything.
-    let err = alice.discover(&server.user("nobody")).await.unwrap_err();
+    let err = alice
+        .connections()
+        .discover(&server.user("nobody"))
+        .await
+        .unwrap_err();
     assert_eq!(
         (err.status(), err.code()),
         (Some(404), "unknown_user"),
@@ -186,7 +191,11 @@ async fn registration_makes_every_client_discoverable_with_verified_packages() {
     );
     let mut silent = Identity::new(&server.user("silent"));
     server.http().register(&mut silent, None).await;
-    let err = alice.discover(&silent.user).await.unwrap_err();
+    let err = alice
+        .connections()
+        .discover(&silent.user)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::NoReachableClients(u) if *u == silent.user),
         "{err:?}"
@@ -211,10 +220,10 @@ async fn a_failed_first_publish_keeps_the_registration_and_top_up_mends_it() {
     );
     // Registered all the same, but not discoverable.
     assert_eq!(alice.clients().await.unwrap().len(), 1);
-    let err = bob.discover(alice.user()).await.unwrap_err();
+    let err = bob.connections().discover(alice.user()).await.unwrap_err();
     assert_eq!(err.code(), "no_reachable_clients", "{err}");
 
-    let count = alice.ensure_last_resort().await.unwrap();
+    let count = alice.connections().ensure_last_resort().await.unwrap();
     assert_eq!(
         count,
         ConnectionPackageCount {
@@ -222,7 +231,10 @@ async fn a_failed_first_publish_keeps_the_registration_and_top_up_mends_it() {
             has_last_resort: true
         }
     );
-    assert_eq!(alice.top_up(1, 2).await.unwrap(), full_count(2));
+    assert_eq!(
+        alice.connections().top_up(1, 2).await.unwrap(),
+        full_count(2)
+    );
     assert_eq!(
         discover_one(&bob, alice.user()).await.client_id(),
         alice.client_id()
@@ -234,16 +246,28 @@ async fn top_up_publishes_only_when_below_the_minimum() {
     let server = TestServer::start(Options::default());
     let (alice, bob) = Devices::new().alice_and_bob(&server).await;
 
-    assert_eq!(alice.top_up(10, 15).await.unwrap(), full_count(20));
-    assert_eq!(alice.ensure_last_resort().await.unwrap(), full_count(20));
+    assert_eq!(
+        alice.connections().top_up(10, 15).await.unwrap(),
+        full_count(20)
+    );
+    assert_eq!(
+        alice.connections().ensure_last_resort().await.unwrap(),
+        full_count(20)
+    );
     for _ in 0..11 {
         discover_one(&bob, alice.user()).await;
     }
-    assert_eq!(alice.top_up(10, 15).await.unwrap(), full_count(24));
-    assert_eq!(alice.top_up(10, 15).await.unwrap(), full_count(24));
+    assert_eq!(
+        alice.connections().top_up(10, 15).await.unwrap(),
+        full_count(24)
+    );
+    assert_eq!(
+        alice.connections().top_up(10, 15).await.unwrap(),
+        full_count(24)
+    );
     // More than one request may carry: sent in several.
     assert_eq!(
-        alice.publish_connection_packages(150).await.unwrap(),
+        alice.connections().publish(150).await.unwrap(),
         full_count(174)
     );
 }
@@ -290,7 +314,7 @@ async fn an_expired_package_is_neither_published_nor_served() {
     assert_eq!(publish(vec![short.clone()]).await.unwrap(), full_count(21));
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
-        alice.connection_package_count().await.unwrap(),
+        alice.connections().package_count().await.unwrap(),
         full_count(20)
     );
     // Every one-time package is served once, then the last resort; never the expired one.
@@ -474,7 +498,7 @@ async fn forged_tampered_foreign_or_expired_packages_stop_discovery_with_the_rea
     );
     for served in [forged.clone(), vec![genuine.clone(), forged[0].clone()]] {
         proxy.serve(Some(served));
-        let (client_id, problem, message) = refused(alice.discover(&bob_name).await);
+        let (client_id, problem, message) = refused(alice.connections().discover(&bob_name).await);
         assert_eq!(client_id, mallory.client_id());
         assert_eq!(
             problem,
@@ -490,7 +514,7 @@ async fn forged_tampered_foreign_or_expired_packages_stop_discovery_with_the_rea
     let mut tampered = genuine.clone();
     tampered.body.last_resort = true;
     proxy.serve(Some(vec![tampered]));
-    let (client_id, problem, message) = refused(alice.discover(&bob_name).await);
+    let (client_id, problem, message) = refused(alice.connections().discover(&bob_name).await);
     assert_eq!(
         (client_id, problem),
         (
@@ -503,7 +527,7 @@ async fn forged_tampered_foreign_or_expired_packages_stop_discovery_with_the_rea
     // carol's genuine package served as bob's.
     let carols = discover_one(&alice, carol.user()).await;
     proxy.serve(Some(vec![carols]));
-    let (client_id, problem, _) = refused(alice.discover(&bob_name).await);
+    let (client_id, problem, _) = refused(alice.connections().discover(&bob_name).await);
     assert_eq!(
         (client_id, problem),
         (
@@ -527,12 +551,12 @@ async fn forged_tampered_foreign_or_expired_packages_stop_discovery_with_the_rea
         false,
     );
     proxy.serve(Some(vec![expired]));
-    let (_, problem, _) = refused(alice.discover(&bob_name).await);
+    let (_, problem, _) = refused(alice.connections().discover(&bob_name).await);
     assert_eq!(problem, PackageProblem::Package(ConnectionError::Expired));
 
     // One client twice.
     proxy.serve(Some(vec![genuine.clone(), genuine.clone()]));
-    let (client_id, problem, _) = refused(alice.discover(&bob_name).await);
+    let (client_id, problem, _) = refused(alice.connections().discover(&bob_name).await);
     assert_eq!(
         (client_id, problem),
         (bob.client_id(), PackageProblem::Duplicate)
@@ -540,7 +564,7 @@ async fn forged_tampered_foreign_or_expired_packages_stop_discovery_with_the_rea
 
     // Nothing at all.
     proxy.serve(Some(vec![]));
-    let err = alice.discover(&bob_name).await.unwrap_err();
+    let err = alice.connections().discover(&bob_name).await.unwrap_err();
     assert_eq!(err.code(), "no_reachable_clients", "{err}");
 
     proxy.serve(None);
@@ -557,7 +581,7 @@ async fn a_request_reaches_every_client_of_the_responder_and_decline_removes_it(
     let (alice, phone, laptop) = devices.alice_and_bobs_two(&server).await;
     let bob_name = server.user("bob");
 
-    let packages = alice.discover(&bob_name).await.unwrap();
+    let packages = alice.connections().discover(&bob_name).await.unwrap();
     let group_id = ClientId::random().0.to_vec();
     for package in &packages {
         let invitation = invitation_with(
@@ -567,14 +591,15 @@ async fn a_request_reaches_every_client_of_the_responder_and_decline_removes_it(
             &alice.identity().signing_key,
         );
         alice
-            .send_connection_request(package, &invitation)
+            .connections()
+            .send_request(package, &invitation)
             .await
             .unwrap();
     }
 
     let mut ids = Vec::new();
     for bob in [&phone, &laptop] {
-        let fetched = bob.connection_requests().await.unwrap();
+        let fetched = bob.connections().requests().await.unwrap();
         assert!(fetched.rejected.is_empty(), "{:?}", fetched.rejected);
         assert_eq!(fetched.received.len(), 1);
         let request = &fetched.received[0];
@@ -583,11 +608,11 @@ async fn a_request_reaches_every_client_of_the_responder_and_decline_removes_it(
         assert_eq!(request.package.body.responder, bob_name);
         assert_eq!(request.id.len(), 8, "{}", request.id);
         assert!(request.received_at.0.abs_diff(Timestamp::now().0) < 60);
-        assert_eq!(bob.pending_requests().await.unwrap(), fetched.received);
+        assert_eq!(bob.connections().pending().await.unwrap(), fetched.received);
         // Read once: a second read finds nothing new, and the request stays pending.
-        let again = bob.connection_requests().await.unwrap();
+        let again = bob.connections().requests().await.unwrap();
         assert!(again.received.is_empty() && again.rejected.is_empty());
-        assert_eq!(bob.pending_requests().await.unwrap(), fetched.received);
+        assert_eq!(bob.connections().pending().await.unwrap(), fetched.received);
         ids.push(request.id.clone());
     }
 
@@ -606,19 +631,20 @@ async fn a_request_reaches_every_client_of_the_responder_and_decline_removes_it(
     assert_eq!(keys.iter().filter(|(_, k)| k.last_resort).count(), 1);
     drop(state);
     let phone = Client::open(devices.path("phone")).unwrap();
-    assert_eq!(phone.pending_requests().await.unwrap().len(), 1);
+    assert_eq!(phone.connections().pending().await.unwrap().len(), 1);
 
-    phone.decline(&ids[0]).await.unwrap();
-    assert!(phone.pending_requests().await.unwrap().is_empty());
-    let err = phone.decline(&ids[0]).await.unwrap_err();
+    phone.connections().decline(&ids[0]).await.unwrap();
+    assert!(phone.connections().pending().await.unwrap().is_empty());
+    let err = phone.connections().decline(&ids[0]).await.unwrap_err();
     assert_eq!(err.code(), "unknown_request", "{err}");
     assert!(err.to_string().contains(&ids[0]), "{err}");
     // Declining on one client does not touch the other's.
-    assert_eq!(laptop.pending_requests().await.unwrap().len(), 1);
+    assert_eq!(laptop.connections().pending().await.unwrap().len(), 1);
     // Nothing was sent to alice.
     assert!(alice.receive(Duration::ZERO).await.unwrap().is_empty());
     assert!(alice
-        .connection_requests()
+        .connections()
+        .requests()
         .await
         .unwrap()
         .received
@@ -689,7 +715,7 @@ async fn forged_requests_are_dropped_and_reported_never_listed() {
             .unwrap();
     }
 
-    let fetched = bob.connection_requests().await.unwrap();
+    let fetched = bob.connections().requests().await.unwrap();
     assert_eq!(
         codes(&fetched.rejected),
         [
@@ -723,9 +749,9 @@ async fn forged_requests_are_dropped_and_reported_never_listed() {
         fetched.received[0].package.body.sender_client_credential,
         *alice.credential()
     );
-    assert_eq!(bob.pending_requests().await.unwrap(), fetched.received);
+    assert_eq!(bob.connections().pending().await.unwrap(), fetched.received);
     // Rejected ones are not kept to be shown later.
-    let again = bob.connection_requests().await.unwrap();
+    let again = bob.connections().requests().await.unwrap();
     assert!(again.received.is_empty() && again.rejected.is_empty());
 
     // The same request replayed after it was read: still refused.
@@ -734,9 +760,9 @@ async fn forged_requests_are_dropped_and_reported_never_listed() {
         .send_connection_request(&bob.client_id(), &valid)
         .await
         .unwrap();
-    let replayed = bob.connection_requests().await.unwrap();
+    let replayed = bob.connections().requests().await.unwrap();
     assert_eq!(codes(&replayed.rejected), ["replay"]);
-    assert_eq!(bob.pending_requests().await.unwrap().len(), 1);
+    assert_eq!(bob.connections().pending().await.unwrap().len(), 1);
 }
 
 /// Runs `roost-client --json ARGS` on a state directory; exit status, stdout JSON (or stderr
@@ -796,7 +822,8 @@ async fn the_command_line_publishes_discovers_lists_and_declines() {
         let package = discover_one(&alice, &server.user("bob")).await;
         assert_eq!(package.client_id().to_string(), bob_id);
         alice
-            .send_connection_request(&package, &invitation(&alice, &package))
+            .connections()
+            .send_request(&package, &invitation(&alice, &package))
             .await
             .unwrap();
     }

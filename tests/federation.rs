@@ -102,26 +102,26 @@ async fn connected_pair(alice: &str, bob: &str, options: Options) -> Pair {
         alice,
         bob,
     };
-    let connected = p.alice_phone.connect(&p.bob).await.unwrap();
+    let connected = p.alice_phone.connections().connect(&p.bob).await.unwrap();
     assert_eq!(connected.invited, 2);
-    let requests = p.bob_phone.connection_requests().await.unwrap();
+    let requests = p.bob_phone.connections().requests().await.unwrap();
     let [request] = requests.received.as_slice() else {
         panic!("expected one request, got {:?}", requests.received);
     };
     assert_eq!(request.from(), &p.alice);
-    let accepted = p.bob_phone.accept(&request.id).await.unwrap();
+    let accepted = p.bob_phone.connections().accept(&request.id).await.unwrap();
     assert_eq!(accepted.own_clients_added, 1);
     let group_id = connected.group_id;
     let all = p.all();
     settle(&all, async || {
         let mut statuses = Vec::new();
         for client in all {
-            statuses.push(client.group_status(&group_id).unwrap());
+            statuses.push(client.groups().status(&group_id).unwrap());
         }
         let tokens_in = {
             let mut ok = true;
             for client in all {
-                let contacts = client.contacts().await.unwrap();
+                let contacts = client.contacts().list().await.unwrap();
                 ok &= contacts.len() == 1 && contacts[0].peer_token.is_some();
             }
             ok
@@ -138,7 +138,7 @@ async fn connected_pair(alice: &str, bob: &str, options: Options) -> Pair {
 async fn users_on_two_homeservers_connect_and_chat_on_all_four_clients() {
     let p = connected_pair("alice", "bob", Options::default()).await;
     for client in p.all() {
-        let contacts = client.contacts().await.unwrap();
+        let contacts = client.contacts().list().await.unwrap();
         let peer = p.peer_of(client);
         assert_eq!(contacts[0].peer.as_ref(), Some(peer));
     }
@@ -157,12 +157,12 @@ async fn users_on_two_homeservers_connect_and_chat_on_all_four_clients() {
             let mut ok = true;
             for client in all {
                 let peer = p.peer_of(client);
-                ok &= client.messages(peer).await.unwrap().len() == before;
+                ok &= client.chat().messages(peer).await.unwrap().len() == before;
             }
             ok
         })
         .await;
-        client.send(peer, text).await.unwrap();
+        client.chat().send(peer, text).await.unwrap();
         expected.push((client.user().to_string(), text.to_owned()));
     }
     let all = p.all();
@@ -170,37 +170,40 @@ async fn users_on_two_homeservers_connect_and_chat_on_all_four_clients() {
         let mut ok = true;
         for client in all {
             let peer = p.peer_of(client);
-            ok &= client.messages(peer).await.unwrap().len() == expected.len();
+            ok &= client.chat().messages(peer).await.unwrap().len() == expected.len();
         }
         ok
     })
     .await;
     for client in p.all() {
         let peer = p.peer_of(client);
-        assert_eq!(texts(&client.messages(peer).await.unwrap()), expected);
+        assert_eq!(
+            texts(&client.chat().messages(peer).await.unwrap()),
+            expected
+        );
     }
 }
 
 /// alice's laptop (on a) creates a group on a's DS and adds bob (on b, both clients); once all
 /// four clients are in it, bob's phone says `text` there, and every client gets it.
 async fn shared_group(p: &Pair, name: &str, text: &str) {
-    p.alice_laptop.create_group(name).await.unwrap();
-    assert_eq!(p.alice_laptop.add_to_group(name, &p.bob).await.unwrap(), 2);
+    p.alice_laptop.groups().create(name).await.unwrap();
+    assert_eq!(p.alice_laptop.groups().add(name, &p.bob).await.unwrap(), 2);
     let all = p.all();
     settle(&all, async || {
         let mut ok = true;
         for client in all {
-            let groups = client.groups().await.unwrap();
+            let groups = client.groups().list().await.unwrap();
             ok &= groups.len() == 1 && groups[0].members == 4;
         }
         ok
     })
     .await;
-    p.bob_phone.send_to_group(name, text).await.unwrap();
+    p.bob_phone.groups().send(name, text).await.unwrap();
     settle(&all, async || {
         let mut ok = true;
         for client in all {
-            ok &= client.group_messages(name).await.unwrap().len() == 1;
+            ok &= client.groups().messages(name).await.unwrap().len() == 1;
         }
         ok
     })
@@ -211,13 +214,14 @@ async fn shared_group(p: &Pair, name: &str, text: &str) {
 async fn a_group_on_one_homeserver_takes_members_from_both_and_loses_them_again() {
     let p = connected_pair("alice", "bob", Options::default()).await;
     shared_group(&p, "across", "b in a's group").await;
-    let members = p.alice_phone.group_members("across").await.unwrap();
+    let members = p.alice_phone.groups().members("across").await.unwrap();
     assert_eq!(members, [p.alice.clone(), p.bob.clone()]);
 
     // alice (on a) removes bob (on b): both of his clients.
     assert_eq!(
         p.alice_phone
-            .remove_from_group("across", &p.bob)
+            .groups()
+            .remove("across", &p.bob)
             .await
             .unwrap(),
         2
@@ -226,14 +230,15 @@ async fn a_group_on_one_homeserver_takes_members_from_both_and_loses_them_again(
     settle(&bobs, async || {
         let mut ok = true;
         for client in bobs {
-            ok &= client.groups().await.unwrap()[0].removed;
+            ok &= client.groups().list().await.unwrap()[0].removed;
         }
         ok
     })
     .await;
     let error = p
         .bob_laptop
-        .send_to_group("across", "still there?")
+        .groups()
+        .send("across", "still there?")
         .await
         .unwrap_err();
     assert_eq!(error.code(), "removed_from_group");
@@ -251,7 +256,7 @@ async fn messages_sent_while_the_other_homeserver_is_down_arrive_once_and_in_ord
         }
         let mut sent = None;
         for _ in 0..3 {
-            match p.alice_phone.send(&p.bob, text).await {
+            match p.alice_phone.chat().send(&p.bob, text).await {
                 Ok(message) => {
                     sent = Some(message);
                     break;
@@ -284,7 +289,7 @@ async fn messages_sent_while_the_other_homeserver_is_down_arrive_once_and_in_ord
     settle(&clients, async || {
         let mut ok = true;
         for client in clients {
-            ok &= client.messages(&alice).await.unwrap().len() >= texts_sent.len();
+            ok &= client.chat().messages(&alice).await.unwrap().len() >= texts_sent.len();
         }
         ok
     })
@@ -293,6 +298,7 @@ async fn messages_sent_while_the_other_homeserver_is_down_arrive_once_and_in_ord
         // Nothing more comes: each message arrived exactly once.
         client.sync().await.unwrap();
         let got: Vec<String> = client
+            .chat()
             .messages(&alice)
             .await
             .unwrap()
@@ -508,10 +514,15 @@ async fn neither_homeserver_learns_the_other_sides_user_name() {
     )
     .await;
     p.alice_phone
+        .chat()
         .send(&p.bob, "across the border")
         .await
         .unwrap();
-    p.bob_laptop.send(&p.alice, "and back").await.unwrap();
+    p.bob_laptop
+        .chat()
+        .send(&p.alice, "and back")
+        .await
+        .unwrap();
     shared_group(&p, "border club", "b speaks in a's group").await;
     for server in &mut p.servers {
         assert!(server.terminate().success());
@@ -533,7 +544,7 @@ async fn neither_homeserver_learns_the_other_sides_user_name() {
     of_alice.extend(traces(&p.alice_phone));
     of_alice.extend(traces(&p.alice_laptop));
     // What an operator's inspection shows obeys the same rules.
-    let contact_group = hex::encode(&p.alice_phone.contacts().await.unwrap()[0].group_id);
+    let contact_group = hex::encode(&p.alice_phone.contacts().list().await.unwrap()[0].group_id);
     let shown = [
         (
             &p.servers[0],

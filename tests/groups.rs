@@ -77,35 +77,37 @@ async fn a_connected_user_is_added_with_all_clients_and_everyone_chats_in_the_gr
     let p = people(&server, &devices).await;
     let (bob, carol) = (server.user("bob"), server.user("carol"));
 
-    let created = p.alice_phone.create_group("book club").await.unwrap();
+    let created = p.alice_phone.groups().create("book club").await.unwrap();
     // alice's other client is in it from the start.
     assert_eq!(
-        p.alice_phone.add_to_group("book club", &bob).await.unwrap(),
+        p.alice_phone.groups().add("book club", &bob).await.unwrap(),
         2
     );
     assert_eq!(
         p.alice_phone
-            .add_to_group("book club", &carol)
+            .groups()
+            .add("book club", &carol)
             .await
             .unwrap(),
         1
     );
     sync_all(&p.all()).await;
     for client in p.all() {
-        let groups = client.groups().await.unwrap();
+        let groups = client.groups().list().await.unwrap();
         assert_eq!(groups.len(), 1, "{}", client.user());
         assert_eq!(groups[0].name, "book club");
         assert_eq!(groups[0].group_id, created.group_id);
         assert_eq!(groups[0].members, 5, "{}", client.user());
     }
-    let members = p.bob_laptop.group_members("book club").await.unwrap();
+    let members = p.bob_laptop.groups().members("book club").await.unwrap();
     let names: Vec<&str> = members.iter().map(|u| u.local()).collect();
     assert_eq!(names, ["alice", "bob", "carol"]);
 
     // Adding someone twice is refused.
     let error = p
         .alice_laptop
-        .add_to_group("book club", &bob)
+        .groups()
+        .add("book club", &bob)
         .await
         .unwrap_err();
     assert_eq!(error.code(), "already_member");
@@ -118,7 +120,7 @@ async fn a_connected_user_is_added_with_all_clients_and_everyone_chats_in_the_gr
         (&p.alice_laptop, "alice from the laptop"),
     ];
     for (client, text) in script {
-        client.send_to_group("book club", text).await.unwrap();
+        client.groups().send("book club", text).await.unwrap();
     }
     sync_all(&p.all()).await;
     let expected = vec![
@@ -129,12 +131,13 @@ async fn a_connected_user_is_added_with_all_clients_and_everyone_chats_in_the_gr
         ("alice".to_owned(), "alice from the laptop".to_owned()),
     ];
     for client in p.all() {
-        let messages = client.group_messages("book club").await.unwrap();
+        let messages = client.groups().messages("book club").await.unwrap();
         assert_eq!(log(&messages), expected, "on {}", client.user());
     }
     // The group's chat stays out of the connections' logs.
     assert!(p
         .alice_phone
+        .chat()
         .messages(&bob)
         .await
         .unwrap()
@@ -148,19 +151,20 @@ async fn a_user_you_are_not_connected_with_cannot_be_added() {
     let devices = Devices::new();
     let p = people(&server, &devices).await;
     let carol = server.user("carol");
-    p.bob_phone.create_group("bob's").await.unwrap();
-    let error = p.bob_phone.add_to_group("bob's", &carol).await.unwrap_err();
+    p.bob_phone.groups().create("bob's").await.unwrap();
+    let error = p.bob_phone.groups().add("bob's", &carol).await.unwrap_err();
     assert_eq!(error.code(), "not_connected");
     let error = p
         .bob_phone
-        .add_to_group("no such group", &carol)
+        .groups()
+        .add("no such group", &carol)
         .await
         .unwrap_err();
     assert_eq!(error.code(), "unknown_group");
     // carol never hears of the group.
     let report = p.carol_phone.sync().await.unwrap();
     assert!(report.joined.is_empty());
-    assert!(p.carol_phone.groups().await.unwrap().is_empty());
+    assert!(p.carol_phone.groups().list().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -169,45 +173,45 @@ async fn a_removed_user_gets_no_further_messages_and_cannot_send() {
     let devices = Devices::new();
     let p = people(&server, &devices).await;
     let (bob, carol) = (server.user("bob"), server.user("carol"));
-    p.alice_phone.create_group("plans").await.unwrap();
-    p.alice_phone.add_to_group("plans", &bob).await.unwrap();
-    p.alice_phone.add_to_group("plans", &carol).await.unwrap();
+    p.alice_phone.groups().create("plans").await.unwrap();
+    p.alice_phone.groups().add("plans", &bob).await.unwrap();
+    p.alice_phone.groups().add("plans", &carol).await.unwrap();
     sync_all(&p.all()).await;
     p.carol_phone
-        .send_to_group("plans", "before")
+        .groups()
+        .send("plans", "before")
         .await
         .unwrap();
 
     // carol (a member, not alice) removes bob: both of bob's clients go.
     assert_eq!(
-        p.carol_phone
-            .remove_from_group("plans", &bob)
-            .await
-            .unwrap(),
+        p.carol_phone.groups().remove("plans", &bob).await.unwrap(),
         2
     );
     for client in [&p.bob_phone, &p.bob_laptop] {
         let report = client.sync().await.unwrap();
         assert_eq!(report.removed_from.len(), 1, "{report:?}");
-        let groups = client.groups().await.unwrap();
+        let groups = client.groups().list().await.unwrap();
         assert!(groups[0].removed);
         let error = client
-            .send_to_group("plans", "still here?")
+            .groups()
+            .send("plans", "still here?")
             .await
             .unwrap_err();
         assert_eq!(error.code(), "removed_from_group");
     }
     p.alice_laptop
-        .send_to_group("plans", "after")
+        .groups()
+        .send("plans", "after")
         .await
         .unwrap();
     sync_all(&p.all()).await;
     for client in [&p.bob_phone, &p.bob_laptop] {
-        let texts = log(&client.group_messages("plans").await.unwrap());
+        let texts = log(&client.groups().messages("plans").await.unwrap());
         assert_eq!(texts, [("carol".to_owned(), "before".to_owned())]);
     }
     for client in [&p.alice_phone, &p.carol_phone] {
-        let texts = log(&client.group_messages("plans").await.unwrap());
+        let texts = log(&client.groups().messages("plans").await.unwrap());
         assert_eq!(
             texts,
             [
@@ -215,12 +219,13 @@ async fn a_removed_user_gets_no_further_messages_and_cannot_send() {
                 ("alice".to_owned(), "after".to_owned())
             ]
         );
-        let members = client.group_members("plans").await.unwrap();
+        let members = client.groups().members("plans").await.unwrap();
         assert!(!members.contains(&bob));
     }
     let error = p
         .alice_phone
-        .remove_from_group("plans", &bob)
+        .groups()
+        .remove("plans", &bob)
         .await
         .unwrap_err();
     assert_eq!(error.code(), "not_a_member");
@@ -236,14 +241,14 @@ async fn two_members_changing_the_group_at_once_both_succeed_after_one_syncs_and
     let dave_phone = devices.register(&server, "dave-phone", &dave).await;
     connect(&p.bob_phone, &dave_phone, &[&p.bob_laptop]).await;
 
-    p.alice_phone.create_group("party").await.unwrap();
-    p.alice_phone.add_to_group("party", &bob).await.unwrap();
+    p.alice_phone.groups().create("party").await.unwrap();
+    p.alice_phone.groups().add("party", &bob).await.unwrap();
     sync_all(&p.all()).await;
     // alice adds carol while bob adds dave: one commit per epoch wins at the DS, the other
     // client gets 409 stale_epoch, catches up and commits again.
     let (by_alice, by_bob) = tokio::join!(
-        p.alice_phone.add_to_group("party", &carol),
-        p.bob_phone.add_to_group("party", &dave),
+        p.alice_phone.groups().add("party", &carol),
+        p.bob_phone.groups().add("party", &dave),
     );
     assert_eq!(by_alice.unwrap(), 1);
     assert_eq!(by_bob.unwrap(), 1);
@@ -257,16 +262,17 @@ async fn two_members_changing_the_group_at_once_both_succeed_after_one_syncs_and
     ];
     sync_all(&everyone).await;
     for client in everyone {
-        let groups = client.groups().await.unwrap();
+        let groups = client.groups().list().await.unwrap();
         assert_eq!(groups[0].members, 6, "on {}", client.user());
     }
     dave_phone
-        .send_to_group("party", "thanks bob")
+        .groups()
+        .send("party", "thanks bob")
         .await
         .unwrap();
     sync_all(&everyone).await;
     for client in everyone {
-        let texts = log(&client.group_messages("party").await.unwrap());
+        let texts = log(&client.groups().messages("party").await.unwrap());
         assert_eq!(texts, [("dave".to_owned(), "thanks bob".to_owned())]);
     }
 }
@@ -325,6 +331,7 @@ async fn a_client_whose_key_packages_ran_out_publishes_more_after_joining() {
     let token = p
         .alice_phone
         .contacts()
+        .list()
         .await
         .unwrap()
         .into_iter()
@@ -346,14 +353,14 @@ async fn a_client_whose_key_packages_ran_out_publishes_more_after_joining() {
             .unwrap();
     }
     // She can still be added (by her last-resort key package), and then tops up.
-    p.alice_phone.create_group("late").await.unwrap();
-    assert_eq!(p.alice_phone.add_to_group("late", &carol).await.unwrap(), 1);
+    p.alice_phone.groups().create("late").await.unwrap();
+    assert_eq!(p.alice_phone.groups().add("late", &carol).await.unwrap(), 1);
     let report = p.carol_phone.sync().await.unwrap();
     assert_eq!(report.joined.len(), 1);
     let after = count().await;
     assert_eq!(
         after.remaining,
-        roost_client::groups::INITIAL_KEY_PACKAGES as u32
+        roost_client::mls::key_packages::INITIAL_KEY_PACKAGES as u32
     );
     assert!(after.has_last_resort);
 }

@@ -114,9 +114,9 @@ async fn junk_in_a_connection_queue_never_hides_a_real_request() {
             .await;
         assert_eq!(response.status, 202);
     }
-    alice.connect(bob.user()).await.unwrap();
+    alice.connections().connect(bob.user()).await.unwrap();
 
-    let requests = bob.connection_requests().await.unwrap();
+    let requests = bob.connections().requests().await.unwrap();
     assert_eq!(requests.rejected.len(), 70);
     assert_eq!(requests.received.len(), 1);
     assert_eq!(requests.received[0].from(), alice.user());

@@ -32,19 +32,19 @@ async fn after_a_connection_and_chats_the_server_holds_no_link_between_the_users
         "bring the blue umbrella",
         "meet at the old mill",
     ];
-    alice_phone.send(&bob, texts[0]).await.unwrap();
-    bob_phone.send(&alice, texts[1]).await.unwrap();
+    alice_phone.chat().send(&bob, texts[0]).await.unwrap();
+    bob_phone.chat().send(&alice, texts[1]).await.unwrap();
     let group_name = "secret garden party";
-    alice_laptop.create_group(group_name).await.unwrap();
-    alice_laptop.add_to_group(group_name, &bob).await.unwrap();
+    alice_laptop.groups().create(group_name).await.unwrap();
+    alice_laptop.groups().add(group_name, &bob).await.unwrap();
     bob_phone.sync().await.unwrap();
-    bob_phone.send_to_group(group_name, texts[2]).await.unwrap();
+    bob_phone.groups().send(group_name, texts[2]).await.unwrap();
     for client in [&alice_phone, &alice_laptop, &bob_phone] {
         let report = client.sync().await.unwrap();
         assert!(report.failed.is_empty(), "{:?}", report.failed);
     }
     // The chats did happen.
-    let log = alice_laptop.group_messages(group_name).await.unwrap();
+    let log = alice_laptop.groups().messages(group_name).await.unwrap();
     assert_eq!(log.last().unwrap().text, texts[2]);
     let tokens = [
         alice_phone

@@ -5,7 +5,11 @@ use roost_protocol::{
     UserName,
 };
 
-use crate::{server::ServerError, state::StateError};
+use crate::{
+    mls::storage::MlsStorageError,
+    store::StateError,
+    transport::{ServerError, TrustError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -65,7 +69,7 @@ pub enum Error {
     Seal(CryptoError),
     /// The MLS store failed.
     #[error(transparent)]
-    MlsStore(#[from] crate::mls_storage::MlsStorageError),
+    MlsStore(#[from] MlsStorageError),
     /// An MLS operation failed.
     #[error("MLS: {0}")]
     Mls(String),
@@ -81,9 +85,6 @@ pub enum Error {
     ConnectionFailed { peer: UserName, reason: String },
     #[error("a user cannot connect with itself")]
     ConnectToSelf,
-    /// A blocking state operation could not be run.
-    #[error("a background task failed: {0}")]
-    Task(String),
     #[error("not connected with {0} (see `roost-client contacts`)")]
     NotConnected(UserName),
     /// The peer's friendship token has not arrived in the connection group yet.
@@ -110,7 +111,45 @@ pub enum Error {
     BadGroupName(&'static str),
 }
 
+impl From<TrustError> for Error {
+    fn from(e: TrustError) -> Self {
+        match e {
+            TrustError::Server(e) => Error::Server(e),
+            TrustError::WrongDomain {
+                server,
+                expected,
+                found,
+            } => Error::WrongDomain {
+                server,
+                expected,
+                found,
+            },
+            TrustError::Chain {
+                user,
+                client_id,
+                source,
+            } => Error::Chain {
+                user,
+                client_id,
+                source,
+            },
+        }
+    }
+}
+
 impl Error {
+    /// A failure that may pass (the network, an overloaded server): the outcome of a check
+    /// must not depend on it, and whatever it interrupted is tried again later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Server(ServerError::Network(_)) | Error::State(StateError::Interrupted(_)) => {
+                true
+            }
+            Error::Server(ServerError::Http { status, .. }) => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
     /// A stable, machine-readable code naming the failure, e.g. `not_registered`.
     pub fn code(&self) -> &str {
         match self {
@@ -123,6 +162,7 @@ impl Error {
                 StateError::Corrupt { .. } => "state_corrupt",
                 StateError::Locked(_) => "state_locked",
                 StateError::Store { .. } | StateError::Io { .. } => "state_io",
+                StateError::Interrupted(_) => "internal",
             },
             Error::Server(e) => e.code(),
             Error::Chain { .. } => "bad_credential",
@@ -140,7 +180,6 @@ impl Error {
             Error::BadConnectionGroup(_) => "bad_connection_group",
             Error::ConnectionFailed { .. } => "connection_failed",
             Error::ConnectToSelf => "connect_to_self",
-            Error::Task(_) => "internal",
             Error::NotConnected(_) => "not_connected",
             Error::NoFriendshipToken(_) => "no_friendship_token",
             Error::NoKeyPackages(_) => "no_key_packages",

@@ -1,39 +1,56 @@
 //! The Roost client: a library and the `roost-client` command line.
 //!
-//! Owns: the client's persistent state (identity, secret keys, credential, queue position) in a
-//! sled store under a state directory ([`state`]); the HTTP calls to a homeserver, signed where
-//! the API requires it ([`server`]); the high-level operations a device performs: register,
-//! add a client, list and delete clients, send to its own clients and read its queue
-//! ([`Client`]); discovery and connection requests up to the user's decision, with the keys of
-//! the connection packages it published ([`connections`]); the command line ([`cli`]); and the
-//! persistent MLS state, an openmls storage provider over a sled tree with all-or-nothing writes
-//! per operation ([`mls_storage`]).
+//! The library is in layers; each module may use those above it in this list, never one below:
+//!
+//! | layer | modules | owns |
+//! | --- | --- | --- |
+//! | transport | [`transport`] | the homeserver's HTTP API, one method per endpoint; where each domain's homeserver is |
+//! | local store | [`store`] | the state directory: one sled store, one module per record family |
+//! | errors | [`error`] | the one error type of the features, with stable codes |
+//! | the device | [`device`] | this client's identity, store and homeservers, shared by all below |
+//! | MLS engine | [`mls`] | openmls and its storage; the only holder of group state, behind a lock guard |
+//! | queues | [`queues`] | reading a queue to its end, exactly once per message |
+//! | the client | [`client`] | [`Client`]: the parts put together |
+//! | features | [`account`], [`friendship`], [`inbox`], [`chat`], [`groups`], [`connections`] | what a user does, each behind a handle: `client.connections()`, `client.chat()`, `client.groups()`, … |
+//! | command line | [`cli`] | `roost-client`: arguments, running, rendering |
 //!
 //! Must not touch: the server's crates or stores, or any wire format of its own. Every type on
 //! the wire and every encoding comes from `roost_protocol` (its `codec` is the only encoding,
-//! locally too, with one exception: [`mls_storage`] stores openmls's own values with serde_json,
-//! the encoding openmls's serde implementations are written and tested for), so server and
-//! client cannot drift apart. Secret keys never leave the state directory.
+//! locally too, with one exception: [`mls::storage`] stores openmls's own values with
+//! serde_json, the encoding openmls's serde implementations are written and tested for), so
+//! server and client cannot drift apart. Secret keys never leave the state directory.
 
+pub mod account;
 pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod connections;
+pub mod device;
 pub mod error;
 pub mod friendship;
 pub mod groups;
-pub mod mls_storage;
-pub mod named_groups;
-pub mod server;
-pub mod state;
+pub mod inbox;
+pub mod mls;
+pub mod queues;
+pub mod store;
+pub mod transport;
 
-pub use client::{fetch_as_credentials, verify_with, Client, ClientEntry, Received, WhoAmI};
-pub use connections::{verify_packages, ConnectionRequests, RejectReason, Rejected};
+pub use account::{ClientEntry, KeyPackages, WhoAmI};
+pub use chat::{Chat, Contacts};
+pub use client::Client;
+pub use connections::{
+    verify_packages, Accepted, Connected, ConnectionRequests, Connections, JoinedVia, RejectReason,
+    Rejected,
+};
+pub use device::Device;
 pub use error::{Error, PackageProblem};
-pub use groups::{Accepted, Connected, GroupStatus, JoinedVia, SyncReport};
-pub use named_groups::GroupSummary;
-pub use server::{Queue, QueueKind, Server, ServerError, Signer};
-pub use state::{
+pub use groups::{GroupSummary, Groups};
+pub use inbox::{Received, SyncReport};
+pub use mls::GroupStatus;
+pub use store::{
     Contact, GroupAccess, Identity, NamedGroup, PendingRequest, QueuePosition, State, StateError,
     StoredMessage,
+};
+pub use transport::{
+    fetch_as_credentials, verify_with, Homeservers, Queue, QueueKind, Server, ServerError, Signer,
 };

@@ -220,7 +220,7 @@ pub async fn run(binary: &Path, duration: Duration) -> Result<Figures, String> {
     tokio::time::sleep(AFTERMATH).await;
     let (rss_after, store_after) = (process.rss_bytes().unwrap_or(0), process.store_bytes());
     let newcomer = population.user("newcomer", 1).await?;
-    let newcomer = match newcomer[0].connect(victim[0].user()).await {
+    let newcomer = match newcomer[0].connections().connect(victim[0].user()).await {
         Ok(_) => "connected".to_owned(),
         Err(e) => format!("refused: {e}"),
     };

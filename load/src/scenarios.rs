@@ -295,7 +295,8 @@ pub async fn one_user_group(
 ) -> Result<Vec<Client>, String> {
     let clients = population.user("group", members).await?;
     clients[0]
-        .create_group(GROUP)
+        .groups()
+        .create(GROUP)
         .await
         .map_err(|e| format!("create the group: {e}"))?;
     let joins = clients[1..].iter().map(|c| c.sync());
@@ -326,7 +327,7 @@ pub async fn federated_group(
     // add them; the guest's clients receive the creator's last).
     settle(&all, "the friendship tokens", async || {
         for client in &all {
-            let contacts = client.contacts().await.map_err(|e| e.to_string())?;
+            let contacts = client.contacts().list().await.map_err(|e| e.to_string())?;
             if !contacts.iter().any(|c| c.peer_token.is_some()) {
                 return Ok(false);
             }
@@ -335,11 +336,13 @@ pub async fn federated_group(
     })
     .await?;
     creator
-        .create_group(GROUP)
+        .groups()
+        .create(GROUP)
         .await
         .map_err(|e| format!("create the group: {e}"))?;
     let added = creator
-        .add_to_group(GROUP, guest.user())
+        .groups()
+        .add(GROUP, guest.user())
         .await
         .map_err(|e| format!("add {} to the group: {e}", guest.user()))?;
     if added != clients.len() - 1 {
@@ -353,7 +356,7 @@ pub async fn federated_group(
     // own, nothing else is on its way there.
     settle(&all, "the Welcomes", async || {
         for client in &all {
-            let groups = client.groups().await.map_err(|e| e.to_string())?;
+            let groups = client.groups().list().await.map_err(|e| e.to_string())?;
             if !groups
                 .iter()
                 .any(|g| g.name == GROUP && g.members == clients.len())
@@ -371,11 +374,13 @@ pub async fn federated_group(
 /// and `accept`.
 pub async fn connect(initiator: &Client, responder: &Client) -> Result<(), String> {
     initiator
+        .connections()
         .connect(responder.user())
         .await
         .map_err(|e| e.to_string())?;
     let requests = responder
-        .connection_requests()
+        .connections()
+        .requests()
         .await
         .map_err(|e| e.to_string())?;
     let request = requests
@@ -384,6 +389,7 @@ pub async fn connect(initiator: &Client, responder: &Client) -> Result<(), Strin
         .find(|r| r.from() == initiator.user())
         .ok_or("no request arrived")?;
     responder
+        .connections()
         .accept(&request.id)
         .await
         .map_err(|e| e.to_string())?;
@@ -424,7 +430,8 @@ async fn settle(
 pub async fn fanout(members: &[Client], rounds: usize) -> Result<Latencies, String> {
     let sender = &members[0];
     let group_id = sender
-        .find_group(GROUP)
+        .groups()
+        .find(GROUP)
         .map_err(|e| format!("the group: {e}"))?
         .group_id;
     let mut figures = Latencies::default();
@@ -455,7 +462,8 @@ pub async fn fanout(members: &[Client], rounds: usize) -> Result<Latencies, Stri
             tokio::time::sleep(Duration::from_millis(100)).await;
             let begun = Instant::now();
             sender
-                .send_to_group(GROUP, &format!("round {round}"))
+                .groups()
+                .send(GROUP, &format!("round {round}"))
                 .await
                 .map(|_| begun)
         };
@@ -480,7 +488,8 @@ pub async fn group_chat(members: &[Client], senders: usize, duration: Duration) 
         let client = &members[worker];
         async move {
             client
-                .send_to_group(GROUP, "sustained")
+                .groups()
+                .send(GROUP, "sustained")
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -494,7 +503,8 @@ pub async fn group_chat(members: &[Client], senders: usize, duration: Duration) 
 pub async fn pair_chat(from: &Client, to: &Client, duration: Duration) -> Driven {
     drive(1, duration, |_| async {
         let text = format!("chat {:x}", rand::random::<u64>());
-        from.send(to.user(), &text)
+        from.chat()
+            .send(to.user(), &text)
             .await
             .map_err(|e| format!("send: {e}"))?;
         let deadline = Instant::now() + SETTLE;

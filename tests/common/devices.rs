@@ -68,14 +68,18 @@ impl Default for Devices {
 /// `initiator`'s user connects with `responder`'s: `responder` accepts, then every client in
 /// `others` and both of them sync twice, so the friendship tokens go both ways.
 pub async fn connect(initiator: &Client, responder: &Client, others: &[&Client]) {
-    initiator.connect(responder.user()).await.unwrap();
-    let requests = responder.connection_requests().await.unwrap();
+    initiator
+        .connections()
+        .connect(responder.user())
+        .await
+        .unwrap();
+    let requests = responder.connections().requests().await.unwrap();
     let request = requests
         .received
         .iter()
         .find(|r| r.from() == initiator.user())
         .unwrap_or_else(|| panic!("no request from {}", initiator.user()));
-    responder.accept(&request.id).await.unwrap();
+    responder.connections().accept(&request.id).await.unwrap();
     for _ in 0..2 {
         for client in [initiator, responder].iter().chain(others) {
             let report = client.sync().await.unwrap();

@@ -1,0 +1,492 @@
+//! The inbox: reading this client's QS queue and following the groups it is in
+//! ([`Client::sync`]). Joins the groups of the Welcome bundles in it, applies the commits of its
+//! groups in order, stores chat messages in their group's log, notes friendship tokens, and
+//! returns everything else ([`Client::receive`]).
+//!
+//! Every message is processed and its result stored (the MLS state, a chat message in the
+//! group's log) before the position moves past it, and acknowledged only after that, so a crash
+//! loses nothing; a message handled again after a crash is stored once (by queue seq).
+//!
+//! Leaves carry pseudonyms only. The sender of a received message is found through the members'
+//! cards the DS keeps (see [`crate::mls::members`]), learnt once per pseudonym. If that fails
+//! (the sender has left the DS's list since), the connection's peer is assumed, or else the
+//! sender shows as this user.
+
+use std::time::Duration;
+
+use roost_protocol::{
+    api::{QueueItem, QueueMessage},
+    content::Content,
+    crypto::CryptoError,
+    ds::{GroupDelivery, WelcomeBundle},
+    Timestamp, UserName,
+};
+
+use crate::{
+    client::Client,
+    device::Device,
+    error::Error,
+    friendship,
+    mls::{
+        incoming::Incoming,
+        is_stale,
+        key_packages::{INITIAL_KEY_PACKAGES, KEY_PACKAGES_LOW},
+        members::{verified_members, VerifiedMember},
+        MlsSession,
+    },
+    queues::{save_position, QueueReader},
+    store::{Contact, GroupAccess, NamedGroup, QueuePosition, StoredMessage},
+    transport::QueueKind,
+};
+
+/// One message taken from this client's queue; `item` is an error if it could not be opened
+/// (it is acknowledged all the same, so one bad message cannot jam the queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub seq: u64,
+    pub item: Result<QueueItem, CryptoError>,
+}
+
+/// What one [`Client::sync`] did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Groups joined from a Welcome.
+    pub joined: Vec<Vec<u8>>,
+    /// Commits applied.
+    pub commits: usize,
+    /// Application messages processed.
+    pub messages: usize,
+    /// Groups this client was removed from.
+    pub removed_from: Vec<Vec<u8>>,
+    /// Application messages newly stored, with their group.
+    pub received: Vec<(Vec<u8>, StoredMessage)>,
+    /// Deliveries that could not be used, with the reason.
+    pub failed: Vec<String>,
+    /// Queue items that are not group deliveries, as [`Client::receive`] returns them.
+    pub other: Vec<Received>,
+}
+
+/// What a group message came to.
+enum Processed {
+    Commit,
+    /// A commit that removed this client.
+    Removed,
+    /// A chat message, and what was stored for it (`None`: stored before).
+    Message(Option<StoredMessage>),
+    /// A friendship token shared in a connection group.
+    Token,
+    Proposal,
+}
+
+impl Client {
+    /// Reads this client's QS queue: joins the groups of the Welcome bundles in it, applies the
+    /// commits of its groups in order, and returns everything else.
+    pub async fn sync(&self) -> Result<SyncReport, Error> {
+        self.sync_waiting(Duration::ZERO).await
+    }
+
+    /// Syncs, waiting up to `wait` (at most 30 s) for a first message; for `watch`.
+    pub async fn sync_waiting(&self, wait: Duration) -> Result<SyncReport, Error> {
+        let mls = self.mls().lock().await;
+        sync(self, &mls, wait).await
+    }
+
+    /// Takes every message now in this client's queue, waiting up to `wait` (at most 30 s) for
+    /// a first one, and returns those that are not group deliveries (notices, messages from
+    /// the user's own clients). Group deliveries are handled as [`Client::sync`] handles them,
+    /// never dropped. Each message is handled and the position saved before it is
+    /// acknowledged, so each is returned once.
+    pub async fn receive(&self, wait: Duration) -> Result<Vec<Received>, Error> {
+        Ok(self.sync_waiting(wait).await?.other)
+    }
+}
+
+/// [`Client::sync`] with the MLS lock held: reads the queue, shares due friendship tokens, and
+/// publishes key packages after a join used some up.
+pub(crate) async fn sync(
+    client: &Client,
+    mls: &MlsSession<'_>,
+    wait: Duration,
+) -> Result<SyncReport, Error> {
+    let report = read(client, mls, wait).await?;
+    share_due_tokens(client, mls).await;
+    if !report.joined.is_empty() {
+        // Each join used up one of this client's key packages. Best effort: the next join
+        // tries again, and the last resort stands in meanwhile.
+        let _ = mls
+            .top_up_key_packages(client.device(), KEY_PACKAGES_LOW, INITIAL_KEY_PACKAGES)
+            .await;
+    }
+    Ok(report)
+}
+
+/// Handles what is queued and learns new peers, without sharing tokens: for a sender that
+/// found the DS in a later epoch.
+pub(crate) async fn catch_up(client: &Client, mls: &MlsSession<'_>) -> Result<SyncReport, Error> {
+    read(client, mls, Duration::ZERO).await
+}
+
+/// Sends `content` into a group; a DS in a later epoch makes it catch up and try once more.
+pub(crate) async fn send_content(
+    client: &Client,
+    mls: &MlsSession<'_>,
+    access: &GroupAccess,
+    content: &Content,
+) -> Result<(), Error> {
+    match mls.send_content(client.device(), access, content).await {
+        Err(e) if is_stale(&e) => {
+            catch_up(client, mls).await?;
+            mls.send_content(client.device(), access, content).await
+        }
+        sent => sent,
+    }
+}
+
+/// Shares this user's friendship token in every connection where it is due (see
+/// [`crate::friendship`]). Best effort: whatever fails is tried again at the next sync.
+pub(crate) async fn share_due_tokens(client: &Client, mls: &MlsSession<'_>) {
+    let device = client.device();
+    let Ok(due) = friendship::due(device) else {
+        return;
+    };
+    if due.is_empty() {
+        return;
+    }
+    let Ok(token) = device.home().friendship_token(device.signer()).await else {
+        return;
+    };
+    let content = Content::FriendshipToken(token);
+    for contact in due {
+        if send_content(client, mls, &contact.access(), &content)
+            .await
+            .is_ok()
+        {
+            let _ = friendship::mark_shared(device, contact).await;
+        }
+    }
+}
+
+/// Drains the QS queue through a [`GroupReader`], then learns the peers of new contacts.
+async fn read(client: &Client, mls: &MlsSession<'_>, wait: Duration) -> Result<SyncReport, Error> {
+    let device = client.device();
+    let mut reader = GroupReader {
+        device,
+        mls,
+        report: SyncReport::default(),
+    };
+    client.queues().drain(device, &mut reader, wait).await?;
+    learn_peers(device, mls).await;
+    Ok(reader.report)
+}
+
+/// The QS queue's reader for [`Client::sync`]: handles each message, then saves the position.
+struct GroupReader<'a> {
+    device: &'a Device,
+    mls: &'a MlsSession<'a>,
+    report: SyncReport,
+}
+
+impl QueueReader for GroupReader<'_> {
+    type Item = ();
+    const KIND: QueueKind = QueueKind::Messages;
+
+    async fn take(
+        &mut self,
+        messages: &[QueueMessage],
+        position: QueuePosition,
+    ) -> Result<Vec<()>, Error> {
+        let identity = self.device.identity();
+        for message in messages {
+            let item = message.open(&identity.queue_key, &identity.client_id);
+            self.handle_item(message.seq, item).await?;
+            let position = QueuePosition {
+                received: Some(message.seq),
+                ..position
+            };
+            save_position(self.device, Self::KIND, position).await?;
+        }
+        Ok(vec![(); messages.len()])
+    }
+}
+
+impl GroupReader<'_> {
+    /// Handles one queue item; an `Err` is a local failure that stops the batch.
+    async fn handle_item(
+        &mut self,
+        seq: u64,
+        item: Result<QueueItem, CryptoError>,
+    ) -> Result<(), Error> {
+        let report = &mut self.report;
+        match item {
+            Ok(QueueItem::Group(GroupDelivery::Welcome(bundle))) => {
+                match join_from_welcome(self.device, self.mls, &bundle).await {
+                    Ok(()) => report.joined.push(bundle.group_id),
+                    // Tried again at the next sync: the server could not be reached.
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => report.failed.push(format!(
+                        "welcome into group {}: {e}",
+                        hex::encode(&bundle.group_id)
+                    )),
+                }
+            }
+            Ok(QueueItem::Group(GroupDelivery::Message { group_id, message })) => {
+                match process_group_message(self.device, self.mls, seq, &group_id, &message).await?
+                {
+                    Ok(Processed::Commit) => report.commits += 1,
+                    Ok(Processed::Removed) => report.removed_from.push(group_id),
+                    Ok(Processed::Message(stored)) => {
+                        report.messages += 1;
+                        if let Some(stored) = stored {
+                            report.received.push((group_id, stored));
+                        }
+                    }
+                    Ok(Processed::Token | Processed::Proposal) => {}
+                    Err(e) => report
+                        .failed
+                        .push(format!("message of group {}: {e}", hex::encode(&group_id))),
+                }
+            }
+            item => report.other.push(Received { seq, item }),
+        }
+        Ok(())
+    }
+}
+
+/// Joins the group a Welcome bundle invites into (see
+/// [`MlsSession::join_from_welcome`]) and keeps it as a named group or a contact; settles
+/// pending requests for that group.
+async fn join_from_welcome(
+    device: &Device,
+    mls: &MlsSession<'_>,
+    bundle: &WelcomeBundle,
+) -> Result<(), Error> {
+    let store = device.store();
+    if store.group_access(&bundle.group_id)?.is_some() {
+        return Ok(());
+    }
+    let secrets = mls.join_from_welcome(device, bundle).await?;
+    let (group_id, ds, keys) = (bundle.group_id.clone(), secrets.ds, secrets.keys);
+    match secrets.name {
+        Some(name) => {
+            let group = NamedGroup {
+                group_id,
+                name,
+                ds,
+                keys,
+                since: Timestamp::now(),
+                removed: false,
+            };
+            store.run(move |s| s.save_named_group(&group)).await?;
+        }
+        None => {
+            // The peer is known if this client holds a request for the group.
+            let request = store
+                .pending_requests()?
+                .into_iter()
+                .find(|r| r.package.body.connection_group_id == group_id);
+            let contact = Contact {
+                group_id: group_id.clone(),
+                initiated: request.is_none(),
+                peer: request.map(|r| r.from().clone()),
+                ds,
+                keys,
+                since: Timestamp::now(),
+                peer_token: None,
+                token_shared: false,
+            };
+            store
+                .run(move |s| {
+                    s.save_contact(&contact)?;
+                    s.remove_requests_for_group(&group_id)
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Processes one group message. The outer error is a local failure (nothing committed); the
+/// inner one a message that cannot be used. An application message is stored in the group's
+/// log before the MLS state that consumed its key is committed.
+async fn process_group_message(
+    device: &Device,
+    mls: &MlsSession<'_>,
+    seq: u64,
+    group_id: &[u8],
+    message: &[u8],
+) -> Result<Result<Processed, Error>, Error> {
+    let incoming = match mls.process(group_id, message) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            mls.discard();
+            return Ok(Err(e));
+        }
+    };
+    let processed = match incoming {
+        Incoming::Commit => Processed::Commit,
+        Incoming::Proposal => Processed::Proposal,
+        Incoming::Removed => {
+            mark_removed(device, group_id)
+                .await
+                .inspect_err(|_| mls.discard())?;
+            Processed::Removed
+        }
+        Incoming::Application { pseudonym, payload } => {
+            let handled = match Content::decode(&payload) {
+                Ok(Content::Text(text)) => {
+                    let from = resolve_sender(device, mls, group_id, &pseudonym).await;
+                    store_message(device, group_id, &from, &text, Some(seq))
+                        .await
+                        .map(|stored| Ok(Processed::Message(stored)))
+                }
+                Ok(Content::FriendshipToken(token)) => {
+                    match sender_of(device, mls, group_id, &pseudonym).await {
+                        Some(from) => friendship::note_token(device, group_id, &from, token)
+                            .await
+                            .map(|()| Ok(Processed::Token)),
+                        None => Ok(Err(Error::Mls(
+                            "a friendship token from an unknown sender".into(),
+                        ))),
+                    }
+                }
+                Err(e) => Ok(Err(Error::Mls(format!("an unreadable message: {e}")))),
+            };
+            match handled.inspect_err(|_| mls.discard())? {
+                Ok(processed) => processed,
+                Err(unusable) => {
+                    // Its key is spent either way.
+                    mls.commit()?;
+                    return Ok(Err(unusable));
+                }
+            }
+        }
+    };
+    mls.commit()?;
+    Ok(Ok(processed))
+}
+
+/// Marks a named group as one this client was removed from.
+async fn mark_removed(device: &Device, group_id: &[u8]) -> Result<(), Error> {
+    let Some(mut group) = device.store().named_group(group_id)? else {
+        return Ok(());
+    };
+    group.removed = true;
+    Ok(device
+        .store()
+        .run(move |s| s.save_named_group(&group))
+        .await?)
+}
+
+/// Appends a message to a group's log (once per queue seq; `None` if stored before).
+pub(crate) async fn store_message(
+    device: &Device,
+    group_id: &[u8],
+    from: &UserName,
+    text: &str,
+    queue_seq: Option<u64>,
+) -> Result<Option<StoredMessage>, Error> {
+    let (group_id, from, text) = (group_id.to_vec(), from.clone(), text.to_owned());
+    Ok(device
+        .store()
+        .run(move |s| s.append_message(&group_id, &from, &text, queue_seq))
+        .await?)
+}
+
+/// The user behind the leaf that sent a message, if the credentials tell (see the module
+/// documentation).
+async fn sender_of(
+    device: &Device,
+    mls: &MlsSession<'_>,
+    group_id: &[u8],
+    pseudonym: &[u8],
+) -> Option<UserName> {
+    let store = device.store();
+    if let Ok(Some(own)) = store.mls_identity() {
+        if own.pseudonym == pseudonym {
+            return Some(device.user().clone());
+        }
+    }
+    if let Ok(Some(user)) = store.member_user(group_id, pseudonym) {
+        return Some(user);
+    }
+    learn_members(device, mls, group_id).await.ok()?;
+    store.member_user(group_id, pseudonym).ok().flatten()
+}
+
+/// [`sender_of`] a chat message; failing that, the connection's peer is assumed.
+async fn resolve_sender(
+    device: &Device,
+    mls: &MlsSession<'_>,
+    group_id: &[u8],
+    pseudonym: &[u8],
+) -> UserName {
+    if let Some(user) = sender_of(device, mls, group_id, pseudonym).await {
+        return user;
+    }
+    device
+        .store()
+        .contact(group_id)
+        .ok()
+        .flatten()
+        .and_then(|c| c.peer)
+        .unwrap_or_else(|| device.user().clone())
+}
+
+/// Learns which user each member pseudonym of a group belongs to.
+async fn learn_members(
+    device: &Device,
+    mls: &MlsSession<'_>,
+    group_id: &[u8],
+) -> Result<(), Error> {
+    let access = device
+        .store()
+        .group_access(group_id)?
+        .ok_or_else(|| Error::Mls("this client does not know the group".into()))?;
+    let group = mls.group(group_id)?;
+    let members = verified_members(device, &group, &access).await?;
+    remember_members(device, group_id, members).await
+}
+
+/// Keeps which user each pseudonym of `members` belongs to.
+async fn remember_members(
+    device: &Device,
+    group_id: &[u8],
+    members: Vec<VerifiedMember>,
+) -> Result<(), Error> {
+    let learnt: Vec<(Vec<u8>, UserName)> = members
+        .into_iter()
+        .filter_map(|m| Some((m.pseudonym, m.credential?.user().clone())))
+        .collect();
+    let group_id = group_id.to_vec();
+    Ok(device
+        .store()
+        .run(move |s| s.save_member_users(&group_id, &learnt))
+        .await?)
+}
+
+/// For contacts whose peer is not known yet, looks at the members' credentials at the DS;
+/// best effort (tried again at the next sync).
+async fn learn_peers(device: &Device, mls: &MlsSession<'_>) {
+    let Ok(contacts) = device.store().contacts() else {
+        return;
+    };
+    for mut contact in contacts.into_iter().filter(|c| c.peer.is_none()) {
+        let Ok(group) = mls.group(&contact.group_id) else {
+            continue;
+        };
+        let Ok(members) = verified_members(device, &group, &contact.access()).await else {
+            continue;
+        };
+        contact.peer = members
+            .iter()
+            .filter_map(|m| m.credential.as_ref())
+            .map(|c| c.user())
+            .find(|user| *user != device.user())
+            .cloned();
+        let group_id = contact.group_id.clone();
+        if contact.peer.is_some() {
+            let _ = device.store().run(move |s| s.save_contact(&contact)).await;
+        }
+        let _ = remember_members(device, &group_id, members).await;
+    }
+}

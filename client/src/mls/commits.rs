@@ -1,0 +1,285 @@
+//! Operations that change a group at its DS: creating one, adding and removing members, sending
+//! an application message, and joining a connection group by external commit. Each stages its
+//! MLS writes, sends the result to the DS, and commits the writes only if the DS took it.
+
+use openmls::{
+    messages::group_info::VerifiableGroupInfo,
+    prelude::{tls_codec::Serialize as _, *},
+};
+use roost_protocol::{
+    connection::EarKey,
+    content::Content,
+    ds::{
+        CommitRequest, CreateGroup, GroupKeys, JoinConnectionGroup, MemberEntry, SendMessage,
+        WelcomeBundle, WelcomeSecrets,
+    },
+    key_packages::KeyPackageEntry,
+};
+
+use super::{
+    create_config, exported_key, join_config, mls_error, signer::member_entry, signer::MlsSigner,
+    MlsSession,
+};
+use crate::{device::Device, error::Error, store::GroupAccess, transport::Server};
+
+impl MlsSession<'_> {
+    /// Creates a group with fresh EAR keys on the home DS, this client its only member. The
+    /// local group is kept only if the DS took it.
+    pub async fn create_group(
+        &self,
+        device: &Device,
+        signer: &MlsSigner,
+        connection_group: bool,
+    ) -> Result<(MlsGroup, GroupAccess), Error> {
+        let queue = device.own_queue_ref().await?;
+        let staged = MlsGroup::new(
+            self.provider(),
+            &signer.key,
+            &create_config(),
+            signer.credential.clone(),
+        )
+        .map_err(|e| mls_error("cannot create the group", e))
+        .and_then(|group| {
+            let access = GroupAccess {
+                group_id: group.group_id().as_slice().to_vec(),
+                ds: device.user().domain().clone(),
+                keys: GroupKeys {
+                    group_state_ear_key: EarKey::random(),
+                    credential_ear_key: EarKey::random(),
+                },
+            };
+            let create = CreateGroup {
+                group_id: access.group_id.clone(),
+                ear_key: access.keys.group_state_ear_key.clone(),
+                group_info: self.group_info_bytes(&group, signer)?,
+                creator: member_entry(
+                    queue,
+                    &access.group_id,
+                    &access.keys,
+                    &signer.own_card(device),
+                ),
+                connection_group,
+            };
+            Ok((group, access, create))
+        });
+        let created = match staged {
+            Ok((group, access, create)) => device
+                .home()
+                .create_group(&create)
+                .await
+                .map(|()| (group, access))
+                .map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        self.settle(created)
+    }
+
+    /// Adds claimed clients to `group` in one commit with a Welcome bundle carrying the
+    /// group's keys and `name` (`None` for a connection group). The local state moves on only
+    /// if the DS takes the commit.
+    pub async fn add_clients(
+        &self,
+        device: &Device,
+        group: &mut MlsGroup,
+        signer: &MlsSigner,
+        access: &GroupAccess,
+        name: Option<&str>,
+        claimed: Vec<(KeyPackage, KeyPackageEntry)>,
+    ) -> Result<usize, Error> {
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let (group_id, keys) = (&access.group_id, &access.keys);
+        let staged = (|| {
+            let key_packages: Vec<KeyPackage> = claimed.iter().map(|(k, _)| k.clone()).collect();
+            let (commit, welcome, _) = group
+                .add_members(self.provider(), &signer.key, &key_packages)
+                .map_err(|e| mls_error("cannot add the other clients", e))?;
+            group
+                .merge_pending_commit(self.provider())
+                .map_err(|e| mls_error("cannot merge the commit", e))?;
+            let bundle_key = exported_key(self, group)?;
+            let secrets = WelcomeSecrets::new(
+                keys.clone(),
+                name.map(str::to_owned),
+                access.ds.clone(),
+                group_id,
+                signer.key.public(),
+                device.credential().clone(),
+                &device.identity().signing_key,
+            );
+            let welcome = WelcomeBundle {
+                group_id: group_id.clone(),
+                welcome: welcome
+                    .to_bytes()
+                    .map_err(|e| mls_error("cannot encode the welcome", e))?,
+                encrypted_keys: bundle_key.encrypt(group_id, &secrets.encode()),
+            };
+            let added: Vec<MemberEntry> = claimed
+                .iter()
+                .map(|(key_package, entry)| {
+                    let card = entry.card(key_package.leaf_node().signature_key().as_slice());
+                    member_entry(entry.queue.clone(), group_id, keys, &card)
+                })
+                .collect();
+            self.commit_request(group, signer, access, commit, added, Some(welcome))
+        })();
+        self.send_commit(device, group, access, staged)
+            .await
+            .map(|()| claimed.len())
+    }
+
+    /// Removes the members at `leaves` from `group` in one commit.
+    pub async fn remove_members(
+        &self,
+        device: &Device,
+        group: &mut MlsGroup,
+        signer: &MlsSigner,
+        access: &GroupAccess,
+        leaves: &[LeafNodeIndex],
+    ) -> Result<(), Error> {
+        let staged = (|| {
+            let (commit, _, _) = group
+                .remove_members(self.provider(), &signer.key, leaves)
+                .map_err(|e| mls_error("cannot remove the members", e))?;
+            group
+                .merge_pending_commit(self.provider())
+                .map_err(|e| mls_error("cannot merge the commit", e))?;
+            self.commit_request(group, signer, access, commit, Vec::new(), None)
+        })();
+        self.send_commit(device, group, access, staged).await
+    }
+
+    /// The DS's request for a commit already merged into `group`.
+    fn commit_request(
+        &self,
+        group: &MlsGroup,
+        signer: &MlsSigner,
+        access: &GroupAccess,
+        commit: MlsMessageOut,
+        added: Vec<MemberEntry>,
+        welcome: Option<WelcomeBundle>,
+    ) -> Result<CommitRequest, Error> {
+        Ok(CommitRequest {
+            ear_key: access.keys.group_state_ear_key.clone(),
+            commit: commit
+                .to_bytes()
+                .map_err(|e| mls_error("cannot encode the commit", e))?,
+            group_info: self.group_info_bytes(group, signer)?,
+            added,
+            welcome,
+        })
+    }
+
+    /// Sends a staged commit to the group's DS; commits the MLS writes if it took it, else
+    /// brings `group` back to what storage holds.
+    async fn send_commit(
+        &self,
+        device: &Device,
+        group: &mut MlsGroup,
+        access: &GroupAccess,
+        staged: Result<CommitRequest, Error>,
+    ) -> Result<(), Error> {
+        let committed = match staged {
+            Ok(request) => match device.server_of(&access.ds) {
+                Ok(ds) => ds
+                    .commit(&access.group_id, &request)
+                    .await
+                    .map(drop)
+                    .map_err(Error::from),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(()) => Ok(self.commit()?),
+            Err(e) => {
+                self.reload_after_discard(group);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends `content` into a group once: the MLS state is committed only if the DS took the
+    /// message. A DS in a later epoch answers 409 `stale_epoch` (see `inbox::send_content`,
+    /// which catches up and tries again).
+    pub async fn send_content(
+        &self,
+        device: &Device,
+        access: &GroupAccess,
+        content: &Content,
+    ) -> Result<(), Error> {
+        let signer = self.signer(device)?;
+        let ds = device.server_of(&access.ds)?;
+        let mut group = self.group(&access.group_id)?;
+        let created = group
+            .create_message(self.provider(), &signer.key, &content.encode())
+            .map_err(|e| mls_error("cannot make the message", e))
+            .and_then(|m| {
+                m.tls_serialize_detached()
+                    .map_err(|e| mls_error("cannot encode the message", e))
+            });
+        let sent = match created {
+            Ok(message) => {
+                let body = SendMessage {
+                    ear_key: access.keys.group_state_ear_key.clone(),
+                    message,
+                    sender_leaf: group.own_leaf_index().u32(),
+                };
+                ds.send_message(&access.group_id, &body)
+                    .await
+                    .map_err(Error::from)
+            }
+            Err(e) => Err(e),
+        };
+        self.settle(sent)
+    }
+
+    /// Joins a connection group by external commit from its `group_info`, with `joiner` as
+    /// what the DS keeps of this client. The local group is stored only if the DS takes the
+    /// join.
+    pub async fn join_by_external_commit(
+        &self,
+        ds: &Server,
+        signer: &MlsSigner,
+        group_id: &[u8],
+        group_info: VerifiableGroupInfo,
+        ear_key: &EarKey,
+        joiner: MemberEntry,
+    ) -> Result<MlsGroup, Error> {
+        let built = (|| {
+            let (group, bundle) = MlsGroup::external_commit_builder()
+                .with_config(join_config())
+                .build_group(self.provider(), group_info, signer.credential.clone())
+                .map_err(|e| mls_error("cannot build the external commit", e))?
+                .load_psks(self.storage())
+                .map_err(|e| mls_error("cannot build the external commit", e))?
+                .build(self.rand(), self.crypto(), &signer.key, |_| true)
+                .map_err(|e| mls_error("cannot build the external commit", e))?
+                .finalize(self.provider())
+                .map_err(|e| mls_error("cannot build the external commit", e))?;
+            let commit = bundle
+                .commit()
+                .to_bytes()
+                .map_err(|e| mls_error("cannot encode the commit", e))?;
+            let group_info = self.group_info_bytes(&group, signer)?;
+            Ok::<_, Error>((group, commit, group_info))
+        })();
+        let joined = match built {
+            Ok((group, commit, group_info)) => {
+                let join = JoinConnectionGroup {
+                    ear_key: ear_key.clone(),
+                    commit,
+                    group_info,
+                    joiner,
+                };
+                ds.join_connection_group(group_id, &join)
+                    .await
+                    .map(|_| group)
+                    .map_err(Error::from)
+            }
+            Err(e) => Err(e),
+        };
+        self.settle(joined)
+    }
+}

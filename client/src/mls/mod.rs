@@ -1,0 +1,173 @@
+//! The MLS engine: openmls over the persistent [`storage`], the only holder of group state.
+//!
+//! Owns: every MLS group of this client, its MLS signature key ([`signer`]), its key packages
+//! ([`key_packages`]), and the operations on a group: creating one, adding and removing
+//! members, sending and joining ([`commits`]), taking in what arrives ([`incoming`]) and telling
+//! who the members are ([`members`]). Must not touch: the queues, or any record of the local
+//! store beyond the MLS identity; callers decide what a group means (a contact, a named group).
+//!
+//! Every operation is committed to storage only once the server accepted what it produced (the
+//! DS took the group, the commit, the join or the message); if the server refuses, the pending
+//! writes are discarded, so the local group never runs ahead of the DS. One operation at a time
+//! per client: [`MlsEngine::lock`] hands out the [`MlsSession`] guard, and every function that
+//! reads or changes a group takes one.
+
+pub mod commits;
+pub mod incoming;
+pub mod key_packages;
+pub mod members;
+pub mod signer;
+pub mod storage;
+
+use std::ops::Deref;
+
+use openmls::prelude::{tls_codec::Deserialize as _, *};
+use roost_protocol::connection::EarKey;
+
+use crate::error::Error;
+use storage::{MlsProvider, MlsStorageError};
+
+/// The one ciphersuite of Roost groups.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+/// The exporter label of the key that encrypts the `WelcomeSecrets` in a Welcome bundle.
+pub const GROUP_KEYS_EXPORTER_LABEL: &str = "roost group keys";
+
+/// How new groups are made: handshakes in the clear for the DS, the tree in the GroupInfo.
+pub fn create_config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CIPHERSUITE)
+        .wire_format_policy(storage::WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .build()
+}
+
+/// How groups are joined (Welcome or external commit).
+pub fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .wire_format_policy(storage::WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .build()
+}
+
+/// A group's current state as this client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub epoch: u64,
+    pub members: usize,
+}
+
+/// The MLS state of one client and its lock.
+#[derive(Debug)]
+pub struct MlsEngine {
+    provider: MlsProvider,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl MlsEngine {
+    /// The engine over the MLS store in `tree`.
+    pub fn open(tree: sled::Tree) -> Result<Self, MlsStorageError> {
+        Ok(MlsEngine {
+            provider: MlsProvider::new(tree)?,
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Waits for any other MLS operation of this client to end.
+    pub async fn lock(&self) -> MlsSession<'_> {
+        MlsSession {
+            _one_at_a_time: self.lock.lock().await,
+            provider: &self.provider,
+        }
+    }
+
+    /// The epoch and size of a group this client is in. Read without the lock, so that a
+    /// listing never waits for a sync: it shows the group as committed or as an operation in
+    /// progress leaves it.
+    pub fn group_status(&self, group_id: &[u8]) -> Result<Option<GroupStatus>, Error> {
+        let group = MlsGroup::load(self.provider.storage(), &GroupId::from_slice(group_id))?;
+        Ok(group.map(|g| GroupStatus {
+            epoch: g.epoch().as_u64(),
+            members: g.members().count(),
+        }))
+    }
+}
+
+/// The MLS lock, held: the one way to reach group state for an operation.
+pub struct MlsSession<'a> {
+    _one_at_a_time: tokio::sync::MutexGuard<'a, ()>,
+    provider: &'a MlsProvider,
+}
+
+impl Deref for MlsSession<'_> {
+    type Target = MlsProvider;
+
+    fn deref(&self) -> &MlsProvider {
+        self.provider
+    }
+}
+
+impl MlsSession<'_> {
+    /// The provider openmls calls take.
+    pub fn provider(&self) -> &MlsProvider {
+        self.provider
+    }
+
+    /// A group this client is in.
+    pub fn group(&self, group_id: &[u8]) -> Result<MlsGroup, Error> {
+        MlsGroup::load(self.storage(), &GroupId::from_slice(group_id))?
+            .ok_or_else(|| Error::Mls("this client is not in the group".into()))
+    }
+
+    /// Drops pending MLS writes and brings `group` back to what storage holds.
+    pub fn reload_after_discard(&self, group: &mut MlsGroup) {
+        self.discard();
+        if let Ok(Some(stored)) = MlsGroup::load(self.storage(), &group.group_id().clone()) {
+            *group = stored;
+        }
+    }
+
+    /// Commits the pending writes if `outcome` is `Ok`, else discards them.
+    pub fn settle<T>(&self, outcome: Result<T, Error>) -> Result<T, Error> {
+        match outcome {
+            Ok(value) => {
+                self.commit()?;
+                Ok(value)
+            }
+            Err(e) => {
+                self.discard();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The DS is in a later epoch than this client's copy of the group (409 `stale_epoch`).
+pub fn is_stale(e: &Error) -> bool {
+    e.status() == Some(409) && e.code() == "stale_epoch"
+}
+
+pub(crate) fn mls_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Mls(format!("{what}: {e}"))
+}
+
+/// The key that encrypts a Welcome bundle's group keys: exported from the group's epoch.
+fn exported_key(provider: &MlsProvider, group: &MlsGroup) -> Result<EarKey, Error> {
+    let secret = group
+        .export_secret(
+            provider.crypto(),
+            GROUP_KEYS_EXPORTER_LABEL,
+            group.group_id().as_slice(),
+            32,
+        )
+        .map_err(|e| mls_error("cannot export the group-keys secret", e))?;
+    let key: [u8; 32] = secret
+        .try_into()
+        .map_err(|_| Error::Mls("the exported secret has the wrong length".into()))?;
+    Ok(EarKey(key))
+}
+
+pub(crate) fn parse_message(bytes: &[u8]) -> Result<MlsMessageBodyIn, Error> {
+    Ok(MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|e| mls_error("unreadable MLS message", e))?
+        .extract())
+}

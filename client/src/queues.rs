@@ -1,0 +1,158 @@
+//! Reading this client's two queues to their end, batch by batch: fetch from the saved
+//! position, have a [`QueueReader`] open, check and store each batch together with the position
+//! after it, then acknowledge. A batch counts as received exactly when its results are stored,
+//! so a crash loses nothing and shows nothing twice; a failed ack only leaves the batch pending
+//! for the next pass.
+//!
+//! Owns: the queue positions' movement and the rule of one reader per queue at a time. Must not
+//! touch: what a message means (the readers decide).
+
+use std::time::Duration;
+
+use roost_protocol::api::{self, QueueMessage};
+
+use crate::{
+    device::Device,
+    error::Error,
+    store::{blocking, QueuePosition},
+    transport::{Queue, QueueKind},
+};
+
+/// Reads one kind of queue for [`Queues::drain`]: opens and checks a batch, and saves what it
+/// yields together with the position after it.
+pub(crate) trait QueueReader {
+    type Item;
+    const KIND: QueueKind;
+
+    async fn take(
+        &mut self,
+        messages: &[QueueMessage],
+        position: QueuePosition,
+    ) -> Result<Vec<Self::Item>, Error>;
+}
+
+/// What one pass over a queue came to.
+pub struct Drained<T> {
+    pub items: Vec<T>,
+    /// Everything queued when the pass began was read.
+    pub complete: bool,
+}
+
+/// One fetched batch, handled.
+struct Batch<T> {
+    items: Vec<T>,
+    fetched: usize,
+    has_more: bool,
+    acked: bool,
+}
+
+/// One reader per queue at a time, so a queue position only moves forward.
+#[derive(Debug, Default)]
+pub struct Queues {
+    messages: tokio::sync::Mutex<()>,
+    connections: tokio::sync::Mutex<()>,
+}
+
+impl Queues {
+    /// Reads a queue to its end, waiting up to `wait` for a first message.
+    pub(crate) async fn drain<R: QueueReader>(
+        &self,
+        device: &Device,
+        reader: &mut R,
+        wait: Duration,
+    ) -> Result<Drained<R::Item>, Error> {
+        let _one_at_a_time = match R::KIND {
+            QueueKind::Messages => self.messages.lock().await,
+            QueueKind::Connections => self.connections.lock().await,
+        };
+        let queue = Queue::new(R::KIND, device.client_id());
+        let mut position = device.store().queue_position(R::KIND)?;
+        if let Some(up_to) = position.pending_ack() {
+            device
+                .home()
+                .ack_queue(device.signer(), queue, up_to)
+                .await?;
+            position.acked = Some(up_to);
+            save_position(device, R::KIND, position).await?;
+        }
+        let mut items = Vec::new();
+        let mut wait = wait;
+        loop {
+            let complete = match drain_batch(device, reader, queue, &mut position, wait).await {
+                Ok(batch) => {
+                    items.extend(batch.items);
+                    if batch.fetched == 0 || !batch.has_more {
+                        true
+                    } else if !batch.acked {
+                        false
+                    } else {
+                        wait = Duration::ZERO;
+                        continue;
+                    }
+                }
+                Err(e) if items.is_empty() => return Err(e),
+                Err(_) => false,
+            };
+            return Ok(Drained { items, complete });
+        }
+    }
+}
+
+/// Fetches one batch and has `reader` open and save it, then acknowledges it.
+async fn drain_batch<R: QueueReader>(
+    device: &Device,
+    reader: &mut R,
+    queue: Queue,
+    position: &mut QueuePosition,
+    wait: Duration,
+) -> Result<Batch<R::Item>, Error> {
+    let server = device.home();
+    let batch = server
+        .fetch_queue(
+            device.signer(),
+            queue,
+            position.next_from(),
+            api::MAX_FETCH,
+            wait,
+        )
+        .await?;
+    let Some(last) = batch.messages.last().map(|m| m.seq) else {
+        return Ok(Batch {
+            items: Vec::new(),
+            fetched: 0,
+            has_more: false,
+            acked: true,
+        });
+    };
+    let received = QueuePosition {
+        received: Some(last),
+        ..*position
+    };
+    let items = reader.take(&batch.messages, received).await?;
+    *position = received;
+    let acked_position = QueuePosition {
+        acked: Some(last),
+        ..*position
+    };
+    let acked = server.ack_queue(device.signer(), queue, last).await.is_ok()
+        && save_position(device, R::KIND, acked_position).await.is_ok();
+    if acked {
+        position.acked = Some(last);
+    }
+    Ok(Batch {
+        items,
+        fetched: batch.messages.len(),
+        has_more: batch.has_more,
+        acked,
+    })
+}
+
+/// Saves how far a queue was read.
+pub async fn save_position(
+    device: &Device,
+    queue: QueueKind,
+    position: QueuePosition,
+) -> Result<(), Error> {
+    let store = device.store().clone();
+    Ok(blocking(move || store.set_queue_position(queue, &position)).await?)
+}
