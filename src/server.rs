@@ -10,6 +10,7 @@ use roost_actors::{
     group::{Delivery, GroupActor, GroupDeps},
     key_packages::KeyPackageDeps,
     pool::ToEveryone,
+    qs::{QueueRefs, SealedDelivery},
     queue::{Closing, QueueDeps},
     registry::RegistryDeps,
     KeyPackageActor, Pool, QueueActor, RegistryActor, Route, Workers,
@@ -136,7 +137,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         },
         idle_after,
     );
-    let queue_ref_key = store.server_keys()?.queue_ref_key()?;
+    let queue_refs = QueueRefs::new(domain.clone(), store.server_keys()?.queue_ref_key()?);
+    let deliveries = SealedDelivery::new(queue_refs.clone(), queues.clone());
     let federation_key = store.server_keys()?.federation_key()?;
     let resolver = settings
         .federation
@@ -173,9 +175,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             groups: store.groups()?,
             durability: store.durability().clone(),
             delivery: Delivery {
-                domain: domain.clone(),
-                queue_ref_key: queue_ref_key.clone(),
-                queues: queues.clone(),
+                qs: deliveries.clone(),
                 federation,
                 policy: settings.federation.policy(),
             },
@@ -191,8 +191,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             store: key_package_store.clone(),
             accounts: store.accounts()?,
             durability: store.durability().clone(),
-            domain: domain.clone(),
-            queue_ref_key: queue_ref_key.clone(),
+            queue_refs: queue_refs.clone(),
             idle_after,
         },
         idle_after,
@@ -234,7 +233,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         groups,
         key_packages,
         key_package_store,
-        queue_ref_key: queue_ref_key.public_key(),
+        queue_ref_key: queue_refs.public_key(),
         discovery_limit: RateLimiter::new(
             settings.connections.discovery_per_minute,
             settings.connections.discovery_burst,
@@ -274,7 +273,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             key: federation_key,
             peers: PeerKeys::new(resolver),
             policy: settings.federation.policy(),
-            queue_ref_key: queue_ref_key.clone(),
+            deliveries,
         },
     });
 

@@ -25,19 +25,19 @@ use openmls_rust_crypto::RustCrypto;
 use serde::{Deserialize, Serialize};
 
 use roost_protocol::{
-    api::QueueItem,
     codec,
     connection::EarKey,
     ds::{ExternalCommitInfo, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
     federation::{DomainPolicy, FederatedDelivery},
-    Domain, HpkeSecretKey,
+    Domain,
 };
 use roost_storage::{Durability, GroupStore, StorageError};
 
 use crate::{
     federation::{FederationActor, Relay},
-    pool::{pooled_actor, Membership, Pool, Pooled, Route},
-    queue::{Enqueue, QueueActor, QueueId},
+    once_durable,
+    pool::{pooled_actor, Ask, Membership, Pool, Pooled},
+    qs::{DeliveryError, SealedDelivery, ToQueue},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +64,12 @@ fn invalid(what: impl std::fmt::Display) -> GroupError {
     GroupError::Invalid(what.to_string())
 }
 
-/// How the DS hands messages on: to the local QS, or — for another domain's client — to the
-/// federation actor of that domain, which relays it to that domain's QS.
+/// How the DS hands messages on: to the local QS ([`SealedDelivery`]), or — for another
+/// domain's client — to the federation actor of that domain, which relays it to that domain's
+/// QS.
 #[derive(Clone)]
 pub struct Delivery {
-    pub domain: Domain,
-    pub queue_ref_key: HpkeSecretKey,
-    pub queues: Addr<Pool<QueueActor>>,
+    pub qs: SealedDelivery,
     pub federation: Addr<Pool<FederationActor>>,
     pub policy: DomainPolicy,
 }
@@ -79,52 +78,57 @@ impl Delivery {
     /// Enqueues `item` for every reference (or keeps it in the outbox for another domain) and
     /// waits until each is durable.
     async fn deliver(&self, refs: Vec<SealedQueueRef>, item: GroupDelivery) {
-        let mut sends = Vec::new();
+        let mut local = Vec::new();
         let mut remote: BTreeMap<Domain, Vec<FederatedDelivery>> = BTreeMap::new();
         for queue_ref in refs {
-            if queue_ref.domain != self.domain {
-                if !self.policy.allows(&queue_ref.domain) {
-                    tracing::warn!(domain = %queue_ref.domain, "dropping a delivery for a domain this server does not federate with");
-                    continue;
-                }
-                remote
-                    .entry(queue_ref.domain.clone())
-                    .or_default()
-                    .push(FederatedDelivery {
-                        id: rand::random(),
-                        to: queue_ref.domain.clone(),
-                        queue: queue_ref,
-                        item: item.clone(),
-                    });
+            if &queue_ref.domain == self.qs.refs().domain() {
+                local.push(ToQueue {
+                    queue: queue_ref,
+                    item: item.clone(),
+                    id: None,
+                });
                 continue;
             }
-            let Ok(client) = queue_ref.open(&self.queue_ref_key) else {
-                tracing::warn!("dropping a delivery with an unreadable queue reference");
+            if !self.policy.allows(&queue_ref.domain) {
+                tracing::warn!(domain = %queue_ref.domain, "dropping a delivery for a domain this server does not federate with");
                 continue;
-            };
-            sends.push(self.queues.send(Route {
-                key: QueueId::messages(client),
-                message: Enqueue(QueueItem::Group(item.clone())),
-            }));
+            }
+            remote
+                .entry(queue_ref.domain.clone())
+                .or_default()
+                .push(FederatedDelivery {
+                    id: rand::random(),
+                    to: queue_ref.domain.clone(),
+                    queue: queue_ref,
+                    item: item.clone(),
+                });
         }
-        let relays = remote.into_iter().map(|(domain, deliveries)| {
-            self.federation.send(Route {
-                key: domain,
-                message: Relay(deliveries),
-            })
-        });
+        let relays = remote
+            .into_iter()
+            .map(|(domain, deliveries)| self.federation.ask(domain, Relay(deliveries)));
         let (local, relayed) = futures_util::future::join(
-            futures_util::future::join_all(sends),
+            self.qs.deliver(local),
             futures_util::future::join_all(relays),
         )
         .await;
-        for outcome in local {
-            if !matches!(outcome, Ok(Ok(Ok(_)))) {
-                tracing::warn!("a group delivery could not be queued");
+        match local {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    match outcome {
+                        Ok(_) => {}
+                        Err(DeliveryError::BadQueueRef) => {
+                            tracing::warn!("dropping a delivery with an unreadable queue reference")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a group delivery could not be queued")
+                        }
+                    }
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "group deliveries could not be queued"),
         }
         for outcome in relayed {
-            if !matches!(outcome, Ok(Ok(Ok(())))) {
+            if outcome.is_err() {
                 tracing::error!("a group delivery for another domain could not be kept");
             }
         }
@@ -422,14 +426,8 @@ impl Handler<CreateGroup> for GroupActor {
             }
             Ok(())
         })();
-        let durability = self.deps.durability.clone();
         AtomicResponse::new(Box::pin(
-            async move {
-                created?;
-                durability.persist().await?;
-                Ok(())
-            }
-            .into_actor(self),
+            once_durable(&self.deps.durability, created).into_actor(self),
         ))
     }
 }
@@ -477,8 +475,7 @@ impl Handler<Commit> for GroupActor {
         );
         AtomicResponse::new(Box::pin(
             async move {
-                let (epoch, recipients, welcome_refs) = applied?;
-                durability.persist().await?;
+                let (epoch, recipients, welcome_refs) = once_durable(&durability, applied).await?;
                 delivery
                     .deliver(
                         recipients,
@@ -615,8 +612,7 @@ impl Handler<JoinConnectionGroup> for GroupActor {
         );
         AtomicResponse::new(Box::pin(
             async move {
-                let (epoch, recipients) = applied?;
-                durability.persist().await?;
+                let (epoch, recipients) = once_durable(&durability, applied).await?;
                 delivery
                     .deliver(
                         recipients,
