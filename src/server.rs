@@ -140,10 +140,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let queue_refs = QueueRefs::new(domain.clone(), store.server_keys()?.queue_ref_key()?);
     let deliveries = SealedDelivery::new(queue_refs.clone(), queues.clone());
     let federation_key = store.server_keys()?.federation_key()?;
-    let resolver = settings
-        .federation
-        .resolver()
-        .expect("checked when the settings were loaded");
+    let resolver = settings.federation.resolver.clone();
     let outbox = store.outbox()?;
     let federation = Pool::<FederationActor>::start(
         FederationDeps {

@@ -7,7 +7,8 @@
 //! per epoch can win. Members are reached through sealed queue references that only the QS can
 //! open. Each request is handled atomically — the actor takes the next only once the previous
 //! one's state is durable and its fan-out queued — so members receive a group's messages in the
-//! order the DS accepted them.
+//! order the DS accepted them. Each request message is made from its protocol request body
+//! (`From<roost_protocol::ds::…>`).
 
 use std::{collections::BTreeMap, sync::RwLock, time::Duration};
 
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use roost_protocol::{
     codec,
     connection::EarKey,
-    ds::{ExternalCommitInfo, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
+    ds::{self, ExternalCommitInfo, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
     federation::{DomainPolicy, FederatedDelivery},
     Domain,
 };
@@ -379,6 +380,17 @@ pub struct CreateGroup {
     pub connection_group: bool,
 }
 
+impl From<ds::CreateGroup> for CreateGroup {
+    fn from(request: ds::CreateGroup) -> Self {
+        CreateGroup {
+            ear_key: request.ear_key,
+            group_info: request.group_info,
+            creator: request.creator,
+            connection_group: request.connection_group,
+        }
+    }
+}
+
 impl Handler<CreateGroup> for GroupActor {
     type Result = AtomicResponse<Self, Result<(), GroupError>>;
 
@@ -441,6 +453,18 @@ pub struct Commit {
     pub group_info: Vec<u8>,
     pub added: Vec<MemberEntry>,
     pub welcome: Option<WelcomeBundle>,
+}
+
+impl From<ds::CommitRequest> for Commit {
+    fn from(request: ds::CommitRequest) -> Self {
+        Commit {
+            ear_key: request.ear_key,
+            commit: request.commit,
+            group_info: request.group_info,
+            added: request.added,
+            welcome: request.welcome,
+        }
+    }
 }
 
 impl Handler<Commit> for GroupActor {
@@ -506,6 +530,16 @@ pub struct SendMessage {
     pub sender_leaf: u32,
 }
 
+impl From<ds::SendMessage> for SendMessage {
+    fn from(request: ds::SendMessage) -> Self {
+        SendMessage {
+            ear_key: request.ear_key,
+            message: request.message,
+            sender_leaf: request.sender_leaf,
+        }
+    }
+}
+
 impl Handler<SendMessage> for GroupActor {
     type Result = AtomicResponse<Self, Result<(), GroupError>>;
 
@@ -555,6 +589,14 @@ pub struct GetExternalCommitInfo {
     pub ear_key: EarKey,
 }
 
+impl From<ds::EarKeyProof> for GetExternalCommitInfo {
+    fn from(request: ds::EarKeyProof) -> Self {
+        GetExternalCommitInfo {
+            ear_key: request.ear_key,
+        }
+    }
+}
+
 impl Handler<GetExternalCommitInfo> for GroupActor {
     type Result = Result<ExternalCommitInfo, GroupError>;
 
@@ -581,6 +623,17 @@ pub struct JoinConnectionGroup {
     pub commit: Vec<u8>,
     pub group_info: Vec<u8>,
     pub joiner: MemberEntry,
+}
+
+impl From<ds::JoinConnectionGroup> for JoinConnectionGroup {
+    fn from(request: ds::JoinConnectionGroup) -> Self {
+        JoinConnectionGroup {
+            ear_key: request.ear_key,
+            commit: request.commit,
+            group_info: request.group_info,
+            joiner: request.joiner,
+        }
+    }
 }
 
 impl Handler<JoinConnectionGroup> for GroupActor {

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use roost_protocol::{
-    api::{QueueBatch, QueueItem, QueueMessage, MAX_FETCH_BYTES},
+    api::{QueueBatch, QueueItem, QueueKind, QueueMessage, MAX_FETCH_BYTES},
     ClientId, HpkePublicKey,
 };
 use roost_storage::{
@@ -45,15 +45,6 @@ pub enum QueueError {
     Storage(#[from] StorageError),
     #[error("the queue's key is not usable: {0}")]
     Crypto(#[from] roost_protocol::crypto::CryptoError),
-}
-
-/// Which of a client's queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QueueKind {
-    /// The QS message queue.
-    Messages,
-    /// The AS connection queue, where sealed connection requests arrive.
-    Connections,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
