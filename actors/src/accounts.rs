@@ -87,6 +87,17 @@ pub struct AccountsConfig {
     pub max_clients_per_user: usize,
 }
 
+/// What the accounts actor works with: its store, the AS keys, and the actors it tells about
+/// clients added and deleted.
+pub struct AccountsDeps {
+    pub store: AccountStore,
+    pub durability: Durability,
+    pub keys: Arc<ServerKeys>,
+    pub queues: Addr<Pool<QueueActor>>,
+    pub registries: Addr<Pool<RegistryActor>>,
+    pub key_packages: Addr<Pool<KeyPackageActor>>,
+}
+
 pub struct AccountsActor {
     config: AccountsConfig,
     store: AccountStore,
@@ -101,15 +112,15 @@ pub struct AccountsActor {
 }
 
 impl AccountsActor {
-    pub fn new(
-        config: AccountsConfig,
-        store: AccountStore,
-        durability: Durability,
-        keys: Arc<ServerKeys>,
-        queues: Addr<Pool<QueueActor>>,
-        registries: Addr<Pool<RegistryActor>>,
-        key_packages: Addr<Pool<KeyPackageActor>>,
-    ) -> std::io::Result<Self> {
+    pub fn new(config: AccountsConfig, deps: AccountsDeps) -> std::io::Result<Self> {
+        let AccountsDeps {
+            store,
+            durability,
+            keys,
+            queues,
+            registries,
+            key_packages,
+        } = deps;
         let passwords = Passwords::start(config.hashing_threads)?;
         let dummy_hash = crate::passwords::hash_with(&mut Vec::new(), "not a real password")
             .map_err(std::io::Error::other)?;
