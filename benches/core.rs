@@ -23,6 +23,7 @@ use openmls::prelude::{LeafNodeParameters, MlsGroup, MlsMessageOut, OpenMlsProvi
 use roost_actors::{
     federation::{FederationActor, FederationDeps, RelayError, RetryPolicy, Transport},
     group::{self, CreateGroup, Delivery, GroupActor, GroupDeps},
+    qs::{QueueRefs, SealedDelivery},
     queue::{self, Enqueue, Fetch, QueueDeps, QueueId},
     Pool, QueueActor, Route,
 };
@@ -412,9 +413,10 @@ impl Ds {
                 groups: store.groups().unwrap(),
                 durability: store.durability().clone(),
                 delivery: Delivery {
-                    domain: DOMAIN.parse().unwrap(),
-                    queue_ref_key: queue_ref_secret,
-                    queues,
+                    qs: SealedDelivery::new(
+                        QueueRefs::new(DOMAIN.parse().unwrap(), queue_ref_secret),
+                        queues,
+                    ),
                     federation,
                     policy: DomainPolicy::default(),
                 },

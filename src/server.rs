@@ -1,18 +1,23 @@
-//! Wiring: opens the store, starts the actors, serves HTTP until a signal arrives.
+//! Wiring: opens the store, starts the actors ([`start_actors`]), builds the HTTP state
+//! ([`app_state`]), binds the public server ([`bind_public`]) beside the admin socket, and
+//! serves until a signal arrives or the store fails ([`stop_on_signal`]); then closes the
+//! store.
 
 use std::{sync::Arc, time::Duration};
 
 use actix_web::{web, App, HttpServer};
 
+use actix::Addr;
 use roost_actors::{
-    accounts::{AccountsActor, AccountsConfig},
+    accounts::{AccountsActor, AccountsConfig, AccountsDeps},
     federation::{FederationActor, FederationDeps, RetryPolicy, Wake},
     group::{Delivery, GroupActor, GroupDeps},
     key_packages::KeyPackageDeps,
     pool::ToEveryone,
+    qs::{QueueRefs, SealedDelivery},
     queue::{Closing, QueueDeps},
     registry::RegistryDeps,
-    KeyPackageActor, Pool, QueueActor, RegistryActor, Route, Workers,
+    KeyPackageActor, Pool, QueueActor, RegistryActor, Route, WorkerThreads, Workers,
 };
 use roost_protocol::{
     credentials::Validity, AsCredential, AsCredentials, AsIntermediateCredential, Domain,
@@ -104,8 +109,63 @@ fn server_keys(store: &Store, domain: &Domain) -> Result<ServerKeys, ServeError>
 
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let store = Store::open_with(&settings.storage.path, settings.storage.options())?;
+    let keys = Arc::new(server_keys(&store, &settings.server.domain)?);
+    let actors = start_actors(&settings, &store, &keys)?;
+    let state = app_state(&settings, &store, &keys, &actors)?;
+    start_sweeps(&store)?;
+    let (public, addrs) = bind_public(&settings, state)?;
+    let admin_server = admin::server(&settings, actors.accounts.clone(), store.clone())?;
+
+    // Listen for signals before announcing the address: a signal right after the announcement
+    // must find its handler.
+    let stopping = stop_on_signal(&store, &actors, &public, &admin_server)?;
+    for addr in &addrs {
+        println!("listening on http://{addr}");
+    }
+    tracing::info!(domain = %settings.server.domain, addrs = ?addrs, "roost is serving");
+
+    let (public_result, admin_result) = futures_util::future::join(public, admin_server).await;
+    stopping.signals.abort();
+    let store_failed = stopping
+        .store_failed
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let _ = std::fs::remove_file(settings.admin_socket());
+    public_result?;
+    admin_result?;
+    // What the actors were handed is answered before the store closes.
+    actors.mls_threads.stop();
+    let closed = close_within(store, CLOSE_TIMEOUT);
+    if store_failed {
+        return Err(ServeError::StoreFailed);
+    }
+    closed?;
+    tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+/// The actors, started: what the HTTP state and shutdown need of them.
+struct Actors {
+    queues: Addr<Pool<QueueActor>>,
+    registries: Addr<Pool<RegistryActor>>,
+    groups: Addr<Pool<GroupActor>>,
+    key_packages: Addr<Pool<KeyPackageActor>>,
+    accounts: Addr<AccountsActor>,
+    /// The QS's one path into queues by sealed reference (relayed deliveries come this way).
+    deliveries: SealedDelivery,
+    federation_key: SigningKey,
+    /// The MLS validation thread, stopped once HTTP has stopped.
+    mls_threads: WorkerThreads,
+    /// Set at shutdown: from then on no fetch waits.
+    closing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Starts every actor pool, and the accounts actor; wakes relays kept before a restart.
+fn start_actors(
+    settings: &Settings,
+    store: &Store,
+    keys: &Arc<ServerKeys>,
+) -> Result<Actors, ServeError> {
     let domain = settings.server.domain.clone();
-    let keys = Arc::new(server_keys(&store, &domain)?);
     let idle_after = Duration::from_secs(settings.actors.idle_secs);
     // The actors that validate MLS (group commits of milliseconds to ~100 ms, key packages) get
     // a thread of their own, so that such work does not hold up every queue. The queue actors
@@ -136,12 +196,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         },
         idle_after,
     );
-    let queue_ref_key = store.server_keys()?.queue_ref_key()?;
+    let queue_refs = QueueRefs::new(domain.clone(), store.server_keys()?.queue_ref_key()?);
+    let deliveries = SealedDelivery::new(queue_refs.clone(), queues.clone());
     let federation_key = store.server_keys()?.federation_key()?;
-    let resolver = settings
-        .federation
-        .resolver()
-        .expect("checked when the settings were loaded");
     let outbox = store.outbox()?;
     let federation = Pool::<FederationActor>::start(
         FederationDeps {
@@ -150,7 +207,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             transport: Arc::new(HttpTransport::new(
                 domain.clone(),
                 federation_key.clone(),
-                resolver.clone(),
+                settings.federation.resolver.clone(),
             )),
             retry: RetryPolicy {
                 initial: Duration::from_millis(settings.federation.retry_initial_ms),
@@ -173,9 +230,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             groups: store.groups()?,
             durability: store.durability().clone(),
             delivery: Delivery {
-                domain: domain.clone(),
-                queue_ref_key: queue_ref_key.clone(),
-                queues: queues.clone(),
+                qs: deliveries.clone(),
                 federation,
                 policy: settings.federation.policy(),
             },
@@ -185,81 +240,90 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         idle_after,
         mls_workers.clone(),
     );
-    let key_package_store = store.key_packages()?;
     let key_packages = Pool::<KeyPackageActor>::start_on(
         KeyPackageDeps {
-            store: key_package_store.clone(),
+            store: store.key_packages()?,
             accounts: store.accounts()?,
             durability: store.durability().clone(),
-            domain: domain.clone(),
-            queue_ref_key: queue_ref_key.clone(),
+            queue_refs,
             idle_after,
         },
         idle_after,
         mls_workers,
     );
-    let account_store = store.accounts()?;
-    let accounts = {
-        let (store, durability, keys, queues, registries, key_packages) = (
-            account_store.clone(),
-            store.durability().clone(),
-            keys.clone(),
-            queues.clone(),
-            registries.clone(),
-            key_packages.clone(),
-        );
-        let config = AccountsConfig {
-            domain: domain.clone(),
-            policy: settings.registration.policy.into(),
-            client_credential_lifetime_secs: settings.credentials.client_lifetime_secs,
-            max_clients_per_user: settings.limits.clients_per_user,
-            hashing_threads: std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_HASHING_THREADS),
-        };
-        actix::Actor::start(AccountsActor::new(
-            config,
-            store,
-            durability,
-            keys,
-            queues,
-            registries,
-            key_packages,
-        )?)
+    let config = AccountsConfig {
+        domain,
+        policy: settings.registration.policy.into(),
+        client_credential_lifetime_secs: settings.credentials.client_lifetime_secs,
+        max_clients_per_user: settings.limits.clients_per_user,
+        hashing_threads: std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_HASHING_THREADS),
     };
-
-    let state = Arc::new(AppState {
-        domain: domain.clone(),
+    let accounts = actix::Actor::start(AccountsActor::new(
+        config,
+        AccountsDeps {
+            store: store.accounts()?,
+            durability: store.durability().clone(),
+            keys: keys.clone(),
+            queues: queues.clone(),
+            registries: registries.clone(),
+            key_packages: key_packages.clone(),
+        },
+    )?);
+    Ok(Actors {
+        queues,
         registries,
         groups,
         key_packages,
-        key_package_store,
-        queue_ref_key: queue_ref_key.public_key(),
+        accounts,
+        deliveries,
+        federation_key,
+        mls_threads,
+        closing,
+    })
+}
+
+/// What every HTTP handler can reach.
+fn app_state(
+    settings: &Settings,
+    store: &Store,
+    keys: &ServerKeys,
+    actors: &Actors,
+) -> Result<Arc<AppState>, ServeError> {
+    let limits = &settings.limits;
+    Ok(Arc::new(AppState {
+        domain: settings.server.domain.clone(),
+        registries: actors.registries.clone(),
+        groups: actors.groups.clone(),
+        key_packages: actors.key_packages.clone(),
+        key_package_store: store.key_packages()?,
+        queue_ref_key: actors.deliveries.refs().public_key(),
         discovery_limit: RateLimiter::new(
             settings.connections.discovery_per_minute,
             settings.connections.discovery_burst,
         ),
         request_limit: RateLimiter::new(
-            settings.limits.connection_requests_per_minute,
-            settings.limits.connection_requests_burst,
+            limits.connection_requests_per_minute,
+            limits.connection_requests_burst,
         ),
         body_bytes_limit: RateLimiter::new(
-            settings.limits.body_bytes_per_minute_per_address,
-            settings.limits.body_bytes_burst_per_address,
+            limits.body_bytes_per_minute_per_address,
+            limits.body_bytes_burst_per_address,
         ),
         relay_limit: RateLimiter::new(
-            settings.limits.relays_per_minute_per_domain,
-            settings.limits.relays_burst_per_domain,
+            limits.relays_per_minute_per_domain,
+            limits.relays_burst_per_domain,
         ),
         last_resort_limit: RateLimiter::per_hour(
-            settings.limits.requests_per_last_resort_per_hour,
-            settings.limits.requests_per_last_resort_per_hour,
+            limits.requests_per_last_resort_per_hour,
+            limits.requests_per_last_resort_per_hour,
         ),
         max_body_bytes: settings.server.max_body_bytes,
-        body_deadline: Duration::from_secs(settings.limits.body_read_secs),
-        accounts: accounts.clone(),
-        queues,
-        account_store,
+        body_deadline: Duration::from_secs(limits.body_read_secs),
+        accounts: actors.accounts.clone(),
+        queues: actors.queues.clone(),
+        account_store: store.accounts()?,
         store: store.clone(),
         as_credentials: AsCredentials {
             as_credentials: vec![keys.as_credential.clone()],
@@ -271,15 +335,17 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             store.space().clone(),
         ),
         federation: FederationState {
-            key: federation_key,
-            peers: PeerKeys::new(resolver),
+            key: actors.federation_key.clone(),
+            peers: PeerKeys::new(settings.federation.resolver.clone()),
             policy: settings.federation.policy(),
-            queue_ref_key: queue_ref_key.clone(),
+            deliveries: actors.deliveries.clone(),
         },
-    });
+    }))
+}
 
-    // Signatures too old to be accepted need not be remembered; records of served packages
-    // that nobody redeemed would pile up.
+/// Signatures too old to be accepted need not be remembered; records of served packages that
+/// nobody redeemed would pile up.
+fn start_sweeps(store: &Store) -> Result<(), ServeError> {
     let seen = store.seen_signatures()?;
     sweep_every(
         Duration::from_secs(60),
@@ -296,49 +362,67 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         "expired served-package records",
         move || packages.sweep_served(Timestamp::now()),
     );
+    Ok(())
+}
 
-    let public = {
-        let state = state.clone();
-        let slots = AddressSlots::new(settings.limits.connections_per_address);
-        HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(state.clone()))
-                .wrap(actix_web::middleware::from_fn(refuse_new_data_when_full))
-                .wrap(actix_web::middleware::from_fn(refuse_over_limit))
-                // Route patterns, not paths: a path can hold a user name, which info logs must not.
-                .wrap(
-                    actix_web::middleware::Logger::new("%{route}xi %s %Dms")
-                        .custom_request_replace("route", |request| {
-                            format!(
-                                "{} {}",
-                                request.method(),
-                                request.match_pattern().unwrap_or_else(|| "-".into())
-                            )
-                        })
-                        .log_target("roost::http"),
-                )
-                .configure(http::routes)
-        })
-        .on_connect(move |connection, data| slots.on_connect(connection, data))
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
-        .bind(settings.server.bind)
-        .map_err(|source| ServeError::Bind {
-            addr: settings.server.bind.to_string(),
-            source,
-        })?
-    };
+/// The public HTTP server, bound and running, and the addresses it listens on.
+fn bind_public(
+    settings: &Settings,
+    state: Arc<AppState>,
+) -> Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>), ServeError> {
+    let slots = AddressSlots::new(settings.limits.connections_per_address);
+    let public = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .wrap(actix_web::middleware::from_fn(refuse_new_data_when_full))
+            .wrap(actix_web::middleware::from_fn(refuse_over_limit))
+            // Route patterns, not paths: a path can hold a user name, which info logs must not.
+            .wrap(
+                actix_web::middleware::Logger::new("%{route}xi %s %Dms")
+                    .custom_request_replace("route", |request| {
+                        format!(
+                            "{} {}",
+                            request.method(),
+                            request.match_pattern().unwrap_or_else(|| "-".into())
+                        )
+                    })
+                    .log_target("roost::http"),
+            )
+            .configure(http::routes)
+    })
+    .on_connect(move |connection, data| slots.on_connect(connection, data))
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .bind(settings.server.bind)
+    .map_err(|source| ServeError::Bind {
+        addr: settings.server.bind.to_string(),
+        source,
+    })?;
     let addrs = public.addrs();
-    let admin_server = admin::server(&settings, accounts, store.clone())?;
-    let public = public.run();
+    Ok((public.run(), addrs))
+}
 
-    // Listen for signals before announcing the address: a signal right after the announcement
-    // must find its handler.
+/// How the server stops: on a signal, or when the store fails for good.
+struct Stopping {
+    /// Waits for the signal or the failure, then stops both HTTP servers.
+    signals: tokio::task::JoinHandle<()>,
+    /// Whether it was the store's failure.
+    store_failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Installs the signal handlers and the store watch; when either fires, long polls are answered
+/// and both servers stop, finishing in-flight requests.
+fn stop_on_signal(
+    store: &Store,
+    actors: &Actors,
+    public: &actix_web::dev::Server,
+    admin: &actix_web::dev::Server,
+) -> Result<Stopping, ServeError> {
     let shutdown = shutdown_signal()?;
     let store_failed = watch_store(store.clone());
-    let (stop_public, stop_admin) = (public.handle(), admin_server.handle());
-    let queues_at_shutdown = state.queues.clone();
-    let closing_flag = closing.clone();
+    let (stop_public, stop_admin) = (public.handle(), admin.handle());
+    let queues = actors.queues.clone();
+    let closing = actors.closing.clone();
     let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failure = failed.clone();
     let signals = tokio::spawn(async move {
@@ -354,31 +438,15 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         }
         // Long polls get their (empty) answers now rather than holding up the stop, and no
         // later one waits.
-        closing_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = queues_at_shutdown.send(ToEveryone(Closing)).await;
+        closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = queues.send(ToEveryone(Closing)).await;
         stop_admin.stop(true).await;
         stop_public.stop(true).await;
     });
-    for addr in &addrs {
-        println!("listening on http://{addr}");
-    }
-    tracing::info!(domain = %domain, addrs = ?addrs, "roost is serving");
-
-    let (public_result, admin_result) = futures_util::future::join(public, admin_server).await;
-    signals.abort();
-    let store_failed = failed.load(std::sync::atomic::Ordering::SeqCst);
-    let _ = std::fs::remove_file(settings.admin_socket());
-    public_result?;
-    admin_result?;
-    // What the actors were handed is answered before the store closes.
-    mls_threads.stop();
-    let closed = close_within(store, CLOSE_TIMEOUT);
-    if store_failed {
-        return Err(ServeError::StoreFailed);
-    }
-    closed?;
-    tracing::info!("store flushed; bye");
-    Ok(())
+    Ok(Stopping {
+        signals,
+        store_failed: failed,
+    })
 }
 
 /// Runs `sweep` off the actor threads every `period`, for as long as the server runs, logging

@@ -15,7 +15,7 @@ use roost_actors::{
 use roost_protocol::{
     api::MAX_QUEUE_MESSAGE,
     connection::MAX_SEALED_REQUEST,
-    federation::{DomainPolicy, ResolveError, Resolver, MAX_RELAY_DELIVERIES},
+    federation::{DomainPolicy, Resolver, MAX_RELAY_DELIVERIES},
     Domain,
 };
 
@@ -99,13 +99,12 @@ pub struct FederationSettings {
     pub deny: Vec<Domain>,
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    /// `resolve` parsed, when the settings are loaded.
+    #[serde(skip)]
+    pub resolver: Resolver,
 }
 
 impl FederationSettings {
-    pub fn resolver(&self) -> Result<Resolver, ResolveError> {
-        Resolver::from_entries(&self.resolve)
-    }
-
     pub fn policy(&self) -> DomainPolicy {
         DomainPolicy {
             allow: self.allow.clone(),
@@ -216,7 +215,7 @@ impl Settings {
                 );
             }
         }
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .add_source(
                 Environment::with_prefix("ROOST")
                     .source(Some(server_variables(std::env::vars())))
@@ -231,6 +230,8 @@ impl Settings {
             .build()
             .and_then(Config::try_deserialize)
             .map_err(|e| SettingsError(e.to_string()))?;
+        settings.federation.resolver = Resolver::from_entries(&settings.federation.resolve)
+            .map_err(|e| SettingsError(format!("federation.resolve: {e}")))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -305,9 +306,6 @@ impl Settings {
         }
         if self.actors.idle_secs == 0 {
             return fail("actors.idle_secs", "must be positive");
-        }
-        if let Err(e) = self.federation.resolver() {
-            return fail("federation.resolve", &e.to_string());
         }
         let retry = &self.federation;
         if retry.retry_initial_ms == 0 || retry.retry_max_ms < retry.retry_initial_ms {

@@ -21,7 +21,7 @@ use roost_storage::{
 use crate::{
     key_packages::{self, KeyPackageActor},
     passwords::{PasswordError, Passwords},
-    pool::{Pool, Route},
+    pool::{Ask, Pool, Route},
     queue::{DeleteQueue, Enqueue, QueueActor, QueueId},
     registry::{RegistryActor, RemoveClient},
 };
@@ -87,6 +87,17 @@ pub struct AccountsConfig {
     pub max_clients_per_user: usize,
 }
 
+/// What the accounts actor works with: its store, the AS keys, and the actors it tells about
+/// clients added and deleted.
+pub struct AccountsDeps {
+    pub store: AccountStore,
+    pub durability: Durability,
+    pub keys: Arc<ServerKeys>,
+    pub queues: Addr<Pool<QueueActor>>,
+    pub registries: Addr<Pool<RegistryActor>>,
+    pub key_packages: Addr<Pool<KeyPackageActor>>,
+}
+
 pub struct AccountsActor {
     config: AccountsConfig,
     store: AccountStore,
@@ -101,15 +112,15 @@ pub struct AccountsActor {
 }
 
 impl AccountsActor {
-    pub fn new(
-        config: AccountsConfig,
-        store: AccountStore,
-        durability: Durability,
-        keys: Arc<ServerKeys>,
-        queues: Addr<Pool<QueueActor>>,
-        registries: Addr<Pool<RegistryActor>>,
-        key_packages: Addr<Pool<KeyPackageActor>>,
-    ) -> std::io::Result<Self> {
+    pub fn new(config: AccountsConfig, deps: AccountsDeps) -> std::io::Result<Self> {
+        let AccountsDeps {
+            store,
+            durability,
+            keys,
+            queues,
+            registries,
+            key_packages,
+        } = deps;
         let passwords = Passwords::start(config.hashing_threads)?;
         let dummy_hash = crate::passwords::hash_with(&mut Vec::new(), "not a real password")
             .map_err(std::io::Error::other)?;
@@ -347,20 +358,14 @@ impl Handler<DeleteClient> for AccountsActor {
             // Nobody can reach a deleted client any more, nor add it to a group.
             let key = msg.user.clone();
             let (packages_removed, key_packages_removed) = futures_util::future::join(
-                registries.send(Route {
-                    key: key.clone(),
-                    message: RemoveClient { client: msg.client },
-                }),
-                key_packages.send(Route {
-                    key,
-                    message: key_packages::RemoveClient { client: msg.client },
-                }),
+                registries.ask(key.clone(), RemoveClient { client: msg.client }),
+                key_packages.ask(key, key_packages::RemoveClient { client: msg.client }),
             )
             .await;
-            if !matches!(packages_removed, Ok(Ok(Ok(())))) {
+            if packages_removed.is_err() {
                 tracing::warn!(client = %msg.client, "the deleted client's connection packages were not removed");
             }
-            if !matches!(key_packages_removed, Ok(Ok(Ok(())))) {
+            if key_packages_removed.is_err() {
                 tracing::warn!(client = %msg.client, "the deleted client's key packages were not removed");
             }
             durability.persist().await?;
@@ -376,13 +381,7 @@ impl Handler<DeleteClient> for AccountsActor {
                 QueueId::messages(msg.client),
                 QueueId::connections(msg.client),
             ] {
-                let deleted = queues
-                    .send(Route {
-                        key: queue,
-                        message: DeleteQueue,
-                    })
-                    .await;
-                if !matches!(deleted, Ok(Ok(Ok(())))) {
+                if queues.ask(queue, DeleteQueue).await.is_err() {
                     // The client is gone either way; its queue is unreachable and only wastes
                     // space.
                     tracing::warn!(queue = ?queue, "the deleted client's queue was not removed");

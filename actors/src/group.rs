@@ -7,7 +7,8 @@
 //! per epoch can win. Members are reached through sealed queue references that only the QS can
 //! open. Each request is handled atomically — the actor takes the next only once the previous
 //! one's state is durable and its fan-out queued — so members receive a group's messages in the
-//! order the DS accepted them.
+//! order the DS accepted them. Each request message is made from its protocol request body
+//! (`From<roost_protocol::ds::…>`).
 
 use std::{collections::BTreeMap, sync::RwLock, time::Duration};
 
@@ -25,19 +26,19 @@ use openmls_rust_crypto::RustCrypto;
 use serde::{Deserialize, Serialize};
 
 use roost_protocol::{
-    api::QueueItem,
     codec,
     connection::EarKey,
-    ds::{ExternalCommitInfo, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
+    ds::{self, ExternalCommitInfo, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
     federation::{DomainPolicy, FederatedDelivery},
-    Domain, HpkeSecretKey,
+    Domain,
 };
 use roost_storage::{Durability, GroupStore, StorageError};
 
 use crate::{
     federation::{FederationActor, Relay},
-    pool::{pooled_actor, Membership, Pool, Pooled, Route},
-    queue::{Enqueue, QueueActor, QueueId},
+    once_durable,
+    pool::{pooled_actor, Ask, Membership, Pool, Pooled},
+    qs::{DeliveryError, SealedDelivery, ToQueue},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +65,12 @@ fn invalid(what: impl std::fmt::Display) -> GroupError {
     GroupError::Invalid(what.to_string())
 }
 
-/// How the DS hands messages on: to the local QS, or — for another domain's client — to the
-/// federation actor of that domain, which relays it to that domain's QS.
+/// How the DS hands messages on: to the local QS ([`SealedDelivery`]), or — for another
+/// domain's client — to the federation actor of that domain, which relays it to that domain's
+/// QS.
 #[derive(Clone)]
 pub struct Delivery {
-    pub domain: Domain,
-    pub queue_ref_key: HpkeSecretKey,
-    pub queues: Addr<Pool<QueueActor>>,
+    pub qs: SealedDelivery,
     pub federation: Addr<Pool<FederationActor>>,
     pub policy: DomainPolicy,
 }
@@ -79,52 +79,57 @@ impl Delivery {
     /// Enqueues `item` for every reference (or keeps it in the outbox for another domain) and
     /// waits until each is durable.
     async fn deliver(&self, refs: Vec<SealedQueueRef>, item: GroupDelivery) {
-        let mut sends = Vec::new();
+        let mut local = Vec::new();
         let mut remote: BTreeMap<Domain, Vec<FederatedDelivery>> = BTreeMap::new();
         for queue_ref in refs {
-            if queue_ref.domain != self.domain {
-                if !self.policy.allows(&queue_ref.domain) {
-                    tracing::warn!(domain = %queue_ref.domain, "dropping a delivery for a domain this server does not federate with");
-                    continue;
-                }
-                remote
-                    .entry(queue_ref.domain.clone())
-                    .or_default()
-                    .push(FederatedDelivery {
-                        id: rand::random(),
-                        to: queue_ref.domain.clone(),
-                        queue: queue_ref,
-                        item: item.clone(),
-                    });
+            if &queue_ref.domain == self.qs.refs().domain() {
+                local.push(ToQueue {
+                    queue: queue_ref,
+                    item: item.clone(),
+                    id: None,
+                });
                 continue;
             }
-            let Ok(client) = queue_ref.open(&self.queue_ref_key) else {
-                tracing::warn!("dropping a delivery with an unreadable queue reference");
+            if !self.policy.allows(&queue_ref.domain) {
+                tracing::warn!(domain = %queue_ref.domain, "dropping a delivery for a domain this server does not federate with");
                 continue;
-            };
-            sends.push(self.queues.send(Route {
-                key: QueueId::messages(client),
-                message: Enqueue(QueueItem::Group(item.clone())),
-            }));
+            }
+            remote
+                .entry(queue_ref.domain.clone())
+                .or_default()
+                .push(FederatedDelivery {
+                    id: rand::random(),
+                    to: queue_ref.domain.clone(),
+                    queue: queue_ref,
+                    item: item.clone(),
+                });
         }
-        let relays = remote.into_iter().map(|(domain, deliveries)| {
-            self.federation.send(Route {
-                key: domain,
-                message: Relay(deliveries),
-            })
-        });
+        let relays = remote
+            .into_iter()
+            .map(|(domain, deliveries)| self.federation.ask(domain, Relay(deliveries)));
         let (local, relayed) = futures_util::future::join(
-            futures_util::future::join_all(sends),
+            self.qs.deliver(local),
             futures_util::future::join_all(relays),
         )
         .await;
-        for outcome in local {
-            if !matches!(outcome, Ok(Ok(Ok(_)))) {
-                tracing::warn!("a group delivery could not be queued");
+        match local {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    match outcome {
+                        Ok(_) => {}
+                        Err(DeliveryError::BadQueueRef) => {
+                            tracing::warn!("dropping a delivery with an unreadable queue reference")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a group delivery could not be queued")
+                        }
+                    }
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "group deliveries could not be queued"),
         }
         for outcome in relayed {
-            if !matches!(outcome, Ok(Ok(Ok(())))) {
+            if outcome.is_err() {
                 tracing::error!("a group delivery for another domain could not be kept");
             }
         }
@@ -375,6 +380,17 @@ pub struct CreateGroup {
     pub connection_group: bool,
 }
 
+impl From<ds::CreateGroup> for CreateGroup {
+    fn from(request: ds::CreateGroup) -> Self {
+        CreateGroup {
+            ear_key: request.ear_key,
+            group_info: request.group_info,
+            creator: request.creator,
+            connection_group: request.connection_group,
+        }
+    }
+}
+
 impl Handler<CreateGroup> for GroupActor {
     type Result = AtomicResponse<Self, Result<(), GroupError>>;
 
@@ -422,14 +438,8 @@ impl Handler<CreateGroup> for GroupActor {
             }
             Ok(())
         })();
-        let durability = self.deps.durability.clone();
         AtomicResponse::new(Box::pin(
-            async move {
-                created?;
-                durability.persist().await?;
-                Ok(())
-            }
-            .into_actor(self),
+            once_durable(&self.deps.durability, created).into_actor(self),
         ))
     }
 }
@@ -443,6 +453,18 @@ pub struct Commit {
     pub group_info: Vec<u8>,
     pub added: Vec<MemberEntry>,
     pub welcome: Option<WelcomeBundle>,
+}
+
+impl From<ds::CommitRequest> for Commit {
+    fn from(request: ds::CommitRequest) -> Self {
+        Commit {
+            ear_key: request.ear_key,
+            commit: request.commit,
+            group_info: request.group_info,
+            added: request.added,
+            welcome: request.welcome,
+        }
+    }
 }
 
 impl Handler<Commit> for GroupActor {
@@ -477,8 +499,7 @@ impl Handler<Commit> for GroupActor {
         );
         AtomicResponse::new(Box::pin(
             async move {
-                let (epoch, recipients, welcome_refs) = applied?;
-                durability.persist().await?;
+                let (epoch, recipients, welcome_refs) = once_durable(&durability, applied).await?;
                 delivery
                     .deliver(
                         recipients,
@@ -507,6 +528,16 @@ pub struct SendMessage {
     pub ear_key: EarKey,
     pub message: Vec<u8>,
     pub sender_leaf: u32,
+}
+
+impl From<ds::SendMessage> for SendMessage {
+    fn from(request: ds::SendMessage) -> Self {
+        SendMessage {
+            ear_key: request.ear_key,
+            message: request.message,
+            sender_leaf: request.sender_leaf,
+        }
+    }
 }
 
 impl Handler<SendMessage> for GroupActor {
@@ -558,6 +589,14 @@ pub struct GetExternalCommitInfo {
     pub ear_key: EarKey,
 }
 
+impl From<ds::EarKeyProof> for GetExternalCommitInfo {
+    fn from(request: ds::EarKeyProof) -> Self {
+        GetExternalCommitInfo {
+            ear_key: request.ear_key,
+        }
+    }
+}
+
 impl Handler<GetExternalCommitInfo> for GroupActor {
     type Result = Result<ExternalCommitInfo, GroupError>;
 
@@ -584,6 +623,17 @@ pub struct JoinConnectionGroup {
     pub commit: Vec<u8>,
     pub group_info: Vec<u8>,
     pub joiner: MemberEntry,
+}
+
+impl From<ds::JoinConnectionGroup> for JoinConnectionGroup {
+    fn from(request: ds::JoinConnectionGroup) -> Self {
+        JoinConnectionGroup {
+            ear_key: request.ear_key,
+            commit: request.commit,
+            group_info: request.group_info,
+            joiner: request.joiner,
+        }
+    }
 }
 
 impl Handler<JoinConnectionGroup> for GroupActor {
@@ -615,8 +665,7 @@ impl Handler<JoinConnectionGroup> for GroupActor {
         );
         AtomicResponse::new(Box::pin(
             async move {
-                let (epoch, recipients) = applied?;
-                durability.persist().await?;
+                let (epoch, recipients) = once_durable(&durability, applied).await?;
                 delivery
                     .deliver(
                         recipients,

@@ -17,13 +17,14 @@ use openmls_rust_crypto::RustCrypto;
 use roost_protocol::{
     api::{ClaimedKeyPackages, KeyPackageCount},
     key_packages::{FriendshipToken, KeyPackageEntry},
-    ClientCredential, ClientId, Domain, HpkeSecretKey, Timestamp, UserName,
+    ClientCredential, ClientId, Timestamp, UserName,
 };
 use roost_storage::{AccountStore, Durability, KeyPackageStore, StorageError, StoredKeyPackage};
 
 use crate::{
     once_durable,
     pool::{pooled_actor, Membership, Pooled},
+    qs::QueueRefs,
 };
 
 /// Most entries the QS keeps for one client.
@@ -50,8 +51,7 @@ pub struct KeyPackageDeps {
     pub accounts: AccountStore,
     pub durability: Durability,
     /// This QS's domain and the key it opens queue references with.
-    pub domain: Domain,
-    pub queue_ref_key: HpkeSecretKey,
+    pub queue_refs: QueueRefs,
     pub idle_after: Duration,
 }
 
@@ -97,9 +97,7 @@ impl KeyPackageActor {
         if &entry.client_credential != credential {
             return Err("it does not carry the publishing client's credential".into());
         }
-        if entry.queue.domain != self.deps.domain
-            || entry.queue.open(&self.deps.queue_ref_key).ok() != Some(*client)
-        {
+        if self.deps.queue_refs.open(&entry.queue).ok() != Some(*client) {
             return Err(
                 "its queue reference does not name the publishing client at this QS".into(),
             );

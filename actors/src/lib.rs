@@ -5,7 +5,8 @@
 //! the QS key-package actors (one per user) and the DS group actors (one per group, validating
 //! commits against the public MLS state), the federation actors (one per remote domain, owning
 //! its part of the relay outbox); plus the single accounts actor (users, clients, registration
-//! tokens, credential issuing).
+//! tokens, credential issuing). The QS's deliveries by sealed queue reference, the DS's and
+//! relayed ones alike, take one path into the queue actors: [`qs::SealedDelivery`].
 //! Must not touch: HTTP (requests arrive as typed messages from the server's front-end, and
 //! relaying goes through a `federation::Transport` the server provides) or the on-disk layout
 //! (that is `roost_storage`'s).
@@ -16,11 +17,12 @@ pub mod group;
 pub mod key_packages;
 pub mod passwords;
 pub mod pool;
+pub mod qs;
 pub mod queue;
 pub mod registry;
 
 pub use key_packages::KeyPackageActor;
-pub use pool::{Pool, Route, WorkerThreads, Workers};
+pub use pool::{Ask, AskError, Pool, Route, WorkerThreads, Workers};
 pub use queue::QueueActor;
 pub use registry::RegistryActor;
 

@@ -294,14 +294,42 @@ where
     }
 }
 
-/// Number of live actors, for tests and metrics.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct LiveCount;
+/// Why a pooled actor gave no answer: it was not running (the server is stopping, or the
+/// mailbox was full), or it answered with its own error.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError<E> {
+    #[error("the actor is not running (the server is stopping or overloaded)")]
+    Unavailable,
+    #[error(transparent)]
+    Actor(E),
+}
 
-impl<A: Pooled> Handler<LiveCount> for Pool<A> {
-    type Result = usize;
-    fn handle(&mut self, _: LiveCount, _: &mut Self::Context) -> usize {
-        self.actors.len()
+/// Asking a pooled actor with one error type: the pool's and the actor's mailbox errors fold
+/// into [`AskError::Unavailable`], the actor's own error into [`AskError::Actor`].
+pub trait Ask<A: Pooled> {
+    fn ask<M, T, E>(
+        &self,
+        key: A::Key,
+        message: M,
+    ) -> impl std::future::Future<Output = Result<T, AskError<E>>>
+    where
+        A: Handler<M>,
+        M: Message<Result = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static;
+}
+
+impl<A: Pooled> Ask<A> for Addr<Pool<A>> {
+    async fn ask<M, T, E>(&self, key: A::Key, message: M) -> Result<T, AskError<E>>
+    where
+        A: Handler<M>,
+        M: Message<Result = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        match self.send(Route { key, message }).await {
+            Ok(Ok(answer)) => answer.map_err(AskError::Actor),
+            Ok(Err(_)) | Err(_) => Err(AskError::Unavailable),
+        }
     }
 }

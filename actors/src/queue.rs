@@ -13,14 +13,17 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use roost_protocol::{
-    api::{QueueBatch, QueueItem, QueueMessage, MAX_FETCH_BYTES},
+    api::{QueueBatch, QueueItem, QueueKind, QueueMessage, MAX_FETCH_BYTES},
     ClientId, HpkePublicKey,
 };
 use roost_storage::{
     AccountStore, Durability, EncodedMessage, QueueStore, QueueUsage, StorageError,
 };
 
-use crate::pool::{Membership, Pooled, Retire};
+use crate::{
+    once_durable,
+    pool::{Membership, Pooled, Retire},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -42,15 +45,6 @@ pub enum QueueError {
     Storage(#[from] StorageError),
     #[error("the queue's key is not usable: {0}")]
     Crypto(#[from] roost_protocol::crypto::CryptoError),
-}
-
-/// Which of a client's queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QueueKind {
-    /// The QS message queue.
-    Messages,
-    /// The AS connection queue, where sealed connection requests arrive.
-    Connections,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,13 +122,14 @@ pub struct QueueDeps {
 #[rtype(result = "Result<u64, QueueError>")]
 pub struct Enqueue(pub QueueItem);
 
-/// Append items relayed by another homeserver, in order, each once per its `delivery` key (see
+/// Append items in order, each with a delivery id once per that id (see
 /// `FederatedDelivery::dedup_key`): a retried delivery gets the seq of the first. Answers once
-/// all are durable with an outcome per item: its seq, or the limit that refused it.
+/// all are durable with an outcome per item: its seq, or the limit that refused it. (The QS's
+/// deliveries by sealed reference, [`crate::qs::SealedDelivery`], come this way.)
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Result<u64, QueueError>>, QueueError>")]
-pub struct EnqueueRelayed {
-    pub items: Vec<(QueueItem, [u8; 32])>,
+pub struct EnqueueMany {
+    pub items: Vec<(QueueItem, Option<[u8; 32]>)>,
 }
 
 /// Messages with `seq >= from`, at most `max`; waits up to `wait` for the first one.
@@ -303,16 +298,11 @@ impl Handler<Enqueue> for QueueActor {
     }
 }
 
-impl Handler<EnqueueRelayed> for QueueActor {
+impl Handler<EnqueueMany> for QueueActor {
     type Result = ResponseActFuture<Self, Result<Vec<Result<u64, QueueError>>, QueueError>>;
 
-    fn handle(&mut self, msg: EnqueueRelayed, _ctx: &mut Self::Context) -> Self::Result {
-        let items = msg
-            .items
-            .into_iter()
-            .map(|(item, delivery)| (item, Some(delivery)))
-            .collect();
-        self.append(items)
+    fn handle(&mut self, msg: EnqueueMany, _ctx: &mut Self::Context) -> Self::Result {
+        self.append(msg.items)
     }
 }
 
@@ -333,21 +323,16 @@ impl QueueActor {
             // The store failed part-way: count and usage are read again on the next use.
             self.next_seq = None;
         }
-        let durability = self.deps.durability.clone();
         Box::pin(
-            async move {
-                let outcomes = appended?;
-                durability.persist().await?;
-                Ok(outcomes)
-            }
-            .into_actor(self)
-            .map(|outcome, actor, _ctx| {
-                let outcomes = outcome.as_ref().ok().into_iter().flatten();
-                if let Some(last) = outcomes.filter_map(|o| o.as_ref().ok()).max() {
-                    actor.mark_durable(*last);
-                }
-                outcome
-            }),
+            once_durable(&self.deps.durability, appended)
+                .into_actor(self)
+                .map(|outcome, actor, _ctx| {
+                    let outcomes = outcome.as_ref().ok().into_iter().flatten();
+                    if let Some(last) = outcomes.filter_map(|o| o.as_ref().ok()).max() {
+                        actor.mark_durable(*last);
+                    }
+                    outcome
+                }),
         )
     }
 
@@ -463,12 +448,7 @@ impl Handler<Ack> for QueueActor {
             self.usage.remove(freed);
             Ok(())
         });
-        let durability = self.deps.durability.clone();
-        Box::pin(async move {
-            removed?;
-            durability.persist().await?;
-            Ok(())
-        })
+        once_durable(&self.deps.durability, removed)
     }
 }
 
@@ -497,12 +477,7 @@ impl Handler<DeleteQueue> for QueueActor {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.reply.send(Err(QueueError::UnknownQueue));
         }
-        let deleted = self.store.delete(&self.client);
-        let durability = self.deps.durability.clone();
-        Box::pin(async move {
-            deleted?;
-            durability.persist().await?;
-            Ok(())
-        })
+        let deleted = self.store.delete(&self.client).map_err(QueueError::from);
+        once_durable(&self.deps.durability, deleted)
     }
 }

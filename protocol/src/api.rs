@@ -25,27 +25,39 @@ pub const AS_CREDENTIALS: &str = "/as/v1/credentials";
 pub const AS_USERS: &str = "/as/v1/users";
 
 /// POST [`AddClient`] → [`ClientCredential`]; authenticated by the user's password.
+pub const AS_USER_CLIENTS_ROUTE: &str = "/as/v1/users/{user}/clients";
+
+/// [`AS_USER_CLIENTS_ROUTE`] of `user`.
 pub fn as_user_clients(user: &UserName) -> String {
-    format!("/as/v1/users/{user}/clients")
+    fill_route(AS_USER_CLIENTS_ROUTE, user)
 }
 
 /// GET → [`ClientList`] of the caller's user. Signed.
 pub const AS_OWN_CLIENTS: &str = "/as/v1/clients";
 
 /// DELETE one of the caller's user's clients. Signed.
+pub const AS_OWN_CLIENT_ROUTE: &str = "/as/v1/clients/{client}";
+
+/// [`AS_OWN_CLIENT_ROUTE`] of `client`.
 pub fn as_own_client(client: &ClientId) -> String {
-    format!("/as/v1/clients/{client}")
+    fill_route(AS_OWN_CLIENT_ROUTE, client)
 }
 
 /// POST [`Enqueue`] → [`Enqueued`] (signed, by a client of the same user);
 /// GET `?from=SEQ&max=N&wait_ms=MS` → [`QueueBatch`] (signed, by the queue's own client).
+pub const QS_QUEUE_MESSAGES_ROUTE: &str = "/qs/v1/queues/{client}/messages";
+
+/// [`QS_QUEUE_MESSAGES_ROUTE`] of `client`.
 pub fn qs_queue_messages(client: &ClientId) -> String {
-    format!("/qs/v1/queues/{client}/messages")
+    fill_route(QS_QUEUE_MESSAGES_ROUTE, client)
 }
 
 /// POST [`Ack`]: delete every message up to and including a sequence number. Signed.
+pub const QS_QUEUE_ACK_ROUTE: &str = "/qs/v1/queues/{client}/ack";
+
+/// [`QS_QUEUE_ACK_ROUTE`] of `client`.
 pub fn qs_queue_ack(client: &ClientId) -> String {
-    format!("/qs/v1/queues/{client}/ack")
+    fill_route(QS_QUEUE_ACK_ROUTE, client)
 }
 
 /// POST [`PublishConnectionPackages`] → [`ConnectionPackageCount`] (signed);
@@ -53,19 +65,74 @@ pub fn qs_queue_ack(client: &ClientId) -> String {
 pub const AS_CONNECTION_PACKAGES: &str = "/as/v1/connection-packages";
 
 /// GET → [`ConnectionPackages`]: one package per client of the user. Public, rate limited.
+pub const AS_USER_CONNECTION_PACKAGES_ROUTE: &str = "/as/v1/users/{user}/connection-packages";
+
+/// [`AS_USER_CONNECTION_PACKAGES_ROUTE`] of `user`.
 pub fn as_user_connection_packages(user: &UserName) -> String {
-    format!("/as/v1/users/{user}/connection-packages")
+    fill_route(AS_USER_CONNECTION_PACKAGES_ROUTE, user)
 }
 
 /// POST a [`SealedConnectionRequest`] into a client's connection queue (public; 202);
 /// GET `?from=SEQ&max=N&wait_ms=MS` → [`QueueBatch`] (signed, by that client).
+pub const AS_CONNECTION_QUEUE_ROUTE: &str = "/as/v1/connection-queues/{client}";
+
+/// [`AS_CONNECTION_QUEUE_ROUTE`] of `client`.
 pub fn as_connection_queue(client: &ClientId) -> String {
-    format!("/as/v1/connection-queues/{client}")
+    fill_route(AS_CONNECTION_QUEUE_ROUTE, client)
 }
 
 /// POST [`Ack`] for a connection queue. Signed.
+pub const AS_CONNECTION_QUEUE_ACK_ROUTE: &str = "/as/v1/connection-queues/{client}/ack";
+
+/// [`AS_CONNECTION_QUEUE_ACK_ROUTE`] of `client`.
 pub fn as_connection_queue_ack(client: &ClientId) -> String {
-    format!("/as/v1/connection-queues/{client}/ack")
+    fill_route(AS_CONNECTION_QUEUE_ACK_ROUTE, client)
+}
+
+/// Which of a client's queues: both are read and acknowledged alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueKind {
+    /// The QS message queue: notices, group deliveries and messages from the user's own
+    /// clients.
+    Messages,
+    /// The AS connection queue, where sealed connection requests arrive.
+    Connections,
+}
+
+impl QueueKind {
+    /// The route pattern a queue of this kind is fetched from.
+    pub const fn route(self) -> &'static str {
+        match self {
+            QueueKind::Messages => QS_QUEUE_MESSAGES_ROUTE,
+            QueueKind::Connections => AS_CONNECTION_QUEUE_ROUTE,
+        }
+    }
+
+    /// The route pattern a queue of this kind is acknowledged at.
+    pub const fn ack_route(self) -> &'static str {
+        match self {
+            QueueKind::Messages => QS_QUEUE_ACK_ROUTE,
+            QueueKind::Connections => AS_CONNECTION_QUEUE_ACK_ROUTE,
+        }
+    }
+
+    /// Where `client`'s queue of this kind is fetched from.
+    pub fn path(self, client: &ClientId) -> String {
+        fill_route(self.route(), client)
+    }
+
+    /// Where `client`'s queue of this kind is acknowledged.
+    pub fn ack_path(self, client: &ClientId) -> String {
+        fill_route(self.ack_route(), client)
+    }
+}
+
+/// `pattern` (a route pattern with one `{name}` segment, as the server routes it) with that
+/// segment replaced by `value`: a path.
+pub fn fill_route(pattern: &str, value: impl std::fmt::Display) -> String {
+    let start = pattern.find('{').expect("a route pattern has a parameter");
+    let end = start + pattern[start..].find('}').expect("a parameter ends");
+    format!("{}{value}{}", &pattern[..start], &pattern[end + 1..])
 }
 
 /// Most connection packages, or one-time key-package entries, one publish may carry.
@@ -280,7 +347,7 @@ pub struct ErrorBody {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -298,6 +365,64 @@ mod tests {
         };
         assert!(moved.open(&sk, &client).is_err());
         assert!(message.open(&sk, &ClientId::random()).is_err());
+    }
+
+    /// Whether `path` is one the server's route `pattern` (actix syntax: `{name}` matches one
+    /// segment) matches.
+    pub(crate) fn matches(pattern: &str, path: &str) -> bool {
+        let (patterns, segments): (Vec<_>, Vec<_>) =
+            (pattern.split('/').collect(), path.split('/').collect());
+        patterns.len() == segments.len()
+            && patterns.iter().zip(&segments).all(|(p, s)| {
+                if p.starts_with('{') && p.ends_with('}') {
+                    !s.is_empty()
+                } else {
+                    p == s
+                }
+            })
+    }
+
+    #[test]
+    fn each_route_pattern_matches_the_paths_built_for_it() {
+        let user: UserName = "alice@a.test".parse().unwrap();
+        let client = ClientId::random();
+        for (pattern, path) in [
+            (AS_USER_CLIENTS_ROUTE, as_user_clients(&user)),
+            (AS_OWN_CLIENT_ROUTE, as_own_client(&client)),
+            (QS_QUEUE_MESSAGES_ROUTE, qs_queue_messages(&client)),
+            (QS_QUEUE_ACK_ROUTE, qs_queue_ack(&client)),
+            (
+                AS_USER_CONNECTION_PACKAGES_ROUTE,
+                as_user_connection_packages(&user),
+            ),
+            (AS_CONNECTION_QUEUE_ROUTE, as_connection_queue(&client)),
+            (
+                AS_CONNECTION_QUEUE_ACK_ROUTE,
+                as_connection_queue_ack(&client),
+            ),
+            (
+                QueueKind::Messages.route(),
+                QueueKind::Messages.path(&client),
+            ),
+            (
+                QueueKind::Connections.ack_route(),
+                QueueKind::Connections.ack_path(&client),
+            ),
+        ] {
+            assert!(matches(pattern, &path), "{pattern} does not match {path}");
+            assert!(
+                path.contains(&client.to_string()) || path.contains(&user.to_string()),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            qs_queue_messages(&client),
+            format!("/qs/v1/queues/{client}/messages")
+        );
+        assert_eq!(
+            as_user_clients(&user),
+            format!("/as/v1/users/{user}/clients")
+        );
     }
 
     #[test]

@@ -21,28 +21,40 @@ pub const MAX_GROUP_ID: usize = 64;
 /// POST [`CreateGroup`] → 201.
 pub const DS_GROUPS: &str = "/ds/v1/groups";
 
-fn group_path(group_id: &[u8], action: &str) -> String {
-    format!("/ds/v1/groups/{}/{action}", hex::encode(group_id))
+fn group_path(pattern: &str, group_id: &[u8]) -> String {
+    crate::api::fill_route(pattern, hex::encode(group_id))
 }
 
 /// POST [`CommitRequest`] → [`Committed`]; 409 `stale_epoch` when the group moved on.
+pub const DS_COMMIT_ROUTE: &str = "/ds/v1/groups/{group}/commit";
+
+/// [`DS_COMMIT_ROUTE`] of a group.
 pub fn ds_commit(group_id: &[u8]) -> String {
-    group_path(group_id, "commit")
+    group_path(DS_COMMIT_ROUTE, group_id)
 }
 
 /// POST [`SendMessage`] → 202.
+pub const DS_MESSAGES_ROUTE: &str = "/ds/v1/groups/{group}/messages";
+
+/// [`DS_MESSAGES_ROUTE`] of a group.
 pub fn ds_messages(group_id: &[u8]) -> String {
-    group_path(group_id, "messages")
+    group_path(DS_MESSAGES_ROUTE, group_id)
 }
 
 /// POST [`EarKeyProof`] → [`ExternalCommitInfo`].
+pub const DS_EXTERNAL_COMMIT_INFO_ROUTE: &str = "/ds/v1/groups/{group}/external-commit-info";
+
+/// [`DS_EXTERNAL_COMMIT_INFO_ROUTE`] of a group.
 pub fn ds_external_commit_info(group_id: &[u8]) -> String {
-    group_path(group_id, "external-commit-info")
+    group_path(DS_EXTERNAL_COMMIT_INFO_ROUTE, group_id)
 }
 
 /// POST [`JoinConnectionGroup`] → [`Committed`]; succeeds once per connection group.
+pub const DS_JOIN_CONNECTION_GROUP_ROUTE: &str = "/ds/v1/groups/{group}/join-connection-group";
+
+/// [`DS_JOIN_CONNECTION_GROUP_ROUTE`] of a group.
 pub fn ds_join_connection_group(group_id: &[u8]) -> String {
-    group_path(group_id, "join-connection-group")
+    group_path(DS_JOIN_CONNECTION_GROUP_ROUTE, group_id)
 }
 
 /// Create a group on the DS. The creator is its only member.
@@ -270,6 +282,29 @@ impl WelcomeSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_route_pattern_matches_the_paths_built_for_it() {
+        let group = [0xab, 0x01];
+        for (pattern, path) in [
+            (DS_COMMIT_ROUTE, ds_commit(&group)),
+            (DS_MESSAGES_ROUTE, ds_messages(&group)),
+            (
+                DS_EXTERNAL_COMMIT_INFO_ROUTE,
+                ds_external_commit_info(&group),
+            ),
+            (
+                DS_JOIN_CONNECTION_GROUP_ROUTE,
+                ds_join_connection_group(&group),
+            ),
+        ] {
+            assert!(
+                crate::api::tests::matches(pattern, &path),
+                "{pattern} vs {path}"
+            );
+            assert!(path.starts_with("/ds/v1/groups/ab01/"), "{path}");
+        }
+    }
 
     #[test]
     fn a_queue_reference_opens_only_at_its_qs_and_references_are_unlinkable() {

@@ -18,9 +18,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(resource(api::AS_CREDENTIALS).route(web::get().to(credentials)))
         .service(resource(api::AS_USERS).route(web::post().to(register)))
-        .service(resource("/as/v1/users/{user}/clients").route(web::post().to(add_client)))
+        .service(resource(api::AS_USER_CLIENTS_ROUTE).route(web::post().to(add_client)))
         .service(resource(api::AS_OWN_CLIENTS).route(web::get().to(list_clients)))
-        .service(resource("/as/v1/clients/{client}").route(web::delete().to(delete_client)));
+        .service(resource(api::AS_OWN_CLIENT_ROUTE).route(web::delete().to(delete_client)));
 }
 
 async fn credentials(state: State) -> HttpResponse {

@@ -7,10 +7,10 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use roost_actors::{
     queue::{Enqueue, QueueId},
     registry::{Count, Publish, Redeem, Take},
-    Route,
+    Ask,
 };
 use roost_protocol::{
-    api::{self, ConnectionPackages, QueueItem, MAX_PUBLISH},
+    api::{self, ConnectionPackages, QueueItem, QueueKind, MAX_PUBLISH},
     connection::{SealedConnectionRequest, MAX_SEALED_REQUEST},
     ClientId, UserName,
 };
@@ -34,15 +34,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::post().to(publish))
                 .route(web::get().to(count)),
         )
-        .service(resource("/as/v1/users/{user}/connection-packages").route(web::get().to(discover)))
+        .service(resource(api::AS_USER_CONNECTION_PACKAGES_ROUTE).route(web::get().to(discover)))
         .service(
-            resource("/as/v1/connection-queues/{client}")
+            resource(QueueKind::Connections.route())
                 .route(web::post().to(enqueue_request))
                 .route(web::get().to(fetch::<Connections>)),
         )
         .service(
-            resource("/as/v1/connection-queues/{client}/ack")
-                .route(web::post().to(ack::<Connections>)),
+            resource(QueueKind::Connections.ack_route()).route(web::post().to(ack::<Connections>)),
         );
 }
 
@@ -60,14 +59,14 @@ async fn publish(
     }
     let count = state
         .registries
-        .send(Route {
-            key: caller.user,
-            message: Publish {
+        .ask(
+            caller.user,
+            Publish {
                 client: caller.client,
                 packages: body.packages,
             },
-        })
-        .await???;
+        )
+        .await?;
     Ok(encoded(StatusCode::OK, &count))
 }
 
@@ -79,13 +78,13 @@ async fn count(
     let (caller, _) = signed_request(&state, &request, payload).await?;
     let count = state
         .registries
-        .send(Route {
-            key: caller.user,
-            message: Count {
+        .ask(
+            caller.user,
+            Count {
                 client: caller.client,
             },
-        })
-        .await???;
+        )
+        .await?;
     Ok(encoded(StatusCode::OK, &count))
 }
 
@@ -101,13 +100,7 @@ async fn discover(
             roost_actors::registry::RegistryError::UnknownUser,
         ));
     }
-    let packages = state
-        .registries
-        .send(Route {
-            key: user,
-            message: Take,
-        })
-        .await???;
+    let packages = state.registries.ask(user, Take).await?;
     Ok(encoded(StatusCode::OK, &ConnectionPackages { packages }))
 }
 
@@ -140,14 +133,14 @@ async fn enqueue_request(
         .ok_or(ApiError::UnknownConnectionPackage)?;
     let redeemed = state
         .registries
-        .send(Route {
-            key: owner.credential.user().clone(),
-            message: Redeem {
+        .ask(
+            owner.credential.user().clone(),
+            Redeem {
                 client,
                 package: sealed.connection_package,
             },
-        })
-        .await???;
+        )
+        .await?;
     match redeemed {
         None => return Err(ApiError::UnknownConnectionPackage),
         Some(Redeemed::OneTime) => {}
@@ -165,10 +158,10 @@ async fn enqueue_request(
     }
     state
         .queues
-        .send(Route {
-            key: QueueId::connections(client),
-            message: Enqueue(QueueItem::ConnectionRequest(sealed)),
-        })
-        .await???;
+        .ask(
+            QueueId::connections(client),
+            Enqueue(QueueItem::ConnectionRequest(sealed)),
+        )
+        .await?;
     Ok(HttpResponse::Accepted().finish())
 }

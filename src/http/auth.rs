@@ -1,17 +1,24 @@
-//! Authenticating signed client requests, with a replay guard.
+//! Authenticating signed requests, with a replay guard: client requests ([`authenticate`]) and
+//! other homeservers' requests ([`authenticate_server`]).
+//!
+//! A server-signed request is refused unless its signer's domain may federate with this server
+//! (403 `domain_not_allowed`) and is not this server's own, and it carries a valid, fresh,
+//! first-seen signature by the key the signer's own domain serves (401): so a server speaks
+//! only for its own domain. Fetching a key the cache lacks is rate limited per IP address, like
+//! discovery, so an unsigned request cannot make this server fetch keys from anywhere at will.
 
 use std::{collections::HashSet, sync::Mutex};
 
 use actix_web::HttpRequest;
 
 use roost_protocol::{
-    auth::{RequestSignature, REPLAY_WINDOW_MS},
+    auth::{AuthError, RequestSignature, ServerSignature, REPLAY_WINDOW_MS},
     ids::now_millis,
-    ClientId, Timestamp, UserName,
+    ClientId, Domain, Timestamp, UserName,
 };
 use roost_storage::{AccountStore, SeenSignatures, Space, StorageError};
 
-use super::error::ApiError;
+use super::{error::ApiError, rate_limit, AppState};
 
 /// What a replay of a request would do, and so how far back the guard must remember it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +132,62 @@ impl ReplayGuard {
     }
 }
 
+/// The request's Authorization header, as text.
+fn authorization(request: &HttpRequest) -> Result<&str, ApiError> {
+    request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| ApiError::Unauthenticated("the Authorization header is not text".into()))
+}
+
+/// Checks a server-signed request's signature (over `method`, `path` and `body`) and returns
+/// the domain that signed it.
+pub async fn authenticate_server(
+    state: &AppState,
+    request: &HttpRequest,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<Domain, ApiError> {
+    let signature = ServerSignature::parse_header(authorization(request)?)?;
+    let from = &signature.signer;
+    if from == &state.domain {
+        return Err(ApiError::Unauthenticated(
+            "a relay claims to come from this server's own domain".into(),
+        ));
+    }
+    if !state.federation.policy.allows(from) {
+        return Err(ApiError::DomainNotAllowed(from.clone()));
+    }
+    let verify = |key| signature.verify(&key, method, path, body, now_millis());
+    // An unsigned claim to be some domain makes this server fetch that domain's key: limit how
+    // often anyone can make it do that.
+    if !state.federation.peers.is_cached(from) {
+        rate_limit(state, request)?;
+    }
+    let key = state.federation.peers.key(from, false).await?;
+    if let Err(e) = verify(key) {
+        let fresh = state.federation.peers.key(from, true).await?;
+        if fresh == key {
+            return Err(e.into());
+        }
+        verify(fresh)?;
+    }
+    if !state.replay.first_use(
+        signature.signature.0,
+        signature.timestamp_ms,
+        now_millis(),
+        Replay::Refuse,
+    )? {
+        return Err(ApiError::Unauthenticated(
+            "this signed request was already used".into(),
+        ));
+    }
+    Ok(signature.signer)
+}
+
 /// Checks the request's signature and returns who signed it.
 pub fn authenticate(
     request: &HttpRequest,
@@ -133,13 +196,7 @@ pub fn authenticate(
     replay: &ReplayGuard,
     replayed: Replay,
 ) -> Result<Caller, ApiError> {
-    let header = request
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or(roost_protocol::auth::AuthError::Missing)?
-        .to_str()
-        .map_err(|_| ApiError::Unauthenticated("the Authorization header is not text".into()))?;
-    let signature = RequestSignature::parse_header(header)?;
+    let signature = RequestSignature::parse_header(authorization(request)?)?;
     let record = accounts
         .client(&signature.signer)
         .map_err(|e| ApiError::Accounts(e.into()))?

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use roost_actors::{
     group::{self, GroupActor, GroupError},
-    Route,
+    Ask,
 };
 use roost_protocol::ds::{self, Committed, MAX_GROUP_ID};
 
@@ -16,14 +16,13 @@ pub fn routes(config: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
     config
         .service(resource(ds::DS_GROUPS).route(web::post().to(create)))
-        .service(resource("/ds/v1/groups/{group}/commit").route(web::post().to(commit)))
-        .service(resource("/ds/v1/groups/{group}/messages").route(web::post().to(send)))
+        .service(resource(ds::DS_COMMIT_ROUTE).route(web::post().to(commit)))
+        .service(resource(ds::DS_MESSAGES_ROUTE).route(web::post().to(send)))
         .service(
-            resource("/ds/v1/groups/{group}/external-commit-info")
-                .route(web::post().to(external_commit_info)),
+            resource(ds::DS_EXTERNAL_COMMIT_INFO_ROUTE).route(web::post().to(external_commit_info)),
         )
         .service(
-            resource("/ds/v1/groups/{group}/join-connection-group")
+            resource(ds::DS_JOIN_CONNECTION_GROUP_ROUTE)
                 .route(web::post().to(join_connection_group)),
         );
 }
@@ -37,28 +36,21 @@ fn group_id(hex_id: &str) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-/// Decodes the body and hands the message it makes to the group's actor.
+/// Decodes the body as `B` and hands the message it makes to the group's actor.
 async fn call<B, M, R>(
     state: &State,
     request: &HttpRequest,
     payload: web::Payload,
     group: Vec<u8>,
-    message: impl FnOnce(B) -> M,
 ) -> Result<R, ApiError>
 where
     B: DeserializeOwned,
-    M: actix::Message<Result = Result<R, GroupError>> + Send + 'static,
+    M: From<B> + actix::Message<Result = Result<R, GroupError>> + Send + 'static,
     R: Send + 'static,
     GroupActor: actix::Handler<M>,
 {
     let body: B = decode(&read_body(state, request, payload).await?)?;
-    Ok(state
-        .groups
-        .send(Route {
-            key: group,
-            message: message(body),
-        })
-        .await???)
+    Ok(state.groups.ask(group, M::from(body)).await?)
 }
 
 async fn create(
@@ -74,16 +66,8 @@ async fn create(
     }
     state
         .groups
-        .send(Route {
-            key: body.group_id,
-            message: group::CreateGroup {
-                ear_key: body.ear_key,
-                group_info: body.group_info,
-                creator: body.creator,
-                connection_group: body.connection_group,
-            },
-        })
-        .await???;
+        .ask(body.group_id.clone(), group::CreateGroup::from(body))
+        .await?;
     Ok(HttpResponse::Created().finish())
 }
 
@@ -93,20 +77,9 @@ async fn commit(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let epoch = call(
-        &state,
-        &request,
-        payload,
-        group_id(&group)?,
-        |body: ds::CommitRequest| group::Commit {
-            ear_key: body.ear_key,
-            commit: body.commit,
-            group_info: body.group_info,
-            added: body.added,
-            welcome: body.welcome,
-        },
-    )
-    .await?;
+    let epoch =
+        call::<ds::CommitRequest, group::Commit, _>(&state, &request, payload, group_id(&group)?)
+            .await?;
     Ok(encoded(StatusCode::OK, &Committed { epoch }))
 }
 
@@ -116,18 +89,8 @@ async fn send(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    call(
-        &state,
-        &request,
-        payload,
-        group_id(&group)?,
-        |body: ds::SendMessage| group::SendMessage {
-            ear_key: body.ear_key,
-            message: body.message,
-            sender_leaf: body.sender_leaf,
-        },
-    )
-    .await?;
+    call::<ds::SendMessage, group::SendMessage, _>(&state, &request, payload, group_id(&group)?)
+        .await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -137,14 +100,11 @@ async fn external_commit_info(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let info = call(
+    let info = call::<ds::EarKeyProof, group::GetExternalCommitInfo, _>(
         &state,
         &request,
         payload,
         group_id(&group)?,
-        |body: ds::EarKeyProof| group::GetExternalCommitInfo {
-            ear_key: body.ear_key,
-        },
     )
     .await?;
     Ok(encoded(StatusCode::OK, &info))
@@ -156,17 +116,11 @@ async fn join_connection_group(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let epoch = call(
+    let epoch = call::<ds::JoinConnectionGroup, group::JoinConnectionGroup, _>(
         &state,
         &request,
         payload,
         group_id(&group)?,
-        |body: ds::JoinConnectionGroup| group::JoinConnectionGroup {
-            ear_key: body.ear_key,
-            commit: body.commit,
-            group_info: body.group_info,
-            joiner: body.joiner,
-        },
     )
     .await?;
     Ok(encoded(StatusCode::OK, &Committed { epoch }))

@@ -3,8 +3,8 @@
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 
 use roost_actors::{
-    accounts::AccountsError, group::GroupError, key_packages::KeyPackageError, queue::QueueError,
-    registry::RegistryError,
+    accounts::AccountsError, group::GroupError, key_packages::KeyPackageError, qs::DeliveryError,
+    queue::QueueError, registry::RegistryError, AskError,
 };
 use roost_protocol::{api::ErrorBody, auth::AuthError, codec::CodecError};
 use roost_storage::StorageError;
@@ -71,6 +71,28 @@ impl From<CodecError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         ApiError::Unauthenticated(e.to_string())
+    }
+}
+
+impl<E> From<AskError<E>> for ApiError
+where
+    ApiError: From<E>,
+{
+    fn from(e: AskError<E>) -> Self {
+        match e {
+            AskError::Unavailable => ApiError::Unavailable,
+            AskError::Actor(e) => e.into(),
+        }
+    }
+}
+
+impl From<DeliveryError> for ApiError {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::WrongDomain(to) => ApiError::WrongDomain(to.to_string()),
+            DeliveryError::BadQueueRef => ApiError::BadQueueRef,
+            DeliveryError::Queue(e) => ApiError::Queue(e),
+        }
     }
 }
 

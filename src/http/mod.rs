@@ -80,8 +80,8 @@ pub struct FederationState {
     pub key: roost_protocol::SigningKey,
     pub peers: crate::federation::PeerKeys,
     pub policy: roost_protocol::federation::DomainPolicy,
-    /// Opens the queue references of relayed deliveries.
-    pub queue_ref_key: roost_protocol::HpkeSecretKey,
+    /// Where relayed deliveries go: the QS's one path into queues by sealed reference.
+    pub deliveries: roost_actors::qs::SealedDelivery,
 }
 
 pub type State = web::Data<Arc<AppState>>;

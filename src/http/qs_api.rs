@@ -4,10 +4,10 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 
 use roost_actors::{
     queue::{Enqueue, QueueId},
-    Route,
+    Ask,
 };
 use roost_protocol::{
-    api::{self, Enqueued, QueueItem},
+    api::{self, Enqueued, QueueItem, QueueKind},
     ClientId,
 };
 
@@ -23,11 +23,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
     config
         .service(
-            resource("/qs/v1/queues/{client}/messages")
+            resource(QueueKind::Messages.route())
                 .route(web::post().to(enqueue))
                 .route(web::get().to(fetch::<Messages>)),
         )
-        .service(resource("/qs/v1/queues/{client}/ack").route(web::post().to(ack::<Messages>)))
+        .service(resource(QueueKind::Messages.ack_route()).route(web::post().to(ack::<Messages>)))
         .service(resource(api::QS_QUEUE_REF_KEY).route(web::get().to(queue_ref_key)));
 }
 
@@ -56,13 +56,13 @@ async fn enqueue(
     }
     let seq = state
         .queues
-        .send(Route {
-            key: QueueId::messages(queue),
-            message: Enqueue(QueueItem::FromOwnClient {
+        .ask(
+            QueueId::messages(queue),
+            Enqueue(QueueItem::FromOwnClient {
                 sender: caller.client,
                 payload: message.payload,
             }),
-        })
-        .await???;
+        )
+        .await?;
     Ok(encoded(StatusCode::OK, &Enqueued { seq }))
 }

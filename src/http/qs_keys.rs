@@ -9,7 +9,7 @@ use roost_actors::{
     key_packages::{
         Claim, Claimant, Count, GetToken, KeyPackageActor, KeyPackageError, Publish, RotateToken,
     },
-    Route,
+    Ask,
 };
 use roost_protocol::api::{self, MAX_PUBLISH};
 
@@ -50,13 +50,7 @@ where
 {
     let (caller, body) = signed_request(&state, &request, payload).await?;
     let message = message(&caller, body)?;
-    let answer = state
-        .key_packages
-        .send(Route {
-            key: caller.user,
-            message,
-        })
-        .await???;
+    let answer = state.key_packages.ask(caller.user, message).await?;
     Ok(encoded(StatusCode::OK, &answer))
 }
 
@@ -136,10 +130,7 @@ async fn claim(
         .ok_or(ApiError::KeyPackages(KeyPackageError::UnknownToken))?;
     let claimed = state
         .key_packages
-        .send(Route {
-            key: user,
-            message: Claim(Claimant::Friend(body.token)),
-        })
-        .await???;
+        .ask(user, Claim(Claimant::Friend(body.token)))
+        .await?;
     Ok(encoded(StatusCode::OK, &claimed))
 }

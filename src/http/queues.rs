@@ -7,11 +7,11 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use roost_actors::{
-    queue::{Ack, Fetch, QueueId, QueueKind},
-    Route,
+    queue::{Ack, Fetch, QueueId},
+    Ask,
 };
 use roost_protocol::{
-    api::{self, MAX_FETCH, MAX_WAIT_MS},
+    api::{self, QueueKind, MAX_FETCH, MAX_WAIT_MS},
     ClientId,
 };
 
@@ -72,15 +72,15 @@ pub(crate) async fn fetch<K: Kind>(
     own_queue(&caller, &queue)?;
     let batch = state
         .queues
-        .send(Route {
-            key: queue_id::<K>(queue),
-            message: Fetch {
+        .ask(
+            queue_id::<K>(queue),
+            Fetch {
                 from: query.from,
                 max: query.max.unwrap_or(MAX_FETCH).clamp(1, MAX_FETCH),
                 wait: Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS)),
             },
-        })
-        .await???;
+        )
+        .await?;
     Ok(encoded(StatusCode::OK, &batch))
 }
 
@@ -96,10 +96,7 @@ pub(crate) async fn ack<K: Kind>(
     let ack: api::Ack = decode(&body)?;
     state
         .queues
-        .send(Route {
-            key: queue_id::<K>(queue),
-            message: Ack { up_to: ack.up_to },
-        })
-        .await???;
+        .ask(queue_id::<K>(queue), Ack { up_to: ack.up_to })
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,0 +1,200 @@
+//! The QS's one way into message queues by sealed queue reference: group deliveries, whether
+//! fanned out by this server's DS ([`crate::group::Delivery`]) or relayed by another homeserver
+//! (the server's federation endpoint).
+//!
+//! Owns the QS's secret key for sealed queue references ([`QueueRefs`]): nothing else opens
+//! them. A delivery is queued only if its reference is for this domain and opens with that key;
+//! each queue takes its part of a call in one append (one flush), the queues side by side, in
+//! the order given. A relayed delivery is queued once per its sender's delivery id
+//! (`FederatedDelivery::dedup_key`), so a sender's retry queues nothing twice.
+
+use actix::Addr;
+
+use roost_protocol::{
+    api::QueueItem,
+    ds::{GroupDelivery, SealedQueueRef},
+    federation::FederatedDelivery,
+    ClientId, Domain, HpkePublicKey, HpkeSecretKey,
+};
+
+use crate::{
+    pool::{Ask, AskError, Pool},
+    queue::{EnqueueMany, QueueActor, QueueError, QueueId},
+};
+
+/// This QS's domain and the key it opens sealed queue references with.
+#[derive(Clone)]
+pub struct QueueRefs {
+    domain: Domain,
+    key: HpkeSecretKey,
+}
+
+impl QueueRefs {
+    pub fn new(domain: Domain, key: HpkeSecretKey) -> Self {
+        QueueRefs { domain, key }
+    }
+
+    pub fn domain(&self) -> &Domain {
+        &self.domain
+    }
+
+    /// What clients seal their queue references to.
+    pub fn public_key(&self) -> HpkePublicKey {
+        self.key.public_key()
+    }
+
+    /// The local client `queue_ref` names: refused unless it is for this domain and opens here.
+    pub fn open(&self, queue_ref: &SealedQueueRef) -> Result<ClientId, DeliveryError> {
+        if queue_ref.domain != self.domain {
+            return Err(DeliveryError::WrongDomain(queue_ref.domain.clone()));
+        }
+        queue_ref
+            .open(&self.key)
+            .map_err(|_| DeliveryError::BadQueueRef)
+    }
+}
+
+/// Why one delivery was not queued, for good: sending it again cannot help.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// For another domain than this QS's.
+    #[error("this delivery is for {0}, not for this server")]
+    WrongDomain(Domain),
+    #[error("the queue reference does not open at this server")]
+    BadQueueRef,
+    /// Its queue refused it: a limit, or there is no such queue.
+    #[error(transparent)]
+    Queue(QueueError),
+}
+
+/// What one call delivered: an outcome per delivery in its order (its seq, or why it was
+/// refused for good); `Err` if some queue could not take its part for a reason worth retrying
+/// (its actor is not running, or the store failed): then some deliveries may have been queued
+/// and some not.
+pub type Delivered = Result<Vec<Result<u64, DeliveryError>>, AskError<QueueError>>;
+
+/// One group delivery for the queue a sealed reference names; `id` (if any) is what it is
+/// queued once by.
+pub struct ToQueue {
+    pub queue: SealedQueueRef,
+    pub item: GroupDelivery,
+    pub id: Option<[u8; 32]>,
+}
+
+/// Delivers into local message queues by sealed queue reference.
+#[derive(Clone)]
+pub struct SealedDelivery {
+    refs: QueueRefs,
+    queues: Addr<Pool<QueueActor>>,
+}
+
+impl SealedDelivery {
+    pub fn new(refs: QueueRefs, queues: Addr<Pool<QueueActor>>) -> Self {
+        SealedDelivery { refs, queues }
+    }
+
+    pub fn refs(&self) -> &QueueRefs {
+        &self.refs
+    }
+
+    /// Queues each delivery into the queue its reference names; answers once every one queued
+    /// is durable.
+    pub async fn deliver(&self, deliveries: Vec<ToQueue>) -> Delivered {
+        let mut outcomes: Vec<Result<u64, DeliveryError>> = Vec::with_capacity(deliveries.len());
+        let mut parts: Vec<QueuePart> = Vec::new();
+        for (index, delivery) in deliveries.into_iter().enumerate() {
+            let client = match self.refs.open(&delivery.queue) {
+                Ok(client) => client,
+                Err(e) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+            };
+            outcomes.push(Ok(0));
+            let item = (QueueItem::Group(delivery.item), delivery.id);
+            match parts.iter_mut().find(|part| part.client == client) {
+                Some(part) => {
+                    part.indices.push(index);
+                    part.items.push(item);
+                }
+                None => parts.push(QueuePart {
+                    client,
+                    indices: vec![index],
+                    items: vec![item],
+                }),
+            }
+        }
+        // Each queue takes its part in one append (one flush); the queues run side by side.
+        let appends = parts.into_iter().map(|part| async move {
+            let appended = self
+                .queues
+                .ask(
+                    QueueId::messages(part.client),
+                    EnqueueMany { items: part.items },
+                )
+                .await;
+            (part.indices, appended)
+        });
+        let mut retry = None;
+        for (indices, appended) in futures_util::future::join_all(appends).await {
+            match appended {
+                Ok(each) => {
+                    for (index, queued) in indices.into_iter().zip(each) {
+                        outcomes[index] = queued.map_err(DeliveryError::Queue);
+                    }
+                }
+                // A queue that does not exist refuses its part for good.
+                Err(AskError::Actor(QueueError::UnknownQueue)) => {
+                    for index in indices {
+                        outcomes[index] = Err(DeliveryError::Queue(QueueError::UnknownQueue));
+                    }
+                }
+                Err(e) => {
+                    retry.get_or_insert(e);
+                }
+            }
+        }
+        match retry {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    }
+
+    /// Queues deliveries relayed by `from`, each once per its id; a delivery not addressed to
+    /// this domain is refused ([`DeliveryError::WrongDomain`]).
+    pub async fn deliver_relayed(
+        &self,
+        from: &Domain,
+        deliveries: Vec<FederatedDelivery>,
+    ) -> Delivered {
+        let mut wrong = Vec::new();
+        let mut addressed = Vec::new();
+        for (index, delivery) in deliveries.into_iter().enumerate() {
+            if delivery.to != self.refs.domain || delivery.queue.domain != self.refs.domain {
+                wrong.push((index, delivery.to));
+                continue;
+            }
+            addressed.push(ToQueue {
+                id: Some(delivery.dedup_key(from)),
+                queue: delivery.queue,
+                item: delivery.item,
+            });
+        }
+        let mut outcomes = self.deliver(addressed).await?.into_iter();
+        let total = outcomes.len() + wrong.len();
+        let mut wrong = wrong.into_iter().peekable();
+        Ok((0..total)
+            .map(|index| match wrong.next_if(|(at, _)| *at == index) {
+                Some((_, to)) => Err(DeliveryError::WrongDomain(to)),
+                None => outcomes.next().expect("an outcome per addressed delivery"),
+            })
+            .collect())
+    }
+}
+
+/// One queue's part of a call, in the call's order: which deliveries, and what to append.
+struct QueuePart {
+    client: ClientId,
+    indices: Vec<usize>,
+    items: Vec<(QueueItem, Option<[u8; 32]>)>,
+}
