@@ -8,17 +8,10 @@ use roost_protocol::{
     codec, ClientId,
 };
 
-use super::{Server, ServerError, Signer, REQUEST_TIMEOUT};
+/// Which of a client's queues (the one definition, in the protocol).
+pub use roost_protocol::api::QueueKind;
 
-/// A client's two queues on its home server. Both are read the same way (fetch from a position,
-/// then acknowledge), so one implementation serves both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueKind {
-    /// The QS message queue: notices and messages from the user's own clients.
-    Messages,
-    /// The AS connection queue: sealed connection requests from anyone.
-    Connections,
-}
+use super::{Server, ServerError, Signer, REQUEST_TIMEOUT};
 
 /// One queue of one client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +23,6 @@ pub struct Queue {
 impl Queue {
     pub fn new(kind: QueueKind, client: ClientId) -> Self {
         Queue { kind, client }
-    }
-
-    /// Where messages are fetched from.
-    fn messages_path(&self) -> String {
-        match self.kind {
-            QueueKind::Messages => api::qs_queue_messages(&self.client),
-            QueueKind::Connections => api::as_connection_queue(&self.client),
-        }
-    }
-
-    fn ack_path(&self) -> String {
-        match self.kind {
-            QueueKind::Messages => api::qs_queue_ack(&self.client),
-            QueueKind::Connections => api::as_connection_queue_ack(&self.client),
-        }
     }
 }
 
@@ -64,7 +42,7 @@ impl Server {
             .min(api::MAX_WAIT_MS);
         let path = format!(
             "{}?from={from}&max={max}&wait_ms={wait_ms}",
-            queue.messages_path()
+            queue.kind.path(&queue.client)
         );
         let timeout = REQUEST_TIMEOUT + Duration::from_millis(wait_ms);
         let batch: QueueBatch = self
@@ -82,8 +60,13 @@ impl Server {
         up_to: u64,
     ) -> Result<(), ServerError> {
         let bytes = codec::encode(&Ack { up_to });
-        self.call_no_content(Method::POST, &queue.ack_path(), Some(bytes), Some(signer))
-            .await
+        self.call_no_content(
+            Method::POST,
+            &queue.kind.ack_path(&queue.client),
+            Some(bytes),
+            Some(signer),
+        )
+        .await
     }
 }
 
