@@ -24,7 +24,7 @@ use roost_protocol::{
 };
 use roost_storage::{Durability, OutboxStore, StorageError};
 
-use crate::pool::{pooled_actor, Membership, Pooled};
+use crate::pool::{pooled_actor, pooled_messages, Membership, Pooled};
 
 /// Why a batch of deliveries did not go through.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -118,12 +118,12 @@ impl Pooled for FederationActor {
 }
 
 pooled_actor!(FederationActor);
+pooled_messages!(FederationActor: Relay, Wake);
 
 impl Handler<Relay> for FederationActor {
     type Result = ResponseActFuture<Self, Result<(), StorageError>>;
 
     fn handle(&mut self, Relay(deliveries): Relay, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let pushed = self.deps.outbox.push(&self.domain, &deliveries);
         let durability = self.deps.durability.clone();
         Box::pin(
@@ -146,7 +146,6 @@ impl Handler<Wake> for FederationActor {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
-        self.membership.touch();
         self.pump(ctx);
     }
 }

@@ -37,7 +37,7 @@ use roost_storage::{Durability, GroupStore, StorageError};
 use crate::{
     federation::{FederationActor, Relay},
     once_durable,
-    pool::{pooled_actor, Ask, Membership, Pool, Pooled},
+    pool::{pooled_actor, pooled_messages, Ask, Membership, Pool, Pooled},
     qs::{DeliveryError, SealedDelivery, ToQueue},
 };
 
@@ -196,6 +196,7 @@ impl Pooled for GroupActor {
 }
 
 pooled_actor!(GroupActor);
+pooled_messages!(GroupActor: CreateGroup, Commit, SendMessage, GetExternalCommitInfo, JoinConnectionGroup);
 
 fn parse_group_info(bytes: &[u8]) -> Result<VerifiableGroupInfo, GroupError> {
     match MlsMessageIn::tls_deserialize_exact(bytes)
@@ -395,7 +396,6 @@ impl Handler<CreateGroup> for GroupActor {
     type Result = AtomicResponse<Self, Result<(), GroupError>>;
 
     fn handle(&mut self, msg: CreateGroup, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let created = (|| -> Result<(), GroupError> {
             if self.deps.groups.get(&self.group_id)?.is_some() {
                 return Err(GroupError::GroupExists);
@@ -471,7 +471,6 @@ impl Handler<Commit> for GroupActor {
     type Result = AtomicResponse<Self, Result<u64, GroupError>>;
 
     fn handle(&mut self, msg: Commit, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let applied = (|| {
             let mut opened = self.open(&msg.ear_key)?;
             let applied = self.apply_commit(&mut opened, &msg.commit, &msg.group_info, false)?;
@@ -544,7 +543,6 @@ impl Handler<SendMessage> for GroupActor {
     type Result = AtomicResponse<Self, Result<(), GroupError>>;
 
     fn handle(&mut self, msg: SendMessage, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let recipients = (|| {
             let opened = self.open(&msg.ear_key)?;
             let message = parse_protocol_message(&msg.message)?;
@@ -601,7 +599,6 @@ impl Handler<GetExternalCommitInfo> for GroupActor {
     type Result = Result<ExternalCommitInfo, GroupError>;
 
     fn handle(&mut self, msg: GetExternalCommitInfo, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let opened = self.open(&msg.ear_key)?;
         Ok(ExternalCommitInfo {
             group_info: opened.state.group_info.clone(),
@@ -640,7 +637,6 @@ impl Handler<JoinConnectionGroup> for GroupActor {
     type Result = AtomicResponse<Self, Result<u64, GroupError>>;
 
     fn handle(&mut self, msg: JoinConnectionGroup, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let applied = (|| {
             let mut opened = self.open(&msg.ear_key)?;
             if !opened.state.connection_group {

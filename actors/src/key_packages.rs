@@ -23,7 +23,7 @@ use roost_storage::{AccountStore, Durability, KeyPackageStore, StorageError, Sto
 
 use crate::{
     once_durable,
-    pool::{pooled_actor, Membership, Pooled},
+    pool::{pooled_actor, pooled_messages, Membership, Pooled},
     qs::QueueRefs,
 };
 
@@ -81,6 +81,7 @@ impl Pooled for KeyPackageActor {
 }
 
 pooled_actor!(KeyPackageActor);
+pooled_messages!(KeyPackageActor: Publish, Count, GetToken, RotateToken, Claim, RemoveClient);
 
 impl KeyPackageActor {
     /// Checks one entry of `client` (registered with `credential`); says why it is refused, or
@@ -152,7 +153,6 @@ impl Handler<Publish> for KeyPackageActor {
     type Result = ResponseFuture<Result<KeyPackageCount, KeyPackageError>>;
 
     fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let now = Timestamp::now();
         let stored = (|| -> Result<_, KeyPackageError> {
             // The caller was authenticated; it is gone only if deleted in the meantime.
@@ -183,13 +183,11 @@ impl Handler<Publish> for KeyPackageActor {
                     not_after,
                 });
             }
-            let before = self.deps.store.count(&self.user, &msg.client, now)?;
-            let new_one_time = packages.iter().filter(|p| !p.last_resort).count();
-            if before.remaining as usize + new_one_time > MAX_KEY_PACKAGES_PER_CLIENT as usize {
-                return Err(KeyPackageError::TooMany);
-            }
-            self.deps.store.publish(&self.user, &packages)?;
-            Ok(self.deps.store.count(&self.user, &msg.client, now)?)
+            let (user, client) = (&self.user, &msg.client);
+            self.deps
+                .store
+                .publish(user, client, &packages, MAX_KEY_PACKAGES_PER_CLIENT, now)?
+                .ok_or(KeyPackageError::TooMany)
         })();
         once_durable(&self.deps.durability, stored)
     }
@@ -206,7 +204,6 @@ impl Handler<Count> for KeyPackageActor {
     type Result = Result<KeyPackageCount, KeyPackageError>;
 
     fn handle(&mut self, msg: Count, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         Ok(self
             .deps
             .store
@@ -225,7 +222,6 @@ impl Handler<GetToken> for KeyPackageActor {
     type Result = ResponseFuture<Result<FriendshipToken, KeyPackageError>>;
 
     fn handle(&mut self, _: GetToken, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let token = (|| -> Result<_, KeyPackageError> {
             if let Some(token) = self.deps.store.token_of(&self.user)? {
                 return Ok(token);
@@ -247,7 +243,6 @@ impl Handler<RotateToken> for KeyPackageActor {
     type Result = ResponseFuture<Result<FriendshipToken, KeyPackageError>>;
 
     fn handle(&mut self, _: RotateToken, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let token = FriendshipToken::random();
         let stored = self
             .deps
@@ -276,7 +271,6 @@ impl Handler<Claim> for KeyPackageActor {
     type Result = ResponseFuture<Result<ClaimedKeyPackages, KeyPackageError>>;
 
     fn handle(&mut self, Claim(claimant): Claim, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let taken = (|| -> Result<_, KeyPackageError> {
             let mut clients = self.clients()?;
             match claimant {
@@ -310,7 +304,6 @@ impl Handler<RemoveClient> for KeyPackageActor {
     type Result = Result<(), KeyPackageError>;
 
     fn handle(&mut self, msg: RemoveClient, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         Ok(self.deps.store.remove_client(&self.user, &msg.client)?)
     }
 }

@@ -6,6 +6,10 @@
 //! the same key never runs beside an old one. State lives in the store, so a retired actor
 //! loses nothing.
 //!
+//! The pool, not each handler, counts what an actor handled: it forwards every message wrapped
+//! in [`Routed`], and [`pooled_messages!`] gives each actor one handler per message kind that
+//! counts the message and then runs the actor's own handler for it.
+//!
 //! A pool's actors run on its [`Workers`]: the actix system thread, or threads of their own
 //! (each key always on the same one), so that slow work of one kind (MLS validation, sealing a
 //! fan-out) neither waits for nor holds up the actors of another.
@@ -47,7 +51,7 @@ pub struct Membership<A: Pooled> {
 }
 
 impl<A: Pooled> Membership<A> {
-    /// Call at the start of every handler of a message that came through the pool.
+    /// Counts a message that came through the pool (see [`pooled_messages!`]).
     pub fn touch(&mut self) {
         self.handled += 1;
         self.last_active = Instant::now();
@@ -104,6 +108,36 @@ macro_rules! pooled_actor {
     };
 }
 pub(crate) use pooled_actor;
+
+/// A message as the pool forwards it to an actor; answered as the message itself is.
+pub struct Routed<M>(pub M);
+
+impl<M: Message> Message for Routed<M> {
+    type Result = M::Result;
+}
+
+/// For each message kind a pooled actor takes through its pool, a handler of [`Routed`] that
+/// counts it in the actor's [`Membership`] and then runs the actor's own handler. Every message
+/// the pool forwards must be listed, or it does not compile.
+macro_rules! pooled_messages {
+    ($actor:ty: $($message:ty),+ $(,)?) => {
+        $(
+            impl actix::Handler<$crate::pool::Routed<$message>> for $actor {
+                type Result = <$actor as actix::Handler<$message>>::Result;
+
+                fn handle(
+                    &mut self,
+                    routed: $crate::pool::Routed<$message>,
+                    ctx: &mut Self::Context,
+                ) -> Self::Result {
+                    $crate::pool::Pooled::membership(self).touch();
+                    <$actor as actix::Handler<$message>>::handle(self, routed.0, ctx)
+                }
+            }
+        )+
+    };
+}
+pub(crate) use pooled_messages;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -243,7 +277,7 @@ impl<A: Pooled> Actor for Pool<A> {
 
 impl<A, M> Handler<Route<A::Key, M>> for Pool<A>
 where
-    A: Pooled + Handler<M>,
+    A: Pooled + Handler<Routed<M>>,
     M: Message + Send + 'static,
     M::Result: Send,
 {
@@ -253,7 +287,7 @@ where
         let entry = self.entry(route.key, ctx.address());
         entry.forwarded += 1;
         // `send` enqueues now, in the pool's order; the future only waits for the answer.
-        entry.addr.send(route.message).boxed_local()
+        entry.addr.send(Routed(route.message)).boxed_local()
     }
 }
 
@@ -280,7 +314,7 @@ pub struct ToEveryone<M>(pub M);
 
 impl<A, M> Handler<ToEveryone<M>> for Pool<A>
 where
-    A: Pooled + Handler<M>,
+    A: Pooled + Handler<Routed<M>>,
     M: Message + Clone + Send + 'static,
     M::Result: Send,
 {
@@ -289,7 +323,7 @@ where
     fn handle(&mut self, ToEveryone(message): ToEveryone<M>, _: &mut Self::Context) {
         for entry in self.actors.values_mut() {
             entry.forwarded += 1;
-            entry.addr.do_send(message.clone());
+            entry.addr.do_send(Routed(message.clone()));
         }
     }
 }
@@ -313,7 +347,7 @@ pub trait Ask<A: Pooled> {
         message: M,
     ) -> impl std::future::Future<Output = Result<T, AskError<E>>>
     where
-        A: Handler<M>,
+        A: Handler<Routed<M>>,
         M: Message<Result = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static;
@@ -322,7 +356,7 @@ pub trait Ask<A: Pooled> {
 impl<A: Pooled> Ask<A> for Addr<Pool<A>> {
     async fn ask<M, T, E>(&self, key: A::Key, message: M) -> Result<T, AskError<E>>
     where
-        A: Handler<M>,
+        A: Handler<Routed<M>>,
         M: Message<Result = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,

@@ -22,7 +22,7 @@ use roost_storage::{
 
 use crate::{
     once_durable,
-    pool::{Membership, Pooled, Retire},
+    pool::{pooled_messages, Membership, Pooled, Retire},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +180,8 @@ pub struct QueueActor {
     membership: Membership<QueueActor>,
 }
 
+pooled_messages!(QueueActor: Enqueue, EnqueueMany, Fetch, Ack, Closing, DeleteQueue);
+
 impl Pooled for QueueActor {
     type Key = QueueId;
     type Deps = QueueDeps;
@@ -314,7 +316,6 @@ impl QueueActor {
         &mut self,
         items: Vec<(QueueItem, Option<[u8; 32]>)>,
     ) -> ResponseActFuture<Self, Result<Vec<Result<u64, QueueError>>, QueueError>> {
-        self.membership.touch();
         let appended = items
             .iter()
             .map(|(item, delivery)| self.append_one(item, delivery.as_ref()))
@@ -394,7 +395,6 @@ impl Handler<Fetch> for QueueActor {
     type Result = ResponseFuture<Result<QueueBatch, QueueError>>;
 
     fn handle(&mut self, fetch: Fetch, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let immediate = self.key().and_then(|_| {
             self.next_seq()?;
             self.batch(fetch.from, fetch.max)
@@ -441,7 +441,6 @@ impl Handler<Ack> for QueueActor {
     type Result = ResponseFuture<Result<(), QueueError>>;
 
     fn handle(&mut self, ack: Ack, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let removed = self.key().and_then(|_| {
             self.next_seq()?;
             let freed = self.store.ack(&self.client, ack.up_to)?;
@@ -456,7 +455,6 @@ impl Handler<Closing> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _: Closing, _ctx: &mut Self::Context) {
-        self.membership.touch();
         for waiter in self.waiters.drain(..) {
             let _ = waiter.reply.send(Ok(QueueBatch {
                 messages: Vec::new(),
@@ -470,7 +468,6 @@ impl Handler<DeleteQueue> for QueueActor {
     type Result = ResponseFuture<Result<(), QueueError>>;
 
     fn handle(&mut self, _: DeleteQueue, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         self.key = None;
         self.next_seq = None;
         self.usage = QueueUsage::default();

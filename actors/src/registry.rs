@@ -14,7 +14,7 @@ use roost_storage::{AccountStore, ConnectionPackageStore, Durability, Redeemed, 
 
 use crate::{
     once_durable,
-    pool::{pooled_actor, Membership, Pooled},
+    pool::{pooled_actor, pooled_messages, Membership, Pooled},
 };
 
 /// Most packages the AS keeps for one client.
@@ -65,6 +65,7 @@ impl Pooled for RegistryActor {
 }
 
 pooled_actor!(RegistryActor);
+pooled_messages!(RegistryActor: Publish, Count, Take, Redeem, RemoveClient);
 
 impl RegistryActor {
     fn check(
@@ -109,19 +110,16 @@ impl Handler<Publish> for RegistryActor {
     type Result = ResponseFuture<Result<ConnectionPackageCount, RegistryError>>;
 
     fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let now = Timestamp::now();
         let stored = (|| -> Result<_, RegistryError> {
             for (index, package) in msg.packages.iter().enumerate() {
                 self.check(&msg.client, index, package, now)?;
             }
-            let before = self.deps.packages.count(&self.user, &msg.client, now)?;
-            let new_one_time = msg.packages.iter().filter(|p| !p.body.last_resort).count();
-            if before.remaining as usize + new_one_time > MAX_PACKAGES_PER_CLIENT as usize {
-                return Err(RegistryError::TooMany);
-            }
-            self.deps.packages.publish(&self.user, &msg.packages)?;
-            Ok(self.deps.packages.count(&self.user, &msg.client, now)?)
+            let (user, client) = (&self.user, &msg.client);
+            self.deps
+                .packages
+                .publish(user, client, &msg.packages, MAX_PACKAGES_PER_CLIENT, now)?
+                .ok_or(RegistryError::TooMany)
         })();
         once_durable(&self.deps.durability, stored)
     }
@@ -138,7 +136,6 @@ impl Handler<Count> for RegistryActor {
     type Result = Result<ConnectionPackageCount, RegistryError>;
 
     fn handle(&mut self, msg: Count, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         Ok(self
             .deps
             .packages
@@ -155,7 +152,6 @@ impl Handler<Take> for RegistryActor {
     type Result = ResponseFuture<Result<Vec<ConnectionPackage>, RegistryError>>;
 
     fn handle(&mut self, _: Take, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         let taken = (|| -> Result<_, RegistryError> {
             let user = self
                 .deps
@@ -185,7 +181,6 @@ impl Handler<Redeem> for RegistryActor {
     type Result = Result<Option<Redeemed>, RegistryError>;
 
     fn handle(&mut self, msg: Redeem, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         Ok(self
             .deps
             .packages
@@ -204,7 +199,6 @@ impl Handler<RemoveClient> for RegistryActor {
     type Result = Result<(), RegistryError>;
 
     fn handle(&mut self, msg: RemoveClient, _ctx: &mut Self::Context) -> Self::Result {
-        self.membership.touch();
         Ok(self.deps.packages.remove_client(&self.user, &msg.client)?)
     }
 }

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 
 use roost_actors::{
     group::{self, GroupActor, GroupError},
+    pool::Routed,
     Ask,
 };
 use roost_protocol::ds::{self, Committed, MAX_GROUP_ID};
@@ -47,7 +48,7 @@ where
     B: DeserializeOwned,
     M: From<B> + actix::Message<Result = Result<R, GroupError>> + Send + 'static,
     R: Send + 'static,
-    GroupActor: actix::Handler<M>,
+    GroupActor: actix::Handler<Routed<M>>,
 {
     let body: B = decode(&read_body(state, request, payload).await?)?;
     Ok(state.groups.ask(group, M::from(body)).await?)

@@ -9,6 +9,7 @@ use roost_actors::{
     key_packages::{
         Claim, Claimant, Count, GetToken, KeyPackageActor, KeyPackageError, Publish, RotateToken,
     },
+    pool::Routed,
     Ask,
 };
 use roost_protocol::api::{self, MAX_PUBLISH};
@@ -46,7 +47,7 @@ async fn for_own_user<M, R>(
 where
     M: Message<Result = Result<R, KeyPackageError>> + Send + 'static,
     R: serde::Serialize + Send + 'static,
-    KeyPackageActor: Handler<M>,
+    KeyPackageActor: Handler<Routed<M>>,
 {
     let (caller, body) = signed_request(&state, &request, payload).await?;
     let message = message(&caller, body)?;

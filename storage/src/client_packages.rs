@@ -61,8 +61,27 @@ impl<P: ClientPackage> ClientPackages<P> {
         self.table.check(name, |_| true, report);
     }
 
-    /// Stores packages, all or nothing; a new last-resort package replaces its client's old one.
-    pub(crate) fn publish(&self, user: &UserName, packages: &[P]) -> Result<()> {
+    /// Stores packages of `client`, all or nothing, unless that would leave it more than
+    /// `max_one_time` valid one-time packages; a new last-resort package replaces the client's
+    /// old one. Answers the client's count after, or `None` (nothing stored) over the cap.
+    pub(crate) fn publish(
+        &self,
+        user: &UserName,
+        client: &ClientId,
+        packages: &[P],
+        max_one_time: u32,
+        now: Timestamp,
+    ) -> Result<Option<PackageCount>> {
+        let before = self.count(user, client, now)?;
+        let new_one_time = packages.iter().filter(|p| !p.last_resort()).count();
+        if before.remaining as usize + new_one_time > max_one_time as usize {
+            return Ok(None);
+        }
+        self.store(user, packages)?;
+        self.count(user, client, now).map(Some)
+    }
+
+    fn store(&self, user: &UserName, packages: &[P]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for package in packages.iter().filter(|p| p.last_resort()) {
             let mut prefix = client_prefix(user, &package.client_id());

@@ -73,8 +73,18 @@ impl ConnectionPackageStore {
     /// Stores packages of one client; a new last-resort package replaces the old one. (A
     /// replaced last resort that was already handed out stays redeemable until it expires: an
     /// initiator may have fetched it a moment before. Clients keep its key as long.)
-    pub fn publish(&self, user: &UserName, packages: &[ConnectionPackage]) -> Result<()> {
-        self.packages.publish(user, packages)
+    /// `None` (nothing stored) if the client would hold more than `max_one_time` one-time
+    /// packages.
+    pub fn publish(
+        &self,
+        user: &UserName,
+        client: &ClientId,
+        packages: &[ConnectionPackage],
+        max_one_time: u32,
+        now: Timestamp,
+    ) -> Result<Option<ConnectionPackageCount>> {
+        self.packages
+            .publish(user, client, packages, max_one_time, now)
     }
 
     pub fn count(
@@ -208,10 +218,11 @@ mod tests {
         };
         let short = package(10, false);
         let long = package(3600, true);
-        packages
-            .publish(&user, &[short.clone(), long.clone()])
-            .unwrap();
         let now = Timestamp::now();
+        packages
+            .publish(&user, &client, &[short.clone(), long.clone()], 10, now)
+            .unwrap()
+            .expect("under the cap");
         assert_eq!(
             packages.take(&user, &[client], now).unwrap(),
             vec![short.clone()]

@@ -77,8 +77,18 @@ impl KeyPackageStore {
     }
 
     /// Stores entries of one client, all or nothing; a new last-resort entry replaces the old.
-    pub fn publish(&self, user: &UserName, packages: &[StoredKeyPackage]) -> Result<()> {
-        self.packages.publish(user, packages)
+    /// `None` (nothing stored) if the client would hold more than `max_one_time` one-time
+    /// entries.
+    pub fn publish(
+        &self,
+        user: &UserName,
+        client: &ClientId,
+        packages: &[StoredKeyPackage],
+        max_one_time: u32,
+        now: Timestamp,
+    ) -> Result<Option<KeyPackageCount>> {
+        self.packages
+            .publish(user, client, packages, max_one_time, now)
     }
 
     pub fn count(
@@ -189,13 +199,14 @@ mod tests {
         let expired = stored(phone, false, 0);
         let old_last_resort = stored(phone, true, 60);
         let last_resort = stored(phone, true, 60);
-        store
-            .publish(&alice, &[one_time.clone(), expired, old_last_resort])
-            .unwrap();
-        store
-            .publish(&alice, std::slice::from_ref(&last_resort))
-            .unwrap();
         let now = Timestamp::now();
+        let publish = |packages: &[StoredKeyPackage], max| {
+            store.publish(&alice, &phone, packages, max, now).unwrap()
+        };
+        publish(&[one_time.clone(), expired, old_last_resort], 2).expect("under the cap");
+        // Over the cap nothing is stored, not even the last resort that came with it.
+        assert_eq!(publish(&[one_time.clone(), last_resort.clone()], 1), None);
+        publish(std::slice::from_ref(&last_resort), 1).expect("a last resort is not capped");
         assert_eq!(
             store.count(&alice, &phone, now).unwrap(),
             KeyPackageCount {
