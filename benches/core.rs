@@ -22,7 +22,7 @@ use openmls::prelude::{LeafNodeParameters, MlsGroup, MlsMessageOut, OpenMlsProvi
 
 use roost_actors::{
     federation::{FederationActor, FederationDeps, RelayError, RetryPolicy, Transport},
-    group::{self, CreateGroup, Delivery, GroupActor, GroupDeps},
+    group::{self, Delivery, DsRequest, GroupActor, GroupDeps},
     qs::{QueueRefs, SealedDelivery},
     queue::{self, Enqueue, Fetch, QueueDeps, QueueId},
     Pool, QueueActor, Route,
@@ -35,7 +35,9 @@ use roost_protocol::{
         ConnectionEstablishmentBody, ConnectionEstablishmentPackage, ConnectionPackage, EarKey,
     },
     credentials::Validity,
-    ds::{GroupDelivery, MemberCard, MemberEntry, SealedQueueRef, WelcomeBundle},
+    ds::{
+        self as protocol_ds, GroupDelivery, MemberCard, MemberEntry, SealedQueueRef, WelcomeBundle,
+    },
     federation::{DomainPolicy, FederatedDelivery, RelayOutcome},
     ids::now_millis,
     AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential, ClientId, Domain,
@@ -481,12 +483,13 @@ impl BenchGroup {
         ds.groups
             .send(Route {
                 key: group_id.clone(),
-                message: CreateGroup {
+                message: DsRequest(protocol_ds::CreateGroup {
+                    group_id: group_id.clone(),
                     ear_key: ear_key.clone(),
                     group_info,
                     creator: ds.entry(&creator, committer.signer.public(), &group_id, &credentials),
                     connection_group: false,
-                },
+                }),
             })
             .await
             .unwrap()
@@ -513,7 +516,7 @@ impl BenchGroup {
             .groups
             .send(Route {
                 key: group_id.clone(),
-                message: group::Commit {
+                message: DsRequest(protocol_ds::CommitRequest {
                     ear_key: ear_key.clone(),
                     commit: commit.to_bytes().unwrap(),
                     group_info,
@@ -523,7 +526,7 @@ impl BenchGroup {
                         welcome: welcome.to_bytes().unwrap(),
                         encrypted_keys: vec![],
                     }),
-                },
+                }),
             })
             .await
             .unwrap()
@@ -551,13 +554,13 @@ impl BenchGroup {
             .unwrap()
             .into_messages();
         let group_info: MlsMessageOut = group_info.expect("the ratchet-tree extension is on");
-        group::Commit {
+        DsRequest(protocol_ds::CommitRequest {
             ear_key: self.ear_key.clone(),
             commit: commit.to_bytes().unwrap(),
             group_info: group_info.to_bytes().unwrap(),
             added: vec![],
             welcome: None,
-        }
+        })
     }
 
     /// After the DS accepted the commit.

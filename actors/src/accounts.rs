@@ -100,12 +100,7 @@ pub struct AccountsDeps {
 
 pub struct AccountsActor {
     config: AccountsConfig,
-    store: AccountStore,
-    durability: Durability,
-    keys: Arc<ServerKeys>,
-    queues: Addr<Pool<QueueActor>>,
-    registries: Addr<Pool<RegistryActor>>,
-    key_packages: Addr<Pool<KeyPackageActor>>,
+    deps: AccountsDeps,
     passwords: Passwords,
     /// Verified against when the user is unknown, so both cases take the same time.
     dummy_hash: Arc<String>,
@@ -113,25 +108,12 @@ pub struct AccountsActor {
 
 impl AccountsActor {
     pub fn new(config: AccountsConfig, deps: AccountsDeps) -> std::io::Result<Self> {
-        let AccountsDeps {
-            store,
-            durability,
-            keys,
-            queues,
-            registries,
-            key_packages,
-        } = deps;
         let passwords = Passwords::start(config.hashing_threads)?;
         let dummy_hash = crate::passwords::hash_with(&mut Vec::new(), "not a real password")
             .map_err(std::io::Error::other)?;
         Ok(AccountsActor {
             config,
-            store,
-            durability,
-            keys,
-            queues,
-            registries,
-            key_packages,
+            deps,
             passwords,
             dummy_hash: Arc::new(dummy_hash),
         })
@@ -143,7 +125,7 @@ impl AccountsActor {
             ClientId::random(),
             client.verifying_key,
             Validity::starting_now(self.config.client_credential_lifetime_secs),
-            &self.keys.intermediate_key,
+            &self.deps.keys.intermediate_key,
         );
         ClientRecord {
             credential,
@@ -154,7 +136,8 @@ impl AccountsActor {
 
     /// The ids of `user`'s clients; none if the user is unknown or unreadable.
     fn clients_of(&self, user: &UserName) -> Vec<ClientId> {
-        self.store
+        self.deps
+            .store
             .user(user)
             .ok()
             .flatten()
@@ -224,11 +207,11 @@ impl Handler<Register> for AccountsActor {
             // Fail fast before the slow hash (21 ms of a core for anyone who asks); the
             // transaction below decides for real.
             if let Some(token) = &token {
-                if !self.store.has_token(token)? {
+                if !self.deps.store.has_token(token)? {
                     return Err(AccountsError::BadToken);
                 }
             }
-            if self.store.user(&msg.user)?.is_some() {
+            if self.deps.store.user(&msg.user)?.is_some() {
                 return Err(AccountsError::UserTaken);
             }
             Ok(token)
@@ -251,13 +234,14 @@ impl Handler<Register> for AccountsActor {
                         created_at: Timestamp::now(),
                     };
                     actor
+                        .deps
                         .store
                         .create_user(&msg.user, &record, &client, token.as_ref())?;
                     tracing::debug!(user = %msg.user, "registered a user");
                     tracing::info!(client = %client.credential.client_id(), "registered a new user");
                     Ok(client.credential)
                 });
-                let durability = actor.durability.clone();
+                let durability = actor.deps.durability.clone();
                 async move {
                     let credential = created?;
                     durability.persist().await?;
@@ -283,6 +267,7 @@ impl Handler<AddClient> for AccountsActor {
 
     fn handle(&mut self, msg: AddClient, _ctx: &mut Self::Context) -> Self::Result {
         let stored = self
+            .deps
             .store
             .user(&msg.user)
             .map(|user| user.map(|u| u.password_hash));
@@ -309,12 +294,12 @@ impl Handler<AddClient> for AccountsActor {
                         return Err(AccountsError::TooManyClients(limit));
                     }
                     let client = actor.issue(&msg.user, &msg.client);
-                    actor.store.add_client(&msg.user, &client)?;
+                    actor.deps.store.add_client(&msg.user, &client)?;
                     Ok(client)
                 });
                 let siblings = actor.clients_of(&msg.user);
-                let durability = actor.durability.clone();
-                let queues = actor.queues.clone();
+                let durability = actor.deps.durability.clone();
+                let queues = actor.deps.queues.clone();
                 async move {
                     let client = added?;
                     durability.persist().await?;
@@ -345,12 +330,12 @@ impl Handler<DeleteClient> for AccountsActor {
     type Result = ResponseFuture<Result<(), AccountsError>>;
 
     fn handle(&mut self, msg: DeleteClient, _ctx: &mut Self::Context) -> Self::Result {
-        let removed = self.store.remove_client(&msg.user, &msg.client);
+        let removed = self.deps.store.remove_client(&msg.user, &msg.client);
         let remaining = self.clients_of(&msg.user);
-        let durability = self.durability.clone();
-        let queues = self.queues.clone();
-        let registries = self.registries.clone();
-        let key_packages = self.key_packages.clone();
+        let durability = self.deps.durability.clone();
+        let queues = self.deps.queues.clone();
+        let registries = self.deps.registries.clone();
+        let key_packages = self.deps.key_packages.clone();
         Box::pin(async move {
             if !removed? {
                 return Err(AccountsError::UnknownClient);
@@ -401,8 +386,8 @@ impl Handler<CreateToken> for AccountsActor {
     type Result = ResponseFuture<Result<String, AccountsError>>;
 
     fn handle(&mut self, _: CreateToken, _ctx: &mut Self::Context) -> Self::Result {
-        let created = new_token(&self.store);
-        let durability = self.durability.clone();
+        let created = new_token(&self.deps.store);
+        let durability = self.deps.durability.clone();
         Box::pin(async move {
             let token = created?;
             durability.persist().await?;

@@ -223,6 +223,17 @@ fn snapshot(storage: &MemoryStorage) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// What a commit changed, for fan-out.
+/// What a request sends on once it is settled, and what it answers.
+struct Fanout<T> {
+    /// The group's state was written: it must be durable before anything goes out.
+    wrote_state: bool,
+    answer: T,
+    recipients: Vec<SealedQueueRef>,
+    message: Vec<u8>,
+    /// The Welcome of a commit that added members, with their queues.
+    welcome: Option<(Vec<SealedQueueRef>, WelcomeBundle)>,
+}
+
 struct Applied {
     epoch: u64,
     /// Everyone who was a member before the commit, but the committer — removed members
@@ -363,6 +374,41 @@ impl GroupActor {
         })
     }
 
+    /// Once what `outcome` wrote is durable (an application message writes nothing), hands
+    /// its message to the recipients and its Welcome to the new members, then answers. The
+    /// actor takes its next request only after that, so members receive a group's messages in
+    /// the order the DS accepted them.
+    fn fan_out<T: Send + 'static>(
+        &self,
+        outcome: Result<Fanout<T>, GroupError>,
+    ) -> AtomicResponse<Self, Result<T, GroupError>> {
+        let (group_id, durability, delivery) = (
+            self.group_id.clone(),
+            self.deps.durability.clone(),
+            self.deps.delivery.clone(),
+        );
+        AtomicResponse::new(Box::pin(
+            async move {
+                let fanout = outcome?;
+                if fanout.wrote_state {
+                    durability.persist().await?;
+                }
+                let message = GroupDelivery::Message {
+                    group_id,
+                    message: fanout.message,
+                };
+                delivery.deliver(fanout.recipients, message).await;
+                if let Some((refs, welcome)) = fanout.welcome {
+                    delivery
+                        .deliver(refs, GroupDelivery::Welcome(welcome))
+                        .await;
+                }
+                Ok(fanout.answer)
+            }
+            .into_actor(self),
+        ))
+    }
+
     fn refs(state: &GroupState, leaves: &[u32]) -> Vec<SealedQueueRef> {
         leaves
             .iter()
@@ -371,31 +417,49 @@ impl GroupActor {
     }
 }
 
+/// A DS request body from `protocol::ds`, as the client sent it, for the group's actor: the
+/// request bodies are the actor's messages, so nothing is copied field by field.
+pub struct DsRequest<B>(pub B);
+
 /// Create a group with its creator as the only member.
-#[derive(Message)]
-#[rtype(result = "Result<(), GroupError>")]
-pub struct CreateGroup {
-    pub ear_key: EarKey,
-    pub group_info: Vec<u8>,
-    pub creator: MemberEntry,
-    pub connection_group: bool,
+pub type CreateGroup = DsRequest<ds::CreateGroup>;
+
+impl Message for CreateGroup {
+    type Result = Result<(), GroupError>;
 }
 
-impl From<ds::CreateGroup> for CreateGroup {
-    fn from(request: ds::CreateGroup) -> Self {
-        CreateGroup {
-            ear_key: request.ear_key,
-            group_info: request.group_info,
-            creator: request.creator,
-            connection_group: request.connection_group,
-        }
-    }
+/// A member's commit.
+pub type Commit = DsRequest<ds::CommitRequest>;
+
+impl Message for Commit {
+    type Result = Result<u64, GroupError>;
+}
+
+/// An application message for the other members.
+pub type SendMessage = DsRequest<ds::SendMessage>;
+
+impl Message for SendMessage {
+    type Result = Result<(), GroupError>;
+}
+
+/// What a joiner needs for an external commit.
+pub type GetExternalCommitInfo = DsRequest<ds::EarKeyProof>;
+
+impl Message for GetExternalCommitInfo {
+    type Result = Result<ExternalCommitInfo, GroupError>;
+}
+
+/// The responder's external commit into a connection group: succeeds once.
+pub type JoinConnectionGroup = DsRequest<ds::JoinConnectionGroup>;
+
+impl Message for JoinConnectionGroup {
+    type Result = Result<u64, GroupError>;
 }
 
 impl Handler<CreateGroup> for GroupActor {
     type Result = AtomicResponse<Self, Result<(), GroupError>>;
 
-    fn handle(&mut self, msg: CreateGroup, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, DsRequest(msg): CreateGroup, _ctx: &mut Self::Context) -> Self::Result {
         let created = (|| -> Result<(), GroupError> {
             if self.deps.groups.get(&self.group_id)?.is_some() {
                 return Err(GroupError::GroupExists);
@@ -444,33 +508,10 @@ impl Handler<CreateGroup> for GroupActor {
     }
 }
 
-/// A member's commit.
-#[derive(Message)]
-#[rtype(result = "Result<u64, GroupError>")]
-pub struct Commit {
-    pub ear_key: EarKey,
-    pub commit: Vec<u8>,
-    pub group_info: Vec<u8>,
-    pub added: Vec<MemberEntry>,
-    pub welcome: Option<WelcomeBundle>,
-}
-
-impl From<ds::CommitRequest> for Commit {
-    fn from(request: ds::CommitRequest) -> Self {
-        Commit {
-            ear_key: request.ear_key,
-            commit: request.commit,
-            group_info: request.group_info,
-            added: request.added,
-            welcome: request.welcome,
-        }
-    }
-}
-
 impl Handler<Commit> for GroupActor {
     type Result = AtomicResponse<Self, Result<u64, GroupError>>;
 
-    fn handle(&mut self, msg: Commit, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, DsRequest(msg): Commit, _ctx: &mut Self::Context) -> Self::Result {
         let applied = (|| {
             let mut opened = self.open(&msg.ear_key)?;
             let applied = self.apply_commit(&mut opened, &msg.commit, &msg.group_info, false)?;
@@ -486,63 +527,27 @@ impl Handler<Commit> for GroupActor {
             if opened.state.members.len() > self.deps.max_members {
                 return Err(GroupError::GroupFull(self.deps.max_members));
             }
-            let welcome_refs = Self::refs(&opened.state, &applied.added);
+            let welcome = msg
+                .welcome
+                .map(|welcome| (Self::refs(&opened.state, &applied.added), welcome));
             let sealed = self.seal(&msg.ear_key, &mut opened);
             self.deps.groups.put(&self.group_id, sealed)?;
-            Ok((applied.epoch, applied.recipients, welcome_refs))
+            Ok(Fanout {
+                wrote_state: true,
+                answer: applied.epoch,
+                recipients: applied.recipients,
+                message: msg.commit,
+                welcome,
+            })
         })();
-        let (group_id, durability, delivery) = (
-            self.group_id.clone(),
-            self.deps.durability.clone(),
-            self.deps.delivery.clone(),
-        );
-        AtomicResponse::new(Box::pin(
-            async move {
-                let (epoch, recipients, welcome_refs) = once_durable(&durability, applied).await?;
-                delivery
-                    .deliver(
-                        recipients,
-                        GroupDelivery::Message {
-                            group_id,
-                            message: msg.commit,
-                        },
-                    )
-                    .await;
-                if let Some(welcome) = msg.welcome {
-                    delivery
-                        .deliver(welcome_refs, GroupDelivery::Welcome(welcome))
-                        .await;
-                }
-                Ok(epoch)
-            }
-            .into_actor(self),
-        ))
-    }
-}
-
-/// An application message for the other members.
-#[derive(Message)]
-#[rtype(result = "Result<(), GroupError>")]
-pub struct SendMessage {
-    pub ear_key: EarKey,
-    pub message: Vec<u8>,
-    pub sender_leaf: u32,
-}
-
-impl From<ds::SendMessage> for SendMessage {
-    fn from(request: ds::SendMessage) -> Self {
-        SendMessage {
-            ear_key: request.ear_key,
-            message: request.message,
-            sender_leaf: request.sender_leaf,
-        }
+        self.fan_out(applied)
     }
 }
 
 impl Handler<SendMessage> for GroupActor {
     type Result = AtomicResponse<Self, Result<(), GroupError>>;
 
-    fn handle(&mut self, msg: SendMessage, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, DsRequest(msg): SendMessage, _ctx: &mut Self::Context) -> Self::Result {
         let recipients = (|| {
             let opened = self.open(&msg.ear_key)?;
             let message = parse_protocol_message(&msg.message)?;
@@ -559,46 +564,26 @@ impl Handler<SendMessage> for GroupActor {
                 .copied()
                 .filter(|leaf| *leaf != msg.sender_leaf)
                 .collect();
-            Ok(Self::refs(&opened.state, &leaves))
+            Ok(Fanout {
+                wrote_state: false,
+                answer: (),
+                recipients: Self::refs(&opened.state, &leaves),
+                message: msg.message,
+                welcome: None,
+            })
         })();
-        let (group_id, delivery) = (self.group_id.clone(), self.deps.delivery.clone());
-        AtomicResponse::new(Box::pin(
-            async move {
-                delivery
-                    .deliver(
-                        recipients?,
-                        GroupDelivery::Message {
-                            group_id,
-                            message: msg.message,
-                        },
-                    )
-                    .await;
-                Ok(())
-            }
-            .into_actor(self),
-        ))
-    }
-}
-
-/// What a joiner needs for an external commit.
-#[derive(Message)]
-#[rtype(result = "Result<ExternalCommitInfo, GroupError>")]
-pub struct GetExternalCommitInfo {
-    pub ear_key: EarKey,
-}
-
-impl From<ds::EarKeyProof> for GetExternalCommitInfo {
-    fn from(request: ds::EarKeyProof) -> Self {
-        GetExternalCommitInfo {
-            ear_key: request.ear_key,
-        }
+        self.fan_out(recipients)
     }
 }
 
 impl Handler<GetExternalCommitInfo> for GroupActor {
     type Result = Result<ExternalCommitInfo, GroupError>;
 
-    fn handle(&mut self, msg: GetExternalCommitInfo, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        DsRequest(msg): GetExternalCommitInfo,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
         let opened = self.open(&msg.ear_key)?;
         Ok(ExternalCommitInfo {
             group_info: opened.state.group_info.clone(),
@@ -612,31 +597,14 @@ impl Handler<GetExternalCommitInfo> for GroupActor {
     }
 }
 
-/// The responder's external commit into a connection group: succeeds once.
-#[derive(Message)]
-#[rtype(result = "Result<u64, GroupError>")]
-pub struct JoinConnectionGroup {
-    pub ear_key: EarKey,
-    pub commit: Vec<u8>,
-    pub group_info: Vec<u8>,
-    pub joiner: MemberEntry,
-}
-
-impl From<ds::JoinConnectionGroup> for JoinConnectionGroup {
-    fn from(request: ds::JoinConnectionGroup) -> Self {
-        JoinConnectionGroup {
-            ear_key: request.ear_key,
-            commit: request.commit,
-            group_info: request.group_info,
-            joiner: request.joiner,
-        }
-    }
-}
-
 impl Handler<JoinConnectionGroup> for GroupActor {
     type Result = AtomicResponse<Self, Result<u64, GroupError>>;
 
-    fn handle(&mut self, msg: JoinConnectionGroup, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        DsRequest(msg): JoinConnectionGroup,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
         let applied = (|| {
             let mut opened = self.open(&msg.ear_key)?;
             if !opened.state.connection_group {
@@ -649,31 +617,16 @@ impl Handler<JoinConnectionGroup> for GroupActor {
             opened.state.members.insert(joiner, msg.joiner.clone());
             // From now on the group holds two users' clients: no further responder joins.
             opened.state.connection_group = false;
-            let recipients = applied.recipients;
             let sealed = self.seal(&msg.ear_key, &mut opened);
             self.deps.groups.put(&self.group_id, sealed)?;
-            Ok((applied.epoch, recipients))
+            Ok(Fanout {
+                wrote_state: true,
+                answer: applied.epoch,
+                recipients: applied.recipients,
+                message: msg.commit,
+                welcome: None,
+            })
         })();
-        let (group_id, durability, delivery) = (
-            self.group_id.clone(),
-            self.deps.durability.clone(),
-            self.deps.delivery.clone(),
-        );
-        AtomicResponse::new(Box::pin(
-            async move {
-                let (epoch, recipients) = once_durable(&durability, applied).await?;
-                delivery
-                    .deliver(
-                        recipients,
-                        GroupDelivery::Message {
-                            group_id,
-                            message: msg.commit,
-                        },
-                    )
-                    .await;
-                Ok(epoch)
-            }
-            .into_actor(self),
-        ))
+        self.fan_out(applied)
     }
 }

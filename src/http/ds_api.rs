@@ -5,7 +5,7 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 
 use roost_actors::{
-    group::{self, GroupActor, GroupError},
+    group::{DsRequest, GroupActor, GroupError},
     pool::Routed,
     Ask,
 };
@@ -37,21 +37,21 @@ fn group_id(hex_id: &str) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-/// Decodes the body as `B` and hands the message it makes to the group's actor.
-async fn call<B, M, R>(
+/// Decodes the body as `B` and hands it to the group's actor.
+async fn call<B, R>(
     state: &State,
     request: &HttpRequest,
     payload: web::Payload,
     group: Vec<u8>,
 ) -> Result<R, ApiError>
 where
-    B: DeserializeOwned,
-    M: From<B> + actix::Message<Result = Result<R, GroupError>> + Send + 'static,
+    B: DeserializeOwned + Send + 'static,
+    DsRequest<B>: actix::Message<Result = Result<R, GroupError>>,
     R: Send + 'static,
-    GroupActor: actix::Handler<Routed<M>>,
+    GroupActor: actix::Handler<Routed<DsRequest<B>>>,
 {
     let body: B = decode(&read_body(state, request, payload).await?)?;
-    Ok(state.groups.ask(group, M::from(body)).await?)
+    Ok(state.groups.ask(group, DsRequest(body)).await?)
 }
 
 async fn create(
@@ -67,7 +67,7 @@ async fn create(
     }
     state
         .groups
-        .ask(body.group_id.clone(), group::CreateGroup::from(body))
+        .ask(body.group_id.clone(), DsRequest(body))
         .await?;
     Ok(HttpResponse::Created().finish())
 }
@@ -78,9 +78,7 @@ async fn commit(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let epoch =
-        call::<ds::CommitRequest, group::Commit, _>(&state, &request, payload, group_id(&group)?)
-            .await?;
+    let epoch = call::<ds::CommitRequest, _>(&state, &request, payload, group_id(&group)?).await?;
     Ok(encoded(StatusCode::OK, &Committed { epoch }))
 }
 
@@ -90,8 +88,7 @@ async fn send(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    call::<ds::SendMessage, group::SendMessage, _>(&state, &request, payload, group_id(&group)?)
-        .await?;
+    call::<ds::SendMessage, _>(&state, &request, payload, group_id(&group)?).await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -101,13 +98,7 @@ async fn external_commit_info(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let info = call::<ds::EarKeyProof, group::GetExternalCommitInfo, _>(
-        &state,
-        &request,
-        payload,
-        group_id(&group)?,
-    )
-    .await?;
+    let info = call::<ds::EarKeyProof, _>(&state, &request, payload, group_id(&group)?).await?;
     Ok(encoded(StatusCode::OK, &info))
 }
 
@@ -117,12 +108,7 @@ async fn join_connection_group(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let epoch = call::<ds::JoinConnectionGroup, group::JoinConnectionGroup, _>(
-        &state,
-        &request,
-        payload,
-        group_id(&group)?,
-    )
-    .await?;
+    let epoch =
+        call::<ds::JoinConnectionGroup, _>(&state, &request, payload, group_id(&group)?).await?;
     Ok(encoded(StatusCode::OK, &Committed { epoch }))
 }
