@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 use actix::Addr;
 use roost_actors::{
     accounts::{AccountsActor, AccountsConfig, AccountsDeps},
+    directory::Directory,
     federation::{FederationActor, FederationDeps, RetryPolicy, Wake},
     group::{Delivery, GroupActor, GroupDeps},
     key_packages::KeyPackageDeps,
@@ -17,11 +18,12 @@ use roost_actors::{
     qs::{QueueRefs, SealedDelivery},
     queue::{Closing, QueueDeps},
     registry::RegistryDeps,
+    replay::ReplayGuard,
     KeyPackageActor, Pool, QueueActor, RegistryActor, Route, WorkerThreads, Workers,
 };
 use roost_protocol::{
     credentials::Validity, AsCredential, AsCredentials, AsIntermediateCredential, Domain,
-    SigningKey, Timestamp,
+    SigningKey,
 };
 use roost_storage::{ServerKeys, Store};
 
@@ -30,7 +32,6 @@ use crate::{
     federation::{HttpTransport, PeerKeys},
     http::{
         self,
-        auth::ReplayGuard,
         connections::{refuse_over_limit, AddressSlots},
         health::refuse_new_data_when_full,
         rate_limit::RateLimiter,
@@ -112,7 +113,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let keys = Arc::new(server_keys(&store, &settings.server.domain)?);
     let actors = start_actors(&settings, &store, &keys)?;
     let state = app_state(&settings, &store, &keys, &actors)?;
-    start_sweeps(&store)?;
+    roost_actors::sweeps::start(&store)?;
     let (public, addrs) = bind_public(&settings, state)?;
     let admin_server = admin::server(&settings, actors.accounts.clone(), store.clone())?;
 
@@ -297,7 +298,6 @@ fn app_state(
         registries: actors.registries.clone(),
         groups: actors.groups.clone(),
         key_packages: actors.key_packages.clone(),
-        key_package_store: store.key_packages()?,
         queue_ref_key: actors.deliveries.refs().public_key(),
         discovery_limit: RateLimiter::new(
             settings.connections.discovery_per_minute,
@@ -323,7 +323,7 @@ fn app_state(
         body_deadline: Duration::from_secs(limits.body_read_secs),
         accounts: actors.accounts.clone(),
         queues: actors.queues.clone(),
-        account_store: store.accounts()?,
+        directory: Directory::new(store.accounts()?, store.key_packages()?),
         store: store.clone(),
         as_credentials: AsCredentials {
             as_credentials: vec![keys.as_credential.clone()],
@@ -341,28 +341,6 @@ fn app_state(
             deliveries: actors.deliveries.clone(),
         },
     }))
-}
-
-/// Signatures too old to be accepted need not be remembered; records of served packages that
-/// nobody redeemed would pile up.
-fn start_sweeps(store: &Store) -> Result<(), ServeError> {
-    let seen = store.seen_signatures()?;
-    sweep_every(
-        Duration::from_secs(60),
-        "old request signatures",
-        move || {
-            let before = roost_protocol::ids::now_millis()
-                .saturating_sub(2 * roost_protocol::auth::REPLAY_WINDOW_MS);
-            seen.sweep(before)
-        },
-    );
-    let packages = store.connection_packages()?;
-    sweep_every(
-        Duration::from_secs(3600),
-        "expired served-package records",
-        move || packages.sweep_served(Timestamp::now()),
-    );
-    Ok(())
 }
 
 /// The public HTTP server, bound and running, and the addresses it listens on.
@@ -447,24 +425,6 @@ fn stop_on_signal(
         signals,
         store_failed: failed,
     })
-}
-
-/// Runs `sweep` off the actor threads every `period`, for as long as the server runs, logging
-/// how many `what` it removed.
-fn sweep_every<F>(period: Duration, what: &'static str, sweep: F)
-where
-    F: Fn() -> roost_storage::Result<usize> + Clone + Send + 'static,
-{
-    actix_web::rt::spawn(async move {
-        let mut every = tokio::time::interval(period);
-        loop {
-            every.tick().await;
-            match tokio::task::spawn_blocking(sweep.clone()).await {
-                Ok(Ok(count)) => tracing::debug!(count, what, "swept"),
-                other => tracing::warn!(outcome = ?other.map(|r| r.err()), what, "sweeping failed"),
-            }
-        }
-    });
 }
 
 /// How long closing the store may take at shutdown: every acknowledged write is durable

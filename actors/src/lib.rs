@@ -12,6 +12,7 @@
 //! (that is `roost_storage`'s).
 
 pub mod accounts;
+pub mod directory;
 pub mod federation;
 pub mod group;
 pub mod key_packages;
@@ -20,6 +21,8 @@ pub mod pool;
 pub mod qs;
 pub mod queue;
 pub mod registry;
+pub mod replay;
+pub mod sweeps;
 
 pub use key_packages::KeyPackageActor;
 pub use pool::{Ask, AskError, Pool, Route, WorkerThreads, Workers};

@@ -4,7 +4,7 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 
 use roost_actors::accounts::{AddClient, DeleteClient, Register};
 use roost_protocol::{
-    api::{self, ClientInfo, ClientList},
+    api::{self, ClientList},
     ClientId, UserName,
 };
 
@@ -72,21 +72,11 @@ async fn list_clients(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (caller, _) = signed_request(&state, &request, payload).await?;
-    let store = &state.account_store;
-    let accounts_error = |e: roost_storage::StorageError| ApiError::Accounts(e.into());
-    let user = store
-        .user(&caller.user)
-        .map_err(accounts_error)?
+    let clients = state
+        .directory
+        .clients_of(&caller.user)
+        .map_err(|e| ApiError::Accounts(e.into()))?
         .ok_or(ApiError::Unauthenticated("unknown user".into()))?;
-    let mut clients = Vec::with_capacity(user.clients.len());
-    for id in &user.clients {
-        if let Some(record) = store.client(id).map_err(accounts_error)? {
-            clients.push(ClientInfo {
-                credential: record.credential,
-                added_at: record.added_at,
-            });
-        }
-    }
     Ok(encoded(StatusCode::OK, &ClientList { clients }))
 }
 

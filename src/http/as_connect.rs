@@ -127,7 +127,7 @@ async fn enqueue_request(
         ));
     }
     let owner = state
-        .account_store
+        .directory
         .client(&client)
         .map_err(|e| ApiError::Accounts(e.into()))?
         .ok_or(ApiError::UnknownConnectionPackage)?;

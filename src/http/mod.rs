@@ -28,13 +28,15 @@ use actix_web::{
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 
+use self::{error::ApiError, rate_limit::RateLimiter};
 use roost_actors::{
-    accounts::AccountsActor, group::GroupActor, KeyPackageActor, Pool, QueueActor, RegistryActor,
+    accounts::AccountsActor,
+    directory::Directory,
+    group::GroupActor,
+    replay::{Replay, ReplayGuard},
+    KeyPackageActor, Pool, QueueActor, RegistryActor,
 };
 use roost_protocol::{api::CONTENT_TYPE, codec, AsCredentials, Domain, HpkePublicKey};
-use roost_storage::{AccountStore, KeyPackageStore};
-
-use self::{auth::ReplayGuard, error::ApiError, rate_limit::RateLimiter};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -64,11 +66,10 @@ pub struct AppState {
     /// Request body bytes, per client IP address: whatever a request is, what one address can
     /// make the server write per minute.
     pub body_bytes_limit: RateLimiter,
-    pub account_store: AccountStore,
+    /// Whose a client or a friendship token is, read before a request reaches an actor.
+    pub directory: Directory,
     /// For the disk's free space and whether writes are becoming durable.
     pub store: roost_storage::Store,
-    /// Read only to find whose actor a friendship token goes to (that actor checks it again).
-    pub key_package_store: KeyPackageStore,
     pub as_credentials: AsCredentials,
     pub replay: ReplayGuard,
     pub federation: FederationState,
@@ -185,11 +186,11 @@ pub(crate) async fn signed_request(
 ) -> Result<(auth::Caller, Bytes), ApiError> {
     let body = read_body(state, request, payload).await?;
     let replay = if adds_data(request.method(), request.path()) {
-        auth::Replay::Refuse
+        Replay::Refuse
     } else {
-        auth::Replay::Harmless
+        Replay::Harmless
     };
-    let caller = auth::authenticate(request, &body, &state.account_store, &state.replay, replay)?;
+    let caller = auth::authenticate(request, &body, &state.directory, &state.replay, replay)?;
     Ok((caller, body))
 }
 

@@ -46,7 +46,7 @@ async fn enqueue(
     let message: api::Enqueue = decode(&body)?;
     // For now only a user's own clients write to its queues; the DS and federation come later.
     let target = state
-        .account_store
+        .directory
         .client(&queue)
         .map_err(|e| ApiError::Accounts(e.into()))?;
     if target.is_none_or(|t| t.credential.user() != &caller.user) {

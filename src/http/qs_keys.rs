@@ -125,8 +125,8 @@ async fn claim(
     let body: api::ClaimKeyPackages =
         decode(&read_body_up_to(&state, &request, payload, SMALL_BODY).await?)?;
     let user = state
-        .key_package_store
-        .user_of(&body.token)
+        .directory
+        .user_of_token(&body.token)
         .map_err(|e| ApiError::KeyPackages(e.into()))?
         .ok_or(ApiError::KeyPackages(KeyPackageError::UnknownToken))?;
     let claimed = state

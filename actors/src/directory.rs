@@ -1,0 +1,50 @@
+//! Read-only answers about accounts that the front end needs before it can hand a request to an
+//! actor: whose a client is (to authenticate a request, to check a queue's owner, to find the
+//! registry of a connection request's package), a user's clients, and whose a friendship token
+//! is. Only committed records are read; every write goes through the accounts actor or the
+//! key-package actors.
+
+use roost_protocol::{api::ClientInfo, key_packages::FriendshipToken, ClientId, UserName};
+use roost_storage::{AccountStore, ClientRecord, KeyPackageStore, StorageError};
+
+#[derive(Clone)]
+pub struct Directory {
+    accounts: AccountStore,
+    key_packages: KeyPackageStore,
+}
+
+impl Directory {
+    pub fn new(accounts: AccountStore, key_packages: KeyPackageStore) -> Self {
+        Directory {
+            accounts,
+            key_packages,
+        }
+    }
+
+    /// A client's record: its credential (and so its user) and when it was added.
+    pub fn client(&self, client: &ClientId) -> Result<Option<ClientRecord>, StorageError> {
+        self.accounts.client(client)
+    }
+
+    /// Every client of `user`, in the order they were added; `None` for an unknown user.
+    pub fn clients_of(&self, user: &UserName) -> Result<Option<Vec<ClientInfo>>, StorageError> {
+        let Some(record) = self.accounts.user(user)? else {
+            return Ok(None);
+        };
+        let mut clients = Vec::with_capacity(record.clients.len());
+        for id in &record.clients {
+            if let Some(client) = self.accounts.client(id)? {
+                clients.push(ClientInfo {
+                    credential: client.credential,
+                    added_at: client.added_at,
+                });
+            }
+        }
+        Ok(Some(clients))
+    }
+
+    /// The user a friendship token names.
+    pub fn user_of_token(&self, token: &FriendshipToken) -> Result<Option<UserName>, StorageError> {
+        self.key_packages.user_of(token)
+    }
+}

@@ -1,0 +1,43 @@
+//! Periodic clean-ups of records that only age: request signatures past any replay window
+//! (the [`crate::replay::ReplayGuard`]'s) and served connection-package records past their
+//! package's end. Each runs on the blocking pool, off the actor threads.
+
+use std::time::Duration;
+
+use roost_protocol::{auth::REPLAY_WINDOW_MS, ids::now_millis, Timestamp};
+use roost_storage::{StorageError, Store};
+
+/// Starts the sweeps; they run for as long as the actix system does.
+pub fn start(store: &Store) -> Result<(), StorageError> {
+    let seen = store.seen_signatures()?;
+    sweep_every(
+        Duration::from_secs(60),
+        "old request signatures",
+        move || seen.sweep(now_millis().saturating_sub(2 * REPLAY_WINDOW_MS)),
+    );
+    let packages = store.connection_packages()?;
+    sweep_every(
+        Duration::from_secs(3600),
+        "expired served-package records",
+        move || packages.sweep_served(Timestamp::now()),
+    );
+    Ok(())
+}
+
+/// Runs `sweep` off the actor threads every `period`, for as long as the server runs, logging
+/// how many `what` it removed.
+fn sweep_every<F>(period: Duration, what: &'static str, sweep: F)
+where
+    F: Fn() -> roost_storage::Result<usize> + Clone + Send + 'static,
+{
+    actix::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        loop {
+            every.tick().await;
+            match tokio::task::spawn_blocking(sweep.clone()).await {
+                Ok(Ok(count)) => tracing::debug!(count, what, "swept"),
+                other => tracing::warn!(outcome = ?other.map(|r| r.err()), what, "sweeping failed"),
+            }
+        }
+    });
+}
