@@ -10,7 +10,7 @@ use std::{
 };
 
 use common::{Options, TestServer, PASSWORD};
-use roost_client::{Client, Error, Received};
+use roost_client::{Client, Error, Received, TrustError};
 use roost_protocol::{
     api::{self, Notice, QueueItem},
     credentials::ChainError,
@@ -248,7 +248,7 @@ async fn a_credential_from_another_server_claiming_the_same_domain_does_not_veri
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Chain { source: ChainError::UnknownIntermediate(_), client_id, .. } if *client_id == mallory.client_id()),
+        matches!(&err, Error::Trust(TrustError::Chain { source: ChainError::UnknownIntermediate(_), client_id, .. }) if *client_id == mallory.client_id()),
         "{err:?}"
     );
     assert_eq!(err.code(), "bad_credential");

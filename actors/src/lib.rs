@@ -6,7 +6,11 @@
 //! commits against the public MLS state), the federation actors (one per remote domain, owning
 //! its part of the relay outbox); plus the single accounts actor (users, clients, registration
 //! tokens, credential issuing). The QS's deliveries by sealed queue reference, the DS's and
-//! relayed ones alike, take one path into the queue actors: [`qs::SealedDelivery`].
+//! relayed ones alike, take one path into the queue actors: [`qs::SealedDelivery`]. Three
+//! owners are shared instead of being actors, because the front end must ask them without
+//! waiting in a mailbox: the [`replay::ReplayGuard`] (request signatures already accepted), the
+//! read-only [`directory::Directory`] (whose a client or a friendship token is) and the
+//! [`sweeps`] of records that only age.
 //! Must not touch: HTTP (requests arrive as typed messages from the server's front-end, and
 //! relaying goes through a `federation::Transport` the server provides) or the on-disk layout
 //! (that is `roost_storage`'s).

@@ -1,8 +1,7 @@
 //! The one error type of the high-level client, with stable codes for machine-readable output.
 
 use roost_protocol::{
-    connection::ConnectionError, credentials::ChainError, crypto::CryptoError, ClientId, Domain,
-    UserName,
+    connection::ConnectionError, credentials::ChainError, crypto::CryptoError, ClientId, UserName,
 };
 
 use crate::{
@@ -17,29 +16,13 @@ pub enum Error {
     State(#[from] StateError),
     #[error(transparent)]
     Server(#[from] ServerError),
-    /// A credential's chain to its domain's AS credentials does not hold.
-    #[error("the credential of client {client_id} of {user} does not verify: {source}")]
-    Chain {
-        user: UserName,
-        client_id: ClientId,
-        #[source]
-        source: ChainError,
-    },
-    /// The server answered with AS credentials of another domain than asked for.
-    #[error("the server at {server} serves AS credentials of {found}, not of {expected}")]
-    WrongDomain {
-        server: String,
-        expected: Domain,
-        found: String,
-    },
+    /// A domain's AS credentials, or a credential checked against them, are not to be trusted
+    /// (never [`TrustError::Server`]: a server's failure is [`Error::Server`]).
+    #[error(transparent)]
+    Trust(TrustError),
     /// The server issued a credential that is not the one this client asked for.
     #[error("the server issued a credential that does not match the request: {0}")]
     CredentialMismatch(String),
-    /// No way is known yet to reach the AS of this domain (federation is not built yet).
-    #[error(
-        "cannot reach the authentication service of {0}: only the home server's domain is known"
-    )]
-    UnknownDomain(Domain),
     /// The identity was not saved after the server registered it: the keys are lost.
     #[error("the server registered client {client_id} of {user}, but saving it locally failed (that client cannot be used; delete it from another client): {source}")]
     SaveAfterRegistration {
@@ -115,24 +98,7 @@ impl From<TrustError> for Error {
     fn from(e: TrustError) -> Self {
         match e {
             TrustError::Server(e) => Error::Server(e),
-            TrustError::WrongDomain {
-                server,
-                expected,
-                found,
-            } => Error::WrongDomain {
-                server,
-                expected,
-                found,
-            },
-            TrustError::Chain {
-                user,
-                client_id,
-                source,
-            } => Error::Chain {
-                user,
-                client_id,
-                source,
-            },
+            untrusted => Error::Trust(untrusted),
         }
     }
 }
@@ -165,10 +131,10 @@ impl Error {
                 StateError::Interrupted(_) => "internal",
             },
             Error::Server(e) => e.code(),
-            Error::Chain { .. } => "bad_credential",
-            Error::WrongDomain { .. } => "wrong_domain",
+            Error::Trust(TrustError::Chain { .. }) => "bad_credential",
+            Error::Trust(TrustError::WrongDomain { .. }) => "wrong_domain",
+            Error::Trust(TrustError::Server(e)) => e.code(),
             Error::CredentialMismatch(_) => "credential_mismatch",
-            Error::UnknownDomain(_) => "unknown_domain",
             Error::SaveAfterRegistration { .. } => "save_failed",
             Error::BadConnectionPackage { .. } => "bad_connection_package",
             Error::NoReachableClients(_) => "no_reachable_clients",

@@ -53,4 +53,5 @@ pub use store::{
 };
 pub use transport::{
     fetch_as_credentials, verify_with, Homeservers, Queue, QueueKind, Server, ServerError, Signer,
+    TrustError,
 };

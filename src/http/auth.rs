@@ -1,5 +1,6 @@
-//! Authenticating signed requests, with a replay guard: client requests ([`authenticate`]) and
-//! other homeservers' requests ([`authenticate_server`]).
+//! Authenticating signed requests: client requests ([`authenticate`]) and other homeservers'
+//! requests ([`authenticate_server`]), each signature taken once (the replay guard is
+//! `roost_actors::replay`'s).
 //!
 //! A server-signed request is refused unless its signer's domain may federate with this server
 //! (403 `domain_not_allowed`) and is not this server's own, and it carries a valid, fresh,
