@@ -374,6 +374,26 @@ impl GroupActor {
         })
     }
 
+    /// Stores the group's state after an applied commit; what goes out once it is durable.
+    fn store_commit(
+        &self,
+        ear_key: &EarKey,
+        mut opened: Opened,
+        applied: Applied,
+        commit: Vec<u8>,
+        welcome: Option<(Vec<SealedQueueRef>, WelcomeBundle)>,
+    ) -> Result<Fanout<u64>, GroupError> {
+        let sealed = self.seal(ear_key, &mut opened);
+        self.deps.groups.put(&self.group_id, sealed)?;
+        Ok(Fanout {
+            wrote_state: true,
+            answer: applied.epoch,
+            recipients: applied.recipients,
+            message: commit,
+            welcome,
+        })
+    }
+
     /// Once what `outcome` wrote is durable (an application message writes nothing), hands
     /// its message to the recipients and its Welcome to the new members, then answers. The
     /// actor takes its next request only after that, so members receive a group's messages in
@@ -421,39 +441,32 @@ impl GroupActor {
 /// request bodies are the actor's messages, so nothing is copied field by field.
 pub struct DsRequest<B>(pub B);
 
-/// Create a group with its creator as the only member.
-pub type CreateGroup = DsRequest<ds::CreateGroup>;
+/// Names a DS request the group actor takes, with its answer.
+macro_rules! ds_requests {
+    ($($(#[$doc:meta])* $name:ident = $body:ty => $answer:ty;)+) => {
+        $(
+            $(#[$doc])*
+            pub type $name = DsRequest<$body>;
 
-impl Message for CreateGroup {
-    type Result = Result<(), GroupError>;
+            impl Message for $name {
+                type Result = Result<$answer, GroupError>;
+            }
+        )+
+    };
 }
 
-/// A member's commit.
-pub type Commit = DsRequest<ds::CommitRequest>;
-
-impl Message for Commit {
-    type Result = Result<u64, GroupError>;
-}
-
-/// An application message for the other members.
-pub type SendMessage = DsRequest<ds::SendMessage>;
-
-impl Message for SendMessage {
-    type Result = Result<(), GroupError>;
-}
-
-/// What a joiner needs for an external commit.
-pub type GetExternalCommitInfo = DsRequest<ds::EarKeyProof>;
-
-impl Message for GetExternalCommitInfo {
-    type Result = Result<ExternalCommitInfo, GroupError>;
-}
-
-/// The responder's external commit into a connection group: succeeds once.
-pub type JoinConnectionGroup = DsRequest<ds::JoinConnectionGroup>;
-
-impl Message for JoinConnectionGroup {
-    type Result = Result<u64, GroupError>;
+ds_requests! {
+    /// Create a group with its creator as the only member.
+    CreateGroup = ds::CreateGroup => ();
+    /// A member's commit; answers the new epoch.
+    Commit = ds::CommitRequest => u64;
+    /// An application message for the other members.
+    SendMessage = ds::SendMessage => ();
+    /// What a joiner needs for an external commit.
+    GetExternalCommitInfo = ds::EarKeyProof => ExternalCommitInfo;
+    /// The responder's external commit into a connection group: succeeds once; answers the
+    /// new epoch.
+    JoinConnectionGroup = ds::JoinConnectionGroup => u64;
 }
 
 impl Handler<CreateGroup> for GroupActor {
@@ -530,15 +543,7 @@ impl Handler<Commit> for GroupActor {
             let welcome = msg
                 .welcome
                 .map(|welcome| (Self::refs(&opened.state, &applied.added), welcome));
-            let sealed = self.seal(&msg.ear_key, &mut opened);
-            self.deps.groups.put(&self.group_id, sealed)?;
-            Ok(Fanout {
-                wrote_state: true,
-                answer: applied.epoch,
-                recipients: applied.recipients,
-                message: msg.commit,
-                welcome,
-            })
+            self.store_commit(&msg.ear_key, opened, applied, msg.commit, welcome)
         })();
         self.fan_out(applied)
     }
@@ -617,15 +622,7 @@ impl Handler<JoinConnectionGroup> for GroupActor {
             opened.state.members.insert(joiner, msg.joiner.clone());
             // From now on the group holds two users' clients: no further responder joins.
             opened.state.connection_group = false;
-            let sealed = self.seal(&msg.ear_key, &mut opened);
-            self.deps.groups.put(&self.group_id, sealed)?;
-            Ok(Fanout {
-                wrote_state: true,
-                answer: applied.epoch,
-                recipients: applied.recipients,
-                message: msg.commit,
-                welcome: None,
-            })
+            self.store_commit(&msg.ear_key, opened, applied, msg.commit, None)
         })();
         self.fan_out(applied)
     }

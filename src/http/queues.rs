@@ -15,7 +15,7 @@ use roost_protocol::{
     ClientId,
 };
 
-use super::{auth::Caller, decode, encoded, error::ApiError, path_param, signed_request, State};
+use super::{decode, encoded, error::ApiError, path_param, signed_request, State};
 
 /// Which queue a route serves.
 pub(crate) trait Kind {
@@ -48,15 +48,22 @@ struct FetchQuery {
     wait_ms: u64,
 }
 
-/// Authenticates the caller and checks that it owns the queue in the path.
-fn own_queue(caller: &Caller, queue: &ClientId) -> Result<(), ApiError> {
-    if &caller.client == queue {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
+/// Authenticates the caller and checks that it owns the queue in the path; answers the queue
+/// and the request's body.
+async fn own_queue<K: Kind>(
+    state: &State,
+    request: &HttpRequest,
+    queue: &str,
+    payload: web::Payload,
+) -> Result<(QueueId, web::Bytes), ApiError> {
+    let queue: ClientId = path_param(queue, "client id")?;
+    let (caller, body) = signed_request(state, request, payload).await?;
+    if caller.client != queue {
+        return Err(ApiError::Forbidden(
             "only a queue's own client may read or acknowledge it",
-        ))
+        ));
     }
+    Ok((queue_id::<K>(queue), body))
 }
 
 pub(crate) async fn fetch<K: Kind>(
@@ -65,15 +72,13 @@ pub(crate) async fn fetch<K: Kind>(
     queue: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let queue: ClientId = path_param(&queue, "client id")?;
     let query = web::Query::<FetchQuery>::from_query(request.query_string())
         .map_err(|e| ApiError::BadPath(format!("bad query: {e}")))?;
-    let (caller, _) = signed_request(&state, &request, payload).await?;
-    own_queue(&caller, &queue)?;
+    let (queue, _) = own_queue::<K>(&state, &request, &queue, payload).await?;
     let batch = state
         .queues
         .ask(
-            queue_id::<K>(queue),
+            queue,
             Fetch {
                 from: query.from,
                 max: query.max.unwrap_or(MAX_FETCH).clamp(1, MAX_FETCH),
@@ -90,13 +95,8 @@ pub(crate) async fn ack<K: Kind>(
     queue: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let queue: ClientId = path_param(&queue, "client id")?;
-    let (caller, body) = signed_request(&state, &request, payload).await?;
-    own_queue(&caller, &queue)?;
+    let (queue, body) = own_queue::<K>(&state, &request, &queue, payload).await?;
     let ack: api::Ack = decode(&body)?;
-    state
-        .queues
-        .ask(queue_id::<K>(queue), Ack { up_to: ack.up_to })
-        .await?;
+    state.queues.ask(queue, Ack { up_to: ack.up_to }).await?;
     Ok(HttpResponse::NoContent().finish())
 }
