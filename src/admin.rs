@@ -10,7 +10,10 @@ use std::{
 use actix::Addr;
 use actix_web::{dev::Server, web, App, HttpResponse, HttpServer};
 
-use roost_actors::accounts::{self, AccountsActor, CreateToken};
+use roost_actors::{
+    accounts::{self, AccountsActor, CreateToken},
+    Call,
+};
 use roost_storage::{OnLostWrites, Store, StoreOptions};
 
 use crate::{http::error::ApiError, server::ServeError, settings::Settings};
@@ -141,7 +144,7 @@ pub fn server(
 }
 
 async fn create_token(accounts: web::Data<Addr<AccountsActor>>) -> Result<HttpResponse, ApiError> {
-    let token = accounts.send(CreateToken).await??;
+    let token = accounts.call(CreateToken).await?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "token": token })))
 }
 

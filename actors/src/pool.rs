@@ -367,3 +367,34 @@ impl<A: Pooled> Ask<A> for Addr<Pool<A>> {
         }
     }
 }
+
+/// Calling a single actor (one not in a pool, such as the accounts actor) with one error type,
+/// as [`Ask`] does for a pooled one.
+pub trait Call<A: Actor> {
+    fn call<M, T, E>(
+        &self,
+        message: M,
+    ) -> impl std::future::Future<Output = Result<T, AskError<E>>>
+    where
+        A: Handler<M>,
+        A::Context: actix::dev::ToEnvelope<A, M>,
+        M: Message<Result = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static;
+}
+
+impl<A: Actor> Call<A> for Addr<A> {
+    async fn call<M, T, E>(&self, message: M) -> Result<T, AskError<E>>
+    where
+        A: Handler<M>,
+        A::Context: actix::dev::ToEnvelope<A, M>,
+        M: Message<Result = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        match self.send(message).await {
+            Ok(answer) => answer.map_err(AskError::Actor),
+            Err(_) => Err(AskError::Unavailable),
+        }
+    }
+}

@@ -2,7 +2,10 @@
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 
-use roost_actors::accounts::{AddClient, DeleteClient, Register};
+use roost_actors::{
+    accounts::{AddClient, DeleteClient, Register},
+    Call,
+};
 use roost_protocol::{
     api::{self, ClientList},
     ClientId, UserName,
@@ -36,13 +39,13 @@ async fn register(
         decode(&read_body_up_to(&state, &request, payload, SMALL_BODY).await?)?;
     let credential = state
         .accounts
-        .send(Register {
+        .call(Register {
             user: body.user,
             password: body.password,
             token: body.registration_token,
             client: body.client,
         })
-        .await??;
+        .await?;
     Ok(encoded(StatusCode::CREATED, &credential))
 }
 
@@ -57,12 +60,12 @@ async fn add_client(
         decode(&read_body_up_to(&state, &request, payload, SMALL_BODY).await?)?;
     let credential = state
         .accounts
-        .send(AddClient {
+        .call(AddClient {
             user,
             password: body.password,
             client: body.client,
         })
-        .await??;
+        .await?;
     Ok(encoded(StatusCode::CREATED, &credential))
 }
 
@@ -90,10 +93,10 @@ async fn delete_client(
     let (caller, _) = signed_request(&state, &request, payload).await?;
     state
         .accounts
-        .send(DeleteClient {
+        .call(DeleteClient {
             user: caller.user,
             client,
         })
-        .await??;
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
