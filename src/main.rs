@@ -76,7 +76,7 @@ enum InspectCommand {
     },
     /// Deliveries waiting to be relayed, per domain.
     Outbox,
-    /// What the server holds in all, to set against its limits (config.toml, [limits]): users,
+    /// What the server holds in all, to set against its limits (config.toml, `[limits]`): users,
     /// queued messages and bytes with the largest queues, groups, free disk space.
     Usage,
 }

@@ -7,7 +7,7 @@
 //! loses nothing.
 //!
 //! The pool, not each handler, counts what an actor handled: it forwards every message wrapped
-//! in [`Routed`], and [`pooled_messages!`] gives each actor one handler per message kind that
+//! in [`Routed`], and `pooled_messages!` gives each actor one handler per message kind that
 //! counts the message and then runs the actor's own handler for it.
 //!
 //! A pool's actors run on its [`Workers`]: the actix system thread, or threads of their own
@@ -51,7 +51,7 @@ pub struct Membership<A: Pooled> {
 }
 
 impl<A: Pooled> Membership<A> {
-    /// Counts a message that came through the pool (see [`pooled_messages!`]).
+    /// Counts a message that came through the pool (see `pooled_messages!`).
     pub fn touch(&mut self) {
         self.handled += 1;
         self.last_active = Instant::now();

@@ -1,4 +1,4 @@
-//! Chat: text messages in a connection ([`Chat::send`]) or any group ([`send_text`]), and each
+//! Chat: text messages in a connection ([`Chat::send`]) or any group (`send_text`), and each
 //! group's log ([`Chat::messages`]); the contacts themselves ([`Contacts`]).
 //!
 //! A message's MLS payload is a [`Content`]. The sender keeps its own text in its log once the

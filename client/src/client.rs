@@ -1,5 +1,5 @@
 //! [`Client`]: one client opened from its state directory, the composition of its parts (the
-//! [`Device`] it is, its [`MlsEngine`] and its [`Queues`]) and the entry to its features, each
+//! [`Device`] it is, its [`MlsEngine`] and its `Queues`) and the entry to its features, each
 //! reached by a method named after it (`client.connections()`, `client.chat()`, …) and defined in
 //! the feature's own module.
 //!

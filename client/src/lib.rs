@@ -9,7 +9,7 @@
 //! | errors | [`error`] | the one error type of the features, with stable codes |
 //! | the device | [`device`] | this client's identity, store and homeservers, shared by all below |
 //! | MLS engine | [`mls`] | openmls and its storage; the only holder of group state, behind a lock guard (its [`mls::storage`], the openmls storage provider, uses nothing of this crate: the errors layer names its error) |
-//! | queues | [`queues`] | reading a queue to its end, exactly once per message |
+//! | queues | `queues` (crate-private) | reading a queue to its end, exactly once per message |
 //! | the client | [`client`] | [`Client`]: the parts put together |
 //! | features | [`account`], [`friendship`], [`inbox`], [`chat`], [`groups`], [`connections`] | what a user does, each behind a handle: `client.connections()`, `client.chat()`, `client.groups()`, … |
 //! | command line | [`cli`] | `roost-client`: arguments, running, rendering |
@@ -31,7 +31,7 @@ pub mod friendship;
 pub mod groups;
 pub mod inbox;
 pub mod mls;
-pub mod queues;
+pub(crate) mod queues;
 pub mod store;
 pub mod transport;
 

@@ -1,6 +1,6 @@
 //! The HTTP API between clients and a homeserver: paths, request and response bodies.
 //!
-//! Bodies are [`codec`](crate::codec)-encoded with content type [`CONTENT_TYPE`]; errors are
+//! Bodies are [`codec`]-encoded with content type [`CONTENT_TYPE`]; errors are
 //! JSON ([`ErrorBody`]) so that a person with `curl` can read them.
 
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,6 @@
-//! The `roost-client` command line: argument parsing ([`args`]), running a command
-//! ([`execute`]), and printing its [`Outcome`] for people ([`text`]) or, with `--json`, as one JSON
-//! value for scripts and tests ([`json`]).
+//! The `roost-client` command line: argument parsing (`args`), running a command
+//! (`execute`), and printing its [`Outcome`] for people (`text`) or, with `--json`, as one JSON
+//! value for scripts and tests (`json`).
 //!
 //! Owns: the command line's shape and output. Must not touch: the library's internals; it uses
 //! only the public API a program embedding the client would use.

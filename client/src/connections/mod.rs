@@ -3,7 +3,7 @@
 //! invitation to one of them, and reading, checking and keeping the requests others sent.
 //!
 //! Asking a user to connect and accepting a request (the connection group) are in
-//! [`establish`]; reading the connection queue is in [`requests`].
+//! `establish`; reading the connection queue is in `requests`.
 //!
 //! Every check happens here, in the client: the AS serves packages and queues sealed requests
 //! but is not trusted with them. A discovered package must be signed by its client, valid now,

@@ -7,7 +7,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::{group_prefix, State, StateError, TREE_MESSAGES};
 
-/// One message of a group's log, as [`crate::Client::messages`] shows it.
+/// One message of a group's log, as `Chat::messages` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
     /// The sending user.

@@ -3,7 +3,7 @@
 //!
 //! Owns: the HTTP plumbing ([`Server`]: requests signed where the API requires it, bodies
 //! bounded, error bodies read into [`ServerError`]), the endpoints grouped by service
-//! ([`as_api`], [`qs_api`], [`ds_api`]) and the map from domains to servers
+//! (`as_api`, `qs_api`, `ds_api`) and the map from domains to servers
 //! ([`Homeservers`]). Must not touch: the local store or MLS state; it knows requests and
 //! answers, not what a client keeps.
 //!

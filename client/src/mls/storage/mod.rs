@@ -1,4 +1,4 @@
-//! Persistent MLS state: an openmls [`StorageProvider`] over a sled tree, with buffered,
+//! Persistent MLS state: an openmls `StorageProvider` over a sled tree, with buffered,
 //! all-or-nothing writes.
 //!
 //! openmls keeps every piece of a group's state (tree, secrets, own leaf, queued proposals, key
@@ -31,7 +31,7 @@
 //!
 //! What "flushed" means: `sled::Tree::flush` hands the data to the OS (`sync_file_range` on
 //! Linux), which survives a killed process; sled fsyncs in the background every 500 ms (see
-//! [`crate::state`]).
+//! [`crate::store`]).
 //!
 //! # Layout of the tree
 //!
