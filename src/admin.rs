@@ -16,7 +16,7 @@ use roost_actors::{
 };
 use roost_storage::{OnLostWrites, Store, StoreOptions};
 
-use crate::{http::error::ApiError, server::ServeError, settings::Settings};
+use crate::{error::ServeError, http::error::ApiError, settings::Settings};
 
 const TOKENS_PATH: &str = "/admin/v1/tokens";
 const INSPECT_PATH: &str = "/admin/v1/inspect";

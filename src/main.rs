@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map.
 
 mod admin;
+mod error;
 mod federation;
 mod http;
 mod server;

@@ -29,6 +29,7 @@ use roost_storage::{ServerKeys, Store};
 
 use crate::{
     admin,
+    error::ServeError,
     federation::{HttpTransport, PeerKeys},
     http::{
         self,
@@ -43,31 +44,6 @@ use crate::{
 const TEN_YEARS_SECS: u64 = 10 * 365 * 24 * 3600;
 /// Password hashes at once, at most: one per core up to this (19 MiB each while it runs).
 const MAX_HASHING_THREADS: usize = 4;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error(transparent)]
-    Storage(#[from] roost_storage::StorageError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "the store at {path} holds the keys of domain {stored}, but server.domain is {configured}"
-    )]
-    DomainMismatch {
-        path: String,
-        stored: Domain,
-        configured: Domain,
-    },
-    #[error("server error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the store failed to write and must be reopened: start roost again (under a supervisor it restarts by itself)")]
-    StoreFailed,
-    #[error("the store did not close within {0} s; every acknowledged write was already durable")]
-    CloseTimeout(u64),
-}
 
 /// The AS keys: created on first start, reused afterwards.
 fn server_keys(store: &Store, domain: &Domain) -> Result<ServerKeys, ServeError> {

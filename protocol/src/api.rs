@@ -15,6 +15,7 @@ use crate::{
     ds::GroupDelivery,
     ids::{ClientId, Timestamp, UserName},
     key_packages::{FriendshipToken, KeyPackageEntry},
+    route::fill_route,
 };
 
 pub const CONTENT_TYPE: &str = "application/x-roost-bincode";
@@ -125,14 +126,6 @@ impl QueueKind {
     pub fn ack_path(self, client: &ClientId) -> String {
         fill_route(self.ack_route(), client)
     }
-}
-
-/// `pattern` (a route pattern with one `{name}` segment, as the server routes it) with that
-/// segment replaced by `value`: a path.
-pub fn fill_route(pattern: &str, value: impl std::fmt::Display) -> String {
-    let start = pattern.find('{').expect("a route pattern has a parameter");
-    let end = start + pattern[start..].find('}').expect("a parameter ends");
-    format!("{}{value}{}", &pattern[..start], &pattern[end + 1..])
 }
 
 /// Most connection packages, or one-time key-package entries, one publish may carry.
@@ -367,21 +360,6 @@ pub(crate) mod tests {
         assert!(message.open(&sk, &ClientId::random()).is_err());
     }
 
-    /// Whether `path` is one the server's route `pattern` (actix syntax: `{name}` matches one
-    /// segment) matches.
-    pub(crate) fn matches(pattern: &str, path: &str) -> bool {
-        let (patterns, segments): (Vec<_>, Vec<_>) =
-            (pattern.split('/').collect(), path.split('/').collect());
-        patterns.len() == segments.len()
-            && patterns.iter().zip(&segments).all(|(p, s)| {
-                if p.starts_with('{') && p.ends_with('}') {
-                    !s.is_empty()
-                } else {
-                    p == s
-                }
-            })
-    }
-
     #[test]
     fn each_route_pattern_matches_the_paths_built_for_it() {
         let user: UserName = "alice@a.test".parse().unwrap();
@@ -409,7 +387,10 @@ pub(crate) mod tests {
                 QueueKind::Connections.ack_path(&client),
             ),
         ] {
-            assert!(matches(pattern, &path), "{pattern} does not match {path}");
+            assert!(
+                crate::route::matches(pattern, &path),
+                "{pattern} does not match {path}"
+            );
             assert!(
                 path.contains(&client.to_string()) || path.contains(&user.to_string()),
                 "{path}"

@@ -22,7 +22,7 @@ pub const MAX_GROUP_ID: usize = 64;
 pub const DS_GROUPS: &str = "/ds/v1/groups";
 
 fn group_path(pattern: &str, group_id: &[u8]) -> String {
-    crate::api::fill_route(pattern, hex::encode(group_id))
+    crate::route::fill_route(pattern, hex::encode(group_id))
 }
 
 /// POST [`CommitRequest`] → [`Committed`]; 409 `stale_epoch` when the group moved on.
@@ -298,10 +298,7 @@ mod tests {
                 ds_join_connection_group(&group),
             ),
         ] {
-            assert!(
-                crate::api::tests::matches(pattern, &path),
-                "{pattern} vs {path}"
-            );
+            assert!(crate::route::matches(pattern, &path), "{pattern} vs {path}");
             assert!(path.starts_with("/ds/v1/groups/ab01/"), "{path}");
         }
     }

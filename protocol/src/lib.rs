@@ -16,6 +16,7 @@ pub mod ds;
 pub mod federation;
 pub mod ids;
 pub mod key_packages;
+pub mod route;
 
 pub use credentials::{AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential};
 pub use crypto::{HpkePublicKey, HpkeSecretKey, Signature, SigningKey, VerifyingKey};
