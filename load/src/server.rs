@@ -133,7 +133,9 @@ impl RoostProcess {
                     "ROOST_LIMITS__BODY_BYTES_PER_MINUTE_PER_ADDRESS",
                     "4000000000",
                 )
-                .env("ROOST_LIMITS__BODY_BYTES_BURST_PER_ADDRESS", "4000000000");
+                .env("ROOST_LIMITS__BODY_BYTES_BURST_PER_ADDRESS", "4000000000")
+                // The fan-out groups are clients of one user, up to 100 of them.
+                .env("ROOST_LIMITS__CLIENTS_PER_USER", "1000");
         }
         let mut child = command
             .envs(self.options.settings.iter().map(|(k, v)| (k, v)))
