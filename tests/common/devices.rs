@@ -37,7 +37,12 @@ impl Devices {
     }
 
     pub async fn register(&self, server: &TestServer, name: &str, user: &UserName) -> Client {
-        let client = Client::register(self.path(name), &server.url, user, PASSWORD, None)
+        self.register_at(&server.url, name, user).await
+    }
+
+    /// Registers `user` at the server (or proxy) at `url`, with the state directory `name`.
+    pub async fn register_at(&self, url: &str, name: &str, user: &UserName) -> Client {
+        let client = Client::register(self.path(name), url, user, PASSWORD, None)
             .await
             .unwrap_or_else(|e| panic!("registering {name}: {e}"))
             .with_resolver(self.1.clone());
@@ -56,6 +61,22 @@ impl Devices {
             panic!("key packages of {name}: {e}");
         }
         client
+    }
+
+    /// alice and bob, one client each.
+    pub async fn alice_and_bob(&self, server: &TestServer) -> (Client, Client) {
+        let alice = self.register(server, "alice", &server.user("alice")).await;
+        let bob = self.register(server, "bob", &server.user("bob")).await;
+        (alice, bob)
+    }
+
+    /// alice, and bob with a phone and a laptop.
+    pub async fn alice_and_bobs_two(&self, server: &TestServer) -> (Client, Client, Client) {
+        let bob = server.user("bob");
+        let phone = self.register(server, "phone", &bob).await;
+        let laptop = self.add_client(server, "laptop", &bob).await;
+        let alice = self.register(server, "alice", &server.user("alice")).await;
+        (alice, phone, laptop)
     }
 }
 
@@ -121,4 +142,14 @@ pub async fn run_json(state: PathBuf, args: &[&str]) -> serde_json::Value {
     })
     .await
     .unwrap()
+}
+
+/// The one package `discover` returns for a single-client user.
+pub async fn discover_one(
+    by: &Client,
+    user: &UserName,
+) -> roost_protocol::connection::ConnectionPackage {
+    let mut found = by.connections().discover(user).await.expect("discover");
+    assert_eq!(found.len(), 1, "{user} has one client");
+    found.remove(0)
 }
