@@ -232,6 +232,65 @@ async fn a_removed_user_gets_no_further_messages_and_cannot_send() {
 }
 
 #[tokio::test]
+async fn a_removed_user_who_is_added_again_rejoins_fully_without_what_was_said_meanwhile() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let p = people(&server, &devices).await;
+    let bob = server.user("bob");
+    p.alice_phone.groups().create("plans").await.unwrap();
+    p.alice_phone.groups().add("plans", &bob).await.unwrap();
+    sync_all(&p.all()).await;
+    p.bob_phone.groups().send("plans", "first").await.unwrap();
+    // Everyone reads bob's message while he is a member (a client that reads it only after his
+    // removal is issue 12's wrong-sender defect, not this one).
+    sync_all(&p.all()).await;
+    p.alice_phone.groups().remove("plans", &bob).await.unwrap();
+    sync_all(&p.all()).await;
+    p.alice_phone
+        .groups()
+        .send("plans", "while bob is out")
+        .await
+        .unwrap();
+
+    assert_eq!(p.alice_phone.groups().add("plans", &bob).await.unwrap(), 2);
+    for client in [&p.bob_phone, &p.bob_laptop] {
+        let report = client.sync().await.unwrap();
+        assert_eq!(report.joined.len(), 1, "{report:?}");
+        let groups = client.groups().list().await.unwrap();
+        assert_eq!(groups.len(), 1, "one group, not a second copy");
+        assert!(!groups[0].removed, "{:?}", groups[0]);
+        assert_eq!(groups[0].members, 4, "alice's and bob's clients");
+    }
+    p.bob_laptop.groups().send("plans", "back").await.unwrap();
+    p.alice_laptop
+        .groups()
+        .send("plans", "welcome back")
+        .await
+        .unwrap();
+    sync_all(&p.all()).await;
+    let bobs_view = [("bob", "first"), ("bob", "back"), ("alice", "welcome back")];
+    let alices_view = [
+        ("bob", "first"),
+        ("alice", "while bob is out"),
+        ("bob", "back"),
+        ("alice", "welcome back"),
+    ];
+    for (client, expected) in [
+        (&p.bob_phone, &bobs_view[..]),
+        (&p.bob_laptop, &bobs_view[..]),
+        (&p.alice_phone, &alices_view[..]),
+        (&p.alice_laptop, &alices_view[..]),
+    ] {
+        let texts = log(&client.groups().messages("plans").await.unwrap());
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(from, text)| (from.to_string(), text.to_string()))
+            .collect();
+        assert_eq!(texts, expected, "on {}", client.client_id());
+    }
+}
+
+#[tokio::test]
 async fn two_members_changing_the_group_at_once_both_succeed_after_one_syncs_and_retries() {
     let server = TestServer::start(Options::default());
     let devices = Devices::new();

@@ -220,7 +220,8 @@ impl GroupReader<'_> {
         match item {
             Ok(QueueItem::Group(GroupDelivery::Welcome(bundle))) => {
                 match join_from_welcome(self.device, self.mls, &bundle).await {
-                    Ok(()) => report.joined.push(bundle.group_id),
+                    Ok(true) => report.joined.push(bundle.group_id),
+                    Ok(false) => {}
                     // Tried again at the next sync: the server could not be reached.
                     Err(e) if e.is_transient() => return Err(e),
                     Err(e) => report.failed.push(format!(
@@ -254,17 +255,24 @@ impl GroupReader<'_> {
 
 /// Joins the group a Welcome bundle invites into (see
 /// [`MlsSession::join_from_welcome`]) and keeps it as a named group or a contact; settles
-/// pending requests for that group.
+/// pending requests for that group. A named group this client was removed from is joined
+/// again: its log stays, and what was said while it was out is not in it. Answers whether it
+/// joined (false: it is in the group already).
 async fn join_from_welcome(
     device: &Device,
     mls: &MlsSession<'_>,
     bundle: &WelcomeBundle,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let store = device.store();
-    if store.group_access(&bundle.group_id)?.is_some() {
-        return Ok(());
-    }
-    let secrets = mls.join_from_welcome(device, bundle).await?;
+    let removed_from = match store.named_group(&bundle.group_id)? {
+        Some(group) if group.removed => Some(group),
+        Some(_) => return Ok(false),
+        None if store.contact(&bundle.group_id)?.is_some() => return Ok(false),
+        None => None,
+    };
+    let secrets = mls
+        .join_from_welcome(device, bundle, removed_from.is_some())
+        .await?;
     let (group_id, ds, keys) = (bundle.group_id.clone(), secrets.ds, secrets.keys);
     match secrets.name {
         Some(name) => {
@@ -273,7 +281,8 @@ async fn join_from_welcome(
                 name,
                 ds,
                 keys,
-                since: Timestamp::now(),
+                // Rejoined, it keeps its place in the list.
+                since: removed_from.map_or_else(Timestamp::now, |old| old.since),
                 removed: false,
             };
             store.run(move |s| s.save_named_group(&group)).await?;
@@ -302,7 +311,7 @@ async fn join_from_welcome(
                 .await?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Processes one group message. The outer error is a local failure (nothing committed); the

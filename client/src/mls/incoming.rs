@@ -30,16 +30,25 @@ impl MlsSession<'_> {
     /// Joins the group a Welcome bundle invites into, decrypting its keys with the secret
     /// exported from the epoch it opens, and checks who added this client: a valid client of
     /// its domain, and into a connection group only one of this user's own clients. Committed
-    /// only if every check passes; answers the group's keys and name.
+    /// only if every check passes; answers the group's keys and name. With `replace`, the
+    /// state this client kept of the group (it was removed from it) gives way to the new one.
     pub async fn join_from_welcome(
         &self,
         device: &Device,
         bundle: &WelcomeBundle,
+        replace: bool,
     ) -> Result<WelcomeSecrets, Error> {
         let MlsMessageBodyIn::Welcome(welcome) = parse_message(&bundle.welcome)? else {
             return Err(Error::Mls("the bundle holds no Welcome".into()));
         };
         let joined = (|| {
+            if replace {
+                if let Some(mut old) =
+                    MlsGroup::load(self.storage(), &GroupId::from_slice(&bundle.group_id))?
+                {
+                    old.delete(self.storage())?;
+                }
+            }
             let staged =
                 StagedWelcome::new_from_welcome(self.provider(), &join_config(), welcome, None)
                     .map_err(|e| mls_error("cannot join from the Welcome", e))?;
