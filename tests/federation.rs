@@ -49,7 +49,13 @@ async fn settle(clients: &[&Client], mut done: impl AsyncFnMut() -> bool) {
 fn texts(messages: &[StoredMessage]) -> Vec<(String, String)> {
     messages
         .iter()
-        .map(|m| (m.from.to_string(), m.text.clone()))
+        .map(|m| {
+            let from = m
+                .from
+                .as_ref()
+                .map_or("(unknown)".to_owned(), ToString::to_string);
+            (from, m.text.clone())
+        })
         .collect()
 }
 

@@ -59,7 +59,10 @@ async fn people(server: &TestServer, devices: &Devices) -> People {
 fn log(messages: &[StoredMessage]) -> Vec<(String, String)> {
     messages
         .iter()
-        .map(|m| (m.from.local().to_owned(), m.text.clone()))
+        .map(|m| {
+            let from = m.from.as_ref().map_or("(unknown)", |user| user.local());
+            (from.to_owned(), m.text.clone())
+        })
         .collect()
 }
 
@@ -232,6 +235,36 @@ async fn a_removed_user_gets_no_further_messages_and_cannot_send() {
 }
 
 #[tokio::test]
+async fn a_message_read_after_its_sender_was_removed_still_shows_its_sender() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let p = people(&server, &devices).await;
+    let (bob, carol) = (server.user("bob"), server.user("carol"));
+    p.alice_phone.groups().create("plans").await.unwrap();
+    p.alice_phone.groups().add("plans", &bob).await.unwrap();
+    p.alice_phone.groups().add("plans", &carol).await.unwrap();
+    sync_all(&p.all()).await;
+    p.bob_phone
+        .groups()
+        .send("plans", "said before leaving")
+        .await
+        .unwrap();
+    // alice's phone reads it (syncing before the removal), then removes bob; alice's laptop
+    // and carol read it only afterwards, when the DS no longer lists bob's clients.
+    p.alice_phone.groups().remove("plans", &bob).await.unwrap();
+    for client in [&p.alice_phone, &p.alice_laptop, &p.carol_phone] {
+        client.sync().await.unwrap();
+        let texts = log(&client.groups().messages("plans").await.unwrap());
+        assert_eq!(
+            texts,
+            [("bob".to_owned(), "said before leaving".to_owned())],
+            "on {}",
+            client.client_id()
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_removed_user_who_is_added_again_rejoins_fully_without_what_was_said_meanwhile() {
     let server = TestServer::start(Options::default());
     let devices = Devices::new();
@@ -241,9 +274,6 @@ async fn a_removed_user_who_is_added_again_rejoins_fully_without_what_was_said_m
     p.alice_phone.groups().add("plans", &bob).await.unwrap();
     sync_all(&p.all()).await;
     p.bob_phone.groups().send("plans", "first").await.unwrap();
-    // Everyone reads bob's message while he is a member (a client that reads it only after his
-    // removal is issue 12's wrong-sender defect, not this one).
-    sync_all(&p.all()).await;
     p.alice_phone.groups().remove("plans", &bob).await.unwrap();
     sync_all(&p.all()).await;
     p.alice_phone

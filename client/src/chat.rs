@@ -61,8 +61,14 @@ pub(crate) async fn send_text(
 ) -> Result<StoredMessage, Error> {
     inbox::sync(client, mls, Duration::ZERO).await?;
     inbox::send_content(client, mls, access, &Content::Text(text.to_owned())).await?;
-    let stored =
-        inbox::store_message(client.device(), &access.group_id, client.user(), text, None).await?;
+    let stored = inbox::store_message(
+        client.device(),
+        &access.group_id,
+        Some(client.user()),
+        text,
+        None,
+    )
+    .await?;
     stored.ok_or_else(|| Error::Mls("the message was not stored".into()))
 }
 

@@ -7,18 +7,18 @@
 //! group's log) before the position moves past it, and acknowledged only after that, so a crash
 //! loses nothing; a message handled again after a crash is stored once (by queue seq).
 //!
-//! Leaves carry pseudonyms only. The sender of a received message is found through the members'
-//! cards the DS keeps (see [`crate::mls::members`]), learnt once per pseudonym. If that fails
-//! (the sender has left the DS's list since), the connection's peer is assumed, or else the
-//! sender shows as this user.
+//! Leaves carry pseudonyms only. The sender of a received message is the one its envelope's card
+//! names, checked against the leaf that sent it as the group was at the message's epoch (see
+//! `sender_of`), so a sender removed since is still named. A card that fails leaves the sender
+//! unknown; no path names the reader, or anyone else, in its place.
 
 use std::time::Duration;
 
 use roost_protocol::{
     api::{QueueItem, QueueMessage},
-    content::Content,
+    content::{Content, Envelope},
     crypto::CryptoError,
-    ds::{GroupDelivery, WelcomeBundle},
+    ds::{GroupDelivery, MemberCard, WelcomeBundle},
     Timestamp, UserName,
 };
 
@@ -340,23 +340,19 @@ async fn process_group_message(
                 .inspect_err(|_| mls.discard())?;
             Processed::Removed
         }
-        Incoming::Application { pseudonym, payload } => {
-            let handled = match Content::decode(&payload) {
-                Ok(Content::Text(text)) => {
-                    let from = resolve_sender(device, mls, group_id, &pseudonym).await;
-                    store_message(device, group_id, &from, &text, Some(seq))
-                        .await
-                        .map(|stored| Ok(Processed::Message(stored)))
-                }
-                Ok(Content::FriendshipToken(token)) => {
-                    match sender_of(device, mls, group_id, &pseudonym).await {
-                        Some(from) => friendship::note_token(device, group_id, &from, token)
-                            .await
-                            .map(|()| Ok(Processed::Token)),
-                        None => Ok(Err(Error::Mls(
-                            "a friendship token from an unknown sender".into(),
-                        ))),
-                    }
+        Incoming::Application {
+            pseudonym,
+            sender_key,
+            payload,
+        } => {
+            let handled = match Envelope::decode(&payload) {
+                Ok(envelope) => {
+                    let sent_by = Leaf {
+                        group_id,
+                        pseudonym: &pseudonym,
+                        key: &sender_key,
+                    };
+                    take_content(device, sent_by, envelope, seq).await
                 }
                 Err(e) => Ok(Err(Error::Mls(format!("an unreadable message: {e}")))),
             };
@@ -390,70 +386,80 @@ async fn mark_removed(device: &Device, group_id: &[u8]) -> Result<(), Error> {
 pub(crate) async fn store_message(
     device: &Device,
     group_id: &[u8],
-    from: &UserName,
+    from: Option<&UserName>,
     text: &str,
     queue_seq: Option<u64>,
 ) -> Result<Option<StoredMessage>, Error> {
-    let (group_id, from, text) = (group_id.to_vec(), from.clone(), text.to_owned());
+    let (group_id, from, text) = (group_id.to_vec(), from.cloned(), text.to_owned());
     Ok(device
         .store()
-        .run(move |s| s.append_message(&group_id, &from, &text, queue_seq))
+        .run(move |s| s.append_message(&group_id, from.as_ref(), &text, queue_seq))
         .await?)
 }
 
-/// The user behind the leaf that sent a message, if the credentials tell (see the module
-/// documentation).
+/// The leaf that sent an application message, as the group was at the message's epoch.
+#[derive(Clone, Copy)]
+struct Leaf<'a> {
+    group_id: &'a [u8],
+    pseudonym: &'a [u8],
+    key: &'a [u8],
+}
+
+/// Stores a chat text, or notes a friendship token, from the sender the envelope establishes.
+/// The outer error is a local failure (tried again at the next sync); the inner one a message
+/// that cannot be used.
+async fn take_content(
+    device: &Device,
+    leaf: Leaf<'_>,
+    envelope: Envelope,
+    seq: u64,
+) -> Result<Result<Processed, Error>, Error> {
+    let from = sender_of(device, leaf, &envelope.sender).await?;
+    match envelope.content {
+        Content::Text(text) => {
+            let stored = store_message(device, leaf.group_id, from.as_ref(), &text, Some(seq));
+            Ok(Ok(Processed::Message(stored.await?)))
+        }
+        Content::FriendshipToken(token) => match from {
+            Some(from) => friendship::note_token(device, leaf.group_id, &from, token)
+                .await
+                .map(|()| Ok(Processed::Token)),
+            None => Ok(Err(Error::Mls(
+                "a friendship token from an unknown sender".into(),
+            ))),
+        },
+    }
+}
+
+/// The user who sent a message: the one its card names, if the card is for the leaf that sent
+/// it, signed by the credential's key, and that credential chains to its domain's AS
+/// credentials (checked once per leaf pseudonym, then remembered). `None` if the card fails a
+/// check: the sender is unknown, never guessed. An error only if the check could not be made
+/// (the AS unreachable): the message is then read again at the next sync.
 async fn sender_of(
     device: &Device,
-    mls: &MlsSession<'_>,
-    group_id: &[u8],
-    pseudonym: &[u8],
-) -> Option<UserName> {
+    leaf: Leaf<'_>,
+    card: &MemberCard,
+) -> Result<Option<UserName>, Error> {
+    if card.leaf_key != leaf.key || card.verify().is_err() {
+        return Ok(None);
+    }
+    let user = card.credential.user();
     let store = device.store();
-    if let Ok(Some(own)) = store.mls_identity() {
-        if own.pseudonym == pseudonym {
-            return Some(device.user().clone());
-        }
+    if store.member_user(leaf.group_id, leaf.pseudonym)?.as_ref() == Some(user) {
+        return Ok(Some(user.clone()));
     }
-    if let Ok(Some(user)) = store.member_user(group_id, pseudonym) {
-        return Some(user);
+    match device.verify_credential(&card.credential).await {
+        Ok(()) => {}
+        Err(e) if e.is_transient() => return Err(e),
+        Err(_) => return Ok(None),
     }
-    learn_members(device, mls, group_id).await.ok()?;
-    store.member_user(group_id, pseudonym).ok().flatten()
-}
-
-/// [`sender_of`] a chat message; failing that, the connection's peer is assumed.
-async fn resolve_sender(
-    device: &Device,
-    mls: &MlsSession<'_>,
-    group_id: &[u8],
-    pseudonym: &[u8],
-) -> UserName {
-    if let Some(user) = sender_of(device, mls, group_id, pseudonym).await {
-        return user;
-    }
-    device
-        .store()
-        .contact(group_id)
-        .ok()
-        .flatten()
-        .and_then(|c| c.peer)
-        .unwrap_or_else(|| device.user().clone())
-}
-
-/// Learns which user each member pseudonym of a group belongs to.
-async fn learn_members(
-    device: &Device,
-    mls: &MlsSession<'_>,
-    group_id: &[u8],
-) -> Result<(), Error> {
-    let access = device
-        .store()
-        .group_access(group_id)?
-        .ok_or_else(|| Error::Mls("this client does not know the group".into()))?;
-    let group = mls.group(group_id)?;
-    let members = verified_members(device, &group, &access).await?;
-    remember_members(device, group_id, members).await
+    let learnt = vec![(leaf.pseudonym.to_vec(), user.clone())];
+    let group_id = leaf.group_id.to_vec();
+    store
+        .run(move |s| s.save_member_users(&group_id, &learnt))
+        .await?;
+    Ok(Some(user.clone()))
 }
 
 /// Keeps which user each pseudonym of `members` belongs to.

@@ -3,10 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{codec, key_packages::FriendshipToken};
+use crate::{codec, ds::MemberCard, key_packages::FriendshipToken};
 
 /// Largest encoded [`Content`] a client accepts, in bytes.
 pub const MAX_CONTENT: usize = 64 * 1024;
+/// Largest encoded [`Envelope`]: its content and the sender's card.
+pub const MAX_ENVELOPE: usize = MAX_CONTENT + 8 * 1024;
 /// Longest group name, in bytes of UTF-8.
 pub const MAX_GROUP_NAME: usize = 100;
 
@@ -27,6 +29,26 @@ impl Content {
 
     pub fn decode(bytes: &[u8]) -> Result<Content, codec::CodecError> {
         codec::decode_limited::<Content, MAX_CONTENT>(bytes)
+    }
+}
+
+/// An application message as it travels inside MLS: what it says, and who says it. The sender's
+/// card (its client credential bound to its leaf's MLS signature key) lets every reader tell
+/// the sender from the message itself, checked against the leaf that sent it, whatever the
+/// group has become by the time the reader gets to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub sender: MemberCard,
+    pub content: Content,
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, codec::CodecError> {
+        codec::decode_limited::<Envelope, MAX_ENVELOPE>(bytes)
     }
 }
 
@@ -56,6 +78,31 @@ mod tests {
         let token = Content::FriendshipToken(FriendshipToken([7; 32]));
         assert_eq!(Content::decode(&token.encode()).unwrap(), token);
         assert!(Content::decode(b"\xff\xff\xff").is_err());
+    }
+
+    #[test]
+    fn an_envelope_round_trips_with_its_sender_card() {
+        use crate::{
+            credentials::{ClientCredential, Validity},
+            ClientId, SigningKey,
+        };
+        let key = SigningKey::generate();
+        let credential = ClientCredential::issue(
+            "alice@a.test".parse().unwrap(),
+            ClientId::random(),
+            key.verifying_key(),
+            Validity::starting_now(60),
+            &SigningKey::generate(),
+        );
+        let envelope = Envelope {
+            sender: MemberCard::new(credential, &key, &[7; 32]),
+            content: Content::Text("hello".into()),
+        };
+        let back = Envelope::decode(&envelope.encode()).unwrap();
+        assert_eq!(back, envelope);
+        assert!(back.sender.verify().is_ok());
+        // A bare content is not an envelope.
+        assert!(Envelope::decode(&Content::Text("hi".into()).encode()).is_err());
     }
 
     #[test]

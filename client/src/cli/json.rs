@@ -151,7 +151,7 @@ impl Outcome {
 
 pub(super) fn message_json(message: &StoredMessage) -> Value {
     json!({
-        "from": message.from.to_string(),
+        "from": message.from.as_ref().map(ToString::to_string),
         "text": message.text,
         "at": message.at.0,
         "seq": message.seq,

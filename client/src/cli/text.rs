@@ -306,7 +306,10 @@ pub(super) fn message_text(message: &StoredMessage) -> String {
     format!(
         "{}  {}: {}",
         format_time(message.at),
-        message.from,
+        message
+            .from
+            .as_ref()
+            .map_or("(unknown sender)".to_owned(), ToString::to_string),
         printable(&message.text)
     )
 }

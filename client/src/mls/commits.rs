@@ -8,7 +8,7 @@ use openmls::{
 };
 use roost_protocol::{
     connection::EarKey,
-    content::Content,
+    content::{Content, Envelope},
     ds::{
         CommitRequest, CreateGroup, GroupKeys, JoinConnectionGroup, MemberEntry, SendMessage,
         WelcomeBundle, WelcomeSecrets,
@@ -212,8 +212,12 @@ impl MlsSession<'_> {
         let signer = self.signer(device)?;
         let ds = device.server_of(&access.ds)?;
         let mut group = self.group(&access.group_id)?;
+        let envelope = Envelope {
+            sender: signer.own_card(device),
+            content: content.clone(),
+        };
         let created = group
-            .create_message(self.provider(), &signer.key, &content.encode())
+            .create_message(self.provider(), &signer.key, &envelope.encode())
             .map_err(|e| mls_error("cannot make the message", e))
             .and_then(|m| {
                 m.tls_serialize_detached()

@@ -19,9 +19,11 @@ pub enum Incoming {
     Removed,
     /// A proposal (stored), an external join proposal, or this client's own message.
     Proposal,
-    /// An application message from the member whose leaf carries `pseudonym`.
+    /// An application message from the member whose leaf carries `pseudonym` and the MLS
+    /// signature key `sender_key`, as the group is at the message's epoch.
     Application {
         pseudonym: Vec<u8>,
+        sender_key: Vec<u8>,
         payload: Vec<u8>,
     },
 }
@@ -117,13 +119,18 @@ impl MlsSession<'_> {
                 })
             }
             ProcessedMessageContent::ApplicationMessage(message) => {
-                let Sender::Member(_) = sender else {
+                let Sender::Member(leaf) = sender else {
                     return Err(Error::Mls(
                         "an application message not from a member".into(),
                     ));
                 };
+                let sender_key = group
+                    .member_at(leaf)
+                    .map(|member| member.signature_key)
+                    .ok_or_else(|| Error::Mls("the sending leaf is not in the group".into()))?;
                 Ok(Incoming::Application {
                     pseudonym: pseudonym_of(credential),
+                    sender_key,
                     payload: message.into_bytes(),
                 })
             }

@@ -10,8 +10,8 @@ use super::{group_prefix, State, StateError, TREE_MESSAGES};
 /// One message of a group's log, as `Chat::messages` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
-    /// The sending user.
-    pub from: UserName,
+    /// The sending user; `None` if the message did not establish who sent it (never a guess).
+    pub from: Option<UserName>,
     pub text: String,
     /// When this client sent or received it.
     pub at: Timestamp,
@@ -27,7 +27,7 @@ impl State {
     pub fn append_message(
         &self,
         group_id: &[u8],
-        from: &UserName,
+        from: Option<&UserName>,
         text: &str,
         queue_seq: Option<u64>,
     ) -> Result<Option<StoredMessage>, StateError> {
@@ -48,7 +48,7 @@ impl State {
             None => 1,
         };
         let message = StoredMessage {
-            from: from.clone(),
+            from: from.cloned(),
             text: text.to_owned(),
             at: Timestamp::now(),
             seq,
@@ -85,5 +85,39 @@ impl State {
                 codec::decode(&bytes).map_err(|e| self.corrupt(TREE_MESSAGES, &key, &e.to_string()))
             })
             .collect()
+    }
+}
+
+/// A message as format 2 kept it: its sender always named.
+#[derive(Deserialize)]
+struct StoredMessageV2 {
+    from: UserName,
+    text: String,
+    at: Timestamp,
+    seq: u64,
+    queue_seq: Option<u64>,
+}
+
+impl State {
+    /// Rewrites every message of a format-2 log in this format, all at once.
+    pub(super) fn upgrade_from_2(&self) -> Result<(), StateError> {
+        let mut batch = sled::Batch::default();
+        for entry in self.messages.iter() {
+            let (key, bytes) = entry.map_err(|e| self.store_error(e))?;
+            let old: StoredMessageV2 = codec::decode(&bytes)
+                .map_err(|e| self.corrupt(TREE_MESSAGES, &key, &e.to_string()))?;
+            let upgraded = StoredMessage {
+                from: Some(old.from),
+                text: old.text,
+                at: old.at,
+                seq: old.seq,
+                queue_seq: old.queue_seq,
+            };
+            batch.insert(key, codec::encode(&upgraded));
+        }
+        self.messages
+            .apply_batch(batch)
+            .map_err(|e| self.store_error(e))?;
+        self.flush()
     }
 }

@@ -18,7 +18,9 @@
 //! queue message shown twice.
 //!
 //! Values are encoded with [`roost_protocol::codec`] only; a format-version key is checked at
-//! every open so that a store written by another version is refused rather than misread.
+//! every open so that a store written by another version is refused rather than misread. The
+//! one format before this one (2, where every stored message named its sender) is upgraded in
+//! place when opened.
 
 pub mod groups;
 pub mod identity;
@@ -41,7 +43,9 @@ pub use messages::StoredMessage;
 pub use requests::{ConnectionBatch, ConnectionKey, PendingRequest};
 
 /// The state format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The format before this one, which opening upgrades (see [`messages::upgrade_from_2`]).
+const PREVIOUS_FORMAT: u32 = 2;
 
 const KEY_FORMAT: &[u8] = b"format_version";
 const KEY_IDENTITY: &[u8] = b"identity";
@@ -154,7 +158,7 @@ impl State {
         let db = open_db(&dir)?;
         let format = read(&dir, &db, KEY_FORMAT)?;
         match format {
-            Some(FORMAT_VERSION) => {}
+            Some(FORMAT_VERSION | PREVIOUS_FORMAT) => {}
             Some(found) => return Err(StateError::UnsupportedFormat { dir, found }),
             None if db.is_empty() => {}
             None => return Err(StateError::NotAStateDir(dir)),
@@ -178,7 +182,10 @@ impl State {
             dir,
             db,
         };
-        if format.is_none() {
+        if format == Some(PREVIOUS_FORMAT) {
+            state.upgrade_from_2()?;
+        }
+        if format != Some(FORMAT_VERSION) {
             state.put(KEY_FORMAT, &FORMAT_VERSION)?;
         }
         Ok(state)

@@ -286,16 +286,25 @@ fn a_message_log_keeps_order_per_group_and_stores_a_queue_message_once() {
     let state = State::open_or_create(dir.path()).unwrap();
     let alice: UserName = "alice@a.test".parse().unwrap();
     let bob: UserName = "bob@a.test".parse().unwrap();
-    let first = state.append_message(b"g1", &bob, "hi", Some(7)).unwrap();
+    let first = state
+        .append_message(b"g1", Some(&bob), "hi", Some(7))
+        .unwrap();
     assert_eq!(first.map(|m| m.seq), Some(1));
     // The same queue message again, as after a crash before the position was saved.
     assert_eq!(
-        state.append_message(b"g1", &bob, "hi", Some(7)).unwrap(),
+        state
+            .append_message(b"g1", Some(&bob), "hi", Some(7))
+            .unwrap(),
         None
     );
-    let own = state.append_message(b"g1", &alice, "hello", None).unwrap();
+    let own = state
+        .append_message(b"g1", Some(&alice), "hello", None)
+        .unwrap();
     assert_eq!(own.map(|m| m.seq), Some(2));
-    state.append_message(b"g2", &bob, "other", Some(8)).unwrap();
+    state.append_message(b"g1", None, "who?", Some(9)).unwrap();
+    state
+        .append_message(b"g2", Some(&bob), "other", Some(8))
+        .unwrap();
     drop(state);
     let state = State::open_or_create(dir.path()).unwrap();
     let log: Vec<_> = state
@@ -306,8 +315,53 @@ fn a_message_log_keeps_order_per_group_and_stores_a_queue_message_once() {
         .collect();
     assert_eq!(
         log,
-        vec![(bob.clone(), "hi".into(), 1), (alice, "hello".into(), 2)]
+        vec![
+            (Some(bob.clone()), "hi".into(), 1),
+            (Some(alice), "hello".into(), 2),
+            (None, "who?".into(), 3)
+        ]
     );
     assert_eq!(state.messages(b"g2").unwrap().len(), 1);
     assert!(state.messages(b"g3").unwrap().is_empty());
+}
+
+#[test]
+fn a_format_2_log_is_read_after_the_upgrade_with_every_sender_kept() {
+    #[derive(serde::Serialize)]
+    struct StoredMessageV2 {
+        from: UserName,
+        text: String,
+        at: Timestamp,
+        seq: u64,
+        queue_seq: Option<u64>,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bob: UserName = "bob@a.test".parse().unwrap();
+    {
+        let state = State::open_or_create(dir.path()).unwrap();
+        let old = StoredMessageV2 {
+            from: bob.clone(),
+            text: "from before".into(),
+            at: Timestamp(5),
+            seq: 1,
+            queue_seq: Some(3),
+        };
+        let mut key = group_prefix(b"g1");
+        key.extend_from_slice(&1u64.to_be_bytes());
+        state.messages.insert(key, codec::encode(&old)).unwrap();
+        state.put_raw(KEY_FORMAT, codec::encode(&2u32));
+    }
+    let state = State::open_or_create(dir.path()).unwrap();
+    let log = state.messages(b"g1").unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].from, Some(bob));
+    assert_eq!((log[0].text.as_str(), log[0].seq), ("from before", 1));
+    drop(state);
+    // Upgraded once: the format mark says so, and a second open reads it as it is.
+    let state = State::open_or_create(dir.path()).unwrap();
+    assert_eq!(state.messages(b"g1").unwrap().len(), 1);
+    assert_eq!(
+        read::<u32>(dir.path(), &state.db, KEY_FORMAT).unwrap(),
+        Some(FORMAT_VERSION)
+    );
 }
