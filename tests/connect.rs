@@ -9,9 +9,9 @@ mod common;
 use std::path::PathBuf;
 
 use common::{
-    devices::Devices,
+    devices::{cli, Devices},
     mls::{self, Keys, Member},
-    Options, TestServer, PASSWORD,
+    Options, TestServer,
 };
 use roost_client::{Client, Error, GroupStatus, JoinedVia, PendingRequest};
 use roost_protocol::UserName;
@@ -324,34 +324,6 @@ async fn two_clients_accepting_at_once_make_one_connection() {
         .await
         .unwrap()
         .is_empty());
-}
-
-/// Runs `roost-client ARGS --json` on the state directory `state`; the exit status and the
-/// JSON value printed on stdout (on success) or stderr (on failure).
-fn cli(state: &std::path::Path, args: &[&str]) -> (bool, serde_json::Value) {
-    let output = std::process::Command::new(common::client_binary())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("ROOST_CLIENT_STATE", state)
-        .env("ROOST_PASSWORD", PASSWORD)
-        .args(args)
-        .arg("--json")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run roost-client");
-    let text = if output.status.success() {
-        &output.stdout
-    } else {
-        &output.stderr
-    };
-    let value = serde_json::from_slice(text).unwrap_or_else(|e| {
-        panic!(
-            "not one JSON value ({e}): {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (output.status.success(), value)
 }
 
 #[tokio::test]

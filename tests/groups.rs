@@ -10,6 +10,7 @@ use common::{
     Options, TestServer,
 };
 use roost_client::{Client, StoredMessage};
+use roost_protocol::UserName;
 
 /// alice (phone and laptop), bob (phone and laptop) and carol (phone); alice is connected with
 /// bob and with carol, bob and carol are not connected.
@@ -64,6 +65,15 @@ fn log(messages: &[StoredMessage]) -> Vec<(String, String)> {
             (from.to_owned(), m.text.clone())
         })
         .collect()
+}
+
+/// alice's phone creates the group "plans" and adds `users`; then everyone syncs.
+async fn plans_with(p: &People, users: &[&UserName]) {
+    p.alice_phone.groups().create("plans").await.unwrap();
+    for user in users {
+        p.alice_phone.groups().add("plans", user).await.unwrap();
+    }
+    sync_all(&p.all()).await;
 }
 
 async fn sync_all(clients: &[&Client]) {
@@ -176,10 +186,7 @@ async fn a_removed_user_gets_no_further_messages_and_cannot_send() {
     let devices = Devices::new();
     let p = people(&server, &devices).await;
     let (bob, carol) = (server.user("bob"), server.user("carol"));
-    p.alice_phone.groups().create("plans").await.unwrap();
-    p.alice_phone.groups().add("plans", &bob).await.unwrap();
-    p.alice_phone.groups().add("plans", &carol).await.unwrap();
-    sync_all(&p.all()).await;
+    plans_with(&p, &[&bob, &carol]).await;
     p.carol_phone
         .groups()
         .send("plans", "before")
@@ -240,10 +247,7 @@ async fn a_message_read_after_its_sender_was_removed_still_shows_its_sender() {
     let devices = Devices::new();
     let p = people(&server, &devices).await;
     let (bob, carol) = (server.user("bob"), server.user("carol"));
-    p.alice_phone.groups().create("plans").await.unwrap();
-    p.alice_phone.groups().add("plans", &bob).await.unwrap();
-    p.alice_phone.groups().add("plans", &carol).await.unwrap();
-    sync_all(&p.all()).await;
+    plans_with(&p, &[&bob, &carol]).await;
     p.bob_phone
         .groups()
         .send("plans", "said before leaving")
@@ -270,9 +274,7 @@ async fn a_removed_user_who_is_added_again_rejoins_fully_without_what_was_said_m
     let devices = Devices::new();
     let p = people(&server, &devices).await;
     let bob = server.user("bob");
-    p.alice_phone.groups().create("plans").await.unwrap();
-    p.alice_phone.groups().add("plans", &bob).await.unwrap();
-    sync_all(&p.all()).await;
+    plans_with(&p, &[&bob]).await;
     p.bob_phone.groups().send("plans", "first").await.unwrap();
     p.alice_phone.groups().remove("plans", &bob).await.unwrap();
     sync_all(&p.all()).await;

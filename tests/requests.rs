@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::time::Duration;
 
 use common::{
-    devices::{discover_one, Devices},
-    Options, TestServer, PASSWORD,
+    devices::{cli, cli_json, discover_one, Devices},
+    Options, TestServer,
 };
 use roost_client::{Client, RejectReason, State};
 use roost_protocol::{
@@ -258,40 +258,6 @@ async fn forged_requests_are_dropped_and_reported_never_listed() {
     assert_eq!(bob.connections().pending().await.unwrap().len(), 1);
 }
 
-/// Runs `roost-client --json ARGS` on a state directory; exit status, stdout JSON (or stderr
-/// JSON on failure).
-fn cli(state: &Path, args: &[&str]) -> (bool, Value) {
-    let output = Command::new(common::client_binary())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("ROOST_CLIENT_STATE", state)
-        .env("ROOST_PASSWORD", PASSWORD)
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run roost-client");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    let text = if output.status.success() {
-        assert!(stderr.is_empty(), "stderr on success: {stderr}");
-        stdout.trim().to_owned()
-    } else {
-        assert!(stdout.is_empty(), "stdout on failure: {stdout}");
-        stderr.trim().to_owned()
-    };
-    let value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("not one JSON value ({e}): {text:?} / {stderr}"));
-    (output.status.success(), value)
-}
-
-fn cli_ok(state: &Path, args: &[&str]) -> Value {
-    let (ok, value) = cli(state, args);
-    assert!(ok, "roost-client {args:?} failed: {value}");
-    value
-}
-
 #[tokio::test]
 async fn the_command_line_publishes_discovers_lists_and_declines() {
     let server = TestServer::start(Options::default());
@@ -301,7 +267,7 @@ async fn the_command_line_publishes_discovers_lists_and_declines() {
     let state = bob_state.clone();
     let url = server.url.clone();
     let registered = tokio::task::spawn_blocking(move || {
-        cli_ok(&state, &["register", &bob_name, "--server", &url])
+        cli_json(&state, &["register", &bob_name, "--server", &url])
     })
     .await
     .unwrap();
@@ -324,7 +290,7 @@ async fn the_command_line_publishes_discovers_lists_and_declines() {
     let alice_id = alice.client_id().to_string();
     let state = bob_state.clone();
     tokio::task::spawn_blocking(move || {
-        let listed = cli_ok(&state, &["requests"]);
+        let listed = cli_json(&state, &["requests"]);
         assert_eq!(listed["rejected"], Value::Array(vec![]), "{listed}");
         let requests = listed["requests"].as_array().unwrap();
         assert_eq!(requests.len(), 2, "{listed}");
@@ -340,9 +306,9 @@ async fn the_command_line_publishes_discovers_lists_and_declines() {
         }
         let id = requests[0]["id"].as_str().unwrap().to_owned();
 
-        let declined = cli_ok(&state, &["decline", &id]);
+        let declined = cli_json(&state, &["decline", &id]);
         assert_eq!(declined, serde_json::json!({ "declined": id }));
-        let listed = cli_ok(&state, &["requests"]);
+        let listed = cli_json(&state, &["requests"]);
         let remaining = listed["requests"].as_array().unwrap();
         assert_eq!(remaining.len(), 1, "{listed}");
         assert_ne!(remaining[0]["id"], id.as_str());
@@ -352,7 +318,7 @@ async fn the_command_line_publishes_discovers_lists_and_declines() {
         assert_eq!(error["error"], "unknown_request", "{error}");
 
         // Two of bob's 20 packages were used up; five more.
-        let count = cli_ok(&state, &["publish-packages", "--count", "5"]);
+        let count = cli_json(&state, &["publish-packages", "--count", "5"]);
         assert_eq!(
             count,
             serde_json::json!({
@@ -362,7 +328,7 @@ async fn the_command_line_publishes_discovers_lists_and_declines() {
             })
         );
 
-        let found = cli_ok(&state, &["discover", "alice@localhost"]);
+        let found = cli_json(&state, &["discover", "alice@localhost"]);
         assert_eq!(found["user"], "alice@localhost");
         let clients = found["clients"].as_array().unwrap();
         assert_eq!(clients.len(), 1, "{found}");

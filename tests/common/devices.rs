@@ -109,28 +109,41 @@ pub async fn connect(initiator: &Client, responder: &Client, others: &[&Client])
     }
 }
 
-/// Runs `roost-client ARGS --json` on the state directory `state`, expecting success.
-pub fn cli_json(state: &Path, args: &[&str]) -> serde_json::Value {
+/// Runs `roost-client ARGS --json` on the state directory `state` (the password in
+/// `ROOST_PASSWORD`); the exit status and the one JSON value printed, on stdout on success and
+/// on stderr on failure, the other stream staying empty.
+pub fn cli(state: &Path, args: &[&str]) -> (bool, serde_json::Value) {
     let output = std::process::Command::new(super::client_binary())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("ROOST_CLIENT_STATE", state)
+        .env("ROOST_PASSWORD", PASSWORD)
         .args(args)
         .arg("--json")
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run roost-client");
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
     );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    let text = if output.status.success() {
+        assert!(stderr.is_empty(), "{args:?}: stderr on success: {stderr}");
+        stdout.trim()
+    } else {
+        assert!(stdout.is_empty(), "{args:?}: stdout on failure: {stdout}");
+        stderr.trim()
+    };
+    let value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("{args:?}: not one JSON value ({e}): {stdout}{stderr}"));
+    (output.status.success(), value)
+}
+
+/// [`cli`], expecting success.
+pub fn cli_json(state: &Path, args: &[&str]) -> serde_json::Value {
+    let (ok, value) = cli(state, args);
+    assert!(ok, "roost-client {args:?} failed: {value}");
+    value
 }
 
 /// [`cli_json`] off the async runtime.
