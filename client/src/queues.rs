@@ -14,7 +14,7 @@ use roost_protocol::api::{self, QueueMessage};
 use crate::{
     device::Device,
     error::Error,
-    store::{blocking, QueuePosition},
+    store::QueuePosition,
     transport::{Queue, QueueKind},
 };
 
@@ -153,6 +153,8 @@ pub async fn save_position(
     queue: QueueKind,
     position: QueuePosition,
 ) -> Result<(), Error> {
-    let store = device.store().clone();
-    Ok(blocking(move || store.set_queue_position(queue, &position)).await?)
+    Ok(device
+        .store()
+        .run(move |s| s.set_queue_position(queue, &position))
+        .await?)
 }

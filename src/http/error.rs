@@ -96,12 +96,6 @@ impl From<DeliveryError> for ApiError {
     }
 }
 
-impl From<actix::MailboxError> for ApiError {
-    fn from(_: actix::MailboxError) -> Self {
-        ApiError::Unavailable
-    }
-}
-
 impl ApiError {
     /// What the client is told: the JSON body of the error response.
     pub(crate) fn body(&self) -> ErrorBody {

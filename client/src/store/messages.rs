@@ -89,13 +89,13 @@ impl State {
 }
 
 /// A message as format 2 kept it: its sender always named.
-#[derive(Deserialize)]
-struct StoredMessageV2 {
-    from: UserName,
-    text: String,
-    at: Timestamp,
-    seq: u64,
-    queue_seq: Option<u64>,
+#[derive(Serialize, Deserialize)]
+pub(super) struct StoredMessageV2 {
+    pub(super) from: UserName,
+    pub(super) text: String,
+    pub(super) at: Timestamp,
+    pub(super) seq: u64,
+    pub(super) queue_seq: Option<u64>,
 }
 
 impl State {

@@ -327,19 +327,11 @@ fn a_message_log_keeps_order_per_group_and_stores_a_queue_message_once() {
 
 #[test]
 fn a_format_2_log_is_read_after_the_upgrade_with_every_sender_kept() {
-    #[derive(serde::Serialize)]
-    struct StoredMessageV2 {
-        from: UserName,
-        text: String,
-        at: Timestamp,
-        seq: u64,
-        queue_seq: Option<u64>,
-    }
     let dir = tempfile::tempdir().unwrap();
     let bob: UserName = "bob@a.test".parse().unwrap();
     {
         let state = State::open_or_create(dir.path()).unwrap();
-        let old = StoredMessageV2 {
+        let old = messages::StoredMessageV2 {
             from: bob.clone(),
             text: "from before".into(),
             at: Timestamp(5),
