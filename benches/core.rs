@@ -253,6 +253,7 @@ fn codec(c: &mut Criterion) {
     let message = QueueMessage::seal(&key, &client, 42, &item).unwrap();
     let message_bytes = encode(&message);
     let delivery = GroupDelivery::Message {
+        seq: 1,
         group_id: vec![3; 16],
         message: vec![9; 1024],
     };
@@ -484,6 +485,7 @@ impl BenchGroup {
             .send(Route {
                 key: group_id.clone(),
                 message: DsRequest(protocol_ds::CreateGroup {
+                    op: roost_protocol::OpId::random(),
                     group_id: group_id.clone(),
                     ear_key: ear_key.clone(),
                     group_info,
@@ -517,6 +519,7 @@ impl BenchGroup {
             .send(Route {
                 key: group_id.clone(),
                 message: DsRequest(protocol_ds::CommitRequest {
+                    op: roost_protocol::OpId::random(),
                     ear_key: ear_key.clone(),
                     commit: commit.to_bytes().unwrap(),
                     group_info,
@@ -532,7 +535,7 @@ impl BenchGroup {
             .unwrap()
             .unwrap()
             .unwrap();
-        assert_eq!(epoch, 1);
+        assert_eq!(epoch.epoch, 1);
         assert_eq!(mls.members().count(), size);
         BenchGroup {
             group_id,
@@ -555,6 +558,7 @@ impl BenchGroup {
             .into_messages();
         let group_info: MlsMessageOut = group_info.expect("the ratchet-tree extension is on");
         DsRequest(protocol_ds::CommitRequest {
+            op: roost_protocol::OpId::random(),
             ear_key: self.ear_key.clone(),
             commit: commit.to_bytes().unwrap(),
             group_info: group_info.to_bytes().unwrap(),

@@ -151,12 +151,16 @@ async fn every_client_has_the_same_messages_in_the_same_order_across_a_server_cr
         let report = sync(client).await;
         assert!(report.failed.is_empty(), "{:?}", report.failed);
     }
+    let mut places = Vec::new();
     for client in p.all() {
         let messages = client.chat().messages(p.peer_of(client)).await.unwrap();
         assert_eq!(log(&messages), expected, "on {}", client.client_id());
         let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
-        assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        places.push(seqs);
     }
+    // Each message has one place in the group's order, the same on every client.
+    assert!(places.windows(2).all(|w| w[0] == w[1]), "{places:?}");
     // Nothing more comes, and nothing is stored twice.
     for client in p.all() {
         let report = client.sync().await.unwrap();
@@ -215,18 +219,17 @@ async fn the_command_line_sends_lists_and_watches_messages() {
     .await;
     assert_eq!(sent["from"], bob);
     assert_eq!(sent["text"], "from the command line");
-    assert_eq!(sent["seq"], 2);
-
     run(devices.path("bob-laptop"), &["sync"]).await;
     let listed = run(devices.path("bob-laptop"), &["messages", &alice]).await;
     let messages = listed["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2, "{listed}");
     assert_eq!(messages[0]["from"], alice);
     assert_eq!(messages[0]["text"], "from the library");
-    assert_eq!(messages[0]["seq"], 1);
     assert_eq!(messages[1]["from"], bob);
     assert_eq!(messages[1]["text"], "from the command line");
-    assert_eq!(messages[1]["seq"], 2);
+    // Its place in the group's order, as the sender was told it.
+    assert_eq!(messages[1]["seq"], sent["seq"]);
+    assert!(messages[0]["seq"].as_u64() < sent["seq"].as_u64());
     assert!(messages[1]["at"].as_u64().unwrap() > 0);
 
     // `watch --for 3` prints what arrives while it runs, then stops by itself.

@@ -37,7 +37,7 @@ async fn members_added_by_commit_get_the_welcome_and_messages_reach_every_other_
     let body = ds::SendMessage {
         ear_key: keys.state.clone(),
         message: message.to_bytes().unwrap(),
-        sender_leaf: alice.group().own_leaf_index().u32(),
+        op: roost_protocol::OpId::random(),
     };
     assert_eq!(
         http.send(
@@ -58,8 +58,18 @@ async fn members_added_by_commit_get_the_welcome_and_messages_reach_every_other_
         panic!("not an application message");
     };
     assert_eq!(text.into_bytes(), b"hello bob");
-    // The sender does not get its own message back.
-    assert!(alice.deliveries(&http).await.is_empty());
+    // The sender gets its own copies too, which tell it each one's place in the group's
+    // order: the commit that added bob took number 1, the message number 2.
+    let own: Vec<u64> = alice
+        .deliveries(&http)
+        .await
+        .iter()
+        .map(|d| match d {
+            GroupDelivery::Message { seq, .. } => *seq,
+            other => panic!("alice expected only her own copies, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(own, [1, 2]);
 }
 
 #[tokio::test]
@@ -73,7 +83,8 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
         mls::add_member(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
     assert_eq!(status, 200);
 
-    let replay = http
+    // The same request again (a retry after a lost answer) is answered as the first was.
+    let retry = http
         .send(
             "POST",
             &ds::ds_commit(&group_id),
@@ -81,10 +92,48 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
             None,
         )
         .await;
+    assert_eq!(retry.status, 200);
+    let committed: ds::Committed = retry.decode();
+    assert_eq!((committed.epoch, committed.seq), (1, 1));
+    // The same commit as a new operation is stale.
+    let replay = ds::CommitRequest {
+        op: roost_protocol::OpId::random(),
+        ..request.clone()
+    };
+    let replay = http
+        .send(
+            "POST",
+            &ds::ds_commit(&group_id),
+            codec::encode(&replay),
+            None,
+        )
+        .await;
     assert_eq!(
         (replay.status, replay.error_code().as_str()),
         (409, "stale_epoch")
     );
+    // Another request under a used operation id is refused.
+    let reused = ds::CommitRequest {
+        group_info: Vec::new(),
+        ..request.clone()
+    };
+    let reused = http
+        .send(
+            "POST",
+            &ds::ds_commit(&group_id),
+            codec::encode(&reused),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (reused.status, reused.error_code().as_str()),
+        (409, "operation_reused")
+    );
+    // What follows is each refused as a new operation (a refused one is not remembered).
+    let request = ds::CommitRequest {
+        op: roost_protocol::OpId::random(),
+        ..request
+    };
 
     let wrong_key = ds::CommitRequest {
         ear_key: EarKey::random(),
@@ -144,6 +193,7 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
 
     // Creating a group under a taken id.
     let again = ds::CreateGroup {
+        op: roost_protocol::OpId::random(),
         group_id: group_id.clone(),
         ear_key: keys.state.clone(),
         group_info: alice.group_info(),

@@ -35,7 +35,7 @@ async fn mangled_mls_is_refused_by_name_and_the_group_goes_on() {
         ds::SendMessage {
             ear_key: keys.state.clone(),
             message: message.to_bytes().unwrap(),
-            sender_leaf: alice.group().own_leaf_index().u32(),
+            op: roost_protocol::OpId::random(),
         }
     };
     let sample_message = message(&mut alice, b"a sample");

@@ -60,16 +60,9 @@ pub(crate) async fn send_text(
     text: &str,
 ) -> Result<StoredMessage, Error> {
     inbox::sync(client, mls, Duration::ZERO).await?;
-    inbox::send_content(client, mls, access, &Content::Text(text.to_owned())).await?;
-    let stored = inbox::store_message(
-        client.device(),
-        &access.group_id,
-        Some(client.user()),
-        text,
-        None,
-    )
-    .await?;
-    stored.ok_or_else(|| Error::Mls("the message was not stored".into()))
+    let sent = inbox::send_content(client, mls, access, &Content::Text(text.to_owned())).await?;
+    sent.stored
+        .ok_or_else(|| Error::Mls("the message was not stored".into()))
 }
 
 /// A group's log, in order.

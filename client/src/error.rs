@@ -92,6 +92,10 @@ pub enum Error {
     RemoveSelf,
     #[error("bad group name: {0}")]
     BadGroupName(&'static str),
+    /// A change to a group went out but its DS did not answer: it is kept, and the next sync
+    /// learns what became of it (sending the same bytes again, never new ones).
+    #[error("{0}; the change is kept and completed by the next sync")]
+    Unconfirmed(Box<Error>),
 }
 
 impl From<TrustError> for Error {
@@ -108,10 +112,9 @@ impl Error {
     /// must not depend on it, and whatever it interrupted is tried again later.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Server(ServerError::Network(_)) | Error::State(StateError::Interrupted(_)) => {
-                true
-            }
-            Error::Server(ServerError::Http { status, .. }) => *status == 429 || *status >= 500,
+            Error::Server(e) => e.is_transient(),
+            Error::Unconfirmed(_) => true,
+            Error::State(StateError::Interrupted(_)) => true,
             _ => false,
         }
     }
@@ -131,6 +134,7 @@ impl Error {
                 StateError::Interrupted(_) => "internal",
             },
             Error::Server(e) => e.code(),
+            Error::Unconfirmed(_) => "unconfirmed",
             Error::Trust(TrustError::Chain { .. }) => "bad_credential",
             Error::Trust(TrustError::WrongDomain { .. }) => "wrong_domain",
             Error::Trust(TrustError::Server(e)) => e.code(),

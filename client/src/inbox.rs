@@ -5,7 +5,11 @@
 //!
 //! Every message is processed and its result stored (the MLS state, a chat message in the
 //! group's log) before the position moves past it, and acknowledged only after that, so a crash
-//! loses nothing; a message handled again after a crash is stored once (by queue seq).
+//! loses nothing. Each group delivery carries its place in the group's order at the DS: one
+//! handled before (again after a crash, or delivered twice) is skipped, and a log lists a
+//! group's messages in that order. This client's own copy of a change it sent settles that
+//! change if its DS never answered (see [`crate::mls::outbox`]); after the queue, sync sends
+//! again whatever is still unsettled.
 //!
 //! Leaves carry pseudonyms only. The sender of a received message is the one its envelope's card
 //! names, checked against the leaf that sent it as the group was at the message's epoch (see
@@ -32,10 +36,11 @@ use crate::{
         is_stale,
         key_packages::{INITIAL_KEY_PACKAGES, KEY_PACKAGES_LOW},
         members::{verified_members, VerifiedMember},
+        outbox::{self, Resolved},
         MlsSession,
     },
     queues::{save_position, QueueReader},
-    store::{Contact, GroupAccess, NamedGroup, QueuePosition, StoredMessage},
+    store::{Contact, GroupAccess, NamedGroup, Outgoing, QueuePosition, StoredMessage},
     transport::QueueKind,
 };
 
@@ -60,7 +65,12 @@ pub struct SyncReport {
     pub removed_from: Vec<Vec<u8>>,
     /// Application messages newly stored, with their group.
     pub received: Vec<(Vec<u8>, StoredMessage)>,
-    /// Deliveries that could not be used, with the reason.
+    /// Changes this client sent earlier whose DS had not answered, now taken.
+    pub settled: Vec<Resolved>,
+    /// Changes this client sent whose DS still has not answered.
+    pub unsettled: usize,
+    /// Deliveries that could not be used, and changes of this client that were not taken,
+    /// with the reason.
     pub failed: Vec<String>,
     /// Queue items that are not group deliveries, as [`Client::receive`] returns them.
     pub other: Vec<Received>,
@@ -76,6 +86,10 @@ enum Processed {
     /// A friendship token shared in a connection group.
     Token,
     Proposal,
+    /// This client's own copy of a change it sent, which settled it.
+    Own(Resolved),
+    /// Handled before.
+    Duplicate,
 }
 
 impl Client {
@@ -108,7 +122,8 @@ pub(crate) async fn sync(
     mls: &MlsSession<'_>,
     wait: Duration,
 ) -> Result<SyncReport, Error> {
-    let report = read(client, mls, wait).await?;
+    let mut report = read(client, mls, wait).await?;
+    settle_pending(client, mls, &mut report).await?;
     share_due_tokens(client, mls).await;
     if !report.joined.is_empty() {
         // Each join used up one of this client's key packages. Best effort: the next join
@@ -132,7 +147,7 @@ pub(crate) async fn send_content(
     mls: &MlsSession<'_>,
     access: &GroupAccess,
     content: &Content,
-) -> Result<(), Error> {
+) -> Result<Resolved, Error> {
     match mls.send_content(client.device(), access, content).await {
         Err(e) if is_stale(&e) => {
             catch_up(client, mls).await?;
@@ -164,6 +179,45 @@ pub(crate) async fn share_due_tokens(client: &Client, mls: &MlsSession<'_>) {
             let _ = friendship::mark_shared(device, contact).await;
         }
     }
+}
+
+/// Sends again each change whose DS has not answered yet (the queue held no copy of it, so it
+/// was not taken, or the DS remembers it). A message the DS refuses as stale was not taken:
+/// its content is sent anew. Still unanswered, a change stays kept (and counted in
+/// `unsettled`); its group takes no new change until it is settled.
+async fn settle_pending(
+    client: &Client,
+    mls: &MlsSession<'_>,
+    report: &mut SyncReport,
+) -> Result<(), Error> {
+    let device = client.device();
+    for op in device.store().run(|s| s.pending_ops()).await? {
+        let group = hex::encode(&op.group_id);
+        let content = match &op.request {
+            Outgoing::Message { content, .. } => Some(content.clone()),
+            Outgoing::Commit { .. } => None,
+        };
+        let group_id = op.group_id.clone();
+        match mls.push(device, op).await {
+            Ok(resolved) => report.settled.push(resolved),
+            Err(e) if e.is_transient() => report.unsettled += 1,
+            Err(e) => match content {
+                Some(content) if is_stale(&e) => {
+                    let Some(access) = device.store().group_access(&group_id)? else {
+                        continue;
+                    };
+                    // Caught up by the queue just read; the DS did not take the first.
+                    report
+                        .settled
+                        .push(mls.send_content(device, &access, &content).await?);
+                }
+                _ => report
+                    .failed
+                    .push(format!("a change to group {group} was not taken: {e}")),
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Drains the QS queue through a [`GroupReader`], then learns the peers of new contacts.
@@ -230,7 +284,11 @@ impl GroupReader<'_> {
                     )),
                 }
             }
-            Ok(QueueItem::Group(GroupDelivery::Message { group_id, message })) => {
+            Ok(QueueItem::Group(GroupDelivery::Message {
+                group_id,
+                seq,
+                message,
+            })) => {
                 match process_group_message(self.device, self.mls, seq, &group_id, &message).await?
                 {
                     Ok(Processed::Commit) => report.commits += 1,
@@ -241,7 +299,8 @@ impl GroupReader<'_> {
                             report.received.push((group_id, stored));
                         }
                     }
-                    Ok(Processed::Token | Processed::Proposal) => {}
+                    Ok(Processed::Own(resolved)) => report.settled.push(resolved),
+                    Ok(Processed::Token | Processed::Proposal | Processed::Duplicate) => {}
                     Err(e) => report
                         .failed
                         .push(format!("message of group {}: {e}", hex::encode(&group_id))),
@@ -314,10 +373,48 @@ async fn join_from_welcome(
     Ok(true)
 }
 
-/// Processes one group message. The outer error is a local failure (nothing committed); the
-/// inner one a message that cannot be used. An application message is stored in the group's
-/// log before the MLS state that consumed its key is committed.
+/// Processes the group delivery numbered `seq`. The outer error is a local failure (nothing
+/// committed); the inner one a message that cannot be used. An application message is stored
+/// in the group's log before the MLS state that consumed its key is committed; anything else
+/// is marked handled once its MLS state is.
 async fn process_group_message(
+    device: &Device,
+    mls: &MlsSession<'_>,
+    seq: u64,
+    group_id: &[u8],
+    message: &[u8],
+) -> Result<Result<Processed, Error>, Error> {
+    let store = device.store();
+    if store.handled_seq(group_id, seq)? {
+        return Ok(Ok(Processed::Duplicate));
+    }
+    let pending = store.pending_op(group_id)?;
+    if let Some(op) = pending.as_ref().filter(|op| op.mls_message() == message) {
+        return Ok(Ok(Processed::Own(
+            mls.resolve(device, op.clone(), seq).await?,
+        )));
+    }
+    let processed = process_other(device, mls, seq, group_id, message).await?;
+    // Marked only once used: a delivery that could not be used must not stand in for the
+    // group's real one of that number (a peer server may relay anything).
+    if matches!(&processed, Ok(p) if !matches!(p, Processed::Message(_))) {
+        let group = group_id.to_vec();
+        store.run(move |s| s.mark_seq(&group, seq)).await?;
+    }
+    if let (Ok(Processed::Commit | Processed::Removed), Some(op)) = (&processed, &pending) {
+        if matches!(op.request, Outgoing::Commit { .. }) {
+            // Another member's commit took this epoch: this client's commit was not taken.
+            outbox::forget(device, group_id).await?;
+            return Ok(Err(Error::Mls(
+                "a change this client sent was overtaken by another member's; make it again".into(),
+            )));
+        }
+    }
+    Ok(processed)
+}
+
+/// Processes a delivery that is not this client's own (see [`process_group_message`]).
+async fn process_other(
     device: &Device,
     mls: &MlsSession<'_>,
     seq: u64,
@@ -382,18 +479,18 @@ async fn mark_removed(device: &Device, group_id: &[u8]) -> Result<(), Error> {
         .await?)
 }
 
-/// Appends a message to a group's log (once per queue seq; `None` if stored before).
-pub(crate) async fn store_message(
+/// Stores a message at its place `seq` in a group's log (`None` if stored before).
+async fn store_message(
     device: &Device,
     group_id: &[u8],
+    seq: u64,
     from: Option<&UserName>,
     text: &str,
-    queue_seq: Option<u64>,
 ) -> Result<Option<StoredMessage>, Error> {
     let (group_id, from, text) = (group_id.to_vec(), from.cloned(), text.to_owned());
     Ok(device
         .store()
-        .run(move |s| s.append_message(&group_id, from.as_ref(), &text, queue_seq))
+        .run(move |s| s.append_message(&group_id, seq, from.as_ref(), &text))
         .await?)
 }
 
@@ -417,7 +514,7 @@ async fn take_content(
     let from = sender_of(device, leaf, &envelope.sender).await?;
     match envelope.content {
         Content::Text(text) => {
-            let stored = store_message(device, leaf.group_id, from.as_ref(), &text, Some(seq));
+            let stored = store_message(device, leaf.group_id, seq, from.as_ref(), &text);
             Ok(Ok(Processed::Message(stored.await?)))
         }
         Content::FriendshipToken(token) => match from {

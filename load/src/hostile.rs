@@ -492,6 +492,7 @@ fn relays(url: &str, to: Domain, queue: SealedQueueRef, key: SigningKey, until: 
             to: to.clone(),
             queue: queue.clone(),
             item: GroupDelivery::Message {
+                seq: 1,
                 group_id: vec![1; 16],
                 message: vec![0x3C; LARGE_MESSAGE],
             },

@@ -12,7 +12,7 @@ use crate::{
     connection::EarKey,
     credentials::ClientCredential,
     crypto::{CryptoError, HpkePublicKey, HpkeSecretKey, Sealed, Signature, SigningKey},
-    ClientId, Domain,
+    ClientId, Domain, OpId,
 };
 
 /// Longest group id a DS accepts, in bytes.
@@ -33,7 +33,7 @@ pub fn ds_commit(group_id: &[u8]) -> String {
     group_path(DS_COMMIT_ROUTE, group_id)
 }
 
-/// POST [`SendMessage`] → 202.
+/// POST [`SendMessage`] → 202 [`Accepted`].
 pub const DS_MESSAGES_ROUTE: &str = "/ds/v1/groups/{group}/messages";
 
 /// [`DS_MESSAGES_ROUTE`] of a group.
@@ -60,6 +60,7 @@ pub fn ds_join_connection_group(group_id: &[u8]) -> String {
 /// Create a group on the DS. The creator is its only member.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateGroup {
+    pub op: OpId,
     pub group_id: Vec<u8>,
     pub ear_key: EarKey,
     /// TLS-encoded `MlsMessageOut` GroupInfo with the ratchet-tree extension.
@@ -72,6 +73,7 @@ pub struct CreateGroup {
 /// A member's commit, with the GroupInfo of the epoch it creates and what new members need.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommitRequest {
+    pub op: OpId,
     pub ear_key: EarKey,
     pub commit: Vec<u8>,
     pub group_info: Vec<u8>,
@@ -83,15 +85,22 @@ pub struct CommitRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Committed {
     pub epoch: u64,
+    /// The commit's place in the group's order.
+    pub seq: u64,
 }
 
-/// An application message for every other member.
+/// An application message the DS took, with its place in the group's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub seq: u64,
+}
+
+/// An application message for every member (its sender's copy tells it the message's place).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendMessage {
+    pub op: OpId,
     pub ear_key: EarKey,
     pub message: Vec<u8>,
-    /// The sender's leaf, so it does not get its own message back.
-    pub sender_leaf: u32,
 }
 
 /// Knowing the group-state EAR key is what lets a caller read or join a group.
@@ -111,6 +120,7 @@ pub struct ExternalCommitInfo {
 /// The responder's external commit into a connection group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinConnectionGroup {
+    pub op: OpId,
     pub ear_key: EarKey,
     pub commit: Vec<u8>,
     pub group_info: Vec<u8>,
@@ -200,8 +210,14 @@ pub struct MemberEntry {
 /// What a group message in a member's queue carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupDelivery {
-    /// A handshake or application message of the group (TLS-encoded `MlsMessageOut`).
-    Message { group_id: Vec<u8>, message: Vec<u8> },
+    /// A handshake or application message of the group (TLS-encoded `MlsMessageOut`), with
+    /// its place in the group's order: every member, its sender included, gets each one once
+    /// in that order (a copy delivered again after a crash has the same `seq`).
+    Message {
+        group_id: Vec<u8>,
+        seq: u64,
+        message: Vec<u8>,
+    },
     /// An invitation into a group.
     Welcome(WelcomeBundle),
 }

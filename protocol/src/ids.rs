@@ -163,6 +163,24 @@ impl FromStr for ClientId {
     }
 }
 
+/// An operation's id, chosen at random by the client that makes it: a server that handled the
+/// operation answers a repeat of it (a retry after a lost response) with the original outcome
+/// instead of doing it again.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OpId(pub [u8; 16]);
+
+impl OpId {
+    pub fn random() -> Self {
+        OpId(rand::random())
+    }
+}
+
+impl fmt::Debug for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OpId({})", hex::encode(self.0))
+    }
+}
+
 /// Seconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Timestamp(pub u64);

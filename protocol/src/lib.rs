@@ -20,4 +20,4 @@ pub mod route;
 
 pub use credentials::{AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential};
 pub use crypto::{HpkePublicKey, HpkeSecretKey, Signature, SigningKey, VerifyingKey};
-pub use ids::{ClientId, Domain, Timestamp, UserName};
+pub use ids::{ClientId, Domain, OpId, Timestamp, UserName};

@@ -110,6 +110,7 @@ fn delivery() -> FederatedDelivery {
         queue: SealedQueueRef::seal(domain, &HpkeSecretKey::generate().1, &ClientId::random())
             .unwrap(),
         item: GroupDelivery::Message {
+            seq: 1,
             group_id: vec![1, 2, 3],
             message: vec![9; 40],
         },

@@ -9,7 +9,7 @@ use roost_actors::{
     pool::Routed,
     Ask,
 };
-use roost_protocol::ds::{self, Committed, MAX_GROUP_ID};
+use roost_protocol::ds::{self, MAX_GROUP_ID};
 
 use super::{decode, encoded, error::ApiError, method_not_allowed, read_body, State};
 
@@ -78,8 +78,9 @@ async fn commit(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let epoch = call::<ds::CommitRequest, _>(&state, &request, payload, group_id(&group)?).await?;
-    Ok(encoded(StatusCode::OK, &Committed { epoch }))
+    let committed =
+        call::<ds::CommitRequest, _>(&state, &request, payload, group_id(&group)?).await?;
+    Ok(encoded(StatusCode::OK, &committed))
 }
 
 async fn send(
@@ -88,8 +89,8 @@ async fn send(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    call::<ds::SendMessage, _>(&state, &request, payload, group_id(&group)?).await?;
-    Ok(HttpResponse::Accepted().finish())
+    let accepted = call::<ds::SendMessage, _>(&state, &request, payload, group_id(&group)?).await?;
+    Ok(encoded(StatusCode::ACCEPTED, &accepted))
 }
 
 async fn external_commit_info(
@@ -108,7 +109,7 @@ async fn join_connection_group(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let epoch =
+    let committed =
         call::<ds::JoinConnectionGroup, _>(&state, &request, payload, group_id(&group)?).await?;
-    Ok(encoded(StatusCode::OK, &Committed { epoch }))
+    Ok(encoded(StatusCode::OK, &committed))
 }

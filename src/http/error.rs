@@ -167,6 +167,7 @@ impl ApiError {
                 GroupError::NotJoinable => "not_joinable",
                 GroupError::Invalid(_) => "invalid_mls_message",
                 GroupError::GroupFull(_) => "group_full",
+                GroupError::OperationReused => "operation_reused",
                 GroupError::Storage(_) => "internal",
             },
             ApiError::KeyPackages(e) => match e {
@@ -238,7 +239,8 @@ impl ResponseError for ApiError {
                 GroupError::GroupExists
                 | GroupError::StaleEpoch
                 | GroupError::NotJoinable
-                | GroupError::GroupFull(_) => StatusCode::CONFLICT,
+                | GroupError::GroupFull(_)
+                | GroupError::OperationReused => StatusCode::CONFLICT,
                 GroupError::Invalid(_) => StatusCode::BAD_REQUEST,
                 GroupError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },

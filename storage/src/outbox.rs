@@ -135,6 +135,7 @@ mod tests {
             to: to.clone(),
             queue: SealedQueueRef::seal(to.clone(), &key, &ClientId::random()).unwrap(),
             item: GroupDelivery::Message {
+                seq: 1,
                 group_id: vec![n],
                 message: vec![n],
             },

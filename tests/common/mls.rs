@@ -228,6 +228,7 @@ pub async fn create_group(
     let group_id = group.group_id().as_slice().to_vec();
     creator.group = Some(group);
     let body = ds::CreateGroup {
+        op: roost_protocol::OpId::random(),
         group_id: group_id.clone(),
         ear_key: keys.state.clone(),
         group_info: creator.group_info(),
@@ -272,6 +273,7 @@ pub async fn add(
         .merge_pending_commit(provider)
         .unwrap();
     let request = ds::CommitRequest {
+        op: roost_protocol::OpId::random(),
         ear_key: keys.state.clone(),
         commit: commit.to_bytes().unwrap(),
         group_info: adder.group_info(),
@@ -358,6 +360,7 @@ pub async fn join_connection_group(
         .unwrap();
     joiner.group = Some(group);
     let body = ds::JoinConnectionGroup {
+        op: roost_protocol::OpId::random(),
         ear_key: keys.state.clone(),
         commit: bundle.commit().to_bytes().unwrap(),
         group_info: joiner.group_info(),

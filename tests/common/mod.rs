@@ -6,6 +6,7 @@ pub mod fuzz;
 pub mod mls;
 pub mod mls_client;
 pub mod peer;
+pub mod proxy;
 mod raw;
 
 pub use raw::{Identity, Raw, Response};

@@ -111,6 +111,7 @@ pub async fn delivery_for(
         queue: SealedQueueRef::seal(to, &qs_key, &client.unwrap_or_else(ClientId::random)).unwrap(),
         item: GroupDelivery::Message {
             group_id: vec![1],
+            seq: 1,
             message,
         },
     }

@@ -280,7 +280,7 @@ async fn join_externally(
         &contact.keys,
         &signer.own_card(device),
     );
-    let group = mls
+    let (group, seq) = mls
         .join_by_external_commit(
             &ds,
             signer,
@@ -291,6 +291,12 @@ async fn join_externally(
         )
         .await?;
     let saved = contact.clone();
-    device.store().run(move |s| s.save_contact(&saved)).await?;
+    device
+        .store()
+        .run(move |s| {
+            s.save_contact(&saved)?;
+            s.mark_seq(&saved.group_id, seq)
+        })
+        .await?;
     Ok((group, contact))
 }

@@ -1,6 +1,7 @@
 //! Operations that change a group at its DS: creating one, adding and removing members, sending
-//! an application message, and joining a connection group by external commit. Each stages its
-//! MLS writes, sends the result to the DS, and commits the writes only if the DS took it.
+//! an application message, and joining a connection group by external commit. Commits and
+//! messages go out as kept operations (see [`super::outbox`]); creating a group and joining a
+//! connection group stage their MLS writes and commit them only if the DS took the request.
 
 use openmls::{
     messages::group_info::VerifiableGroupInfo,
@@ -10,17 +11,23 @@ use roost_protocol::{
     connection::EarKey,
     content::{Content, Envelope},
     ds::{
-        CommitRequest, CreateGroup, GroupKeys, JoinConnectionGroup, MemberEntry, SendMessage,
-        WelcomeBundle, WelcomeSecrets,
+        CommitRequest, CreateGroup, GroupKeys, JoinConnectionGroup, MemberEntry, WelcomeBundle,
+        WelcomeSecrets,
     },
     key_packages::KeyPackageEntry,
+    OpId,
 };
 
 use super::{
-    create_config, exported_key, join_config, mls_error, signer::member_entry, signer::MlsSigner,
-    MlsSession,
+    create_config, exported_key, join_config, mls_error, outbox::Resolved, signer::member_entry,
+    signer::MlsSigner, MlsSession,
 };
-use crate::{device::Device, error::Error, store::GroupAccess, transport::Server};
+use crate::{
+    device::Device,
+    error::Error,
+    store::{GroupAccess, Outgoing, PendingOp},
+    transport::Server,
+};
 
 impl MlsSession<'_> {
     /// Creates a group with fresh EAR keys on the home DS, this client its only member. The
@@ -49,6 +56,7 @@ impl MlsSession<'_> {
                 },
             };
             let create = CreateGroup {
+                op: OpId::random(),
                 group_id: access.group_id.clone(),
                 ear_key: access.keys.group_state_ear_key.clone(),
                 group_info: self.group_info_bytes(&group, signer)?,
@@ -76,7 +84,7 @@ impl MlsSession<'_> {
 
     /// Adds claimed clients to `group` in one commit with a Welcome bundle carrying the
     /// group's keys and `name` (`None` for a connection group). The local state moves on only
-    /// if the DS takes the commit.
+    /// if the DS takes the commit (see [`super::outbox`]).
     pub async fn add_clients(
         &self,
         device: &Device,
@@ -161,6 +169,7 @@ impl MlsSession<'_> {
         welcome: Option<WelcomeBundle>,
     ) -> Result<CommitRequest, Error> {
         Ok(CommitRequest {
+            op: OpId::random(),
             ear_key: access.keys.group_state_ear_key.clone(),
             commit: commit
                 .to_bytes()
@@ -171,8 +180,9 @@ impl MlsSession<'_> {
         })
     }
 
-    /// Sends a staged commit to the group's DS; commits the MLS writes if it took it, else
-    /// brings `group` back to what storage holds.
+    /// Keeps a commit already merged into `group` with its MLS writes held back, brings
+    /// `group` back to the epoch storage holds, and sends the commit to the group's DS; the
+    /// writes are applied once the DS takes it (see [`super::outbox`]).
     async fn send_commit(
         &self,
         device: &Device,
@@ -180,37 +190,44 @@ impl MlsSession<'_> {
         access: &GroupAccess,
         staged: Result<CommitRequest, Error>,
     ) -> Result<(), Error> {
-        let committed = match staged {
-            Ok(request) => match device.server_of(&access.ds) {
-                Ok(ds) => ds
-                    .commit(&access.group_id, &request)
-                    .await
-                    .map(drop)
-                    .map_err(Error::from),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        match committed {
-            Ok(()) => Ok(self.commit()?),
+        let request = match staged.and_then(|r| {
+            self.ensure_settled(device, &access.group_id)?;
+            Ok(r)
+        }) {
+            Ok(request) => request,
             Err(e) => {
                 self.reload_after_discard(group);
-                Err(e)
+                return Err(e);
             }
+        };
+        let op = PendingOp {
+            group_id: access.group_id.clone(),
+            ds: access.ds.clone(),
+            request: Outgoing::Commit {
+                request,
+                staged: self.storage().take_pending(),
+            },
+        };
+        self.reload_after_discard(group);
+        self.dispatch(device, op).await?;
+        if let Ok(Some(stored)) = MlsGroup::load(self.storage(), &group.group_id().clone()) {
+            *group = stored;
         }
+        Ok(())
     }
 
-    /// Sends `content` into a group once: the MLS state is committed only if the DS took the
-    /// message. A DS in a later epoch answers 409 `stale_epoch` (see `inbox::send_content`,
-    /// which catches up and tries again).
+    /// Sends `content` into a group once. The MLS state that made the message is stored
+    /// before it goes out, so its key is never used again. A DS in a later epoch answers 409
+    /// `stale_epoch`, which says the message was not taken (see `inbox::send_content`, which
+    /// catches up and sends it anew).
     pub async fn send_content(
         &self,
         device: &Device,
         access: &GroupAccess,
         content: &Content,
-    ) -> Result<(), Error> {
+    ) -> Result<Resolved, Error> {
+        self.ensure_settled(device, &access.group_id)?;
         let signer = self.signer(device)?;
-        let ds = device.server_of(&access.ds)?;
         let mut group = self.group(&access.group_id)?;
         let envelope = Envelope {
             sender: signer.own_card(device),
@@ -223,25 +240,15 @@ impl MlsSession<'_> {
                 m.tls_serialize_detached()
                     .map_err(|e| mls_error("cannot encode the message", e))
             });
-        let sent = match created {
-            Ok(message) => {
-                let body = SendMessage {
-                    ear_key: access.keys.group_state_ear_key.clone(),
-                    message,
-                    sender_leaf: group.own_leaf_index().u32(),
-                };
-                ds.send_message(&access.group_id, &body)
-                    .await
-                    .map_err(Error::from)
-            }
-            Err(e) => Err(e),
-        };
-        self.settle(sent)
+        let message = self.settle(created)?;
+        self.dispatch(device, Self::message_op(access, message, content.clone()))
+            .await
     }
 
     /// Joins a connection group by external commit from its `group_info`, with `joiner` as
     /// what the DS keeps of this client. The local group is stored only if the DS takes the
-    /// join.
+    /// join; answers it with the commit's place in the group's order (whose copy this client
+    /// must skip).
     pub async fn join_by_external_commit(
         &self,
         ds: &Server,
@@ -250,7 +257,7 @@ impl MlsSession<'_> {
         group_info: VerifiableGroupInfo,
         ear_key: &EarKey,
         joiner: MemberEntry,
-    ) -> Result<MlsGroup, Error> {
+    ) -> Result<(MlsGroup, u64), Error> {
         let built = (|| {
             let (group, bundle) = MlsGroup::external_commit_builder()
                 .with_config(join_config())
@@ -272,6 +279,7 @@ impl MlsSession<'_> {
         let joined = match built {
             Ok((group, commit, group_info)) => {
                 let join = JoinConnectionGroup {
+                    op: OpId::random(),
                     ear_key: ear_key.clone(),
                     commit,
                     group_info,
@@ -279,7 +287,7 @@ impl MlsSession<'_> {
                 };
                 ds.join_connection_group(group_id, &join)
                     .await
-                    .map(|_| group)
+                    .map(|committed| (group, committed.seq))
                     .map_err(Error::from)
             }
             Err(e) => Err(e),

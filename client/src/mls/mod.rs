@@ -6,9 +6,11 @@
 //! who the members are ([`members`]). Must not touch: the queues, or any record of the local
 //! store beyond the MLS identity; callers decide what a group means (a contact, a named group).
 //!
-//! Every operation is committed to storage only once the server accepted what it produced (the
-//! DS took the group, the commit, the join or the message); if the server refuses, the pending
-//! writes are discarded, so the local group never runs ahead of the DS. One operation at a time
+//! A group never runs ahead of its DS: a commit's writes are applied only once the DS took it,
+//! and creating or joining a group is stored only if the DS took it ([`outbox`] keeps commits
+//! and messages on their way, in the local store's pending operations, and puts a sent text in
+//! its group's log). The one thing stored before the DS answers is the state that made an
+//! application message, so that its ratchet key is never used twice. One operation at a time
 //! per client: [`MlsEngine::lock`] hands out the [`MlsSession`] guard, and every function that
 //! reads or changes a group takes one.
 
@@ -16,6 +18,7 @@ pub mod commits;
 pub mod incoming;
 pub mod key_packages;
 pub mod members;
+pub mod outbox;
 pub mod signer;
 pub mod storage;
 

@@ -1,5 +1,6 @@
-//! The chat log of each group (`messages`), and the queue messages already stored in it
-//! (`message_seqs`), so that a message handled again after a crash is stored once.
+//! The chat log of each group (`messages`), in the group's order at its DS, and which of the
+//! group's sequence numbers this client has handled (`group_seqs`), so that a delivery handled
+//! again (after a crash, or delivered twice by the DS) is taken once.
 
 use roost_protocol::{codec, Timestamp, UserName};
 use serde::{Deserialize, Serialize};
@@ -15,55 +16,49 @@ pub struct StoredMessage {
     pub text: String,
     /// When this client sent or received it.
     pub at: Timestamp,
-    /// Its place in the group's log, from 1.
+    /// Its place in the group's order, as the group's DS numbered it (numbers taken by commits
+    /// are not in the log). A message kept before the DS numbered messages has its old place
+    /// in the log instead, and comes first.
     pub seq: u64,
-    /// The queue sequence number it came with; `None` for a message this client sent.
-    pub queue_seq: Option<u64>,
+}
+
+/// A log key: the group, then whether the DS numbered the message (legacy entries first), then
+/// the number.
+fn log_key(group_id: &[u8], numbered: bool, seq: u64) -> Vec<u8> {
+    let mut key = group_prefix(group_id);
+    key.push(u8::from(numbered));
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn seq_key(group_id: &[u8], seq: u64) -> Vec<u8> {
+    let mut key = group_prefix(group_id);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 impl State {
-    /// Appends a message to a group's log. A message that came from the queue is stored once
-    /// per queue sequence number: `None` if that one is stored already.
+    /// Stores a message at its place in a group's log and marks its sequence number handled,
+    /// together; `None` if that number was handled before.
     pub fn append_message(
         &self,
         group_id: &[u8],
+        seq: u64,
         from: Option<&UserName>,
         text: &str,
-        queue_seq: Option<u64>,
     ) -> Result<Option<StoredMessage>, StateError> {
-        let prefix = group_prefix(group_id);
-        let last = self
-            .messages
-            .scan_prefix(&prefix)
-            .next_back()
-            .transpose()
-            .map_err(|e| self.store_error(e))?;
-        let seq = match last {
-            Some((key, _)) => {
-                let order: [u8; 8] = key[prefix.len()..].try_into().map_err(|_| {
-                    self.corrupt(TREE_MESSAGES, &key, "the key holds no log position")
-                })?;
-                u64::from_be_bytes(order) + 1
-            }
-            None => 1,
-        };
         let message = StoredMessage {
             from: from.cloned(),
             text: text.to_owned(),
             at: Timestamp::now(),
             seq,
-            queue_seq,
         };
-        let mut key = prefix;
-        key.extend_from_slice(&seq.to_be_bytes());
-        let value = codec::encode(&message);
-        let outcome: Result<bool, TransactionError<()>> = (&self.messages, &self.message_seqs)
+        let (key, value) = (log_key(group_id, true, seq), codec::encode(&message));
+        let seq_key = seq_key(group_id, seq);
+        let outcome: Result<bool, TransactionError<()>> = (&self.messages, &self.group_seqs)
             .transaction(|(messages, seqs)| {
-                if let Some(queue_seq) = queue_seq {
-                    if seqs.get(queue_seq.to_be_bytes())?.is_some() {
-                        return Ok(false);
-                    }
-                    seqs.insert(&queue_seq.to_be_bytes(), &[])?;
+                if seqs.insert(seq_key.as_slice(), &[])?.is_some() {
+                    return Ok(false);
                 }
                 messages.insert(key.as_slice(), value.clone())?;
                 Ok::<_, ConflictableTransactionError<()>>(true)
@@ -74,6 +69,21 @@ impl State {
         })?;
         self.flush()?;
         Ok(stored.then_some(message))
+    }
+
+    /// Whether this client has handled the group's delivery numbered `seq`.
+    pub fn handled_seq(&self, group_id: &[u8], seq: u64) -> Result<bool, StateError> {
+        self.group_seqs
+            .contains_key(seq_key(group_id, seq))
+            .map_err(|e| self.store_error(e))
+    }
+
+    /// Marks the group's delivery numbered `seq` handled.
+    pub fn mark_seq(&self, group_id: &[u8], seq: u64) -> Result<(), StateError> {
+        self.group_seqs
+            .insert(seq_key(group_id, seq), &[])
+            .map_err(|e| self.store_error(e))?;
+        self.flush()
     }
 
     /// A group's log, in order.
@@ -98,22 +108,40 @@ pub(super) struct StoredMessageV2 {
     pub(super) queue_seq: Option<u64>,
 }
 
+/// A message as format 3 kept it: in the order this client learnt of it.
+#[derive(Serialize, Deserialize)]
+pub(super) struct StoredMessageV3 {
+    pub(super) from: Option<UserName>,
+    pub(super) text: String,
+    pub(super) at: Timestamp,
+    pub(super) seq: u64,
+    pub(super) queue_seq: Option<u64>,
+}
+
 impl State {
-    /// Rewrites every message of a format-2 log in this format, all at once.
-    pub(super) fn upgrade_from_2(&self) -> Result<(), StateError> {
+    /// Rewrites every message of a format-2 or format-3 log in this format, all at once: each
+    /// keeps its place, before anything the DS numbers.
+    pub(super) fn upgrade_log_from(&self, format: u32) -> Result<(), StateError> {
         let mut batch = sled::Batch::default();
         for entry in self.messages.iter() {
             let (key, bytes) = entry.map_err(|e| self.store_error(e))?;
-            let old: StoredMessageV2 = codec::decode(&bytes)
-                .map_err(|e| self.corrupt(TREE_MESSAGES, &key, &e.to_string()))?;
-            let upgraded = StoredMessage {
-                from: Some(old.from),
-                text: old.text,
-                at: old.at,
-                seq: old.seq,
-                queue_seq: old.queue_seq,
+            let corrupt = |e: codec::CodecError| self.corrupt(TREE_MESSAGES, &key, &e.to_string());
+            let (from, text, at, seq) = if format == 2 {
+                let old: StoredMessageV2 = codec::decode(&bytes).map_err(corrupt)?;
+                (Some(old.from), old.text, old.at, old.seq)
+            } else {
+                let old: StoredMessageV3 = codec::decode(&bytes).map_err(corrupt)?;
+                (old.from, old.text, old.at, old.seq)
             };
-            batch.insert(key, codec::encode(&upgraded));
+            let group_id = &key[1..key.len().saturating_sub(8)];
+            batch.remove(key.clone());
+            let upgraded = StoredMessage {
+                from,
+                text,
+                at,
+                seq,
+            };
+            batch.insert(log_key(group_id, false, seq), codec::encode(&upgraded));
         }
         self.messages
             .apply_batch(batch)

@@ -6,7 +6,8 @@
 //! | [`identity`] | who this client is (secret keys, credential, home server), its MLS signature identity ([`MlsIdentity`]) and its two queue positions (default tree) |
 //! | [`requests`] | connection-package secret keys (`connection_keys`: package hash → [`ConnectionKey`]), pending requests (`connection_requests`: id → [`PendingRequest`]), hashes of requests received (`connection_requests_seen`) |
 //! | [`groups`] | connections (`contacts`: group id → [`Contact`]), named groups (`groups`: group id → [`NamedGroup`]), member pseudonyms (`member_users`: group id length ‖ group id ‖ pseudonym → user) |
-//! | [`messages`] | each group's chat log (`messages`: group id length ‖ group id ‖ log position (BE) → [`StoredMessage`]; `message_seqs`: queue seq → ()) |
+//! | [`messages`] | each group's chat log (`messages`: group id length ‖ group id ‖ 1 ‖ DS sequence number (BE) → [`StoredMessage`]; 0 instead of 1 for messages kept before the DS numbered them) and the group deliveries handled (`group_seqs`: group id length ‖ group id ‖ DS sequence number → ()) |
+//! | [`pending`] | operations on their way to a group's DS (`pending_ops`: group id → [`PendingOp`]) |
 //!
 //! The openmls state lives in the tree `mls`, written only by [`crate::mls`]. Owns: the layout
 //! and encoding of every record. Must not touch: the network or MLS operations.
@@ -19,12 +20,13 @@
 //!
 //! Values are encoded with [`roost_protocol::codec`] only; a format-version key is checked at
 //! every open so that a store written by another version is refused rather than misread. The
-//! one format before this one (2, where every stored message named its sender) is upgraded in
-//! place when opened.
+//! formats before this one (2, where every stored message named its sender, and 3, where a log
+//! was in the order this client learnt of its messages) are upgraded in place when opened.
 
 pub mod groups;
 pub mod identity;
 pub mod messages;
+pub mod pending;
 pub mod requests;
 #[cfg(test)]
 mod tests;
@@ -40,12 +42,13 @@ use serde::{de::DeserializeOwned, Serialize};
 pub use groups::{Contact, GroupAccess, NamedGroup};
 pub use identity::{Identity, MlsIdentity, QueuePosition};
 pub use messages::StoredMessage;
+pub use pending::{Outgoing, PendingOp, StagedWrites};
 pub use requests::{ConnectionBatch, ConnectionKey, PendingRequest};
 
 /// The state format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
-/// The format before this one, which opening upgrades (see [`messages::upgrade_from_2`]).
-const PREVIOUS_FORMAT: u32 = 2;
+pub const FORMAT_VERSION: u32 = 4;
+/// The formats before this one, which opening upgrades (see `State::upgrade_log_from`).
+const PREVIOUS_FORMATS: [u32; 2] = [2, 3];
 
 const KEY_FORMAT: &[u8] = b"format_version";
 const KEY_IDENTITY: &[u8] = b"identity";
@@ -58,7 +61,8 @@ const KEY_MLS_IDENTITY: &[u8] = b"mls_identity";
 const TREE_CONTACTS: &str = "contacts";
 const TREE_GROUPS: &str = "groups";
 const TREE_MESSAGES: &str = "messages";
-const TREE_MESSAGE_SEQS: &str = "message_seqs";
+const TREE_GROUP_SEQS: &str = "group_seqs";
+const TREE_PENDING_OPS: &str = "pending_ops";
 const TREE_MEMBER_USERS: &str = "member_users";
 /// The openmls storage (see [`crate::mls`]).
 pub const TREE_MLS: &str = "mls";
@@ -112,7 +116,8 @@ pub struct State {
     contacts: sled::Tree,
     groups: sled::Tree,
     messages: sled::Tree,
-    message_seqs: sled::Tree,
+    group_seqs: sled::Tree,
+    pending_ops: sled::Tree,
     member_users: sled::Tree,
 }
 
@@ -158,7 +163,7 @@ impl State {
         let db = open_db(&dir)?;
         let format = read(&dir, &db, KEY_FORMAT)?;
         match format {
-            Some(FORMAT_VERSION | PREVIOUS_FORMAT) => {}
+            Some(found) if found == FORMAT_VERSION || PREVIOUS_FORMATS.contains(&found) => {}
             Some(found) => return Err(StateError::UnsupportedFormat { dir, found }),
             None if db.is_empty() => {}
             None => return Err(StateError::NotAStateDir(dir)),
@@ -177,13 +182,16 @@ impl State {
             contacts: tree(TREE_CONTACTS)?,
             groups: tree(TREE_GROUPS)?,
             messages: tree(TREE_MESSAGES)?,
-            message_seqs: tree(TREE_MESSAGE_SEQS)?,
+            group_seqs: tree(TREE_GROUP_SEQS)?,
+            pending_ops: tree(TREE_PENDING_OPS)?,
             member_users: tree(TREE_MEMBER_USERS)?,
             dir,
             db,
         };
-        if format == Some(PREVIOUS_FORMAT) {
-            state.upgrade_from_2()?;
+        if let Some(old) = format.filter(|f| PREVIOUS_FORMATS.contains(f)) {
+            state.upgrade_log_from(old)?;
+            // The queue sequence numbers format 3 kept are of no use any more.
+            let _ = state.db.drop_tree("message_seqs");
         }
         if format != Some(FORMAT_VERSION) {
             state.put(KEY_FORMAT, &FORMAT_VERSION)?;

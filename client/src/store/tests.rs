@@ -281,30 +281,30 @@ fn a_corrupt_record_is_reported_not_panicked_on() {
 }
 
 #[test]
-fn a_message_log_keeps_order_per_group_and_stores_a_queue_message_once() {
+fn a_message_log_is_in_the_ds_order_per_group_and_stores_each_numbered_message_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = State::open_or_create(dir.path()).unwrap();
     let alice: UserName = "alice@a.test".parse().unwrap();
     let bob: UserName = "bob@a.test".parse().unwrap();
-    let first = state
-        .append_message(b"g1", Some(&bob), "hi", Some(7))
+    // alice's own message was answered (number 5) before bob's earlier one (4) was read.
+    let own = state
+        .append_message(b"g1", 5, Some(&alice), "hello")
         .unwrap();
-    assert_eq!(first.map(|m| m.seq), Some(1));
-    // The same queue message again, as after a crash before the position was saved.
+    assert_eq!(own.map(|m| m.seq), Some(5));
+    assert!(state
+        .append_message(b"g1", 4, Some(&bob), "hi")
+        .unwrap()
+        .is_some());
+    // The same delivery again, as after a crash before the position was saved.
     assert_eq!(
-        state
-            .append_message(b"g1", Some(&bob), "hi", Some(7))
-            .unwrap(),
+        state.append_message(b"g1", 4, Some(&bob), "hi").unwrap(),
         None
     );
-    let own = state
-        .append_message(b"g1", Some(&alice), "hello", None)
-        .unwrap();
-    assert_eq!(own.map(|m| m.seq), Some(2));
-    state.append_message(b"g1", None, "who?", Some(9)).unwrap();
-    state
-        .append_message(b"g2", Some(&bob), "other", Some(8))
-        .unwrap();
+    state.mark_seq(b"g1", 6).unwrap();
+    assert!(state.handled_seq(b"g1", 6).unwrap());
+    assert!(!state.handled_seq(b"g2", 6).unwrap());
+    state.append_message(b"g1", 9, None, "who?").unwrap();
+    state.append_message(b"g2", 1, Some(&bob), "other").unwrap();
     drop(state);
     let state = State::open_or_create(dir.path()).unwrap();
     let log: Vec<_> = state
@@ -316,9 +316,9 @@ fn a_message_log_keeps_order_per_group_and_stores_a_queue_message_once() {
     assert_eq!(
         log,
         vec![
-            (Some(bob.clone()), "hi".into(), 1),
-            (Some(alice), "hello".into(), 2),
-            (None, "who?".into(), 3)
+            (Some(bob.clone()), "hi".into(), 4),
+            (Some(alice), "hello".into(), 5),
+            (None, "who?".into(), 9)
         ]
     );
     assert_eq!(state.messages(b"g2").unwrap().len(), 1);
@@ -344,14 +344,19 @@ fn a_format_2_log_is_read_after_the_upgrade_with_every_sender_kept() {
         state.put_raw(KEY_FORMAT, codec::encode(&2u32));
     }
     let state = State::open_or_create(dir.path()).unwrap();
+    // A message the DS numbers now comes after what was kept before, whatever its number.
+    state
+        .append_message(b"g1", 1, Some(&bob), "numbered")
+        .unwrap();
     let log = state.messages(b"g1").unwrap();
-    assert_eq!(log.len(), 1);
+    assert_eq!(log.len(), 2);
     assert_eq!(log[0].from, Some(bob));
     assert_eq!((log[0].text.as_str(), log[0].seq), ("from before", 1));
+    assert_eq!(log[1].text, "numbered");
     drop(state);
     // Upgraded once: the format mark says so, and a second open reads it as it is.
     let state = State::open_or_create(dir.path()).unwrap();
-    assert_eq!(state.messages(b"g1").unwrap().len(), 1);
+    assert_eq!(state.messages(b"g1").unwrap().len(), 2);
     assert_eq!(
         read::<u32>(dir.path(), &state.db, KEY_FORMAT).unwrap(),
         Some(FORMAT_VERSION)

@@ -1,16 +1,18 @@
 //! The delivery service's endpoints: groups, commits, application messages and the external
 //! join of a connection group. None is signed: a member proves itself with the group-state EAR
-//! key it sends along.
+//! key it sends along. Every request that changes a group carries an operation id, so each is
+//! retried on a transient failure with the same bytes (see `retrying`).
 
 use reqwest::Method;
 use roost_protocol::{codec, connection::EarKey, ds};
 
-use super::{Server, ServerError};
+use super::{retrying, Server, ServerError};
 
 impl Server {
     /// `POST /ds/v1/groups`: creates a group with its creator as the only member.
     pub async fn create_group(&self, body: &ds::CreateGroup) -> Result<(), ServerError> {
-        self.call_no_content(Method::POST, ds::DS_GROUPS, Some(codec::encode(body)), None)
+        let body = codec::encode(body);
+        retrying(|| self.call_no_content(Method::POST, ds::DS_GROUPS, Some(body.clone()), None))
             .await
     }
 
@@ -20,19 +22,18 @@ impl Server {
         group_id: &[u8],
         body: &ds::CommitRequest,
     ) -> Result<ds::Committed, ServerError> {
-        self.post(&ds::ds_commit(group_id), codec::encode(body), None)
-            .await
+        let (path, body) = (ds::ds_commit(group_id), codec::encode(body));
+        retrying(|| self.post(&path, body.clone(), None)).await
     }
 
-    /// `POST /ds/v1/groups/{id}/messages`: an application message for the other members.
+    /// `POST /ds/v1/groups/{id}/messages`: an application message for every member.
     pub async fn send_message(
         &self,
         group_id: &[u8],
         body: &ds::SendMessage,
-    ) -> Result<(), ServerError> {
-        let path = ds::ds_messages(group_id);
-        self.call_no_content(Method::POST, &path, Some(codec::encode(body)), None)
-            .await
+    ) -> Result<ds::Accepted, ServerError> {
+        let (path, body) = (ds::ds_messages(group_id), codec::encode(body));
+        retrying(|| self.post(&path, body.clone(), None)).await
     }
 
     /// `POST /ds/v1/groups/{id}/external-commit-info`.
@@ -54,7 +55,7 @@ impl Server {
         group_id: &[u8],
         body: &ds::JoinConnectionGroup,
     ) -> Result<ds::Committed, ServerError> {
-        let path = ds::ds_join_connection_group(group_id);
-        self.post(&path, codec::encode(body), None).await
+        let (path, body) = (ds::ds_join_connection_group(group_id), codec::encode(body));
+        retrying(|| self.post(&path, body.clone(), None)).await
     }
 }

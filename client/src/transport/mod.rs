@@ -74,8 +74,42 @@ impl ServerError {
         }
     }
 
+    /// Whether trying again may succeed: the server was not reached, or failed on its side.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ServerError::Network(_) => true,
+            ServerError::Http { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
     fn network(error: reqwest::Error) -> Self {
         ServerError::Network(error_chain(&error))
+    }
+}
+
+/// Pauses before each further attempt of an idempotent request (one whose repeat the server
+/// answers as it answered the first).
+const RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_millis(1500),
+];
+
+/// Runs `attempt` until it succeeds, fails for good, or has failed transiently once more than
+/// there are [`RETRY_PAUSES`]. Only for requests that carry an operation id.
+async fn retrying<T, F: std::future::Future<Output = Result<T, ServerError>>>(
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, ServerError> {
+    let mut pauses = RETRY_PAUSES.iter();
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transient() => match pauses.next() {
+                Some(pause) => tokio::time::sleep(*pause).await,
+                None => return Err(e),
+            },
+            outcome => return outcome,
+        }
     }
 }
 

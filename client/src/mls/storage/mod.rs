@@ -76,6 +76,8 @@ use openmls_rust_crypto::RustCrypto;
 use openmls_traits::{storage::CURRENT_VERSION, OpenMlsProvider};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::store::StagedWrites;
+
 mod provider;
 #[cfg(test)]
 mod tests;
@@ -266,6 +268,27 @@ impl SledMlsStorage {
     /// the discarded operation is now ahead of storage and must be reloaded.
     pub fn discard(&self) {
         self.lock().clear();
+    }
+
+    /// Takes the pending writes out, to be kept until [`apply`](Self::apply)ed (a commit the
+    /// DS has yet to take); storage is back to the last commit, as after a discard.
+    pub fn take_pending(&self) -> StagedWrites {
+        std::mem::take(&mut *self.lock()).into_iter().collect()
+    }
+
+    /// Applies writes taken with [`take_pending`](Self::take_pending), as one atomic batch,
+    /// and flushes. Applying them twice changes nothing more.
+    pub fn apply(&self, writes: &StagedWrites) -> Result<(), MlsStorageError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(key.as_slice(), value.as_slice()),
+                None => batch.remove(key.as_slice()),
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        self.tree.flush()?;
+        Ok(())
     }
 
     /// Whether there are writes not yet committed.

@@ -7,10 +7,17 @@
 //! per epoch can win. Members are reached through sealed queue references that only the QS can
 //! open. Each request is handled atomically — the actor takes the next only once the previous
 //! one's state is durable and its fan-out queued — so members receive a group's messages in the
-//! order the DS accepted them. Each request message is made from its protocol request body
-//! (`From<roost_protocol::ds::…>`).
+//! order the DS accepted them, each with its sequence number ([`ledger`]). A request repeated
+//! with the same operation id is answered from the ledger and changes nothing. Each request
+//! message is its protocol request body ([`DsRequest`]).
+
+mod delivery;
+pub mod ledger;
 
 use std::{collections::BTreeMap, sync::RwLock, time::Duration};
+
+pub use delivery::Delivery;
+use ledger::{digest_of, Fanout, Ledger, Outcome, Seen};
 
 use actix::prelude::*;
 use openmls::{
@@ -28,17 +35,14 @@ use serde::{Deserialize, Serialize};
 use roost_protocol::{
     codec,
     connection::EarKey,
-    ds::{self, ExternalCommitInfo, GroupDelivery, MemberEntry, SealedQueueRef, WelcomeBundle},
-    federation::{DomainPolicy, FederatedDelivery},
-    Domain,
+    ds::{self, Accepted, Committed, ExternalCommitInfo, MemberEntry, SealedQueueRef},
+    OpId,
 };
 use roost_storage::{Durability, GroupStore, StorageError};
 
 use crate::{
-    federation::{FederationActor, Relay},
     once_durable,
-    pool::{pooled_actor, pooled_messages, Ask, Membership, Pool, Pooled},
-    qs::{DeliveryError, SealedDelivery, ToQueue},
+    pool::{pooled_actor, pooled_messages, Membership, Pooled},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -57,83 +61,14 @@ pub enum GroupError {
     Invalid(String),
     #[error("the group would have more than {0} members (limits.members_per_group)")]
     GroupFull(usize),
+    #[error("this operation id was used before for a different request")]
+    OperationReused,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
 fn invalid(what: impl std::fmt::Display) -> GroupError {
     GroupError::Invalid(what.to_string())
-}
-
-/// How the DS hands messages on: to the local QS ([`SealedDelivery`]), or — for another
-/// domain's client — to the federation actor of that domain, which relays it to that domain's
-/// QS.
-#[derive(Clone)]
-pub struct Delivery {
-    pub qs: SealedDelivery,
-    pub federation: Addr<Pool<FederationActor>>,
-    pub policy: DomainPolicy,
-}
-
-impl Delivery {
-    /// Enqueues `item` for every reference (or keeps it in the outbox for another domain) and
-    /// waits until each is durable.
-    async fn deliver(&self, refs: Vec<SealedQueueRef>, item: GroupDelivery) {
-        let mut local = Vec::new();
-        let mut remote: BTreeMap<Domain, Vec<FederatedDelivery>> = BTreeMap::new();
-        for queue_ref in refs {
-            if &queue_ref.domain == self.qs.refs().domain() {
-                local.push(ToQueue {
-                    queue: queue_ref,
-                    item: item.clone(),
-                    id: None,
-                });
-                continue;
-            }
-            if !self.policy.allows(&queue_ref.domain) {
-                tracing::warn!(domain = %queue_ref.domain, "dropping a delivery for a domain this server does not federate with");
-                continue;
-            }
-            remote
-                .entry(queue_ref.domain.clone())
-                .or_default()
-                .push(FederatedDelivery {
-                    id: rand::random(),
-                    to: queue_ref.domain.clone(),
-                    queue: queue_ref,
-                    item: item.clone(),
-                });
-        }
-        let relays = remote
-            .into_iter()
-            .map(|(domain, deliveries)| self.federation.ask(domain, Relay(deliveries)));
-        let (local, relayed) = futures_util::future::join(
-            self.qs.deliver(local),
-            futures_util::future::join_all(relays),
-        )
-        .await;
-        match local {
-            Ok(outcomes) => {
-                for outcome in outcomes {
-                    match outcome {
-                        Ok(_) => {}
-                        Err(DeliveryError::BadQueueRef) => {
-                            tracing::warn!("dropping a delivery with an unreadable queue reference")
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "a group delivery could not be queued")
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "group deliveries could not be queued"),
-        }
-        for outcome in relayed {
-            if outcome.is_err() {
-                tracing::error!("a group delivery for another domain could not be kept");
-            }
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -222,25 +157,44 @@ fn snapshot(storage: &MemoryStorage) -> Vec<(Vec<u8>, Vec<u8>)> {
     pairs
 }
 
-/// What a commit changed, for fan-out.
-/// What a request sends on once it is settled, and what it answers.
-struct Fanout<T> {
-    /// The group's state was written: it must be durable before anything goes out.
-    wrote_state: bool,
+/// A state-changing request done: what to store, answer and send on.
+struct Done<T> {
     answer: T,
-    recipients: Vec<SealedQueueRef>,
-    message: Vec<u8>,
-    /// The Welcome of a commit that added members, with their queues.
-    welcome: Option<(Vec<SealedQueueRef>, WelcomeBundle)>,
+    outcome: Outcome,
+    /// The group's new state, sealed; `None` if the request left it as it was.
+    state: Option<Vec<u8>>,
+    /// What goes out; it took the ledger's next sequence number.
+    fanout: Option<Fanout>,
+}
+
+/// A request handled: its writes are made; what is left is to make them durable, hand on
+/// the fan-outs (any a crash left undelivered first), record that, and answer.
+struct Handled<T> {
+    answer: Result<T, GroupError>,
+    wrote: bool,
+    fanouts: Vec<Fanout>,
+    /// The ledger once the fan-outs are delivered, sealed.
+    delivered: Option<Vec<u8>>,
 }
 
 struct Applied {
     epoch: u64,
-    /// Everyone who was a member before the commit, but the committer — removed members
-    /// included, so they learn of their removal.
+    /// Everyone who was a member before the commit — the committer, for its own copy, and
+    /// removed members, so they learn of their removal.
     recipients: Vec<SealedQueueRef>,
     added: Vec<u32>,
     joiner: Option<u32>,
+}
+
+impl<T> Handled<T> {
+    fn failed(e: GroupError) -> Self {
+        Handled {
+            answer: Err(e),
+            wrote: false,
+            fanouts: Vec::new(),
+            delivered: None,
+        }
+    }
 }
 
 impl GroupActor {
@@ -301,18 +255,12 @@ impl GroupActor {
         let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
             return Err(invalid("expected a commit"));
         };
-        let committer = match (&sender, external) {
-            (Sender::Member(leaf), false) => Some(leaf.u32()),
-            (Sender::NewMemberCommit, true) => None,
+        match (&sender, external) {
+            (Sender::Member(_), false) | (Sender::NewMemberCommit, true) => {}
             _ => return Err(invalid("unexpected sender for this endpoint")),
-        };
-        let others: Vec<u32> = opened
-            .public
-            .members()
-            .map(|m| m.index.u32())
-            .filter(|leaf| Some(*leaf) != committer)
-            .collect();
-        let recipients = Self::refs(&opened.state, &others);
+        }
+        let members: Vec<u32> = opened.public.members().map(|m| m.index.u32()).collect();
+        let recipients = Self::refs(&opened.state, &members);
         let removed: Vec<u32> = staged
             .remove_proposals()
             .map(|r| r.remove_proposal().removed().u32())
@@ -374,56 +322,117 @@ impl GroupActor {
         })
     }
 
-    /// Stores the group's state after an applied commit; what goes out once it is durable.
+    /// The sealed state after an applied commit, and the commit's fan-out at `seq`.
     fn store_commit(
         &self,
         ear_key: &EarKey,
         mut opened: Opened,
         applied: Applied,
         commit: Vec<u8>,
-        welcome: Option<(Vec<SealedQueueRef>, WelcomeBundle)>,
-    ) -> Result<Fanout<u64>, GroupError> {
-        let sealed = self.seal(ear_key, &mut opened);
-        self.deps.groups.put(&self.group_id, sealed)?;
-        Ok(Fanout {
-            wrote_state: true,
-            answer: applied.epoch,
-            recipients: applied.recipients,
-            message: commit,
-            welcome,
-        })
+        welcome: Option<(Vec<SealedQueueRef>, ds::WelcomeBundle)>,
+        seq: u64,
+    ) -> Done<Committed> {
+        let answer = Committed {
+            epoch: applied.epoch,
+            seq,
+        };
+        Done {
+            answer,
+            outcome: Outcome::Committed {
+                epoch: answer.epoch,
+                seq,
+            },
+            state: Some(self.seal(ear_key, &mut opened)),
+            fanout: Some(Fanout {
+                seq,
+                message: commit,
+                recipients: applied.recipients,
+                welcome,
+            }),
+        }
     }
 
-    /// Once what `outcome` wrote is durable (an application message writes nothing), hands
-    /// its message to the recipients and its Welcome to the new members, then answers. The
-    /// actor takes its next request only after that, so members receive a group's messages in
-    /// the order the DS accepted them.
-    fn fan_out<T: Send + 'static>(
+    /// Handles a state-changing request with operation id `op`: a repeat is answered from the
+    /// ledger (`repeat` reads the remembered outcome); a new one is done by `apply`, given the
+    /// sequence number its fan-out takes, and stored with its ledger entry in one write.
+    fn handle_op<T, B: Serialize>(
         &self,
-        outcome: Result<Fanout<T>, GroupError>,
+        ear_key: &EarKey,
+        op: OpId,
+        body: &B,
+        repeat: fn(Outcome) -> Option<T>,
+        apply: impl FnOnce(&Self, u64) -> Result<Done<T>, GroupError>,
+    ) -> Handled<T> {
+        let stored = match self.deps.groups.ledger(&self.group_id) {
+            Ok(stored) => stored,
+            Err(e) => return Handled::failed(e.into()),
+        };
+        let mut ledger = match Ledger::open(&self.group_id, ear_key, stored) {
+            Ok(ledger) => ledger,
+            Err(e) => return Handled::failed(e),
+        };
+        let digest = digest_of(body);
+        let answer = match ledger.seen(&op, &digest) {
+            Ok(Seen::Repeat(outcome)) => repeat(outcome).ok_or(GroupError::OperationReused),
+            Ok(Seen::New) => match apply(self, ledger.next_seq()) {
+                Ok(done) => {
+                    ledger.record(op, digest, done.outcome, done.fanout);
+                    let sealed = ledger.seal(&self.group_id, ear_key);
+                    if let Err(e) = self.deps.groups.update(&self.group_id, done.state, sealed) {
+                        return Handled::failed(e.into());
+                    }
+                    let fanouts = ledger.take_undelivered();
+                    return Handled {
+                        answer: Ok(done.answer),
+                        wrote: true,
+                        fanouts,
+                        delivered: Some(ledger.seal(&self.group_id, ear_key)),
+                    };
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        // Nothing new was written; still hand on what a crash left undelivered.
+        let fanouts = ledger.take_undelivered();
+        let delivered = (!fanouts.is_empty()).then(|| ledger.seal(&self.group_id, ear_key));
+        Handled {
+            answer,
+            wrote: false,
+            fanouts,
+            delivered,
+        }
+    }
+
+    /// Once what `handled` wrote is durable, hands on its fan-outs in order, then records that
+    /// they went out and answers. The actor takes its next request only after that, so members
+    /// receive a group's messages in the order of their sequence numbers.
+    fn finish<T: Send + 'static>(
+        &self,
+        handled: Handled<T>,
     ) -> AtomicResponse<Self, Result<T, GroupError>> {
-        let (group_id, durability, delivery) = (
+        let (group_id, groups, durability, delivery) = (
             self.group_id.clone(),
+            self.deps.groups.clone(),
             self.deps.durability.clone(),
             self.deps.delivery.clone(),
         );
         AtomicResponse::new(Box::pin(
             async move {
-                let fanout = outcome?;
-                if fanout.wrote_state {
+                if handled.wrote {
                     durability.persist().await?;
                 }
-                let message = GroupDelivery::Message {
-                    group_id,
-                    message: fanout.message,
-                };
-                delivery.deliver(fanout.recipients, message).await;
-                if let Some((refs, welcome)) = fanout.welcome {
-                    delivery
-                        .deliver(refs, GroupDelivery::Welcome(welcome))
-                        .await;
+                for fanout in handled.fanouts {
+                    delivery.fan_out(&group_id, fanout).await;
                 }
-                Ok(fanout.answer)
+                if let Some(ledger) = handled.delivered {
+                    // Not waited for: if it is lost, the fan-outs go out again, with the same
+                    // sequence numbers, and clients skip what they have.
+                    if let Err(e) = groups.update(&group_id, None, ledger) {
+                        tracing::warn!(error = %e, "a group's delivered fan-outs could not be recorded");
+                    }
+                }
+                handled.answer
             }
             .into_actor(self),
         ))
@@ -458,15 +467,22 @@ macro_rules! ds_requests {
 ds_requests! {
     /// Create a group with its creator as the only member.
     CreateGroup = ds::CreateGroup => ();
-    /// A member's commit; answers the new epoch.
-    Commit = ds::CommitRequest => u64;
-    /// An application message for the other members.
-    SendMessage = ds::SendMessage => ();
+    /// A member's commit; answers the new epoch and the commit's sequence number.
+    Commit = ds::CommitRequest => Committed;
+    /// An application message for every member; answers its sequence number.
+    SendMessage = ds::SendMessage => Accepted;
     /// What a joiner needs for an external commit.
     GetExternalCommitInfo = ds::EarKeyProof => ExternalCommitInfo;
-    /// The responder's external commit into a connection group: succeeds once; answers the
-    /// new epoch.
-    JoinConnectionGroup = ds::JoinConnectionGroup => u64;
+    /// The responder's external commit into a connection group: succeeds once; answers like
+    /// a commit.
+    JoinConnectionGroup = ds::JoinConnectionGroup => Committed;
+}
+
+fn committed(outcome: Outcome) -> Option<Committed> {
+    match outcome {
+        Outcome::Committed { epoch, seq } => Some(Committed { epoch, seq }),
+        _ => None,
+    }
 }
 
 impl Handler<CreateGroup> for GroupActor {
@@ -474,8 +490,16 @@ impl Handler<CreateGroup> for GroupActor {
 
     fn handle(&mut self, DsRequest(msg): CreateGroup, _ctx: &mut Self::Context) -> Self::Result {
         let created = (|| -> Result<(), GroupError> {
+            let digest = digest_of(&msg);
             if self.deps.groups.get(&self.group_id)?.is_some() {
-                return Err(GroupError::GroupExists);
+                // A retry of the request that created it is answered as the first was.
+                let stored = self.deps.groups.ledger(&self.group_id)?;
+                return match Ledger::open(&self.group_id, &msg.ear_key, stored)
+                    .and_then(|ledger| ledger.seen(&msg.op, &digest))
+                {
+                    Ok(Seen::Repeat(Outcome::Created)) => Ok(()),
+                    _ => Err(GroupError::GroupExists),
+                };
             }
             let info = parse_group_info(&msg.group_info)?;
             if info.group_id().as_slice() != self.group_id.as_slice() {
@@ -510,7 +534,10 @@ impl Handler<CreateGroup> for GroupActor {
                 public,
             };
             let sealed = self.seal(&msg.ear_key, &mut opened);
-            if !self.deps.groups.create(&self.group_id, sealed)? {
+            let mut ledger = Ledger::default();
+            ledger.record(msg.op, digest, Outcome::Created, None);
+            let ledger = ledger.seal(&self.group_id, &msg.ear_key);
+            if !self.deps.groups.create(&self.group_id, sealed, ledger)? {
                 return Err(GroupError::GroupExists);
             }
             Ok(())
@@ -522,12 +549,12 @@ impl Handler<CreateGroup> for GroupActor {
 }
 
 impl Handler<Commit> for GroupActor {
-    type Result = AtomicResponse<Self, Result<u64, GroupError>>;
+    type Result = AtomicResponse<Self, Result<Committed, GroupError>>;
 
     fn handle(&mut self, DsRequest(msg): Commit, _ctx: &mut Self::Context) -> Self::Result {
-        let applied = (|| {
-            let mut opened = self.open(&msg.ear_key)?;
-            let applied = self.apply_commit(&mut opened, &msg.commit, &msg.group_info, false)?;
+        let handled = self.handle_op(&msg.ear_key, msg.op, &msg, committed, |actor, seq| {
+            let mut opened = actor.open(&msg.ear_key)?;
+            let applied = actor.apply_commit(&mut opened, &msg.commit, &msg.group_info, false)?;
             if applied.added.len() != msg.added.len() {
                 return Err(invalid("one member entry is needed per added member"));
             }
@@ -537,24 +564,36 @@ impl Handler<Commit> for GroupActor {
             for (leaf, entry) in applied.added.iter().zip(&msg.added) {
                 opened.state.members.insert(*leaf, entry.clone());
             }
-            if opened.state.members.len() > self.deps.max_members {
-                return Err(GroupError::GroupFull(self.deps.max_members));
+            if opened.state.members.len() > actor.deps.max_members {
+                return Err(GroupError::GroupFull(actor.deps.max_members));
             }
             let welcome = msg
                 .welcome
+                .clone()
                 .map(|welcome| (Self::refs(&opened.state, &applied.added), welcome));
-            self.store_commit(&msg.ear_key, opened, applied, msg.commit, welcome)
-        })();
-        self.fan_out(applied)
+            Ok(actor.store_commit(
+                &msg.ear_key,
+                opened,
+                applied,
+                msg.commit.clone(),
+                welcome,
+                seq,
+            ))
+        });
+        self.finish(handled)
     }
 }
 
 impl Handler<SendMessage> for GroupActor {
-    type Result = AtomicResponse<Self, Result<(), GroupError>>;
+    type Result = AtomicResponse<Self, Result<Accepted, GroupError>>;
 
     fn handle(&mut self, DsRequest(msg): SendMessage, _ctx: &mut Self::Context) -> Self::Result {
-        let recipients = (|| {
-            let opened = self.open(&msg.ear_key)?;
+        let repeat = |outcome| match outcome {
+            Outcome::Accepted { seq } => Some(Accepted { seq }),
+            _ => None,
+        };
+        let handled = self.handle_op(&msg.ear_key, msg.op, &msg, repeat, |actor, seq| {
+            let opened = actor.open(&msg.ear_key)?;
             let message = parse_protocol_message(&msg.message)?;
             if message.is_handshake_message() {
                 return Err(invalid("handshake messages go to the commit endpoint"));
@@ -562,22 +601,20 @@ impl Handler<SendMessage> for GroupActor {
             if message.epoch() != opened.public.group_context().epoch() {
                 return Err(GroupError::StaleEpoch);
             }
-            let leaves: Vec<u32> = opened
-                .state
-                .members
-                .keys()
-                .copied()
-                .filter(|leaf| *leaf != msg.sender_leaf)
-                .collect();
-            Ok(Fanout {
-                wrote_state: false,
-                answer: (),
-                recipients: Self::refs(&opened.state, &leaves),
-                message: msg.message,
-                welcome: None,
+            let leaves: Vec<u32> = opened.state.members.keys().copied().collect();
+            Ok(Done {
+                answer: Accepted { seq },
+                outcome: Outcome::Accepted { seq },
+                state: None,
+                fanout: Some(Fanout {
+                    seq,
+                    message: msg.message.clone(),
+                    recipients: Self::refs(&opened.state, &leaves),
+                    welcome: None,
+                }),
             })
-        })();
-        self.fan_out(recipients)
+        });
+        self.finish(handled)
     }
 }
 
@@ -603,27 +640,30 @@ impl Handler<GetExternalCommitInfo> for GroupActor {
 }
 
 impl Handler<JoinConnectionGroup> for GroupActor {
-    type Result = AtomicResponse<Self, Result<u64, GroupError>>;
+    type Result = AtomicResponse<Self, Result<Committed, GroupError>>;
 
     fn handle(
         &mut self,
         DsRequest(msg): JoinConnectionGroup,
         _ctx: &mut Self::Context,
     ) -> Self::Result {
-        let applied = (|| {
-            let mut opened = self.open(&msg.ear_key)?;
+        let handled = self.handle_op(&msg.ear_key, msg.op, &msg, committed, |actor, seq| {
+            let mut opened = actor.open(&msg.ear_key)?;
             if !opened.state.connection_group {
                 return Err(GroupError::NotJoinable);
             }
-            let applied = self.apply_commit(&mut opened, &msg.commit, &msg.group_info, true)?;
+            let mut applied =
+                actor.apply_commit(&mut opened, &msg.commit, &msg.group_info, true)?;
             let joiner = applied
                 .joiner
                 .ok_or_else(|| invalid("no joiner in the external commit"))?;
             opened.state.members.insert(joiner, msg.joiner.clone());
+            // The joiner gets its own copy, as every committer does.
+            applied.recipients.push(msg.joiner.queue.clone());
             // From now on the group holds two users' clients: no further responder joins.
             opened.state.connection_group = false;
-            self.store_commit(&msg.ear_key, opened, applied, msg.commit, None)
-        })();
-        self.fan_out(applied)
+            Ok(actor.store_commit(&msg.ear_key, opened, applied, msg.commit.clone(), None, seq))
+        });
+        self.finish(handled)
     }
 }
