@@ -242,6 +242,57 @@ async fn a_removed_user_gets_no_further_messages_and_cannot_send() {
 }
 
 #[tokio::test]
+async fn a_member_who_leaves_is_removed_by_the_next_member_to_sync_and_gets_nothing_after() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let p = people(&server, &devices).await;
+    let (bob, carol) = (server.user("bob"), server.user("carol"));
+    plans_with(&p, &[&bob, &carol]).await;
+    p.bob_phone.groups().send("plans", "bye").await.unwrap();
+
+    // bob leaves from his phone: both of his clients go, and he sends nothing more.
+    assert_eq!(p.bob_phone.groups().leave("plans").await.unwrap(), 2);
+    let error = p
+        .bob_phone
+        .groups()
+        .send("plans", "one more")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "removed_from_group");
+    // carol's next sync commits the removal.
+    let report = p.carol_phone.sync().await.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.commits, 1, "{report:?}");
+    for client in [&p.bob_phone, &p.bob_laptop] {
+        let report = client.sync().await.unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert!(client.groups().list().await.unwrap()[0].removed);
+    }
+    p.alice_laptop
+        .groups()
+        .send("plans", "after bob left")
+        .await
+        .unwrap();
+    sync_all(&p.all()).await;
+    for client in [&p.alice_phone, &p.alice_laptop, &p.carol_phone] {
+        let members = client.groups().members("plans").await.unwrap();
+        assert_eq!(members, [server.user("alice"), carol.clone()]);
+        let texts = log(&client.groups().messages("plans").await.unwrap());
+        assert_eq!(
+            texts,
+            [
+                ("bob".to_owned(), "bye".to_owned()),
+                ("alice".to_owned(), "after bob left".to_owned())
+            ]
+        );
+    }
+    for client in [&p.bob_phone, &p.bob_laptop] {
+        let texts = log(&client.groups().messages("plans").await.unwrap());
+        assert_eq!(texts, [("bob".to_owned(), "bye".to_owned())]);
+    }
+}
+
+#[tokio::test]
 async fn a_message_read_after_its_sender_was_removed_still_shows_its_sender() {
     let server = TestServer::start(Options::default());
     let devices = Devices::new();

@@ -212,6 +212,44 @@ impl Groups<'_> {
         .await
     }
 
+    /// Leaves a named group with all of this user's clients: proposes their removal, which the
+    /// next member to sync commits, and stops sending into it at once. Answers how many of the
+    /// user's clients leave.
+    pub async fn leave(self, reference: &str) -> Result<usize, Error> {
+        let (client, device) = (self.client, self.client.device());
+        let mls = client.mls().lock().await;
+        inbox::sync(client, &mls, Duration::ZERO).await?;
+        let mut record = self.active(reference)?;
+        let access = record.access();
+        let leaving = self
+            .change(&mls, &access, async |group, members| {
+                let own = group.own_leaf_index();
+                // This client's own leaf last: once it has proposed leaving, it proposes
+                // nothing more.
+                let mut leaves: Vec<LeafNodeIndex> = members
+                    .iter()
+                    .filter(|m| {
+                        m.credential
+                            .as_ref()
+                            .is_some_and(|c| c.user() == client.user())
+                    })
+                    .map(|m| LeafNodeIndex::new(m.leaf))
+                    .filter(|leaf| *leaf != own)
+                    .collect();
+                leaves.push(own);
+                mls.propose_removals(device, &access, &leaves)
+                    .await
+                    .map(|()| leaves.len())
+            })
+            .await?;
+        record.removed = true;
+        device
+            .store()
+            .run(move |s| s.save_named_group(&record))
+            .await?;
+        Ok(leaving)
+    }
+
     /// Runs `change` on the group as this client holds it, with its verified members; a 409
     /// `stale_epoch` from the DS makes it catch up and run once more.
     async fn change<T>(

@@ -124,6 +124,7 @@ pub(crate) async fn sync(
 ) -> Result<SyncReport, Error> {
     let mut report = read(client, mls, wait).await?;
     settle_pending(client, mls, &mut report).await?;
+    commit_proposals(client, mls, &mut report).await;
     share_due_tokens(client, mls).await;
     if !report.joined.is_empty() {
         // Each join used up one of this client's key packages. Best effort: the next join
@@ -195,7 +196,7 @@ async fn settle_pending(
         let group = hex::encode(&op.group_id);
         let content = match &op.request {
             Outgoing::Message { content, .. } => Some(content.clone()),
-            Outgoing::Commit { .. } => None,
+            Outgoing::Commit { .. } | Outgoing::Proposal { .. } => None,
         };
         let group_id = op.group_id.clone();
         match mls.push(device, op).await {
@@ -218,6 +219,27 @@ async fn settle_pending(
         }
     }
     Ok(())
+}
+
+/// Commits what members proposed in the named groups this client is in (a member leaving).
+/// Every member's client tries; the first commit wins and the others' meet a newer epoch,
+/// which their next sync reads. Best effort: what fails is tried again at the next sync.
+async fn commit_proposals(client: &Client, mls: &MlsSession<'_>, report: &mut SyncReport) {
+    let device = client.device();
+    let Ok(groups) = device.store().named_groups() else {
+        return;
+    };
+    for group in groups.into_iter().filter(|g| !g.removed) {
+        match mls.commit_proposals(device, &group.access()).await {
+            Ok(true) => report.commits += 1,
+            Ok(false) => {}
+            Err(e) if e.is_transient() || is_stale(&e) => {}
+            Err(e) => report.failed.push(format!(
+                "committing the proposals of group {}: {e}",
+                hex::encode(&group.group_id)
+            )),
+        }
+    }
 }
 
 /// Drains the QS queue through a [`GroupReader`], then learns the peers of new contacts.

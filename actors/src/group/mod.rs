@@ -24,7 +24,7 @@ use openmls::{
     messages::group_info::VerifiableGroupInfo,
     prelude::{
         tls_codec::Deserialize as _, GroupId, MlsMessageBodyIn, MlsMessageIn,
-        ProcessedMessageContent, ProposalStore, ProtocolMessage, PublicGroup,
+        ProcessedMessageContent, Proposal, ProposalStore, ProtocolMessage, PublicGroup,
         PublicProcessMessageError, Sender, ValidationError,
     },
 };
@@ -322,6 +322,41 @@ impl GroupActor {
         })
     }
 
+    /// Checks a member's proposal against the public group state and keeps it until a commit
+    /// covers it (a member leaving proposes its own removal; another member commits it). Only
+    /// removals are taken: anything else a member commits itself.
+    fn keep_proposal(
+        &self,
+        opened: &mut Opened,
+        message: ProtocolMessage,
+    ) -> Result<(), GroupError> {
+        let processed = opened
+            .public
+            .process_message(&self.crypto, message)
+            .map_err(|e| match e {
+                PublicProcessMessageError::ValidationError(ValidationError::WrongEpoch) => {
+                    GroupError::StaleEpoch
+                }
+                other => invalid(other),
+            })?;
+        if !matches!(processed.sender(), Sender::Member(_)) {
+            return Err(invalid("a proposal must come from a member"));
+        }
+        let ProcessedMessageContent::ProposalMessage(proposal) = processed.into_content() else {
+            return Err(invalid(
+                "a handshake message here must be a proposal; commits go to the commit endpoint",
+            ));
+        };
+        if !matches!(proposal.proposal(), Proposal::Remove(_)) {
+            return Err(invalid("only removals may be proposed"));
+        }
+        opened
+            .public
+            .add_proposal(&opened.storage, *proposal)
+            .map_err(|e| StorageError::Corrupt(format!("keeping a proposal: {e:?}")))?;
+        Ok(())
+    }
+
     /// The sealed state after an applied commit, and the commit's fan-out at `seq`.
     fn store_commit(
         &self,
@@ -593,19 +628,22 @@ impl Handler<SendMessage> for GroupActor {
             _ => None,
         };
         let handled = self.handle_op(&msg.ear_key, msg.op, &msg, repeat, |actor, seq| {
-            let opened = actor.open(&msg.ear_key)?;
+            let mut opened = actor.open(&msg.ear_key)?;
             let message = parse_protocol_message(&msg.message)?;
-            if message.is_handshake_message() {
-                return Err(invalid("handshake messages go to the commit endpoint"));
-            }
             if message.epoch() != opened.public.group_context().epoch() {
                 return Err(GroupError::StaleEpoch);
             }
+            let state = if message.is_handshake_message() {
+                actor.keep_proposal(&mut opened, message)?;
+                Some(actor.seal(&msg.ear_key, &mut opened))
+            } else {
+                None
+            };
             let leaves: Vec<u32> = opened.state.members.keys().copied().collect();
             Ok(Done {
                 answer: Accepted { seq },
                 outcome: Outcome::Accepted { seq },
-                state: None,
+                state,
                 fanout: Some(Fanout {
                     seq,
                     message: msg.message.clone(),

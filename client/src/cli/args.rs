@@ -173,7 +173,7 @@ pub enum Command {
     },
     /// List this client's named groups.
     Groups,
-    /// Named groups: create one, add or remove connected users, chat in it.
+    /// Named groups: create one, add or remove connected users, leave, chat in it.
     #[command(subcommand)]
     Group(GroupCommand),
     /// Look up a user's clients by name and check their connection packages (for operators).
@@ -210,6 +210,14 @@ pub enum GroupCommand {
         group: String,
         #[arg(value_name = "USER@DOMAIN")]
         user: UserName,
+    },
+    /// Leave a group with all of this user's clients.
+    ///
+    /// The removal is proposed at once and committed by the next member to sync; from now on
+    /// this client sends nothing into the group.
+    Leave {
+        #[arg(value_name = "GROUP")]
+        group: String,
     },
     /// List the users in a group.
     Members {

@@ -221,6 +221,10 @@ async fn group_command(client: &Client, command: &GroupCommand) -> Result<Outcom
             false,
             client.groups().remove(group, user).await?,
         ),
+        GroupCommand::Leave { group } => Outcome::GroupLeft {
+            group: group.clone(),
+            clients: client.groups().leave(group).await?,
+        },
         GroupCommand::Members { group } => {
             Outcome::GroupMembers(client.groups().members(group).await?)
         }

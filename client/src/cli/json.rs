@@ -118,6 +118,10 @@ impl Outcome {
                 "user": user.to_string(),
                 if *added { "added" } else { "removed" }: clients,
             }),
+            Outcome::GroupLeft { group, clients } => json!({
+                "group": group,
+                "left": clients,
+            }),
             Outcome::GroupMembers(users) => json!({
                 "members": users.iter().map(ToString::to_string).collect::<Vec<_>>(),
             }),

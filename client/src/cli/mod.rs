@@ -123,6 +123,11 @@ pub enum Outcome {
         clients: usize,
     },
     GroupMembers(Vec<UserName>),
+    /// This user's clients (how many) left the group.
+    GroupLeft {
+        group: String,
+        clients: usize,
+    },
     /// What a listing showed although the sync before it failed (code, message).
     Unsynced(Box<Outcome>, (String, String)),
 }

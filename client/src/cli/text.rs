@@ -86,6 +86,10 @@ impl Outcome {
                 )
             }
             Outcome::GroupMembers(users) => lines(users, "", ToString::to_string),
+            Outcome::GroupLeft { group, clients } => format!(
+                "Leaving {} ({clients} client(s)); the next member to sync completes it.",
+                printable(group)
+            ),
         }
     }
 }

@@ -241,8 +241,76 @@ impl MlsSession<'_> {
                     .map_err(|e| mls_error("cannot encode the message", e))
             });
         let message = self.settle(created)?;
-        self.dispatch(device, Self::message_op(access, message, content.clone()))
+        self.dispatch(
+            device,
+            Self::message_op(access, message, Some(content.clone())),
+        )
+        .await
+    }
+
+    /// Proposes removing the members at `leaves` — this client's own leaf among them, to leave
+    /// — one proposal each, sent like messages (the MLS state that made each is stored first);
+    /// another member's client commits them ([`commit_proposals`](Self::commit_proposals)).
+    pub async fn propose_removals(
+        &self,
+        device: &Device,
+        access: &GroupAccess,
+        leaves: &[LeafNodeIndex],
+    ) -> Result<(), Error> {
+        let signer = self.signer(device)?;
+        for leaf in leaves {
+            self.ensure_settled(device, &access.group_id)?;
+            let mut group = self.group(&access.group_id)?;
+            let made = if *leaf == group.own_leaf_index() {
+                group
+                    .leave_group(self.provider(), &signer.key)
+                    .map_err(|e| mls_error("cannot propose leaving", e))
+            } else {
+                group
+                    .propose_remove_member(self.provider(), &signer.key, *leaf)
+                    .map(|(message, _)| message)
+                    .map_err(|e| mls_error("cannot propose the removal", e))
+            }
+            .and_then(|m| {
+                m.to_bytes()
+                    .map_err(|e| mls_error("cannot encode the proposal", e))
+            });
+            let proposal = self.settle(made)?;
+            self.dispatch(device, Self::message_op(access, proposal, None))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Commits the proposals this client holds for a group (a member leaving), unless one
+    /// removes this client itself, which only another member may commit. Answers whether it
+    /// sent a commit.
+    pub async fn commit_proposals(
+        &self,
+        device: &Device,
+        access: &GroupAccess,
+    ) -> Result<bool, Error> {
+        let mut group = self.group(&access.group_id)?;
+        let own = group.own_leaf_index();
+        let removes_self =
+            |p: &QueuedProposal| matches!(p.proposal(), Proposal::Remove(r) if r.removed() == own);
+        if group.pending_proposals().next().is_none() || group.pending_proposals().any(removes_self)
+        {
+            return Ok(false);
+        }
+        let signer = self.signer(device)?;
+        let staged = (|| {
+            let (commit, _, _) = group
+                .commit_to_pending_proposals(self.provider(), &signer.key)
+                .map_err(|e| mls_error("cannot commit the proposals", e))?;
+            group
+                .merge_pending_commit(self.provider())
+                .map_err(|e| mls_error("cannot merge the commit", e))?;
+            self.commit_request(&group, &signer, access, commit, Vec::new(), None)
+        })();
+        self.send_commit(device, &mut group, access, staged)
             .await
+            .map(|()| true)
     }
 
     /// Joins a connection group by external commit from its `group_info`, with `joiner` as

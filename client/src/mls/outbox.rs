@@ -61,7 +61,7 @@ impl MlsSession<'_> {
             Outgoing::Commit { request, .. } => {
                 ds.commit(&op.group_id, request).await.map(|c| c.seq)
             }
-            Outgoing::Message { request, .. } => {
+            Outgoing::Message { request, .. } | Outgoing::Proposal { request } => {
                 ds.send_message(&op.group_id, request).await.map(|a| a.seq)
             }
         };
@@ -101,7 +101,7 @@ impl MlsSession<'_> {
                     .run(move |s| s.append_message(&group, seq, Some(&user), &text))
                     .await?
             }
-            Outgoing::Message { .. } => {
+            Outgoing::Message { .. } | Outgoing::Proposal { .. } => {
                 let group = group_id.clone();
                 store.run(move |s| s.mark_seq(&group, seq)).await?;
                 None
@@ -115,22 +115,24 @@ impl MlsSession<'_> {
         })
     }
 
-    /// The message request for `message`, made under the group's current state.
+    /// The request for an application message (with what it says) or, without `content`, a
+    /// proposal, made under the group's current state.
     pub(crate) fn message_op(
         access: &crate::store::GroupAccess,
         message: Vec<u8>,
-        content: Content,
+        content: Option<Content>,
     ) -> PendingOp {
+        let request = SendMessage {
+            op: OpId::random(),
+            ear_key: access.keys.group_state_ear_key.clone(),
+            message,
+        };
         PendingOp {
             group_id: access.group_id.clone(),
             ds: access.ds.clone(),
-            request: Outgoing::Message {
-                request: SendMessage {
-                    op: OpId::random(),
-                    ear_key: access.keys.group_state_ear_key.clone(),
-                    message,
-                },
-                content,
+            request: match content {
+                Some(content) => Outgoing::Message { request, content },
+                None => Outgoing::Proposal { request },
             },
         }
     }

@@ -31,6 +31,9 @@ pub enum Outgoing {
         request: SendMessage,
         content: Content,
     },
+    /// A proposal (to remove a member: leaving proposes one's own removal), sent like a
+    /// message and committed by another member.
+    Proposal { request: SendMessage },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,7 +49,7 @@ impl PendingOp {
     pub fn mls_message(&self) -> &[u8] {
         match &self.request {
             Outgoing::Commit { request, .. } => &request.commit,
-            Outgoing::Message { request, .. } => &request.message,
+            Outgoing::Message { request, .. } | Outgoing::Proposal { request } => &request.message,
         }
     }
 }

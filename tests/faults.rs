@@ -1,0 +1,290 @@
+//! Faults between a client and its server, and between servers: answers lost after the server
+//! did the work, requests lost or sent twice, connections cut in the middle of a body — made by
+//! a proxy standing between them. Whatever the network does, each message is shown once, in one
+//! order on every client, from the right sender; no ratchet key is used twice, and a committer
+//! whose answer was lost does not stay behind its group.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    devices::{connect, Devices},
+    free_port,
+    proxy::{Fault, FaultProxy},
+    Options, TestServer,
+};
+use roost_client::{Client, StoredMessage};
+use roost_protocol::{federation::FED_DELIVER, UserName};
+
+/// alice, whose client reaches the server only through the proxy, and bob, connected.
+struct Pair {
+    proxy: FaultProxy,
+    alice: Client,
+    bob: Client,
+    _devices: Devices,
+}
+
+async fn pair(server: &TestServer) -> Pair {
+    let proxy = FaultProxy::start(server.url.trim_start_matches("http://")).await;
+    let devices = Devices::new();
+    let alice = devices
+        .register_at(&proxy.url(), "alice", &server.user("alice"))
+        .await;
+    let bob = devices.register(server, "bob", &server.user("bob")).await;
+    connect(&alice, &bob, &[]).await;
+    Pair {
+        proxy,
+        alice,
+        bob,
+        _devices: devices,
+    }
+}
+
+fn texts(messages: &[StoredMessage]) -> Vec<(Option<String>, String)> {
+    messages
+        .iter()
+        .map(|m| (m.from.as_ref().map(|u| u.to_string()), m.text.clone()))
+        .collect()
+}
+
+fn from(user: &UserName, text: &str) -> (Option<String>, String) {
+    (Some(user.to_string()), text.to_owned())
+}
+
+/// Syncs `client` and checks that nothing it read was unusable.
+async fn sync_clean(client: &Client) -> roost_client::SyncReport {
+    let report = client.sync().await.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    report
+}
+
+/// Both logs of the connection hold `expected`, each message at the same place.
+async fn same_log(p: &Pair, expected: &[(Option<String>, String)]) {
+    let of_alice = p.alice.chat().messages(p.bob.user()).await.unwrap();
+    let of_bob = p.bob.chat().messages(p.alice.user()).await.unwrap();
+    assert_eq!(texts(&of_bob), expected);
+    assert_eq!(of_alice, {
+        // Times differ (sent and received); everything else is the same.
+        of_bob
+            .iter()
+            .zip(&of_alice)
+            .map(|(b, a)| StoredMessage {
+                at: a.at,
+                ..b.clone()
+            })
+            .collect::<Vec<_>>()
+    });
+}
+
+#[tokio::test]
+async fn a_message_whose_answer_is_lost_once_is_delivered_once() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    p.proxy.inject("POST", "/messages", Fault::DropResponse, 1);
+    let sent = p.alice.chat().send(p.bob.user(), "first").await.unwrap();
+    assert!(p.proxy.all_applied());
+    assert_eq!(sent.text, "first");
+    p.alice.chat().send(p.bob.user(), "second").await.unwrap();
+    sync_clean(&p.bob).await;
+    sync_clean(&p.alice).await;
+    let alice = p.alice.user();
+    same_log(&p, &[from(alice, "first"), from(alice, "second")]).await;
+}
+
+#[tokio::test]
+async fn a_message_whose_answers_are_all_lost_is_settled_by_the_next_sync_and_no_key_is_used_twice()
+{
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    // The first attempt and all three retries reach the DS; no answer comes back.
+    p.proxy.inject("POST", "/messages", Fault::DropResponse, 4);
+    let unanswered = p
+        .alice
+        .chat()
+        .send(p.bob.user(), "first")
+        .await
+        .unwrap_err();
+    assert_eq!(unanswered.code(), "unconfirmed", "{unanswered}");
+    assert!(unanswered.is_transient());
+    assert!(p.proxy.all_applied());
+
+    // bob got it once; alice learns its place from her own copy.
+    sync_clean(&p.bob).await;
+    let report = sync_clean(&p.alice).await;
+    assert_eq!(report.settled.len(), 1, "{report:?}");
+    // Her next message uses the next ratchet key: bob reads it.
+    p.alice.chat().send(p.bob.user(), "second").await.unwrap();
+    sync_clean(&p.bob).await;
+    let alice = p.alice.user();
+    same_log(&p, &[from(alice, "first"), from(alice, "second")]).await;
+}
+
+#[tokio::test]
+async fn a_message_whose_request_is_lost_or_cut_or_sent_twice_arrives_once() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    let alice = p.alice.user();
+    let mut expected = Vec::new();
+    for (i, fault) in [Fault::DropRequest, Fault::ResetMidBody, Fault::Duplicate]
+        .into_iter()
+        .enumerate()
+    {
+        p.proxy.inject("POST", "/messages", fault, 1);
+        let text = format!("message {i} ({fault:?})");
+        p.alice.chat().send(p.bob.user(), &text).await.unwrap();
+        assert!(p.proxy.all_applied(), "{fault:?}");
+        expected.push(from(alice, &text));
+    }
+    sync_clean(&p.bob).await;
+    sync_clean(&p.alice).await;
+    same_log(&p, &expected).await;
+}
+
+#[tokio::test]
+async fn a_committer_whose_answers_are_all_lost_catches_up_by_its_own_copy() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    p.alice.groups().create("walks").await.unwrap();
+    p.proxy.inject("POST", "/commit", Fault::DropResponse, 4);
+    let unanswered = p
+        .alice
+        .groups()
+        .add("walks", p.bob.user())
+        .await
+        .unwrap_err();
+    assert_eq!(unanswered.code(), "unconfirmed", "{unanswered}");
+    // The DS took the commit: bob is in.
+    let report = sync_clean(&p.bob).await;
+    assert_eq!(report.joined.len(), 1, "{report:?}");
+    // alice's next sync finds her own copy and moves to the epoch the DS is at.
+    let report = sync_clean(&p.alice).await;
+    assert_eq!(report.settled.len(), 1, "{report:?}");
+    let mut members = p.alice.groups().members("walks").await.unwrap();
+    members.sort();
+    let mut expected = vec![p.alice.user().clone(), p.bob.user().clone()];
+    expected.sort();
+    assert_eq!(members, expected);
+    p.alice
+        .groups()
+        .send("walks", "welcome, bob")
+        .await
+        .unwrap();
+    p.bob.groups().send("walks", "thanks").await.unwrap();
+    sync_clean(&p.alice).await;
+    sync_clean(&p.bob).await;
+    let want = [
+        from(p.alice.user(), "welcome, bob"),
+        from(p.bob.user(), "thanks"),
+    ];
+    for client in [&p.alice, &p.bob] {
+        let log = client.groups().messages("walks").await.unwrap();
+        assert_eq!(texts(&log), want);
+    }
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_is_lost_once_or_which_is_sent_twice_is_taken_once() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    p.alice.groups().create("walks").await.unwrap();
+    p.proxy.inject("POST", "/commit", Fault::DropResponse, 1);
+    assert_eq!(
+        p.alice.groups().add("walks", p.bob.user()).await.unwrap(),
+        1
+    );
+    sync_clean(&p.bob).await;
+    p.proxy.inject("POST", "/commit", Fault::Duplicate, 1);
+    assert_eq!(
+        p.alice
+            .groups()
+            .remove("walks", p.bob.user())
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(p.proxy.all_applied());
+    let report = sync_clean(&p.bob).await;
+    assert_eq!(report.removed_from.len(), 1, "{report:?}");
+    assert_eq!(
+        p.alice.groups().members("walks").await.unwrap(),
+        [p.alice.user().clone()]
+    );
+    p.alice.groups().send("walks", "just me").await.unwrap();
+    sync_clean(&p.alice).await;
+}
+
+#[tokio::test]
+async fn two_clients_sending_at_once_list_the_messages_in_the_same_order() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    // alice's message is held on its way, so bob's, sent after hers, is taken first.
+    p.proxy.inject(
+        "POST",
+        "/messages",
+        Fault::Delay(Duration::from_millis(500)),
+        1,
+    );
+    let (from_alice, from_bob) =
+        tokio::join!(p.alice.chat().send(p.bob.user(), "alice first?"), async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            p.bob.chat().send(p.alice.user(), "bob first?").await
+        });
+    let (from_alice, from_bob) = (from_alice.unwrap(), from_bob.unwrap());
+    assert!(from_bob.seq < from_alice.seq);
+    sync_clean(&p.alice).await;
+    sync_clean(&p.bob).await;
+    same_log(
+        &p,
+        &[
+            from(p.bob.user(), "bob first?"),
+            from(p.alice.user(), "alice first?"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_relay_whose_receipt_is_lost_is_queued_once() {
+    // a.test reaches b.test only through the proxy.
+    let (port_a, port_b) = (free_port(), free_port());
+    let proxy = FaultProxy::start(&format!("127.0.0.1:{port_b}")).await;
+    let url_a = format!("http://127.0.0.1:{port_a}");
+    let url_b = format!("http://127.0.0.1:{port_b}");
+    let clients_resolve = vec![format!("a.test={url_a}"), format!("b.test={url_b}")];
+    let a = TestServer::start(Options {
+        domain: "a.test".into(),
+        port: port_a,
+        resolve: vec![format!("a.test={url_a}"), format!("b.test={}", proxy.url())],
+        ..Options::default()
+    });
+    let b = TestServer::start(Options {
+        domain: "b.test".into(),
+        port: port_b,
+        resolve: clients_resolve.clone(),
+        ..Options::default()
+    });
+    let devices = Devices::federated(&clients_resolve);
+    let alice = devices.register(&a, "alice", &a.user("alice")).await;
+    let bob = devices.register(&b, "bob", &b.user("bob")).await;
+    connect(&alice, &bob, &[]).await;
+
+    proxy.inject("POST", FED_DELIVER, Fault::DropResponse, 1);
+    alice.chat().send(bob.user(), "across").await.unwrap();
+    // a's outbox retries the batch with the same ids; b queues it once.
+    let mut log = Vec::new();
+    for _ in 0..50 {
+        sync_clean(&bob).await;
+        log = bob.chat().messages(alice.user()).await.unwrap();
+        if !log.is_empty() && proxy.all_applied() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(proxy.all_applied());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = sync_clean(&bob).await;
+    assert!(report.received.is_empty(), "{report:?}");
+    let log = bob.chat().messages(alice.user()).await.unwrap_or(log);
+    assert_eq!(texts(&log), [from(alice.user(), "across")]);
+}
