@@ -258,8 +258,12 @@ impl Handler<RotateToken> for KeyPackageActor {
 pub enum Claimant {
     /// Someone who knows the user's friendship token: gets an entry of every client.
     Friend(FriendshipToken),
-    /// One of the user's own clients: gets an entry of every other client.
-    OwnClient(ClientId),
+    /// One of the user's own clients: gets an entry of every other client, or of `only` that
+    /// one (to add a new client to the groups the user is in).
+    OwnClient {
+        caller: ClientId,
+        only: Option<ClientId>,
+    },
 }
 
 /// One entry per client, using up one-time entries; answers once that is durable.
@@ -280,7 +284,9 @@ impl Handler<Claim> for KeyPackageActor {
                         return Err(KeyPackageError::UnknownToken);
                     }
                 }
-                Claimant::OwnClient(caller) => clients.retain(|c| *c != caller),
+                Claimant::OwnClient { caller, only } => {
+                    clients.retain(|c| *c != caller && only.is_none_or(|only| *c == only))
+                }
             }
             let entries = self
                 .deps

@@ -61,7 +61,7 @@ impl Groups<'_> {
         let device = self.client.device();
         let mls = self.client.mls().lock().await;
         let signer = mls.signer(device)?;
-        let siblings = mls.claim_own_clients(device).await?;
+        let siblings = mls.claim_own_clients(device, None).await?;
         let (mut group, access) = mls.create_group(device, &signer, false).await?;
         let record = NamedGroup {
             group_id: access.group_id.clone(),
@@ -153,7 +153,7 @@ impl Groups<'_> {
         inbox::sync(client, &mls, Duration::ZERO).await?;
         let record = self.active(reference)?;
         let claimed = if user == client.user() {
-            mls.claim_own_clients(device).await?
+            mls.claim_own_clients(device, None).await?
         } else {
             let contact = client.contacts().with(user)?;
             let token = contact

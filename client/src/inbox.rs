@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use roost_protocol::{
-    api::{QueueItem, QueueMessage},
+    api::{Notice, QueueItem, QueueMessage},
     content::{Content, Envelope},
     crypto::CryptoError,
     ds::{GroupDelivery, MemberCard, WelcomeBundle},
@@ -40,6 +40,7 @@ use crate::{
         MlsSession,
     },
     queues::{save_position, QueueReader},
+    siblings,
     store::{Contact, GroupAccess, NamedGroup, Outgoing, QueuePosition, StoredMessage},
     transport::QueueKind,
 };
@@ -125,6 +126,9 @@ pub(crate) async fn sync(
     let mut report = read(client, mls, wait).await?;
     settle_pending(client, mls, &mut report).await?;
     commit_proposals(client, mls, &mut report).await;
+    let brought_in = siblings::bring_in(client, mls).await;
+    report.commits += brought_in.commits;
+    report.failed.extend(brought_in.failed);
     share_due_tokens(client, mls).await;
     if !report.joined.is_empty() {
         // Each join used up one of this client's key packages. Best effort: the next join
@@ -327,6 +331,20 @@ impl GroupReader<'_> {
                         .failed
                         .push(format!("message of group {}: {e}", hex::encode(&group_id))),
                 }
+            }
+            Ok(QueueItem::Notice(Notice::ClientAdded { client_id })) => {
+                siblings::note_added(self.device, client_id).await?;
+                report.other.push(Received {
+                    seq,
+                    item: Ok(QueueItem::Notice(Notice::ClientAdded { client_id })),
+                });
+            }
+            Ok(QueueItem::Notice(Notice::ClientDeleted { client_id })) => {
+                siblings::note_deleted(self.device, client_id).await?;
+                report.other.push(Received {
+                    seq,
+                    item: Ok(QueueItem::Notice(Notice::ClientDeleted { client_id })),
+                });
             }
             item => report.other.push(Received { seq, item }),
         }

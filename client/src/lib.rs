@@ -11,7 +11,7 @@
 //! | MLS engine | [`mls`] | openmls and its storage; the only holder of group state, behind a lock guard (its [`mls::storage`], the openmls storage provider, uses nothing of this crate: the errors layer names its error) |
 //! | queues | `queues` (crate-private) | reading a queue to its end, exactly once per message |
 //! | the client | [`client`] | [`Client`]: the parts put together |
-//! | features | [`account`], [`friendship`], [`inbox`], [`chat`], [`groups`], [`connections`] | what a user does, each behind a handle: `client.connections()`, `client.chat()`, `client.groups()`, … |
+//! | features | [`account`], [`friendship`], `siblings`, [`inbox`], [`chat`], [`groups`], [`connections`] | what a user does, each behind a handle: `client.connections()`, `client.chat()`, `client.groups()`, …; `siblings` brings a user's new client into its groups at sync |
 //! | command line | [`cli`] | `roost-client`: arguments, running, rendering |
 //!
 //! Must not touch: the server's crates or stores, or any wire format of its own. Every type on
@@ -32,6 +32,7 @@ pub mod groups;
 pub mod inbox;
 pub mod mls;
 pub(crate) mod queues;
+mod siblings;
 pub mod store;
 pub mod transport;
 

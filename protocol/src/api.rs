@@ -166,7 +166,8 @@ pub const QS_FRIENDSHIP_TOKEN: &str = "/qs/v1/friendship-token";
 /// user, using up one-time entries. Public, rate limited like discovery.
 pub const QS_CLAIM_KEY_PACKAGES: &str = "/qs/v1/key-packages/claim";
 /// GET → [`ClaimedKeyPackages`]: one entry per *other* client of the caller's user, used up
-/// like a claim (to add one's own clients to a new group). Signed.
+/// like a claim (to add one's own clients to a new group); with `?client=ID` only that
+/// client's (to add a new client to the groups the user is in). Signed.
 pub const QS_OWN_KEY_PACKAGES: &str = "/qs/v1/own-key-packages";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -33,7 +33,7 @@ pub fn ds_commit(group_id: &[u8]) -> String {
     group_path(DS_COMMIT_ROUTE, group_id)
 }
 
-/// POST [`SendMessage`] → 202 [`Accepted`].
+/// POST [`SendMessage`] → 202 [`Accepted`]; 409 `stale_epoch` when the group moved on.
 pub const DS_MESSAGES_ROUTE: &str = "/ds/v1/groups/{group}/messages";
 
 /// [`DS_MESSAGES_ROUTE`] of a group.
@@ -95,7 +95,9 @@ pub struct Accepted {
     pub seq: u64,
 }
 
-/// An application message for every member (its sender's copy tells it the message's place).
+/// An application message for every member (its sender's copy tells it the message's place),
+/// or a member's proposal to remove a member (leaving proposes one's own removal), which the DS
+/// keeps until another member commits it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendMessage {
     pub op: OpId,

@@ -12,7 +12,10 @@ use roost_actors::{
     pool::Routed,
     Ask,
 };
-use roost_protocol::api::{self, MAX_PUBLISH};
+use roost_protocol::{
+    api::{self, MAX_PUBLISH},
+    ClientId,
+};
 
 use super::{
     auth::Caller, decode, encoded, error::ApiError, method_not_allowed, rate_limit,
@@ -105,13 +108,30 @@ async fn rotate_token(
     for_own_user(state, request, payload, |_, _| Ok(RotateToken)).await
 }
 
+/// `?client=ID` claims only that client's entry.
+#[derive(serde::Deserialize)]
+struct OwnClaimQuery {
+    client: Option<String>,
+}
+
 async fn own_key_packages(
     state: State,
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    for_own_user(state, request, payload, |caller, _| {
-        Ok(Claim(Claimant::OwnClient(caller.client)))
+    let query = web::Query::<OwnClaimQuery>::from_query(request.query_string())
+        .map_err(|e| ApiError::BadPath(format!("bad query: {e}")))?;
+    let only = query
+        .client
+        .as_deref()
+        .map(str::parse::<ClientId>)
+        .transpose()
+        .map_err(|e| ApiError::BadPath(format!("bad query: {e}")))?;
+    for_own_user(state, request, payload, move |caller, _| {
+        Ok(Claim(Claimant::OwnClient {
+            caller: caller.client,
+            only,
+        }))
     })
     .await
 }

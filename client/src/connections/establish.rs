@@ -88,7 +88,7 @@ impl Connections<'_> {
         let packages = self.discover(user).await?;
         let mls = self.client.mls().lock().await;
         let signer = mls.signer(device)?;
-        let siblings = mls.claim_own_clients(device).await?;
+        let siblings = mls.claim_own_clients(device, None).await?;
         let (mut group, access) = mls.create_group(device, &signer, true).await?;
         let contact = Contact {
             group_id: access.group_id.clone(),
@@ -169,7 +169,7 @@ impl Connections<'_> {
         let failure = match join_externally(client, &mls, &signer, &request).await {
             Ok((mut group, contact)) => {
                 connected().await?;
-                let added = match mls.claim_own_clients(device).await {
+                let added = match mls.claim_own_clients(device, None).await {
                     Ok(claimed) => {
                         let access = contact.access();
                         mls.add_clients(device, &mut group, &signer, &access, None, claimed)

@@ -8,7 +8,7 @@ use roost_protocol::{
     api::{KeyPackageCount, PublishKeyPackages, MAX_PUBLISH},
     ds::SealedQueueRef,
     key_packages::KeyPackageEntry,
-    Timestamp, UserName,
+    ClientId, Timestamp, UserName,
 };
 
 use super::{mls_error, signer::MlsSigner, storage::MlsProvider, MlsSession, CIPHERSUITE};
@@ -90,15 +90,16 @@ impl MlsSession<'_> {
             .await
     }
 
-    /// Claims one key package of each other client of this user (see
+    /// Claims one key package of each other client of this user, or only of `client` (see
     /// [`MlsSession::check_entries`]).
     pub async fn claim_own_clients(
         &self,
         device: &Device,
+        client: Option<ClientId>,
     ) -> Result<Vec<(KeyPackage, KeyPackageEntry)>, Error> {
         let entries = device
             .home()
-            .own_key_packages(device.signer())
+            .own_key_packages(device.signer(), client)
             .await?
             .entries;
         self.check_entries(device, entries, device.user()).await

@@ -8,6 +8,7 @@
 //! | [`groups`] | connections (`contacts`: group id → [`Contact`]), named groups (`groups`: group id → [`NamedGroup`]), member pseudonyms (`member_users`: group id length ‖ group id ‖ pseudonym → user) |
 //! | [`messages`] | each group's chat log (`messages`: group id length ‖ group id ‖ 1 ‖ DS sequence number (BE) → [`StoredMessage`]; 0 instead of 1 for messages kept before the DS numbered them) and the group deliveries handled (`group_seqs`: group id length ‖ group id ‖ DS sequence number → ()) |
 //! | [`pending`] | operations on their way to a group's DS (`pending_ops`: group id → [`PendingOp`]) |
+//! | [`siblings`] | this user's new clients still to bring into its groups (`new_siblings`: client id → ()) |
 //!
 //! The openmls state lives in the tree `mls`, written only by [`crate::mls`]. Owns: the layout
 //! and encoding of every record. Must not touch: the network or MLS operations.
@@ -28,6 +29,7 @@ pub mod identity;
 pub mod messages;
 pub mod pending;
 pub mod requests;
+pub mod siblings;
 #[cfg(test)]
 mod tests;
 
@@ -118,6 +120,7 @@ pub struct State {
     messages: sled::Tree,
     group_seqs: sled::Tree,
     pending_ops: sled::Tree,
+    new_siblings: sled::Tree,
     member_users: sled::Tree,
 }
 
@@ -184,6 +187,7 @@ impl State {
             messages: tree(TREE_MESSAGES)?,
             group_seqs: tree(TREE_GROUP_SEQS)?,
             pending_ops: tree(TREE_PENDING_OPS)?,
+            new_siblings: tree("new_siblings")?,
             member_users: tree(TREE_MEMBER_USERS)?,
             dir,
             db,

@@ -75,12 +75,18 @@ impl Server {
         self.get(api::QS_KEY_PACKAGES, Some(signer)).await
     }
 
-    /// `GET /qs/v1/own-key-packages`: one entry per other client of the signer's user.
+    /// `GET /qs/v1/own-key-packages`: one entry per other client of the signer's user, or
+    /// only `client`'s.
     pub async fn own_key_packages(
         &self,
         signer: Signer<'_>,
+        client: Option<ClientId>,
     ) -> Result<ClaimedKeyPackages, ServerError> {
-        self.get(api::QS_OWN_KEY_PACKAGES, Some(signer)).await
+        let path = match client {
+            Some(client) => format!("{}?client={client}", api::QS_OWN_KEY_PACKAGES),
+            None => api::QS_OWN_KEY_PACKAGES.to_owned(),
+        };
+        self.get(&path, Some(signer)).await
     }
 
     /// `GET /qs/v1/friendship-token`: the signer's user's friendship token.
