@@ -8,6 +8,7 @@ use common::{
     Options, TestServer,
 };
 use roost_client::{Client, StoredMessage};
+use roost_protocol::{api, codec};
 
 fn texts(messages: &[StoredMessage]) -> Vec<(String, String)> {
     messages
@@ -81,4 +82,47 @@ async fn a_users_new_client_joins_the_groups_and_connections_the_user_is_in() {
         bob_laptop.contacts().list().await.unwrap()[0].peer.as_ref(),
         Some(alice.user())
     );
+}
+
+#[tokio::test]
+async fn a_rotated_friendship_token_reaches_the_users_contacts_and_the_old_one_stops_working() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let (alice, bob) = devices.alice_and_bob(&server).await;
+    connect(&alice, &bob, &[]).await;
+    let old = bob
+        .contacts()
+        .with(alice.user())
+        .unwrap()
+        .peer_token
+        .unwrap();
+
+    assert_eq!(alice.contacts().rotate_token().await.unwrap(), 1);
+    // Whoever holds only the old token can no longer claim alice's key packages.
+    let claim = server
+        .http()
+        .send(
+            "POST",
+            api::QS_CLAIM_KEY_PACKAGES,
+            codec::encode(&api::ClaimKeyPackages { token: old.clone() }),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (claim.status, claim.error_code().as_str()),
+        (404, "unknown_friendship_token")
+    );
+    // bob, her contact, gets the new one with his next sync and adds her to a group.
+    sync_clean(&bob).await;
+    let new = bob
+        .contacts()
+        .with(alice.user())
+        .unwrap()
+        .peer_token
+        .unwrap();
+    assert_ne!(new, old);
+    bob.groups().create("plans").await.unwrap();
+    assert_eq!(bob.groups().add("plans", alice.user()).await.unwrap(), 1);
+    let report = sync_clean(&alice).await;
+    assert_eq!(report.joined.len(), 1, "{report:?}");
 }

@@ -13,7 +13,7 @@ use roost_protocol::{content::Content, UserName};
 use crate::{
     client::Client,
     error::Error,
-    inbox,
+    friendship, inbox,
     mls::MlsSession,
     store::{Contact, GroupAccess, StoredMessage},
 };
@@ -88,6 +88,22 @@ impl Contacts<'_> {
     /// Every connection of this client, oldest first.
     pub async fn list(self) -> Result<Vec<Contact>, Error> {
         Ok(self.client.device().store().run(|s| s.contacts()).await?)
+    }
+
+    /// Replaces this user's friendship token, so that whoever holds only the old one can no
+    /// longer add the user to groups, and shares the new one in every connection (a
+    /// connection where that fails gets it at the next sync). Answers in how many it was
+    /// shared now.
+    pub async fn rotate_token(self) -> Result<usize, Error> {
+        let device = self.client.device();
+        let mls = self.client.mls().lock().await;
+        inbox::sync(self.client, &mls, Duration::ZERO).await?;
+        device
+            .home()
+            .rotate_friendship_token(device.signer())
+            .await?;
+        friendship::all_due(device).await?;
+        Ok(inbox::share_due_tokens(self.client, &mls).await)
     }
 
     /// The connection with `peer`.

@@ -4,7 +4,9 @@
 //! The responder shares its user's token right after it joined the connection group; the
 //! initiator shares its own once the responder's arrives (only then is the responder surely a
 //! member, able to read it). Any client of a user may share it; a client that sees its own
-//! user's token in the group does not share it again. A token received is kept on the contact.
+//! user's token in the group does not share it again. A token received is kept on the contact,
+//! replacing the one before: a user who replaces its token ([`crate::chat::Contacts::rotate_token`])
+//! marks it due in every connection, so its contacts get the new one.
 
 use roost_protocol::{key_packages::FriendshipToken, UserName};
 
@@ -43,6 +45,20 @@ pub fn due(device: &Device) -> Result<Vec<Contact>, Error> {
         .into_iter()
         .filter(|c| !c.token_shared && (c.peer_token.is_some() || !c.initiated))
         .collect())
+}
+
+/// Marks this user's token due in every connection (after it was replaced).
+pub async fn all_due(device: &Device) -> Result<(), Error> {
+    Ok(device
+        .store()
+        .run(|s| {
+            for mut contact in s.contacts()? {
+                contact.token_shared = false;
+                s.save_contact(&contact)?;
+            }
+            Ok(())
+        })
+        .await?)
 }
 
 /// Records that this user's token is in the connection's group.

@@ -129,7 +129,7 @@ pub(crate) async fn sync(
     let brought_in = siblings::bring_in(client, mls).await;
     report.commits += brought_in.commits;
     report.failed.extend(brought_in.failed);
-    share_due_tokens(client, mls).await;
+    let _ = share_due_tokens(client, mls).await;
     if !report.joined.is_empty() {
         // Each join used up one of this client's key packages. Best effort: the next join
         // tries again, and the last resort stands in meanwhile.
@@ -163,27 +163,31 @@ pub(crate) async fn send_content(
 }
 
 /// Shares this user's friendship token in every connection where it is due (see
-/// [`crate::friendship`]). Best effort: whatever fails is tried again at the next sync.
-pub(crate) async fn share_due_tokens(client: &Client, mls: &MlsSession<'_>) {
+/// [`crate::friendship`]); answers in how many it did. Best effort: whatever fails is tried
+/// again at the next sync.
+pub(crate) async fn share_due_tokens(client: &Client, mls: &MlsSession<'_>) -> usize {
     let device = client.device();
     let Ok(due) = friendship::due(device) else {
-        return;
+        return 0;
     };
     if due.is_empty() {
-        return;
+        return 0;
     }
     let Ok(token) = device.home().friendship_token(device.signer()).await else {
-        return;
+        return 0;
     };
     let content = Content::FriendshipToken(token);
+    let mut shared = 0;
     for contact in due {
         if send_content(client, mls, &contact.access(), &content)
             .await
             .is_ok()
+            && friendship::mark_shared(device, contact).await.is_ok()
         {
-            let _ = friendship::mark_shared(device, contact).await;
+            shared += 1;
         }
     }
+    shared
 }
 
 /// Sends again each change whose DS has not answered yet (the queue held no copy of it, so it

@@ -148,6 +148,11 @@ pub enum Command {
     Sync,
     /// List this client's connections.
     Contacts,
+    /// Replace your friendship token and share the new one with your contacts.
+    ///
+    /// Whoever holds only the old token (it may have leaked) can no longer add you to groups;
+    /// your contacts can, once their clients sync.
+    RotateToken,
     /// Send a chat message to a connected user (and your other clients).
     Send {
         /// The connected user, e.g. bob@example.org

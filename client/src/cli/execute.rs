@@ -107,6 +107,12 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
                 .await?,
         )),
         Command::Sync => Ok(Outcome::Synced(open(&state_dir, &resolver)?.sync().await?)),
+        Command::RotateToken => {
+            let client = open(&state_dir, &resolver)?;
+            Ok(Outcome::TokenRotated(
+                client.contacts().rotate_token().await?,
+            ))
+        }
         Command::Contacts => {
             let client = open(&state_dir, &resolver)?;
             let failed = sync_first(&client).await;

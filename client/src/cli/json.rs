@@ -122,6 +122,7 @@ impl Outcome {
                 "group": group,
                 "left": clients,
             }),
+            Outcome::TokenRotated(shared) => json!({ "shared_with": shared }),
             Outcome::GroupMembers(users) => json!({
                 "members": users.iter().map(ToString::to_string).collect::<Vec<_>>(),
             }),

@@ -123,6 +123,8 @@ pub enum Outcome {
         clients: usize,
     },
     GroupMembers(Vec<UserName>),
+    /// The friendship token was replaced and shared in this many connections.
+    TokenRotated(usize),
     /// This user's clients (how many) left the group.
     GroupLeft {
         group: String,

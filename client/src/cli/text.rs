@@ -86,6 +86,9 @@ impl Outcome {
                 )
             }
             Outcome::GroupMembers(users) => lines(users, "", ToString::to_string),
+            Outcome::TokenRotated(shared) => format!(
+                "New friendship token; shared with {shared} connection(s) (the rest at the next sync)."
+            ),
             Outcome::GroupLeft { group, clients } => format!(
                 "Leaving {} ({clients} client(s)); the next member to sync completes it.",
                 printable(group)

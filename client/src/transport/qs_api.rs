@@ -97,6 +97,16 @@ impl Server {
         self.get(api::QS_FRIENDSHIP_TOKEN, Some(signer)).await
     }
 
+    /// `POST /qs/v1/friendship-token`: a new token for the signer's user; the old one stops
+    /// working.
+    pub async fn rotate_friendship_token(
+        &self,
+        signer: Signer<'_>,
+    ) -> Result<FriendshipToken, ServerError> {
+        self.post(api::QS_FRIENDSHIP_TOKEN, Vec::new(), Some(signer))
+            .await
+    }
+
     /// `POST /qs/v1/key-packages/claim`: one entry per client of the token's user, unchecked.
     /// Public (the QS must not learn who adds whom) and rate limited (429 `rate_limited`).
     pub async fn claim_key_packages(
