@@ -259,10 +259,15 @@ async fn a_member_who_leaves_is_removed_by_the_next_member_to_sync_and_gets_noth
         .await
         .unwrap_err();
     assert_eq!(error.code(), "removed_from_group");
-    // carol's next sync commits the removal.
+    // carol's next sync commits the removal (after applying the commit that removed bob's
+    // laptop).
     let report = p.carol_phone.sync().await.unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
-    assert_eq!(report.commits, 1, "{report:?}");
+    assert_eq!(report.commits, 2, "{report:?}");
+    assert_eq!(
+        p.carol_phone.groups().members("plans").await.unwrap(),
+        [server.user("alice"), carol.clone()]
+    );
     for client in [&p.bob_phone, &p.bob_laptop] {
         let report = client.sync().await.unwrap();
         assert!(report.failed.is_empty(), "{:?}", report.failed);

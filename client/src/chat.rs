@@ -103,7 +103,7 @@ impl Contacts<'_> {
             .rotate_friendship_token(device.signer())
             .await?;
         friendship::all_due(device).await?;
-        Ok(inbox::share_due_tokens(self.client, &mls).await)
+        Ok(inbox::share_due_tokens(self.client, &mls, true).await)
     }
 
     /// The connection with `peer`.

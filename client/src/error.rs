@@ -96,6 +96,12 @@ pub enum Error {
     /// learns what became of it (sending the same bytes again, never new ones).
     #[error("{0}; the change is kept and completed by the next sync")]
     Unconfirmed(Box<Error>),
+    /// An earlier change to the group still awaits its DS's answer (the next sync settles
+    /// it): a new one would run ahead of it, so nothing was done.
+    #[error(
+        "an earlier change to this group still awaits its server's answer; try again after a sync"
+    )]
+    EarlierChangePending,
 }
 
 impl From<TrustError> for Error {
@@ -113,7 +119,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Server(e) => e.is_transient(),
-            Error::Unconfirmed(_) => true,
+            Error::Unconfirmed(_) | Error::EarlierChangePending => true,
             Error::State(StateError::Interrupted(_)) => true,
             _ => false,
         }
@@ -135,6 +141,7 @@ impl Error {
             },
             Error::Server(e) => e.code(),
             Error::Unconfirmed(_) => "unconfirmed",
+            Error::EarlierChangePending => "earlier_change_pending",
             Error::Trust(TrustError::Chain { .. }) => "bad_credential",
             Error::Trust(TrustError::WrongDomain { .. }) => "wrong_domain",
             Error::Trust(TrustError::Server(e)) => e.code(),

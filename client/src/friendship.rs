@@ -37,13 +37,16 @@ pub async fn note_token(
     Ok(store.run(move |s| s.save_contact(&contact)).await?)
 }
 
-/// The connections where this user's token is due (see the module documentation).
-pub fn due(device: &Device) -> Result<Vec<Contact>, Error> {
+/// The connections where this user's token is due (see the module documentation); with
+/// `rotated`, every one where the current token is not shared yet, since the peer holds the
+/// old one (even where this client joined after the connection was made and never got the
+/// peer's token).
+pub fn due(device: &Device, rotated: bool) -> Result<Vec<Contact>, Error> {
     Ok(device
         .store()
         .contacts()?
         .into_iter()
-        .filter(|c| !c.token_shared && (c.peer_token.is_some() || !c.initiated))
+        .filter(|c| !c.token_shared && (rotated || c.peer_token.is_some() || !c.initiated))
         .collect())
 }
 

@@ -212,21 +212,21 @@ impl Groups<'_> {
         .await
     }
 
-    /// Leaves a named group with all of this user's clients: proposes their removal, which the
-    /// next member to sync commits, and stops sending into it at once. Answers how many of the
-    /// user's clients leave.
+    /// Leaves a named group with all of this user's clients: removes the others at once (one
+    /// commit) and proposes its own removal, which the next member to sync commits; it sends
+    /// nothing into the group from now on, and proposes again should a commit leave it in.
+    /// Answers how many of the user's clients leave.
     pub async fn leave(self, reference: &str) -> Result<usize, Error> {
         let (client, device) = (self.client, self.client.device());
         let mls = client.mls().lock().await;
         inbox::sync(client, &mls, Duration::ZERO).await?;
         let mut record = self.active(reference)?;
         let access = record.access();
+        let signer = mls.signer(device)?;
         let leaving = self
-            .change(&mls, &access, async |group, members| {
+            .change(&mls, &access, async |mut group, members| {
                 let own = group.own_leaf_index();
-                // This client's own leaf last: once it has proposed leaving, it proposes
-                // nothing more.
-                let mut leaves: Vec<LeafNodeIndex> = members
+                let siblings: Vec<LeafNodeIndex> = members
                     .iter()
                     .filter(|m| {
                         m.credential
@@ -236,10 +236,12 @@ impl Groups<'_> {
                     .map(|m| LeafNodeIndex::new(m.leaf))
                     .filter(|leaf| *leaf != own)
                     .collect();
-                leaves.push(own);
-                mls.propose_removals(device, &access, &leaves)
-                    .await
-                    .map(|()| leaves.len())
+                if !siblings.is_empty() {
+                    mls.remove_members(device, &mut group, &signer, &access, &siblings)
+                        .await?;
+                }
+                mls.propose_leaving(device, &access).await?;
+                Ok(siblings.len() + 1)
             })
             .await?;
         record.removed = true;

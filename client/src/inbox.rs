@@ -126,10 +126,11 @@ pub(crate) async fn sync(
     let mut report = read(client, mls, wait).await?;
     settle_pending(client, mls, &mut report).await?;
     commit_proposals(client, mls, &mut report).await;
+    propose_leaving_again(client, mls).await;
     let brought_in = siblings::bring_in(client, mls).await;
     report.commits += brought_in.commits;
     report.failed.extend(brought_in.failed);
-    let _ = share_due_tokens(client, mls).await;
+    let _ = share_due_tokens(client, mls, false).await;
     if !report.joined.is_empty() {
         // Each join used up one of this client's key packages. Best effort: the next join
         // tries again, and the last resort stands in meanwhile.
@@ -165,9 +166,13 @@ pub(crate) async fn send_content(
 /// Shares this user's friendship token in every connection where it is due (see
 /// [`crate::friendship`]); answers in how many it did. Best effort: whatever fails is tried
 /// again at the next sync.
-pub(crate) async fn share_due_tokens(client: &Client, mls: &MlsSession<'_>) -> usize {
+pub(crate) async fn share_due_tokens(
+    client: &Client,
+    mls: &MlsSession<'_>,
+    rotated: bool,
+) -> usize {
     let device = client.device();
-    let Ok(due) = friendship::due(device) else {
+    let Ok(due) = friendship::due(device, rotated) else {
         return 0;
     };
     if due.is_empty() {
@@ -247,6 +252,18 @@ async fn commit_proposals(client: &Client, mls: &MlsSession<'_>, report: &mut Sy
                 hex::encode(&group.group_id)
             )),
         }
+    }
+}
+
+/// Proposes again to leave each group this client left whose removal a commit passed over
+/// (a proposal lasts one epoch). Best effort, like [`commit_proposals`].
+async fn propose_leaving_again(client: &Client, mls: &MlsSession<'_>) {
+    let device = client.device();
+    let Ok(groups) = device.store().named_groups() else {
+        return;
+    };
+    for group in groups.into_iter().filter(|g| g.removed) {
+        let _ = mls.propose_leaving(device, &group.access()).await;
     }
 }
 

@@ -11,6 +11,7 @@ mod drive;
 mod hostile;
 mod scenarios;
 mod server;
+mod soak;
 mod stats;
 mod svg;
 
@@ -56,6 +57,9 @@ struct Args {
     /// [default: all]
     #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
+    /// How many times the crash soak kills the server [default: 100; 5 with --quick]
+    #[arg(long, value_name = "N")]
+    kills: Option<usize>,
     /// Directory for the report (report.md) and the plots
     #[arg(long, value_name = "DIR", default_value = "load-report")]
     out: PathBuf,
@@ -79,6 +83,9 @@ enum Scenario {
     /// A pair's chat while attackers flood discovery, connection requests, queues and relays,
     /// on a server of its own with the shipped limits
     Hostile,
+    /// A chat while its server is killed with SIGKILL at random moments and restarted on the
+    /// same store (--kills times): acknowledged messages lost, duplicated or out of order
+    CrashSoak,
 }
 
 /// The sizes of one run.
@@ -257,7 +264,25 @@ async fn run(args: &Args) -> Result<String, String> {
             hostile_section(args, &plan, &mut report).await?;
         }
     }
+    let mut unsound = None;
+    if args.runs(Scenario::CrashSoak) && args.server.is_none() {
+        let kills = args.kills.unwrap_or(if args.quick { 5 } else { 100 });
+        progress(&format!("crash soak: {kills} kills"));
+        let mut process = RoostProcess::start(&roost_binary(args)?, ServerOptions::default())?;
+        let figures = soak::crash_soak(&mut process, kills, 0x50AC).await?;
+        if !report.ends_with("\n\n") {
+            report.push('\n');
+        }
+        report.push_str(&soak::section(&figures));
+        if !figures.sound() {
+            unsound =
+                Some("the crash soak lost, duplicated or reordered messages (see the report)");
+        }
+    }
     std::fs::write(args.out.join("report.md"), &report).map_err(|e| e.to_string())?;
+    if let Some(problem) = unsound {
+        return Err(problem.into());
+    }
     progress(&format!(
         "report written to {}",
         args.out.join("report.md").display()

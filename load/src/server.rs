@@ -212,6 +212,20 @@ impl RoostProcess {
         walk(&self.store_path())
     }
 
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed server again on the same port and store; answers how long it took
+    /// from start to listening.
+    pub fn start_again(&mut self) -> Result<Duration, String> {
+        self.spawn()
+    }
+
     /// Stops the server with SIGTERM and starts it again on the same port and store; answers
     /// how long it took from start to listening.
     pub fn restart(&mut self) -> Result<Duration, String> {

@@ -183,7 +183,7 @@ impl Connections<'_> {
                     Err(e) => outcome.own_clients_error = Some(e.to_string()),
                 }
                 // Best effort: the next sync shares the token if this fails.
-                inbox::share_due_tokens(client, &mls).await;
+                inbox::share_due_tokens(client, &mls, false).await;
                 return Ok(outcome);
             }
             Err(e) if e.is_transient() => return Err(e),

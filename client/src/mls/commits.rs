@@ -248,38 +248,32 @@ impl MlsSession<'_> {
         .await
     }
 
-    /// Proposes removing the members at `leaves` — this client's own leaf among them, to leave
-    /// — one proposal each, sent like messages (the MLS state that made each is stored first);
-    /// another member's client commits them ([`commit_proposals`](Self::commit_proposals)).
-    pub async fn propose_removals(
+    /// Proposes this client's removal from a group (it leaves), sent like a message (the MLS
+    /// state that made it is stored first); another member's client commits it
+    /// ([`commit_proposals`](Self::commit_proposals)). Nothing if the proposal stands already
+    /// in the group's current epoch.
+    pub async fn propose_leaving(
         &self,
         device: &Device,
         access: &GroupAccess,
-        leaves: &[LeafNodeIndex],
     ) -> Result<(), Error> {
+        let mut group = self.group(&access.group_id)?;
+        if !group.is_active() || proposes_leaving(&group) {
+            return Ok(());
+        }
+        self.ensure_settled(device, &access.group_id)?;
         let signer = self.signer(device)?;
-        for leaf in leaves {
-            self.ensure_settled(device, &access.group_id)?;
-            let mut group = self.group(&access.group_id)?;
-            let made = if *leaf == group.own_leaf_index() {
-                group
-                    .leave_group(self.provider(), &signer.key)
-                    .map_err(|e| mls_error("cannot propose leaving", e))
-            } else {
-                group
-                    .propose_remove_member(self.provider(), &signer.key, *leaf)
-                    .map(|(message, _)| message)
-                    .map_err(|e| mls_error("cannot propose the removal", e))
-            }
+        let made = group
+            .leave_group(self.provider(), &signer.key)
+            .map_err(|e| mls_error("cannot propose leaving", e))
             .and_then(|m| {
                 m.to_bytes()
                     .map_err(|e| mls_error("cannot encode the proposal", e))
             });
-            let proposal = self.settle(made)?;
-            self.dispatch(device, Self::message_op(access, proposal, None))
-                .await?;
-        }
-        Ok(())
+        let proposal = self.settle(made)?;
+        self.dispatch(device, Self::message_op(access, proposal, None))
+            .await
+            .map(drop)
     }
 
     /// Commits the proposals this client holds for a group (a member leaving), unless one
@@ -362,4 +356,12 @@ impl MlsSession<'_> {
         };
         self.settle(joined)
     }
+}
+
+/// Whether the group's current epoch holds a proposal to remove this client.
+fn proposes_leaving(group: &MlsGroup) -> bool {
+    let own = group.own_leaf_index();
+    group
+        .pending_proposals()
+        .any(|p| matches!(p.proposal(), Proposal::Remove(r) if r.removed() == own))
 }

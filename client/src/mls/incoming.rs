@@ -101,6 +101,11 @@ impl MlsSession<'_> {
             .map_err(|e| mls_error("unreadable message", e))?
             .try_into_protocol_message()
             .map_err(|e| mls_error("not a group message", e))?;
+        if protocol.content_type() == ContentType::Proposal && protocol.epoch() < group.epoch() {
+            // A commit since took that epoch without it: it is void (a member who proposed
+            // leaving proposes again).
+            return Ok(Incoming::Proposal);
+        }
         let processed = group
             .process_message(self.provider(), protocol)
             .map_err(|e| mls_error("cannot process the message", e))?;

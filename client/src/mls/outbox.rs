@@ -36,9 +36,7 @@ impl MlsSession<'_> {
     pub(crate) fn ensure_settled(&self, device: &Device, group_id: &[u8]) -> Result<(), Error> {
         match device.store().pending_op(group_id)? {
             None => Ok(()),
-            Some(_) => Err(Error::Unconfirmed(Box::new(Error::Mls(
-                "an earlier change to this group has not been answered by its server".into(),
-            )))),
+            Some(_) => Err(Error::EarlierChangePending),
         }
     }
 
