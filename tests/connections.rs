@@ -42,6 +42,7 @@ fn invitation(from: &Identity, package: &ConnectionPackage) -> api::Enqueue {
         .seal(package)
         .unwrap();
     api::Enqueue {
+        op: roost_protocol::OpId::random(),
         payload: codec::encode(&sealed),
     }
 }

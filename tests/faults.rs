@@ -15,7 +15,7 @@ use common::{
     Options, TestServer,
 };
 use roost_client::{Client, StoredMessage};
-use roost_protocol::{federation::FED_DELIVER, UserName};
+use roost_protocol::{api::QueueItem, federation::FED_DELIVER, UserName};
 
 /// alice, whose client reaches the server only through the proxy, and bob, connected.
 struct Pair {
@@ -287,4 +287,59 @@ async fn a_relay_whose_receipt_is_lost_is_queued_once() {
     assert!(report.received.is_empty(), "{report:?}");
     let log = bob.chat().messages(alice.user()).await.unwrap_or(log);
     assert_eq!(texts(&log), [from(alice.user(), "across")]);
+}
+
+#[tokio::test]
+async fn a_message_to_an_own_client_whose_answer_is_lost_is_queued_once() {
+    let server = TestServer::start(Options::default());
+    let proxy = FaultProxy::start(server.url.trim_start_matches("http://")).await;
+    let devices = Devices::new();
+    let user = server.user("alice");
+    let phone = devices.register_at(&proxy.url(), "phone", &user).await;
+    let laptop = devices.add_client(&server, "laptop", &user).await;
+    proxy.inject("POST", "/qs/v1/queues/", Fault::DropResponse, 1);
+    phone
+        .send_to_own_client(laptop.client_id(), b"once".to_vec())
+        .await
+        .unwrap();
+    assert!(proxy.all_applied());
+    let received = laptop.receive(Duration::ZERO).await.unwrap();
+    let payloads: Vec<Vec<u8>> = received
+        .into_iter()
+        .filter_map(|r| match r.item {
+            Ok(QueueItem::FromOwnClient { payload, .. }) => Some(payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, [b"once".to_vec()]);
+}
+
+#[tokio::test]
+async fn registering_or_adding_a_client_whose_answer_is_lost_makes_one_client() {
+    let server = TestServer::start(Options::default());
+    let proxy = FaultProxy::start(server.url.trim_start_matches("http://")).await;
+    let devices = Devices::new();
+    let user = server.user("alice");
+    proxy.inject("POST", "/as/v1/users", Fault::DropResponse, 2);
+    let phone = devices.register_at(&proxy.url(), "phone", &user).await;
+    let laptop = roost_client::Client::add_client(
+        devices.path("laptop"),
+        &proxy.url(),
+        &user,
+        common::PASSWORD,
+    )
+    .await
+    .unwrap();
+    assert!(proxy.all_applied(), "{:?}", proxy.applied());
+    let mut clients: Vec<_> = phone
+        .clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.client_id)
+        .collect();
+    clients.sort();
+    let mut expected = vec![phone.client_id(), laptop.client_id()];
+    expected.sort();
+    assert_eq!(clients, expected);
 }

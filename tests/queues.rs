@@ -266,6 +266,7 @@ async fn every_acknowledged_enqueue_survives_a_kill_9_in_the_middle_of_a_burst()
             for i in 0..200 {
                 let text = format!("w{worker}-{i}");
                 let body = roost_protocol::codec::encode(&roost_protocol::api::Enqueue {
+                    op: roost_protocol::OpId::random(),
                     payload: text.clone().into_bytes(),
                 });
                 let path = roost_protocol::api::qs_queue_messages(&target);
@@ -333,6 +334,7 @@ async fn a_request_replayed_after_a_restart_is_refused_and_queues_nothing_twice(
     let (phone, laptop) = common::phone_and_laptop(&server, "alice").await;
     let path = api::qs_queue_messages(&phone.client_id());
     let body = codec::encode(&api::Enqueue {
+        op: roost_protocol::OpId::random(),
         payload: b"once".to_vec(),
     });
     let header = RequestSignature::sign(

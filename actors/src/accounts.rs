@@ -134,6 +134,26 @@ impl AccountsActor {
         }
     }
 
+    /// The credential of `user`'s client with the key `client` asks to register, if there is
+    /// one: the request is a retry of one whose answer was lost (only the key's holder can
+    /// sign the request's proof), and it is answered as the first was.
+    fn registered_before(
+        &self,
+        user: &UserName,
+        client: &NewClient,
+    ) -> Result<Option<ClientCredential>, AccountsError> {
+        for id in self.clients_of(user) {
+            if let Some(record) = self.deps.store.client(&id)? {
+                if record.credential.body.verifying_key == client.verifying_key
+                    && record.queue_key == client.queue_key
+                {
+                    return Ok(Some(record.credential));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The ids of `user`'s clients; none if the user is unknown or unreadable.
     fn clients_of(&self, user: &UserName) -> Vec<ClientId> {
         self.deps
@@ -199,6 +219,9 @@ impl Handler<Register> for AccountsActor {
             msg.client
                 .verify(&msg.user)
                 .map_err(|_| AccountsError::BadProof)?;
+            if let Some(credential) = self.registered_before(&msg.user, &msg.client)? {
+                return Ok(Err(credential));
+            }
             let token = match (self.config.policy, &msg.token) {
                 (RegistrationPolicy::Token, None) => return Err(AccountsError::TokenRequired),
                 (RegistrationPolicy::Token, Some(token)) => Some(token_hash(token)),
@@ -214,19 +237,26 @@ impl Handler<Register> for AccountsActor {
             if self.deps.store.user(&msg.user)?.is_some() {
                 return Err(AccountsError::UserTaken);
             }
-            Ok(token)
+            Ok(Ok(token))
         })();
         let password = msg.password;
         let passwords = self.passwords.clone();
         Box::pin(
             async move {
-                let token = checked?;
+                let token = match checked? {
+                    Ok(token) => token,
+                    Err(registered) => return Ok(Err(registered)),
+                };
                 let hash = passwords.hash(password).await?;
-                Ok::<_, AccountsError>((token, hash))
+                Ok::<_, AccountsError>(Ok((token, hash)))
             }
             .into_actor(self)
             .then(move |prepared, actor, _ctx| {
-                let created = prepared.and_then(|(token, password_hash)| -> Result<_, AccountsError> {
+                let created = prepared.and_then(|prepared| -> Result<_, AccountsError> {
+                    let (token, password_hash) = match prepared {
+                        Ok(prepared) => prepared,
+                        Err(registered) => return Ok(registered),
+                    };
                     let client = actor.issue(&msg.user, &msg.client);
                     let record = UserRecord {
                         password_hash,
@@ -288,29 +318,35 @@ impl Handler<AddClient> for AccountsActor {
             }
             .into_actor(self)
             .then(move |checked, actor, _ctx| {
+                // `Ok((credential, false))`: a retry of an addition already made.
                 let added = checked.and_then(|()| -> Result<_, AccountsError> {
+                    if let Some(credential) = actor.registered_before(&msg.user, &msg.client)? {
+                        return Ok((credential, false));
+                    }
                     let limit = actor.config.max_clients_per_user;
                     if actor.clients_of(&msg.user).len() >= limit {
                         return Err(AccountsError::TooManyClients(limit));
                     }
                     let client = actor.issue(&msg.user, &msg.client);
                     actor.deps.store.add_client(&msg.user, &client)?;
-                    Ok(client)
+                    Ok((client.credential, true))
                 });
                 let siblings = actor.clients_of(&msg.user);
                 let durability = actor.deps.durability.clone();
                 let queues = actor.deps.queues.clone();
                 async move {
-                    let client = added?;
+                    let (credential, new) = added?;
                     durability.persist().await?;
-                    let new_id = client.credential.client_id();
-                    tracing::info!(client = %new_id, "added a client");
-                    notify(
-                        &queues,
-                        siblings.into_iter().filter(|c| *c != new_id),
-                        Notice::ClientAdded { client_id: new_id },
-                    );
-                    Ok(client.credential)
+                    if new {
+                        let new_id = credential.client_id();
+                        tracing::info!(client = %new_id, "added a client");
+                        notify(
+                            &queues,
+                            siblings.into_iter().filter(|c| *c != new_id),
+                            Notice::ClientAdded { client_id: new_id },
+                        );
+                    }
+                    Ok(credential)
                 }
                 .into_actor(actor)
             }),

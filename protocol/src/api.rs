@@ -253,9 +253,23 @@ pub struct ClientList {
     pub clients: Vec<ClientInfo>,
 }
 
+/// A message for a queue of one's own user's client. `op` makes a retry queue nothing twice:
+/// the QS answers it with the first one's [`Enqueued`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enqueue {
+    pub op: crate::OpId,
     pub payload: Vec<u8>,
+}
+
+impl Enqueue {
+    /// What the queue remembers the message by: its operation id, bound to the sending client
+    /// so that no client can shadow another's.
+    pub fn dedup_key(&self, sender: &ClientId) -> [u8; 32] {
+        crate::crypto::hash(
+            "roost own-client message v1",
+            &crate::codec::encode(&(sender, &self.op)),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

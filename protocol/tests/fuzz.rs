@@ -142,6 +142,7 @@ fn client_bodies_the_server_decodes() {
     fuzz(
         "Enqueue",
         &[codec::encode(&api::Enqueue {
+            op: roost_protocol::OpId::random(),
             payload: vec![1; 64],
         })],
         decodes::<api::Enqueue>(),

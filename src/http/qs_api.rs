@@ -3,7 +3,7 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 
 use roost_actors::{
-    queue::{Enqueue, QueueId},
+    queue::{EnqueueMany, QueueId},
     Ask,
 };
 use roost_protocol::{
@@ -54,15 +54,20 @@ async fn enqueue(
             "clients may only write to the queues of their own user's clients",
         ));
     }
-    let seq = state
+    let key = message.dedup_key(&caller.client);
+    let item = QueueItem::FromOwnClient {
+        sender: caller.client,
+        payload: message.payload,
+    };
+    let mut outcomes = state
         .queues
         .ask(
             QueueId::messages(queue),
-            Enqueue(QueueItem::FromOwnClient {
-                sender: caller.client,
-                payload: message.payload,
-            }),
+            EnqueueMany {
+                items: vec![(item, Some(key))],
+            },
         )
         .await?;
+    let seq = outcomes.pop().ok_or(ApiError::Unavailable)??;
     Ok(encoded(StatusCode::OK, &Enqueued { seq }))
 }

@@ -167,6 +167,7 @@ impl Raw {
 
     pub async fn enqueue(&self, from: &Identity, to: &ClientId, payload: &[u8]) -> Response {
         let body = codec::encode(&api::Enqueue {
+            op: roost_protocol::OpId::random(),
             payload: payload.to_vec(),
         });
         self.signed(from, "POST", &api::qs_queue_messages(to), body)

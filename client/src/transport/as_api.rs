@@ -13,7 +13,7 @@ use roost_protocol::{
     ClientId, UserName,
 };
 
-use super::{Server, ServerError, Signer};
+use super::{retrying, Server, ServerError, Signer};
 
 impl Server {
     /// `GET /as/v1/credentials`: the domain's AS credential chain roots. Public.
@@ -21,22 +21,25 @@ impl Server {
         self.get(api::AS_CREDENTIALS, None).await
     }
 
-    /// `POST /as/v1/users`: creates a user with its first client.
+    /// `POST /as/v1/users`: creates a user with its first client. Retried on a transient
+    /// failure: the AS answers a repeat (the same client key) with the credential it issued.
     pub async fn register_user(
         &self,
         body: &RegisterUser,
     ) -> Result<ClientCredential, ServerError> {
-        self.post(api::AS_USERS, codec::encode(body), None).await
+        let body = codec::encode(body);
+        retrying(|| self.post(api::AS_USERS, body.clone(), None)).await
     }
 
-    /// `POST /as/v1/users/{user}/clients`: adds a client, authenticated by the user's password.
+    /// `POST /as/v1/users/{user}/clients`: adds a client, authenticated by the user's password;
+    /// retried like [`Server::register_user`].
     pub async fn add_client(
         &self,
         user: &UserName,
         body: &AddClient,
     ) -> Result<ClientCredential, ServerError> {
-        self.post(&api::as_user_clients(user), codec::encode(body), None)
-            .await
+        let (path, body) = (api::as_user_clients(user), codec::encode(body));
+        retrying(|| self.post(&path, body.clone(), None)).await
     }
 
     /// `GET /as/v1/clients`: every client of the signer's user.

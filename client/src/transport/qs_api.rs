@@ -10,22 +10,26 @@ use roost_protocol::{
     },
     codec,
     key_packages::FriendshipToken,
-    ClientId, HpkePublicKey,
+    ClientId, HpkePublicKey, OpId,
 };
 
-use super::{Queue, QueueKind, Server, ServerError, Signer};
+use super::{retrying, Queue, QueueKind, Server, ServerError, Signer};
 
 impl Server {
-    /// `POST /qs/v1/queues/{target}/messages`: puts a payload into a queue of the signer's user.
+    /// `POST /qs/v1/queues/{target}/messages`: puts a payload into a queue of the signer's user;
+    /// retried (freshly signed, same operation id) on a transient failure, queued once.
     pub async fn enqueue(
         &self,
         signer: Signer<'_>,
         target: &ClientId,
         payload: Vec<u8>,
     ) -> Result<Enqueued, ServerError> {
-        let body = codec::encode(&Enqueue { payload });
-        self.post(&api::qs_queue_messages(target), body, Some(signer))
-            .await
+        let body = codec::encode(&Enqueue {
+            op: OpId::random(),
+            payload,
+        });
+        let path = api::qs_queue_messages(target);
+        retrying(|| self.post(&path, body.clone(), Some(signer))).await
     }
 
     /// `GET /qs/v1/queues/{queue}/messages`: the QS message queue; see [`Server::fetch_queue`].
