@@ -343,3 +343,34 @@ async fn registering_or_adding_a_client_whose_answer_is_lost_makes_one_client() 
     expected.sort();
     assert_eq!(clients, expected);
 }
+
+#[tokio::test]
+async fn a_group_created_or_a_connection_joined_whose_answer_is_lost_still_works() {
+    let server = TestServer::start(Options::default());
+    let proxy = FaultProxy::start(server.url.trim_start_matches("http://")).await;
+    let devices = Devices::new();
+    let alice = devices
+        .register(&server, "alice", &server.user("alice"))
+        .await;
+    let bob = devices
+        .register_at(&proxy.url(), "bob", &server.user("bob"))
+        .await;
+    // bob accepts alice's request; the DS's answer to his join is lost once.
+    proxy.inject("POST", "/join-connection-group", Fault::DropResponse, 1);
+    connect(&alice, &bob, &[]).await;
+    assert!(proxy.all_applied());
+    bob.chat().send(alice.user(), "joined").await.unwrap();
+    // bob creates a group; the DS's answer is lost once.
+    proxy.inject("POST", "/ds/v1/groups", Fault::DropResponse, 1);
+    bob.groups().create("walks").await.unwrap();
+    assert!(proxy.all_applied());
+    bob.groups().add("walks", alice.user()).await.unwrap();
+    let report = sync_clean(&alice).await;
+    assert_eq!(report.joined.len(), 1, "{report:?}");
+    alice.groups().send("walks", "in").await.unwrap();
+    sync_clean(&bob).await;
+    let log = bob.groups().messages("walks").await.unwrap();
+    assert_eq!(texts(&log), [from(alice.user(), "in")]);
+    let chat = alice.chat().messages(bob.user()).await.unwrap();
+    assert_eq!(texts(&chat), [from(bob.user(), "joined")]);
+}
