@@ -374,3 +374,34 @@ async fn a_group_created_or_a_connection_joined_whose_answer_is_lost_still_works
     let chat = alice.chat().messages(bob.user()).await.unwrap();
     assert_eq!(texts(&chat), [from(bob.user(), "joined")]);
 }
+
+#[tokio::test]
+async fn a_message_the_ds_took_just_before_a_commit_is_still_read_by_the_committer() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    let carol = p
+        ._devices
+        .register(&server, "carol", &server.user("carol"))
+        .await;
+    connect(&p.alice, &carol, &[]).await;
+    p.alice.groups().create("walks").await.unwrap();
+    p.alice.groups().add("walks", p.bob.user()).await.unwrap();
+    sync_clean(&p.bob).await;
+    // alice's commit (adding carol) is held on its way; bob's message, sent meanwhile in the
+    // epoch before it, is taken first.
+    p.proxy.inject(
+        "POST",
+        "/commit",
+        Fault::Delay(Duration::from_millis(600)),
+        1,
+    );
+    let (added, sent) = tokio::join!(p.alice.groups().add("walks", carol.user()), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        p.bob.groups().send("walks", "just before").await
+    });
+    assert_eq!(added.unwrap(), 1);
+    sent.unwrap();
+    sync_clean(&p.alice).await;
+    let log = p.alice.groups().messages("walks").await.unwrap();
+    assert_eq!(texts(&log), [from(p.bob.user(), "just before")]);
+}

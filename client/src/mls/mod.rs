@@ -35,12 +35,19 @@ pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_
 /// The exporter label of the key that encrypts the `WelcomeSecrets` in a Welcome bundle.
 pub const GROUP_KEYS_EXPORTER_LABEL: &str = "roost group keys";
 
+/// How many epochs back a member still decrypts application messages. A committer merges its
+/// commit when the DS answers, possibly before it has read messages the DS took just before
+/// that commit, in the epoch before; those must still open. (Each epoch kept is key material a
+/// later compromise of this client could use: two is enough for that race.)
+pub const MAX_PAST_EPOCHS: usize = 2;
+
 /// How new groups are made: handshakes in the clear for the DS, the tree in the GroupInfo.
 pub fn create_config() -> MlsGroupCreateConfig {
     MlsGroupCreateConfig::builder()
         .ciphersuite(CIPHERSUITE)
         .wire_format_policy(storage::WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
+        .max_past_epochs(MAX_PAST_EPOCHS)
         .build()
 }
 
@@ -49,6 +56,7 @@ pub fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
         .wire_format_policy(storage::WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
+        .max_past_epochs(MAX_PAST_EPOCHS)
         .build()
 }
 
