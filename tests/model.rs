@@ -531,16 +531,7 @@ impl World {
                     .map(|m| (self.users[m.from].to_string(), m.text.clone()))
                     .collect();
                 let shown: Vec<(String, String)> = match client.groups().messages(&group.id).await {
-                    Ok(log) => log
-                        .iter()
-                        .map(|m| {
-                            let from = m
-                                .from
-                                .as_ref()
-                                .map_or("(unknown)".into(), |u| u.to_string());
-                            (from, m.text.clone())
-                        })
-                        .collect(),
+                    Ok(log) => shown(&log),
                     Err(e) if e.code() == "unknown_group" => Vec::new(),
                     Err(e) => return Some(format!("{}: g{g}: {e}", self.name(c))),
                 };
@@ -579,16 +570,7 @@ impl World {
                     .map(|m| (self.users[m.from].to_string(), m.text.clone()))
                     .collect();
                 let shown: Vec<(String, String)> = match client.chat().messages(peer).await {
-                    Ok(log) => log
-                        .iter()
-                        .map(|m| {
-                            let from = m
-                                .from
-                                .as_ref()
-                                .map_or("(unknown)".into(), |u| u.to_string());
-                            (from, m.text.clone())
-                        })
-                        .collect(),
+                    Ok(log) => shown(&log),
                     Err(e) => return Some(format!("{}: chat with {peer}: {e}", self.name(c))),
                 };
                 if shown != expected {
@@ -623,6 +605,19 @@ impl World {
             }
         }
     }
+}
+
+/// A log as (sender, text) pairs.
+fn shown(log: &[roost_client::StoredMessage]) -> Vec<(String, String)> {
+    log.iter()
+        .map(|m| {
+            let from = m
+                .from
+                .as_ref()
+                .map_or("(unknown)".into(), |u| u.to_string());
+            (from, m.text.clone())
+        })
+        .collect()
 }
 
 fn setting(name: &str, default: u64) -> u64 {

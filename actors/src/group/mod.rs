@@ -23,7 +23,7 @@ use actix::prelude::*;
 use openmls::{
     messages::group_info::VerifiableGroupInfo,
     prelude::{
-        tls_codec::Deserialize as _, GroupId, MlsMessageBodyIn, MlsMessageIn,
+        tls_codec::Deserialize as _, GroupId, MlsMessageBodyIn, MlsMessageIn, ProcessedMessage,
         ProcessedMessageContent, Proposal, ProposalStore, ProtocolMessage, PublicGroup,
         PublicProcessMessageError, Sender, ValidationError,
     },
@@ -242,15 +242,7 @@ impl GroupActor {
         if message.group_id().as_slice() != self.group_id.as_slice() {
             return Err(invalid("the commit is for another group"));
         }
-        let processed = opened
-            .public
-            .process_message(&self.crypto, message)
-            .map_err(|e| match e {
-                PublicProcessMessageError::ValidationError(ValidationError::WrongEpoch) => {
-                    GroupError::StaleEpoch
-                }
-                other => invalid(other),
-            })?;
+        let processed = self.process(opened, message)?;
         let sender = processed.sender().clone();
         let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
             return Err(invalid("expected a commit"));
@@ -322,6 +314,23 @@ impl GroupActor {
         })
     }
 
+    /// Checks a handshake message against the public group state.
+    fn process(
+        &self,
+        opened: &mut Opened,
+        message: ProtocolMessage,
+    ) -> Result<ProcessedMessage, GroupError> {
+        opened
+            .public
+            .process_message(&self.crypto, message)
+            .map_err(|e| match e {
+                PublicProcessMessageError::ValidationError(ValidationError::WrongEpoch) => {
+                    GroupError::StaleEpoch
+                }
+                other => invalid(other),
+            })
+    }
+
     /// Checks a member's proposal against the public group state and keeps it until a commit
     /// covers it (a member leaving proposes its own removal; another member commits it). Only
     /// removals are taken: anything else a member commits itself.
@@ -330,15 +339,7 @@ impl GroupActor {
         opened: &mut Opened,
         message: ProtocolMessage,
     ) -> Result<(), GroupError> {
-        let processed = opened
-            .public
-            .process_message(&self.crypto, message)
-            .map_err(|e| match e {
-                PublicProcessMessageError::ValidationError(ValidationError::WrongEpoch) => {
-                    GroupError::StaleEpoch
-                }
-                other => invalid(other),
-            })?;
+        let processed = self.process(opened, message)?;
         if !matches!(processed.sender(), Sender::Member(_)) {
             return Err(invalid("a proposal must come from a member"));
         }
