@@ -171,6 +171,41 @@ impl World {
         }
     }
 
+    /// Syncs `clients` until `done` holds — what another server relays takes a moment — at
+    /// most 20 s.
+    async fn until(&self, what: &str, clients: &[usize], done: impl AsyncFn(&World) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.sync_clients(clients).await;
+            if done(self).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 20 s\n{}",
+                self.context()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether client `c` is in the group `id` (joined, not removed).
+    async fn in_group(&self, c: usize, id: &str) -> bool {
+        let id = hex::decode(id).unwrap();
+        match self.client(c).groups().list().await {
+            Ok(groups) => groups.iter().any(|g| g.group_id == id && !g.removed),
+            Err(_) => false,
+        }
+    }
+
+    /// The token of `peer`'s user that client `c` holds.
+    async fn token_of(&self, c: usize, peer: usize) -> Option<Vec<u8>> {
+        let contact = self.client(c).contacts().with(&self.users[peer]).ok()?;
+        contact
+            .peer_token
+            .map(|t| roost_protocol::codec::encode(&t))
+    }
+
     /// One random step.
     async fn step(&mut self) {
         let roll = self.rng.below(100);
@@ -241,9 +276,20 @@ impl World {
         })
         .await;
         let both: Vec<usize> = [self.clients_of(u), self.clients_of(v)].concat();
-        for _ in 0..2 {
-            self.sync_clients(&both).await;
-        }
+        self.until("both users' tokens arriving", &both, async |w| {
+            for c in w.clients_of(u) {
+                if w.token_of(c, v).await.is_none() {
+                    return false;
+                }
+            }
+            for c in w.clients_of(v) {
+                if w.token_of(c, u).await.is_none() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
         let _ = connected;
         self.connections.insert(pair(u, v), Vec::new());
         for c in self.clients_of(u) {
@@ -317,7 +363,15 @@ impl World {
         self.groups[g].members.insert(v);
         let clients = self.clients_of(v);
         self.groups[g].joined.extend(clients.iter().copied());
-        self.sync_clients(&clients).await;
+        self.until("the added user's clients joining", &clients, async |w| {
+            for &c in &clients {
+                if !w.in_group(c, &id).await {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
         true
     }
 
@@ -351,6 +405,20 @@ impl World {
             .await;
         assert_eq!(removed, self.clients_of(v).len(), "{}", self.context());
         self.groups[g].members.remove(&v);
+        let clients = self.clients_of(v);
+        self.until(
+            "the removed user's clients learning it",
+            &clients,
+            async |w| {
+                for &c in &clients {
+                    if w.in_group(c, &id).await {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
         true
     }
 
@@ -370,7 +438,15 @@ impl World {
             .must("leave", async || self.client(c).groups().leave(&id).await)
             .await;
         assert_eq!(left, self.clients_of(u).len(), "{}", self.context());
-        self.sync(committer).await;
+        let leaver = self.users[u].clone();
+        let syncing = [vec![committer], self.clients_of(u)].concat();
+        self.until("the leave being committed", &syncing, async |w| {
+            match w.client(committer).groups().members(&id).await {
+                Ok(members) => !members.contains(&leaver),
+                Err(_) => false,
+            }
+        })
+        .await;
         self.groups[g].members.remove(&u);
         true
     }
@@ -445,8 +521,35 @@ impl World {
         self.clients.push((u, client));
         let new = self.clients.len() - 1;
         // Its siblings bring it into the user's groups and connections; it joins.
-        self.sync_clients(&siblings).await;
-        self.sync(new).await;
+        let groups: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|g| g.members.contains(&u))
+            .map(|g| g.id.clone())
+            .collect();
+        let peers: Vec<UserName> = self
+            .connections
+            .keys()
+            .filter_map(|&(a, b)| (a == u).then_some(b).or((b == u).then_some(a)))
+            .map(|v| self.users[v].clone())
+            .collect();
+        let syncing = [siblings, vec![new]].concat();
+        self.until(
+            "the new client joining its user's groups",
+            &syncing,
+            async |w| {
+                for id in &groups {
+                    if !w.in_group(new, id).await {
+                        return false;
+                    }
+                }
+                let contacts = w.client(new).contacts().list().await.unwrap_or_default();
+                peers
+                    .iter()
+                    .all(|p| contacts.iter().any(|c| c.peer.as_ref() == Some(p)))
+            },
+        )
+        .await;
         for g in 0..self.groups.len() {
             if self.groups[g].members.contains(&u) {
                 self.groups[g].joined.insert(new);
@@ -465,16 +568,29 @@ impl World {
             .collect();
         self.steps
             .push(format!("{} rotates {}'s token", self.name(c), USERS[u].0));
+        let mut before = Vec::new();
+        for v in &contacts {
+            for holder in self.clients_of(*v) {
+                before.push((holder, self.token_of(holder, u).await));
+            }
+        }
         self.must("rotate", async || {
             self.client(c).contacts().rotate_token().await
         })
         .await;
-        for v in contacts {
-            let clients = self.clients_of(v);
-            self.sync_clients(&clients).await;
-            for c in clients {
-                self.tokens.insert((c, u));
+        let holders: Vec<usize> = before.iter().map(|(h, _)| *h).collect();
+        self.until("the new token reaching the contacts", &holders, async |w| {
+            for (holder, old) in &before {
+                let now = w.token_of(*holder, u).await;
+                if now.is_none() || now == *old {
+                    return false;
+                }
             }
+            true
+        })
+        .await;
+        for holder in holders {
+            self.tokens.insert((holder, u));
         }
         true
     }
@@ -505,7 +621,10 @@ impl World {
             "{} (no longer a member) tries to send in g{g}",
             self.name(c)
         ));
-        self.sync(c).await;
+        self.until("the removal reaching the client", &[c], async |w| {
+            !w.in_group(c, &id).await
+        })
+        .await;
         let refused = self
             .must("refused send", async || {
                 match self.client(c).groups().send(&id, "not allowed").await {
