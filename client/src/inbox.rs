@@ -197,7 +197,8 @@ pub(crate) async fn share_due_tokens(
 
 /// Sends again each change whose DS has not answered yet (the queue held no copy of it, so it
 /// was not taken, or the DS remembers it). A message the DS refuses as stale was not taken:
-/// its content is sent anew. Still unanswered, a change stays kept (and counted in
+/// its content is sent anew; a stale proposal (to leave) is made anew by
+/// `propose_leaving_again`. Still unanswered, a change stays kept (and counted in
 /// `unsettled`); its group takes no new change until it is settled.
 async fn settle_pending(
     client: &Client,
@@ -207,9 +208,10 @@ async fn settle_pending(
     let device = client.device();
     for op in device.store().run(|s| s.pending_ops()).await? {
         let group = hex::encode(&op.group_id);
-        let content = match &op.request {
-            Outgoing::Message { content, .. } => Some(content.clone()),
-            Outgoing::Commit { .. } | Outgoing::Proposal { .. } => None,
+        let (content, proposal) = match &op.request {
+            Outgoing::Message { content, .. } => (Some(content.clone()), false),
+            Outgoing::Commit { .. } => (None, false),
+            Outgoing::Proposal { .. } => (None, true),
         };
         let group_id = op.group_id.clone();
         match mls.push(device, op).await {
@@ -225,6 +227,7 @@ async fn settle_pending(
                         .settled
                         .push(mls.send_content(device, &access, &content).await?);
                 }
+                None if proposal && is_stale(&e) => {}
                 _ => report
                     .failed
                     .push(format!("a change to group {group} was not taken: {e}")),
