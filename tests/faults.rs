@@ -405,3 +405,29 @@ async fn a_message_the_ds_took_just_before_a_commit_is_still_read_by_the_committ
     let log = p.alice.groups().messages("walks").await.unwrap();
     assert_eq!(texts(&log), [from(p.bob.user(), "just before")]);
 }
+
+#[tokio::test]
+async fn a_message_sent_just_before_its_sender_was_removed_shows_its_sender_to_the_remover() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    p.alice.groups().create("walks").await.unwrap();
+    p.alice.groups().add("walks", p.bob.user()).await.unwrap();
+    sync_clean(&p.bob).await;
+    // alice's commit removing bob is held on its way; bob's message, sent meanwhile, is taken
+    // first, and alice reads it only once she has removed him.
+    p.proxy.inject(
+        "POST",
+        "/commit",
+        Fault::Delay(Duration::from_millis(600)),
+        1,
+    );
+    let (removed, sent) = tokio::join!(p.alice.groups().remove("walks", p.bob.user()), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        p.bob.groups().send("walks", "before I go").await
+    });
+    assert_eq!(removed.unwrap(), 1);
+    sent.unwrap();
+    sync_clean(&p.alice).await;
+    let log = p.alice.groups().messages("walks").await.unwrap();
+    assert_eq!(texts(&log), [from(p.bob.user(), "before I go")]);
+}

@@ -485,7 +485,7 @@ async fn process_other(
     group_id: &[u8],
     message: &[u8],
 ) -> Result<Result<Processed, Error>, Error> {
-    let incoming = match mls.process(group_id, message) {
+    let incoming = match mls.process(device, group_id, message) {
         Ok(incoming) => incoming,
         Err(e) => {
             mls.discard();

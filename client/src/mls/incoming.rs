@@ -94,8 +94,16 @@ impl MlsSession<'_> {
         self.settle(checked.map(|()| secrets))
     }
 
-    /// Processes a message of `group_id` into the MLS overlay, without committing it.
-    pub fn process(&self, group_id: &[u8], message: &[u8]) -> Result<Incoming, Error> {
+    /// Processes a message of `group_id` into the MLS overlay, without committing it. Before a
+    /// commit is merged, each leaf's signature key is noted (`leaf_keys`): a message the DS took
+    /// before that commit, read after it, is then still tied to the leaf that sent it, even if
+    /// the commit removed that leaf.
+    pub fn process(
+        &self,
+        device: &Device,
+        group_id: &[u8],
+        message: &[u8],
+    ) -> Result<Incoming, Error> {
         let mut group = self.group(group_id)?;
         let protocol = MlsMessageIn::tls_deserialize_exact(message)
             .map_err(|e| mls_error("unreadable message", e))?
@@ -111,9 +119,11 @@ impl MlsSession<'_> {
             .map_err(|e| mls_error("cannot process the message", e))?;
         let sender = processed.sender().clone();
         let credential = processed.credential().clone();
+        let past_epoch = processed.epoch() < group.epoch();
         match processed.into_content() {
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let removed = staged.self_removed();
+                note_leaf_keys(device, &group)?;
                 group
                     .merge_staged_commit(self.provider(), *staged)
                     .map_err(|e| mls_error("cannot merge the commit", e))?;
@@ -129,9 +139,13 @@ impl MlsSession<'_> {
                         "an application message not from a member".into(),
                     ));
                 };
-                let sender_key = group
-                    .member_at(leaf)
-                    .map(|member| member.signature_key)
+                let noted = if past_epoch {
+                    device.store().leaf_key(group_id, leaf.u32())?
+                } else {
+                    None
+                };
+                let sender_key = noted
+                    .or_else(|| group.member_at(leaf).map(|member| member.signature_key))
                     .ok_or_else(|| Error::Mls("the sending leaf is not in the group".into()))?;
                 Ok(Incoming::Application {
                     pseudonym: pseudonym_of(credential),
@@ -149,6 +163,17 @@ impl MlsSession<'_> {
             _ => Ok(Incoming::Proposal),
         }
     }
+}
+
+/// Notes each leaf's signature key as `group` is now, before a commit changes it.
+pub(crate) fn note_leaf_keys(device: &Device, group: &MlsGroup) -> Result<(), Error> {
+    let leaves: Vec<(u32, Vec<u8>)> = group
+        .members()
+        .map(|m| (m.index.u32(), m.signature_key))
+        .collect();
+    Ok(device
+        .store()
+        .save_leaf_keys(group.group_id().as_slice(), &leaves)?)
 }
 
 /// The pseudonym a leaf's basic credential carries (empty for any other credential).

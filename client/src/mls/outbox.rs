@@ -85,6 +85,7 @@ impl MlsSession<'_> {
         let group_id = op.group_id.clone();
         let stored = match op.request {
             Outgoing::Commit { staged, .. } => {
+                super::incoming::note_leaf_keys(device, &self.group(&group_id)?)?;
                 self.storage().apply(&staged)?;
                 let group = group_id.clone();
                 store.run(move |s| s.mark_seq(&group, seq)).await?;

@@ -137,6 +137,35 @@ impl State {
         Ok(self.named_group(group_id)?.map(|group| group.access()))
     }
 
+    /// Notes the MLS signature key of each leaf of a group as it is before a commit changes it,
+    /// so a message sent from a leaf that the commit removed can still be tied to its sender.
+    pub fn save_leaf_keys(
+        &self,
+        group_id: &[u8],
+        leaves: &[(u32, Vec<u8>)],
+    ) -> Result<(), StateError> {
+        let mut batch = sled::Batch::default();
+        for (leaf, key) in leaves {
+            let mut k = group_prefix(group_id);
+            k.extend_from_slice(&leaf.to_be_bytes());
+            batch.insert(k, key.as_slice());
+        }
+        self.leaf_keys
+            .apply_batch(batch)
+            .map_err(|e| self.store_error(e))
+    }
+
+    /// The signature key a leaf of a group had when last noted.
+    pub fn leaf_key(&self, group_id: &[u8], leaf: u32) -> Result<Option<Vec<u8>>, StateError> {
+        let mut k = group_prefix(group_id);
+        k.extend_from_slice(&leaf.to_be_bytes());
+        Ok(self
+            .leaf_keys
+            .get(k)
+            .map_err(|e| self.store_error(e))?
+            .map(|v| v.to_vec()))
+    }
+
     /// The user behind a member's leaf pseudonym in a group, as learnt before.
     pub fn member_user(
         &self,

@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | [`identity`] | who this client is (secret keys, credential, home server), its MLS signature identity ([`MlsIdentity`]) and its two queue positions (default tree) |
 //! | [`requests`] | connection-package secret keys (`connection_keys`: package hash → [`ConnectionKey`]), pending requests (`connection_requests`: id → [`PendingRequest`]), hashes of requests received (`connection_requests_seen`) |
-//! | [`groups`] | connections (`contacts`: group id → [`Contact`]), named groups (`groups`: group id → [`NamedGroup`]), member pseudonyms (`member_users`: group id length ‖ group id ‖ pseudonym → user) |
+//! | [`groups`] | connections (`contacts`: group id → [`Contact`]), named groups (`groups`: group id → [`NamedGroup`]), member pseudonyms (`member_users`: group id length ‖ group id ‖ pseudonym → user), each leaf's signature key as last seen before a commit (`leaf_keys`: group id length ‖ group id ‖ leaf (BE) → key) |
 //! | [`messages`] | each group's chat log (`messages`: group id length ‖ group id ‖ 1 ‖ DS sequence number (BE) → [`StoredMessage`]; 0 instead of 1 for messages kept before the DS numbered them) and the group deliveries handled (`group_seqs`: group id length ‖ group id ‖ DS sequence number → ()) |
 //! | [`pending`] | operations on their way to a group's DS (`pending_ops`: group id → [`PendingOp`]) |
 //! | [`siblings`] | this user's new clients still to bring into its groups (`new_siblings`: client id → ()) |
@@ -122,6 +122,7 @@ pub struct State {
     pending_ops: sled::Tree,
     new_siblings: sled::Tree,
     member_users: sled::Tree,
+    leaf_keys: sled::Tree,
 }
 
 /// The key prefix of a group in the per-group trees: length, then the id.
@@ -189,6 +190,7 @@ impl State {
             pending_ops: tree(TREE_PENDING_OPS)?,
             new_siblings: tree("new_siblings")?,
             member_users: tree(TREE_MEMBER_USERS)?,
+            leaf_keys: tree("leaf_keys")?,
             dir,
             db,
         };
