@@ -8,6 +8,8 @@
 //! log. It has no friendship token of the user's contacts until one is shared again (see
 //! [`crate::friendship`]), so it cannot add them to groups before that.
 
+use std::collections::BTreeSet;
+
 use roost_protocol::ClientId;
 
 use crate::{
@@ -45,24 +47,44 @@ pub(crate) struct BroughtIn {
     pub failed: Vec<String>,
 }
 
-/// Adds each noted new client to every group it is missing from; forgets it once it is in
-/// all. Best effort: whatever fails is tried again at the next sync.
+/// Adds the noted new clients to every group they are missing from (one look at each group's
+/// members, one commit per group); forgets each once it is in all. Best effort: whatever
+/// fails is tried again at the next sync.
 pub(crate) async fn bring_in(client: &Client, mls: &MlsSession<'_>) -> BroughtIn {
     let mut report = BroughtIn::default();
     let device = client.device();
-    let Ok(siblings) = device.store().new_siblings() else {
-        return report;
+    let siblings = match device.store().new_siblings() {
+        Ok(siblings) if !siblings.is_empty() => siblings,
+        _ => return report,
     };
-    for sibling in siblings {
-        match bring_into_all(device, mls, sibling, &mut report).await {
-            Ok(true) => {
-                let _ = note_deleted(device, sibling).await;
-            }
-            Ok(false) => {}
-            Err(e) => report
+    let mut pending: BTreeSet<ClientId> = BTreeSet::new();
+    let groups = match groups_of(device) {
+        Ok(groups) => groups,
+        Err(e) => {
+            report
                 .failed
-                .push(format!("adding this user's new client {sibling}: {e}")),
+                .push(format!("adding this user's new clients: {e}"));
+            return report;
         }
+    };
+    for (access, name) in groups {
+        match bring_into(device, mls, &siblings, &access, name.as_deref()).await {
+            Ok(added) => report.commits += usize::from(added),
+            Err((missing, e)) => {
+                pending.extend(missing);
+                let worth_reporting =
+                    !(e.is_transient() || is_stale(&e) || matches!(e, Error::NoKeyPackages(_)));
+                if worth_reporting {
+                    report.failed.push(format!(
+                        "adding this user's new clients to group {}: {e}",
+                        hex::encode(&access.group_id)
+                    ));
+                }
+            }
+        }
+    }
+    for sibling in siblings.into_iter().filter(|s| !pending.contains(s)) {
+        let _ = note_deleted(device, sibling).await;
     }
     report
 }
@@ -79,49 +101,49 @@ fn groups_of(device: &Device) -> Result<Vec<(GroupAccess, Option<String>)>, Erro
     Ok(named.chain(contacts).collect())
 }
 
-/// Whether `sibling` is now in every group; an error only for a failure worth reporting.
-async fn bring_into_all(
+/// Adds those of `siblings` missing from one group, in one commit; answers whether it
+/// committed, or which were left out and why.
+async fn bring_into(
     device: &Device,
     mls: &MlsSession<'_>,
-    sibling: ClientId,
-    report: &mut BroughtIn,
-) -> Result<bool, Error> {
-    let mut everywhere = true;
-    let signer = mls.signer(device)?;
-    for (access, name) in groups_of(device)? {
-        let mut group = mls.group(&access.group_id)?;
-        let added = async {
-            let members = verified_members(device, &group, &access).await?;
-            if members
-                .iter()
-                .filter_map(|m| m.credential.as_ref())
-                .any(|c| c.client_id() == sibling)
-            {
-                return Ok(0);
-            }
-            let claimed = mls.claim_own_clients(device, Some(sibling)).await?;
-            if claimed.is_empty() {
-                return Err(Error::NoKeyPackages(device.user().clone()));
-            }
-            mls.add_clients(
-                device,
-                &mut group,
-                &signer,
-                &access,
-                name.as_deref(),
-                claimed,
-            )
-            .await
-        }
-        .await;
-        match added {
-            Ok(0) => {}
-            Ok(_) => report.commits += 1,
-            Err(e) if e.is_transient() || is_stale(&e) || matches!(e, Error::NoKeyPackages(_)) => {
-                everywhere = false
-            }
-            Err(e) => return Err(e),
-        }
+    siblings: &[ClientId],
+    access: &GroupAccess,
+    name: Option<&str>,
+) -> Result<bool, (Vec<ClientId>, Error)> {
+    let mut group = mls
+        .group(&access.group_id)
+        .map_err(|e| (siblings.to_vec(), e))?;
+    let members = verified_members(device, &group, access)
+        .await
+        .map_err(|e| (siblings.to_vec(), e))?;
+    let present: BTreeSet<ClientId> = members
+        .iter()
+        .filter_map(|m| m.credential.as_ref())
+        .map(|c| c.client_id())
+        .collect();
+    let missing: Vec<ClientId> = siblings
+        .iter()
+        .copied()
+        .filter(|s| !present.contains(s))
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
     }
-    Ok(everywhere)
+    let fail = |e: Error| (missing.clone(), e);
+    let mut claimed = Vec::new();
+    for sibling in &missing {
+        claimed.extend(
+            mls.claim_own_clients(device, Some(*sibling))
+                .await
+                .map_err(fail)?,
+        );
+    }
+    if claimed.len() < missing.len() {
+        return Err(fail(Error::NoKeyPackages(device.user().clone())));
+    }
+    let signer = mls.signer(device).map_err(fail)?;
+    mls.add_clients(device, &mut group, &signer, access, name, claimed)
+        .await
+        .map_err(fail)?;
+    Ok(true)
 }
