@@ -80,6 +80,8 @@ impl Outcome {
                 "commits": r.commits,
                 "messages": r.messages,
                 "removed_from": r.removed_from.iter().map(hex::encode).collect::<Vec<_>>(),
+                "settled": r.settled.len(),
+                "unsettled": r.unsettled,
                 "failed": r.failed,
                 "other": r.other.iter().map(received_json).collect::<Vec<_>>(),
             }),

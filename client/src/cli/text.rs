@@ -206,6 +206,18 @@ fn synced_text(r: &SyncReport) -> String {
     if !r.removed_from.is_empty() {
         lines.push(format!("Removed from {} group(s).", r.removed_from.len()));
     }
+    if !r.settled.is_empty() {
+        lines.push(format!(
+            "{} change(s) sent earlier went through.",
+            r.settled.len()
+        ));
+    }
+    if r.unsettled > 0 {
+        lines.push(format!(
+            "{} change(s) still await their server's answer; the next sync tries again.",
+            r.unsettled
+        ));
+    }
     lines.extend(r.failed.iter().map(|f| format!("failed: {}", printable(f))));
     lines.extend(r.other.iter().map(received_text));
     lines.join("\n")
