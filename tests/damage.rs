@@ -3,7 +3,9 @@
 //! `roost admin check` names the damage, or every message is there.
 //!
 //! Seeded: a failure prints its seed; `ROOST_DAMAGE_TRIALS=N` (default 12) and
-//! `ROOST_DAMAGE_SEED=S` run more trials or one again.
+//! `ROOST_DAMAGE_SEED=S` run more trials or one again. The seed fixes which bits flip, not the
+//! store they flip in (keys and layout differ from run to run), so with `ROOST_DAMAGE_KEEP=1` a
+//! store that was served short is kept in `/tmp/damaged-keep` (damaged and pristine) to study.
 
 mod common;
 
@@ -117,6 +119,13 @@ async fn a_damaged_store_is_refused_or_reported_never_served_short() {
                 // Said before the fetch, whose failure would not name the seed.
                 eprintln!("seed {seed}: check said sound; fetching every message");
                 let seen = server.http().fetch_all(&phone).await.len();
+                if seen != 1 + MESSAGES && std::env::var("ROOST_DAMAGE_KEEP").is_ok() {
+                    server.kill();
+                    let keep = std::path::Path::new("/tmp/damaged-keep");
+                    let _ = std::fs::remove_dir_all(keep);
+                    copy_dir(&store, &keep.join("store"));
+                    copy_dir(pristine.path(), &keep.join("pristine"));
+                }
                 assert_eq!(seen, 1 + MESSAGES, "check said sound; {context}");
                 server.kill();
                 whole += 1;
