@@ -4,7 +4,7 @@
 //! store and the server's memory.
 //!
 //! Owns the server it runs against (started with the limits of `config.toml`), the attackers and
-//! the stand-in peer homeserver; `main` writes the figures up. Each unauthenticated attacker
+//! the stand-in peer homeserver; `sections` writes the figures up. Each unauthenticated attacker
 //! sends from loopback addresses of its own (all of 127.0.0.0/8 is loopback on Linux), as
 //! attackers on the internet would: so no per-address limit needs raising, and no attacker
 //! shares a bucket with the chatting pair (127.0.0.1).

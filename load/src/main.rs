@@ -1,15 +1,17 @@
 //! `roost-load`: drives a real `roost` server over HTTP on loopback and reports how fast, how
 //! big and how it grows — as a markdown report and SVG plots.
 //!
-//! Owns: the load scenarios ([`scenarios`], and the attacks of [`hostile`]), the floors
-//! measured in the same run ([`baseline`]), the server process it starts ([`server`]) and the
-//! report. Must not touch the server's crates: it speaks to `roost` only over HTTP, through
+//! Owns: the load scenarios ([`scenarios`], the attacks of [`hostile`], the kills of [`soak`]),
+//! the floors measured in the same run ([`baseline`]), the server process it starts
+//! ([`server`]) and the report (here for one server, in [`sections`] for the scenarios that
+//! start servers of their own). Must not touch the server's crates: it speaks to `roost` only over HTTP, through
 //! `roost_client`, like any client.
 
 mod baseline;
 mod drive;
 mod hostile;
 mod scenarios;
+mod sections;
 mod server;
 mod soak;
 mod stats;
@@ -29,7 +31,7 @@ use crate::{
     drive::Driven,
     scenarios::Population,
     server::{RoostProcess, ServerOptions},
-    stats::{mib, ms, Latencies, Timeline},
+    stats::{ms, Latencies, Timeline},
 };
 
 /// Load generator for the Roost homeserver.
@@ -248,7 +250,7 @@ async fn run(args: &Args) -> Result<String, String> {
                 "Skipped: with --server this tool starts no servers, and this needs two of its own.\n",
             );
         } else {
-            federation_section(args, &plan, &mut report).await?;
+            sections::federation(args, &plan, &mut report).await?;
         }
     }
     if args.runs(Scenario::Hostile) {
@@ -261,20 +263,15 @@ async fn run(args: &Args) -> Result<String, String> {
                 "Skipped: with --server this tool starts no servers, and this needs one of its own.\n",
             );
         } else {
-            hostile_section(args, &plan, &mut report).await?;
+            sections::hostile(args, &plan, &mut report).await?;
         }
     }
     let mut unsound = None;
     if args.runs(Scenario::CrashSoak) && args.server.is_none() {
-        let kills = args.kills.unwrap_or(if args.quick { 5 } else { 100 });
-        progress(&format!("crash soak: {kills} kills"));
-        let mut process = RoostProcess::start(&roost_binary(args)?, ServerOptions::default())?;
-        let figures = soak::crash_soak(&mut process, kills, 0x50AC).await?;
         if !report.ends_with("\n\n") {
             report.push('\n');
         }
-        report.push_str(&soak::section(&figures));
-        if !figures.sound() {
+        if !sections::crash_soak(args, &mut report).await? {
             unsound =
                 Some("the crash soak lost, duplicated or reordered messages (see the report)");
         }
@@ -515,138 +512,6 @@ async fn memory_section(
         registered,
         ms(startup),
         process.rss_bytes().unwrap_or(0) as f64 / 1048576.0,
-    );
-    Ok(())
-}
-
-/// Connections, fan-out and chat across two servers this tool starts, `a.test` and `b.test`:
-/// the group lives on a's DS, its other members are on b.
-async fn federation_section(args: &Args, plan: &Plan, report: &mut String) -> Result<(), String> {
-    progress("starting two federated servers, a.test and b.test");
-    let (servers, resolve) = server::federation(&roost_binary(args)?, &["a.test", "b.test"])?;
-    let resolver = Resolver::from_entries(&resolve).map_err(|e| e.to_string())?;
-    let [a, b] = [&servers[0], &servers[1]]
-        .map(|server| Population::new(&server.url, server.domain(), resolver.clone()));
-    let _ = writeln!(
-        report,
-        "Two `roost` processes started by this tool, `a.test` ({}) and `b.test` ({}), each with its own store, each resolving the other; a client calls the other domain's server directly where the protocol says so, and a delivery to a member on the other server is relayed by its federation actor (retries from 100 ms).\n",
-        servers[0].url, servers[1].url,
-    );
-
-    progress(&format!(
-        "{} connection establishments across domains",
-        plan.connections
-    ));
-    let connections = scenarios::connections(&a, &b, plan.connections).await?;
-    let _ = writeln!(
-        report,
-        "### Connection establishment across domains\n\nInitiator on a.test, responder on b.test, 2 clients each; as on one server (the connection group lives on a's DS, the responder joins it there and adds its second client, whose Welcome is relayed to b).\n\n{}",
-        connections_table(&connections),
-    );
-
-    report.push_str("### Group fan-out across domains\n\nA group on a.test's DS, made by a user of a.test with 1 client, with a user of b.test with the other clients added (connected first); one message from the a.test client; time from the send call until the last member's queue on b.test has it (a's DS, a's federation actor, b's QS); median and worst of the rounds.\n\n");
-    report.push_str(FANOUT_TABLE);
-    let mut last_group = None;
-    for &members in &plan.federated_group_sizes {
-        progress(&format!("group fan-out across domains, {members} members"));
-        let group = scenarios::federated_group(&a, &b, members).await?;
-        let figures = scenarios::fanout(&group, plan.rounds).await?;
-        report.push_str(&fanout_row(members, &figures));
-        last_group = Some(group);
-    }
-
-    if let Some(group) = last_group {
-        let senders = CHAT_SENDERS.min(group.len());
-        progress(&format!(
-            "sustained group chat across domains, {} members, {senders} senders",
-            group.len()
-        ));
-        let chat = scenarios::group_chat(&group, senders, plan.duration()).await;
-        let _ = write!(
-            report,
-            "\nSustained chat in that group of {} ({senders} members sending as fast as they can — 1 on a.test, {} on b.test — each send after syncing the others' messages): {}",
-            group.len(),
-            senders - 1,
-            chat_figures(&chat),
-        );
-        // The DS answers once a delivery to b is safe in a's outbox: the relays may run
-        // behind the sends. A member that does not send receives every message.
-        if let Some(silent) = group.get(senders) {
-            progress("waiting for the relays to catch up");
-            let drained =
-                scenarios::queue_filled(silent, chat.ok, Duration::from_secs(300)).await?;
-            let _ = write!(
-                report,
-                " The last message reached a silent member's queue on b.test **{}** after the senders stopped: it received **{:.0} messages/s** over the whole run.",
-                ms(drained),
-                chat.ok as f64 / (chat.elapsed + drained).as_secs_f64(),
-            );
-        }
-        report.push_str("\n\n");
-    }
-    Ok(())
-}
-
-/// A pair's chat on a server with the shipped limits, first quiet, then while attackers flood
-/// it ([`hostile`]).
-async fn hostile_section(args: &Args, plan: &Plan, report: &mut String) -> Result<(), String> {
-    progress("hostile load: starting a server with the shipped limits");
-    let figures = hostile::run(&roost_binary(args)?, plan.duration()).await?;
-    let _ = write!(
-        report,
-        "One `roost` with the limits of `config.toml`, none raised: each unauthenticated attacker sends from loopback addresses of its own, as attackers on the internet would, so the per-address limits bind them at their shipped values and no attacker shares a bucket with the chatting pair (127.0.0.1). They run on threads of the lowest CPU priority, standing in for other machines: what is measured is what their requests cost the server, not what their retry loops cost this generator. `peer.test`, in the server's `federation.resolve`, is a stand-in that serves only its server key.\n\nTwo connected users, one client each: one sends a chat message, the other syncs until it has it, one message at a time; {0} s quiet, then {0} s while all the attacks below run at once.\n\n| chat | messages | send→delivered p50 | p99 | failed | server CPU |\n| --- | --- | --- | --- | --- | --- |\n",
-        plan.seconds,
-    );
-    let runs = [
-        ("quiet", &figures.quiet),
-        ("under attack", &figures.attacked),
-    ];
-    for ((name, chat), cores) in runs.into_iter().zip(figures.server_cores) {
-        let _ = writeln!(
-            report,
-            "| {name} | {} | {} | {} | {} | {cores:.2} cores |",
-            chat.ok,
-            ms(chat.latencies.percentile(50.0)),
-            ms(chat.latencies.percentile(99.0)),
-            chat.failed,
-        );
-    }
-    let _ = write!(
-        report,
-        "\nUnder attack against quiet: p50 **{:.1}×**, p99 **{:.1}×** (target: within 2×).",
-        figures.slowdown(50.0),
-        figures.slowdown(99.0),
-    );
-    if let Some(e) = &figures.attacked.first_error {
-        let _ = write!(report, " First error: `{e}`");
-    }
-    report.push_str("\n\n| attack | from | requests | answers |\n| --- | --- | --- | --- |\n");
-    for attack in &figures.attacks {
-        let _ = writeln!(
-            report,
-            "| {} | {} | {} | {} |",
-            attack.what,
-            attack.from,
-            attack.tally.total(),
-            attack.tally.describe(),
-        );
-    }
-    let (message_queues, connection_queues) = figures.queues_attacked;
-    let [before, after] = figures.store_bytes;
-    let [rss_before, rss_peak, rss_after] = figures.rss_bytes;
-    let _ = writeln!(
-        report,
-        "\nStore on disk: {} before the attack, {} after: **+{}**, against {} that the caps let these attacks queue ({message_queues} message queues × `limits.queue_max_bytes`, {connection_queues} connection queues × `limits.connection_requests_per_client` × 64 KiB).\n\nServer resident memory: {} before the attack, **{}** at its peak during it, {} {} s after it.\n\nAfter the attack, a newcomer's `connect` to the victim: {}.\n\n`/health` at the end: `{}`.",
-        mib(before),
-        mib(after),
-        mib(after.saturating_sub(before)),
-        mib(figures.store_cap),
-        mib(rss_before),
-        mib(rss_peak),
-        mib(rss_after),
-        hostile::AFTERMATH.as_secs(),
-        figures.newcomer,
-        figures.health,
     );
     Ok(())
 }

@@ -235,34 +235,3 @@ async fn tally(
     }
     Ok(figures)
 }
-
-/// The report's section for a soak.
-pub fn section(figures: &SoakFigures) -> String {
-    let mut text = format!(
-        "## Crash soak\n\nOne user chats with another without pause (each send waits for the last) while `roost` is killed with SIGKILL {} times at random moments, 20–270 ms apart, and started again on the same store each time. Then both clients sync until every change settles, and every message is counted in both clients' logs.\n\n| kills | store opened | acknowledged | unanswered, settled by a later sync | refused (server down) | lost | duplicated | out of order | restart p50 | restart max | took |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n| {} | {} of {} | {} | {} | {} | **{}** | **{}** | **{}** | {} | {} | {:.0} s |\n",
-        figures.kills,
-        figures.kills,
-        figures.restarts.len(),
-        figures.kills,
-        figures.acknowledged,
-        figures.unconfirmed,
-        figures.not_sent,
-        figures.lost.len(),
-        figures.duplicated.len(),
-        figures.out_of_order,
-        crate::stats::ms(figures.restarts.percentile(50.0)),
-        crate::stats::ms(figures.restarts.percentile(100.0)),
-        figures.elapsed.as_secs_f64(),
-    );
-    for problem in figures
-        .lost
-        .iter()
-        .chain(&figures.duplicated)
-        .chain(&figures.unexpected)
-        .take(20)
-    {
-        text.push_str(&format!("\n- {problem}"));
-    }
-    text.push('\n');
-    text
-}
