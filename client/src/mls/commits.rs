@@ -4,9 +4,12 @@
 //! connection group stage their MLS writes and commit them only if the DS took the request.
 
 use openmls::{
+    ciphersuite::hash_ref::ProposalRef,
+    group::MlsGroupState,
     messages::group_info::VerifiableGroupInfo,
     prelude::{tls_codec::Serialize as _, *},
 };
+use openmls_traits::storage::StorageProvider as _;
 use roost_protocol::{
     connection::EarKey,
     content::{Content, Envelope},
@@ -257,6 +260,14 @@ impl MlsSession<'_> {
         device: &Device,
         access: &GroupAccess,
     ) -> Result<(), Error> {
+        // Every sync asks this of every group this client left or was removed from: read the
+        // group's state alone first, and load the group only if this client is still in it.
+        let state: Option<MlsGroupState> = self
+            .storage()
+            .group_state(&GroupId::from_slice(&access.group_id))?;
+        if matches!(state, None | Some(MlsGroupState::Inactive)) {
+            return Ok(());
+        }
         let mut group = self.group(&access.group_id)?;
         if !group.is_active() || proposes_leaving(&group) {
             return Ok(());
@@ -284,12 +295,16 @@ impl MlsSession<'_> {
         device: &Device,
         access: &GroupAccess,
     ) -> Result<bool, Error> {
+        // Every sync asks this of every group: read the proposal queue alone first, and load
+        // the group only if it holds something.
+        let queued: Vec<ProposalRef> = self
+            .storage()
+            .queued_proposal_refs(&GroupId::from_slice(&access.group_id))?;
+        if queued.is_empty() {
+            return Ok(false);
+        }
         let mut group = self.group(&access.group_id)?;
-        let own = group.own_leaf_index();
-        let removes_self =
-            |p: &QueuedProposal| matches!(p.proposal(), Proposal::Remove(r) if r.removed() == own);
-        if group.pending_proposals().next().is_none() || group.pending_proposals().any(removes_self)
-        {
+        if proposes_leaving(&group) {
             return Ok(false);
         }
         let signer = self.signer(device)?;
