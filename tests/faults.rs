@@ -375,6 +375,38 @@ async fn a_group_created_or_a_connection_joined_whose_answer_is_lost_still_works
     assert_eq!(texts(&chat), [from(bob.user(), "joined")]);
 }
 
+/// alice and bob in the group "walks".
+async fn walks_with_bob(p: &Pair) {
+    p.alice.groups().create("walks").await.unwrap();
+    p.alice.groups().add("walks", p.bob.user()).await.unwrap();
+    sync_clean(&p.bob).await;
+}
+
+/// alice's `change` (one commit) is held on its way while bob says `text` in "walks", so the DS
+/// takes bob's message in the epoch before the change; alice reads it only after merging her
+/// commit, and must show it, from bob.
+async fn bob_speaks_while_a_commit_is_held(
+    p: &Pair,
+    change: impl std::future::Future<Output = Result<usize, roost_client::Error>>,
+    text: &str,
+) {
+    p.proxy.inject(
+        "POST",
+        "/commit",
+        Fault::Delay(Duration::from_millis(600)),
+        1,
+    );
+    let (changed, sent) = tokio::join!(change, async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        p.bob.groups().send("walks", text).await
+    });
+    assert_eq!(changed.unwrap(), 1);
+    sent.unwrap();
+    sync_clean(&p.alice).await;
+    let log = p.alice.groups().messages("walks").await.unwrap();
+    assert_eq!(texts(&log), [from(p.bob.user(), text)]);
+}
+
 #[tokio::test]
 async fn a_message_the_ds_took_just_before_a_commit_is_still_read_by_the_committer() {
     let server = TestServer::start(Options::default());
@@ -384,50 +416,16 @@ async fn a_message_the_ds_took_just_before_a_commit_is_still_read_by_the_committ
         .register(&server, "carol", &server.user("carol"))
         .await;
     connect(&p.alice, &carol, &[]).await;
-    p.alice.groups().create("walks").await.unwrap();
-    p.alice.groups().add("walks", p.bob.user()).await.unwrap();
-    sync_clean(&p.bob).await;
-    // alice's commit (adding carol) is held on its way; bob's message, sent meanwhile in the
-    // epoch before it, is taken first.
-    p.proxy.inject(
-        "POST",
-        "/commit",
-        Fault::Delay(Duration::from_millis(600)),
-        1,
-    );
-    let (added, sent) = tokio::join!(p.alice.groups().add("walks", carol.user()), async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        p.bob.groups().send("walks", "just before").await
-    });
-    assert_eq!(added.unwrap(), 1);
-    sent.unwrap();
-    sync_clean(&p.alice).await;
-    let log = p.alice.groups().messages("walks").await.unwrap();
-    assert_eq!(texts(&log), [from(p.bob.user(), "just before")]);
+    walks_with_bob(&p).await;
+    let adding = p.alice.groups().add("walks", carol.user());
+    bob_speaks_while_a_commit_is_held(&p, adding, "just before").await;
 }
 
 #[tokio::test]
 async fn a_message_sent_just_before_its_sender_was_removed_shows_its_sender_to_the_remover() {
     let server = TestServer::start(Options::default());
     let p = pair(&server).await;
-    p.alice.groups().create("walks").await.unwrap();
-    p.alice.groups().add("walks", p.bob.user()).await.unwrap();
-    sync_clean(&p.bob).await;
-    // alice's commit removing bob is held on its way; bob's message, sent meanwhile, is taken
-    // first, and alice reads it only once she has removed him.
-    p.proxy.inject(
-        "POST",
-        "/commit",
-        Fault::Delay(Duration::from_millis(600)),
-        1,
-    );
-    let (removed, sent) = tokio::join!(p.alice.groups().remove("walks", p.bob.user()), async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        p.bob.groups().send("walks", "before I go").await
-    });
-    assert_eq!(removed.unwrap(), 1);
-    sent.unwrap();
-    sync_clean(&p.alice).await;
-    let log = p.alice.groups().messages("walks").await.unwrap();
-    assert_eq!(texts(&log), [from(p.bob.user(), "before I go")]);
+    walks_with_bob(&p).await;
+    let removing = p.alice.groups().remove("walks", p.bob.user());
+    bob_speaks_while_a_commit_is_held(&p, removing, "before I go").await;
 }

@@ -6,10 +6,10 @@
 mod common;
 
 use common::{
-    devices::{connect, run_json, Devices},
+    devices::{connect, log, run_json, Devices},
     Options, TestServer,
 };
-use roost_client::{Client, StoredMessage};
+use roost_client::Client;
 use roost_protocol::UserName;
 
 /// alice (phone and laptop), bob (phone and laptop) and carol (phone); alice is connected with
@@ -55,16 +55,6 @@ async fn people(server: &TestServer, devices: &Devices) -> People {
     .await;
     connect(&p.alice_laptop, &p.carol_phone, &[&p.alice_phone]).await;
     p
-}
-
-fn log(messages: &[StoredMessage]) -> Vec<(String, String)> {
-    messages
-        .iter()
-        .map(|m| {
-            let from = m.from.as_ref().map_or("(unknown)", |user| user.local());
-            (from.to_owned(), m.text.clone())
-        })
-        .collect()
 }
 
 /// alice's phone creates the group "plans" and adds `users`; then everyone syncs.

@@ -4,21 +4,11 @@
 mod common;
 
 use common::{
-    devices::{connect, Devices},
+    devices::{connect, log, Devices},
     Options, TestServer,
 };
-use roost_client::{Client, StoredMessage};
+use roost_client::Client;
 use roost_protocol::{api, codec};
-
-fn texts(messages: &[StoredMessage]) -> Vec<(String, String)> {
-    messages
-        .iter()
-        .map(|m| {
-            let from = m.from.as_ref().map_or("(unknown)", |user| user.local());
-            (from.to_owned(), m.text.clone())
-        })
-        .collect()
-}
 
 async fn sync_clean(client: &Client) -> roost_client::SyncReport {
     let report = client.sync().await.unwrap();
@@ -63,7 +53,7 @@ async fn a_users_new_client_joins_the_groups_and_connections_the_user_is_in() {
     for client in [&alice, &bob_phone, &bob_laptop] {
         sync_clean(client).await;
     }
-    let laptop_log = texts(&bob_laptop.groups().messages("plans").await.unwrap());
+    let laptop_log = log(&bob_laptop.groups().messages("plans").await.unwrap());
     assert_eq!(
         laptop_log,
         [
@@ -71,9 +61,9 @@ async fn a_users_new_client_joins_the_groups_and_connections_the_user_is_in() {
             ("bob".to_owned(), "from the laptop".to_owned())
         ]
     );
-    let alice_log = texts(&alice.groups().messages("plans").await.unwrap());
+    let alice_log = log(&alice.groups().messages("plans").await.unwrap());
     assert_eq!(alice_log.last().unwrap().1, "from the laptop");
-    let chat = texts(&bob_laptop.chat().messages(alice.user()).await.unwrap());
+    let chat = log(&bob_laptop.chat().messages(alice.user()).await.unwrap());
     assert_eq!(
         chat,
         [("alice".to_owned(), "hello bob's laptop".to_owned())]

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use roost_client::Client;
+use roost_client::{Client, StoredMessage};
 use roost_protocol::federation::Resolver;
 use roost_protocol::UserName;
 
@@ -84,6 +84,18 @@ impl Default for Devices {
     fn default() -> Self {
         Devices::new()
     }
+}
+
+/// A log as (the sender's name before the `@`, text) pairs; `(unknown)` for a sender the
+/// message did not establish.
+pub fn log(messages: &[StoredMessage]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|m| {
+            let from = m.from.as_ref().map_or("(unknown)", |user| user.local());
+            (from.to_owned(), m.text.clone())
+        })
+        .collect()
 }
 
 /// `initiator`'s user connects with `responder`'s: `responder` accepts, then every client in
