@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use roost_protocol::{
-    api::{Notice, QueueItem, QueueMessage},
+    api::{QueueItem, QueueMessage},
     content::{Content, Envelope},
     crypto::CryptoError,
     ds::{GroupDelivery, MemberCard, WelcomeBundle},
@@ -356,21 +356,12 @@ impl GroupReader<'_> {
                         .push(format!("message of group {}: {e}", hex::encode(&group_id))),
                 }
             }
-            Ok(QueueItem::Notice(Notice::ClientAdded { client_id })) => {
-                siblings::note_added(self.device, client_id).await?;
-                report.other.push(Received {
-                    seq,
-                    item: Ok(QueueItem::Notice(Notice::ClientAdded { client_id })),
-                });
+            item => {
+                if let Ok(QueueItem::Notice(notice)) = &item {
+                    siblings::note(self.device, notice).await?;
+                }
+                report.other.push(Received { seq, item })
             }
-            Ok(QueueItem::Notice(Notice::ClientDeleted { client_id })) => {
-                siblings::note_deleted(self.device, client_id).await?;
-                report.other.push(Received {
-                    seq,
-                    item: Ok(QueueItem::Notice(Notice::ClientDeleted { client_id })),
-                });
-            }
-            item => report.other.push(Received { seq, item }),
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use roost_protocol::ClientId;
+use roost_protocol::{api::Notice, ClientId};
 
 use crate::{
     client::Client,
@@ -20,19 +20,21 @@ use crate::{
     store::GroupAccess,
 };
 
-/// Notes a client the server says was added to this user (not this client itself).
-pub(crate) async fn note_added(device: &Device, client: ClientId) -> Result<(), Error> {
-    if client == device.client_id() {
-        return Ok(());
+/// Takes in what the server says of this user's clients: a client added (not this one) is to
+/// be brought in; one deleted before it was, no longer.
+pub(crate) async fn note(device: &Device, notice: &Notice) -> Result<(), Error> {
+    match *notice {
+        Notice::ClientAdded { client_id } if client_id != device.client_id() => Ok(device
+            .store()
+            .run(move |s| s.add_new_sibling(&client_id))
+            .await?),
+        Notice::ClientAdded { .. } => Ok(()),
+        Notice::ClientDeleted { client_id } => forget(device, client_id).await,
     }
-    Ok(device
-        .store()
-        .run(move |s| s.add_new_sibling(&client))
-        .await?)
 }
 
-/// Forgets a noted client that was deleted before it was brought in.
-pub(crate) async fn note_deleted(device: &Device, client: ClientId) -> Result<(), Error> {
+/// Forgets a noted client: it is in every group now, or was deleted.
+async fn forget(device: &Device, client: ClientId) -> Result<(), Error> {
     Ok(device
         .store()
         .run(move |s| s.remove_new_sibling(&client))
@@ -84,7 +86,7 @@ pub(crate) async fn bring_in(client: &Client, mls: &MlsSession<'_>) -> BroughtIn
         }
     }
     for sibling in siblings.into_iter().filter(|s| !pending.contains(s)) {
-        let _ = note_deleted(device, sibling).await;
+        let _ = forget(device, sibling).await;
     }
     report
 }
