@@ -249,8 +249,10 @@ impl GroupActor {
             Err(e) => return Handled::failed(e),
         };
         let digest = digest_of(body);
-        let answer = match ledger.seen(&op, &digest) {
-            Ok(Seen::Repeat(outcome)) => repeat(outcome).ok_or(GroupError::OperationReused),
+        let (answer, wrote) = match ledger.seen(&op, &digest) {
+            Ok(Seen::Repeat(outcome)) => {
+                (repeat(outcome).ok_or(GroupError::OperationReused), false)
+            }
             Ok(Seen::New) => match apply(self, ledger.next_seq()) {
                 Ok(done) => {
                     ledger.record(op, digest, done.outcome, done.fanout);
@@ -258,24 +260,18 @@ impl GroupActor {
                     if let Err(e) = self.deps.groups.update(&self.group_id, done.state, sealed) {
                         return Handled::failed(e.into());
                     }
-                    let fanouts = ledger.take_undelivered();
-                    return Handled {
-                        answer: Ok(done.answer),
-                        wrote: true,
-                        fanouts,
-                        delivered: Some(ledger.seal(&self.group_id, ear_key)),
-                    };
+                    (Ok(done.answer), true)
                 }
-                Err(e) => Err(e),
+                Err(e) => (Err(e), false),
             },
-            Err(e) => Err(e),
+            Err(e) => (Err(e), false),
         };
-        // Nothing new was written; still hand on what a crash left undelivered.
+        // This request's fan-out, after any a crash left undelivered.
         let fanouts = ledger.take_undelivered();
         let delivered = (!fanouts.is_empty()).then(|| ledger.seal(&self.group_id, ear_key));
         Handled {
             answer,
-            wrote: false,
+            wrote,
             fanouts,
             delivered,
         }
