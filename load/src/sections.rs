@@ -88,7 +88,7 @@ pub(crate) async fn federation(
 }
 
 /// A pair's chat on a server with the shipped limits, first quiet, then while attackers flood
-/// it ([`hostile`]).
+/// it ([`hostile`](mod@crate::hostile)).
 pub(crate) async fn hostile(args: &Args, plan: &Plan, report: &mut String) -> Result<(), String> {
     progress("hostile load: starting a server with the shipped limits");
     let figures = hostile::run(&roost_binary(args)?, plan.duration()).await?;
