@@ -32,7 +32,7 @@ async fn publish(server: &TestServer, member: &Member, n: usize) -> KeyPackageCo
     for _ in 0..n {
         entries.push(member.key_package_entry(&http, server.domain()).await);
     }
-    let last_resort = member.key_package_entry(&http, server.domain()).await;
+    let last_resort = member.last_resort_entry(&http, server.domain()).await;
     http.publish_key_packages(&member.identity, entries, Some(last_resort))
         .await
         .decode()
@@ -119,7 +119,7 @@ async fn the_last_resort_is_served_again_and_again_once_nothing_else_is_left() {
     let http = server.http();
     let bob = Member::register(&server, "bob").await;
     let one_time = bob.key_package_entry(&http, server.domain()).await;
-    let last_resort = bob.key_package_entry(&http, server.domain()).await;
+    let last_resort = bob.last_resort_entry(&http, server.domain()).await;
     http.publish_key_packages(
         &bob.identity,
         vec![one_time.clone()],
@@ -136,7 +136,7 @@ async fn the_last_resort_is_served_again_and_again_once_nothing_else_is_left() {
     assert_eq!(http.key_package_count(&bob.identity).await, count(0, true));
 
     // A new last resort replaces the old one.
-    let newer = bob.key_package_entry(&http, server.domain()).await;
+    let newer = bob.last_resort_entry(&http, server.domain()).await;
     http.publish_key_packages(&bob.identity, vec![], Some(newer.clone()))
         .await
         .decode::<KeyPackageCount>();
@@ -292,6 +292,99 @@ async fn invalid_entries_are_refused_with_the_reason_and_nothing_of_the_request_
     assert!([400, 413].contains(&response.status), "{}", response.status);
 }
 
+/// The reason of a refused publication, after checking it is a 400 `invalid_key_package`.
+async fn refusal(
+    http: &Raw,
+    member: &Member,
+    entries: Vec<KeyPackageEntry>,
+    last_resort: Option<KeyPackageEntry>,
+) -> String {
+    let response = http
+        .publish_key_packages(&member.identity, entries, last_resort)
+        .await;
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (400, "invalid_key_package")
+    );
+    serde_json::from_slice::<api::ErrorBody>(&response.body)
+        .unwrap()
+        .message
+}
+
+#[tokio::test]
+async fn a_key_package_is_published_once_so_a_one_time_package_is_handed_out_once() {
+    let server = TestServer::start(Options::default());
+    let http = server.http();
+    let domain = server.domain();
+    let bob = Member::register(&server, "bob").await;
+    let first = bob.key_package_entry(&http, domain).await;
+    // The same KeyPackage in another entry (its queue reference sealed again).
+    let again = KeyPackageEntry::new(
+        bob.identity.credential.clone().unwrap(),
+        &bob.identity.key,
+        first.key_package.clone(),
+        bob.queue_ref(&http, domain).await,
+        bob.mls.signer.public(),
+    );
+    assert_ne!(first.hash(), again.hash());
+
+    let reason = refusal(&http, &bob, vec![first.clone(), again.clone()], None).await;
+    assert!(
+        reason.contains("entry 1") && reason.contains("published"),
+        "{reason}"
+    );
+    assert_eq!(http.key_package_count(&bob.identity).await, count(0, false));
+
+    let published = http
+        .publish_key_packages(&bob.identity, vec![first.clone()], None)
+        .await;
+    assert_eq!(published.status, 200);
+    // A retry of the same request is answered as the first was, and stores nothing twice.
+    let retried = http
+        .publish_key_packages(&bob.identity, vec![first.clone()], None)
+        .await;
+    assert_eq!(retried.decode::<KeyPackageCount>(), count(1, false));
+    let reason = refusal(&http, &bob, vec![again], None).await;
+    assert!(
+        reason.contains("entry 0") && reason.contains("published"),
+        "{reason}"
+    );
+
+    // Once claimed, publishing it again does not make it claimable again.
+    let token = http.friendship_token(&bob.identity).await;
+    assert_eq!(claim(&http, &token).await, [first.clone()]);
+    let republished = http
+        .publish_key_packages(&bob.identity, vec![first], None)
+        .await;
+    assert_eq!(republished.decode::<KeyPackageCount>(), count(0, false));
+    assert!(claim(&http, &token).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_entrys_last_resort_flag_must_match_its_key_packages_extension() {
+    let server = TestServer::start(Options::default());
+    let http = server.http();
+    let domain = server.domain();
+    let bob = Member::register(&server, "bob").await;
+    let one_time = bob.key_package_entry(&http, domain).await;
+    let last_resort = bob.last_resort_entry(&http, domain).await;
+
+    let reason = refusal(&http, &bob, vec![last_resort.clone()], None).await;
+    assert!(
+        reason.contains("entry 0") && reason.contains("last-resort"),
+        "{reason}"
+    );
+    let reason = refusal(&http, &bob, vec![], Some(one_time.clone())).await;
+    assert!(
+        reason.contains("the last-resort entry") && reason.contains("lacks"),
+        "{reason}"
+    );
+    let published = http
+        .publish_key_packages(&bob.identity, vec![one_time], Some(last_resort))
+        .await;
+    assert_eq!(published.decode::<KeyPackageCount>(), count(1, true));
+}
+
 #[tokio::test]
 async fn a_client_holds_at_most_a_thousand_entries() {
     let server = TestServer::start(Options {
@@ -305,7 +398,7 @@ async fn a_client_holds_at_most_a_thousand_entries() {
         .send("GET", api::QS_QUEUE_REF_KEY, vec![], None)
         .await
         .decode();
-    // Distinct entries around one KeyPackage: each queue reference is sealed afresh.
+    // Each entry with a KeyPackage of its own (one KeyPackage is published once).
     let fresh = || {
         let queue = SealedQueueRef::seal(
             template.queue.domain.clone(),
@@ -316,7 +409,7 @@ async fn a_client_holds_at_most_a_thousand_entries() {
         KeyPackageEntry::new(
             template.client_credential.clone(),
             &alice.identity.key,
-            template.key_package.clone(),
+            MlsMessageOut::from(alice.key_package()).to_bytes().unwrap(),
             queue,
             alice.mls.signer.public(),
         )

@@ -19,7 +19,10 @@ use roost_protocol::{
     key_packages::{FriendshipToken, KeyPackageEntry},
     ClientCredential, ClientId, Timestamp, UserName,
 };
-use roost_storage::{AccountStore, Durability, KeyPackageStore, StorageError, StoredKeyPackage};
+use roost_storage::{
+    AccountStore, Durability, KeyPackageStore, NotPublished, Publication, StorageError,
+    StoredKeyPackage,
+};
 
 use crate::{
     once_durable,
@@ -84,14 +87,15 @@ pooled_actor!(KeyPackageActor);
 pooled_messages!(KeyPackageActor: Publish, Count, GetToken, RotateToken, Claim, RemoveClient);
 
 impl KeyPackageActor {
-    /// Checks one entry of `client` (registered with `credential`); says why it is refused, or
-    /// when its KeyPackage expires.
+    /// Checks one entry of `client` (registered with `credential`), published as a last-resort
+    /// entry or not; says why it is refused, or what to store.
     fn check(
         &self,
         client: &ClientId,
         credential: &ClientCredential,
-        entry: &KeyPackageEntry,
-    ) -> Result<Timestamp, String> {
+        entry: KeyPackageEntry,
+        last_resort: bool,
+    ) -> Result<Publication, String> {
         entry
             .verify()
             .map_err(|_| "its signature does not verify".to_owned())?;
@@ -126,7 +130,27 @@ impl KeyPackageActor {
         if !lifetime.has_acceptable_range() {
             return Err("its lifetime is longer than MLS clients accept".into());
         }
-        Ok(Timestamp(lifetime.not_after()))
+        // A one-time package must be used once: its owner deletes its keys after a join.
+        match (last_resort, key_package.last_resort()) {
+            (true, false) => return Err("its key package lacks the last-resort extension".into()),
+            (false, true) => {
+                return Err(
+                    "its key package is marked last-resort but is published as one-time".into(),
+                )
+            }
+            _ => {}
+        }
+        let reference = key_package
+            .hash_ref(&self.crypto)
+            .map_err(|e| format!("its key package cannot be referenced: {e}"))?;
+        Ok(Publication {
+            reference: reference.as_slice().to_vec(),
+            package: StoredKeyPackage {
+                entry,
+                last_resort,
+                not_after: Timestamp(lifetime.not_after()),
+            },
+        })
     }
 
     /// The user's clients, or none if the user is unknown.
@@ -172,22 +196,32 @@ impl Handler<Publish> for KeyPackageActor {
                     msg.last_resort
                         .map(|entry| ("the last-resort entry".to_owned(), entry, true)),
                 );
-            let mut packages = Vec::new();
+            let mut publications = Vec::new();
+            let mut names = Vec::new();
             for (which, entry, last_resort) in named {
-                let not_after = self
-                    .check(&msg.client, &credential, &entry)
-                    .map_err(|reason| KeyPackageError::InvalidEntry { which, reason })?;
-                packages.push(StoredKeyPackage {
-                    entry,
-                    last_resort,
-                    not_after,
-                });
+                let publication = self
+                    .check(&msg.client, &credential, entry, last_resort)
+                    .map_err(|reason| KeyPackageError::InvalidEntry {
+                        which: which.clone(),
+                        reason,
+                    })?;
+                publications.push(publication);
+                names.push(which);
             }
             let (user, client) = (&self.user, &msg.client);
-            self.deps
+            let max = MAX_KEY_PACKAGES_PER_CLIENT;
+            match self
+                .deps
                 .store
-                .publish(user, client, &packages, MAX_KEY_PACKAGES_PER_CLIENT, now)?
-                .ok_or(KeyPackageError::TooMany)
+                .publish(user, client, &publications, max, now)?
+            {
+                Ok(count) => Ok(count),
+                Err(NotPublished::TooMany) => Err(KeyPackageError::TooMany),
+                Err(NotPublished::PublishedBefore(index)) => Err(KeyPackageError::InvalidEntry {
+                    which: names.swap_remove(index),
+                    reason: "its key package is published already, in another entry or twice in this request".into(),
+                }),
+            }
         })();
         once_durable(&self.deps.durability, stored)
     }

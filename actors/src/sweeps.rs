@@ -1,6 +1,6 @@
 //! Periodic clean-ups of records that only age: request signatures past any replay window
-//! (the [`crate::replay::ReplayGuard`]'s) and served connection-package records past their
-//! package's end. Each runs on the blocking pool, off the actor threads.
+//! (the [`crate::replay::ReplayGuard`]'s), and served connection-package and published
+//! key-package records past their package's end. Each runs on the blocking pool, off the actor threads.
 
 use std::time::Duration;
 
@@ -20,6 +20,12 @@ pub fn start(store: &Store) -> Result<(), StorageError> {
         Duration::from_secs(3600),
         "expired served-package records",
         move || packages.sweep_served(Timestamp::now()),
+    );
+    let key_packages = store.key_packages()?;
+    sweep_every(
+        Duration::from_secs(3600),
+        "records of expired published key packages",
+        move || key_packages.sweep_published(Timestamp::now()),
     );
     Ok(())
 }

@@ -7,11 +7,12 @@
 //! Used by the QS's key packages and the AS's connection packages.
 
 use serde::{de::DeserializeOwned, Serialize};
+use sled::transaction::Transactional;
 
 use roost_protocol::{api::PackageCount, ClientId, Timestamp, UserName};
 
 use crate::{
-    table::{decode, encode, Table},
+    table::{decode, encode, flatten, Table},
     Result,
 };
 
@@ -72,16 +73,41 @@ impl<P: ClientPackage> ClientPackages<P> {
         max_one_time: u32,
         now: Timestamp,
     ) -> Result<Option<PackageCount>> {
+        self.publish_with(user, client, packages, max_one_time, now, None)
+    }
+
+    /// [`publish`](Self::publish), applying `also` (writes to another tree) in the same
+    /// transaction.
+    pub(crate) fn publish_with(
+        &self,
+        user: &UserName,
+        client: &ClientId,
+        packages: &[P],
+        max_one_time: u32,
+        now: Timestamp,
+        also: Option<(&sled::Tree, sled::Batch)>,
+    ) -> Result<Option<PackageCount>> {
         let before = self.count(user, client, now)?;
         let new_one_time = packages.iter().filter(|p| !p.last_resort()).count();
         if before.remaining as usize + new_one_time > max_one_time as usize {
             return Ok(None);
         }
-        self.store(user, packages)?;
+        let batch = self.store(user, packages)?;
+        match also {
+            None => self.table.tree.apply_batch(batch)?,
+            Some((other, other_batch)) => {
+                flatten((&self.table.tree, other).transaction(|(tree, other)| {
+                    tree.apply_batch(&batch)?;
+                    other.apply_batch(&other_batch)?;
+                    Ok(())
+                }))?;
+            }
+        }
         self.count(user, client, now).map(Some)
     }
 
-    fn store(&self, user: &UserName, packages: &[P]) -> Result<()> {
+    /// The writes that store `packages`.
+    fn store(&self, user: &UserName, packages: &[P]) -> Result<sled::Batch> {
         let mut batch = sled::Batch::default();
         for package in packages.iter().filter(|p| p.last_resort()) {
             let mut prefix = client_prefix(user, &package.client_id());
@@ -93,8 +119,7 @@ impl<P: ClientPackage> ClientPackages<P> {
         for package in packages {
             batch.insert(Self::key(user, package), encode(package));
         }
-        self.table.tree.apply_batch(batch)?;
-        Ok(())
+        Ok(batch)
     }
 
     fn of_client(&self, user: &UserName, client: &ClientId) -> Result<Vec<(sled::IVec, P)>> {

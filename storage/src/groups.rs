@@ -8,9 +8,9 @@
 //! A request's effect on both is one transaction, so a remembered outcome never exists without
 //! its effect, nor the effect without it.
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, Transactional};
 
-use crate::{Result, StorageError};
+use crate::{table::flatten, Result, StorageError};
 
 #[derive(Clone)]
 pub struct GroupStore {
@@ -80,11 +80,4 @@ impl GroupStore {
         });
         flatten(outcome)
     }
-}
-
-fn flatten<T>(outcome: std::result::Result<T, TransactionError<StorageError>>) -> Result<T> {
-    outcome.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => e.into(),
-    })
 }

@@ -2,6 +2,8 @@
 //!
 //! `qs_key_packages`: `user ‖ 0 ‖ client id ‖ last-resort flag ‖ entry hash` →
 //! [`StoredKeyPackage`] (the layout of [`crate::client_packages`]).
+//! `qs_published_key_packages`: KeyPackage reference → the entry that published it (see
+//! [`crate::references`]), so a KeyPackage is published once.
 //! `qs_friendship_tokens`: `0 ‖ token` → user name, and `1 ‖ user name` → the user's current
 //! token. Both keys of a user change in one batch, so a rotated token stops working at once.
 
@@ -15,6 +17,7 @@ use roost_protocol::{
 
 use crate::{
     client_packages::{ClientPackage, ClientPackages},
+    references::{UsedReference, UsedReferences},
     table::{decode, encode},
     Result,
 };
@@ -46,9 +49,26 @@ impl ClientPackage for StoredKeyPackage {
     }
 }
 
+/// Why entries were not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotPublished {
+    /// The client would hold more one-time entries than it may.
+    TooMany,
+    /// The KeyPackage of the entry at this index was published in another entry, or comes
+    /// twice in this request.
+    PublishedBefore(usize),
+}
+
+/// An entry to publish, and the reference of the KeyPackage inside.
+pub struct Publication {
+    pub reference: Vec<u8>,
+    pub package: StoredKeyPackage,
+}
+
 #[derive(Clone)]
 pub struct KeyPackageStore {
     packages: ClientPackages<StoredKeyPackage>,
+    published: UsedReferences,
     tokens: sled::Tree,
 }
 
@@ -67,28 +87,58 @@ impl KeyPackageStore {
     pub(crate) fn open(db: &sled::Db) -> Result<Self> {
         Ok(KeyPackageStore {
             packages: ClientPackages::open(db, "qs_key_packages")?,
+            published: UsedReferences::open(db, "qs_published_key_packages")?,
             tokens: db.open_tree("qs_friendship_tokens")?,
         })
     }
 
     pub(crate) fn check(&self, report: &mut crate::CheckReport) {
         self.packages.check("qs_key_packages", report);
+        self.published.check("qs_published_key_packages", report);
         report.readable("qs_friendship_tokens", &self.tokens);
     }
 
     /// Stores entries of one client, all or nothing; a new last-resort entry replaces the old.
-    /// `None` (nothing stored) if the client would hold more than `max_one_time` one-time
-    /// entries.
+    /// An entry published before is a repeat (of a request whose answer was lost): it is not
+    /// stored again, so a used-up one-time entry stays used up. Refused, with nothing stored,
+    /// if another entry published the same KeyPackage, or if the client would hold more than
+    /// `max_one_time` one-time entries.
     pub fn publish(
         &self,
         user: &UserName,
         client: &ClientId,
-        packages: &[StoredKeyPackage],
+        publications: &[Publication],
         max_one_time: u32,
         now: Timestamp,
-    ) -> Result<Option<KeyPackageCount>> {
-        self.packages
-            .publish(user, client, packages, max_one_time, now)
+    ) -> Result<std::result::Result<KeyPackageCount, NotPublished>> {
+        let mut fresh = Vec::new();
+        let mut uses = Vec::new();
+        for (index, Publication { reference, package }) in publications.iter().enumerate() {
+            let tag = package.entry.hash();
+            let twice = publications[..index]
+                .iter()
+                .any(|earlier| &earlier.reference == reference);
+            match self.published.get(reference)? {
+                _ if twice => return Ok(Err(NotPublished::PublishedBefore(index))),
+                Some(used) if used.tag == tag => continue,
+                Some(_) => return Ok(Err(NotPublished::PublishedBefore(index))),
+                None => {
+                    fresh.push(package.clone());
+                    let not_after = package.not_after;
+                    uses.push((reference.clone(), UsedReference { tag, not_after }));
+                }
+            }
+        }
+        let also = Some((self.published.tree(), UsedReferences::batch(&uses)));
+        Ok(self
+            .packages
+            .publish_with(user, client, &fresh, max_one_time, now, also)?
+            .ok_or(NotPublished::TooMany))
+    }
+
+    /// Deletes the records of published KeyPackages past their end; answers how many.
+    pub fn sweep_published(&self, now: Timestamp) -> Result<usize> {
+        self.published.sweep(now)
     }
 
     pub fn count(
@@ -201,11 +251,24 @@ mod tests {
         let last_resort = stored(phone, true, 60);
         let now = Timestamp::now();
         let publish = |packages: &[StoredKeyPackage], max| {
-            store.publish(&alice, &phone, packages, max, now).unwrap()
+            let publications: Vec<Publication> = packages
+                .iter()
+                .map(|package| Publication {
+                    reference: package.entry.hash().to_vec(),
+                    package: package.clone(),
+                })
+                .collect();
+            store
+                .publish(&alice, &phone, &publications, max, now)
+                .unwrap()
+                .ok()
         };
         publish(&[one_time.clone(), expired, old_last_resort], 2).expect("under the cap");
         // Over the cap nothing is stored, not even the last resort that came with it.
-        assert_eq!(publish(&[one_time.clone(), last_resort.clone()], 1), None);
+        let another = stored(phone, false, 60);
+        assert_eq!(publish(&[another, last_resort.clone()], 1), None);
+        // A repeat of what is stored stores nothing twice.
+        assert!(publish(std::slice::from_ref(&one_time), 1).is_some());
         publish(std::slice::from_ref(&last_resort), 1).expect("a last resort is not capped");
         assert_eq!(
             store.count(&alice, &phone, now).unwrap(),

@@ -21,6 +21,7 @@ mod keys;
 mod mark;
 mod outbox;
 mod queues;
+mod references;
 mod signatures;
 mod table;
 
@@ -31,11 +32,12 @@ pub use check::{CheckReport, TreeCheck};
 pub use connection_packages::{ConnectionPackageStore, Redeemed, ServedPackage};
 pub use durability::Durability;
 pub use groups::GroupStore;
-pub use key_packages::{KeyPackageStore, StoredKeyPackage};
+pub use key_packages::{KeyPackageStore, NotPublished, Publication, StoredKeyPackage};
 pub use keys::{ServerKeys, ServerKeysStore};
 pub use mark::{LostWrites, OnLostWrites};
 pub use outbox::OutboxStore;
 pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_DELIVERIES_SECS};
+pub use references::{UsedReference, UsedReferences};
 pub use signatures::SeenSignatures;
 
 /// The layout this build reads and writes. Bump on any incompatible change of a record or key.

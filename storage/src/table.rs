@@ -87,3 +87,14 @@ pub(crate) fn encode<V: Serialize>(value: &V) -> Vec<u8> {
 pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V> {
     roost_protocol::codec::decode(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
 }
+
+/// A transaction's outcome as this crate's result: an abort carries its own error.
+pub(crate) fn flatten<T>(
+    outcome: std::result::Result<T, sled::transaction::TransactionError<StorageError>>,
+) -> Result<T> {
+    use sled::transaction::TransactionError;
+    outcome.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    })
+}

@@ -94,7 +94,30 @@ impl Member {
         domain: &str,
         ciphersuite: Ciphersuite,
     ) -> KeyPackageEntry {
-        let key_package = KeyPackage::builder()
+        self.entry_for(http, domain, KeyPackage::builder(), ciphersuite)
+            .await
+    }
+
+    /// A signed QS entry for a fresh last-resort KeyPackage, as the client library makes one.
+    pub async fn last_resort_entry(&self, http: &Raw, domain: &str) -> KeyPackageEntry {
+        let builder = KeyPackage::builder()
+            .leaf_node_capabilities(
+                Capabilities::builder()
+                    .extensions(vec![ExtensionType::LastResort])
+                    .build(),
+            )
+            .mark_as_last_resort();
+        self.entry_for(http, domain, builder, CS).await
+    }
+
+    async fn entry_for(
+        &self,
+        http: &Raw,
+        domain: &str,
+        builder: KeyPackageBuilder,
+        ciphersuite: Ciphersuite,
+    ) -> KeyPackageEntry {
+        let key_package = builder
             .build(
                 ciphersuite,
                 &self.mls.provider,
