@@ -352,7 +352,7 @@ async fn a_key_package_is_published_once_so_a_one_time_package_is_handed_out_onc
 
     // Once claimed, publishing it again does not make it claimable again.
     let token = http.friendship_token(&bob.identity).await;
-    assert_eq!(claim(&http, &token).await, [first.clone()]);
+    assert_eq!(claim(&http, &token).await, vec![first.clone()]);
     let republished = http
         .publish_key_packages(&bob.identity, vec![first], None)
         .await;
