@@ -384,7 +384,7 @@ impl Transport for NoTransport {
 
 #[path = "../tests/common/mls_client.rs"]
 mod mls_client;
-use mls_client::{config as mls_config, MlsClient};
+use mls_client::{config as mls_config, MlsClient, CS};
 
 /// The DS side of the group benches: store, queue, federation and group pools.
 struct Ds {
@@ -502,8 +502,9 @@ impl BenchGroup {
         for i in 1..size {
             let member = MlsClient::new();
             let client = register(&ds.accounts, &format!("g{size}-m{i}"));
-            key_packages.push(member.key_package());
-            added.push(ds.entry(&client, member.signer.public(), &group_id, &credentials));
+            let entry = ds.entry(&client, member.signer.public(), &group_id, &credentials);
+            key_packages.push(member.key_package_naming(CS, encode(&entry.queue), false));
+            added.push(entry);
         }
         let (commit, welcome, _) = mls
             .add_members(&committer.provider, &committer.signer, &key_packages)

@@ -2,7 +2,7 @@
 //! friendship token.
 //!
 //! On publish it checks every entry (signature, credential, queue reference, and the MLS
-//! KeyPackage itself with openmls); it hands out one entry per client to whoever presents the
+//! KeyPackage itself with openmls, which must name the same queue and be published once); it hands out one entry per client to whoever presents the
 //! user's current friendship token, or to the user's own other clients, using up one-time
 //! entries and falling back to the last resort.
 
@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use openmls::prelude::{
-    tls_codec::Deserialize as _, Ciphersuite, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion,
+    tls_codec::Deserialize as _, Ciphersuite, KeyPackage, MlsMessageBodyIn, MlsMessageIn,
+    ProtocolVersion,
 };
 use openmls_rust_crypto::RustCrypto;
 
 use roost_protocol::{
     api::{ClaimedKeyPackages, KeyPackageCount},
+    codec,
+    ds::{SealedQueueRef, QUEUE_EXTENSION_TYPE},
     key_packages::{FriendshipToken, KeyPackageEntry},
     ClientCredential, ClientId, Timestamp, UserName,
 };
@@ -35,6 +38,17 @@ pub const MAX_KEY_PACKAGES_PER_CLIENT: u32 = 1000;
 
 /// The only ciphersuite Roost groups use.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// The queue a KeyPackage's owner put in it ([`QUEUE_EXTENSION_TYPE`]), which gets the Welcome
+/// that adds the owner; says why if there is none.
+pub fn queue_of(key_package: &KeyPackage) -> Result<SealedQueueRef, String> {
+    let extension = key_package
+        .extensions()
+        .unknown(QUEUE_EXTENSION_TYPE)
+        .ok_or("its key package names no queue (publish new ones)")?;
+    codec::decode_limited::<_, 4096>(&extension.0)
+        .map_err(|e| format!("its key package's queue cannot be read: {e}"))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyPackageError {
@@ -121,6 +135,9 @@ impl KeyPackageActor {
                 "its ciphersuite is {:?}, not {CIPHERSUITE:?}",
                 key_package.ciphersuite()
             ));
+        }
+        if queue_of(&key_package)? != entry.queue {
+            return Err("its key package names another queue than the entry".into());
         }
         entry
             .card(key_package.leaf_node().signature_key().as_slice())

@@ -1,6 +1,6 @@
 //! Periodic clean-ups of records that only age: request signatures past any replay window
-//! (the [`crate::replay::ReplayGuard`]'s), and served connection-package and published
-//! key-package records past their package's end. Each runs on the blocking pool, off the actor threads.
+//! (the [`crate::replay::ReplayGuard`]'s), and records of served connection packages and of
+//! published and added key packages past their package's end. Each runs on the blocking pool, off the actor threads.
 
 use std::time::Duration;
 
@@ -26,6 +26,12 @@ pub fn start(store: &Store) -> Result<(), StorageError> {
         Duration::from_secs(3600),
         "records of expired published key packages",
         move || key_packages.sweep_published(Timestamp::now()),
+    );
+    let groups = store.groups()?;
+    sweep_every(
+        Duration::from_secs(3600),
+        "records of expired added key packages",
+        move || groups.sweep_added_key_packages(Timestamp::now()),
     );
     Ok(())
 }

@@ -129,6 +129,12 @@ pub struct JoinConnectionGroup {
     pub joiner: MemberEntry,
 }
 
+/// The KeyPackage extension (of the private-use range, RFC 9420 §17.3) that carries its
+/// owner's [`SealedQueueRef`], codec-encoded. Signed with the KeyPackage by the owner's leaf key,
+/// it binds the package to the queue that gets the Welcome: whoever adds the owner cannot send
+/// that Welcome anywhere else.
+pub const QUEUE_EXTENSION_TYPE: u16 = 0xff52;
+
 const QUEUE_REF_INFO: &str = "roost queue reference v1";
 
 /// A client's queue, sealed to its home QS's queue-reference key: the DS stores and forwards it

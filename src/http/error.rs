@@ -168,6 +168,7 @@ impl ApiError {
                 GroupError::Invalid(_) => "invalid_mls_message",
                 GroupError::GroupFull(_) => "group_full",
                 GroupError::OperationReused => "operation_reused",
+                GroupError::KeyPackageUsed => "key_package_used",
                 GroupError::Storage(_) => "internal",
             },
             ApiError::KeyPackages(e) => match e {
@@ -240,7 +241,8 @@ impl ResponseError for ApiError {
                 | GroupError::StaleEpoch
                 | GroupError::NotJoinable
                 | GroupError::GroupFull(_)
-                | GroupError::OperationReused => StatusCode::CONFLICT,
+                | GroupError::OperationReused
+                | GroupError::KeyPackageUsed => StatusCode::CONFLICT,
                 GroupError::Invalid(_) => StatusCode::BAD_REQUEST,
                 GroupError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },

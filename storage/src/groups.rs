@@ -6,16 +6,32 @@
 //!   operations it remembers with their outcomes, and a fan-out not yet known to be delivered).
 //!
 //! A request's effect on both is one transaction, so a remembered outcome never exists without
-//! its effect, nor the effect without it.
+//! its effect, nor the effect without it. The same transaction records the one-time KeyPackages
+//! a commit added (`ds_added_key_packages`, [`crate::references`]), refusing one added before.
 
 use sled::transaction::{ConflictableTransactionError, Transactional};
 
-use crate::{table::flatten, Result, StorageError};
+use roost_protocol::Timestamp;
+
+use crate::{
+    references::{UsedReference, UsedReferences},
+    table::flatten,
+    Result, StorageError,
+};
 
 #[derive(Clone)]
 pub struct GroupStore {
     tree: sled::Tree,
     ledgers: sled::Tree,
+    added_key_packages: UsedReferences,
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    Done,
+    /// Nothing was written: a one-time KeyPackage it would add was added before.
+    KeyPackageUsed,
 }
 
 impl GroupStore {
@@ -23,6 +39,7 @@ impl GroupStore {
         Ok(GroupStore {
             tree: db.open_tree("ds_groups")?,
             ledgers: db.open_tree("ds_group_ledgers")?,
+            added_key_packages: UsedReferences::open(db, "ds_added_key_packages")?,
         })
     }
 
@@ -31,6 +48,13 @@ impl GroupStore {
     pub(crate) fn check(&self, report: &mut crate::CheckReport) {
         report.readable("ds_groups", &self.tree);
         report.readable("ds_group_ledgers", &self.ledgers);
+        self.added_key_packages
+            .check("ds_added_key_packages", report);
+    }
+
+    /// Deletes the records of added one-time KeyPackages past their end; answers how many.
+    pub fn sweep_added_key_packages(&self, now: Timestamp) -> Result<usize> {
+        self.added_key_packages.sweep(now)
     }
 
     /// How many groups the DS holds.
@@ -64,19 +88,34 @@ impl GroupStore {
         flatten(outcome)
     }
 
-    /// Writes a group's ledger and, if the request changed it, its state, in one transaction.
-    pub fn update(&self, group_id: &[u8], state: Option<Vec<u8>>, ledger: Vec<u8>) -> Result<()> {
-        let outcome = (&self.tree, &self.ledgers).transaction(|(states, ledgers)| {
+    /// Writes a group's ledger and, if the request changed it, its state, in one transaction
+    /// that also records `one_time` (references of one-time KeyPackages the request added) —
+    /// unless one of them was added before, and then nothing is written.
+    pub fn update(
+        &self,
+        group_id: &[u8],
+        state: Option<Vec<u8>>,
+        ledger: Vec<u8>,
+        one_time: &[(Vec<u8>, UsedReference)],
+    ) -> Result<Update> {
+        let trees = (&self.tree, &self.ledgers, self.added_key_packages.tree());
+        let outcome = trees.transaction(|(states, ledgers, added)| {
             if states.get(group_id)?.is_none() {
                 return Err(ConflictableTransactionError::Abort(StorageError::Corrupt(
                     "updating a group that does not exist".into(),
                 )));
             }
+            for (reference, _) in one_time {
+                if added.get(reference)?.is_some() {
+                    return Ok(Update::KeyPackageUsed);
+                }
+            }
+            added.apply_batch(&UsedReferences::batch(one_time))?;
             if let Some(state) = &state {
                 states.insert(group_id, state.as_slice())?;
             }
             ledgers.insert(group_id, ledger.as_slice())?;
-            Ok(())
+            Ok(Update::Done)
         });
         flatten(outcome)
     }

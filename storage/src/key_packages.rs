@@ -267,8 +267,19 @@ mod tests {
         // Over the cap nothing is stored, not even the last resort that came with it.
         let another = stored(phone, false, 60);
         assert_eq!(publish(&[another, last_resort.clone()], 1), None);
-        // A repeat of what is stored stores nothing twice.
+        // A repeat of what is stored stores nothing twice; another entry of a KeyPackage
+        // published before is refused.
         assert!(publish(std::slice::from_ref(&one_time), 1).is_some());
+        let same_reference = Publication {
+            reference: one_time.entry.hash().to_vec(),
+            package: stored(phone, false, 60),
+        };
+        assert_eq!(
+            store
+                .publish(&alice, &phone, &[same_reference], 1, now)
+                .unwrap(),
+            Err(NotPublished::PublishedBefore(0))
+        );
         publish(std::slice::from_ref(&last_resort), 1).expect("a last resort is not capped");
         assert_eq!(
             store.count(&alice, &phone, now).unwrap(),

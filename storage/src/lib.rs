@@ -31,7 +31,7 @@ pub use accounts::{AccountError, AccountStore, ClientRecord, UserRecord};
 pub use check::{CheckReport, TreeCheck};
 pub use connection_packages::{ConnectionPackageStore, Redeemed, ServedPackage};
 pub use durability::Durability;
-pub use groups::GroupStore;
+pub use groups::{GroupStore, Update};
 pub use key_packages::{KeyPackageStore, NotPublished, Publication, StoredKeyPackage};
 pub use keys::{ServerKeys, ServerKeysStore};
 pub use mark::{LostWrites, OnLostWrites};

@@ -29,6 +29,19 @@ pub fn parse(bytes: &[u8]) -> MlsMessageBodyIn {
         .extract()
 }
 
+/// The KeyPackage inside an entry's MLSMessage, unvalidated.
+pub fn parse_key_package(bytes: &[u8]) -> KeyPackage {
+    let MlsMessageBodyIn::KeyPackage(key_package) = parse(bytes) else {
+        panic!("not a key package");
+    };
+    key_package
+        .validate(
+            &openmls_rust_crypto::RustCrypto::default(),
+            ProtocolVersion::Mls10,
+        )
+        .unwrap()
+}
+
 impl Member {
     pub async fn register(server: &TestServer, name: &str) -> Member {
         let mut identity = Identity::new(&server.user(name));
@@ -94,44 +107,35 @@ impl Member {
         domain: &str,
         ciphersuite: Ciphersuite,
     ) -> KeyPackageEntry {
-        self.entry_for(http, domain, KeyPackage::builder(), ciphersuite)
-            .await
+        self.entry_for(http, domain, ciphersuite, false).await
     }
 
     /// A signed QS entry for a fresh last-resort KeyPackage, as the client library makes one.
     pub async fn last_resort_entry(&self, http: &Raw, domain: &str) -> KeyPackageEntry {
-        let builder = KeyPackage::builder()
-            .leaf_node_capabilities(
-                Capabilities::builder()
-                    .extensions(vec![ExtensionType::LastResort])
-                    .build(),
-            )
-            .mark_as_last_resort();
-        self.entry_for(http, domain, builder, CS).await
+        self.entry_for(http, domain, CS, true).await
     }
 
     async fn entry_for(
         &self,
         http: &Raw,
         domain: &str,
-        builder: KeyPackageBuilder,
         ciphersuite: Ciphersuite,
+        last_resort: bool,
     ) -> KeyPackageEntry {
-        let key_package = builder
-            .build(
-                ciphersuite,
-                &self.mls.provider,
-                &self.mls.signer,
-                self.mls.credential.clone(),
-            )
-            .unwrap()
-            .key_package()
-            .clone();
+        let queue = self.queue_ref(http, domain).await;
+        let key_package =
+            self.mls
+                .key_package_naming(ciphersuite, codec::encode(&queue), last_resort);
+        self.entry_of(key_package, queue)
+    }
+
+    /// This client's signed QS entry for `key_package` and `queue`.
+    pub fn entry_of(&self, key_package: KeyPackage, queue: SealedQueueRef) -> KeyPackageEntry {
         KeyPackageEntry::new(
             self.identity.credential.clone().unwrap(),
             &self.identity.key,
             MlsMessageOut::from(key_package).to_bytes().unwrap(),
-            self.queue_ref(http, domain).await,
+            queue,
             self.mls.signer.public(),
         )
     }
@@ -174,8 +178,9 @@ impl Member {
         }
     }
 
-    pub fn key_package(&self) -> KeyPackage {
-        self.mls.key_package()
+    /// A fresh KeyPackage naming `queue`, as this client would publish it.
+    pub fn key_package_for(&self, queue: &SealedQueueRef) -> KeyPackage {
+        self.mls.key_package_naming(CS, codec::encode(queue), false)
     }
 
     pub fn group_info(&mut self) -> Vec<u8> {
@@ -330,7 +335,8 @@ pub async fn add_member(
     let entry = joiner
         .entry(http, domain, group_id, &keys.credentials)
         .await;
-    add(http, group_id, keys, adder, joiner.key_package(), entry).await
+    let key_package = joiner.key_package_for(&entry.queue);
+    add(http, group_id, keys, adder, key_package, entry).await
 }
 
 /// `joiner` joins a connection group by external commit through the DS's

@@ -41,9 +41,41 @@ impl MlsClient {
         }
     }
 
-    pub fn key_package(&self) -> KeyPackage {
-        KeyPackage::builder()
-            .build(CS, &self.provider, &self.signer, self.credential.clone())
+    /// A fresh KeyPackage of `ciphersuite` naming `queue` (codec-encoded `SealedQueueRef`) as
+    /// the owner's, one-time or last-resort, as the client library makes them.
+    pub fn key_package_naming(
+        &self,
+        ciphersuite: Ciphersuite,
+        queue: Vec<u8>,
+        last_resort: bool,
+    ) -> KeyPackage {
+        let queue_type = roost_protocol::ds::QUEUE_EXTENSION_TYPE;
+        let extension = Extension::Unknown(queue_type, UnknownExtension(queue));
+        let mut supported = vec![ExtensionType::Unknown(queue_type)];
+        if last_resort {
+            supported.push(ExtensionType::LastResort);
+        }
+        let mut builder = KeyPackage::builder()
+            .key_package_extensions(Extensions::single(extension).unwrap())
+            .leaf_node_capabilities(Capabilities::builder().extensions(supported).build());
+        if last_resort {
+            builder = builder.mark_as_last_resort();
+        }
+        self.build_key_package(builder, ciphersuite)
+    }
+
+    fn build_key_package(
+        &self,
+        builder: KeyPackageBuilder,
+        ciphersuite: Ciphersuite,
+    ) -> KeyPackage {
+        builder
+            .build(
+                ciphersuite,
+                &self.provider,
+                &self.signer,
+                self.credential.clone(),
+            )
             .unwrap()
             .key_package()
             .clone()

@@ -1,19 +1,24 @@
 //! Handshake messages checked against a group's public state, as a receiving member's client
 //! would: a commit is validated and merged (answering who gets it and who was added), a
-//! proposal validated and kept until a commit covers it.
+//! proposal validated and kept until a commit covers it. Beyond what openmls's `PublicGroup`
+//! checks, the DS checks that a Welcome is for exactly the KeyPackages the commit adds.
 
 use openmls::{
     messages::group_info::VerifiableGroupInfo,
     prelude::{
-        tls_codec::Deserialize as _, MlsMessageBodyIn, MlsMessageIn, ProcessedMessage,
-        ProcessedMessageContent, Proposal, ProtocolMessage, PublicProcessMessageError, Sender,
-        ValidationError,
+        tls_codec::Deserialize as _, KeyPackage, KeyPackageRef, MlsMessageBodyIn, MlsMessageIn,
+        ProcessedMessage, ProcessedMessageContent, Proposal, ProtocolMessage,
+        PublicProcessMessageError, Sender, ValidationError,
     },
 };
-use roost_protocol::ds::SealedQueueRef;
+use roost_protocol::{
+    ds::{SealedQueueRef, WelcomeBundle},
+    Timestamp,
+};
 use roost_storage::StorageError;
 
 use super::{invalid, GroupActor, GroupError, Opened};
+use crate::key_packages::{queue_of, CIPHERSUITE};
 
 pub(super) fn parse_group_info(bytes: &[u8]) -> Result<VerifiableGroupInfo, GroupError> {
     match MlsMessageIn::tls_deserialize_exact(bytes)
@@ -38,8 +43,28 @@ pub(super) struct Applied {
     /// Everyone who was a member before the commit — the committer, for its own copy, and
     /// removed members, so they learn of their removal.
     pub recipients: Vec<SealedQueueRef>,
-    pub added: Vec<u32>,
+    /// In the order of the commit's Add proposals.
+    pub added: Vec<AddedMember>,
     pub joiner: Option<u32>,
+}
+
+/// A member a commit added, as its KeyPackage says.
+pub(super) struct AddedMember {
+    pub leaf: u32,
+    /// The queue its KeyPackage names: the one its Welcome goes to.
+    pub queue: SealedQueueRef,
+    pub reference: KeyPackageRef,
+    /// When a one-time KeyPackage's lifetime ends (a one-time package adds one member once);
+    /// `None` for a last-resort package.
+    pub one_time_until: Option<Timestamp>,
+}
+
+/// What the DS reads from an added member's KeyPackage before the commit is merged.
+struct AddedPackage {
+    signature_key: Vec<u8>,
+    queue: SealedQueueRef,
+    reference: KeyPackageRef,
+    one_time_until: Option<Timestamp>,
 }
 
 impl GroupActor {
@@ -71,42 +96,39 @@ impl GroupActor {
             .map(|r| r.remove_proposal().removed().u32())
             .collect();
         let joiner = if external {
-            Some(
-                opened
-                    .public
-                    .ext_commit_sender_index(&staged)
-                    .map_err(invalid)?
-                    .u32(),
-            )
+            let joiner = opened
+                .public
+                .ext_commit_sender_index(&staged)
+                .map_err(invalid)?;
+            Some(joiner.u32())
         } else {
             None
         };
-        let added_keys: Vec<Vec<u8>> = staged
+        let packages = staged
             .add_proposals()
-            .map(|a| {
-                a.add_proposal()
-                    .key_package()
-                    .leaf_node()
-                    .signature_key()
-                    .as_slice()
-                    .to_vec()
-            })
-            .collect();
+            .map(|add| self.added_package(add.add_proposal().key_package()))
+            .collect::<Result<Vec<_>, _>>()?;
         opened
             .public
             .merge_commit(&opened.storage, *staged)
             .map_err(|e| StorageError::Corrupt(format!("merging a commit: {e:?}")))?;
-        let added = added_keys
-            .iter()
-            .map(|key| {
-                opened
+        let added = packages
+            .into_iter()
+            .map(|package| {
+                let leaf = opened
                     .public
                     .members()
-                    .find(|m| &m.signature_key == key)
+                    .find(|m| m.signature_key == package.signature_key)
                     .map(|m| m.index.u32())
-                    .ok_or_else(|| invalid("an added member is missing after the commit"))
+                    .ok_or_else(|| invalid("an added member is missing after the commit"))?;
+                Ok(AddedMember {
+                    leaf,
+                    queue: package.queue,
+                    reference: package.reference,
+                    one_time_until: package.one_time_until,
+                })
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, GroupError>>()?;
         let epoch = opened.public.group_context().epoch().as_u64();
         let info = parse_group_info(group_info)?;
         if info.epoch().as_u64() != epoch || info.group_id().as_slice() != self.group_id.as_slice()
@@ -124,6 +146,52 @@ impl GroupActor {
             recipients,
             added,
             joiner,
+        })
+    }
+
+    /// Checks that a Welcome is for this group, in its ciphersuite, and for exactly the
+    /// KeyPackages the commit adds — so it reaches exactly the queues they name.
+    pub(super) fn check_welcome(
+        &self,
+        bundle: &WelcomeBundle,
+        added: &[AddedMember],
+    ) -> Result<(), GroupError> {
+        if bundle.group_id != self.group_id {
+            return Err(invalid("the Welcome bundle names another group"));
+        }
+        let MlsMessageBodyIn::Welcome(welcome) =
+            MlsMessageIn::tls_deserialize_exact(&bundle.welcome)
+                .map_err(|e| invalid(format!("the Welcome: {e}")))?
+                .extract()
+        else {
+            return Err(invalid("the Welcome is another kind of MLS message"));
+        };
+        if welcome.ciphersuite() != CIPHERSUITE {
+            return Err(invalid("the Welcome is of another ciphersuite"));
+        }
+        let mut named: Vec<KeyPackageRef> =
+            welcome.secrets().iter().map(|s| s.new_member()).collect();
+        let mut adds: Vec<KeyPackageRef> = added.iter().map(|a| a.reference.clone()).collect();
+        named.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
+        adds.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
+        if named != adds {
+            return Err(invalid(
+                "the Welcome is not for exactly the members this commit adds",
+            ));
+        }
+        Ok(())
+    }
+
+    fn added_package(&self, key_package: &KeyPackage) -> Result<AddedPackage, GroupError> {
+        let queue = queue_of(key_package).map_err(|e| invalid(format!("an added member: {e}")))?;
+        let reference = key_package.hash_ref(&self.crypto).map_err(invalid)?;
+        let one_time_until =
+            (!key_package.last_resort()).then(|| Timestamp(key_package.life_time().not_after()));
+        Ok(AddedPackage {
+            signature_key: key_package.leaf_node().signature_key().as_slice().to_vec(),
+            queue,
+            reference,
+            one_time_until,
         })
     }
 

@@ -33,7 +33,7 @@ use roost_protocol::{
     ds::{self, Accepted, Committed, ExternalCommitInfo, MemberEntry, SealedQueueRef},
     OpId,
 };
-use roost_storage::{Durability, GroupStore, StorageError};
+use roost_storage::{Durability, GroupStore, StorageError, Update, UsedReference};
 
 use crate::{
     once_durable,
@@ -58,6 +58,10 @@ pub enum GroupError {
     GroupFull(usize),
     #[error("this operation id was used before for a different request")]
     OperationReused,
+    #[error(
+        "a one-time KeyPackage in this commit added its owner to a group before; claim a new one"
+    )]
+    KeyPackageUsed,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -143,6 +147,8 @@ struct Done<T> {
     state: Option<Vec<u8>>,
     /// What goes out; it took the ledger's next sequence number.
     fanout: Option<Fanout>,
+    /// References of the one-time KeyPackages it added, recorded with it.
+    one_time: Vec<(Vec<u8>, UsedReference)>,
 }
 
 /// A request handled: its writes are made; what is left is to make them durable, hand on
@@ -226,6 +232,18 @@ impl GroupActor {
                 recipients: applied.recipients,
                 welcome,
             }),
+            one_time: applied
+                .added
+                .iter()
+                .filter_map(|added| {
+                    let not_after = added.one_time_until?;
+                    let used = UsedReference {
+                        tag: [0; 32],
+                        not_after,
+                    };
+                    Some((added.reference.as_slice().to_vec(), used))
+                })
+                .collect(),
         }
     }
 
@@ -257,10 +275,14 @@ impl GroupActor {
                 Ok(done) => {
                     ledger.record(op, digest, done.outcome, done.fanout);
                     let sealed = ledger.seal(&self.group_id, ear_key);
-                    if let Err(e) = self.deps.groups.update(&self.group_id, done.state, sealed) {
-                        return Handled::failed(e.into());
+                    let groups = &self.deps.groups;
+                    match groups.update(&self.group_id, done.state, sealed, &done.one_time) {
+                        Ok(Update::Done) => (Ok(done.answer), true),
+                        Ok(Update::KeyPackageUsed) => {
+                            return Handled::failed(GroupError::KeyPackageUsed)
+                        }
+                        Err(e) => return Handled::failed(e.into()),
                     }
-                    (Ok(done.answer), true)
                 }
                 Err(e) => (Err(e), false),
             },
@@ -301,7 +323,7 @@ impl GroupActor {
                 if let Some(ledger) = handled.delivered {
                     // Not waited for: if it is lost, the fan-outs go out again, with the same
                     // sequence numbers, and clients skip what they have.
-                    if let Err(e) = groups.update(&group_id, None, ledger) {
+                    if let Err(e) = groups.update(&group_id, None, ledger, &[]) {
                         tracing::warn!(error = %e, "a group's delivered fan-outs could not be recorded");
                     }
                 }
@@ -431,19 +453,29 @@ impl Handler<Commit> for GroupActor {
             if applied.added.len() != msg.added.len() {
                 return Err(invalid("one member entry is needed per added member"));
             }
-            if !applied.added.is_empty() && msg.welcome.is_none() {
-                return Err(invalid("a commit adding members needs a Welcome"));
-            }
-            for (leaf, entry) in applied.added.iter().zip(&msg.added) {
-                opened.state.members.insert(*leaf, entry.clone());
+            for (index, (added, entry)) in applied.added.iter().zip(&msg.added).enumerate() {
+                if entry.queue != added.queue {
+                    return Err(invalid(format!(
+                        "member entry {index} names another queue than its KeyPackage"
+                    )));
+                }
+                opened.state.members.insert(added.leaf, entry.clone());
             }
             if opened.state.members.len() > actor.deps.max_members {
                 return Err(GroupError::GroupFull(actor.deps.max_members));
             }
-            let welcome = msg
-                .welcome
-                .clone()
-                .map(|welcome| (Self::refs(&opened.state, &applied.added), welcome));
+            let welcome = match &msg.welcome {
+                None if applied.added.is_empty() => None,
+                None => return Err(invalid("a commit adding members needs a Welcome")),
+                Some(_) if applied.added.is_empty() => {
+                    return Err(invalid("a Welcome needs a commit that adds members"))
+                }
+                Some(welcome) => {
+                    actor.check_welcome(welcome, &applied.added)?;
+                    let queues = applied.added.iter().map(|a| a.queue.clone()).collect();
+                    Some((queues, welcome.clone()))
+                }
+            };
             Ok(actor.store_commit(
                 &msg.ear_key,
                 opened,
@@ -488,6 +520,7 @@ impl Handler<SendMessage> for GroupActor {
                     recipients: Self::refs(&opened.state, &leaves),
                     welcome: None,
                 }),
+                one_time: Vec::new(),
             })
         });
         self.finish(handled)

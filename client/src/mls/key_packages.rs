@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use openmls::prelude::{tls_codec::Deserialize as _, *};
 use roost_protocol::{
     api::{KeyPackageCount, PublishKeyPackages, MAX_PUBLISH},
-    ds::SealedQueueRef,
+    codec,
+    ds::{SealedQueueRef, QUEUE_EXTENSION_TYPE},
     key_packages::KeyPackageEntry,
     ClientId, Timestamp, UserName,
 };
@@ -157,17 +158,25 @@ fn key_package_entry(
     queue: SealedQueueRef,
     last_resort: bool,
 ) -> Result<KeyPackageEntry, Error> {
-    let mut builder = KeyPackage::builder();
+    // The queue that gets the Welcome, signed into the package (see QUEUE_EXTENSION_TYPE);
+    // MLS has a leaf announce every extension type its KeyPackage carries.
+    let queue_extension = Extension::Unknown(
+        QUEUE_EXTENSION_TYPE,
+        UnknownExtension(codec::encode(&queue)),
+    );
+    let extensions = Extensions::single(queue_extension)
+        .map_err(|e| mls_error("cannot name the queue in a key package", e))?;
+    let mut supported = vec![ExtensionType::Unknown(QUEUE_EXTENSION_TYPE)];
     if last_resort {
         // openmls keeps a last-resort key package's private keys after a join, so the QS
-        // may serve it again; the leaf has to announce the extension.
-        builder = builder
-            .leaf_node_capabilities(
-                Capabilities::builder()
-                    .extensions(vec![ExtensionType::LastResort])
-                    .build(),
-            )
-            .mark_as_last_resort();
+        // may serve it again.
+        supported.push(ExtensionType::LastResort);
+    }
+    let mut builder = KeyPackage::builder()
+        .key_package_extensions(extensions)
+        .leaf_node_capabilities(Capabilities::builder().extensions(supported).build());
+    if last_resort {
+        builder = builder.mark_as_last_resort();
     }
     let bundle = builder
         .build(
