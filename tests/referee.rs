@@ -210,3 +210,95 @@ async fn a_welcome_goes_exactly_to_the_clients_the_commit_adds() {
     assert!(matches!(deliveries.as_slice(), [GroupDelivery::Welcome(_)]));
     assert!(t.carol.deliveries(&t.http).await.is_empty());
 }
+
+/// alice's self-update commit, merged on her side; answers its bytes.
+fn self_update(member: &mut Member) -> Vec<u8> {
+    let (provider, signer) = (&member.mls.provider, &member.mls.signer);
+    let group = member.group.as_mut().unwrap();
+    let bundle = group
+        .self_update(provider, signer, LeafNodeParameters::default())
+        .unwrap();
+    group.merge_pending_commit(provider).unwrap();
+    bundle.commit().to_bytes().unwrap()
+}
+
+/// alice and bob in one group, at epoch 1.
+async fn alice_and_bob() -> Table {
+    let mut t = table().await;
+    let bobs = key_package(&t, &t.bob).await;
+    let request = adding(&mut t, &[bobs]).await;
+    assert_eq!(
+        commit(&t.http, &t.group_id, &request).await,
+        (200, String::new())
+    );
+    t.bob.accept_welcome(&t.http, &t.group_id).await;
+    t.alice.deliveries(&t.http).await;
+    t
+}
+
+#[tokio::test]
+async fn a_group_info_a_joiner_could_not_trust_is_refused_with_its_commit() {
+    let mut t = alice_and_bob().await;
+    let stale = t.alice.group_info();
+    let commit_bytes = self_update(&mut t.alice);
+    let good = t.alice.group_info();
+    // bob's own epoch 2, which no one else will ever be in.
+    self_update(&mut t.bob);
+    let other_branch = t.bob.group_info();
+    let mut forged = good.clone();
+    *forged.last_mut().unwrap() ^= 1;
+    create_group(&t.http, t.server.domain(), &mut t.carol, false).await;
+    let other_group = t.carol.group_info();
+
+    let request = |group_info: Vec<u8>| ds::CommitRequest {
+        op: OpId::random(),
+        ear_key: t.keys.state.clone(),
+        commit: commit_bytes.clone(),
+        group_info,
+        added: vec![],
+        welcome: None,
+    };
+    for (group_info, why) in [
+        (stale, "not of the epoch"),
+        (other_group, "not of the epoch"),
+        (forged, "does not verify"),
+        (other_branch, "does not match"),
+    ] {
+        let response = t
+            .http
+            .send(
+                "POST",
+                &ds::ds_commit(&t.group_id),
+                codec::encode(&request(group_info)),
+                None,
+            )
+            .await;
+        let body = String::from_utf8_lossy(&response.body);
+        assert_eq!(response.status, 400, "{why}: {body}");
+        assert!(body.contains(why), "{why}: {body}");
+    }
+    // Nothing of them was kept: the commit with its own GroupInfo is taken, at epoch 2.
+    let response = t
+        .http
+        .send(
+            "POST",
+            &ds::ds_commit(&t.group_id),
+            codec::encode(&request(good)),
+            None,
+        )
+        .await;
+    assert_eq!(response.decode::<ds::Committed>().epoch, 2);
+    let info: ds::ExternalCommitInfo = t
+        .http
+        .send(
+            "POST",
+            &ds::ds_external_commit_info(&t.group_id),
+            codec::encode(&ds::EarKeyProof {
+                ear_key: t.keys.state.clone(),
+            }),
+            None,
+        )
+        .await
+        .decode();
+    assert_eq!(info.group_info, t.alice.group_info());
+}

@@ -1,16 +1,20 @@
 //! Handshake messages checked against a group's public state, as a receiving member's client
 //! would: a commit is validated and merged (answering who gets it and who was added), a
 //! proposal validated and kept until a commit covers it. Beyond what openmls's `PublicGroup`
-//! checks, the DS checks that a Welcome is for exactly the KeyPackages the commit adds.
+//! checks, the DS checks what it alone can: the GroupInfo a joiner will trust agrees with the
+//! merged state, an external commit removes no one but its joiner's old leaf, and a Welcome
+//! is for exactly the KeyPackages the commit adds.
 
 use openmls::{
     messages::group_info::VerifiableGroupInfo,
     prelude::{
-        tls_codec::Deserialize as _, KeyPackage, KeyPackageRef, MlsMessageBodyIn, MlsMessageIn,
-        ProcessedMessage, ProcessedMessageContent, Proposal, ProtocolMessage,
-        PublicProcessMessageError, Sender, ValidationError,
+        tls_codec::Deserialize as _, KeyPackage, KeyPackageRef, LeafNodeIndex, MlsMessageBodyIn,
+        MlsMessageIn, ProcessedMessage, ProcessedMessageContent, Proposal, ProposalStore,
+        ProtocolMessage, PublicGroup, PublicProcessMessageError, Sender, StagedCommit,
+        ValidationError,
     },
 };
+use openmls_memory_storage::MemoryStorage;
 use roost_protocol::{
     ds::{SealedQueueRef, WelcomeBundle},
     Timestamp,
@@ -100,6 +104,7 @@ impl GroupActor {
                 .public
                 .ext_commit_sender_index(&staged)
                 .map_err(invalid)?;
+            self.check_external_removal(opened, &staged, &removed)?;
             Some(joiner.u32())
         } else {
             None
@@ -129,14 +134,8 @@ impl GroupActor {
                 })
             })
             .collect::<Result<Vec<_>, GroupError>>()?;
+        self.check_group_info(opened, group_info)?;
         let epoch = opened.public.group_context().epoch().as_u64();
-        let info = parse_group_info(group_info)?;
-        if info.epoch().as_u64() != epoch || info.group_id().as_slice() != self.group_id.as_slice()
-        {
-            return Err(invalid(
-                "the GroupInfo is not of the epoch this commit creates",
-            ));
-        }
         opened.state.group_info = group_info.to_vec();
         for leaf in &removed {
             opened.state.members.remove(leaf);
@@ -147,6 +146,71 @@ impl GroupActor {
             added,
             joiner,
         })
+    }
+
+    /// Checks that a GroupInfo uploaded with a commit is what a joiner may trust: signed by a
+    /// member of the tree it carries, and agreeing with the state the commit made — its group
+    /// context (epoch, tree hash, transcript hash, extensions) and confirmation tag.
+    fn check_group_info(&self, opened: &Opened, group_info: &[u8]) -> Result<(), GroupError> {
+        let info = parse_group_info(group_info)?;
+        if info.group_id().as_slice() != self.group_id.as_slice()
+            || info.epoch() != opened.public.group_context().epoch()
+        {
+            return Err(invalid(
+                "the GroupInfo is not of the epoch this commit creates",
+            ));
+        }
+        let tree = info
+            .extensions()
+            .ratchet_tree()
+            .ok_or_else(|| invalid("the GroupInfo lacks the ratchet-tree extension"))?
+            .ratchet_tree()
+            .clone();
+        let (joiners_view, _) = PublicGroup::from_external(
+            &self.crypto,
+            &MemoryStorage::default(),
+            tree,
+            info,
+            ProposalStore::new(),
+        )
+        .map_err(|e| invalid(format!("the GroupInfo does not verify: {e}")))?;
+        if joiners_view.group_context() != opened.public.group_context()
+            || joiners_view.confirmation_tag() != opened.public.confirmation_tag()
+        {
+            return Err(invalid(
+                "the GroupInfo does not match the state this commit creates",
+            ));
+        }
+        Ok(())
+    }
+
+    /// An external commit may remove only its sender's own old leaf (a member rejoining with
+    /// the same signature key): anyone else's removal needs a member's commit.
+    fn check_external_removal(
+        &self,
+        opened: &Opened,
+        staged: &StagedCommit,
+        removed: &[u32],
+    ) -> Result<(), GroupError> {
+        let Some(joiner_key) = staged
+            .update_path_leaf_node()
+            .map(|leaf| leaf.signature_key().as_slice().to_vec())
+        else {
+            return Err(invalid("an external commit must carry its joiner's leaf"));
+        };
+        let own = |leaf: &u32| {
+            opened
+                .public
+                .leaf(LeafNodeIndex::new(*leaf))
+                .is_some_and(|node| node.signature_key().as_slice() == joiner_key)
+        };
+        match removed {
+            [] => Ok(()),
+            [leaf] if own(leaf) => Ok(()),
+            _ => Err(invalid(
+                "an external commit may remove only its joiner's own earlier leaf",
+            )),
+        }
     }
 
     /// Checks that a Welcome is for this group, in its ciphersuite, and for exactly the
