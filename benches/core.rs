@@ -382,6 +382,15 @@ impl Transport for NoTransport {
     }
 }
 
+/// The public key of `mls`'s current epoch's membership proofs, as members derive it.
+fn epoch_key(member: &MlsClient, mls: &MlsGroup) -> roost_protocol::VerifyingKey {
+    let label = protocol_ds::EPOCH_KEY_EXPORTER_LABEL;
+    let seed = mls
+        .export_secret(member.provider.crypto(), label, &[], 32)
+        .unwrap();
+    protocol_ds::EpochKey::from_exported(seed.try_into().unwrap()).public()
+}
+
 #[path = "../tests/common/mls_client.rs"]
 mod mls_client;
 use mls_client::{config as mls_config, MlsClient, CS};
@@ -489,6 +498,7 @@ impl BenchGroup {
                     group_id: group_id.clone(),
                     ear_key: ear_key.clone(),
                     group_info,
+                    epoch_key: epoch_key(&committer, &mls),
                     creator: ds.entry(&creator, committer.signer.public(), &group_id, &credentials),
                     connection_group: false,
                 }),
@@ -525,6 +535,8 @@ impl BenchGroup {
                     commit: commit.to_bytes().unwrap(),
                     group_info,
                     added,
+                    epoch_key: epoch_key(&committer, &mls),
+                    rekey: None,
                     welcome: Some(WelcomeBundle {
                         group_id: group_id.clone(),
                         welcome: welcome.to_bytes().unwrap(),
@@ -565,6 +577,10 @@ impl BenchGroup {
             group_info: group_info.to_bytes().unwrap(),
             added: vec![],
             welcome: None,
+            // The new epoch's key exists only once the commit is merged; these benches send no
+            // application messages, which alone are checked against it.
+            epoch_key: roost_protocol::SigningKey::generate().verifying_key(),
+            rekey: None,
         })
     }
 

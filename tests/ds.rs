@@ -27,18 +27,7 @@ async fn members_added_by_commit_get_the_welcome_and_messages_reach_every_other_
     bob.accept_welcome(&http, &group_id).await;
 
     // alice → bob
-    let (provider, signer) = (&alice.mls.provider, &alice.mls.signer);
-    let message = alice
-        .group
-        .as_mut()
-        .unwrap()
-        .create_message(provider, signer, b"hello bob")
-        .unwrap();
-    let body = ds::SendMessage {
-        ear_key: keys.state.clone(),
-        message: message.to_bytes().unwrap(),
-        op: roost_protocol::OpId::random(),
-    };
+    let body = alice.message_request(&keys, b"hello bob");
     assert_eq!(
         http.send(
             "POST",
@@ -197,6 +186,7 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
         group_id: group_id.clone(),
         ear_key: keys.state.clone(),
         group_info: alice.group_info(),
+        epoch_key: alice.epoch_key().public(),
         creator: alice
             .entry(&http, server.domain(), &group_id, &keys.credentials)
             .await,

@@ -24,21 +24,7 @@ async fn mangled_mls_is_refused_by_name_and_the_group_goes_on() {
     let (status, commit) =
         mls::add_member(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
     assert_eq!(status, 200);
-    let message = |alice: &mut Member, text: &[u8]| {
-        let (provider, signer) = (&alice.mls.provider, &alice.mls.signer);
-        let message = alice
-            .group
-            .as_mut()
-            .unwrap()
-            .create_message(provider, signer, text)
-            .unwrap();
-        ds::SendMessage {
-            ear_key: keys.state.clone(),
-            message: message.to_bytes().unwrap(),
-            op: roost_protocol::OpId::random(),
-        }
-    };
-    let sample_message = message(&mut alice, b"a sample");
+    let sample_message = alice.message_request(&keys, b"a sample");
 
     let rounds = (iterations() / 40).max(10);
     let mut rng = Rng(base_seed() ^ 0xD5);
@@ -82,7 +68,7 @@ async fn mangled_mls_is_refused_by_name_and_the_group_goes_on() {
     }
     eprintln!("mangled MLS over HTTP: {statuses:?}");
     // The group still takes a proper message.
-    let proper = message(&mut alice, b"still here");
+    let proper = alice.message_request(&keys, b"still here");
     let response = http
         .send(
             "POST",

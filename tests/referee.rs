@@ -6,11 +6,12 @@ mod common;
 
 use common::{
     mls::{self, create_group, Keys, Member},
-    Options, Raw, TestServer,
+    Options, Raw, Response, TestServer,
 };
 use openmls::prelude::*;
 use roost_protocol::{
     codec,
+    connection::EarKey,
     ds::{self, GroupDelivery, WelcomeBundle},
     OpId,
 };
@@ -88,6 +89,8 @@ async fn adding(t: &mut Table, key_packages: &[KeyPackage]) -> ds::CommitRequest
         ear_key: t.keys.state.clone(),
         commit: commit.to_bytes().unwrap(),
         group_info: t.alice.group_info(),
+        epoch_key: t.alice.epoch_key().public(),
+        rekey: None,
         added,
         welcome: Some(WelcomeBundle {
             group_id: t.group_id.clone(),
@@ -242,6 +245,7 @@ async fn a_group_info_a_joiner_could_not_trust_is_refused_with_its_commit() {
     let stale = t.alice.group_info();
     let commit_bytes = self_update(&mut t.alice);
     let good = t.alice.group_info();
+    let epoch_key = t.alice.epoch_key().public();
     // bob's own epoch 2, which no one else will ever be in.
     self_update(&mut t.bob);
     let other_branch = t.bob.group_info();
@@ -257,6 +261,8 @@ async fn a_group_info_a_joiner_could_not_trust_is_refused_with_its_commit() {
         group_info,
         added: vec![],
         welcome: None,
+        epoch_key,
+        rekey: None,
     };
     for (group_info, why) in [
         (stale, "not of the epoch"),
@@ -301,4 +307,245 @@ async fn a_group_info_a_joiner_could_not_trust_is_refused_with_its_commit() {
         .await
         .decode();
     assert_eq!(info.group_info, t.alice.group_info());
+}
+
+async fn send(http: &Raw, group_id: &[u8], request: &ds::SendMessage) -> (u16, String) {
+    let response = http
+        .send(
+            "POST",
+            &ds::ds_messages(group_id),
+            codec::encode(request),
+            None,
+        )
+        .await;
+    let code = if response.status >= 400 {
+        response.error_code()
+    } else {
+        String::new()
+    };
+    (response.status, code)
+}
+
+/// `message` (TLS-encoded MLSMessage of a group) claiming another epoch in its clear header.
+fn claiming_epoch(message: &[u8], group_id: &[u8], epoch: u64) -> Vec<u8> {
+    let at = message
+        .windows(group_id.len())
+        .position(|w| w == group_id)
+        .unwrap()
+        + group_id.len();
+    let mut claimed = message.to_vec();
+    claimed[at..at + 8].copy_from_slice(&epoch.to_be_bytes());
+    claimed
+}
+
+#[tokio::test]
+async fn a_message_is_taken_only_from_a_member_of_the_current_epoch() {
+    let mut t = alice_and_bob().await;
+    let honest = t.bob.message_request(&t.keys, b"hello");
+
+    // carol is no member, but holds the group-state key: she sends bob's message again, or
+    // her own bytes, with a proof of a key she made up.
+    let stranger = ds::EpochKey::from_exported(rand::random());
+    let replayed = ds::SendMessage {
+        op: OpId::random(),
+        proof: stranger.prove(&t.group_id, 1, &honest.message),
+        ..honest.clone()
+    };
+    // bob's proof of other bytes.
+    let moved = ds::SendMessage {
+        op: OpId::random(),
+        message: t.bob.message_request(&t.keys, b"other").message,
+        ..honest.clone()
+    };
+    for request in [&replayed, &moved] {
+        assert_eq!(
+            send(&t.http, &t.group_id, request).await,
+            (403, "not_a_member".to_owned())
+        );
+    }
+    assert_eq!(send(&t.http, &t.group_id, &honest).await.0, 202);
+
+    // A message of a past epoch is stale; one claiming the current epoch in its header, proved
+    // with a past epoch's key, is no member's.
+    let old = t.bob.message_request(&t.keys, b"from epoch 1");
+    let commit_bytes = self_update(&mut t.alice);
+    let request = ds::CommitRequest {
+        op: OpId::random(),
+        ear_key: t.keys.state.clone(),
+        commit: commit_bytes,
+        group_info: t.alice.group_info(),
+        added: vec![],
+        welcome: None,
+        epoch_key: t.alice.epoch_key().public(),
+        rekey: None,
+    };
+    assert_eq!(commit(&t.http, &t.group_id, &request).await.0, 200);
+    assert_eq!(
+        send(&t.http, &t.group_id, &old).await,
+        (409, "stale_epoch".to_owned())
+    );
+    let forged = claiming_epoch(&old.message, &t.group_id, 2);
+    let old_key = t.bob.epoch_key();
+    let forged = ds::SendMessage {
+        op: OpId::random(),
+        proof: old_key.prove(&t.group_id, 2, &forged),
+        message: forged,
+        ..old
+    };
+    assert_eq!(
+        send(&t.http, &t.group_id, &forged).await,
+        (403, "not_a_member".to_owned())
+    );
+    // Nothing of them reached bob or alice: bob sees only alice's commit after his message.
+    let seqs: Vec<u64> = t
+        .bob
+        .deliveries(&t.http)
+        .await
+        .iter()
+        .map(|d| match d {
+            GroupDelivery::Message { seq, .. } => *seq,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, [2, 3]);
+}
+
+async fn external_commit_info(t: &Table, ear_key: &EarKey) -> Response {
+    t.http
+        .send(
+            "POST",
+            &ds::ds_external_commit_info(&t.group_id),
+            codec::encode(&ds::EarKeyProof {
+                ear_key: ear_key.clone(),
+            }),
+            None,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_removal_brings_new_keys_and_the_removed_members_old_ones_open_nothing_new() {
+    let mut t = alice_and_bob().await;
+    let info: ds::ExternalCommitInfo = external_commit_info(&t, &t.keys.state).await.decode();
+    let alices_card = info
+        .encrypted_credentials
+        .iter()
+        .find_map(|encrypted| {
+            let plain = t.keys.credentials.decrypt(&t.group_id, encrypted).ok()?;
+            let card: ds::MemberCard = codec::decode(&plain).ok()?;
+            (card.leaf_key == t.alice.mls.signer.public()).then_some(plain)
+        })
+        .unwrap();
+
+    let (provider, signer) = (&t.alice.mls.provider, &t.alice.mls.signer);
+    let group = t.alice.group.as_mut().unwrap();
+    let (commit_message, _, _) = group
+        .remove_members(provider, signer, &[LeafNodeIndex::new(1)])
+        .unwrap();
+    group.merge_pending_commit(provider).unwrap();
+    let exported = group
+        .export_secret(
+            provider.crypto(),
+            ds::GROUP_KEYS_AFTER_REMOVAL_LABEL,
+            &t.group_id,
+            64,
+        )
+        .unwrap();
+    let new = ds::GroupKeys::of_epoch(&exported.try_into().unwrap());
+    let (group_info, epoch_key) = (t.alice.group_info(), t.alice.epoch_key().public());
+    let request = |rekey: Option<ds::Rekey>| ds::CommitRequest {
+        op: OpId::random(),
+        ear_key: t.keys.state.clone(),
+        commit: commit_message.to_bytes().unwrap(),
+        group_info: group_info.clone(),
+        added: vec![],
+        welcome: None,
+        epoch_key,
+        rekey,
+    };
+    let rekey = |leaves: &[u32]| ds::Rekey {
+        group_state_ear_key: new.group_state_ear_key.clone(),
+        credentials: leaves
+            .iter()
+            .map(|leaf| {
+                let card = new.credential_ear_key.encrypt(&t.group_id, &alices_card);
+                (*leaf, card)
+            })
+            .collect(),
+    };
+    for (refused, why) in [
+        (request(None), "must bring new EAR keys"),
+        (
+            request(Some(rekey(&[0, 1]))),
+            "exactly every staying member",
+        ),
+        (request(Some(rekey(&[]))), "exactly every staying member"),
+    ] {
+        let response = t
+            .http
+            .send(
+                "POST",
+                &ds::ds_commit(&t.group_id),
+                codec::encode(&refused),
+                None,
+            )
+            .await;
+        let body = String::from_utf8_lossy(&response.body);
+        assert_eq!(response.status, 400, "{why}: {body}");
+        assert!(body.contains(why), "{why}: {body}");
+    }
+    let removal = request(Some(rekey(&[0])));
+    assert_eq!(
+        commit(&t.http, &t.group_id, &removal).await,
+        (200, String::new())
+    );
+    // A repeat of the removal (its answer was lost) still comes with the old key: it is
+    // answered as the first was.
+    let repeated = t
+        .http
+        .send(
+            "POST",
+            &ds::ds_commit(&t.group_id),
+            codec::encode(&removal),
+            None,
+        )
+        .await;
+    assert_eq!(repeated.decode::<ds::Committed>().epoch, 2);
+
+    // bob's keys open nothing any more: not the group's state, not its members' cards, and
+    // no request is taken with them.
+    let response = external_commit_info(&t, &t.keys.state).await;
+    assert_eq!(
+        (response.status, response.error_code().as_str()),
+        (403, "wrong_ear_key")
+    );
+    let bobs = t.bob.message_request(&t.keys, b"still here?");
+    assert_eq!(
+        send(&t.http, &t.group_id, &bobs).await,
+        (403, "wrong_ear_key".to_owned())
+    );
+    let info: ds::ExternalCommitInfo = external_commit_info(&t, &new.group_state_ear_key)
+        .await
+        .decode();
+    assert_eq!(info.encrypted_credentials.len(), 1);
+    let card = &info.encrypted_credentials[0];
+    assert!(t.keys.credentials.decrypt(&t.group_id, card).is_err());
+    assert_eq!(
+        new.credential_ear_key.decrypt(&t.group_id, card).unwrap(),
+        alices_card
+    );
+
+    // On disk: the group's state opens with the new key only.
+    let group_id = t.group_id.clone();
+    assert!(t.server.terminate().success());
+    let db = sled::open(t.server.store_path()).unwrap();
+    let stored = db
+        .open_tree("ds_groups")
+        .unwrap()
+        .get(&group_id)
+        .unwrap()
+        .unwrap();
+    let context = [b"roost ds group state v1".as_slice(), &group_id].concat();
+    assert!(t.keys.state.decrypt(&context, &stored).is_err());
+    assert!(new.group_state_ear_key.decrypt(&context, &stored).is_ok());
 }

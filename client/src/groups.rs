@@ -171,7 +171,7 @@ impl Groups<'_> {
         }
         let access = record.access();
         let signer = mls.signer(device)?;
-        self.change(&mls, &access, async |mut group, members| {
+        self.change(&mls, &access, async |mut group, members, access| {
             let present = members
                 .iter()
                 .filter_map(|m| m.credential.as_ref())
@@ -180,7 +180,7 @@ impl Groups<'_> {
                 return Err(Error::AlreadyMember(user.clone()));
             }
             let name = Some(record.name.as_str());
-            mls.add_clients(device, &mut group, &signer, &access, name, claimed.clone())
+            mls.add_clients(device, &mut group, &signer, access, name, claimed.clone())
                 .await
         })
         .await
@@ -196,7 +196,7 @@ impl Groups<'_> {
         inbox::sync(client, &mls, Duration::ZERO).await?;
         let access = self.active(reference)?.access();
         let signer = mls.signer(device)?;
-        self.change(&mls, &access, async |mut group, members| {
+        self.change(&mls, &access, async |mut group, members, access| {
             let leaves: Vec<LeafNodeIndex> = members
                 .iter()
                 .filter(|m| m.credential.as_ref().is_some_and(|c| c.user() == user))
@@ -205,7 +205,7 @@ impl Groups<'_> {
             if leaves.is_empty() {
                 return Err(Error::NotAMember(user.clone()));
             }
-            mls.remove_members(device, &mut group, &signer, &access, &leaves)
+            mls.remove_members(device, &mut group, &signer, access, &leaves)
                 .await
                 .map(|()| leaves.len())
         })
@@ -224,7 +224,7 @@ impl Groups<'_> {
         let access = record.access();
         let signer = mls.signer(device)?;
         let leaving = self
-            .change(&mls, &access, async |mut group, members| {
+            .change(&mls, &access, async |mut group, members, access| {
                 let own = group.own_leaf_index();
                 let siblings: Vec<LeafNodeIndex> = members
                     .iter()
@@ -237,9 +237,14 @@ impl Groups<'_> {
                     .filter(|leaf| *leaf != own)
                     .collect();
                 if !siblings.is_empty() {
-                    mls.remove_members(device, &mut group, &signer, &access, &siblings)
+                    mls.remove_members(device, &mut group, &signer, access, &siblings)
                         .await?;
                 }
+                // The removal brought the group new keys.
+                let access = device
+                    .store()
+                    .group_access(&access.group_id)?
+                    .unwrap_or_else(|| access.clone());
                 mls.propose_leaving(device, &access).await?;
                 Ok(siblings.len() + 1)
             })
@@ -252,20 +257,29 @@ impl Groups<'_> {
         Ok(leaving)
     }
 
-    /// Runs `change` on the group as this client holds it, with its verified members; a 409
-    /// `stale_epoch` from the DS makes it catch up and run once more.
+    /// Runs `change` on the group as this client holds it, with its verified members and its
+    /// current keys; a DS ahead of this client ([`is_stale`]) makes it catch up and run once
+    /// more.
     async fn change<T>(
         self,
         mls: &MlsSession<'_>,
         access: &GroupAccess,
-        mut change: impl AsyncFnMut(MlsGroup, Vec<VerifiedMember>) -> Result<T, Error>,
+        mut change: impl AsyncFnMut(MlsGroup, Vec<VerifiedMember>, &GroupAccess) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let device = self.client.device();
         let mut retried = false;
         loop {
+            // Read anew each time: catching up may have brought new keys.
+            let access = device
+                .store()
+                .group_access(&access.group_id)?
+                .unwrap_or_else(|| access.clone());
             let group = mls.group(&access.group_id)?;
-            let members = verified_members(device, &group, access).await?;
-            match change(group, members).await {
+            let attempt = async {
+                let members = verified_members(device, &group, &access).await?;
+                change(group, members, &access).await
+            };
+            match attempt.await {
                 Err(e) if !retried && is_stale(&e) => {
                     retried = true;
                     inbox::catch_up(self.client, mls).await?;

@@ -154,10 +154,16 @@ pub(crate) async fn send_content(
     access: &GroupAccess,
     content: &Content,
 ) -> Result<Resolved, Error> {
-    match mls.send_content(client.device(), access, content).await {
+    let device = client.device();
+    match mls.send_content(device, access, content).await {
         Err(e) if is_stale(&e) => {
             catch_up(client, mls).await?;
-            mls.send_content(client.device(), access, content).await
+            // Catching up may have brought the group new keys.
+            let access = device
+                .store()
+                .group_access(&access.group_id)?
+                .unwrap_or_else(|| access.clone());
+            mls.send_content(device, &access, content).await
         }
         sent => sent,
     }
@@ -484,7 +490,19 @@ async fn process_other(
         }
     };
     let processed = match incoming {
-        Incoming::Commit => Processed::Commit,
+        Incoming::Commit { rekeyed } => {
+            if let Some(keys) = rekeyed {
+                // Before the merge is committed: a crash between leaves the commit to be
+                // processed again, which derives the same keys.
+                let group = group_id.to_vec();
+                device
+                    .store()
+                    .run(move |s| s.set_group_keys(&group, &keys))
+                    .await
+                    .inspect_err(|_| mls.discard())?;
+            }
+            Processed::Commit
+        }
         Incoming::Proposal => Processed::Proposal,
         Incoming::Removed => {
             mark_removed(device, group_id)

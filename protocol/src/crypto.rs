@@ -55,6 +55,12 @@ impl SigningKey {
         SigningKey(rand::random())
     }
 
+    /// The key whose secret is `seed` (32 bytes that only its holders know, e.g. exported from
+    /// an MLS epoch).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        SigningKey(seed)
+    }
+
     fn inner(&self) -> ed25519_dalek::SigningKey {
         ed25519_dalek::SigningKey::from_bytes(&self.0)
     }

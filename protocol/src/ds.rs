@@ -11,7 +11,9 @@ use crate::{
     codec,
     connection::EarKey,
     credentials::ClientCredential,
-    crypto::{CryptoError, HpkePublicKey, HpkeSecretKey, Sealed, Signature, SigningKey},
+    crypto::{
+        CryptoError, HpkePublicKey, HpkeSecretKey, Sealed, Signature, SigningKey, VerifyingKey,
+    },
     ClientId, Domain, OpId,
 };
 
@@ -57,6 +59,61 @@ pub fn ds_join_connection_group(group_id: &[u8]) -> String {
     group_path(DS_JOIN_CONNECTION_GROUP_ROUTE, group_id)
 }
 
+/// The MLS exporter label of an epoch's [`EpochKey`] seed (32 bytes, empty context).
+pub const EPOCH_KEY_EXPORTER_LABEL: &str = "roost ds epoch key";
+
+const EPOCH_PROOF_LABEL: &str = "roost ds epoch proof v1";
+
+/// A signing key that every member of an MLS epoch derives from the epoch's exporter and no
+/// one else can: with it a member proves to the DS that it belongs to the group's current epoch
+/// without saying which member it is. A removed member cannot derive the key of any epoch after
+/// its removal.
+#[derive(Debug, Clone)]
+pub struct EpochKey(SigningKey);
+
+impl EpochKey {
+    /// From the 32 bytes exported under [`EPOCH_KEY_EXPORTER_LABEL`].
+    pub fn from_exported(seed: [u8; 32]) -> Self {
+        EpochKey(SigningKey::from_seed(seed))
+    }
+
+    /// What the DS keeps to check proofs of this epoch.
+    pub fn public(&self) -> VerifyingKey {
+        self.0.verifying_key()
+    }
+
+    /// Proves that whoever sends `message` into `group_id` at `epoch` is a member of it.
+    pub fn prove(&self, group_id: &[u8], epoch: u64, message: &[u8]) -> Signature {
+        self.0.sign(
+            EPOCH_PROOF_LABEL,
+            &(
+                group_id,
+                epoch,
+                crate::crypto::hash(EPOCH_PROOF_LABEL, message),
+            ),
+        )
+    }
+}
+
+/// Checks a [`EpochKey::prove`] proof against the epoch's public key.
+pub fn verify_epoch_proof(
+    key: &VerifyingKey,
+    group_id: &[u8],
+    epoch: u64,
+    message: &[u8],
+    proof: &Signature,
+) -> Result<(), CryptoError> {
+    key.verify(
+        EPOCH_PROOF_LABEL,
+        &(
+            group_id,
+            epoch,
+            crate::crypto::hash(EPOCH_PROOF_LABEL, message),
+        ),
+        proof,
+    )
+}
+
 /// Create a group on the DS. The creator is its only member.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateGroup {
@@ -65,6 +122,8 @@ pub struct CreateGroup {
     pub ear_key: EarKey,
     /// TLS-encoded `MlsMessageOut` GroupInfo with the ratchet-tree extension.
     pub group_info: Vec<u8>,
+    /// The public [`EpochKey`] of epoch 0.
+    pub epoch_key: VerifyingKey,
     pub creator: MemberEntry,
     /// Whether the *join connection group* endpoint may be used (once).
     pub connection_group: bool,
@@ -80,6 +139,22 @@ pub struct CommitRequest {
     /// One entry per added member, in the order of the commit's add proposals.
     pub added: Vec<MemberEntry>,
     pub welcome: Option<WelcomeBundle>,
+    /// The public [`EpochKey`] of the epoch the commit creates.
+    pub epoch_key: VerifyingKey,
+    /// New EAR keys: required when the commit removes a member, so that a removed member's
+    /// keys open nothing stored from then on.
+    pub rekey: Option<Rekey>,
+}
+
+/// What the DS needs of a commit's new [`GroupKeys`] (which members derive from the epoch the
+/// commit creates, [`GroupKeys::of_epoch`]): the new group-state key, and each staying
+/// member's card encrypted under the new credential key — by leaf, every member the group had
+/// before the commit and keeps; empty where the committer could not read a member's card.
+/// Added members' entries come with the commit, encrypted under the new key too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rekey {
+    pub group_state_ear_key: EarKey,
+    pub credentials: std::collections::BTreeMap<u32, Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +178,8 @@ pub struct SendMessage {
     pub op: OpId,
     pub ear_key: EarKey,
     pub message: Vec<u8>,
+    /// The sender's [`EpochKey::prove`] of `message` at the group's current epoch.
+    pub proof: Signature,
 }
 
 /// Knowing the group-state EAR key is what lets a caller read or join a group.
@@ -127,6 +204,8 @@ pub struct JoinConnectionGroup {
     pub commit: Vec<u8>,
     pub group_info: Vec<u8>,
     pub joiner: MemberEntry,
+    /// The public [`EpochKey`] of the epoch the commit creates.
+    pub epoch_key: VerifyingKey,
 }
 
 /// The KeyPackage extension (of the private-use range, RFC 9420 §17.3) that carries its
@@ -246,6 +325,25 @@ pub struct WelcomeBundle {
 pub struct GroupKeys {
     pub group_state_ear_key: EarKey,
     pub credential_ear_key: EarKey,
+}
+
+/// The MLS exporter label of the 64 bytes that make a group's keys after a removal (context:
+/// the group id): the first 32 the group-state key, the rest the credential key.
+pub const GROUP_KEYS_AFTER_REMOVAL_LABEL: &str = "roost group keys after removal";
+
+impl GroupKeys {
+    /// The keys a commit that removes members brings, from the 64 bytes exported from its
+    /// epoch under [`GROUP_KEYS_AFTER_REMOVAL_LABEL`]: every staying member derives them, no
+    /// removed one can.
+    pub fn of_epoch(exported: &[u8; 64]) -> Self {
+        let (mut state, mut credential) = ([0; 32], [0; 32]);
+        state.copy_from_slice(&exported[..32]);
+        credential.copy_from_slice(&exported[32..]);
+        GroupKeys {
+            group_state_ear_key: EarKey(state),
+            credential_ear_key: EarKey(credential),
+        }
+    }
 }
 
 const WELCOME_ADDER_LABEL: &str = "roost welcome adder v1";

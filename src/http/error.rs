@@ -163,6 +163,7 @@ impl ApiError {
                 GroupError::UnknownGroup => "unknown_group",
                 GroupError::GroupExists => "group_exists",
                 GroupError::WrongKey => "wrong_ear_key",
+                GroupError::NotAMember => "not_a_member",
                 GroupError::StaleEpoch => "stale_epoch",
                 GroupError::NotJoinable => "not_joinable",
                 GroupError::Invalid(_) => "invalid_mls_message",
@@ -236,7 +237,7 @@ impl ResponseError for ApiError {
             },
             ApiError::Group(e) => match e {
                 GroupError::UnknownGroup => StatusCode::NOT_FOUND,
-                GroupError::WrongKey => StatusCode::FORBIDDEN,
+                GroupError::WrongKey | GroupError::NotAMember => StatusCode::FORBIDDEN,
                 GroupError::GroupExists
                 | GroupError::StaleEpoch
                 | GroupError::NotJoinable

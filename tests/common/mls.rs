@@ -183,6 +183,46 @@ impl Member {
         self.mls.key_package_naming(CS, codec::encode(queue), false)
     }
 
+    /// The current epoch's key for proving membership to the DS, as a member derives it.
+    pub fn epoch_key(&self) -> ds::EpochKey {
+        let group = self.group.as_ref().expect("in a group");
+        let seed = group
+            .export_secret(
+                self.mls.provider.crypto(),
+                ds::EPOCH_KEY_EXPORTER_LABEL,
+                &[],
+                32,
+            )
+            .unwrap();
+        ds::EpochKey::from_exported(seed.try_into().unwrap())
+    }
+
+    /// The request that sends `message`, made at the group's current epoch, with its proof.
+    pub fn send_request(&self, keys: &Keys, message: Vec<u8>) -> ds::SendMessage {
+        let group = self.group.as_ref().expect("in a group");
+        let group_id = group.group_id().as_slice();
+        ds::SendMessage {
+            op: roost_protocol::OpId::random(),
+            ear_key: keys.state.clone(),
+            proof: self
+                .epoch_key()
+                .prove(group_id, group.epoch().as_u64(), &message),
+            message,
+        }
+    }
+
+    /// An application message saying `text`, and its request.
+    pub fn message_request(&mut self, keys: &Keys, text: &[u8]) -> ds::SendMessage {
+        let (provider, signer) = (&self.mls.provider, &self.mls.signer);
+        let message = self
+            .group
+            .as_mut()
+            .expect("in a group")
+            .create_message(provider, signer, text)
+            .unwrap();
+        self.send_request(keys, message.to_bytes().unwrap())
+    }
+
     pub fn group_info(&mut self) -> Vec<u8> {
         let (provider, signer) = (&self.mls.provider, &self.mls.signer);
         self.group
@@ -260,6 +300,7 @@ pub async fn create_group(
         group_id: group_id.clone(),
         ear_key: keys.state.clone(),
         group_info: creator.group_info(),
+        epoch_key: creator.epoch_key().public(),
         creator: creator
             .entry(http, domain, &group_id, &keys.credentials)
             .await,
@@ -305,6 +346,8 @@ pub async fn add(
         ear_key: keys.state.clone(),
         commit: commit.to_bytes().unwrap(),
         group_info: adder.group_info(),
+        epoch_key: adder.epoch_key().public(),
+        rekey: None,
         added: vec![entry],
         welcome: Some(WelcomeBundle {
             group_id: group_id.to_vec(),
@@ -393,6 +436,7 @@ pub async fn join_connection_group(
         ear_key: keys.state.clone(),
         commit: bundle.commit().to_bytes().unwrap(),
         group_info: joiner.group_info(),
+        epoch_key: joiner.epoch_key().public(),
         joiner: joiner
             .entry(http, domain, group_id, &keys.credentials)
             .await,

@@ -49,6 +49,8 @@ pub(super) struct Applied {
     pub recipients: Vec<SealedQueueRef>,
     /// In the order of the commit's Add proposals.
     pub added: Vec<AddedMember>,
+    /// The leaves it removed.
+    pub removed: Vec<u32>,
     pub joiner: Option<u32>,
 }
 
@@ -144,6 +146,7 @@ impl GroupActor {
             epoch,
             recipients,
             added,
+            removed,
             joiner,
         })
     }

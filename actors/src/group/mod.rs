@@ -31,7 +31,7 @@ use roost_protocol::{
     codec,
     connection::EarKey,
     ds::{self, Accepted, Committed, ExternalCommitInfo, MemberEntry, SealedQueueRef},
-    OpId,
+    OpId, VerifyingKey,
 };
 use roost_storage::{Durability, GroupStore, StorageError, Update, UsedReference};
 
@@ -48,6 +48,8 @@ pub enum GroupError {
     GroupExists,
     #[error("the group-state key is wrong")]
     WrongKey,
+    #[error("the message does not prove its sender a member of the group's current epoch")]
+    NotAMember,
     #[error("the group has moved past this commit's epoch; fetch its messages and retry")]
     StaleEpoch,
     #[error("this connection group no longer accepts a joiner")]
@@ -89,6 +91,37 @@ struct GroupState {
     group_info: Vec<u8>,
     members: BTreeMap<u32, MemberEntry>,
     connection_group: bool,
+    /// The current epoch's public [`ds::EpochKey`]; `None` in a group stored before epoch keys,
+    /// until its next commit.
+    epoch_key: Option<VerifyingKey>,
+}
+
+/// A group's state as stored before epoch keys; read, and written back in the current form.
+#[derive(Deserialize)]
+struct GroupStateBeforeEpochKeys {
+    mls: Vec<(Vec<u8>, Vec<u8>)>,
+    group_info: Vec<u8>,
+    members: BTreeMap<u32, MemberEntry>,
+    connection_group: bool,
+}
+
+impl GroupState {
+    fn decode(plain: &[u8]) -> Result<GroupState, StorageError> {
+        codec::decode(plain)
+            .or_else(
+                |e| match codec::decode::<GroupStateBeforeEpochKeys>(plain) {
+                    Ok(old) => Ok(GroupState {
+                        mls: old.mls,
+                        group_info: old.group_info,
+                        members: old.members,
+                        connection_group: old.connection_group,
+                        epoch_key: None,
+                    }),
+                    Err(_) => Err(e),
+                },
+            )
+            .map_err(|e| StorageError::Corrupt(format!("group state: {e}")))
+    }
 }
 
 const STATE_CONTEXT: &[u8] = b"roost ds group state v1";
@@ -149,6 +182,9 @@ struct Done<T> {
     fanout: Option<Fanout>,
     /// References of the one-time KeyPackages it added, recorded with it.
     one_time: Vec<(Vec<u8>, UsedReference)>,
+    /// The group-state key the group is kept under from now on, if the request brought a new
+    /// one.
+    rekeyed: Option<EarKey>,
 }
 
 /// A request handled: its writes are made; what is left is to make them durable, hand on
@@ -182,8 +218,7 @@ impl GroupActor {
         let plain = ear_key
             .decrypt(&state_context(&self.group_id), &ciphertext)
             .map_err(|_| GroupError::WrongKey)?;
-        let state: GroupState = codec::decode(&plain)
-            .map_err(|e| StorageError::Corrupt(format!("group state: {e}")))?;
+        let state = GroupState::decode(&plain)?;
         let storage = MemoryStorage {
             values: RwLock::new(state.mls.iter().cloned().collect()),
         };
@@ -205,10 +240,13 @@ impl GroupActor {
         )
     }
 
-    /// The sealed state after an applied commit, and the commit's fan-out at `seq`.
+    /// The state after an applied commit, sealed under `ear_key` (or the new key `rekeyed`),
+    /// and the commit's fan-out at `seq`.
+    #[allow(clippy::too_many_arguments)]
     fn store_commit(
         &self,
         ear_key: &EarKey,
+        rekeyed: Option<EarKey>,
         mut opened: Opened,
         applied: Applied,
         commit: Vec<u8>,
@@ -225,7 +263,8 @@ impl GroupActor {
                 epoch: answer.epoch,
                 seq,
             },
-            state: Some(self.seal(ear_key, &mut opened)),
+            state: Some(self.seal(rekeyed.as_ref().unwrap_or(ear_key), &mut opened)),
+            rekeyed,
             fanout: Some(Fanout {
                 seq,
                 message: commit,
@@ -249,10 +288,13 @@ impl GroupActor {
 
     /// Handles a state-changing request with operation id `op`: a repeat is answered from the
     /// ledger (`repeat` reads the remembered outcome); a new one is done by `apply`, given the
-    /// sequence number its fan-out takes, and stored with its ledger entry in one write.
+    /// sequence number its fan-out takes, and stored with its ledger entry in one write. A
+    /// request that brings a new key (`new_key`) may find the group under it already: a repeat
+    /// of itself.
     fn handle_op<T, B: Serialize>(
         &self,
         ear_key: &EarKey,
+        new_key: Option<&EarKey>,
         op: OpId,
         body: &B,
         repeat: fn(Outcome) -> Option<T>,
@@ -262,7 +304,18 @@ impl GroupActor {
             Ok(stored) => stored,
             Err(e) => return Handled::failed(e.into()),
         };
-        let mut ledger = match Ledger::open(&self.group_id, ear_key, stored) {
+        let mut key = ear_key.clone();
+        let opened = match new_key {
+            None => Ledger::open(&self.group_id, ear_key, stored),
+            Some(new_key) => match Ledger::open(&self.group_id, ear_key, stored.clone()) {
+                Err(GroupError::WrongKey) => {
+                    key = new_key.clone();
+                    Ledger::open(&self.group_id, new_key, stored)
+                }
+                opened => opened,
+            },
+        };
+        let mut ledger = match opened {
             Ok(ledger) => ledger,
             Err(e) => return Handled::failed(e),
         };
@@ -274,7 +327,10 @@ impl GroupActor {
             Ok(Seen::New) => match apply(self, ledger.next_seq()) {
                 Ok(done) => {
                     ledger.record(op, digest, done.outcome, done.fanout);
-                    let sealed = ledger.seal(&self.group_id, ear_key);
+                    if let Some(rekeyed) = &done.rekeyed {
+                        key = rekeyed.clone();
+                    }
+                    let sealed = ledger.seal(&self.group_id, &key);
                     let groups = &self.deps.groups;
                     match groups.update(&self.group_id, done.state, sealed, &done.one_time) {
                         Ok(Update::Done) => (Ok(done.answer), true),
@@ -290,7 +346,7 @@ impl GroupActor {
         };
         // This request's fan-out, after any a crash left undelivered.
         let fanouts = ledger.take_undelivered();
-        let delivered = (!fanouts.is_empty()).then(|| ledger.seal(&self.group_id, ear_key));
+        let delivered = (!fanouts.is_empty()).then(|| ledger.seal(&self.group_id, &key));
         Handled {
             answer,
             wrote,
@@ -373,6 +429,42 @@ ds_requests! {
     JoinConnectionGroup = ds::JoinConnectionGroup => Committed;
 }
 
+/// Takes a commit's new keys ([`ds::Rekey`]) into `state`: required if the commit removed a
+/// member, so the removed member's keys open nothing from now on. Each staying member's card
+/// is replaced by its copy under the new credential key. Answers the new group-state key.
+fn rekey(
+    state: &mut GroupState,
+    applied: &Applied,
+    rekey: Option<&ds::Rekey>,
+) -> Result<Option<EarKey>, GroupError> {
+    let Some(rekey) = rekey else {
+        return match applied.removed.is_empty() {
+            true => Ok(None),
+            false => Err(invalid(
+                "a commit that removes a member must bring new EAR keys",
+            )),
+        };
+    };
+    // The leaves the group keeps (the commit's removals are gone from `members` already).
+    let staying: Vec<u32> = state.members.keys().copied().collect();
+    if !rekey
+        .credentials
+        .keys()
+        .copied()
+        .eq(staying.iter().copied())
+    {
+        return Err(invalid(
+            "the new keys must re-encrypt the card of exactly every staying member",
+        ));
+    }
+    for (leaf, card) in &rekey.credentials {
+        if let Some(member) = state.members.get_mut(leaf) {
+            member.encrypted_credential = card.clone();
+        }
+    }
+    Ok(Some(rekey.group_state_ear_key.clone()))
+}
+
 fn committed(outcome: Outcome) -> Option<Committed> {
     match outcome {
         Outcome::Committed { epoch, seq } => Some(Committed { epoch, seq }),
@@ -424,6 +516,7 @@ impl Handler<CreateGroup> for GroupActor {
                     group_info: msg.group_info.clone(),
                     members: BTreeMap::from([(0, msg.creator.clone())]),
                     connection_group: msg.connection_group,
+                    epoch_key: Some(msg.epoch_key),
                 },
                 storage,
                 public,
@@ -447,44 +540,56 @@ impl Handler<Commit> for GroupActor {
     type Result = AtomicResponse<Self, Result<Committed, GroupError>>;
 
     fn handle(&mut self, DsRequest(msg): Commit, _ctx: &mut Self::Context) -> Self::Result {
-        let handled = self.handle_op(&msg.ear_key, msg.op, &msg, committed, |actor, seq| {
-            let mut opened = actor.open(&msg.ear_key)?;
-            let applied = actor.apply_commit(&mut opened, &msg.commit, &msg.group_info, false)?;
-            if applied.added.len() != msg.added.len() {
-                return Err(invalid("one member entry is needed per added member"));
-            }
-            for (index, (added, entry)) in applied.added.iter().zip(&msg.added).enumerate() {
-                if entry.queue != added.queue {
-                    return Err(invalid(format!(
-                        "member entry {index} names another queue than its KeyPackage"
-                    )));
+        let new_key = msg.rekey.as_ref().map(|r| &r.group_state_ear_key);
+        let handled = self.handle_op(
+            &msg.ear_key,
+            new_key,
+            msg.op,
+            &msg,
+            committed,
+            |actor, seq| {
+                let mut opened = actor.open(&msg.ear_key)?;
+                let applied =
+                    actor.apply_commit(&mut opened, &msg.commit, &msg.group_info, false)?;
+                if applied.added.len() != msg.added.len() {
+                    return Err(invalid("one member entry is needed per added member"));
                 }
-                opened.state.members.insert(added.leaf, entry.clone());
-            }
-            if opened.state.members.len() > actor.deps.max_members {
-                return Err(GroupError::GroupFull(actor.deps.max_members));
-            }
-            let welcome = match &msg.welcome {
-                None if applied.added.is_empty() => None,
-                None => return Err(invalid("a commit adding members needs a Welcome")),
-                Some(_) if applied.added.is_empty() => {
-                    return Err(invalid("a Welcome needs a commit that adds members"))
+                let rekeyed = rekey(&mut opened.state, &applied, msg.rekey.as_ref())?;
+                for (index, (added, entry)) in applied.added.iter().zip(&msg.added).enumerate() {
+                    if entry.queue != added.queue {
+                        return Err(invalid(format!(
+                            "member entry {index} names another queue than its KeyPackage"
+                        )));
+                    }
+                    opened.state.members.insert(added.leaf, entry.clone());
                 }
-                Some(welcome) => {
-                    actor.check_welcome(welcome, &applied.added)?;
-                    let queues = applied.added.iter().map(|a| a.queue.clone()).collect();
-                    Some((queues, welcome.clone()))
+                if opened.state.members.len() > actor.deps.max_members {
+                    return Err(GroupError::GroupFull(actor.deps.max_members));
                 }
-            };
-            Ok(actor.store_commit(
-                &msg.ear_key,
-                opened,
-                applied,
-                msg.commit.clone(),
-                welcome,
-                seq,
-            ))
-        });
+                opened.state.epoch_key = Some(msg.epoch_key);
+                let welcome = match &msg.welcome {
+                    None if applied.added.is_empty() => None,
+                    None => return Err(invalid("a commit adding members needs a Welcome")),
+                    Some(_) if applied.added.is_empty() => {
+                        return Err(invalid("a Welcome needs a commit that adds members"))
+                    }
+                    Some(welcome) => {
+                        actor.check_welcome(welcome, &applied.added)?;
+                        let queues = applied.added.iter().map(|a| a.queue.clone()).collect();
+                        Some((queues, welcome.clone()))
+                    }
+                };
+                Ok(actor.store_commit(
+                    &msg.ear_key,
+                    rekeyed,
+                    opened,
+                    applied,
+                    msg.commit.clone(),
+                    welcome,
+                    seq,
+                ))
+            },
+        );
         self.finish(handled)
     }
 }
@@ -497,11 +602,22 @@ impl Handler<SendMessage> for GroupActor {
             Outcome::Accepted { seq } => Some(Accepted { seq }),
             _ => None,
         };
-        let handled = self.handle_op(&msg.ear_key, msg.op, &msg, repeat, |actor, seq| {
+        let handled = self.handle_op(&msg.ear_key, None, msg.op, &msg, repeat, |actor, seq| {
             let mut opened = actor.open(&msg.ear_key)?;
             let message = parse_protocol_message(&msg.message)?;
-            if message.epoch() != opened.public.group_context().epoch() {
+            let epoch = opened.public.group_context().epoch();
+            if message.epoch() != epoch {
                 return Err(GroupError::StaleEpoch);
+            }
+            if let Some(key) = &opened.state.epoch_key {
+                ds::verify_epoch_proof(
+                    key,
+                    &actor.group_id,
+                    epoch.as_u64(),
+                    &msg.message,
+                    &msg.proof,
+                )
+                .map_err(|_| GroupError::NotAMember)?;
             }
             let state = if message.is_handshake_message() {
                 actor.keep_proposal(&mut opened, message)?;
@@ -521,6 +637,7 @@ impl Handler<SendMessage> for GroupActor {
                     welcome: None,
                 }),
                 one_time: Vec::new(),
+                rekeyed: None,
             })
         });
         self.finish(handled)
@@ -556,7 +673,7 @@ impl Handler<JoinConnectionGroup> for GroupActor {
         DsRequest(msg): JoinConnectionGroup,
         _ctx: &mut Self::Context,
     ) -> Self::Result {
-        let handled = self.handle_op(&msg.ear_key, msg.op, &msg, committed, |actor, seq| {
+        let handled = self.handle_op(&msg.ear_key, None, msg.op, &msg, committed, |actor, seq| {
             let mut opened = actor.open(&msg.ear_key)?;
             if !opened.state.connection_group {
                 return Err(GroupError::NotJoinable);
@@ -571,7 +688,9 @@ impl Handler<JoinConnectionGroup> for GroupActor {
             applied.recipients.push(msg.joiner.queue.clone());
             // From now on the group holds two users' clients: no further responder joins.
             opened.state.connection_group = false;
-            Ok(actor.store_commit(&msg.ear_key, opened, applied, msg.commit.clone(), None, seq))
+            opened.state.epoch_key = Some(msg.epoch_key);
+            let commit = msg.commit.clone();
+            Ok(actor.store_commit(&msg.ear_key, None, opened, applied, commit, None, seq))
         });
         self.finish(handled)
     }

@@ -3,6 +3,8 @@
 //! messages go out as kept operations (see [`super::outbox`]); creating a group and joining a
 //! connection group stage their MLS writes and commit them only if the DS took the request.
 
+use std::collections::HashMap;
+
 use openmls::{
     ciphersuite::hash_ref::ProposalRef,
     group::MlsGroupState,
@@ -14,16 +16,16 @@ use roost_protocol::{
     connection::EarKey,
     content::{Content, Envelope},
     ds::{
-        CommitRequest, CreateGroup, GroupKeys, JoinConnectionGroup, MemberEntry, WelcomeBundle,
-        WelcomeSecrets,
+        CommitRequest, CreateGroup, GroupKeys, JoinConnectionGroup, MemberEntry, Rekey,
+        WelcomeBundle, WelcomeSecrets,
     },
     key_packages::KeyPackageEntry,
     OpId,
 };
 
 use super::{
-    create_config, exported_key, join_config, mls_error, outbox::Resolved, signer::member_entry,
-    signer::MlsSigner, MlsSession,
+    create_config, epoch_key, exported_key, join_config, keys_after_removal, members::member_cards,
+    mls_error, outbox::Resolved, signer::member_entry, signer::MlsSigner, MlsSession,
 };
 use crate::{
     device::Device,
@@ -63,6 +65,7 @@ impl MlsSession<'_> {
                 group_id: access.group_id.clone(),
                 ear_key: access.keys.group_state_ear_key.clone(),
                 group_info: self.group_info_bytes(&group, signer)?,
+                epoch_key: epoch_key(self, &group)?.public(),
                 creator: member_entry(
                     queue,
                     &access.group_id,
@@ -102,10 +105,24 @@ impl MlsSession<'_> {
         }
         let (group_id, keys) = (&access.group_id, &access.keys);
         let staged = (|| {
-            let key_packages: Vec<KeyPackage> = claimed.iter().map(|(k, _)| k.clone()).collect();
+            let key_packages = claimed.iter().map(|(k, _)| k.clone());
+            let cannot_add = |e: &dyn std::fmt::Debug| {
+                Error::Mls(format!("cannot add the other clients: {e:?}"))
+            };
+            // Adds only: a pending removal is committed by commit_proposals, with new keys.
             let (commit, welcome, _) = group
-                .add_members(self.provider(), &signer.key, &key_packages)
-                .map_err(|e| mls_error("cannot add the other clients", e))?;
+                .commit_builder()
+                .consume_proposal_store(false)
+                .force_self_update(true)
+                .propose_adds(key_packages)
+                .load_psks(self.storage())
+                .map_err(|e| cannot_add(&e))?
+                .build(self.rand(), self.crypto(), &signer.key, |_| true)
+                .map_err(|e| cannot_add(&e))?
+                .stage_commit(self.provider())
+                .map_err(|e| cannot_add(&e))?
+                .into_messages();
+            let welcome = welcome.ok_or_else(|| cannot_add(&"no Welcome"))?;
             group
                 .merge_pending_commit(self.provider())
                 .map_err(|e| mls_error("cannot merge the commit", e))?;
@@ -133,7 +150,8 @@ impl MlsSession<'_> {
                     member_entry(entry.queue.clone(), group_id, keys, &card)
                 })
                 .collect();
-            self.commit_request(group, signer, access, commit, added, Some(welcome))
+            let request = self.commit_request(group, signer, access, commit, added, Some(welcome));
+            Ok((request?, None))
         })();
         self.send_commit(device, group, access, staged)
             .await
@@ -149,6 +167,7 @@ impl MlsSession<'_> {
         access: &GroupAccess,
         leaves: &[LeafNodeIndex],
     ) -> Result<(), Error> {
+        let cards = member_cards(device, access).await?;
         let staged = (|| {
             let (commit, _, _) = group
                 .remove_members(self.provider(), &signer.key, leaves)
@@ -156,9 +175,39 @@ impl MlsSession<'_> {
             group
                 .merge_pending_commit(self.provider())
                 .map_err(|e| mls_error("cannot merge the commit", e))?;
-            self.commit_request(group, signer, access, commit, Vec::new(), None)
+            self.removal_request(group, signer, access, commit, &cards)
         })();
         self.send_commit(device, group, access, staged).await
+    }
+
+    /// The DS's request for a commit that removed members, merged into `group`, with the
+    /// group's new keys (see [`Rekey`]): each staying member's card (from `cards`, by leaf key,
+    /// as the DS held them) encrypted under the new credential key.
+    fn removal_request(
+        &self,
+        group: &MlsGroup,
+        signer: &MlsSigner,
+        access: &GroupAccess,
+        commit: MlsMessageOut,
+        cards: &HashMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<(CommitRequest, Option<GroupKeys>), Error> {
+        let keys = keys_after_removal(self, group)?;
+        let group_id = &access.group_id;
+        let credentials = group
+            .members()
+            .map(|member| {
+                let card = cards
+                    .get(&member.signature_key)
+                    .map(|plain| keys.credential_ear_key.encrypt(group_id, plain));
+                (member.index.u32(), card.unwrap_or_default())
+            })
+            .collect();
+        let mut request = self.commit_request(group, signer, access, commit, Vec::new(), None)?;
+        request.rekey = Some(Rekey {
+            group_state_ear_key: keys.group_state_ear_key.clone(),
+            credentials,
+        });
+        Ok((request, Some(keys)))
     }
 
     /// The DS's request for a commit already merged into `group`.
@@ -180,6 +229,8 @@ impl MlsSession<'_> {
             group_info: self.group_info_bytes(group, signer)?,
             added,
             welcome,
+            epoch_key: epoch_key(self, group)?.public(),
+            rekey: None,
         })
     }
 
@@ -191,13 +242,13 @@ impl MlsSession<'_> {
         device: &Device,
         group: &mut MlsGroup,
         access: &GroupAccess,
-        staged: Result<CommitRequest, Error>,
+        staged: Result<(CommitRequest, Option<GroupKeys>), Error>,
     ) -> Result<(), Error> {
-        let request = match staged.and_then(|r| {
+        let (request, rekeyed) = match staged.and_then(|r| {
             self.ensure_settled(device, &access.group_id)?;
             Ok(r)
         }) {
-            Ok(request) => request,
+            Ok(staged) => staged,
             Err(e) => {
                 self.reload_after_discard(group);
                 return Err(e);
@@ -209,6 +260,7 @@ impl MlsSession<'_> {
             request: Outgoing::Commit {
                 request,
                 staged: self.storage().take_pending(),
+                rekeyed: rekeyed.map(Box::new),
             },
         };
         self.reload_after_discard(group);
@@ -244,11 +296,8 @@ impl MlsSession<'_> {
                     .map_err(|e| mls_error("cannot encode the message", e))
             });
         let message = self.settle(created)?;
-        self.dispatch(
-            device,
-            Self::message_op(access, message, Some(content.clone())),
-        )
-        .await
+        let op = self.message_op(access, &group, message, Some(content.clone()))?;
+        self.dispatch(device, op).await
     }
 
     /// Proposes this client's removal from a group (it leaves), sent like a message (the MLS
@@ -282,9 +331,8 @@ impl MlsSession<'_> {
                     .map_err(|e| mls_error("cannot encode the proposal", e))
             });
         let proposal = self.settle(made)?;
-        self.dispatch(device, Self::message_op(access, proposal, None))
-            .await
-            .map(drop)
+        let op = self.message_op(access, &group, proposal, None)?;
+        self.dispatch(device, op).await.map(drop)
     }
 
     /// Commits the proposals this client holds for a group (a member leaving), unless one
@@ -308,14 +356,16 @@ impl MlsSession<'_> {
             return Ok(false);
         }
         let signer = self.signer(device)?;
+        let cards = member_cards(device, access).await?;
         let staged = (|| {
+            // Only removals are ever proposed (the DS takes no other proposal).
             let (commit, _, _) = group
                 .commit_to_pending_proposals(self.provider(), &signer.key)
                 .map_err(|e| mls_error("cannot commit the proposals", e))?;
             group
                 .merge_pending_commit(self.provider())
                 .map_err(|e| mls_error("cannot merge the commit", e))?;
-            self.commit_request(&group, &signer, access, commit, Vec::new(), None)
+            self.removal_request(&group, &signer, access, commit, &cards)
         })();
         self.send_commit(device, &mut group, access, staged)
             .await
@@ -351,16 +401,18 @@ impl MlsSession<'_> {
                 .to_bytes()
                 .map_err(|e| mls_error("cannot encode the commit", e))?;
             let group_info = self.group_info_bytes(&group, signer)?;
-            Ok::<_, Error>((group, commit, group_info))
+            let epoch_key = epoch_key(self, &group)?.public();
+            Ok::<_, Error>((group, commit, group_info, epoch_key))
         })();
         let joined = match built {
-            Ok((group, commit, group_info)) => {
+            Ok((group, commit, group_info, epoch_key)) => {
                 let join = JoinConnectionGroup {
                     op: OpId::random(),
                     ear_key: ear_key.clone(),
                     commit,
                     group_info,
                     joiner,
+                    epoch_key,
                 };
                 ds.join_connection_group(group_id, &join)
                     .await

@@ -5,16 +5,16 @@
 use openmls::prelude::{tls_codec::Deserialize as _, *};
 use roost_protocol::{
     codec, content,
-    ds::{WelcomeBundle, WelcomeSecrets},
+    ds::{GroupKeys, WelcomeBundle, WelcomeSecrets},
 };
 
-use super::{exported_key, join_config, mls_error, parse_message, MlsSession};
+use super::{exported_key, join_config, keys_after_removal, mls_error, parse_message, MlsSession};
 use crate::{device::Device, error::Error};
 
 /// A group message processed into the MLS overlay, its writes not committed yet.
 pub enum Incoming {
-    /// A commit, merged.
-    Commit,
+    /// A commit, merged; with the group's new keys if it removed a member.
+    Commit { rekeyed: Option<GroupKeys> },
     /// A commit that removed this client, merged.
     Removed,
     /// A proposal (stored), an external join proposal, or this client's own message.
@@ -123,15 +123,22 @@ impl MlsSession<'_> {
         match processed.into_content() {
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let removed = staged.self_removed();
+                // A member's commit that removes a member brings new keys (the DS requires it);
+                // a joiner's external commit replacing its own old leaf does not.
+                let rekeys = staged.remove_proposals().next().is_some()
+                    && matches!(sender, Sender::Member(_));
                 note_leaf_keys(device, &group)?;
                 group
                     .merge_staged_commit(self.provider(), *staged)
                     .map_err(|e| mls_error("cannot merge the commit", e))?;
-                Ok(if removed {
-                    Incoming::Removed
-                } else {
-                    Incoming::Commit
-                })
+                if removed {
+                    return Ok(Incoming::Removed);
+                }
+                let rekeyed = match rekeys {
+                    true => Some(keys_after_removal(self, &group)?),
+                    false => None,
+                };
+                Ok(Incoming::Commit { rekeyed })
             }
             ProcessedMessageContent::ApplicationMessage(message) => {
                 let Sender::Member(leaf) = sender else {

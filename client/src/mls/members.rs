@@ -13,6 +13,31 @@ use roost_protocol::{
 use super::incoming::pseudonym_of;
 use crate::{device::Device, error::Error, store::GroupAccess};
 
+/// The member cards the DS keeps for a group, decrypted (not checked), by the MLS signature
+/// key they name — what a commit that changes the group's keys encrypts again.
+pub async fn member_cards(
+    device: &Device,
+    access: &GroupAccess,
+) -> Result<HashMap<Vec<u8>, Vec<u8>>, Error> {
+    let info = device
+        .server_of(&access.ds)?
+        .external_commit_info(&access.group_id, &access.keys.group_state_ear_key)
+        .await?;
+    Ok(info
+        .encrypted_credentials
+        .iter()
+        .filter_map(|encrypted| {
+            let plain = access
+                .keys
+                .credential_ear_key
+                .decrypt(&access.group_id, encrypted)
+                .ok()?;
+            let card = codec::decode::<MemberCard>(&plain).ok()?;
+            Some((card.leaf_key, plain))
+        })
+        .collect())
+}
+
 /// A leaf of a group, with the client credential the DS keeps for it if that verifies.
 #[derive(Debug, Clone)]
 pub struct VerifiedMember {

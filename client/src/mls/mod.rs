@@ -25,7 +25,10 @@ pub mod storage;
 use std::ops::Deref;
 
 use openmls::prelude::{tls_codec::Deserialize as _, *};
-use roost_protocol::connection::EarKey;
+use roost_protocol::{
+    connection::EarKey,
+    ds::{EpochKey, GroupKeys, EPOCH_KEY_EXPORTER_LABEL, GROUP_KEYS_AFTER_REMOVAL_LABEL},
+};
 
 use crate::error::Error;
 use storage::{MlsProvider, MlsStorageError};
@@ -152,9 +155,13 @@ impl MlsSession<'_> {
     }
 }
 
-/// The DS is in a later epoch than this client's copy of the group (409 `stale_epoch`).
+/// The DS is ahead of this client's copy of the group: in a later epoch (409 `stale_epoch`),
+/// or under the keys a removal brought (403 `wrong_ear_key`). Catching up settles either.
 pub fn is_stale(e: &Error) -> bool {
-    e.status() == Some(409) && e.code() == "stale_epoch"
+    matches!(
+        (e.status(), e.code()),
+        (Some(409), "stale_epoch") | (Some(403), "wrong_ear_key")
+    )
 }
 
 pub(crate) fn mls_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -163,18 +170,39 @@ pub(crate) fn mls_error(what: &str, e: impl std::fmt::Display) -> Error {
 
 /// The key that encrypts a Welcome bundle's group keys: exported from the group's epoch.
 fn exported_key(provider: &MlsProvider, group: &MlsGroup) -> Result<EarKey, Error> {
+    let context = group.group_id().as_slice().to_vec();
+    export(provider, group, GROUP_KEYS_EXPORTER_LABEL, &context).map(EarKey)
+}
+
+/// The group's current epoch's key for proving membership to the DS (see `ds::EpochKey`).
+pub(crate) fn epoch_key(provider: &MlsProvider, group: &MlsGroup) -> Result<EpochKey, Error> {
+    export(provider, group, EPOCH_KEY_EXPORTER_LABEL, &[]).map(EpochKey::from_exported)
+}
+
+/// The group's keys from its current epoch on, which a commit that removed a member brought
+/// (see `ds::Rekey`).
+pub(crate) fn keys_after_removal(
+    provider: &MlsProvider,
+    group: &MlsGroup,
+) -> Result<GroupKeys, Error> {
+    let context = group.group_id().as_slice().to_vec();
+    export(provider, group, GROUP_KEYS_AFTER_REMOVAL_LABEL, &context)
+        .map(|exported| GroupKeys::of_epoch(&exported))
+}
+
+/// `N` bytes exported from the group's current epoch under `label`.
+fn export<const N: usize>(
+    provider: &MlsProvider,
+    group: &MlsGroup,
+    label: &str,
+    context: &[u8],
+) -> Result<[u8; N], Error> {
     let secret = group
-        .export_secret(
-            provider.crypto(),
-            GROUP_KEYS_EXPORTER_LABEL,
-            group.group_id().as_slice(),
-            32,
-        )
-        .map_err(|e| mls_error("cannot export the group-keys secret", e))?;
-    let key: [u8; 32] = secret
+        .export_secret(provider.crypto(), label, context, N)
+        .map_err(|e| mls_error("cannot export a secret of the epoch", e))?;
+    secret
         .try_into()
-        .map_err(|_| Error::Mls("the exported secret has the wrong length".into()))?;
-    Ok(EarKey(key))
+        .map_err(|_| Error::Mls("the exported secret has the wrong length".into()))
 }
 
 pub(crate) fn parse_message(bytes: &[u8]) -> Result<MlsMessageBodyIn, Error> {

@@ -14,7 +14,9 @@
 
 use roost_protocol::{content::Content, ds::SendMessage, OpId};
 
-use super::MlsSession;
+use openmls::prelude::MlsGroup;
+
+use super::{epoch_key, MlsSession};
 use crate::{
     device::Device,
     error::Error,
@@ -84,8 +86,16 @@ impl MlsSession<'_> {
         let store = device.store();
         let group_id = op.group_id.clone();
         let stored = match op.request {
-            Outgoing::Commit { staged, .. } => {
+            Outgoing::Commit {
+                staged, rekeyed, ..
+            } => {
                 super::incoming::note_leaf_keys(device, &self.group(&group_id)?)?;
+                // The keys first: a crash before the writes leaves the group at its old epoch,
+                // and this commit's own copy settles it again.
+                if let Some(keys) = rekeyed {
+                    let group = group_id.clone();
+                    store.run(move |s| s.set_group_keys(&group, &keys)).await?;
+                }
                 self.storage().apply(&staged)?;
                 let group = group_id.clone();
                 store.run(move |s| s.mark_seq(&group, seq)).await?;
@@ -115,25 +125,31 @@ impl MlsSession<'_> {
     }
 
     /// The request for an application message (with what it says) or, without `content`, a
-    /// proposal, made under the group's current state.
+    /// proposal, made under `group`'s current state, with the proof that its sender is a member
+    /// of that epoch.
     pub(crate) fn message_op(
+        &self,
         access: &crate::store::GroupAccess,
+        group: &MlsGroup,
         message: Vec<u8>,
         content: Option<Content>,
-    ) -> PendingOp {
+    ) -> Result<PendingOp, Error> {
+        let proof =
+            epoch_key(self, group)?.prove(&access.group_id, group.epoch().as_u64(), &message);
         let request = SendMessage {
             op: OpId::random(),
             ear_key: access.keys.group_state_ear_key.clone(),
             message,
+            proof,
         };
-        PendingOp {
+        Ok(PendingOp {
             group_id: access.group_id.clone(),
             ds: access.ds.clone(),
             request: match content {
                 Some(content) => Outgoing::Message { request, content },
                 None => Outgoing::Proposal { request },
             },
-        }
+        })
     }
 }
 

@@ -129,6 +129,19 @@ impl State {
         self.flush()
     }
 
+    /// Gives a group (connection or named) the keys a commit that removed a member brought.
+    pub fn set_group_keys(&self, group_id: &[u8], keys: &GroupKeys) -> Result<(), StateError> {
+        if let Some(mut contact) = self.contact(group_id)? {
+            contact.keys = keys.clone();
+            return self.save_contact(&contact);
+        }
+        if let Some(mut group) = self.named_group(group_id)? {
+            group.keys = keys.clone();
+            return self.save_named_group(&group);
+        }
+        Ok(())
+    }
+
     /// How to reach any group this client is in, connection or named.
     pub fn group_access(&self, group_id: &[u8]) -> Result<Option<GroupAccess>, StateError> {
         if let Some(contact) = self.contact(group_id)? {

@@ -48,9 +48,9 @@ pub use pending::{Outgoing, PendingOp, StagedWrites};
 pub use requests::{ConnectionBatch, ConnectionKey, PendingRequest};
 
 /// The state format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The formats before this one, which opening upgrades (see `State::upgrade_log_from`).
-const PREVIOUS_FORMATS: [u32; 2] = [2, 3];
+const PREVIOUS_FORMATS: [u32; 3] = [2, 3, 4];
 
 const KEY_FORMAT: &[u8] = b"format_version";
 const KEY_IDENTITY: &[u8] = b"identity";
@@ -195,9 +195,18 @@ impl State {
             db,
         };
         if let Some(old) = format.filter(|f| PREVIOUS_FORMATS.contains(f)) {
-            state.upgrade_log_from(old)?;
-            // The queue sequence numbers format 3 kept are of no use any more.
-            let _ = state.db.drop_tree("message_seqs");
+            if old < 4 {
+                state.upgrade_log_from(old)?;
+                // The queue sequence numbers format 3 kept are of no use any more.
+                let _ = state.db.drop_tree("message_seqs");
+            }
+            // Operations kept unconfirmed before format 5 carry no proof of membership of their
+            // epoch, nor new keys for a removal: a DS refuses them now. They are dropped (their
+            // commits never applied, their messages never logged); the user makes them again.
+            state
+                .pending_ops
+                .clear()
+                .map_err(|e| state.store_error(e))?;
         }
         if format != Some(FORMAT_VERSION) {
             state.put(KEY_FORMAT, &FORMAT_VERSION)?;

@@ -6,7 +6,7 @@
 
 use roost_protocol::{
     content::Content,
-    ds::{CommitRequest, SendMessage},
+    ds::{CommitRequest, GroupKeys, SendMessage},
     Domain,
 };
 use serde::{Deserialize, Serialize};
@@ -20,10 +20,12 @@ pub type StagedWrites = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 /// A request to a group's DS that may or may not have been taken.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Outgoing {
-    /// A commit; its MLS writes are applied once the DS takes it.
+    /// A commit; its MLS writes are applied once the DS takes it, with the group's new keys
+    /// if it removed a member (`request.rekey`).
     Commit {
         request: CommitRequest,
         staged: StagedWrites,
+        rekeyed: Option<Box<GroupKeys>>,
     },
     /// An application message; the MLS state that made it is stored already (its key must
     /// never be used again), and `content` goes into the log once the DS takes it.

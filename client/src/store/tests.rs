@@ -362,3 +362,26 @@ fn a_format_2_log_is_read_after_the_upgrade_with_every_sender_kept() {
         Some(FORMAT_VERSION)
     );
 }
+
+#[test]
+fn operations_kept_by_format_4_are_dropped_by_the_upgrade_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let bob: UserName = "bob@a.test".parse().unwrap();
+    {
+        let state = State::open_or_create(dir.path()).unwrap();
+        state.append_message(b"g1", 1, Some(&bob), "kept").unwrap();
+        // An operation of the old shape, which this build cannot read.
+        state
+            .pending_ops
+            .insert(b"g1", b"an old operation".to_vec())
+            .unwrap();
+        state.put_raw(KEY_FORMAT, codec::encode(&4u32));
+    }
+    let state = State::open_or_create(dir.path()).unwrap();
+    assert!(state.pending_ops().unwrap().is_empty());
+    assert_eq!(state.messages(b"g1").unwrap()[0].text, "kept");
+    assert_eq!(
+        read::<u32>(dir.path(), &state.db, KEY_FORMAT).unwrap(),
+        Some(FORMAT_VERSION)
+    );
+}
