@@ -8,6 +8,7 @@ pub mod mls_client;
 pub mod peer;
 pub mod proxy;
 mod raw;
+pub mod scan;
 
 pub use raw::{Identity, Raw, Response};
 
