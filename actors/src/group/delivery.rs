@@ -29,8 +29,11 @@ pub struct Delivery {
 
 impl Delivery {
     /// Enqueues `item` for every reference (or keeps it in the outbox for another domain) and
-    /// waits until each is durable.
-    pub(super) async fn deliver(&self, refs: Vec<SealedQueueRef>, item: GroupDelivery) {
+    /// waits until each is durable. False if some part failed for a reason worth retrying (a
+    /// queue's actor was not running, the store failed): then it must be delivered again. A
+    /// delivery refused for good (an unreadable reference, a domain not federated with, a
+    /// queue's limit) is logged and counts as done.
+    pub(super) async fn deliver(&self, refs: Vec<SealedQueueRef>, item: GroupDelivery) -> bool {
         let mut local = Vec::new();
         let mut remote: BTreeMap<Domain, Vec<FederatedDelivery>> = BTreeMap::new();
         for queue_ref in refs {
@@ -64,6 +67,7 @@ impl Delivery {
             futures_util::future::join_all(relays),
         )
         .await;
+        let mut done = true;
         match local {
             Ok(outcomes) => {
                 for outcome in outcomes {
@@ -78,25 +82,34 @@ impl Delivery {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "group deliveries could not be queued"),
+            Err(e) => {
+                tracing::warn!(error = %e, "group deliveries could not be queued; kept to deliver again");
+                done = false;
+            }
         }
         for outcome in relayed {
             if outcome.is_err() {
-                tracing::error!("a group delivery for another domain could not be kept");
+                tracing::error!(
+                    "a group delivery for another domain could not be kept; kept to deliver again"
+                );
+                done = false;
             }
         }
+        done
     }
 
-    /// Hands on a request's message and its Welcome, and waits until each copy is durable.
-    pub(super) async fn fan_out(&self, group_id: &[u8], fanout: Fanout) {
+    /// Hands on a request's message and its Welcome, and waits until each copy is durable;
+    /// false if it must be delivered again (see [`deliver`](Self::deliver)).
+    pub(super) async fn fan_out(&self, group_id: &[u8], fanout: Fanout) -> bool {
         let message = GroupDelivery::Message {
             group_id: group_id.to_vec(),
             seq: fanout.seq,
             message: fanout.message,
         };
-        self.deliver(fanout.recipients, message).await;
+        let mut done = self.deliver(fanout.recipients, message).await;
         if let Some((refs, welcome)) = fanout.welcome {
-            self.deliver(refs, GroupDelivery::Welcome(welcome)).await;
+            done &= self.deliver(refs, GroupDelivery::Welcome(welcome)).await;
         }
+        done
     }
 }

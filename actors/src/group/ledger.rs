@@ -7,8 +7,10 @@
 //! remembers the last [`REMEMBERED_OPS`] ids with a digest of their request and their outcome,
 //! so a retry after a lost response is answered with the original outcome and changes nothing.
 //! What a request sends on is written into the ledger (in the same transaction as its effect)
-//! before it goes out and cleared once delivered: a crash in between leaves it there, and the
-//! group's next request delivers it again first. A copy delivered twice has the same sequence
+//! before it goes out and cleared once delivered: a crash in between, or a delivery that
+//! failed for a reason worth retrying (a queue's actor down, the store failing), leaves it
+//! there, and the group's next request — any member's, even one the DS refuses — delivers it
+//! again first. A copy delivered twice has the same sequence
 //! number, which is how clients recognise it.
 //!
 //! Stored encrypted under the group-state EAR key, like the group's state.

@@ -373,10 +373,14 @@ impl GroupActor {
                 if handled.wrote {
                     durability.persist().await?;
                 }
+                let mut delivered = true;
                 for fanout in handled.fanouts {
-                    delivery.fan_out(&group_id, fanout).await;
+                    delivered &= delivery.fan_out(&group_id, fanout).await;
                 }
-                if let Some(ledger) = handled.delivered {
+                // Something failed that is worth retrying: the ledger keeps every fan-out as
+                // undelivered, and the group's next request hands them on again (copies that
+                // did arrive come twice, with their sequence numbers, which clients skip).
+                if let Some(ledger) = handled.delivered.filter(|_| delivered) {
                     // Not waited for: if it is lost, the fan-outs go out again, with the same
                     // sequence numbers, and clients skip what they have.
                     if let Err(e) = groups.update(&group_id, None, ledger, &[]) {
