@@ -429,3 +429,68 @@ async fn a_message_sent_just_before_its_sender_was_removed_shows_its_sender_to_t
     let removing = p.alice.groups().remove("walks", p.bob.user());
     bob_speaks_while_a_commit_is_held(&p, removing, "before I go").await;
 }
+
+/// Flips the last byte of a commit request's commit: the MAC that closes a public message (its
+/// membership tag), which the DS cannot check.
+fn flip_membership_tag(body: &mut Vec<u8>) {
+    let mut request: roost_protocol::ds::CommitRequest =
+        roost_protocol::codec::decode(body).unwrap();
+    *request.commit.last_mut().unwrap() ^= 1;
+    *body = roost_protocol::codec::encode(&request);
+}
+
+#[tokio::test]
+async fn a_commit_the_members_cannot_process_leaves_no_member_behind() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    let carol = p
+        ._devices
+        .register(&server, "carol", &server.user("carol"))
+        .await;
+    connect(&p.alice, &carol, &[]).await;
+    p.alice.groups().create("plans").await.unwrap();
+    p.alice.groups().add("plans", p.bob.user()).await.unwrap();
+    sync_clean(&p.bob).await;
+
+    // alice's next commit reaches the DS with a broken membership tag: the DS takes it (it
+    // cannot check the tag), bob's client cannot process it.
+    p.proxy
+        .inject("POST", "/commit", Fault::Tamper(flip_membership_tag), 1);
+    p.alice.groups().add("plans", carol.user()).await.unwrap();
+    assert!(p.proxy.all_applied());
+
+    // bob rejoins the group in its current state; carol joins from her Welcome.
+    let report = sync_clean(&p.bob).await;
+    assert_eq!(report.rejoined.len(), 1, "{report:?}");
+    for client in [&carol, &p.alice] {
+        sync_clean(client).await;
+    }
+    p.bob.groups().send("plans", "back in step").await.unwrap();
+    p.alice
+        .groups()
+        .send("plans", "welcome back")
+        .await
+        .unwrap();
+    for client in [&p.alice, &p.bob, &carol] {
+        sync_clean(client).await;
+    }
+    for client in [&p.alice, &p.bob, &carol] {
+        let log = p_log(client).await;
+        assert_eq!(
+            log,
+            [
+                from(p.bob.user(), "back in step"),
+                from(p.alice.user(), "welcome back")
+            ],
+            "{}",
+            client.user()
+        );
+        let mut members = client.groups().members("plans").await.unwrap();
+        members.sort();
+        assert_eq!(members.len(), 3, "{}: {members:?}", client.user());
+    }
+}
+
+async fn p_log(client: &Client) -> Vec<(Option<String>, String)> {
+    texts(&client.groups().messages("plans").await.unwrap())
+}

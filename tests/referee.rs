@@ -549,3 +549,67 @@ async fn a_removal_brings_new_keys_and_the_removed_members_old_ones_open_nothing
     assert!(t.keys.state.decrypt(&context, &stored).is_err());
     assert!(new.group_state_ear_key.decrypt(&context, &stored).is_ok());
 }
+
+async fn rejoin(t: &Table, request: &ds::Rejoin) -> (u16, String) {
+    let response = t
+        .http
+        .send(
+            "POST",
+            &ds::ds_rejoin(&t.group_id),
+            codec::encode(request),
+            None,
+        )
+        .await;
+    let code = if response.status >= 400 {
+        response.error_code()
+    } else {
+        String::new()
+    };
+    (response.status, code)
+}
+
+#[tokio::test]
+async fn only_a_member_rejoins_a_group_and_only_in_its_own_place() {
+    let mut t = alice_and_bob().await;
+    // carol holds the group-state key but was never in the group: her external commit
+    // replaces no leaf of hers.
+    let (commit, group_info, epoch_key) =
+        mls::external_commit(&t.http, &t.group_id, &t.keys, &mut t.carol).await;
+    let strangers = ds::Rejoin {
+        op: OpId::random(),
+        ear_key: t.keys.state.clone(),
+        commit,
+        group_info,
+        epoch_key,
+    };
+    assert_eq!(
+        rejoin(&t, &strangers).await,
+        (400, "invalid_mls_message".to_owned())
+    );
+
+    // bob, who is in it, takes his own place again: his old leaf goes, his entry stays.
+    let (commit, group_info, epoch_key) =
+        mls::external_commit(&t.http, &t.group_id, &t.keys, &mut t.bob).await;
+    let bobs = ds::Rejoin {
+        op: OpId::random(),
+        ear_key: t.keys.state.clone(),
+        commit,
+        group_info,
+        epoch_key,
+    };
+    assert_eq!(rejoin(&t, &bobs).await, (200, String::new()));
+    let info: ds::ExternalCommitInfo = external_commit_info(&t, &t.keys.state).await.decode();
+    assert_eq!(info.encrypted_credentials.len(), 2);
+    // alice follows; bob's copy reaches him at his queue.
+    let deliveries = t.alice.deliveries(&t.http).await;
+    let [GroupDelivery::Message { message, .. }] = deliveries.as_slice() else {
+        panic!("{deliveries:?}");
+    };
+    assert!(matches!(
+        t.alice.process(message),
+        ProcessedMessageContent::StagedCommitMessage(_)
+    ));
+    assert_eq!(t.bob.deliveries(&t.http).await.len(), 1);
+    let hello = t.bob.message_request(&t.keys, b"in step");
+    assert_eq!(send(&t.http, &t.group_id, &hello).await.0, 202);
+}

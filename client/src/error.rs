@@ -56,6 +56,10 @@ pub enum Error {
     /// An MLS operation failed.
     #[error("MLS: {0}")]
     Mls(String),
+    /// A commit of the group's current (or a later) epoch could not be processed: this client
+    /// is no longer in step with the rest of the group, and rejoins it.
+    #[error("a commit of the group could not be processed: {0}")]
+    OutOfStep(String),
     /// A key-package entry of one of this user's other clients failed a check.
     #[error("the key package served for client {client_id} is refused: {reason}")]
     BadKeyPackage { client_id: ClientId, reason: String },
@@ -153,6 +157,7 @@ impl Error {
             Error::Seal(_) => "seal_failed",
             Error::MlsStore(_) => "state_io",
             Error::Mls(_) => "mls",
+            Error::OutOfStep(_) => "out_of_step",
             Error::BadKeyPackage { .. } => "bad_key_package",
             Error::BadConnectionGroup(_) => "bad_connection_group",
             Error::ConnectionFailed { .. } => "connection_failed",

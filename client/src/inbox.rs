@@ -64,6 +64,8 @@ pub struct SyncReport {
     pub messages: usize,
     /// Groups this client was removed from.
     pub removed_from: Vec<Vec<u8>>,
+    /// Groups this client fell out of step with (a commit it could not process) and rejoined.
+    pub rejoined: Vec<Vec<u8>>,
     /// Application messages newly stored, with their group.
     pub received: Vec<(Vec<u8>, StoredMessage)>,
     /// Changes this client sent earlier whose DS had not answered, now taken.
@@ -91,6 +93,8 @@ enum Processed {
     Own(Resolved),
     /// Handled before.
     Duplicate,
+    /// A commit this client could not process, after which it rejoined the group.
+    Rejoined,
 }
 
 impl Client {
@@ -356,6 +360,7 @@ impl GroupReader<'_> {
                         }
                     }
                     Ok(Processed::Own(resolved)) => report.settled.push(resolved),
+                    Ok(Processed::Rejoined) => report.rejoined.push(group_id),
                     Ok(Processed::Token | Processed::Proposal | Processed::Duplicate) => {}
                     Err(e) => report
                         .failed
@@ -484,6 +489,10 @@ async fn process_other(
 ) -> Result<Result<Processed, Error>, Error> {
     let incoming = match mls.process(device, group_id, message) {
         Ok(incoming) => incoming,
+        Err(Error::OutOfStep(reason)) => {
+            mls.discard();
+            return rejoin(device, mls, group_id, &reason).await;
+        }
         Err(e) => {
             mls.discard();
             return Ok(Err(e));
@@ -538,6 +547,31 @@ async fn process_other(
     };
     mls.commit()?;
     Ok(Ok(processed))
+}
+
+/// Takes the group's current state again after a commit this client could not process (see
+/// `MlsSession::rejoin`): no member stays behind for good. Its own copy of the rejoin is then
+/// marked handled; the commit it could not process counts as used.
+async fn rejoin(
+    device: &Device,
+    mls: &MlsSession<'_>,
+    group_id: &[u8],
+    reason: &str,
+) -> Result<Result<Processed, Error>, Error> {
+    let Some(access) = device.store().group_access(group_id)? else {
+        return Ok(Err(Error::OutOfStep(reason.to_owned())));
+    };
+    match mls.rejoin(device, &access).await {
+        Ok(seq) => {
+            let group = group_id.to_vec();
+            device.store().run(move |s| s.mark_seq(&group, seq)).await?;
+            Ok(Ok(Processed::Rejoined))
+        }
+        Err(e) if e.is_transient() => Err(e),
+        Err(e) => Ok(Err(Error::OutOfStep(format!(
+            "{reason}; rejoining failed too: {e}"
+        )))),
+    }
 }
 
 /// Marks a named group as one this client was removed from.

@@ -214,6 +214,29 @@ pub struct JoinConnectionGroup {
 /// that Welcome anywhere else.
 pub const QUEUE_EXTENSION_TYPE: u16 = 0xff52;
 
+/// POST [`Rejoin`] → [`Committed`].
+pub const DS_REJOIN_ROUTE: &str = "/ds/v1/groups/{group}/rejoin";
+
+/// [`DS_REJOIN_ROUTE`] of a group.
+pub fn ds_rejoin(group_id: &[u8]) -> String {
+    group_path(DS_REJOIN_ROUTE, group_id)
+}
+
+/// A member that fell out of step with its group (a commit it could not process, or one it
+/// never got) takes the group's current state again: an external commit, from the GroupInfo
+/// the DS holds, that replaces the member's own leaf — it removes the leaf with the joiner's
+/// signature key, which only that member can sign with. The DS keeps the member's entry for
+/// the new leaf; no EAR keys change (no one left).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rejoin {
+    pub op: OpId,
+    pub ear_key: EarKey,
+    pub commit: Vec<u8>,
+    pub group_info: Vec<u8>,
+    /// The public [`EpochKey`] of the epoch the commit creates.
+    pub epoch_key: VerifyingKey,
+}
+
 const QUEUE_REF_INFO: &str = "roost queue reference v1";
 
 /// A client's queue, sealed to its home QS's queue-reference key: the DS stores and forwards it
@@ -419,6 +442,7 @@ mod tests {
                 DS_JOIN_CONNECTION_GROUP_ROUTE,
                 ds_join_connection_group(&group),
             ),
+            (DS_REJOIN_ROUTE, ds_rejoin(&group)),
         ] {
             assert!(crate::route::matches(pattern, &path), "{pattern} vs {path}");
             assert!(path.starts_with("/ds/v1/groups/ab01/"), "{path}");

@@ -25,7 +25,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             resource(ds::DS_JOIN_CONNECTION_GROUP_ROUTE)
                 .route(web::post().to(join_connection_group)),
-        );
+        )
+        .service(resource(ds::DS_REJOIN_ROUTE).route(web::post().to(rejoin)));
 }
 
 fn group_id(hex_id: &str) -> Result<Vec<u8>, ApiError> {
@@ -111,5 +112,15 @@ async fn join_connection_group(
 ) -> Result<HttpResponse, ApiError> {
     let committed =
         call::<ds::JoinConnectionGroup, _>(&state, &request, payload, group_id(&group)?).await?;
+    Ok(encoded(StatusCode::OK, &committed))
+}
+
+async fn rejoin(
+    state: State,
+    request: HttpRequest,
+    group: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let committed = call::<ds::Rejoin, _>(&state, &request, payload, group_id(&group)?).await?;
     Ok(encoded(StatusCode::OK, &committed))
 }

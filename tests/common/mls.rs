@@ -382,15 +382,14 @@ pub async fn add_member(
     add(http, group_id, keys, adder, key_package, entry).await
 }
 
-/// `joiner` joins a connection group by external commit through the DS's
-/// join-connection-group endpoint; returns the DS's answer.
-pub async fn join_connection_group(
+/// `joiner`'s external commit into a group, from the GroupInfo the DS hands out; `joiner`
+/// holds the group it would be in. Answers the commit and the request fields beside it.
+pub async fn external_commit(
     http: &Raw,
-    domain: &str,
     group_id: &[u8],
     keys: &Keys,
     joiner: &mut Member,
-) -> Response {
+) -> (Vec<u8>, Vec<u8>, roost_protocol::VerifyingKey) {
     let info: ds::ExternalCommitInfo = http
         .send(
             "POST",
@@ -431,12 +430,29 @@ pub async fn join_connection_group(
         .finalize(&joiner.mls.provider)
         .unwrap();
     joiner.group = Some(group);
+    (
+        bundle.commit().to_bytes().unwrap(),
+        joiner.group_info(),
+        joiner.epoch_key().public(),
+    )
+}
+
+/// `joiner` joins a connection group by external commit through the DS's
+/// join-connection-group endpoint; returns the DS's answer.
+pub async fn join_connection_group(
+    http: &Raw,
+    domain: &str,
+    group_id: &[u8],
+    keys: &Keys,
+    joiner: &mut Member,
+) -> Response {
+    let (commit, group_info, epoch_key) = external_commit(http, group_id, keys, joiner).await;
     let body = ds::JoinConnectionGroup {
         op: roost_protocol::OpId::random(),
         ear_key: keys.state.clone(),
-        commit: bundle.commit().to_bytes().unwrap(),
-        group_info: joiner.group_info(),
-        epoch_key: joiner.epoch_key().public(),
+        commit,
+        group_info,
+        epoch_key,
         joiner: joiner
             .entry(http, domain, group_id, &keys.credentials)
             .await,

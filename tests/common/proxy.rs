@@ -1,7 +1,7 @@
 //! A fault-injecting HTTP proxy for tests: it stands between a client (or a peer server) and a
 //! real server on loopback, passes requests through, and does to the ones a rule matches what
 //! the rule says — drop the request, drop the response after the server handled it, delay it,
-//! send it twice, or cut the connection in the middle of the body. Each rule applies a set
+//! send it twice, cut the connection in the middle of the body, or change its body. Each rule applies a set
 //! number of times, so a retry after the fault gets through.
 
 use std::{
@@ -15,7 +15,7 @@ use tokio::{
 };
 
 /// What to do to a matching request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Fault {
     /// Close the connection without passing the request on.
     DropRequest,
@@ -28,6 +28,9 @@ pub enum Fault {
     Duplicate,
     /// Pass on the head and half the body, then close both connections.
     ResetMidBody,
+    /// Pass the request on with its body changed by this function (keeping its length), as
+    /// a buggy or hostile client would have sent it.
+    Tamper(fn(&mut Vec<u8>)),
 }
 
 struct Rule {
@@ -112,7 +115,7 @@ async fn serve(
     hits: &Mutex<Vec<(String, String, Fault)>>,
 ) -> std::io::Result<()> {
     let mut buffer = Vec::new();
-    let Some(request) = read_request(&mut client, &mut buffer).await? else {
+    let Some(mut request) = read_request(&mut client, &mut buffer).await? else {
         return Ok(());
     };
     let fault = take_fault(rules, &request);
@@ -132,6 +135,7 @@ async fn serve(
             return Ok(());
         }
         Some(Fault::Delay(pause)) => tokio::time::sleep(pause).await,
+        Some(Fault::Tamper(change)) => change(&mut request.body),
         _ => {}
     }
     let mut response = forward(upstream, &request).await?;

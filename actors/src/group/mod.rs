@@ -163,7 +163,7 @@ impl Pooled for GroupActor {
 }
 
 pooled_actor!(GroupActor);
-pooled_messages!(GroupActor: CreateGroup, Commit, SendMessage, GetExternalCommitInfo, JoinConnectionGroup);
+pooled_messages!(GroupActor: CreateGroup, Commit, SendMessage, GetExternalCommitInfo, JoinConnectionGroup, Rejoin);
 
 fn snapshot(storage: &MemoryStorage) -> Vec<(Vec<u8>, Vec<u8>)> {
     let values = storage.values.read().unwrap_or_else(|p| p.into_inner());
@@ -431,6 +431,9 @@ ds_requests! {
     /// The responder's external commit into a connection group: succeeds once; answers like
     /// a commit.
     JoinConnectionGroup = ds::JoinConnectionGroup => Committed;
+    /// A member's external commit replacing its own leaf (it fell out of step); answers like
+    /// a commit.
+    Rejoin = ds::Rejoin => Committed;
 }
 
 /// Takes a commit's new keys ([`ds::Rekey`]) into `state`: required if the commit removed a
@@ -692,6 +695,32 @@ impl Handler<JoinConnectionGroup> for GroupActor {
             applied.recipients.push(msg.joiner.queue.clone());
             // From now on the group holds two users' clients: no further responder joins.
             opened.state.connection_group = false;
+            opened.state.epoch_key = Some(msg.epoch_key);
+            let commit = msg.commit.clone();
+            Ok(actor.store_commit(&msg.ear_key, None, opened, applied, commit, None, seq))
+        });
+        self.finish(handled)
+    }
+}
+
+impl Handler<Rejoin> for GroupActor {
+    type Result = AtomicResponse<Self, Result<Committed, GroupError>>;
+
+    fn handle(&mut self, DsRequest(msg): Rejoin, _ctx: &mut Self::Context) -> Self::Result {
+        let handled = self.handle_op(&msg.ear_key, None, msg.op, &msg, committed, |actor, seq| {
+            let mut opened = actor.open(&msg.ear_key)?;
+            let before = opened.state.members.clone();
+            // apply_commit lets an external commit remove only its joiner's own leaf.
+            let applied = actor.apply_commit(&mut opened, &msg.commit, &msg.group_info, true)?;
+            let (Some(joiner), [replaced]) = (applied.joiner, applied.removed.as_slice()) else {
+                return Err(invalid("a rejoin must replace the joiner's own leaf"));
+            };
+            // The same client: its queue and its card (which names the same signature key).
+            let entry = before
+                .get(replaced)
+                .cloned()
+                .ok_or_else(|| invalid("the replaced leaf has no member entry"))?;
+            opened.state.members.insert(joiner, entry);
             opened.state.epoch_key = Some(msg.epoch_key);
             let commit = msg.commit.clone();
             Ok(actor.store_commit(&msg.ear_key, None, opened, applied, commit, None, seq))

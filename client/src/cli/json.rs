@@ -80,6 +80,7 @@ impl Outcome {
                 "commits": r.commits,
                 "messages": r.messages,
                 "removed_from": r.removed_from.iter().map(hex::encode).collect::<Vec<_>>(),
+                "rejoined": r.rejoined.iter().map(hex::encode).collect::<Vec<_>>(),
                 "settled": r.settled.len(),
                 "unsettled": r.unsettled,
                 "failed": r.failed,

@@ -203,6 +203,12 @@ fn synced_text(r: &SyncReport) -> String {
         r.commits,
         r.received.len()
     )];
+    if !r.rejoined.is_empty() {
+        lines.push(format!(
+            "Rejoined {} group(s) after a change this client could not process (messages in between are unread).",
+            r.rejoined.len()
+        ));
+    }
     if !r.removed_from.is_empty() {
         lines.push(format!("Removed from {} group(s).", r.removed_from.len()));
     }

@@ -1,14 +1,13 @@
-//! Operations that change a group at its DS: creating one, adding and removing members, sending
-//! an application message, and joining a connection group by external commit. Commits and
-//! messages go out as kept operations (see [`super::outbox`]); creating a group and joining a
-//! connection group stage their MLS writes and commit them only if the DS took the request.
+//! Operations that change a group at its DS: creating one, adding and removing members, and
+//! sending an application message (joins by external commit are in [`super::external`]).
+//! Commits and messages go out as kept operations (see [`super::outbox`]); creating a group
+//! stages its MLS writes and commits them only if the DS took the request.
 
 use std::collections::HashMap;
 
 use openmls::{
     ciphersuite::hash_ref::ProposalRef,
     group::MlsGroupState,
-    messages::group_info::VerifiableGroupInfo,
     prelude::{tls_codec::Serialize as _, *},
 };
 use openmls_traits::storage::StorageProvider as _;
@@ -16,22 +15,20 @@ use roost_protocol::{
     connection::EarKey,
     content::{Content, Envelope},
     ds::{
-        CommitRequest, CreateGroup, GroupKeys, JoinConnectionGroup, MemberEntry, Rekey,
-        WelcomeBundle, WelcomeSecrets,
+        CommitRequest, CreateGroup, GroupKeys, MemberEntry, Rekey, WelcomeBundle, WelcomeSecrets,
     },
     key_packages::KeyPackageEntry,
     OpId,
 };
 
 use super::{
-    create_config, epoch_key, exported_key, join_config, keys_after_removal, members::member_cards,
-    mls_error, outbox::Resolved, signer::member_entry, signer::MlsSigner, MlsSession,
+    create_config, epoch_key, exported_key, keys_after_removal, members::member_cards, mls_error,
+    outbox::Resolved, signer::member_entry, signer::MlsSigner, MlsSession,
 };
 use crate::{
     device::Device,
     error::Error,
     store::{GroupAccess, Outgoing, PendingOp},
-    transport::Server,
 };
 
 impl MlsSession<'_> {
@@ -370,58 +367,6 @@ impl MlsSession<'_> {
         self.send_commit(device, &mut group, access, staged)
             .await
             .map(|()| true)
-    }
-
-    /// Joins a connection group by external commit from its `group_info`, with `joiner` as
-    /// what the DS keeps of this client. The local group is stored only if the DS takes the
-    /// join; answers it with the commit's place in the group's order (whose copy this client
-    /// must skip).
-    pub async fn join_by_external_commit(
-        &self,
-        ds: &Server,
-        signer: &MlsSigner,
-        group_id: &[u8],
-        group_info: VerifiableGroupInfo,
-        ear_key: &EarKey,
-        joiner: MemberEntry,
-    ) -> Result<(MlsGroup, u64), Error> {
-        let built = (|| {
-            let (group, bundle) = MlsGroup::external_commit_builder()
-                .with_config(join_config())
-                .build_group(self.provider(), group_info, signer.credential.clone())
-                .map_err(|e| mls_error("cannot build the external commit", e))?
-                .load_psks(self.storage())
-                .map_err(|e| mls_error("cannot build the external commit", e))?
-                .build(self.rand(), self.crypto(), &signer.key, |_| true)
-                .map_err(|e| mls_error("cannot build the external commit", e))?
-                .finalize(self.provider())
-                .map_err(|e| mls_error("cannot build the external commit", e))?;
-            let commit = bundle
-                .commit()
-                .to_bytes()
-                .map_err(|e| mls_error("cannot encode the commit", e))?;
-            let group_info = self.group_info_bytes(&group, signer)?;
-            let epoch_key = epoch_key(self, &group)?.public();
-            Ok::<_, Error>((group, commit, group_info, epoch_key))
-        })();
-        let joined = match built {
-            Ok((group, commit, group_info, epoch_key)) => {
-                let join = JoinConnectionGroup {
-                    op: OpId::random(),
-                    ear_key: ear_key.clone(),
-                    commit,
-                    group_info,
-                    joiner,
-                    epoch_key,
-                };
-                ds.join_connection_group(group_id, &join)
-                    .await
-                    .map(|committed| (group, committed.seq))
-                    .map_err(Error::from)
-            }
-            Err(e) => Err(e),
-        };
-        self.settle(joined)
     }
 }
 

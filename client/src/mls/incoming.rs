@@ -114,9 +114,16 @@ impl MlsSession<'_> {
             // leaving proposes again).
             return Ok(Incoming::Proposal);
         }
+        let commit_now_or_later =
+            protocol.content_type() == ContentType::Commit && protocol.epoch() >= group.epoch();
         let processed = group
             .process_message(self.provider(), protocol)
-            .map_err(|e| mls_error("cannot process the message", e))?;
+            .map_err(|e| match commit_now_or_later {
+                // The DS took it, so the rest of the group moved on with it (or this client
+                // missed the commits before it).
+                true => Error::OutOfStep(e.to_string()),
+                false => mls_error("cannot process the message", e),
+            })?;
         let sender = processed.sender().clone();
         let credential = processed.credential().clone();
         let past_epoch = processed.epoch() < group.epoch();

@@ -15,6 +15,7 @@
 //! reads or changes a group takes one.
 
 pub mod commits;
+pub mod external;
 pub mod incoming;
 pub mod key_packages;
 pub mod members;

@@ -49,6 +49,16 @@ impl Server {
         self.post(&path, codec::encode(&body), None).await
     }
 
+    /// `POST /ds/v1/groups/{id}/rejoin`: this member takes the group's current state again.
+    pub async fn rejoin(
+        &self,
+        group_id: &[u8],
+        body: &ds::Rejoin,
+    ) -> Result<ds::Committed, ServerError> {
+        let (path, body) = (ds::ds_rejoin(group_id), codec::encode(body));
+        retrying(|| self.post(&path, body.clone(), None)).await
+    }
+
     /// `POST /ds/v1/groups/{id}/join-connection-group`: succeeds once per connection group.
     pub async fn join_connection_group(
         &self,
