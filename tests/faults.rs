@@ -494,3 +494,37 @@ async fn a_commit_the_members_cannot_process_leaves_no_member_behind() {
 async fn p_log(client: &Client) -> Vec<(Option<String>, String)> {
     texts(&client.groups().messages("plans").await.unwrap())
 }
+
+/// Flips the last byte of a commit request's confirmation tag (just before the membership tag
+/// and the two length bytes).
+fn flip_confirmation_tag(body: &mut Vec<u8>) {
+    let mut request: roost_protocol::ds::CommitRequest =
+        roost_protocol::codec::decode(body).unwrap();
+    let at = request.commit.len() - 34;
+    request.commit[at] ^= 1;
+    *body = roost_protocol::codec::encode(&request);
+}
+
+#[tokio::test]
+async fn a_commit_whose_confirmation_tag_disagrees_with_its_group_info_is_refused() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    p.alice.groups().create("plans").await.unwrap();
+    p.proxy
+        .inject("POST", "/commit", Fault::Tamper(flip_confirmation_tag), 1);
+    let error = p
+        .alice
+        .groups()
+        .add("plans", p.bob.user())
+        .await
+        .unwrap_err();
+    assert!(p.proxy.all_applied());
+    assert_eq!(error.code(), "invalid_mls_message", "{error}");
+    assert!(error.to_string().contains("GroupInfo"), "{error}");
+    // Nothing was taken: the same change goes through untouched, and bob is in step.
+    p.alice.groups().add("plans", p.bob.user()).await.unwrap();
+    sync_clean(&p.bob).await;
+    p.bob.groups().send("plans", "here").await.unwrap();
+    sync_clean(&p.alice).await;
+    assert_eq!(p_log(&p.alice).await, [from(p.bob.user(), "here")]);
+}
