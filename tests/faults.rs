@@ -430,13 +430,18 @@ async fn a_message_sent_just_before_its_sender_was_removed_shows_its_sender_to_t
     bob_speaks_while_a_commit_is_held(&p, removing, "before I go").await;
 }
 
+/// Changes the commit inside a commit request's body.
+fn in_commit(body: &mut Vec<u8>, change: impl FnOnce(&mut Vec<u8>)) {
+    let mut request: roost_protocol::ds::CommitRequest =
+        roost_protocol::codec::decode(body).unwrap();
+    change(&mut request.commit);
+    *body = roost_protocol::codec::encode(&request);
+}
+
 /// Flips the last byte of a commit request's commit: the MAC that closes a public message (its
 /// membership tag), which the DS cannot check.
 fn flip_membership_tag(body: &mut Vec<u8>) {
-    let mut request: roost_protocol::ds::CommitRequest =
-        roost_protocol::codec::decode(body).unwrap();
-    *request.commit.last_mut().unwrap() ^= 1;
-    *body = roost_protocol::codec::encode(&request);
+    in_commit(body, |commit| *commit.last_mut().unwrap() ^= 1);
 }
 
 #[tokio::test]
@@ -498,11 +503,10 @@ async fn p_log(client: &Client) -> Vec<(Option<String>, String)> {
 /// Flips the last byte of a commit request's confirmation tag (just before the membership tag
 /// and the two length bytes).
 fn flip_confirmation_tag(body: &mut Vec<u8>) {
-    let mut request: roost_protocol::ds::CommitRequest =
-        roost_protocol::codec::decode(body).unwrap();
-    let at = request.commit.len() - 34;
-    request.commit[at] ^= 1;
-    *body = roost_protocol::codec::encode(&request);
+    in_commit(body, |commit| {
+        let at = commit.len() - 34;
+        commit[at] ^= 1;
+    });
 }
 
 #[tokio::test]

@@ -45,21 +45,19 @@ async fn table() -> Table {
     }
 }
 
-async fn commit(http: &Raw, group_id: &[u8], request: &ds::CommitRequest) -> (u16, String) {
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_commit(group_id),
-            codec::encode(request),
-            None,
-        )
-        .await;
+/// POSTs `body` to `path`; answers the status and, for an error, its code.
+async fn post(http: &Raw, path: &str, body: &impl serde::Serialize) -> (u16, String) {
+    let response = http.send("POST", path, codec::encode(body), None).await;
     let code = if response.status >= 400 {
         response.error_code()
     } else {
         String::new()
     };
     (response.status, code)
+}
+
+async fn commit(http: &Raw, group_id: &[u8], request: &ds::CommitRequest) -> (u16, String) {
+    post(http, &ds::ds_commit(group_id), request).await
 }
 
 /// alice's commit adding `key_packages`, merged on her side as if the DS had taken it, with
@@ -310,20 +308,7 @@ async fn a_group_info_a_joiner_could_not_trust_is_refused_with_its_commit() {
 }
 
 async fn send(http: &Raw, group_id: &[u8], request: &ds::SendMessage) -> (u16, String) {
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_messages(group_id),
-            codec::encode(request),
-            None,
-        )
-        .await;
-    let code = if response.status >= 400 {
-        response.error_code()
-    } else {
-        String::new()
-    };
-    (response.status, code)
+    post(http, &ds::ds_messages(group_id), request).await
 }
 
 /// `message` (TLS-encoded MLSMessage of a group) claiming another epoch in its clear header.
@@ -551,21 +536,7 @@ async fn a_removal_brings_new_keys_and_the_removed_members_old_ones_open_nothing
 }
 
 async fn rejoin(t: &Table, request: &ds::Rejoin) -> (u16, String) {
-    let response = t
-        .http
-        .send(
-            "POST",
-            &ds::ds_rejoin(&t.group_id),
-            codec::encode(request),
-            None,
-        )
-        .await;
-    let code = if response.status >= 400 {
-        response.error_code()
-    } else {
-        String::new()
-    };
-    (response.status, code)
+    post(&t.http, &ds::ds_rejoin(&t.group_id), request).await
 }
 
 #[tokio::test]

@@ -163,20 +163,7 @@ impl GroupActor {
                 "the GroupInfo is not of the epoch this commit creates",
             ));
         }
-        let tree = info
-            .extensions()
-            .ratchet_tree()
-            .ok_or_else(|| invalid("the GroupInfo lacks the ratchet-tree extension"))?
-            .ratchet_tree()
-            .clone();
-        let (joiners_view, _) = PublicGroup::from_external(
-            &self.crypto,
-            &MemoryStorage::default(),
-            tree,
-            info,
-            ProposalStore::new(),
-        )
-        .map_err(|e| invalid(format!("the GroupInfo does not verify: {e}")))?;
+        let joiners_view = self.public_group_from(info, &MemoryStorage::default())?;
         if joiners_view.group_context() != opened.public.group_context()
             || joiners_view.confirmation_tag() != opened.public.confirmation_tag()
         {
@@ -185,6 +172,25 @@ impl GroupActor {
             ));
         }
         Ok(())
+    }
+
+    /// The public group a GroupInfo describes with its ratchet-tree extension, checked as a
+    /// joiner would check it: signed by a member of that tree, the tree valid and matching the
+    /// group context.
+    pub(super) fn public_group_from(
+        &self,
+        info: VerifiableGroupInfo,
+        storage: &MemoryStorage,
+    ) -> Result<PublicGroup, GroupError> {
+        let tree = info
+            .extensions()
+            .ratchet_tree()
+            .ok_or_else(|| invalid("the GroupInfo lacks the ratchet-tree extension"))?
+            .ratchet_tree()
+            .clone();
+        PublicGroup::from_external(&self.crypto, storage, tree, info, ProposalStore::new())
+            .map(|(public, _)| public)
+            .map_err(|e| invalid(format!("the GroupInfo does not verify: {e}")))
     }
 
     /// An external commit may remove only its sender's own old leaf (a member rejoining with

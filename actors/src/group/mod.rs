@@ -23,7 +23,7 @@ use handshake::{parse_group_info, parse_protocol_message, Applied};
 use ledger::{digest_of, Fanout, Ledger, Outcome, Seen};
 
 use actix::prelude::*;
-use openmls::prelude::{GroupId, ProposalStore, PublicGroup};
+use openmls::prelude::{GroupId, PublicGroup};
 use openmls_memory_storage::MemoryStorage;
 use openmls_rust_crypto::RustCrypto;
 use serde::{Deserialize, Serialize};
@@ -500,21 +500,8 @@ impl Handler<CreateGroup> for GroupActor {
             if info.group_id().as_slice() != self.group_id.as_slice() {
                 return Err(invalid("the GroupInfo names another group"));
             }
-            let tree = info
-                .extensions()
-                .ratchet_tree()
-                .ok_or_else(|| invalid("the GroupInfo lacks the ratchet-tree extension"))?
-                .ratchet_tree()
-                .clone();
             let storage = MemoryStorage::default();
-            let (public, _) = PublicGroup::from_external(
-                &self.crypto,
-                &storage,
-                tree,
-                info,
-                ProposalStore::new(),
-            )
-            .map_err(invalid)?;
+            let public = self.public_group_from(info, &storage)?;
             if public.members().count() != 1 {
                 return Err(invalid("a new group must hold only its creator"));
             }
