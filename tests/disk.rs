@@ -169,7 +169,8 @@ async fn a_store_that_met_a_full_disk_is_reopened_whole_once_space_returns() {
     let packages = (0..100)
         .map(|_| phone.connection_package(3600, false).0)
         .collect();
-    assert_eq!(http.publish(&phone, packages).await.status, 200);
+    let published = http.publish(&phone, packages).await;
+    assert_eq!(published.status, 200, "{}", server.log());
 
     // The disk fills to the last byte behind the server's back; discoveries still write (each
     // uses up a package and records it), until the store meets the full disk.

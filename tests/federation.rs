@@ -122,7 +122,8 @@ async fn connected_pair(alice: &str, bob: &str, options: Options) -> Pair {
     settle(&all, async || {
         let mut statuses = Vec::new();
         for client in all {
-            statuses.push(client.groups().status(&group_id).unwrap());
+            let status = client.groups().status(&group_id).unwrap();
+            statuses.push(status.map(|s| (s.epoch, s.members)));
         }
         let tokens_in = {
             let mut ok = true;
@@ -132,7 +133,9 @@ async fn connected_pair(alice: &str, bob: &str, options: Options) -> Pair {
             }
             ok
         };
-        statuses.iter().all(|s| s.is_some_and(|s| s.members == 4))
+        statuses
+            .iter()
+            .all(|s| s.is_some_and(|(_, members)| members == 4))
             && statuses.windows(2).all(|w| w[0] == w[1])
             && tokens_in
     })

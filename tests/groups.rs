@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{
     devices::{connect, log, run_json, Devices},
     Options, TestServer,
@@ -500,4 +502,48 @@ async fn a_client_whose_key_packages_ran_out_publishes_more_after_joining() {
         roost_client::mls::key_packages::INITIAL_KEY_PACKAGES as u32
     );
     assert!(after.has_last_resort);
+}
+
+#[tokio::test]
+async fn a_client_renews_its_leaf_on_schedule_so_it_never_expires_and_the_group_goes_on() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let (alice, bob) = devices.alice_and_bob(&server).await;
+    connect(&alice, &bob, &[]).await;
+    alice.groups().create("plans").await.unwrap();
+    alice.groups().add("plans", bob.user()).await.unwrap();
+    sync_all(&[&bob]).await;
+    let group_id = bob.groups().find("plans").unwrap().group_id;
+    // bob's leaf came from his KeyPackage, and would expire with it.
+    let status = bob.groups().status(&group_id).unwrap().unwrap();
+    assert!(status.own_leaf_expires.is_some());
+
+    drop(bob);
+    let bob = devices.open("bob").with_leaf_renewal(Duration::ZERO);
+    // bob's first sync started each group's clock; with renewal due at once, the next
+    // renews every leaf.
+    let report = bob.sync().await.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.leaves_renewed, 2, "the connection and the group");
+    let renewed = bob.groups().status(&group_id).unwrap().unwrap();
+    assert_eq!(renewed.own_leaf_expires, None);
+    assert_eq!(renewed.epoch, status.epoch + 1);
+
+    sync_all(&[&alice]).await;
+    assert_eq!(
+        alice.groups().status(&group_id).unwrap().unwrap().epoch,
+        renewed.epoch
+    );
+    alice.groups().send("plans", "still here").await.unwrap();
+    bob.groups().send("plans", "me too").await.unwrap();
+    sync_all(&[&alice, &bob]).await;
+    for client in [&alice, &bob] {
+        assert_eq!(
+            log(&client.groups().messages("plans").await.unwrap()),
+            [
+                ("alice".to_owned(), "still here".to_owned()),
+                ("bob".to_owned(), "me too".to_owned())
+            ]
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! Owns: how the parts are put together. Must not touch: any feature's logic.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use roost_protocol::{
     api::{ConnectionPackageCount, KeyPackageCount},
@@ -33,7 +33,14 @@ pub struct Client {
     initial_packages: Option<Result<ConnectionPackageCount, Error>>,
     /// What publishing the first MLS key packages came to, for a client just enrolled.
     initial_key_packages: Option<Result<KeyPackageCount, Error>>,
+    /// How often this client renews its own leaf in each group.
+    leaf_renewal: Duration,
 }
+
+/// How often a client renews its own leaf in each group (`Client::with_leaf_renewal`): often
+/// enough that a leaf's keys do not stay the same for long (so a stolen one soon opens
+/// nothing new), and long before a leaf made from a KeyPackage would expire (12 weeks).
+pub const LEAF_RENEWAL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Client {
     /// Opens the client registered in `state_dir`.
@@ -55,6 +62,7 @@ impl Client {
             queues: Queues::default(),
             initial_packages: None,
             initial_key_packages: None,
+            leaf_renewal: LEAF_RENEWAL,
         })
     }
 
@@ -62,6 +70,17 @@ impl Client {
     pub fn with_resolver(mut self, resolver: Resolver) -> Client {
         self.device.servers_mut().set_resolver(resolver);
         self
+    }
+
+    /// Renews this client's own leaf in each group once it is `every` old (default
+    /// [`LEAF_RENEWAL`]), at a sync.
+    pub fn with_leaf_renewal(mut self, every: Duration) -> Client {
+        self.leaf_renewal = every;
+        self
+    }
+
+    pub(crate) fn leaf_renewal(&self) -> Duration {
+        self.leaf_renewal
     }
 
     pub(crate) fn set_initial(

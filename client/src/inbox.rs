@@ -66,6 +66,8 @@ pub struct SyncReport {
     pub removed_from: Vec<Vec<u8>>,
     /// Groups this client fell out of step with (a commit it could not process) and rejoined.
     pub rejoined: Vec<Vec<u8>>,
+    /// Groups in which this client renewed its own leaf (see `Client::with_leaf_renewal`).
+    pub leaves_renewed: usize,
     /// Application messages newly stored, with their group.
     pub received: Vec<(Vec<u8>, StoredMessage)>,
     /// Changes this client sent earlier whose DS had not answered, now taken.
@@ -130,6 +132,7 @@ pub(crate) async fn sync(
     let mut report = read(client, mls, wait).await?;
     settle_pending(client, mls, &mut report).await?;
     commit_proposals(client, mls, &mut report).await;
+    renew_leaves(client, mls, &mut report).await;
     propose_leaving_again(client, mls).await;
     let brought_in = siblings::bring_in(client, mls).await;
     report.commits += brought_in.commits;
@@ -245,6 +248,37 @@ async fn settle_pending(
         }
     }
     Ok(())
+}
+
+/// Renews this client's own leaf in every group where it is due (see
+/// `Client::with_leaf_renewal`); a group met for the first time starts its clock now. Best
+/// effort: what fails (a change on its way, a newer epoch) is tried again at the next sync.
+async fn renew_leaves(client: &Client, mls: &MlsSession<'_>, report: &mut SyncReport) {
+    let (device, store) = (client.device(), client.device().store());
+    let (Ok(contacts), Ok(named)) = (store.contacts(), store.named_groups()) else {
+        return;
+    };
+    let accesses = contacts
+        .iter()
+        .map(|c| c.access())
+        .chain(named.iter().filter(|g| !g.removed).map(|g| g.access()));
+    let now = Timestamp::now();
+    let note = |group_id: Vec<u8>| store.run(move |s| s.note_leaf_renewed(&group_id, now));
+    for access in accesses {
+        match store.leaf_renewed_at(&access.group_id) {
+            Ok(Some(at)) if at.plus_secs(client.leaf_renewal().as_secs()) <= now => {}
+            Ok(Some(_)) | Err(_) => continue,
+            Ok(None) => {
+                let _ = note(access.group_id.clone()).await;
+                continue;
+            }
+        }
+        if mls.renew_own_leaf(device, &access).await.is_ok()
+            && note(access.group_id.clone()).await.is_ok()
+        {
+            report.leaves_renewed += 1;
+        }
+    }
 }
 
 /// Commits what members proposed in the named groups this client is in (a member leaving).

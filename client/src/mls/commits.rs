@@ -102,27 +102,9 @@ impl MlsSession<'_> {
         }
         let (group_id, keys) = (&access.group_id, &access.keys);
         let staged = (|| {
-            let key_packages = claimed.iter().map(|(k, _)| k.clone());
-            let cannot_add = |e: &dyn std::fmt::Debug| {
-                Error::Mls(format!("cannot add the other clients: {e:?}"))
-            };
-            // Adds only: a pending removal is committed by commit_proposals, with new keys.
-            let (commit, welcome, _) = group
-                .commit_builder()
-                .consume_proposal_store(false)
-                .force_self_update(true)
-                .propose_adds(key_packages)
-                .load_psks(self.storage())
-                .map_err(|e| cannot_add(&e))?
-                .build(self.rand(), self.crypto(), &signer.key, |_| true)
-                .map_err(|e| cannot_add(&e))?
-                .stage_commit(self.provider())
-                .map_err(|e| cannot_add(&e))?
-                .into_messages();
-            let welcome = welcome.ok_or_else(|| cannot_add(&"no Welcome"))?;
-            group
-                .merge_pending_commit(self.provider())
-                .map_err(|e| mls_error("cannot merge the commit", e))?;
+            let key_packages = claimed.iter().map(|(k, _)| k.clone()).collect();
+            let (commit, welcome) = self.own_commit(group, signer, key_packages)?;
+            let welcome = welcome.ok_or_else(|| Error::Mls("no Welcome for the added".into()))?;
             let bundle_key = exported_key(self, group)?;
             let secrets = WelcomeSecrets::new(
                 keys.clone(),
@@ -175,6 +157,49 @@ impl MlsSession<'_> {
             self.removal_request(group, signer, access, commit, &cards)
         })();
         self.send_commit(device, group, access, staged).await
+    }
+
+    /// Renews this client's own leaf in a group: a commit with a fresh path and a leaf whose
+    /// keys are new and whose lifetime no longer ends (a leaf made from a KeyPackage expires
+    /// with it, and then no one can be welcomed into the group). Pending proposals are left for
+    /// `commit_proposals`, which brings the new keys a removal needs.
+    pub async fn renew_own_leaf(&self, device: &Device, access: &GroupAccess) -> Result<(), Error> {
+        let mut group = self.group(&access.group_id)?;
+        let signer = self.signer(device)?;
+        let staged = (|| {
+            let (commit, _) = self.own_commit(&mut group, &signer, Vec::new())?;
+            let request = self.commit_request(&group, &signer, access, commit, Vec::new(), None);
+            Ok((request?, None))
+        })();
+        self.send_commit(device, &mut group, access, staged).await
+    }
+
+    /// Makes and merges (in the overlay) a commit of `adds` alone, with a fresh path: pending
+    /// proposals (removals) are left to `commit_proposals`, which brings the new keys a removal
+    /// needs. Answers the commit and, if it adds anyone, its Welcome.
+    fn own_commit(
+        &self,
+        group: &mut MlsGroup,
+        signer: &MlsSigner,
+        adds: Vec<KeyPackage>,
+    ) -> Result<(MlsMessageOut, Option<MlsMessageOut>), Error> {
+        let cannot = |e: &dyn std::fmt::Debug| Error::Mls(format!("cannot make the commit: {e:?}"));
+        let (commit, welcome, _) = group
+            .commit_builder()
+            .consume_proposal_store(false)
+            .force_self_update(true)
+            .propose_adds(adds)
+            .load_psks(self.storage())
+            .map_err(|e| cannot(&e))?
+            .build(self.rand(), self.crypto(), &signer.key, |_| true)
+            .map_err(|e| cannot(&e))?
+            .stage_commit(self.provider())
+            .map_err(|e| cannot(&e))?
+            .into_messages();
+        group
+            .merge_pending_commit(self.provider())
+            .map_err(|e| mls_error("cannot merge the commit", e))?;
+        Ok((commit, welcome))
     }
 
     /// The DS's request for a commit that removed members, merged into `group`, with the

@@ -25,10 +25,14 @@ pub mod storage;
 
 use std::ops::Deref;
 
-use openmls::prelude::{tls_codec::Deserialize as _, *};
+use openmls::{
+    prelude::{tls_codec::Deserialize as _, *},
+    treesync::LeafNodeSource,
+};
 use roost_protocol::{
     connection::EarKey,
     ds::{EpochKey, GroupKeys, EPOCH_KEY_EXPORTER_LABEL, GROUP_KEYS_AFTER_REMOVAL_LABEL},
+    Timestamp,
 };
 
 use crate::error::Error;
@@ -69,6 +73,9 @@ pub fn join_config() -> MlsGroupJoinConfig {
 pub struct GroupStatus {
     pub epoch: u64,
     pub members: usize,
+    /// When this client's leaf expires: a leaf made from a KeyPackage ends with it (after which
+    /// no one can be welcomed into the group); `None` once a commit of this client renewed it.
+    pub own_leaf_expires: Option<Timestamp>,
 }
 
 /// The MLS state of one client and its lock.
@@ -103,6 +110,12 @@ impl MlsEngine {
         Ok(group.map(|g| GroupStatus {
             epoch: g.epoch().as_u64(),
             members: g.members().count(),
+            own_leaf_expires: g
+                .own_leaf_node()
+                .and_then(|leaf| match leaf.leaf_node_source() {
+                    LeafNodeSource::KeyPackage(lifetime) => Some(Timestamp(lifetime.not_after())),
+                    _ => None,
+                }),
         }))
     }
 }

@@ -9,6 +9,7 @@
 //! | [`messages`] | each group's chat log (`messages`: group id length ‖ group id ‖ 1 ‖ DS sequence number (BE) → [`StoredMessage`]; 0 instead of 1 for messages kept before the DS numbered them) and the group deliveries handled (`group_seqs`: group id length ‖ group id ‖ DS sequence number → ()) |
 //! | [`pending`] | operations on their way to a group's DS (`pending_ops`: group id → [`PendingOp`]) |
 //! | [`siblings`] | this user's new clients still to bring into its groups (`new_siblings`: client id → ()) |
+//! | [`upkeep`] | when this client last renewed its own leaf in each group (`leaf_renewals`: group id → time) |
 //!
 //! The openmls state lives in the tree `mls`, written only by [`crate::mls`]. Owns: the layout
 //! and encoding of every record. Must not touch: the network or MLS operations.
@@ -32,6 +33,7 @@ pub mod requests;
 pub mod siblings;
 #[cfg(test)]
 mod tests;
+pub mod upkeep;
 
 use std::{
     path::{Path, PathBuf},
@@ -123,6 +125,7 @@ pub struct State {
     new_siblings: sled::Tree,
     member_users: sled::Tree,
     leaf_keys: sled::Tree,
+    leaf_renewals: sled::Tree,
 }
 
 /// The key prefix of a group in the per-group trees: length, then the id.
@@ -191,6 +194,7 @@ impl State {
             new_siblings: tree("new_siblings")?,
             member_users: tree(TREE_MEMBER_USERS)?,
             leaf_keys: tree("leaf_keys")?,
+            leaf_renewals: tree("leaf_renewals")?,
             dir,
             db,
         };
