@@ -547,3 +547,48 @@ async fn a_client_renews_its_leaf_on_schedule_so_it_never_expires_and_the_group_
         );
     }
 }
+
+#[tokio::test]
+async fn a_member_whose_clients_never_come_back_is_removed_from_named_groups() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let (alice, bob) = devices.alice_and_bob(&server).await;
+    let carol = devices
+        .register(&server, "carol", &server.user("carol"))
+        .await;
+    connect(&alice, &bob, &[]).await;
+    connect(&alice, &carol, &[]).await;
+    alice.groups().create("plans").await.unwrap();
+    for user in [bob.user(), carol.user()] {
+        alice.groups().add("plans", user).await.unwrap();
+    }
+    sync_all(&[&bob, &carol]).await;
+
+    // alice and bob keep syncing, each renewing their leaf every time; carol is gone.
+    let away = |name: &str| {
+        devices
+            .open(name)
+            .with_leaf_renewal(Duration::ZERO)
+            .with_idle_removal(2)
+    };
+    drop((alice, bob));
+    let (alice, bob) = (away("alice"), away("bob"));
+    let mut removed = 0;
+    for _ in 0..3 {
+        for client in [&alice, &bob] {
+            let report = client.sync().await.unwrap();
+            assert!(report.failed.is_empty(), "{:?}", report.failed);
+            removed += report.idle_removed;
+        }
+    }
+    assert_eq!(removed, 1, "carol's one client, once");
+    sync_all(&[&bob]).await;
+    for client in [&alice, &bob] {
+        let members = client.groups().members("plans").await.unwrap();
+        assert_eq!(members, [alice.user().clone(), bob.user().clone()]);
+    }
+    // carol learns it when she is back; her connection with alice stays.
+    let report = carol.sync().await.unwrap();
+    assert_eq!(report.removed_from.len(), 1);
+    carol.chat().send(alice.user(), "back").await.unwrap();
+}

@@ -35,7 +35,14 @@ pub struct Client {
     initial_key_packages: Option<Result<KeyPackageCount, Error>>,
     /// How often this client renews its own leaf in each group.
     leaf_renewal: Duration,
+    /// After how many of its renewals in a row without a change a member's leaf counts as idle.
+    idle_after: u32,
 }
+
+/// After how many of a client's leaf renewals in a row another member's leaf, unchanged, counts
+/// as gone (`Client::with_idle_removal`): with weekly renewals, about eight weeks of this
+/// client's own activity in which that member never committed.
+pub const IDLE_AFTER_RENEWALS: u32 = 8;
 
 /// How often a client renews its own leaf in each group (`Client::with_leaf_renewal`): often
 /// enough that a leaf's keys do not stay the same for long (so a stolen one soon opens
@@ -63,6 +70,7 @@ impl Client {
             initial_packages: None,
             initial_key_packages: None,
             leaf_renewal: LEAF_RENEWAL,
+            idle_after: IDLE_AFTER_RENEWALS,
         })
     }
 
@@ -81,6 +89,17 @@ impl Client {
 
     pub(crate) fn leaf_renewal(&self) -> Duration {
         self.leaf_renewal
+    }
+
+    /// Removes from its named groups a member whose leaf stayed the same for `renewals` of this
+    /// client's leaf renewals in a row (default [`IDLE_AFTER_RENEWALS`]).
+    pub fn with_idle_removal(mut self, renewals: u32) -> Client {
+        self.idle_after = renewals;
+        self
+    }
+
+    pub(crate) fn idle_after(&self) -> u32 {
+        self.idle_after
     }
 
     pub(crate) fn set_initial(

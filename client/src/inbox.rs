@@ -18,6 +18,8 @@
 
 use std::time::Duration;
 
+use openmls::prelude::LeafNodeIndex;
+
 use roost_protocol::{
     api::{QueueItem, QueueMessage},
     content::{Content, Envelope},
@@ -41,7 +43,9 @@ use crate::{
     },
     queues::{save_position, QueueReader},
     siblings,
-    store::{Contact, GroupAccess, NamedGroup, Outgoing, QueuePosition, StoredMessage},
+    store::{
+        upkeep::Upkeep, Contact, GroupAccess, NamedGroup, Outgoing, QueuePosition, StoredMessage,
+    },
     transport::QueueKind,
 };
 
@@ -68,6 +72,9 @@ pub struct SyncReport {
     pub rejoined: Vec<Vec<u8>>,
     /// Groups in which this client renewed its own leaf (see `Client::with_leaf_renewal`).
     pub leaves_renewed: usize,
+    /// Members' clients removed from named groups for staying away (see
+    /// `Client::with_idle_removal`).
+    pub idle_removed: usize,
     /// Application messages newly stored, with their group.
     pub received: Vec<(Vec<u8>, StoredMessage)>,
     /// Changes this client sent earlier whose DS had not answered, now taken.
@@ -251,32 +258,71 @@ async fn settle_pending(
 }
 
 /// Renews this client's own leaf in every group where it is due (see
-/// `Client::with_leaf_renewal`); a group met for the first time starts its clock now. Best
-/// effort: what fails (a change on its way, a newer epoch) is tried again at the next sync.
+/// `Client::with_leaf_renewal`); a group met for the first time starts its clock now. Then, in
+/// a named group, removes the members whose leaves stayed the same for too many of these
+/// renewals (see `store::upkeep`). Best effort: what fails (a change on its way, a newer epoch)
+/// is tried again at the next sync.
 async fn renew_leaves(client: &Client, mls: &MlsSession<'_>, report: &mut SyncReport) {
     let (device, store) = (client.device(), client.device().store());
     let (Ok(contacts), Ok(named)) = (store.contacts(), store.named_groups()) else {
         return;
     };
-    let accesses = contacts
-        .iter()
-        .map(|c| c.access())
-        .chain(named.iter().filter(|g| !g.removed).map(|g| g.access()));
+    let accesses = contacts.iter().map(|c| (c.access(), false)).chain(
+        named
+            .iter()
+            .filter(|g| !g.removed)
+            .map(|g| (g.access(), true)),
+    );
     let now = Timestamp::now();
-    let note = |group_id: Vec<u8>| store.run(move |s| s.note_leaf_renewed(&group_id, now));
-    for access in accesses {
-        match store.leaf_renewed_at(&access.group_id) {
-            Ok(Some(at)) if at.plus_secs(client.leaf_renewal().as_secs()) <= now => {}
-            Ok(Some(_)) | Err(_) => continue,
-            Ok(None) => {
-                let _ = note(access.group_id.clone()).await;
+    let save =
+        |group_id: Vec<u8>, upkeep: Upkeep| store.run(move |s| s.save_upkeep(&group_id, &upkeep));
+    for (access, named) in accesses {
+        let Ok(mut upkeep) = store.upkeep(&access.group_id) else {
+            continue;
+        };
+        match upkeep.renewed_at {
+            Some(at) if at.plus_secs(client.leaf_renewal().as_secs()) <= now => {}
+            Some(_) => continue,
+            None => {
+                upkeep.renewed_at = Some(now);
+                let _ = save(access.group_id.clone(), upkeep).await;
                 continue;
             }
         }
-        if mls.renew_own_leaf(device, &access).await.is_ok()
-            && note(access.group_id.clone()).await.is_ok()
+        if mls.renew_own_leaf(device, &access).await.is_err() {
+            continue;
+        }
+        let Ok(mut group) = mls.group(&access.group_id) else {
+            continue;
+        };
+        let own = group.own_leaf_index();
+        let others = group
+            .members()
+            .filter(|m| m.index != own)
+            .map(|m| (m.signature_key, m.encryption_key));
+        let idle = upkeep.renewed(now, others, client.idle_after());
+        if save(access.group_id.clone(), upkeep).await.is_err() {
+            continue;
+        }
+        report.leaves_renewed += 1;
+        // A connection stays, however long the other side is away.
+        if !named || idle.is_empty() {
+            continue;
+        }
+        let leaves: Vec<LeafNodeIndex> = group
+            .members()
+            .filter(|m| idle.contains(&m.signature_key))
+            .map(|m| m.index)
+            .collect();
+        let Ok(signer) = mls.signer(device) else {
+            continue;
+        };
+        if mls
+            .remove_members(device, &mut group, &signer, &access, &leaves)
+            .await
+            .is_ok()
         {
-            report.leaves_renewed += 1;
+            report.idle_removed += leaves.len();
         }
     }
 }

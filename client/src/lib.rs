@@ -38,7 +38,7 @@ pub mod transport;
 
 pub use account::{ClientEntry, KeyPackages, WhoAmI};
 pub use chat::{Chat, Contacts};
-pub use client::{Client, LEAF_RENEWAL};
+pub use client::{Client, IDLE_AFTER_RENEWALS, LEAF_RENEWAL};
 pub use connections::{
     verify_packages, Accepted, Connected, ConnectionRequests, Connections, JoinedVia, RejectReason,
     Rejected,
