@@ -584,3 +584,102 @@ async fn only_a_member_rejoins_a_group_and_only_in_its_own_place() {
     let hello = t.bob.message_request(&t.keys, b"in step");
     assert_eq!(send(&t.http, &t.group_id, &hello).await.0, 202);
 }
+
+/// alice's next self-update as the DS receives it (merged on her side).
+fn self_update_request(t: &mut Table) -> ds::CommitRequest {
+    let commit = self_update(&mut t.alice);
+    ds::CommitRequest {
+        op: OpId::random(),
+        ear_key: t.keys.state.clone(),
+        commit,
+        group_info: t.alice.group_info(),
+        added: vec![],
+        welcome: None,
+        epoch_key: t.alice.epoch_key().public(),
+        rekey: None,
+    }
+}
+
+#[tokio::test]
+async fn a_forged_commit_or_one_signed_by_no_member_is_refused() {
+    let mut t = alice_and_bob().await;
+    // alice's commit, changed after she signed it.
+    let mut forged = self_update_request(&mut t);
+    let middle = forged.commit.len() / 2;
+    forged.commit[middle] ^= 1;
+    let (status, _) = commit(&t.http, &t.group_id, &forged).await;
+    assert_eq!(status, 400);
+
+    // carol makes a group of her own under the same id and, at the same epoch, commits as
+    // its leaf 0 — alice's place in the real group.
+    let (provider, signer) = (&t.carol.mls.provider, &t.carol.mls.signer);
+    let mut imitation = MlsGroup::builder()
+        .with_group_id(GroupId::from_slice(&t.group_id))
+        .ciphersuite(mls::CS)
+        .with_wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .build(provider, signer, t.carol.mls.credential.clone())
+        .unwrap();
+    let stranger = mls::MlsClient::new();
+    let (_, _, _) = imitation
+        .add_members(
+            provider,
+            signer,
+            &[stranger.key_package_naming(mls::CS, vec![1], false)],
+        )
+        .unwrap();
+    imitation.merge_pending_commit(provider).unwrap();
+    t.carol.group = Some(imitation);
+    let carols = {
+        let commit = self_update(&mut t.carol);
+        ds::CommitRequest {
+            commit,
+            group_info: t.carol.group_info(),
+            epoch_key: t.carol.epoch_key().public(),
+            ..forged.clone()
+        }
+    };
+    let carols = ds::CommitRequest {
+        op: OpId::random(),
+        ..carols
+    };
+    let (status, code) = commit(&t.http, &t.group_id, &carols).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_mls_message"));
+
+    // Neither moved the group: it is still at epoch 1, where bob's message is taken.
+    let hello = t.bob.message_request(&t.keys, b"still in epoch 1");
+    assert_eq!(send(&t.http, &t.group_id, &hello).await.0, 202);
+}
+
+#[tokio::test]
+async fn the_ds_state_does_not_grow_with_epochs() {
+    let mut t = alice_and_bob().await;
+    let size = |t: &mut Table| {
+        assert!(t.server.terminate().success());
+        let db = sled::open(t.server.store_path()).unwrap();
+        let stored = db
+            .open_tree("ds_groups")
+            .unwrap()
+            .get(&t.group_id)
+            .unwrap()
+            .unwrap();
+        drop(db);
+        t.server.start_again();
+        stored.len()
+    };
+    async fn epochs(t: &mut Table, n: usize) {
+        for _ in 0..n {
+            let request = self_update_request(t);
+            assert_eq!(commit(&t.http, &t.group_id, &request).await.0, 200);
+        }
+    }
+    epochs(&mut t, 1).await;
+    let early = size(&mut t);
+    epochs(&mut t, 40).await;
+    let late = size(&mut t);
+    // The state is the current epoch's alone; sizes vary a little with the keys in it.
+    assert!(
+        late < early + early / 10,
+        "{early} bytes at epoch 2, {late} at epoch 42"
+    );
+}

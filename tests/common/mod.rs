@@ -319,10 +319,16 @@ impl TestServer {
         self.spawn();
     }
 
+    /// A raw client of this server. It opens a connection per request: a kept-alive one could
+    /// be closed by the server (idle, or restarted) just as the next request goes out on it,
+    /// which made slow tests fail with `IncompleteMessage`.
     pub fn http(&self) -> Raw {
         Raw {
             base: self.url.clone(),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
         }
     }
 }
