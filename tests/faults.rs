@@ -532,3 +532,50 @@ async fn a_commit_whose_confirmation_tag_disagrees_with_its_group_info_is_refuse
     sync_clean(&p.alice).await;
     assert_eq!(p_log(&p.alice).await, [from(p.bob.user(), "here")]);
 }
+
+/// Replaces the epoch key a commit request announces with one no member can sign with.
+fn announce_a_wrong_epoch_key(body: &mut Vec<u8>) {
+    let mut request: roost_protocol::ds::CommitRequest =
+        roost_protocol::codec::decode(body).unwrap();
+    request.epoch_key = roost_protocol::SigningKey::generate().verifying_key();
+    *body = roost_protocol::codec::encode(&request);
+}
+
+#[tokio::test]
+async fn a_wrong_epoch_key_announced_by_a_committer_is_mended_by_the_next_sender() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    p.alice.groups().create("plans").await.unwrap();
+    p.proxy.inject(
+        "POST",
+        "/commit",
+        Fault::Tamper(announce_a_wrong_epoch_key),
+        1,
+    );
+    p.alice.groups().add("plans", p.bob.user()).await.unwrap();
+    assert!(p.proxy.all_applied());
+    sync_clean(&p.bob).await;
+    // The DS refuses bob's message (no member can prove the announced key); bob's client
+    // commits, announcing the key members derive, and sends again.
+    p.bob
+        .groups()
+        .send("plans", "can you hear me")
+        .await
+        .unwrap();
+    sync_clean(&p.alice).await;
+    p.alice
+        .groups()
+        .send("plans", "loud and clear")
+        .await
+        .unwrap();
+    sync_clean(&p.bob).await;
+    for client in [&p.alice, &p.bob] {
+        assert_eq!(
+            p_log(client).await,
+            [
+                from(p.bob.user(), "can you hear me"),
+                from(p.alice.user(), "loud and clear")
+            ]
+        );
+    }
+}

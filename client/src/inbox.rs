@@ -179,6 +179,13 @@ pub(crate) async fn send_content(
                 .unwrap_or_else(|| access.clone());
             mls.send_content(device, &access, content).await
         }
+        // In step and with the right keys, yet no member of the epoch: the key the epoch's
+        // committer announced is not the one members derive. A commit of this client announces
+        // the right one for the next epoch.
+        Err(e) if e.status() == Some(403) && e.code() == "not_a_member" => {
+            mls.renew_own_leaf(device, access).await?;
+            mls.send_content(device, access, content).await
+        }
         sent => sent,
     }
 }
