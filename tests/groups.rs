@@ -592,3 +592,34 @@ async fn a_member_whose_clients_never_come_back_is_removed_from_named_groups() {
     assert_eq!(report.removed_from.len(), 1);
     carol.chat().send(alice.user(), "back").await.unwrap();
 }
+
+#[tokio::test]
+async fn after_a_removal_the_members_who_stay_renew_their_leaves() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let (alice, bob) = devices.alice_and_bob(&server).await;
+    let carol = devices
+        .register(&server, "carol", &server.user("carol"))
+        .await;
+    connect(&alice, &bob, &[]).await;
+    connect(&alice, &carol, &[]).await;
+    alice.groups().create("plans").await.unwrap();
+    for user in [bob.user(), carol.user()] {
+        alice.groups().add("plans", user).await.unwrap();
+    }
+    sync_all(&[&bob, &carol]).await;
+    alice.groups().remove("plans", bob.user()).await.unwrap();
+
+    // carol takes the removal, then renews her leaf (the remover's commit renewed alice's).
+    let report = carol.sync().await.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.leaves_renewed, 1);
+    assert_eq!(carol.sync().await.unwrap().leaves_renewed, 0, "once");
+    sync_all(&[&alice]).await;
+    carol.groups().send("plans", "just us").await.unwrap();
+    sync_all(&[&alice]).await;
+    assert_eq!(
+        log(&alice.groups().messages("plans").await.unwrap()),
+        [("carol".to_owned(), "just us".to_owned())]
+    );
+}

@@ -265,7 +265,8 @@ async fn settle_pending(
 }
 
 /// Renews this client's own leaf in every group where it is due (see
-/// `Client::with_leaf_renewal`); a group met for the first time starts its clock now. Then, in
+/// `Client::with_leaf_renewal`), or where another member was removed since; a group met for
+/// the first time starts its clock now. Then, after a scheduled renewal, in
 /// a named group, removes the members whose leaves stayed the same for too many of these
 /// renewals (see `store::upkeep`). Best effort: what fails (a change on its way, a newer epoch)
 /// is tried again at the next sync.
@@ -287,14 +288,16 @@ async fn renew_leaves(client: &Client, mls: &MlsSession<'_>, report: &mut SyncRe
         let Ok(mut upkeep) = store.upkeep(&access.group_id) else {
             continue;
         };
-        match upkeep.renewed_at {
-            Some(at) if at.plus_secs(client.leaf_renewal().as_secs()) <= now => {}
-            Some(_) => continue,
+        let scheduled = match upkeep.renewed_at {
+            Some(at) => at.plus_secs(client.leaf_renewal().as_secs()) <= now,
             None => {
                 upkeep.renewed_at = Some(now);
                 let _ = save(access.group_id.clone(), upkeep).await;
                 continue;
             }
+        };
+        if !scheduled && !upkeep.due_now {
+            continue;
         }
         if mls.renew_own_leaf(device, &access).await.is_err() {
             continue;
@@ -302,12 +305,18 @@ async fn renew_leaves(client: &Client, mls: &MlsSession<'_>, report: &mut SyncRe
         let Ok(mut group) = mls.group(&access.group_id) else {
             continue;
         };
-        let own = group.own_leaf_index();
-        let others = group
-            .members()
-            .filter(|m| m.index != own)
-            .map(|m| (m.signature_key, m.encryption_key));
-        let idle = upkeep.renewed(now, others, client.idle_after());
+        upkeep.due_now = false;
+        let idle = if scheduled {
+            let own = group.own_leaf_index();
+            let others = group
+                .members()
+                .filter(|m| m.index != own)
+                .map(|m| (m.signature_key, m.encryption_key));
+            upkeep.renewed(now, others, client.idle_after())
+        } else {
+            upkeep.renewed_at = Some(now);
+            Vec::new()
+        };
         if save(access.group_id.clone(), upkeep).await.is_err() {
             continue;
         }
@@ -589,11 +598,17 @@ async fn process_other(
         Incoming::Commit { rekeyed } => {
             if let Some(keys) = rekeyed {
                 // Before the merge is committed: a crash between leaves the commit to be
-                // processed again, which derives the same keys.
+                // processed again, which derives the same keys. A member was removed: this
+                // client renews its leaf at the end of the sync (see `renew_leaves`).
                 let group = group_id.to_vec();
                 device
                     .store()
-                    .run(move |s| s.set_group_keys(&group, &keys))
+                    .run(move |s| {
+                        s.set_group_keys(&group, &keys)?;
+                        let mut upkeep = s.upkeep(&group)?;
+                        upkeep.due_now = true;
+                        s.save_upkeep(&group, &upkeep)
+                    })
                     .await
                     .inspect_err(|_| mls.discard())?;
             }

@@ -17,6 +17,9 @@ const TREE: &str = "leaf_renewals";
 pub struct Upkeep {
     /// When this client last renewed its own leaf; `None` until its first renewal is due.
     pub renewed_at: Option<Timestamp>,
+    /// Renew at the next sync, out of schedule: another member was removed (RFC 9750 advises
+    /// the members who stay to update their leaves). Such a renewal counts no one as idle.
+    pub due_now: bool,
     /// Each other leaf, by its MLS signature key: the encryption key it had at this client's
     /// last renewal, and for how many renewals in a row it had not changed.
     pub unchanged: BTreeMap<Vec<u8>, (Vec<u8>, u32)>,
