@@ -59,6 +59,16 @@ async fn sync_clean(client: &Client) -> roost_client::SyncReport {
     report
 }
 
+/// carol, one client, connected with alice.
+async fn carol_connected_with_alice(server: &TestServer, p: &Pair) -> Client {
+    let carol = p
+        ._devices
+        .register(server, "carol", &server.user("carol"))
+        .await;
+    connect(&p.alice, &carol, &[]).await;
+    carol
+}
+
 /// Both logs of the connection hold `expected`, each message at the same place.
 async fn same_log(p: &Pair, expected: &[(Option<String>, String)]) {
     let of_alice = p.alice.chat().messages(p.bob.user()).await.unwrap();
@@ -411,11 +421,7 @@ async fn bob_speaks_while_a_commit_is_held(
 async fn a_message_the_ds_took_just_before_a_commit_is_still_read_by_the_committer() {
     let server = TestServer::start(Options::default());
     let p = pair(&server).await;
-    let carol = p
-        ._devices
-        .register(&server, "carol", &server.user("carol"))
-        .await;
-    connect(&p.alice, &carol, &[]).await;
+    let carol = carol_connected_with_alice(&server, &p).await;
     walks_with_bob(&p).await;
     let adding = p.alice.groups().add("walks", carol.user());
     bob_speaks_while_a_commit_is_held(&p, adding, "just before").await;
@@ -430,12 +436,16 @@ async fn a_message_sent_just_before_its_sender_was_removed_shows_its_sender_to_t
     bob_speaks_while_a_commit_is_held(&p, removing, "before I go").await;
 }
 
+/// Changes the commit request in a request body.
+fn in_request(body: &mut Vec<u8>, change: impl FnOnce(&mut roost_protocol::ds::CommitRequest)) {
+    let mut request = roost_protocol::codec::decode(body).unwrap();
+    change(&mut request);
+    *body = roost_protocol::codec::encode(&request);
+}
+
 /// Changes the commit inside a commit request's body.
 fn in_commit(body: &mut Vec<u8>, change: impl FnOnce(&mut Vec<u8>)) {
-    let mut request: roost_protocol::ds::CommitRequest =
-        roost_protocol::codec::decode(body).unwrap();
-    change(&mut request.commit);
-    *body = roost_protocol::codec::encode(&request);
+    in_request(body, |request| change(&mut request.commit));
 }
 
 /// Flips the last byte of a commit request's commit: the MAC that closes a public message (its
@@ -448,11 +458,7 @@ fn flip_membership_tag(body: &mut Vec<u8>) {
 async fn a_commit_the_members_cannot_process_leaves_no_member_behind() {
     let server = TestServer::start(Options::default());
     let p = pair(&server).await;
-    let carol = p
-        ._devices
-        .register(&server, "carol", &server.user("carol"))
-        .await;
-    connect(&p.alice, &carol, &[]).await;
+    let carol = carol_connected_with_alice(&server, &p).await;
     p.alice.groups().create("plans").await.unwrap();
     p.alice.groups().add("plans", p.bob.user()).await.unwrap();
     sync_clean(&p.bob).await;
@@ -535,10 +541,9 @@ async fn a_commit_whose_confirmation_tag_disagrees_with_its_group_info_is_refuse
 
 /// Replaces the epoch key a commit request announces with one no member can sign with.
 fn announce_a_wrong_epoch_key(body: &mut Vec<u8>) {
-    let mut request: roost_protocol::ds::CommitRequest =
-        roost_protocol::codec::decode(body).unwrap();
-    request.epoch_key = roost_protocol::SigningKey::generate().verifying_key();
-    *body = roost_protocol::codec::encode(&request);
+    in_request(body, |request| {
+        request.epoch_key = roost_protocol::SigningKey::generate().verifying_key();
+    });
 }
 
 #[tokio::test]

@@ -548,13 +548,14 @@ async fn a_client_renews_its_leaf_on_schedule_so_it_never_expires_and_the_group_
     }
 }
 
-#[tokio::test]
-async fn a_member_whose_clients_never_come_back_is_removed_from_named_groups() {
-    let server = TestServer::start(Options::default());
-    let devices = Devices::new();
-    let (alice, bob) = devices.alice_and_bob(&server).await;
+/// alice, bob and carol, one client each, alice connected with both and all three in "plans".
+async fn alice_bob_and_carol_in_plans(
+    server: &TestServer,
+    devices: &Devices,
+) -> (Client, Client, Client) {
+    let (alice, bob) = devices.alice_and_bob(server).await;
     let carol = devices
-        .register(&server, "carol", &server.user("carol"))
+        .register(server, "carol", &server.user("carol"))
         .await;
     connect(&alice, &bob, &[]).await;
     connect(&alice, &carol, &[]).await;
@@ -563,6 +564,14 @@ async fn a_member_whose_clients_never_come_back_is_removed_from_named_groups() {
         alice.groups().add("plans", user).await.unwrap();
     }
     sync_all(&[&bob, &carol]).await;
+    (alice, bob, carol)
+}
+
+#[tokio::test]
+async fn a_member_whose_clients_never_come_back_is_removed_from_named_groups() {
+    let server = TestServer::start(Options::default());
+    let devices = Devices::new();
+    let (alice, bob, carol) = alice_bob_and_carol_in_plans(&server, &devices).await;
 
     // alice and bob keep syncing, each renewing their leaf every time; carol is gone.
     let away = |name: &str| {
@@ -597,17 +606,7 @@ async fn a_member_whose_clients_never_come_back_is_removed_from_named_groups() {
 async fn after_a_removal_the_members_who_stay_renew_their_leaves() {
     let server = TestServer::start(Options::default());
     let devices = Devices::new();
-    let (alice, bob) = devices.alice_and_bob(&server).await;
-    let carol = devices
-        .register(&server, "carol", &server.user("carol"))
-        .await;
-    connect(&alice, &bob, &[]).await;
-    connect(&alice, &carol, &[]).await;
-    alice.groups().create("plans").await.unwrap();
-    for user in [bob.user(), carol.user()] {
-        alice.groups().add("plans", user).await.unwrap();
-    }
-    sync_all(&[&bob, &carol]).await;
+    let (alice, bob, carol) = alice_bob_and_carol_in_plans(&server, &devices).await;
     alice.groups().remove("plans", bob.user()).await.unwrap();
 
     // carol takes the removal, then renews her leaf (the remover's commit renewed alice's).

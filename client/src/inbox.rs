@@ -18,8 +18,6 @@
 
 use std::time::Duration;
 
-use openmls::prelude::LeafNodeIndex;
-
 use roost_protocol::{
     api::{QueueItem, QueueMessage},
     content::{Content, Envelope},
@@ -43,10 +41,9 @@ use crate::{
     },
     queues::{save_position, QueueReader},
     siblings,
-    store::{
-        upkeep::Upkeep, Contact, GroupAccess, NamedGroup, Outgoing, QueuePosition, StoredMessage,
-    },
+    store::{Contact, GroupAccess, NamedGroup, Outgoing, QueuePosition, StoredMessage},
     transport::QueueKind,
+    upkeep,
 };
 
 /// One message taken from this client's queue; `item` is an error if it could not be opened
@@ -139,7 +136,9 @@ pub(crate) async fn sync(
     let mut report = read(client, mls, wait).await?;
     settle_pending(client, mls, &mut report).await?;
     commit_proposals(client, mls, &mut report).await;
-    renew_leaves(client, mls, &mut report).await;
+    let renewed = upkeep::renew_leaves(client, mls).await;
+    report.leaves_renewed += renewed.leaves;
+    report.idle_removed += renewed.idle_removed;
     propose_leaving_again(client, mls).await;
     let brought_in = siblings::bring_in(client, mls).await;
     report.commits += brought_in.commits;
@@ -262,85 +261,6 @@ async fn settle_pending(
         }
     }
     Ok(())
-}
-
-/// Renews this client's own leaf in every group where it is due (see
-/// `Client::with_leaf_renewal`), or where another member was removed since; a group met for
-/// the first time starts its clock now. Then, after a scheduled renewal, in
-/// a named group, removes the members whose leaves stayed the same for too many of these
-/// renewals (see `store::upkeep`). Best effort: what fails (a change on its way, a newer epoch)
-/// is tried again at the next sync.
-async fn renew_leaves(client: &Client, mls: &MlsSession<'_>, report: &mut SyncReport) {
-    let (device, store) = (client.device(), client.device().store());
-    let (Ok(contacts), Ok(named)) = (store.contacts(), store.named_groups()) else {
-        return;
-    };
-    let accesses = contacts.iter().map(|c| (c.access(), false)).chain(
-        named
-            .iter()
-            .filter(|g| !g.removed)
-            .map(|g| (g.access(), true)),
-    );
-    let now = Timestamp::now();
-    let save =
-        |group_id: Vec<u8>, upkeep: Upkeep| store.run(move |s| s.save_upkeep(&group_id, &upkeep));
-    for (access, named) in accesses {
-        let Ok(mut upkeep) = store.upkeep(&access.group_id) else {
-            continue;
-        };
-        let scheduled = match upkeep.renewed_at {
-            Some(at) => at.plus_secs(client.leaf_renewal().as_secs()) <= now,
-            None => {
-                upkeep.renewed_at = Some(now);
-                let _ = save(access.group_id.clone(), upkeep).await;
-                continue;
-            }
-        };
-        if !scheduled && !upkeep.due_now {
-            continue;
-        }
-        if mls.renew_own_leaf(device, &access).await.is_err() {
-            continue;
-        }
-        let Ok(mut group) = mls.group(&access.group_id) else {
-            continue;
-        };
-        upkeep.due_now = false;
-        let idle = if scheduled {
-            let own = group.own_leaf_index();
-            let others = group
-                .members()
-                .filter(|m| m.index != own)
-                .map(|m| (m.signature_key, m.encryption_key));
-            upkeep.renewed(now, others, client.idle_after())
-        } else {
-            upkeep.renewed_at = Some(now);
-            Vec::new()
-        };
-        if save(access.group_id.clone(), upkeep).await.is_err() {
-            continue;
-        }
-        report.leaves_renewed += 1;
-        // A connection stays, however long the other side is away.
-        if !named || idle.is_empty() {
-            continue;
-        }
-        let leaves: Vec<LeafNodeIndex> = group
-            .members()
-            .filter(|m| idle.contains(&m.signature_key))
-            .map(|m| m.index)
-            .collect();
-        let Ok(signer) = mls.signer(device) else {
-            continue;
-        };
-        if mls
-            .remove_members(device, &mut group, &signer, &access, &leaves)
-            .await
-            .is_ok()
-        {
-            report.idle_removed += leaves.len();
-        }
-    }
 }
 
 /// Commits what members proposed in the named groups this client is in (a member leaving).
@@ -587,7 +507,9 @@ async fn process_other(
         Ok(incoming) => incoming,
         Err(Error::OutOfStep(reason)) => {
             mls.discard();
-            return rejoin(device, mls, group_id, &reason).await;
+            return Ok(upkeep::rejoin(device, mls, group_id, &reason)
+                .await?
+                .map(|()| Processed::Rejoined));
         }
         Err(e) => {
             mls.discard();
@@ -599,7 +521,7 @@ async fn process_other(
             if let Some(keys) = rekeyed {
                 // Before the merge is committed: a crash between leaves the commit to be
                 // processed again, which derives the same keys. A member was removed: this
-                // client renews its leaf at the end of the sync (see `renew_leaves`).
+                // client renews its leaf at the end of the sync (see `upkeep::renew_leaves`).
                 let group = group_id.to_vec();
                 device
                     .store()
@@ -649,31 +571,6 @@ async fn process_other(
     };
     mls.commit()?;
     Ok(Ok(processed))
-}
-
-/// Takes the group's current state again after a commit this client could not process (see
-/// `MlsSession::rejoin`): no member stays behind for good. Its own copy of the rejoin is then
-/// marked handled; the commit it could not process counts as used.
-async fn rejoin(
-    device: &Device,
-    mls: &MlsSession<'_>,
-    group_id: &[u8],
-    reason: &str,
-) -> Result<Result<Processed, Error>, Error> {
-    let Some(access) = device.store().group_access(group_id)? else {
-        return Ok(Err(Error::OutOfStep(reason.to_owned())));
-    };
-    match mls.rejoin(device, &access).await {
-        Ok(seq) => {
-            let group = group_id.to_vec();
-            device.store().run(move |s| s.mark_seq(&group, seq)).await?;
-            Ok(Ok(Processed::Rejoined))
-        }
-        Err(e) if e.is_transient() => Err(e),
-        Err(e) => Ok(Err(Error::OutOfStep(format!(
-            "{reason}; rejoining failed too: {e}"
-        )))),
-    }
 }
 
 /// Marks a named group as one this client was removed from.

@@ -35,6 +35,7 @@ pub(crate) mod queues;
 mod siblings;
 pub mod store;
 pub mod transport;
+mod upkeep;
 
 pub use account::{ClientEntry, KeyPackages, WhoAmI};
 pub use chat::{Chat, Contacts};
