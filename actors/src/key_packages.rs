@@ -2,9 +2,10 @@
 //! friendship token.
 //!
 //! On publish it checks every entry (signature, credential, queue reference, and the MLS
-//! KeyPackage itself with openmls, which must name the same queue and be published once); it hands out one entry per client to whoever presents the
-//! user's current friendship token, or to the user's own other clients, using up one-time
-//! entries and falling back to the last resort.
+//! KeyPackage itself with openmls, which must name the same queue and be published once); it
+//! hands out one entry per client to whoever presents the user's current friendship token, or
+//! to the user's own other clients, using up one-time entries and falling back to the last
+//! resort.
 
 use std::time::Duration;
 

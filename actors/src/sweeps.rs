@@ -1,6 +1,7 @@
 //! Periodic clean-ups of records that only age: request signatures past any replay window
 //! (the [`crate::replay::ReplayGuard`]'s), and records of served connection packages and of
-//! published and added key packages past their package's end. Each runs on the blocking pool, off the actor threads.
+//! published and added key packages past their package's end. Each runs on the blocking pool,
+//! off the actor threads.
 
 use std::time::Duration;
 

@@ -84,15 +84,15 @@ impl EpochKey {
 
     /// Proves that whoever sends `message` into `group_id` at `epoch` is a member of it.
     pub fn prove(&self, group_id: &[u8], epoch: u64, message: &[u8]) -> Signature {
-        self.0.sign(
-            EPOCH_PROOF_LABEL,
-            &(
-                group_id,
-                epoch,
-                crate::crypto::hash(EPOCH_PROOF_LABEL, message),
-            ),
-        )
+        self.0
+            .sign_bytes(EPOCH_PROOF_LABEL, &proved(group_id, epoch, message))
     }
+}
+
+/// What an epoch proof signs: the group, the epoch, and a hash of the message.
+fn proved(group_id: &[u8], epoch: u64, message: &[u8]) -> Vec<u8> {
+    let message = crate::crypto::hash(EPOCH_PROOF_LABEL, message);
+    codec::encode(&(group_id, epoch, message))
 }
 
 /// Checks a [`EpochKey::prove`] proof against the epoch's public key.
@@ -103,15 +103,7 @@ pub fn verify_epoch_proof(
     message: &[u8],
     proof: &Signature,
 ) -> Result<(), CryptoError> {
-    key.verify(
-        EPOCH_PROOF_LABEL,
-        &(
-            group_id,
-            epoch,
-            crate::crypto::hash(EPOCH_PROOF_LABEL, message),
-        ),
-        proof,
-    )
+    key.verify_bytes(EPOCH_PROOF_LABEL, &proved(group_id, epoch, message), proof)
 }
 
 /// Create a group on the DS. The creator is its only member.

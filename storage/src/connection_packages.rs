@@ -16,7 +16,7 @@ use roost_protocol::{
 
 use crate::{
     client_packages::{ClientPackage, ClientPackages},
-    table::{decode, encode, Table},
+    table::{encode, Table},
     Result, StorageError,
 };
 
@@ -164,18 +164,7 @@ impl ConnectionPackageStore {
     /// Deletes the records of served packages that have expired (handed out, never redeemed);
     /// returns how many.
     pub fn sweep_served(&self, now: Timestamp) -> Result<usize> {
-        let mut batch = sled::Batch::default();
-        let mut swept = 0;
-        for entry in self.served.tree.iter() {
-            let (key, bytes) = entry?;
-            let record: ServedPackage = decode(&bytes)?;
-            if now >= record.not_after {
-                batch.remove(key);
-                swept += 1;
-            }
-        }
-        self.served.tree.apply_batch(batch)?;
-        Ok(swept)
+        self.served.sweep(|record| now >= record.not_after)
     }
 
     /// Forgets every package of a client (it was deleted).

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use roost_protocol::Timestamp;
 
 use crate::{
-    table::{decode, encode, Table},
+    table::{encode, Table},
     Result,
 };
 
@@ -60,17 +60,7 @@ impl UsedReferences {
 
     /// Deletes the records whose package has expired; answers how many.
     pub fn sweep(&self, now: Timestamp) -> Result<usize> {
-        let mut batch = sled::Batch::default();
-        let mut count = 0;
-        for entry in self.table.tree.iter() {
-            let (key, value) = entry?;
-            if decode::<UsedReference>(&value)?.not_after <= now {
-                batch.remove(key);
-                count += 1;
-            }
-        }
-        self.table.tree.apply_batch(batch)?;
-        Ok(count)
+        self.table.sweep(|used| used.not_after <= now)
     }
 }
 

@@ -36,6 +36,21 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         self.tree.insert(key, encode(value))?;
         Ok(())
     }
+
+    /// Deletes every record `expired` says is; answers how many.
+    pub(crate) fn sweep(&self, expired: impl Fn(&V) -> bool) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut swept = 0;
+        for entry in self.tree.iter() {
+            let (key, bytes) = entry?;
+            if expired(&decode(&bytes)?) {
+                batch.remove(key);
+                swept += 1;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(swept)
+    }
 }
 
 impl<V: DeserializeOwned> Table<V> {

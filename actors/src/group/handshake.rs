@@ -54,23 +54,21 @@ pub(super) struct Applied {
     pub joiner: Option<u32>,
 }
 
-/// A member a commit added, as its KeyPackage says.
+/// A member a commit added: its leaf, and what its KeyPackage says.
 pub(super) struct AddedMember {
     pub leaf: u32,
-    /// The queue its KeyPackage names: the one its Welcome goes to.
+    pub package: AddedPackage,
+}
+
+/// What the DS reads from an added member's KeyPackage before the commit is merged.
+pub(super) struct AddedPackage {
+    signature_key: Vec<u8>,
+    /// The queue the KeyPackage names: the one its Welcome goes to.
     pub queue: SealedQueueRef,
     pub reference: KeyPackageRef,
     /// When a one-time KeyPackage's lifetime ends (a one-time package adds one member once);
     /// `None` for a last-resort package.
     pub one_time_until: Option<Timestamp>,
-}
-
-/// What the DS reads from an added member's KeyPackage before the commit is merged.
-struct AddedPackage {
-    signature_key: Vec<u8>,
-    queue: SealedQueueRef,
-    reference: KeyPackageRef,
-    one_time_until: Option<Timestamp>,
 }
 
 impl GroupActor {
@@ -128,12 +126,7 @@ impl GroupActor {
                     .find(|m| m.signature_key == package.signature_key)
                     .map(|m| m.index.u32())
                     .ok_or_else(|| invalid("an added member is missing after the commit"))?;
-                Ok(AddedMember {
-                    leaf,
-                    queue: package.queue,
-                    reference: package.reference,
-                    one_time_until: package.one_time_until,
-                })
+                Ok(AddedMember { leaf, package })
             })
             .collect::<Result<Vec<_>, GroupError>>()?;
         self.check_group_info(opened, group_info)?;
@@ -244,7 +237,8 @@ impl GroupActor {
         }
         let mut named: Vec<KeyPackageRef> =
             welcome.secrets().iter().map(|s| s.new_member()).collect();
-        let mut adds: Vec<KeyPackageRef> = added.iter().map(|a| a.reference.clone()).collect();
+        let mut adds: Vec<KeyPackageRef> =
+            added.iter().map(|a| a.package.reference.clone()).collect();
         named.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
         adds.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
         if named != adds {

@@ -241,13 +241,11 @@ impl GroupActor {
         )
     }
 
-    /// The state after an applied commit, sealed under `ear_key` (or the new key `rekeyed`),
-    /// and the commit's fan-out at `seq`.
-    #[allow(clippy::too_many_arguments)]
+    /// The state after an applied commit, sealed under `ear_key`, and the commit's fan-out at
+    /// `seq`.
     fn store_commit(
         &self,
         ear_key: &EarKey,
-        rekeyed: Option<EarKey>,
         mut opened: Opened,
         applied: Applied,
         commit: Vec<u8>,
@@ -264,8 +262,8 @@ impl GroupActor {
                 epoch: answer.epoch,
                 seq,
             },
-            state: Some(self.seal(rekeyed.as_ref().unwrap_or(ear_key), &mut opened)),
-            rekeyed,
+            state: Some(self.seal(ear_key, &mut opened)),
+            rekeyed: None,
             fanout: Some(Fanout {
                 seq,
                 message: commit,
@@ -276,12 +274,12 @@ impl GroupActor {
                 .added
                 .iter()
                 .filter_map(|added| {
-                    let not_after = added.one_time_until?;
+                    let not_after = added.package.one_time_until?;
                     let used = UsedReference {
                         tag: [0; 32],
                         not_after,
                     };
-                    Some((added.reference.as_slice().to_vec(), used))
+                    Some((added.package.reference.as_slice().to_vec(), used))
                 })
                 .collect(),
         }
@@ -454,13 +452,7 @@ fn rekey(
         };
     };
     // The leaves the group keeps (the commit's removals are gone from `members` already).
-    let staying: Vec<u32> = state.members.keys().copied().collect();
-    if !rekey
-        .credentials
-        .keys()
-        .copied()
-        .eq(staying.iter().copied())
-    {
+    if !rekey.credentials.keys().eq(state.members.keys()) {
         return Err(invalid(
             "the new keys must re-encrypt the card of exactly every staying member",
         ));
@@ -551,7 +543,7 @@ impl Handler<Commit> for GroupActor {
                 }
                 let rekeyed = rekey(&mut opened.state, &applied, msg.rekey.as_ref())?;
                 for (index, (added, entry)) in applied.added.iter().zip(&msg.added).enumerate() {
-                    if entry.queue != added.queue {
+                    if entry.queue != added.package.queue {
                         return Err(invalid(format!(
                             "member entry {index} names another queue than its KeyPackage"
                         )));
@@ -570,19 +562,17 @@ impl Handler<Commit> for GroupActor {
                     }
                     Some(welcome) => {
                         actor.check_welcome(welcome, &applied.added)?;
-                        let queues = applied.added.iter().map(|a| a.queue.clone()).collect();
+                        let queues = applied.added.iter().map(|a| a.package.queue.clone());
+                        let queues = queues.collect();
                         Some((queues, welcome.clone()))
                     }
                 };
-                Ok(actor.store_commit(
-                    &msg.ear_key,
-                    rekeyed,
-                    opened,
-                    applied,
-                    msg.commit.clone(),
-                    welcome,
-                    seq,
-                ))
+                let sealed_under = rekeyed.as_ref().unwrap_or(&msg.ear_key);
+                let commit = msg.commit.clone();
+                let mut done =
+                    actor.store_commit(sealed_under, opened, applied, commit, welcome, seq);
+                done.rekeyed = rekeyed;
+                Ok(done)
             },
         );
         self.finish(handled)
