@@ -241,10 +241,7 @@ impl Groups<'_> {
                         .await?;
                 }
                 // The removal brought the group new keys.
-                let access = device
-                    .store()
-                    .group_access(&access.group_id)?
-                    .unwrap_or_else(|| access.clone());
+                let access = device.store().current_access(access)?;
                 mls.propose_leaving(device, &access).await?;
                 Ok(siblings.len() + 1)
             })
@@ -270,10 +267,7 @@ impl Groups<'_> {
         let mut retried = false;
         loop {
             // Read anew each time: catching up may have brought new keys.
-            let access = device
-                .store()
-                .group_access(&access.group_id)?
-                .unwrap_or_else(|| access.clone());
+            let access = device.store().current_access(access)?;
             let group = mls.group(&access.group_id)?;
             let attempt = async {
                 let members = verified_members(device, &group, &access).await?;

@@ -135,14 +135,15 @@ pub(crate) async fn sync(
 ) -> Result<SyncReport, Error> {
     let mut report = read(client, mls, wait).await?;
     settle_pending(client, mls, &mut report).await?;
-    commit_proposals(client, mls, &mut report).await;
+    let committed = upkeep::commit_proposals(client, mls).await;
     let renewed = upkeep::renew_leaves(client, mls).await;
     report.leaves_renewed += renewed.leaves;
     report.idle_removed += renewed.idle_removed;
-    propose_leaving_again(client, mls).await;
-    let brought_in = siblings::bring_in(client, mls).await;
-    report.commits += brought_in.commits;
-    report.failed.extend(brought_in.failed);
+    upkeep::propose_leaving_again(client, mls).await;
+    for changes in [committed, siblings::bring_in(client, mls).await] {
+        report.commits += changes.commits;
+        report.failed.extend(changes.failed);
+    }
     let _ = share_due_tokens(client, mls, false).await;
     if !report.joined.is_empty() {
         // Each join used up one of this client's key packages. Best effort: the next join
@@ -172,10 +173,7 @@ pub(crate) async fn send_content(
         Err(e) if is_stale(&e) => {
             catch_up(client, mls).await?;
             // Catching up may have brought the group new keys.
-            let access = device
-                .store()
-                .group_access(&access.group_id)?
-                .unwrap_or_else(|| access.clone());
+            let access = device.store().current_access(access)?;
             mls.send_content(device, &access, content).await
         }
         // In step and with the right keys, yet no member of the epoch: the key the epoch's
@@ -224,7 +222,7 @@ pub(crate) async fn share_due_tokens(
 /// Sends again each change whose DS has not answered yet (the queue held no copy of it, so it
 /// was not taken, or the DS remembers it). A message the DS refuses as stale was not taken:
 /// its content is sent anew; a stale proposal (to leave) is made anew by
-/// `propose_leaving_again`. Still unanswered, a change stays kept (and counted in
+/// `upkeep::propose_leaving_again`. Still unanswered, a change stays kept (and counted in
 /// `unsettled`); its group takes no new change until it is settled.
 async fn settle_pending(
     client: &Client,
@@ -261,39 +259,6 @@ async fn settle_pending(
         }
     }
     Ok(())
-}
-
-/// Commits what members proposed in the named groups this client is in (a member leaving).
-/// Every member's client tries; the first commit wins and the others' meet a newer epoch,
-/// which their next sync reads. Best effort: what fails is tried again at the next sync.
-async fn commit_proposals(client: &Client, mls: &MlsSession<'_>, report: &mut SyncReport) {
-    let device = client.device();
-    let Ok(groups) = device.store().named_groups() else {
-        return;
-    };
-    for group in groups.into_iter().filter(|g| !g.removed) {
-        match mls.commit_proposals(device, &group.access()).await {
-            Ok(true) => report.commits += 1,
-            Ok(false) => {}
-            Err(e) if e.is_transient() || is_stale(&e) => {}
-            Err(e) => report.failed.push(format!(
-                "committing the proposals of group {}: {e}",
-                hex::encode(&group.group_id)
-            )),
-        }
-    }
-}
-
-/// Proposes again to leave each group this client left whose removal a commit passed over
-/// (a proposal lasts one epoch). Best effort, like [`commit_proposals`].
-async fn propose_leaving_again(client: &Client, mls: &MlsSession<'_>) {
-    let device = client.device();
-    let Ok(groups) = device.store().named_groups() else {
-        return;
-    };
-    for group in groups.into_iter().filter(|g| g.removed) {
-        let _ = mls.propose_leaving(device, &group.access()).await;
-    }
 }
 
 /// Drains the QS queue through a [`GroupReader`], then learns the peers of new contacts.

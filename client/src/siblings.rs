@@ -18,6 +18,7 @@ use crate::{
     error::Error,
     mls::{is_stale, members::verified_members, MlsSession},
     store::GroupAccess,
+    upkeep::Commits,
 };
 
 /// Takes in what the server says of this user's clients: a client added (not this one) is to
@@ -41,19 +42,11 @@ async fn forget(device: &Device, client: ClientId) -> Result<(), Error> {
         .await?)
 }
 
-/// What [`bring_in`] did.
-#[derive(Debug, Default)]
-pub(crate) struct BroughtIn {
-    /// Commits that added a new client.
-    pub commits: usize,
-    pub failed: Vec<String>,
-}
-
 /// Adds the noted new clients to every group they are missing from (one look at each group's
 /// members, one commit per group); forgets each once it is in all. Best effort: whatever
 /// fails is tried again at the next sync.
-pub(crate) async fn bring_in(client: &Client, mls: &MlsSession<'_>) -> BroughtIn {
-    let mut report = BroughtIn::default();
+pub(crate) async fn bring_in(client: &Client, mls: &MlsSession<'_>) -> Commits {
+    let mut report = Commits::default();
     let device = client.device();
     let siblings = match device.store().new_siblings() {
         Ok(siblings) if !siblings.is_empty() => siblings,

@@ -1,14 +1,63 @@
 //! Keeping groups healthy: a client that fell out of step with a group rejoins it; at each sync
-//! a client renews its own leaf in each group on a schedule and after another member's
-//! removal, and removes from named groups the members whose clients never come back (the
-//! records are `store::upkeep`'s).
+//! a client commits the removals members proposed (a member leaving), proposes its own again
+//! where a commit passed it over, renews its own leaf in each group on a schedule and after
+//! another member's removal, and removes from named groups the members whose clients never come
+//! back (the records are `store::upkeep`'s).
 
 use openmls::prelude::LeafNodeIndex;
 use roost_protocol::Timestamp;
 
-use crate::{client::Client, device::Device, error::Error, mls::MlsSession, store::upkeep::Upkeep};
+use crate::{
+    client::Client,
+    device::Device,
+    error::Error,
+    mls::{is_stale, MlsSession},
+    store::upkeep::Upkeep,
+};
 
-/// What one pass of upkeep did.
+/// The commits a sync step made, and what failed (tried again at the next sync).
+#[derive(Debug, Default)]
+pub(crate) struct Commits {
+    pub commits: usize,
+    pub failed: Vec<String>,
+}
+
+/// Commits what members proposed in the named groups this client is in (a member leaving).
+/// Every member's client tries; the first commit wins and the others' meet a newer epoch,
+/// which their next sync reads. Best effort: what fails is tried again at the next sync.
+pub(crate) async fn commit_proposals(client: &Client, mls: &MlsSession<'_>) -> Commits {
+    let mut report = Commits::default();
+    let device = client.device();
+    let Ok(groups) = device.store().named_groups() else {
+        return report;
+    };
+    for group in groups.into_iter().filter(|g| !g.removed) {
+        match mls.commit_proposals(device, &group.access()).await {
+            Ok(true) => report.commits += 1,
+            Ok(false) => {}
+            Err(e) if e.is_transient() || is_stale(&e) => {}
+            Err(e) => report.failed.push(format!(
+                "committing the proposals of group {}: {e}",
+                hex::encode(&group.group_id)
+            )),
+        }
+    }
+    report
+}
+
+/// Proposes again to leave each group this client left whose removal a commit passed over
+/// (a proposal lasts one epoch). Best effort, like [`commit_proposals`].
+pub(crate) async fn propose_leaving_again(client: &Client, mls: &MlsSession<'_>) {
+    let device = client.device();
+    let Ok(groups) = device.store().named_groups() else {
+        return;
+    };
+    for group in groups.into_iter().filter(|g| g.removed) {
+        let _ = mls.propose_leaving(device, &group.access()).await;
+    }
+}
+
+/// What one pass of leaf renewal did.
 #[derive(Debug, Default)]
 pub(crate) struct Renewed {
     /// Groups in which this client renewed its leaf.

@@ -13,12 +13,9 @@ use roost_protocol::{
 use super::incoming::pseudonym_of;
 use crate::{device::Device, error::Error, store::GroupAccess};
 
-/// The member cards the DS keeps for a group, decrypted (not checked), by the MLS signature
-/// key they name — what a commit that changes the group's keys encrypts again.
-pub async fn member_cards(
-    device: &Device,
-    access: &GroupAccess,
-) -> Result<HashMap<Vec<u8>, Vec<u8>>, Error> {
+/// The member cards the DS keeps for a group, decrypted and decoded (not checked), each with
+/// its plaintext; cards that do not open or decode are left out.
+async fn cards(device: &Device, access: &GroupAccess) -> Result<Vec<(MemberCard, Vec<u8>)>, Error> {
     let info = device
         .server_of(&access.ds)?
         .external_commit_info(&access.group_id, &access.keys.group_state_ear_key)
@@ -32,9 +29,21 @@ pub async fn member_cards(
                 .credential_ear_key
                 .decrypt(&access.group_id, encrypted)
                 .ok()?;
-            let card = codec::decode::<MemberCard>(&plain).ok()?;
-            Some((card.leaf_key, plain))
+            Some((codec::decode::<MemberCard>(&plain).ok()?, plain))
         })
+        .collect())
+}
+
+/// The member cards the DS keeps for a group, decrypted (not checked), by the MLS signature
+/// key they name — what a commit that changes the group's keys encrypts again.
+pub async fn member_cards(
+    device: &Device,
+    access: &GroupAccess,
+) -> Result<HashMap<Vec<u8>, Vec<u8>>, Error> {
+    let cards = cards(device, access).await?;
+    Ok(cards
+        .into_iter()
+        .map(|(card, plain)| (card.leaf_key, plain))
         .collect())
 }
 
@@ -55,23 +64,12 @@ pub async fn verified_members(
     group: &MlsGroup,
     access: &GroupAccess,
 ) -> Result<Vec<VerifiedMember>, Error> {
-    let info = device
-        .server_of(&access.ds)?
-        .external_commit_info(&access.group_id, &access.keys.group_state_ear_key)
-        .await?;
     let mut authorities: HashMap<Domain, AsCredentials> = HashMap::new();
-    let mut cards: HashMap<Vec<u8>, ClientCredential> = HashMap::new();
-    for encrypted in &info.encrypted_credentials {
-        let Some(card) = access
-            .keys
-            .credential_ear_key
-            .decrypt(&access.group_id, encrypted)
-            .ok()
-            .and_then(|plain| codec::decode::<MemberCard>(&plain).ok())
-            .filter(|card| card.verify().is_ok())
-        else {
+    let mut verified: HashMap<Vec<u8>, ClientCredential> = HashMap::new();
+    for (card, _) in cards(device, access).await? {
+        if card.verify().is_err() {
             continue;
-        };
+        }
         let domain = card.credential.user().domain().clone();
         if !authorities.contains_key(&domain) {
             let Ok(fetched) = device.as_credentials_of(&domain).await else {
@@ -83,14 +81,14 @@ pub async fn verified_members(
             .verify_client(&card.credential, Timestamp::now())
             .is_ok()
         {
-            cards.insert(card.leaf_key, card.credential);
+            verified.insert(card.leaf_key, card.credential);
         }
     }
     let mut members: Vec<VerifiedMember> = group
         .members()
         .map(|m| VerifiedMember {
             leaf: m.index.u32(),
-            credential: cards.get(m.signature_key.as_slice()).cloned(),
+            credential: verified.get(m.signature_key.as_slice()).cloned(),
             pseudonym: pseudonym_of(m.credential),
         })
         .collect();

@@ -142,6 +142,14 @@ impl State {
         Ok(())
     }
 
+    /// `access` as the store holds it now: a removal may have brought the group new keys since
+    /// it was read (as it was, if the group's record is gone).
+    pub fn current_access(&self, access: &GroupAccess) -> Result<GroupAccess, StateError> {
+        Ok(self
+            .group_access(&access.group_id)?
+            .unwrap_or_else(|| access.clone()))
+    }
+
     /// How to reach any group this client is in, connection or named.
     pub fn group_access(&self, group_id: &[u8]) -> Result<Option<GroupAccess>, StateError> {
         if let Some(contact) = self.contact(group_id)? {

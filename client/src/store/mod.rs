@@ -9,7 +9,7 @@
 //! | [`messages`] | each group's chat log (`messages`: group id length ‖ group id ‖ 1 ‖ DS sequence number (BE) → [`StoredMessage`]; 0 instead of 1 for messages kept before the DS numbered them) and the group deliveries handled (`group_seqs`: group id length ‖ group id ‖ DS sequence number → ()) |
 //! | [`pending`] | operations on their way to a group's DS (`pending_ops`: group id → [`PendingOp`]) |
 //! | [`siblings`] | this user's new clients still to bring into its groups (`new_siblings`: client id → ()) |
-//! | [`upkeep`] | when this client last renewed its own leaf in each group (`leaf_renewals`: group id → time) |
+//! | [`upkeep`] | per group, when this client last renewed its own leaf and for how many renewals each other leaf stayed the same (`leaf_renewals`: group id → [`Upkeep`](upkeep::Upkeep)) |
 //!
 //! The openmls state lives in the tree `mls`, written only by [`crate::mls`]. Owns: the layout
 //! and encoding of every record. Must not touch: the network or MLS operations.
