@@ -201,14 +201,20 @@ pub fn repair(settings: &Settings) -> Result<String, AdminError> {
     // Opened this way the store takes itself as it is, and still reports what it lost.
     let store = Store::open_with(&settings.storage.path, options)?;
     let lost = store.check()?;
-    store.close()?;
-    Ok(if lost.is_sound() {
-        "the store was sound; nothing to repair".into()
-    } else {
+    let rewritten = store.kept_damaged().map(|kept| {
         format!(
-            "accepted the store as it is; {} problem(s) remain for `roost admin check` to list, and what was lost stays lost",
-            lost.problems.len()
+            "rewrote its readable records into a fresh data file (the damaged store is kept at {}); ",
+            kept.display()
         )
+    });
+    store.close()?;
+    Ok(match (rewritten, lost.is_sound()) {
+        (None, true) => "the store was sound; nothing to repair".into(),
+        (rewritten, _) => format!(
+            "{}accepted the store as it is; {} problem(s) remain for `roost admin check` to list, and what was lost stays lost",
+            rewritten.unwrap_or_default(),
+            lost.problems.len()
+        ),
     })
 }
 

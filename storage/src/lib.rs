@@ -18,10 +18,12 @@ mod durability;
 mod groups;
 mod key_packages;
 mod keys;
+mod log_scan;
 mod mark;
 mod outbox;
 mod queues;
 mod references;
+mod repair;
 mod signatures;
 mod table;
 
@@ -34,6 +36,7 @@ pub use durability::Durability;
 pub use groups::{GroupStore, Update};
 pub use key_packages::{KeyPackageStore, NotPublished, Publication, StoredKeyPackage};
 pub use keys::{ServerKeys, ServerKeysStore};
+pub use log_scan::LogDamage;
 pub use mark::{LostWrites, OnLostWrites};
 pub use outbox::OutboxStore;
 pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_DELIVERIES_SECS};
@@ -76,6 +79,18 @@ pub enum StorageError {
         lost.found, lost.made_durable, path.display()
     )]
     LostWrites { path: PathBuf, lost: LostWrites },
+    #[error(
+        "the store at {path} has a damaged data file: {}/db is unreadable at byte {}{}, and sled \
+         silently skips what follows such a place, so records written there are missing. Restore \
+         the store from a backup, or accept the loss with `roost admin repair` (README: \"A \
+         damaged store\")",
+        path.display(), damage[0].offset,
+        if damage.len() > 1 { format!(" and {} more places", damage.len() - 1) } else { String::new() }
+    )]
+    DamagedLog {
+        path: PathBuf,
+        damage: Vec<LogDamage>,
+    },
 }
 
 impl StorageError {
@@ -139,6 +154,10 @@ pub struct Store {
     durability: Durability,
     /// Found at open with [`OnLostWrites::Report`].
     lost_writes: Option<LostWrites>,
+    /// Found at open with [`OnLostWrites::Report`].
+    log_damage: Vec<LogDamage>,
+    /// Where [`OnLostWrites::Accept`] moved a damaged store it rewrote.
+    kept_damaged: Option<PathBuf>,
     space: Space,
     path: PathBuf,
 }
@@ -179,6 +198,25 @@ impl Store {
         };
         std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
         remove_incomplete_snapshots(path).map_err(|e| open_error(e.to_string()))?;
+        // Before sled reads the log: its replay passes over what this finds.
+        let mut kept_damaged = None;
+        let mut log_damage = log_scan::found_damage(path)
+            .map_err(|e| open_error(format!("cannot read its data file: {e}")))?;
+        if !log_damage.is_empty() {
+            match options.on_lost_writes {
+                OnLostWrites::Refuse => {
+                    return Err(StorageError::DamagedLog {
+                        path: path.to_owned(),
+                        damage: log_damage,
+                    })
+                }
+                OnLostWrites::Report => {}
+                OnLostWrites::Accept => {
+                    kept_damaged = Some(repair::rewrite(path, options)?);
+                    log_damage.clear();
+                }
+            }
+        }
         let db = open_without_panic(path, options)?.map_err(|e| match e {
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                 open_error("another process (a running roost?) holds its lock".into())
@@ -204,6 +242,8 @@ impl Store {
             db,
             durability,
             lost_writes,
+            log_damage,
+            kept_damaged,
             space: Space {
                 path: path.to_owned(),
                 reserve: options.reserve_bytes,
@@ -211,6 +251,12 @@ impl Store {
             },
             path: path.to_owned(),
         })
+    }
+
+    /// Where the damaged directory went, if opening with [`OnLostWrites::Accept`] rewrote the
+    /// store into a fresh data file.
+    pub fn kept_damaged(&self) -> Option<&Path> {
+        self.kept_damaged.as_deref()
     }
 
     pub fn space(&self) -> &Space {
@@ -269,6 +315,15 @@ impl Store {
                 ),
             );
         }
+        for damage in &self.log_damage {
+            report.damaged(
+                "data file",
+                format!(
+                    "unreadable at byte {}: sled skips what follows it in its segment, so records written there are missing",
+                    damage.offset
+                ),
+            );
+        }
         report.readable("meta", &self.db.open_tree("meta")?);
         self.server_keys()?.check(&mut report);
         self.accounts()?.check(&mut report);
@@ -305,7 +360,10 @@ impl Store {
 
 /// Opens sled, turning a panic (sled panics on some damaged data files) into an error that
 /// names the file and says what to do.
-fn open_without_panic(path: &Path, options: StoreOptions) -> Result<sled::Result<sled::Db>> {
+pub(crate) fn open_without_panic(
+    path: &Path,
+    options: StoreOptions,
+) -> Result<sled::Result<sled::Db>> {
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(options.cache_bytes);

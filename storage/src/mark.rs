@@ -22,7 +22,8 @@ pub enum OnLostWrites {
     Refuse,
     /// Open it, report the loss in [`crate::CheckReport`], leave the mark as it is.
     Report,
-    /// Open it and take it as it is from now on (`roost admin repair`).
+    /// Open it and take it as it is from now on (`roost admin repair`); a data file damaged
+    /// in the middle is first rewritten into a fresh one (see `repair`).
     Accept,
 }
 
