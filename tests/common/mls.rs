@@ -256,18 +256,21 @@ impl Member {
     }
 
     pub fn process(&mut self, message: &[u8]) -> ProcessedMessageContent {
+        self.try_process(message).unwrap()
+    }
+
+    /// Processes `message` as this member's client would, or says why it cannot.
+    pub fn try_process(&mut self, message: &[u8]) -> Result<ProcessedMessageContent, String> {
         let protocol = MlsMessageIn::tls_deserialize_exact(message)
             .unwrap()
             .try_into_protocol_message()
             .unwrap();
         let provider = &self.mls.provider;
-        let processed = self
-            .group
-            .as_mut()
-            .unwrap()
+        let group = self.group.as_mut().unwrap();
+        let processed = group
             .process_message(provider, protocol)
-            .unwrap();
-        processed.into_content()
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(processed.into_content())
     }
 }
 

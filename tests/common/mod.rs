@@ -3,6 +3,7 @@
 
 pub mod devices;
 pub mod fuzz;
+pub mod garble;
 pub mod mls;
 pub mod mls_client;
 pub mod peer;
