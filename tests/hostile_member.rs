@@ -46,7 +46,7 @@ async fn mallory_adds_bob(
     let card = MemberCard {
         credential: entry.client_credential.clone(),
         leaf_key: key_package.leaf_node().signature_key().as_slice().to_vec(),
-        signature: entry.card_signature.clone(),
+        signature: entry.card_signature,
     };
     let (provider, signer) = (&mallory.mls.provider, &mallory.mls.signer);
     let group = mallory.group.as_mut().unwrap();
