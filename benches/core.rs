@@ -632,8 +632,37 @@ fn ds_commits(c: &mut Criterion) {
     group.finish();
 }
 
+/// Opening a store: before sled replays its log, the log scan reads the whole data file for
+/// damage sled would skip (`storage/src/log_scan.rs`).
+fn store_open(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap().close().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let filler = db.open_tree("bench_filler").unwrap();
+        for n in 0..100_000u64 {
+            filler.insert(n.to_be_bytes(), vec![n as u8; 1024]).unwrap();
+            if n % 1000 == 0 {
+                db.flush().unwrap();
+            }
+        }
+        db.flush().unwrap();
+    }
+    let megabytes = std::fs::metadata(dir.path().join("db")).unwrap().len() >> 20;
+    let mut group = c.benchmark_group(format!("store open ({megabytes} MiB data file)"));
+    group.sample_size(10);
+    group.bench_function("Store::open: log scan, sled, durable mark", |b| {
+        b.iter(|| Store::open(dir.path()).unwrap().close().unwrap())
+    });
+    group.bench_function("floor: sled::open alone", |b| {
+        b.iter(|| drop(sled::open(dir.path()).unwrap()))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    store_open,
     durable_queue_append,
     queue_actor_round,
     codec,
