@@ -64,9 +64,9 @@ fn check(store: &Path) -> (Option<bool>, String) {
     (output.status.code().map(|code| code == 0), text)
 }
 
-#[tokio::test]
-async fn a_damaged_store_is_refused_or_reported_never_served_short() {
-    // A store with one queue of 300 messages, stopped cleanly.
+/// A store with one queue of [`MESSAGES`] messages, stopped cleanly: its server, the queue's
+/// client, and a copy of the store as it was.
+async fn queue_of_messages() -> (TestServer, common::Identity, tempfile::TempDir) {
     let mut server = TestServer::start(Options::default());
     let http = server.http();
     let (phone, laptop) = phone_and_laptop(&server, "bob").await;
@@ -82,6 +82,12 @@ async fn a_damaged_store_is_refused_or_reported_never_served_short() {
     assert!(server.terminate().success());
     let pristine = tempfile::tempdir().unwrap();
     copy_dir(server.store_path(), pristine.path());
+    (server, phone, pristine)
+}
+
+#[tokio::test]
+async fn a_damaged_store_is_refused_or_reported_never_served_short() {
+    let (_, phone, pristine) = queue_of_messages().await;
 
     let trials: u64 = std::env::var("ROOST_DAMAGE_TRIALS")
         .ok()
@@ -164,21 +170,7 @@ async fn a_store_that_lost_durable_writes_is_refused_until_an_admin_accepts_it()
 
 #[tokio::test]
 async fn a_store_damaged_inside_its_log_is_refused_until_repair_rewrites_it() {
-    let mut server = TestServer::start(Options::default());
-    let http = server.http();
-    let (phone, laptop) = phone_and_laptop(&server, "bob").await;
-    for n in 0..MESSAGES {
-        let payload = vec![n as u8; 1024];
-        assert_eq!(
-            http.enqueue(&laptop, &phone.client_id(), &payload)
-                .await
-                .status,
-            200
-        );
-    }
-    assert!(server.terminate().success());
-    let pristine = tempfile::tempdir().unwrap();
-    copy_dir(server.store_path(), pristine.path());
+    let (mut server, phone, pristine) = queue_of_messages().await;
 
     // One flipped bit in the middle of a message sled replays at open (most of the file): sled
     // would skip the rest of that segment without a word. Where exactly the messages lie
