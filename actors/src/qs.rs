@@ -3,10 +3,17 @@
 //! (the server's federation endpoint).
 //!
 //! Owns the QS's secret key for sealed queue references ([`QueueRefs`]): nothing else opens
-//! them. A delivery is queued only if its reference is for this domain and opens with that key;
+//! them. Opening one is an X25519 operation, and a group's references are the same on every
+//! message until its membership changes, so what each opened to is kept in memory (bounded,
+//! never on disk): the QS learns nothing it did not learn by opening it. A delivery is queued only if its reference is for this domain and opens with that key;
 //! each queue takes its part of a call in one append (one flush), the queues side by side, in
 //! the order given. A relayed delivery is queued once per its sender's delivery id
 //! (`FederatedDelivery::dedup_key`), so a sender's retry queues nothing twice.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
 
 use actix::Addr;
 
@@ -27,11 +34,44 @@ use crate::{
 pub struct QueueRefs {
     domain: Domain,
     key: HpkeSecretKey,
+    opened: Arc<Mutex<Opened>>,
+}
+
+/// How many opened references are kept: a small community's memberships, in a few MB.
+const OPENED_KEPT: usize = 16 * 1024;
+
+/// Sealed references (their exact bytes) and the client each opened to, oldest first out.
+#[derive(Default)]
+struct Opened {
+    clients: HashMap<(Vec<u8>, Vec<u8>), ClientId>,
+    order: VecDeque<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Opened {
+    fn key(queue_ref: &SealedQueueRef) -> (Vec<u8>, Vec<u8>) {
+        let sealed = &queue_ref.sealed;
+        (sealed.encapsulated_key.to_vec(), sealed.ciphertext.clone())
+    }
+
+    fn keep(&mut self, key: (Vec<u8>, Vec<u8>), client: ClientId) {
+        if self.clients.insert(key.clone(), client).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > OPENED_KEPT {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.clients.remove(&oldest);
+                }
+            }
+        }
+    }
 }
 
 impl QueueRefs {
     pub fn new(domain: Domain, key: HpkeSecretKey) -> Self {
-        QueueRefs { domain, key }
+        QueueRefs {
+            domain,
+            key,
+            opened: Arc::default(),
+        }
     }
 
     pub fn domain(&self) -> &Domain {
@@ -48,9 +88,16 @@ impl QueueRefs {
         if queue_ref.domain != self.domain {
             return Err(DeliveryError::WrongDomain(queue_ref.domain.clone()));
         }
-        queue_ref
+        let key = Opened::key(queue_ref);
+        let opened = || self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = opened().clients.get(&key) {
+            return Ok(*client);
+        }
+        let client = queue_ref
             .open(&self.key)
-            .map_err(|_| DeliveryError::BadQueueRef)
+            .map_err(|_| DeliveryError::BadQueueRef)?;
+        opened().keep(key, client);
+        Ok(client)
     }
 }
 
@@ -197,4 +244,45 @@ struct QueuePart {
     client: ClientId,
     indices: Vec<usize>,
     items: Vec<(QueueItem, Option<[u8; 32]>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_opened_reference_is_remembered_and_a_tampered_copy_still_refused() {
+        let domain: Domain = "qs.test".parse().unwrap();
+        let (key, public) = HpkeSecretKey::generate();
+        let refs = QueueRefs::new(domain.clone(), key);
+        let client = ClientId([7; 16]);
+        let sealed = SealedQueueRef::seal(domain, &public, &client).unwrap();
+        assert_eq!(refs.open(&sealed).unwrap(), client);
+        assert_eq!(refs.open(&sealed).unwrap(), client);
+        assert_eq!(refs.opened.lock().unwrap().clients.len(), 1);
+        // Same encapsulated key, another ciphertext: opened afresh, and refused.
+        let mut tampered = sealed.clone();
+        tampered.sealed.ciphertext[0] ^= 1;
+        assert!(matches!(
+            refs.open(&tampered),
+            Err(DeliveryError::BadQueueRef)
+        ));
+    }
+
+    #[test]
+    fn the_remembered_references_are_bounded() {
+        let domain: Domain = "qs.test".parse().unwrap();
+        let (key, public) = HpkeSecretKey::generate();
+        let refs = QueueRefs::new(domain.clone(), key);
+        let first = SealedQueueRef::seal(domain.clone(), &public, &ClientId([1; 16])).unwrap();
+        refs.open(&first).unwrap();
+        let mut opened = refs.opened.lock().unwrap();
+        for n in 0..OPENED_KEPT as u32 {
+            let mut key = Opened::key(&first);
+            key.1 = n.to_be_bytes().to_vec();
+            opened.keep(key, ClientId([2; 16]));
+        }
+        assert_eq!(opened.clients.len(), OPENED_KEPT);
+        assert!(!opened.clients.contains_key(&Opened::key(&first)));
+    }
 }

@@ -313,13 +313,15 @@ async fn one_server_sections(
     }
 
     if args.runs(Scenario::Fanout) {
-        report.push_str("## Group fan-out\n\nOne message into a group (all members clients of one user); time from the send call (client MLS work included) until the last member's queue has it; median and worst of the rounds.\n\n");
+        report.push_str("## Group fan-out\n\nOne message into a group (all members clients of one user); time from the send call (client MLS work included) until the last member's queue has it; median and worst of the rounds; the server's CPU per message sent (its fan-out, and every member's fetch and acknowledgement of it).\n\n");
         report.push_str(FANOUT_TABLE);
         for &members in &plan.group_sizes {
             progress(&format!("group fan-out, {members} members"));
             let group = scenarios::one_user_group(population, members).await?;
+            let cpu = CpuMeter::start(process.as_deref());
             let figures = scenarios::fanout(&group, plan.rounds).await?;
-            report.push_str(&fanout_row(members, &figures));
+            let cpu = cpu.per_operation(figures.len());
+            report.push_str(&fanout_row(members, &figures, &cpu));
         }
     }
 
@@ -328,13 +330,15 @@ async fn one_server_sections(
             "sustained group chat, {CHAT_MEMBERS} members, {CHAT_SENDERS} senders"
         ));
         let group = scenarios::one_user_group(population, CHAT_MEMBERS).await?;
+        let cpu = CpuMeter::start(process.as_deref());
         let chat = scenarios::group_chat(&group, CHAT_SENDERS, duration).await;
+        let cpu = cpu.per_operation(chat.ok as usize);
         if !args.runs(Scenario::Fanout) {
             report.push_str("## Sustained group chat\n");
         }
         let _ = writeln!(
             report,
-            "\nSustained chat in a group of {CHAT_MEMBERS} ({CHAT_SENDERS} members sending as fast as they can, each send after syncing the others' messages): {}\n",
+            "\nSustained chat in a group of {CHAT_MEMBERS} ({CHAT_SENDERS} members sending as fast as they can, each send after syncing the others' messages): {} Server CPU per message (its fan-out, and every member's fetch and acknowledgement of it): {cpu}.\n",
             chat_figures(&chat),
         );
     }
@@ -516,15 +520,49 @@ async fn memory_section(
     Ok(())
 }
 
-const FANOUT_TABLE: &str = "| members | rounds | median | worst |\n| --- | --- | --- | --- |\n";
+const FANOUT_TABLE: &str =
+    "| members | rounds | median | worst | server CPU per message |\n| --- | --- | --- | --- | --- |\n";
 
-fn fanout_row(members: usize, figures: &Latencies) -> String {
+fn fanout_row(members: usize, figures: &Latencies, cpu: &str) -> String {
     format!(
-        "| {members} | {} | {} | {} |\n",
+        "| {members} | {} | {} | {} | {cpu} |\n",
         figures.len(),
         ms(figures.percentile(50.0)),
         ms(figures.percentile(100.0)),
     )
+}
+
+/// The servers' CPU time over a scenario, per operation (for servers this tool started and
+/// whose processes it can read).
+struct CpuMeter<'a> {
+    processes: Vec<&'a RoostProcess>,
+    before: Option<f64>,
+}
+
+impl<'a> CpuMeter<'a> {
+    fn start(processes: impl IntoIterator<Item = &'a RoostProcess>) -> Self {
+        let processes: Vec<_> = processes.into_iter().collect();
+        let before = Self::total(&processes);
+        CpuMeter { processes, before }
+    }
+
+    fn total(processes: &[&RoostProcess]) -> Option<f64> {
+        if processes.is_empty() {
+            return None;
+        }
+        processes.iter().map(|p| p.cpu_seconds()).sum()
+    }
+
+    /// "N µs", or "n/a" without a server process to read.
+    fn per_operation(self, operations: usize) -> String {
+        match (self.before, Self::total(&self.processes)) {
+            (Some(before), Some(after)) => format!(
+                "{:.0} µs",
+                (after - before) * 1e6 / operations.max(1) as f64
+            ),
+            _ => "n/a".into(),
+        }
+    }
 }
 
 fn chat_figures(chat: &Driven) -> String {

@@ -12,7 +12,7 @@ use crate::{
     server::{self, RoostProcess, ServerOptions},
     soak::{self, SoakFigures},
     stats::{mib, ms},
-    Args, Plan, CHAT_SENDERS, FANOUT_TABLE,
+    Args, CpuMeter, Plan, CHAT_SENDERS, FANOUT_TABLE,
 };
 
 /// Connections, fan-out and chat across two servers this tool starts, `a.test` and `b.test`:
@@ -50,8 +50,10 @@ pub(crate) async fn federation(
     for &members in &plan.federated_group_sizes {
         progress(&format!("group fan-out across domains, {members} members"));
         let group = scenarios::federated_group(&a, &b, members).await?;
+        let cpu = CpuMeter::start(&servers);
         let figures = scenarios::fanout(&group, plan.rounds).await?;
-        report.push_str(&fanout_row(members, &figures));
+        let cpu = cpu.per_operation(figures.len());
+        report.push_str(&fanout_row(members, &figures, &cpu));
         last_group = Some(group);
     }
 
