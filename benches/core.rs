@@ -428,6 +428,7 @@ impl Ds {
                     qs: SealedDelivery::new(
                         QueueRefs::new(DOMAIN.parse().unwrap(), queue_ref_secret),
                         queues,
+                        store.durability().clone(),
                     ),
                     federation,
                     policy: DomainPolicy::default(),

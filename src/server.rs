@@ -174,7 +174,11 @@ fn start_actors(
         idle_after,
     );
     let queue_refs = QueueRefs::new(domain.clone(), store.server_keys()?.queue_ref_key()?);
-    let deliveries = SealedDelivery::new(queue_refs.clone(), queues.clone());
+    let deliveries = SealedDelivery::new(
+        queue_refs.clone(),
+        queues.clone(),
+        store.durability().clone(),
+    );
     let federation_key = store.server_keys()?.federation_key()?;
     let outbox = store.outbox()?;
     let federation = Pool::<FederationActor>::start(

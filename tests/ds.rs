@@ -305,3 +305,55 @@ async fn group_records_hold_neither_user_names_nor_client_credentials_in_plainte
     }
     assert_holds_none("the decrypted DS state", &state, &secrets);
 }
+
+/// How many flushes the store has completed (the durable mark kept beside it).
+fn flushes(server: &TestServer) -> u64 {
+    let mark = std::fs::read(server.store_path().join("durable")).unwrap();
+    u64::from_be_bytes(mark[..8].try_into().unwrap())
+}
+
+#[tokio::test]
+async fn a_message_to_a_group_of_ten_is_made_durable_in_two_flushes_not_one_per_member() {
+    let server = TestServer::start(Options::default());
+    let http = server.http();
+    let mut alice = Member::register(&server, "alice").await;
+    let (group_id, keys) = create_group(&http, server.domain(), &mut alice, false).await;
+    let mut others = Vec::new();
+    for n in 0..9 {
+        let mut member = Member::register(&server, &format!("member{n}")).await;
+        let (status, _) = mls::add_member(
+            &http,
+            server.domain(),
+            &group_id,
+            &keys,
+            &mut alice,
+            &member,
+        )
+        .await;
+        assert_eq!(status, 200);
+        member.accept_welcome(&http, &group_id).await;
+        others.push(member);
+    }
+
+    let before = flushes(&server);
+    let body = alice.message_request(&keys, b"to all ten");
+    let sent = http
+        .send(
+            "POST",
+            &ds::ds_messages(&group_id),
+            codec::encode(&body),
+            None,
+        )
+        .await;
+    assert_eq!(sent.status, 202);
+    // The DS's own write, then one flush for all ten queues.
+    assert_eq!(flushes(&server) - before, 2);
+    // And every member's queue has it.
+    for member in &others {
+        let deliveries = member.deliveries(&http).await;
+        assert!(
+            matches!(deliveries.last(), Some(GroupDelivery::Message { message, .. }) if *message == body.message),
+            "{deliveries:?}"
+        );
+    }
+}

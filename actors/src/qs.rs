@@ -16,6 +16,7 @@ use std::{
 };
 
 use actix::Addr;
+use roost_storage::Durability;
 
 use roost_protocol::{
     api::QueueItem,
@@ -26,7 +27,7 @@ use roost_protocol::{
 
 use crate::{
     pool::{Ask, AskError, Pool},
-    queue::{EnqueueMany, QueueActor, QueueError, QueueId},
+    queue::{Durable, QueueActor, QueueError, QueueId, StoreMany},
 };
 
 /// This QS's domain and the key it opens sealed queue references with.
@@ -133,11 +134,16 @@ pub struct ToQueue {
 pub struct SealedDelivery {
     refs: QueueRefs,
     queues: Addr<Pool<QueueActor>>,
+    durability: Durability,
 }
 
 impl SealedDelivery {
-    pub fn new(refs: QueueRefs, queues: Addr<Pool<QueueActor>>) -> Self {
-        SealedDelivery { refs, queues }
+    pub fn new(refs: QueueRefs, queues: Addr<Pool<QueueActor>>, durability: Durability) -> Self {
+        SealedDelivery {
+            refs,
+            queues,
+            durability,
+        }
     }
 
     pub fn refs(&self) -> &QueueRefs {
@@ -171,19 +177,42 @@ impl SealedDelivery {
                 }),
             }
         }
-        // Each queue takes its part in one append (one flush); the queues run side by side.
+        // Each queue stores its part, the queues side by side; then one flush makes them all
+        // durable, and each queue is told so (then its fetches see them).
         let appends = parts.into_iter().map(|part| async move {
             let appended = self
                 .queues
                 .ask(
                     QueueId::messages(part.client),
-                    EnqueueMany { items: part.items },
+                    StoreMany { items: part.items },
                 )
                 .await;
-            (part.indices, appended)
+            (part.client, part.indices, appended)
         });
+        let appended = futures_util::future::join_all(appends).await;
+        let mut stored = Vec::new();
+        for (client, _, appended) in &appended {
+            if let Ok(each) = appended {
+                if let Some(last) = each.iter().filter_map(|queued| queued.as_ref().ok()).max() {
+                    stored.push((*client, *last));
+                }
+            }
+        }
+        if !stored.is_empty() {
+            self.durability
+                .persist()
+                .await
+                .map_err(|e| AskError::Actor(QueueError::from(e)))?;
+            let told = stored.into_iter().map(|(client, up_to)| {
+                self.queues
+                    .ask(QueueId::messages(client), Durable { up_to })
+            });
+            // A queue not told (its actor stopped) learns it at its next start, which takes
+            // what is stored as durable.
+            futures_util::future::join_all(told).await;
+        }
         let mut retry = None;
-        for (indices, appended) in futures_util::future::join_all(appends).await {
+        for (_, indices, appended) in appended {
             match appended {
                 Ok(each) => {
                     for (index, queued) in indices.into_iter().zip(each) {

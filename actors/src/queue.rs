@@ -124,12 +124,30 @@ pub struct Enqueue(pub QueueItem);
 
 /// Append items in order, each with a delivery id once per that id (see
 /// `FederatedDelivery::dedup_key`): a retried delivery gets the seq of the first. Answers once
-/// all are durable with an outcome per item: its seq, or the limit that refused it. (The QS's
-/// deliveries by sealed reference, [`crate::qs::SealedDelivery`], come this way.)
+/// all are durable with an outcome per item: its seq, or the limit that refused it.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Result<u64, QueueError>>, QueueError>")]
 pub struct EnqueueMany {
     pub items: Vec<(QueueItem, Option<[u8; 32]>)>,
+}
+
+/// [`EnqueueMany`] that answers once the items are *stored*: not yet durable, so no fetch sees
+/// them. The caller makes them durable with one flush for all the queues of its call, then says
+/// so with [`Durable`]. (The QS's deliveries by sealed reference,
+/// [`crate::qs::SealedDelivery`], come this way: a fan-out to ten queues costs one flush, not
+/// ten.)
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Result<u64, QueueError>>, QueueError>")]
+pub struct StoreMany {
+    pub items: Vec<(QueueItem, Option<[u8; 32]>)>,
+}
+
+/// Everything up to `up_to` is durable (a flush after an [`EnqueueMany`] succeeded): fetches
+/// may see it, and waiting ones wake.
+#[derive(Message)]
+#[rtype(result = "Result<(), QueueError>")]
+pub struct Durable {
+    pub up_to: u64,
 }
 
 /// Messages with `seq >= from`, at most `max`; waits up to `wait` for the first one.
@@ -180,7 +198,7 @@ pub struct QueueActor {
     membership: Membership<QueueActor>,
 }
 
-pooled_messages!(QueueActor: Enqueue, EnqueueMany, Fetch, Ack, Closing, DeleteQueue);
+pooled_messages!(QueueActor: Enqueue, EnqueueMany, StoreMany, Durable, Fetch, Ack, Closing, DeleteQueue);
 
 impl Pooled for QueueActor {
     type Key = QueueId;
@@ -308,6 +326,23 @@ impl Handler<EnqueueMany> for QueueActor {
     }
 }
 
+impl Handler<StoreMany> for QueueActor {
+    type Result = Result<Vec<Result<u64, QueueError>>, QueueError>;
+
+    fn handle(&mut self, msg: StoreMany, _ctx: &mut Self::Context) -> Self::Result {
+        self.store_all(&msg.items)
+    }
+}
+
+impl Handler<Durable> for QueueActor {
+    type Result = Result<(), QueueError>;
+
+    fn handle(&mut self, msg: Durable, _ctx: &mut Self::Context) -> Self::Result {
+        self.mark_durable(msg.up_to);
+        Ok(())
+    }
+}
+
 impl QueueActor {
     /// Seals and stores each item (unless it is a relayed delivery queued before), then answers
     /// once all are durable (one flush for them all) with an outcome per item: its seq, or the
@@ -316,14 +351,7 @@ impl QueueActor {
         &mut self,
         items: Vec<(QueueItem, Option<[u8; 32]>)>,
     ) -> ResponseActFuture<Self, Result<Vec<Result<u64, QueueError>>, QueueError>> {
-        let appended = items
-            .iter()
-            .map(|(item, delivery)| self.append_one(item, delivery.as_ref()))
-            .collect::<Result<Vec<_>, QueueError>>();
-        if appended.is_err() {
-            // The store failed part-way: count and usage are read again on the next use.
-            self.next_seq = None;
-        }
+        let appended = self.store_all(&items);
         Box::pin(
             once_durable(&self.deps.durability, appended)
                 .into_actor(self)
@@ -335,6 +363,22 @@ impl QueueActor {
                     outcome
                 }),
         )
+    }
+
+    /// Seals and stores each item, not waiting for a flush: an outcome per item.
+    fn store_all(
+        &mut self,
+        items: &[(QueueItem, Option<[u8; 32]>)],
+    ) -> Result<Vec<Result<u64, QueueError>>, QueueError> {
+        let appended = items
+            .iter()
+            .map(|(item, delivery)| self.append_one(item, delivery.as_ref()))
+            .collect::<Result<Vec<_>, QueueError>>();
+        if appended.is_err() {
+            // The store failed part-way: count and usage are read again on the next use.
+            self.next_seq = None;
+        }
+        appended
     }
 
     /// Stores one item: `Ok(Ok(seq))`, or `Ok(Err(_))` when it breaks a limit (nothing stored),
