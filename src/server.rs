@@ -425,16 +425,20 @@ fn close_within(store: Store, timeout: Duration) -> Result<(), ServeError> {
 /// Resolves if the store fails for good: writes still cannot be made durable although the
 /// disk has room again. sled keeps such an error until the store is reopened, so the server
 /// then stops (and a supervisor's restart reopens it); while the disk is full it keeps serving
-/// reads, and requests that add data are refused (507).
+/// reads, and requests that add data are refused (507). The store is suspect after a failed
+/// flush, or after the disk was short of room at all: sled's own IO threads may have met the
+/// full disk first, leaving sled failing every write with no flush of ours having failed.
 async fn watch_store(store: Store) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut suspect = false;
     loop {
         every.tick().await;
-        if store.durability().is_failing()
-            && store.space().check().is_ok()
-            && store.durability().persist().await.is_err()
-        {
-            return;
+        suspect |= store.durability().is_failing() || store.space().was_short();
+        if suspect && store.space().check().is_ok() {
+            if store.durability().persist().await.is_err() {
+                return;
+            }
+            suspect = false;
         }
     }
 }

@@ -115,6 +115,8 @@ pub struct Space {
     /// asked at most every [`Space::RECHECK`] while there is (the reserve covers what is
     /// written meanwhile), and every time while there is not, so freed space is seen at once.
     room_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Set whenever a check finds no room; see [`Space::was_short`].
+    was_short: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Space {
@@ -140,8 +142,18 @@ impl Space {
             Ok(())
         } else {
             *room_at = None;
+            self.was_short
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             Err(StorageError::Full)
         }
+    }
+
+    /// Whether a check found no room since the last call. sled's own IO threads may meet the
+    /// full disk before any flush of the store's does, and then sled fails every later write
+    /// without the flusher having seen a failure: whoever watches the store asks this too.
+    pub fn was_short(&self) -> bool {
+        self.was_short
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -248,6 +260,7 @@ impl Store {
                 path: path.to_owned(),
                 reserve: options.reserve_bytes,
                 room_at: Default::default(),
+                was_short: Default::default(),
             },
             path: path.to_owned(),
         })
