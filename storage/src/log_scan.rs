@@ -40,10 +40,11 @@ pub struct LogDamage {
     pub offset: u64,
 }
 
-struct Segment {
+/// One segment of the data file, read whole.
+struct Segment<'a> {
     offset: u64,
     lsn: i64,
-    bytes: Vec<u8>,
+    bytes: &'a [u8],
 }
 
 const RECORD: &str = "log-damage";
@@ -57,7 +58,7 @@ pub(crate) fn found_damage(path: &Path) -> std::io::Result<Vec<LogDamage>> {
         damage.sort_by_key(|d| d.offset);
         damage.dedup();
         let lines: String = damage.iter().map(|d| format!("{}\n", d.offset)).collect();
-        let file = std::fs::File::create(path.join(RECORD))?;
+        let file = File::create(path.join(RECORD))?;
         (&file).write_all(lines.as_bytes())?;
         file.sync_all()?;
     }
@@ -83,29 +84,38 @@ fn damaged_messages(path: &Path) -> std::io::Result<Vec<LogDamage>> {
     };
     let segment_size = segment_size(path);
     let length = file.metadata()?.len();
-    let mut segments = Vec::new();
+    // The headers first, for the newest one's stable point; then the segments one at a time,
+    // so a large store is never held in memory.
+    let mut valid = Vec::new();
     let mut damage = Vec::new();
     let mut stable = -1;
-    let mut offset = 0;
-    while offset < length {
-        let mut bytes = vec![0; segment_size.min((length - offset) as usize)];
-        file.read_exact_at(&mut bytes, offset)?;
-        match segment_header(&bytes) {
+    for offset in (0..length).step_by(segment_size) {
+        let mut header = [0; SEGMENT_HEADER_LEN];
+        let header = &mut header[..(length - offset).min(SEGMENT_HEADER_LEN as u64) as usize];
+        file.read_exact_at(header, offset)?;
+        match segment_header(header) {
             Header::Valid {
                 lsn,
                 max_stable_lsn,
             } => {
                 stable = stable.max(max_stable_lsn);
-                segments.push(Segment { offset, lsn, bytes });
+                valid.push((offset, lsn));
             }
             Header::Unused => {}
             // sled would not read this segment at all, and lose whatever it held.
             Header::Damaged => damage.push(LogDamage { offset }),
         }
-        offset += segment_size as u64;
     }
-    for segment in &segments {
-        damage.extend(damage_in(segment, segment_size, stable));
+    let mut bytes = Vec::new();
+    for (offset, lsn) in valid {
+        bytes.resize(segment_size.min((length - offset) as usize), 0);
+        file.read_exact_at(&mut bytes, offset)?;
+        let segment = Segment {
+            offset,
+            lsn,
+            bytes: &bytes,
+        };
+        damage.extend(damage_in(&segment, segment_size, stable));
     }
     damage.sort_by_key(|d| d.offset);
     Ok(damage)
@@ -160,7 +170,7 @@ fn damage_in(segment: &Segment, segment_size: usize, stable: i64) -> Vec<LogDama
     let mut damage = Vec::new();
     let mut at = SEGMENT_HEADER_LEN;
     while at + MAX_MESSAGE_HEADER_LEN <= segment.bytes.len() {
-        match read_message(&segment.bytes, at, number) {
+        match read_message(segment.bytes, at, number) {
             Message::Valid { kind, next } => {
                 if kind == KIND_CAP {
                     break;
@@ -172,7 +182,7 @@ fn damage_in(segment: &Segment, segment_size: usize, stable: i64) -> Vec<LogDama
                 let lsn = segment.lsn + at as i64;
                 let more_follows = next.is_some_and(|next| {
                     matches!(
-                        read_message(&segment.bytes, next, number),
+                        read_message(segment.bytes, next, number),
                         Message::Valid { .. }
                     )
                 });
