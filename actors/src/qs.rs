@@ -5,9 +5,10 @@
 //! Owns the QS's secret key for sealed queue references ([`QueueRefs`]): nothing else opens
 //! them. Opening one is an X25519 operation, and a group's references are the same on every
 //! message until its membership changes, so what each opened to is kept in memory (bounded,
-//! never on disk): the QS learns nothing it did not learn by opening it. A delivery is queued only if its reference is for this domain and opens with that key;
-//! each queue takes its part of a call in one append (one flush), the queues side by side, in
-//! the order given. A relayed delivery is queued once per its sender's delivery id
+//! never on disk): the QS learns nothing it did not learn by opening it. A delivery is queued
+//! only if its reference is for this domain and opens with that key; each queue stores its part
+//! of a call in order, the queues side by side, and one flush then makes the whole call durable
+//! before any queue shows it. A relayed delivery is queued once per its sender's delivery id
 //! (`FederatedDelivery::dedup_key`), so a sender's retry queues nothing twice.
 
 use std::{

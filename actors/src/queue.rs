@@ -142,7 +142,7 @@ pub struct StoreMany {
     pub items: Vec<(QueueItem, Option<[u8; 32]>)>,
 }
 
-/// Everything up to `up_to` is durable (a flush after an [`EnqueueMany`] succeeded): fetches
+/// Everything up to `up_to` is durable (a flush after a [`StoreMany`] succeeded): fetches
 /// may see it, and waiting ones wake.
 #[derive(Message)]
 #[rtype(result = "Result<(), QueueError>")]
