@@ -374,15 +374,10 @@ async fn queue_section(
     let crypto_floor = baseline::crypto_floor(plan.payload, duration.min(Duration::from_secs(3)));
 
     progress("durable queue, closed loop");
-    let cpu_before = (
-        process.and_then(RoostProcess::cpu_seconds),
-        server::cpu_seconds(std::process::id()),
-    );
+    let server_cpu = CpuMeter::start(process);
+    let own_before = server::cpu_seconds(std::process::id());
     let closed = scenarios::queue(pairs, duration, plan.payload, None).await;
-    let cpu_after = (
-        process.and_then(RoostProcess::cpu_seconds),
-        server::cpu_seconds(std::process::id()),
-    );
+    let (server_cpu, own_after) = (server_cpu.used(), server::cpu_seconds(std::process::id()));
     progress(&format!("durable queue, paced at {} messages/s", plan.rate));
     let paced = scenarios::queue(pairs, duration, plan.payload, Some(plan.rate)).await;
 
@@ -411,15 +406,15 @@ async fn queue_section(
         ms(floor.latencies.percentile(99.0)),
         closed.enqueued.per_second() / floor.per_second().max(1e-9),
     );
-    if let (Some(before), Some(after), Some(own_before), Some(own_after)) =
-        (cpu_before.0, cpu_after.0, cpu_before.1, cpu_after.1)
+    if let (Some(server_cpu), Some(own_before), Some(own_after)) =
+        (server_cpu, own_before, own_after)
     {
         let seconds = closed.enqueued.elapsed.as_secs_f64().max(1e-9);
-        let per_message = (after - before) / (closed.enqueued.ok.max(1) as f64);
+        let per_message = server_cpu / (closed.enqueued.ok.max(1) as f64);
         let _ = writeln!(
             report,
             "CPU during the closed loop: the server {:.2} cores, **{:.0} µs per message** (send, fetch and acknowledgement; its cryptography alone takes {:.0} µs); this generator {:.2} cores.\n",
-            (after - before) / seconds,
+            server_cpu / seconds,
             per_message * 1e6,
             1e6 / crypto_floor.max(1e-9),
             (own_after - own_before) / seconds,
@@ -553,14 +548,16 @@ impl<'a> CpuMeter<'a> {
         processes.iter().map(|p| p.cpu_seconds()).sum()
     }
 
+    /// The CPU seconds the servers used since the start, if there is a server process to read.
+    fn used(self) -> Option<f64> {
+        Some(Self::total(&self.processes)? - self.before?)
+    }
+
     /// "N µs", or "n/a" without a server process to read.
     fn per_operation(self, operations: usize) -> String {
-        match (self.before, Self::total(&self.processes)) {
-            (Some(before), Some(after)) => format!(
-                "{:.0} µs",
-                (after - before) * 1e6 / operations.max(1) as f64
-            ),
-            _ => "n/a".into(),
+        match self.used() {
+            Some(used) => format!("{:.0} µs", used * 1e6 / operations.max(1) as f64),
+            None => "n/a".into(),
         }
     }
 }
