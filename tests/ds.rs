@@ -30,14 +30,7 @@ async fn members_added_by_commit_get_the_welcome_and_messages_reach_every_other_
     // alice → bob
     let body = alice.message_request(&keys, b"hello bob");
     assert_eq!(
-        http.send(
-            "POST",
-            &ds::ds_messages(&group_id),
-            codec::encode(&body),
-            None
-        )
-        .await
-        .status,
+        http.post(&ds::ds_messages(&group_id), &body).await.status,
         202
     );
     let deliveries = bob.deliveries(&http).await;
@@ -74,14 +67,7 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
     assert_eq!(status, 200);
 
     // The same request again (a retry after a lost answer) is answered as the first was.
-    let retry = http
-        .send(
-            "POST",
-            &ds::ds_commit(&group_id),
-            codec::encode(&request),
-            None,
-        )
-        .await;
+    let retry = http.post(&ds::ds_commit(&group_id), &request).await;
     assert_eq!(retry.status, 200);
     let committed: ds::Committed = retry.decode();
     assert_eq!((committed.epoch, committed.seq), (1, 1));
@@ -90,14 +76,7 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
         op: roost_protocol::OpId::random(),
         ..request.clone()
     };
-    let replay = http
-        .send(
-            "POST",
-            &ds::ds_commit(&group_id),
-            codec::encode(&replay),
-            None,
-        )
-        .await;
+    let replay = http.post(&ds::ds_commit(&group_id), &replay).await;
     assert_eq!(
         (replay.status, replay.error_code().as_str()),
         (409, "stale_epoch")
@@ -107,14 +86,7 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
         group_info: Vec::new(),
         ..request.clone()
     };
-    let reused = http
-        .send(
-            "POST",
-            &ds::ds_commit(&group_id),
-            codec::encode(&reused),
-            None,
-        )
-        .await;
+    let reused = http.post(&ds::ds_commit(&group_id), &reused).await;
     assert_eq!(
         (reused.status, reused.error_code().as_str()),
         (409, "operation_reused")
@@ -129,14 +101,7 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
         ear_key: EarKey::random(),
         ..request.clone()
     };
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_commit(&group_id),
-            codec::encode(&wrong_key),
-            None,
-        )
-        .await;
+    let response = http.post(&ds::ds_commit(&group_id), &wrong_key).await;
     assert_eq!(
         (response.status, response.error_code().as_str()),
         (403, "wrong_ear_key")
@@ -146,39 +111,18 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
         commit: vec![1, 2, 3],
         ..request.clone()
     };
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_commit(&group_id),
-            codec::encode(&garbage),
-            None,
-        )
-        .await;
+    let response = http.post(&ds::ds_commit(&group_id), &garbage).await;
     assert_eq!(
         (response.status, response.error_code().as_str()),
         (400, "invalid_mls_message")
     );
 
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_commit(&[7; 16]),
-            codec::encode(&request),
-            None,
-        )
-        .await;
+    let response = http.post(&ds::ds_commit(&[7; 16]), &request).await;
     assert_eq!(
         (response.status, response.error_code().as_str()),
         (404, "unknown_group")
     );
-    let response = http
-        .send(
-            "POST",
-            "/ds/v1/groups/zz/commit",
-            codec::encode(&request),
-            None,
-        )
-        .await;
+    let response = http.post("/ds/v1/groups/zz/commit", &request).await;
     assert_eq!(response.status, 400);
 
     // Creating a group under a taken id.
@@ -193,9 +137,7 @@ async fn a_stale_commit_gets_409_and_wrong_keys_or_garbage_get_clear_errors() {
             .await,
         connection_group: false,
     };
-    let response = http
-        .send("POST", ds::DS_GROUPS, codec::encode(&again), None)
-        .await;
+    let response = http.post(ds::DS_GROUPS, &again).await;
     assert_eq!(response.status, 409);
 
     // The group still works after all that: the epoch is the one alice is at.
@@ -337,14 +279,7 @@ async fn a_message_to_a_group_of_ten_is_made_durable_in_two_flushes_not_one_per_
 
     let before = flushes(&server);
     let body = alice.message_request(&keys, b"to all ten");
-    let sent = http
-        .send(
-            "POST",
-            &ds::ds_messages(&group_id),
-            codec::encode(&body),
-            None,
-        )
-        .await;
+    let sent = http.post(&ds::ds_messages(&group_id), &body).await;
     assert_eq!(sent.status, 202);
     // The DS's own write, then one flush for all ten queues.
     assert_eq!(flushes(&server) - before, 2);

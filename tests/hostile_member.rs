@@ -86,14 +86,7 @@ async fn mallory_adds_bob(
             encrypted_keys: EarKey(exported).encrypt(&group_id, &codec::encode(&secrets)),
         }),
     };
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_commit(&group_id),
-            codec::encode(&request),
-            None,
-        )
-        .await;
+    let response = http.post(&ds::ds_commit(&group_id), &request).await;
     assert_eq!(response.status, 200);
     mallory.deliveries(&http).await;
     (group_id, keys)
@@ -147,12 +140,7 @@ async fn send_as(
     let request = mallory.message_request(keys, &envelope.encode());
     let response = server
         .http()
-        .send(
-            "POST",
-            &ds::ds_messages(group_id),
-            codec::encode(&request),
-            None,
-        )
+        .post(&ds::ds_messages(group_id), &request)
         .await;
     assert_eq!(response.status, 202);
 }

@@ -47,7 +47,7 @@ async fn table() -> Table {
 
 /// POSTs `body` to `path`; answers the status and, for an error, its code.
 async fn post(http: &Raw, path: &str, body: &impl serde::Serialize) -> (u16, String) {
-    let response = http.send("POST", path, codec::encode(body), None).await;
+    let response = http.post(path, body).await;
     let code = if response.status >= 400 {
         response.error_code()
     } else {
@@ -466,15 +466,7 @@ async fn a_removal_brings_new_keys_and_the_removed_members_old_ones_open_nothing
         ),
         (request(Some(rekey(&[]))), "exactly every staying member"),
     ] {
-        let response = t
-            .http
-            .send(
-                "POST",
-                &ds::ds_commit(&t.group_id),
-                codec::encode(&refused),
-                None,
-            )
-            .await;
+        let response = t.http.post(&ds::ds_commit(&t.group_id), &refused).await;
         let body = String::from_utf8_lossy(&response.body);
         assert_eq!(response.status, 400, "{why}: {body}");
         assert!(body.contains(why), "{why}: {body}");
@@ -486,15 +478,7 @@ async fn a_removal_brings_new_keys_and_the_removed_members_old_ones_open_nothing
     );
     // A repeat of the removal (its answer was lost) still comes with the old key: it is
     // answered as the first was.
-    let repeated = t
-        .http
-        .send(
-            "POST",
-            &ds::ds_commit(&t.group_id),
-            codec::encode(&removal),
-            None,
-        )
-        .await;
+    let repeated = t.http.post(&ds::ds_commit(&t.group_id), &removal).await;
     assert_eq!(repeated.decode::<ds::Committed>().epoch, 2);
 
     // bob's keys open nothing any more: not the group's state, not its members' cards, and

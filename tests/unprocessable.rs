@@ -12,7 +12,6 @@ use common::{
 };
 use openmls::prelude::*;
 use roost_protocol::{
-    codec,
     ds::{self, GroupDelivery},
     OpId,
 };
@@ -48,14 +47,7 @@ async fn a_commit_whose_path_secrets_no_member_can_open_costs_a_rejoin_not_a_spl
         welcome: None,
     };
     // Every part the DS can check holds.
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_commit(&group_id),
-            codec::encode(&request),
-            None,
-        )
-        .await;
+    let response = http.post(&ds::ds_commit(&group_id), &request).await;
     assert_eq!(response.status, 200);
 
     // bob cannot process it: he would be stuck in the old epoch for good.
@@ -81,14 +73,7 @@ async fn a_commit_whose_path_secrets_no_member_can_open_costs_a_rejoin_not_a_spl
         group_info,
         epoch_key,
     };
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_rejoin(&group_id),
-            codec::encode(&rejoin),
-            None,
-        )
-        .await;
+    let response = http.post(&ds::ds_rejoin(&group_id), &rejoin).await;
     assert_eq!(response.status, 200);
 
     // alice follows his rejoin (after her own commit, which comes back to her too); both are in
@@ -107,14 +92,7 @@ async fn a_commit_whose_path_secrets_no_member_can_open_costs_a_rejoin_not_a_spl
     assert_eq!(group.epoch(), bob.group().epoch());
     bob.deliveries(&http).await;
     let hello = bob.message_request(&keys, b"in step again");
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_messages(&group_id),
-            codec::encode(&hello),
-            None,
-        )
-        .await;
+    let response = http.post(&ds::ds_messages(&group_id), &hello).await;
     assert_eq!(response.status, 202);
     let deliveries = alice.deliveries(&http).await;
     let [GroupDelivery::Message { message, .. }] = deliveries.as_slice() else {

@@ -309,9 +309,7 @@ pub async fn create_group(
             .await,
         connection_group,
     };
-    let response = http
-        .send("POST", ds::DS_GROUPS, codec::encode(&body), None)
-        .await;
+    let response = http.post(ds::DS_GROUPS, &body).await;
     assert_eq!(
         response.status,
         201,
@@ -358,14 +356,7 @@ pub async fn add(
             encrypted_keys: vec![],
         }),
     };
-    let response = http
-        .send(
-            "POST",
-            &ds::ds_commit(group_id),
-            codec::encode(&request),
-            None,
-        )
-        .await;
+    let response = http.post(&ds::ds_commit(group_id), &request).await;
     (response.status, request)
 }
 
@@ -460,11 +451,6 @@ pub async fn join_connection_group(
             .entry(http, domain, group_id, &keys.credentials)
             .await,
     };
-    http.send(
-        "POST",
-        &ds::ds_join_connection_group(group_id),
-        codec::encode(&body),
-        None,
-    )
-    .await
+    http.post(&ds::ds_join_connection_group(group_id), &body)
+        .await
 }

@@ -124,6 +124,12 @@ impl Raw {
         }
     }
 
+    /// An unsigned POST of a codec-encoded body (the DS's requests carry their own proofs).
+    pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> Response {
+        self.send("POST", path, roost_protocol::codec::encode(body), None)
+            .await
+    }
+
     /// A request signed by `who`, exactly as the protocol wants.
     pub async fn signed(
         &self,
