@@ -40,6 +40,7 @@ use roost_protocol::{
     },
     federation::{DomainPolicy, FederatedDelivery, RelayOutcome},
     ids::now_millis,
+    queue::QueueChain,
     AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential, ClientId, Domain,
     HpkePublicKey, HpkeSecretKey, SigningKey, Timestamp, UserName,
 };
@@ -59,16 +60,17 @@ fn durable_queue_append(c: &mut Criterion) {
         sender: client,
         payload: vec![7; 256],
     };
-    let mut seq = 1;
+    let mut chain = QueueChain::start(1);
     let mut group = c.benchmark_group("durable write");
     group.bench_function("queue append: seal + store + fsync", |b| {
         b.iter(|| {
-            let message = QueueMessage::seal(&key, &client, seq, &item).unwrap();
+            let starts = (chain.seq() == 1).then_some(&key);
+            let message = QueueMessage::seal(&chain, starts, &client, &item).unwrap();
             queues
                 .append(&client, EncodedMessage::new(&message), None)
                 .unwrap();
             store.persist_blocking().unwrap();
-            seq += 1;
+            chain = chain.next();
         })
     });
     let raw = sled::open(dir.path().join("raw")).unwrap();
@@ -224,11 +226,11 @@ fn queue_actor_round(c: &mut Criterion) {
     // message back, ack, fsync.
     let bob = register(&accounts, "bob");
     let direct = store.queues().unwrap();
-    let mut seq = direct.next_seq(&bob.id).unwrap();
+    let mut chain = QueueChain::start(direct.next_seq(&bob.id).unwrap());
     group.bench_function("floor: the same store calls, direct", |b| {
         b.iter(|| {
-            let key = accounts.client(&bob.id).unwrap().unwrap().queue_key;
-            let message = QueueMessage::seal(&key, &bob.id, seq, &item).unwrap();
+            let seq = chain.seq();
+            let message = QueueMessage::seal(&chain, None, &bob.id, &item).unwrap();
             direct
                 .append(&bob.id, EncodedMessage::new(&message), None)
                 .unwrap();
@@ -237,7 +239,7 @@ fn queue_actor_round(c: &mut Criterion) {
             assert_eq!(messages.len(), 1);
             direct.ack(&bob.id, seq).unwrap();
             store.persist_blocking().unwrap();
-            seq += 1;
+            chain = chain.next();
         })
     });
     group.finish();
@@ -245,12 +247,12 @@ fn queue_actor_round(c: &mut Criterion) {
 
 fn codec(c: &mut Criterion) {
     let client = ClientId::random();
-    let (_, key) = HpkeSecretKey::generate();
     let item = QueueItem::FromOwnClient {
         sender: client,
         payload: vec![7; 256],
     };
-    let message = QueueMessage::seal(&key, &client, 42, &item).unwrap();
+    let chain = QueueChain::start(42);
+    let message = QueueMessage::seal(&chain, None, &client, &item).unwrap();
     let message_bytes = encode(&message);
     let delivery = GroupDelivery::Message {
         seq: 1,
@@ -274,6 +276,40 @@ fn codec(c: &mut Criterion) {
     });
     group.bench_function("floor: copy the encoded GroupDelivery", |b| {
         b.iter(|| black_box(&delivery_bytes).to_vec())
+    });
+    group.finish();
+}
+
+/// What sealing one queued message costs: under the queue's key chain, as the QS does, against
+/// one HPKE seal per message, as it did before chains.
+fn queue(c: &mut Criterion) {
+    let client = ClientId::random();
+    let (secret, key) = HpkeSecretKey::generate();
+    let item = QueueItem::FromOwnClient {
+        sender: client,
+        payload: vec![7; 256],
+    };
+    let mut group = c.benchmark_group("queue sealing (256 B item)");
+    let mut chain = QueueChain::start(1);
+    group.bench_function("chain: seal and step", |b| {
+        b.iter(|| {
+            let message = QueueMessage::seal(&chain, None, &client, black_box(&item)).unwrap();
+            chain = chain.next();
+            message
+        })
+    });
+    group.bench_function("before chains: one HPKE seal", |b| {
+        b.iter(|| QueueMessage::seal_hpke(&key, &client, 1, black_box(&item)).unwrap())
+    });
+    let sender = QueueChain::start(1);
+    let chained = QueueMessage::seal(&sender, None, &client, &item).unwrap();
+    group.bench_function("chain: open (the client)", |b| {
+        b.iter(|| {
+            let mut mine = Some(sender.clone());
+            black_box(&chained)
+                .open(&secret, &client, &mut mine)
+                .unwrap()
+        })
     });
     group.finish();
 }
@@ -667,6 +703,7 @@ criterion_group!(
     durable_queue_append,
     queue_actor_round,
     codec,
+    queue,
     connection_requests,
     signatures,
     ds_commits

@@ -179,8 +179,8 @@ async fn a_further_client_needs_the_users_password_and_existing_clients_hear_of_
     assert_eq!(ids, vec![phone.client_id(), laptop.client_id()]);
 
     let batch: api::QueueBatch = http.fetch(&phone, 1, 10, 2000).await.decode();
-    let item = batch.messages[0]
-        .open(&phone.queue_key, &phone.client_id())
+    let item = phone
+        .open(api::QueueKind::Messages, &batch.messages[0])
         .unwrap();
     assert_eq!(
         item,

@@ -262,8 +262,11 @@ async fn a_sealed_request_reaches_the_clients_connection_queue_and_only_it_can_r
     );
     let batch: QueueBatch = b.signed(&bob, "GET", &read, vec![]).await.decode();
     assert_eq!(batch.messages.len(), 1);
-    let QueueItem::ConnectionRequest(request) = batch.messages[0]
-        .open(&bob.queue_key, &bob.client_id())
+    let QueueItem::ConnectionRequest(request) = bob
+        .open(
+            roost_protocol::api::QueueKind::Connections,
+            &batch.messages[0],
+        )
         .unwrap()
     else {
         panic!("not a connection request");

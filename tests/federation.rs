@@ -482,11 +482,16 @@ async fn a_batch_of_relays_is_queued_in_order_once_each_and_bad_deliveries_are_r
     let messages: Vec<u8> = batch
         .messages
         .iter()
-        .map(|m| match m.open(&bob.queue_key, &bob_id).unwrap() {
-            roost_protocol::api::QueueItem::Group(GroupDelivery::Message { message, .. }) => {
-                message[0]
+        .map(|m| {
+            match bob
+                .open(roost_protocol::api::QueueKind::Messages, m)
+                .unwrap()
+            {
+                roost_protocol::api::QueueItem::Group(GroupDelivery::Message {
+                    message, ..
+                }) => message[0],
+                other => panic!("unexpected item {other:?}"),
             }
-            other => panic!("unexpected item {other:?}"),
         })
         .collect();
     assert_eq!(messages, [1, 3, 5], "in the batch's order, once each");

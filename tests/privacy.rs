@@ -19,7 +19,7 @@ use common::{
     scan::{self, assert_holds, assert_holds_none, Secret, Snapshot},
     Options, TestServer, PASSWORD,
 };
-use roost_client::{store::pending::Outgoing, Client};
+use roost_client::{store::pending::Outgoing, Client, QueueKind};
 use roost_protocol::{
     api::{QueueItem, QueueMessage},
     codec,
@@ -257,9 +257,16 @@ fn client_identity(client: &Client) -> Vec<Secret> {
 }
 
 /// The messages of `client`'s queue in a queue tree (`tree`, its large bodies in
-/// `tree_large`), opened with the client's queue key, in order.
+/// `tree_large`), opened in order with the client's queue key and its copy of the queue's key
+/// chain.
 fn open_queue(store: &Snapshot, tree: &str, client: &Client) -> Vec<QueueItem> {
     let id = client.client_id();
+    let kind = match tree {
+        "qs_queues" => QueueKind::Messages,
+        _ => QueueKind::Connections,
+    };
+    let position = client.device().store().queue_position(kind).unwrap();
+    let mut chain = position.chain;
     let large = store.tree(&format!("{tree}_large"));
     store
         .tree(tree)
@@ -274,7 +281,7 @@ fn open_queue(store: &Snapshot, tree: &str, client: &Client) -> Vec<QueueItem> {
             };
             let message: QueueMessage = codec::decode(body).unwrap();
             message
-                .open(&client.identity().queue_key, &id)
+                .open(&client.identity().queue_key, &id, &mut chain)
                 .expect("the client's queue key opens its queued message")
         })
         .collect()

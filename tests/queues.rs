@@ -16,8 +16,14 @@ async fn alice_two_clients_and_bob(server: &TestServer) -> (Identity, Identity, 
     assert_eq!(http.add_client(&mut laptop, PASSWORD).await.status, 201);
     let mut bob = Identity::new(&server.user("bob"));
     assert_eq!(http.register(&mut bob, None).await.status, 201);
-    // The laptop's arrival was announced in the phone's queue; clear it.
+    // The laptop's arrival was announced in the phone's queue; read it (it starts the queue's
+    // key chain, as a client would) and clear it.
     let batch: QueueBatch = http.fetch(&phone, 1, 10, 2000).await.decode();
+    for message in &batch.messages {
+        phone
+            .open(roost_protocol::api::QueueKind::Messages, message)
+            .unwrap();
+    }
     assert_eq!(
         http.ack(&phone, batch.messages.last().unwrap().seq)
             .await
@@ -31,14 +37,17 @@ fn payloads(batch: &QueueBatch, who: &Identity) -> Vec<(u64, String)> {
     batch
         .messages
         .iter()
-        .map(
-            |m| match m.open(&who.queue_key, &who.client_id()).unwrap() {
+        .map(|m| {
+            match who
+                .open(roost_protocol::api::QueueKind::Messages, m)
+                .unwrap()
+            {
                 QueueItem::FromOwnClient { payload, .. } => {
                     (m.seq, String::from_utf8(payload).unwrap())
                 }
                 other => panic!("unexpected {other:?}"),
-            },
-        )
+            }
+        })
         .collect()
 }
 

@@ -6,6 +6,11 @@
 //! else; a message is visible to fetches only once it is durable, so a crash can never take back
 //! a message a client has seen. A fetch answers at most [`MAX_FETCH_BYTES`] beyond its first
 //! message, so any queue can be read by its client however large its messages.
+//!
+//! It also owns the queue's key chain ([`QueueChain`]), in memory only: each message is sealed
+//! under the chain's next key, and a chain starts afresh (one HPKE seal to the client's queue
+//! key) when the actor starts, after a failed store, and every [`CHAIN_LENGTH`] messages. No key
+//! that opens a queued message is written to the store.
 
 use std::time::Duration;
 
@@ -14,6 +19,7 @@ use tokio::sync::oneshot;
 
 use roost_protocol::{
     api::{QueueBatch, QueueItem, QueueKind, QueueMessage, MAX_FETCH_BYTES},
+    queue::{QueueChain, CHAIN_LENGTH},
     ClientId, HpkePublicKey,
 };
 use roost_storage::{
@@ -194,6 +200,8 @@ pub struct QueueActor {
     durable_up_to: u64,
     next_seq: Option<u64>,
     key: Option<HpkePublicKey>,
+    /// The key chain for the message `next_seq`, and the seq its chain started at.
+    chain: Option<(QueueChain, u64)>,
     waiters: Vec<Waiter>,
     membership: Membership<QueueActor>,
 }
@@ -218,6 +226,7 @@ impl Pooled for QueueActor {
             durable_up_to: 0,
             next_seq: None,
             key: None,
+            chain: None,
             waiters: Vec::new(),
             membership,
         }
@@ -375,8 +384,10 @@ impl QueueActor {
             .map(|(item, delivery)| self.append_one(item, delivery.as_ref()))
             .collect::<Result<Vec<_>, QueueError>>();
         if appended.is_err() {
-            // The store failed part-way: count and usage are read again on the next use.
+            // The store failed part-way: count and usage are read again on the next use, and
+            // the chain starts afresh.
             self.next_seq = None;
+            self.chain = None;
         }
         appended
     }
@@ -395,12 +406,23 @@ impl QueueActor {
         }
         let key = self.key()?;
         let seq = self.next_seq()?;
-        let message = EncodedMessage::new(&QueueMessage::seal(&key, &self.client, seq, item)?);
+        let (chain, started) = match &self.chain {
+            Some((chain, started)) if chain.seq() == seq && seq - started < CHAIN_LENGTH => {
+                (chain.clone(), *started)
+            }
+            _ => (QueueChain::start(seq), seq),
+        };
+        let starts_chain = (started == seq).then_some(&key);
+        let sealed = QueueMessage::seal(&chain, starts_chain, &self.client, item)?;
+        let message = EncodedMessage::new(&sealed);
+        // A refused message leaves the chain where it was: its key seals the next message
+        // instead, and the refused ciphertext is dropped unseen.
         if let Err(refused) = self.admit(message.len()) {
             return Ok(Err(refused));
         }
         self.store.append(&self.client, message, delivery)?;
         self.next_seq = Some(seq + 1);
+        self.chain = Some((chain.next(), started));
         Ok(Ok(seq))
     }
 }
@@ -513,6 +535,7 @@ impl Handler<DeleteQueue> for QueueActor {
 
     fn handle(&mut self, _: DeleteQueue, _ctx: &mut Self::Context) -> Self::Result {
         self.key = None;
+        self.chain = None;
         self.next_seq = None;
         self.usage = QueueUsage::default();
         for waiter in self.waiters.drain(..) {

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use roost_protocol::{
-    api::{QueueItem, QueueMessage},
+    api::QueueItem,
     content::{Content, Envelope},
     crypto::CryptoError,
     ds::{GroupDelivery, MemberCard, WelcomeBundle},
@@ -39,7 +39,7 @@ use crate::{
         outbox::{self, Resolved},
         MlsSession,
     },
-    queues::{save_position, QueueReader},
+    queues::{save_position, Opened, QueueReader},
     siblings,
     store::{Contact, GroupAccess, NamedGroup, Outgoing, QueuePosition, StoredMessage},
     transport::QueueKind,
@@ -287,18 +287,12 @@ impl QueueReader for GroupReader<'_> {
 
     async fn take(
         &mut self,
-        messages: &[QueueMessage],
+        messages: &[Opened],
         position: QueuePosition,
     ) -> Result<Vec<()>, Error> {
-        let identity = self.device.identity();
         for message in messages {
-            let item = message.open(&identity.queue_key, &identity.client_id);
-            self.handle_item(message.seq, item).await?;
-            let position = QueuePosition {
-                received: Some(message.seq),
-                ..position
-            };
-            save_position(self.device, Self::KIND, position).await?;
+            self.handle_item(message.seq, message.item.clone()).await?;
+            save_position(self.device, Self::KIND, message.position(&position)).await?;
         }
         Ok(vec![(); messages.len()])
     }

@@ -1,15 +1,20 @@
 //! Reading this client's two queues to their end, batch by batch: fetch from the saved
-//! position, have a [`QueueReader`] open, check and store each batch together with the position
-//! after it, then acknowledge. A batch counts as received exactly when its results are stored,
+//! position, open each message with the queue's key chain, have a [`QueueReader`] check and
+//! store the batch together with the position (and chain) after it, then acknowledge. A batch counts as received exactly when its results are stored,
 //! so a crash loses nothing and shows nothing twice; a failed ack only leaves the batch pending
 //! for the next pass.
 //!
-//! Owns: the queue positions' movement and the rule of one reader per queue at a time. Must not
-//! touch: what a message means (the readers decide).
+//! Owns: the queue positions' movement, the client's copy of each queue's key chain, and the
+//! rule of one reader per queue at a time. Must not touch: what a message means (the readers
+//! decide).
 
 use std::time::Duration;
 
-use roost_protocol::api::{self, QueueMessage};
+use roost_protocol::{
+    api::{self, QueueItem},
+    crypto::CryptoError,
+    queue::QueueChain,
+};
 
 use crate::{
     device::Device,
@@ -18,17 +23,36 @@ use crate::{
     transport::{Queue, QueueKind},
 };
 
-/// Reads one kind of queue for [`Queues::drain`]: opens and checks a batch, and saves what it
-/// yields together with the position after it.
+/// Reads one kind of queue for [`Queues::drain`]: checks a batch of opened messages, and saves
+/// what it yields together with the position after it.
 pub(crate) trait QueueReader {
     type Item;
     const KIND: QueueKind;
 
     async fn take(
         &mut self,
-        messages: &[QueueMessage],
+        messages: &[Opened],
         position: QueuePosition,
     ) -> Result<Vec<Self::Item>, Error>;
+}
+
+/// One fetched message, opened (or not: then it is unreadable, and the reader says so).
+pub(crate) struct Opened {
+    pub seq: u64,
+    pub item: Result<QueueItem, CryptoError>,
+    /// The key chain after this message: what a position at `seq` saves.
+    pub chain: Option<QueueChain>,
+}
+
+impl Opened {
+    /// The position after this message (how far acknowledgements reached comes from `base`).
+    pub fn position(&self, base: &QueuePosition) -> QueuePosition {
+        QueuePosition {
+            received: Some(self.seq),
+            chain: self.chain.clone(),
+            ..base.clone()
+        }
+    }
 }
 
 /// What one pass over a queue came to.
@@ -73,7 +97,7 @@ impl Queues {
                 .ack_queue(device.signer(), queue, up_to)
                 .await?;
             position.acked = Some(up_to);
-            save_position(device, R::KIND, position).await?;
+            save_position(device, R::KIND, position.clone()).await?;
         }
         let mut items = Vec::new();
         let mut wait = wait;
@@ -116,7 +140,18 @@ async fn drain_batch<R: QueueReader>(
             wait,
         )
         .await?;
-    let Some(last) = batch.messages.last().map(|m| m.seq) else {
+    let identity = device.identity();
+    let mut chain = position.chain.clone();
+    let opened: Vec<Opened> = batch
+        .messages
+        .iter()
+        .map(|message| Opened {
+            seq: message.seq,
+            item: message.open(&identity.queue_key, &identity.client_id, &mut chain),
+            chain: chain.clone(),
+        })
+        .collect();
+    let Some(received) = opened.last().map(|last| last.position(position)) else {
         return Ok(Batch {
             items: Vec::new(),
             fetched: 0,
@@ -124,15 +159,12 @@ async fn drain_batch<R: QueueReader>(
             acked: true,
         });
     };
-    let received = QueuePosition {
-        received: Some(last),
-        ..*position
-    };
-    let items = reader.take(&batch.messages, received).await?;
+    let last = received.received.expect("a position after a message");
+    let items = reader.take(&opened, received.clone()).await?;
     *position = received;
     let acked_position = QueuePosition {
         acked: Some(last),
-        ..*position
+        ..position.clone()
     };
     let acked = server.ack_queue(device.signer(), queue, last).await.is_ok()
         && save_position(device, R::KIND, acked_position).await.is_ok();

@@ -11,6 +11,7 @@ use roost_protocol::{
     api::{QueueItem, QueueMessage},
     auth::RequestSignature,
     ids::now_millis,
+    queue::{QueueChain, CHAIN_LENGTH},
     ClientId, HpkeSecretKey, SigningKey,
 };
 
@@ -78,9 +79,10 @@ pub fn sled_floor(payload: usize, duration: Duration) -> f64 {
 }
 
 /// What the server's cryptography alone allows, on one thread, for `duration`: per queued
-/// message it checks the sender's request signature and seals the message to the receiving
-/// client's queue key (the receiver's fetch and acknowledgement add a signature check each,
-/// shared by the messages they carry). Messages per second.
+/// message it checks the sender's request signature and seals the message under the receiving
+/// queue's key chain (one HPKE seal to the client's queue key starts each chain of
+/// `CHAIN_LENGTH` messages; the receiver's fetch and acknowledgement add a signature check
+/// each, shared by the messages they carry). Messages per second.
 pub fn crypto_floor(payload: usize, duration: Duration) -> f64 {
     let sender = SigningKey::generate();
     let verifying_key = sender.verifying_key();
@@ -93,13 +95,16 @@ pub fn crypto_floor(payload: usize, duration: Duration) -> f64 {
     };
     let started = Instant::now();
     let mut n = 0u64;
+    let mut chain = QueueChain::start(1);
     while started.elapsed() < duration {
         let now = now_millis();
         let signature = RequestSignature::sign(&sender, client, "POST", "/queue", &body, now);
         signature
             .verify(&verifying_key, "POST", "/queue", &body, now)
             .expect("verifies");
-        QueueMessage::seal(&queue_key, &client, n, &item).expect("seals");
+        let starts = (n % CHAIN_LENGTH == 0).then_some(&queue_key);
+        QueueMessage::seal(&chain, starts, &client, &item).expect("seals");
+        chain = chain.next();
         n += 1;
     }
     // Signing is the client's work: count only the server's part of the time.

@@ -6,8 +6,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use roost_client::Client;
-use roost_protocol::{api::QueueItem, ds::GroupDelivery, federation::Resolver, UserName};
+use roost_client::{Client, QueueKind};
+use roost_protocol::{
+    api::{QueueItem, QueueMessage},
+    crypto::CryptoError,
+    ds::GroupDelivery,
+    federation::Resolver,
+    queue::QueueChain,
+    UserName,
+};
 
 use crate::{
     drive::{drive, Driven},
@@ -21,6 +28,28 @@ const GROUP: &str = "load";
 
 /// How long relays between two servers may take to settle before a scenario gives up.
 const SETTLE: Duration = Duration::from_secs(20);
+
+/// A client's message queue read by hand, in order, without the library storing anything: the
+/// queue's key chain starts where the library's last read left it.
+struct RawReader<'a> {
+    client: &'a Client,
+    chain: Option<QueueChain>,
+}
+
+impl<'a> RawReader<'a> {
+    fn new(client: &'a Client) -> Self {
+        let position = client.device().store().queue_position(QueueKind::Messages);
+        RawReader {
+            client,
+            chain: position.ok().and_then(|p| p.chain),
+        }
+    }
+
+    fn open(&mut self, message: &QueueMessage) -> Result<QueueItem, CryptoError> {
+        let identity = self.client.identity();
+        message.open(&identity.queue_key, &identity.client_id, &mut self.chain)
+    }
+}
 
 /// Makes users and clients of one server, each client with a state directory of its own.
 pub struct Population {
@@ -154,6 +183,7 @@ pub async fn queue(
             let mut timeline = Timeline::default();
             let mut from = 1;
             let id = receiver.client_id();
+            let mut reader = RawReader::new(receiver);
             loop {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -171,9 +201,7 @@ pub async fn queue(
                 let Ok(batch) = batch else { continue };
                 let now = started.elapsed();
                 for message in &batch.messages {
-                    if let Ok(QueueItem::FromOwnClient { payload, .. }) =
-                        message.open(&receiver.identity().queue_key, &id)
-                    {
+                    if let Ok(QueueItem::FromOwnClient { payload, .. }) = reader.open(message) {
                         let nanos = u64::from_be_bytes(payload[..8].try_into().unwrap_or([0; 8]));
                         latencies.push(now.saturating_sub(Duration::from_nanos(nanos)));
                         timeline.count(now);
@@ -435,10 +463,12 @@ pub async fn fanout(members: &[Client], rounds: usize) -> Result<Latencies, Stri
         .map_err(|e| format!("the group: {e}"))?
         .group_id;
     let mut figures = Latencies::default();
+    let mut readers: Vec<RawReader> = members[1..].iter().map(RawReader::new).collect();
     for round in 0..rounds {
-        let waits = members[1..].iter().map(|member| {
+        let waits = readers.iter_mut().map(|reader| {
             let group_id = &group_id;
             async move {
+                let member = reader.client;
                 let id = member.client_id();
                 let batch = member
                     .server()
@@ -448,7 +478,7 @@ pub async fn fanout(members: &[Client], rounds: usize) -> Result<Latencies, Stri
                 let arrived = Instant::now();
                 let message = batch.messages.first().ok_or("a member received nothing")?;
                 // Only the round's message may be counted: anything else would be a leftover.
-                match message.open(&member.identity().queue_key, &id) {
+                match reader.open(message) {
                     Ok(QueueItem::Group(GroupDelivery::Message { group_id: of, .. }))
                         if of == *group_id => {}
                     _ => return Err("a member received something else first".to_owned()),

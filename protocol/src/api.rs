@@ -1,18 +1,14 @@
 //! The HTTP API between clients and a homeserver: paths, request and response bodies.
 //!
-//! Bodies are [`codec`]-encoded with content type [`CONTENT_TYPE`]; errors are
+//! Bodies are [`codec`](crate::codec)-encoded with content type [`CONTENT_TYPE`]; errors are
 //! JSON ([`ErrorBody`]) so that a person with `curl` can read them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    codec,
-    connection::{ConnectionPackage, SealedConnectionRequest},
+    connection::ConnectionPackage,
     credentials::ClientCredential,
-    crypto::{
-        CryptoError, HpkePublicKey, HpkeSecretKey, Sealed, Signature, SigningKey, VerifyingKey,
-    },
-    ds::GroupDelivery,
+    crypto::{CryptoError, HpkePublicKey, Signature, SigningKey, VerifyingKey},
     ids::{ClientId, Timestamp, UserName},
     key_packages::{FriendshipToken, KeyPackageEntry},
     route::fill_route,
@@ -73,7 +69,7 @@ pub fn as_user_connection_packages(user: &UserName) -> String {
     fill_route(AS_USER_CONNECTION_PACKAGES_ROUTE, user)
 }
 
-/// POST a [`SealedConnectionRequest`] into a client's connection queue (public; 202);
+/// POST a [`SealedConnectionRequest`](crate::connection::SealedConnectionRequest) into a client's connection queue (public; 202);
 /// GET `?from=SEQ&max=N&wait_ms=MS` → [`QueueBatch`] (signed, by that client).
 pub const AS_CONNECTION_QUEUE_ROUTE: &str = "/as/v1/connection-queues/{client}";
 
@@ -191,7 +187,7 @@ pub struct ClaimedKeyPackages {
 /// Most messages one fetch returns.
 pub const MAX_FETCH: u32 = 1000;
 /// Most encoded bytes of messages one fetch returns, beyond its first message (which always
-/// comes): well below what a client reads of an answer ([`codec::DEFAULT_LIMIT`]), so that no
+/// comes): well below what a client reads of an answer ([`crate::codec::DEFAULT_LIMIT`]), so that no
 /// queue can hold what its client cannot read.
 pub const MAX_FETCH_BYTES: usize = 3 * 1024 * 1024;
 /// Largest message, sealed and encoded, any queue may hold: a batch of one fits what a client
@@ -283,67 +279,7 @@ pub struct Ack {
     pub up_to: u64,
 }
 
-/// One queued message as stored and served: sealed to the queue's key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueMessage {
-    pub seq: u64,
-    pub sealed: Sealed,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueueBatch {
-    /// In strictly increasing sequence order.
-    pub messages: Vec<QueueMessage>,
-    /// More messages follow the last one returned.
-    pub has_more: bool,
-}
-
-/// What a queue message holds once opened by its client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum QueueItem {
-    /// The homeserver tells the client about its own account.
-    Notice(Notice),
-    /// Another client of the same user sent this.
-    FromOwnClient { sender: ClientId, payload: Vec<u8> },
-    /// Someone asks to connect (in a connection queue); opaque until the client opens it.
-    ConnectionRequest(SealedConnectionRequest),
-    /// A group's message or a Welcome, fanned out by a DS.
-    Group(GroupDelivery),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Notice {
-    ClientAdded { client_id: ClientId },
-    ClientDeleted { client_id: ClientId },
-}
-
-const QUEUE_INFO: &str = "roost qs queue message v1";
-
-fn queue_aad(client: &ClientId, seq: u64) -> [u8; 24] {
-    let mut aad = [0u8; 24];
-    aad[..16].copy_from_slice(&client.0);
-    aad[16..].copy_from_slice(&seq.to_be_bytes());
-    aad
-}
-
-impl QueueMessage {
-    /// Seals `item` for `client`'s queue at position `seq`.
-    pub fn seal(
-        key: &HpkePublicKey,
-        client: &ClientId,
-        seq: u64,
-        item: &QueueItem,
-    ) -> Result<Self, CryptoError> {
-        let sealed = key.seal(QUEUE_INFO, &queue_aad(client, seq), &codec::encode(item))?;
-        Ok(QueueMessage { seq, sealed })
-    }
-
-    /// Opens a message of `client`'s own queue.
-    pub fn open(&self, key: &HpkeSecretKey, client: &ClientId) -> Result<QueueItem, CryptoError> {
-        let plain = key.open(QUEUE_INFO, &queue_aad(client, self.seq), &self.sealed)?;
-        codec::decode(&plain).map_err(|_| CryptoError::Decryption)
-    }
-}
+pub use crate::queue::{Notice, QueueBatch, QueueItem, QueueMessage};
 
 /// The JSON body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,23 +293,7 @@ pub struct ErrorBody {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    #[test]
-    fn a_queue_message_opens_only_for_its_client_and_position() {
-        let (sk, pk) = HpkeSecretKey::generate();
-        let client = ClientId::random();
-        let item = QueueItem::Notice(Notice::ClientAdded {
-            client_id: ClientId::random(),
-        });
-        let message = QueueMessage::seal(&pk, &client, 7, &item).unwrap();
-        assert_eq!(message.open(&sk, &client).unwrap(), item);
-        let moved = QueueMessage {
-            seq: 8,
-            ..message.clone()
-        };
-        assert!(moved.open(&sk, &client).is_err());
-        assert!(message.open(&sk, &ClientId::random()).is_err());
-    }
+    use crate::HpkeSecretKey;
 
     #[test]
     fn each_route_pattern_matches_the_paths_built_for_it() {

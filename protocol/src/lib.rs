@@ -1,9 +1,10 @@
 //! Wire types and cryptography shared by the Roost server and its clients.
 //!
 //! Owns: the codec (the only encoding of values to bytes), names and ids, signatures and HPKE,
-//! the AS credential chain and its verification, request authentication, and the HTTP API's
-//! bodies. Touches no storage, network or clock beyond reading the time: everything here is a
-//! pure function of its inputs, so server and client agree by construction.
+//! the AS credential chain and its verification, request authentication, how a queued message
+//! is sealed (queue key chains), and the HTTP API's bodies. Touches no storage, network or clock
+//! beyond reading the time: everything here is a pure function of its inputs (and, for fresh
+//! keys, the system's randomness), so server and client agree by construction.
 
 pub mod api;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod ds;
 pub mod federation;
 pub mod ids;
 pub mod key_packages;
+pub mod queue;
 pub mod route;
 
 pub use credentials::{AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential};

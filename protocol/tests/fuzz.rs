@@ -29,6 +29,7 @@ use roost_protocol::{
     credentials::Validity,
     ds::{GroupDelivery, SealedQueueRef},
     federation::{FederatedDelivery, RelayBatch, RelayOutcome, RelayReceipt, ServerKey},
+    queue::QueueChain,
     AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential, ClientId, Domain,
     HpkeSecretKey, SigningKey, UserName,
 };
@@ -205,13 +206,11 @@ fn answers_a_client_decodes() {
     let world = world();
     let queue_key = HpkeSecretKey::generate();
     let client = ClientId::random();
-    let message = QueueMessage::seal(
-        &queue_key.1,
-        &client,
-        1,
-        &QueueItem::ConnectionRequest(sealed_request(&world)),
-    )
-    .unwrap();
+    let item = QueueItem::ConnectionRequest(sealed_request(&world));
+    let chain = QueueChain::start(1);
+    let message = QueueMessage::seal(&chain, Some(&queue_key.1), &client, &item).unwrap();
+    let chained = QueueMessage::seal(&chain.next(), None, &client, &item).unwrap();
+    let hpke = QueueMessage::seal_hpke(&queue_key.1, &client, 3, &item).unwrap();
     fuzz(
         "QueueBatch",
         &[codec::encode(&QueueBatch {
@@ -240,9 +239,10 @@ fn answers_a_client_decodes() {
         },
     );
     // What a client opens: a sealed queue item, then a sealed connection request in it.
-    fuzz("QueueMessage::open", &[codec::encode(&message)], |bytes| {
+    let seeds = [&message, &chained, &hpke].map(codec::encode);
+    fuzz("QueueMessage::open", &seeds, |bytes| {
         if let Ok(message) = codec::decode::<QueueMessage>(bytes) {
-            let _ = message.open(&queue_key.0, &client);
+            let _ = message.open(&queue_key.0, &client, &mut Some(chain.clone()));
         }
     });
     fuzz(

@@ -15,6 +15,7 @@ mod check;
 mod client_packages;
 mod connection_packages;
 mod durability;
+mod format;
 mod groups;
 mod key_packages;
 mod keys;
@@ -33,6 +34,7 @@ pub use accounts::{AccountError, AccountStore, ClientRecord, UserRecord};
 pub use check::{CheckReport, TreeCheck};
 pub use connection_packages::{ConnectionPackageStore, Redeemed, ServedPackage};
 pub use durability::Durability;
+pub use format::FORMAT_VERSION;
 pub use groups::{GroupStore, Update};
 pub use key_packages::{KeyPackageStore, NotPublished, Publication, StoredKeyPackage};
 pub use keys::{ServerKeys, ServerKeysStore};
@@ -42,15 +44,6 @@ pub use outbox::OutboxStore;
 pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_DELIVERIES_SECS};
 pub use references::{UsedReference, UsedReferences};
 pub use signatures::SeenSignatures;
-
-/// The layout this build reads and writes. Bump on any incompatible change of a record or key.
-///
-/// 2: large queued messages live in a tree of their own, and the queue tree holds their length
-/// (which version 1 would misread). A version-1 store is read as it is and marked 2.
-pub const FORMAT_VERSION: u32 = 2;
-/// The layouts this build reads (and upgrades to [`FORMAT_VERSION`] by marking them).
-const READABLE_FORMATS: [u32; 2] = [1, 2];
-const FORMAT_KEY: &[u8] = b"format_version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -238,7 +231,7 @@ impl Store {
             }
             other => open_error(other.to_string()),
         })?;
-        check_format(&db, path)?;
+        format::check(&db, path)?;
         let meta = db.open_tree("meta")?;
         let lost_writes = mark::compare(path, &meta)?;
         if let (Some(lost), OnLostWrites::Refuse) = (lost_writes, options.on_lost_writes) {
@@ -419,65 +412,9 @@ fn remove_incomplete_snapshots(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
-    let meta = db.open_tree("meta")?;
-    match meta.get(FORMAT_KEY)? {
-        Some(found) if found.as_ref() == FORMAT_VERSION.to_be_bytes() => Ok(()),
-        Some(found)
-            if READABLE_FORMATS
-                .iter()
-                .any(|v| found.as_ref() == v.to_be_bytes()) =>
-        {
-            meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
-            db.flush()?;
-            Ok(())
-        }
-        Some(found) => Err(StorageError::IncompatibleFormat {
-            path: path.to_owned(),
-            found: <[u8; 4]>::try_from(found.as_ref())
-                .map(|b| u32::from_be_bytes(b).to_string())
-                .unwrap_or_else(|_| "unreadable".into()),
-        }),
-        None => {
-            let has_data = db
-                .tree_names()
-                .iter()
-                .filter(|name| name.as_ref() != b"meta")
-                .any(|name| db.open_tree(name).map(|t| !t.is_empty()).unwrap_or(true));
-            if has_data {
-                return Err(StorageError::IncompatibleFormat {
-                    path: path.to_owned(),
-                    found: "none".into(),
-                });
-            }
-            meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
-            db.flush()?;
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_store_of_another_format_version_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            store
-                .db
-                .open_tree("meta")
-                .unwrap()
-                .insert(FORMAT_KEY, &99u32.to_be_bytes())
-                .unwrap();
-            store.close().unwrap();
-        }
-        let err = Store::open(dir.path()).err().expect("must be refused");
-        let message = err.to_string();
-        assert!(message.contains("format version 99"), "{message}");
-    }
 
     #[test]
     fn a_store_reopens_with_its_data() {
@@ -488,9 +425,9 @@ mod tests {
             let queues = store.queues().unwrap();
             let message = roost_protocol::api::QueueMessage {
                 seq: 1,
-                sealed: roost_protocol::crypto::Sealed {
-                    encapsulated_key: [1; 32],
-                    ciphertext: vec![2; 10],
+                sealing: roost_protocol::queue::Sealing::Chain {
+                    start: None,
+                    ciphertext: vec![2; 40],
                 },
             };
             queues
@@ -522,25 +459,5 @@ mod tests {
         std::fs::write(dir.path().join("snap.00000000000F0000.generating"), b"").unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.queues().unwrap().next_seq(&id).unwrap(), 1);
-    }
-
-    #[test]
-    fn a_store_of_format_version_1_opens_and_is_marked_2() {
-        let dir = tempfile::tempdir().unwrap();
-        Store::open(dir.path()).unwrap().close().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            db.open_tree("meta")
-                .unwrap()
-                .insert(FORMAT_KEY, &1u32.to_be_bytes())
-                .unwrap();
-            db.flush().unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let meta = store.db.open_tree("meta").unwrap();
-        assert_eq!(
-            meta.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
-            FORMAT_VERSION.to_be_bytes()
-        );
     }
 }

@@ -20,7 +20,7 @@ use crate::{
     Result,
 };
 
-const MESSAGE: u8 = 0;
+pub(crate) const MESSAGE: u8 = 0;
 const HEAD: u8 = 1;
 const DELIVERED: u8 = 2;
 const ACKED: u8 = 3;
@@ -112,7 +112,7 @@ pub struct QueueStore {
     large: sled::Tree,
 }
 
-fn message_key(client: &ClientId, seq: u64) -> [u8; 25] {
+pub(crate) fn message_key(client: &ClientId, seq: u64) -> [u8; 25] {
     let mut key = [0u8; 25];
     key[..16].copy_from_slice(&client.0);
     key[16] = MESSAGE;
@@ -435,13 +435,13 @@ impl QueueStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roost_protocol::crypto::Sealed;
+    use roost_protocol::queue::Sealing;
 
     fn message(seq: u64, size: usize) -> QueueMessage {
         QueueMessage {
             seq,
-            sealed: Sealed {
-                encapsulated_key: [0; 32],
+            sealing: Sealing::Chain {
+                start: None,
                 ciphertext: vec![1; size],
             },
         }
@@ -501,7 +501,13 @@ mod tests {
         }
         let (batch, more) = queues.range(&client, 1, 100, usize::MAX).unwrap();
         assert!(!more);
-        let lengths: Vec<usize> = batch.iter().map(|m| m.sealed.ciphertext.len()).collect();
+        let lengths: Vec<usize> = batch
+            .iter()
+            .map(|m| match &m.sealing {
+                Sealing::Chain { ciphertext, .. } => ciphertext.len(),
+                Sealing::Hpke(sealed) => sealed.ciphertext.len(),
+            })
+            .collect();
         assert_eq!(lengths, sizes);
         assert_eq!(queues.large.len(), 2);
         let total: u64 = sizes

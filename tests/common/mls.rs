@@ -244,8 +244,9 @@ impl Member {
             .messages
             .iter()
             .filter_map(|m| {
-                match m
-                    .open(&self.identity.queue_key, &self.identity.client_id())
+                match self
+                    .identity
+                    .open(roost_protocol::api::QueueKind::Messages, m)
                     .unwrap()
                 {
                     QueueItem::Group(delivery) => Some(delivery),

@@ -8,6 +8,7 @@ use roost_protocol::{
     connection::ConnectionPackage,
     credentials::Validity,
     ids::now_millis,
+    queue::QueueChain,
     ClientCredential, ClientId, HpkeSecretKey, SigningKey, UserName,
 };
 
@@ -63,6 +64,8 @@ pub struct Identity {
     pub key: SigningKey,
     pub queue_key: HpkeSecretKey,
     pub credential: Option<ClientCredential>,
+    /// Each queue's key chain, as far as this identity has opened its messages.
+    chains: std::sync::Mutex<[Option<QueueChain>; 2]>,
 }
 
 impl Identity {
@@ -72,7 +75,25 @@ impl Identity {
             key: SigningKey::generate(),
             queue_key: HpkeSecretKey::generate().0,
             credential: None,
+            chains: Default::default(),
         }
+    }
+
+    /// This identity's copy of its queue's key chain: at the message after the last it opened.
+    pub fn chain(&self, kind: api::QueueKind) -> Option<QueueChain> {
+        self.chains.lock().unwrap()[kind as usize].clone()
+    }
+
+    /// Opens a message of this client's queue of `kind`, which it must open in order (as the
+    /// client library does): the queue's key chain moves on with each.
+    pub fn open(
+        &self,
+        kind: api::QueueKind,
+        message: &api::QueueMessage,
+    ) -> Result<api::QueueItem, roost_protocol::crypto::CryptoError> {
+        let mut chains = self.chains.lock().unwrap();
+        let chain = &mut chains[kind as usize];
+        message.open(&self.queue_key, &self.client_id(), chain)
     }
 
     pub fn new_client(&self) -> NewClient {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use roost_protocol::{
-    api::{QueueItem, QueueMessage},
+    api::QueueItem,
     codec,
     connection::{ConnectionEstablishmentPackage, SealedConnectionRequest},
     credentials::AsCredentials,
@@ -15,7 +15,7 @@ use super::{ConnectionRequests, Connections, RejectReason, Rejected, CLOCK_SKEW_
 use crate::{
     device::Device,
     error::Error,
-    queues::QueueReader,
+    queues::{Opened, QueueReader},
     store::{ConnectionBatch, PendingRequest, QueuePosition},
     transport::QueueKind,
 };
@@ -73,7 +73,7 @@ impl QueueReader for RequestReader<'_> {
 
     async fn take(
         &mut self,
-        messages: &[QueueMessage],
+        messages: &[Opened],
         position: QueuePosition,
     ) -> Result<Vec<Self::Item>, Error> {
         let mut batch = ConnectionBatch {
@@ -108,14 +108,14 @@ impl RequestReader<'_> {
     /// the request is settled without being shown (joined through a Welcome).
     async fn check(
         &mut self,
-        message: &QueueMessage,
+        message: &Opened,
         batch: &mut ConnectionBatch,
     ) -> Result<Result<Option<PendingRequest>, RejectReason>, Error> {
         let (identity, store) = (self.device.identity(), self.device.store());
-        let sealed = match message.open(&identity.queue_key, &identity.client_id) {
-            Ok(QueueItem::ConnectionRequest(sealed)) => sealed,
+        let sealed = match &message.item {
+            Ok(QueueItem::ConnectionRequest(sealed)) => sealed.clone(),
             Ok(_) => return Ok(Err(RejectReason::NotARequest)),
-            Err(e) => return Ok(Err(RejectReason::Unreadable(e))),
+            Err(e) => return Ok(Err(RejectReason::Unreadable(e.clone()))),
         };
         let hash = request_hash(&sealed);
         if store.request_seen(&hash)? || batch.seen.iter().any(|(h, _)| *h == hash) {

@@ -2,12 +2,14 @@
 //! the default tree).
 
 use roost_protocol::{
-    codec, credentials::ClientCredential, ClientId, HpkeSecretKey, SigningKey, UserName,
+    codec, credentials::ClientCredential, queue::QueueChain, ClientId, HpkeSecretKey, SigningKey,
+    UserName,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
-    State, StateError, KEY_CONNECTION_QUEUE, KEY_IDENTITY, KEY_MLS_IDENTITY, KEY_QUEUE, TREE_MLS,
+    State, StateError, FORMAT_VERSION, KEY_CONNECTION_QUEUE, KEY_FORMAT, KEY_IDENTITY,
+    KEY_MLS_IDENTITY, KEY_QUEUE, TREE_MLS,
 };
 use crate::transport::QueueKind;
 
@@ -26,12 +28,32 @@ pub struct Identity {
 
 /// How far this client has read its queue. Kept apart from acknowledging, so an ack that failed
 /// can be repeated without showing messages twice.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuePosition {
     /// Highest sequence number handed to the user; `None` before the first message.
     pub received: Option<u64>,
     /// Highest sequence number the server confirmed deleting.
     pub acked: Option<u64>,
+    /// The queue's key chain at the message after `received`: saved with it, so the key of a
+    /// message already read is never kept.
+    pub chain: Option<QueueChain>,
+}
+
+/// A queue position as formats 2–5 kept it, before key chains.
+#[derive(Deserialize)]
+pub(super) struct PositionBeforeChains {
+    received: Option<u64>,
+    acked: Option<u64>,
+}
+
+impl From<PositionBeforeChains> for QueuePosition {
+    fn from(old: PositionBeforeChains) -> Self {
+        QueuePosition {
+            received: old.received,
+            acked: old.acked,
+            chain: None,
+        }
+    }
 }
 
 impl QueuePosition {
@@ -127,6 +149,26 @@ impl State {
 
     pub fn save_mls_identity(&self, identity: &MlsIdentity) -> Result<(), StateError> {
         self.put(KEY_MLS_IDENTITY, identity)
+    }
+
+    /// Rewrites both queue positions of a state from before key chains (format 5 or older) and
+    /// marks the state [`FORMAT_VERSION`], in one batch: a crash leaves the old format or the
+    /// new, never old positions marked new.
+    pub(super) fn upgrade_positions_and_mark(&self) -> Result<(), StateError> {
+        let mut batch = sled::Batch::default();
+        for key in [KEY_QUEUE, KEY_CONNECTION_QUEUE] {
+            let Some(bytes) = self.db.get(key).map_err(|e| self.store_error(e))? else {
+                continue;
+            };
+            let old: PositionBeforeChains =
+                codec::decode(&bytes).map_err(|e| self.corrupt("default", key, &e.to_string()))?;
+            batch.insert(key, codec::encode(&QueuePosition::from(old)));
+        }
+        batch.insert(KEY_FORMAT, codec::encode(&FORMAT_VERSION));
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| self.store_error(e))?;
+        self.flush()
     }
 }
 

@@ -50,9 +50,10 @@ pub use pending::{Outgoing, PendingOp, StagedWrites};
 pub use requests::{ConnectionBatch, ConnectionKey, PendingRequest};
 
 /// The state format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
-/// The formats before this one, which opening upgrades (see `State::upgrade_log_from`).
-const PREVIOUS_FORMATS: [u32; 3] = [2, 3, 4];
+pub const FORMAT_VERSION: u32 = 6;
+/// The formats before this one, which opening upgrades (see `State::upgrade_log_from` and
+/// `State::upgrade_positions_and_mark`).
+const PREVIOUS_FORMATS: [u32; 4] = [2, 3, 4, 5];
 
 const KEY_FORMAT: &[u8] = b"format_version";
 const KEY_IDENTITY: &[u8] = b"identity";
@@ -207,10 +208,14 @@ impl State {
             // Operations kept unconfirmed before format 5 carry no proof of membership of their
             // epoch, nor new keys for a removal: a DS refuses them now. They are dropped (their
             // commits never applied, their messages never logged); the user makes them again.
-            state
-                .pending_ops
-                .clear()
-                .map_err(|e| state.store_error(e))?;
+            if old < 5 {
+                state
+                    .pending_ops
+                    .clear()
+                    .map_err(|e| state.store_error(e))?;
+            }
+            // Format 6: queue positions carry the queue's key chain.
+            state.upgrade_positions_and_mark()?;
         }
         if format != Some(FORMAT_VERSION) {
             state.put(KEY_FORMAT, &FORMAT_VERSION)?;

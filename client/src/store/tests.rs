@@ -2,6 +2,7 @@ use super::*;
 use roost_protocol::{
     connection::{ConnectionEstablishmentPackage, ConnectionPackageHash},
     credentials::ClientCredential,
+    queue::QueueChain,
     HpkeSecretKey, SigningKey, Timestamp,
 };
 
@@ -44,6 +45,7 @@ fn identity_and_position_survive_a_reopen() {
                 &QueuePosition {
                     received: Some(7),
                     acked: Some(5),
+                    chain: Some(QueueChain::start(8)),
                 },
             )
             .unwrap();
@@ -62,6 +64,7 @@ fn identity_and_position_survive_a_reopen() {
     let position = state.queue_position(QueueKind::Messages).unwrap();
     assert_eq!(position.next_from(), 8);
     assert_eq!(position.pending_ack(), Some(7));
+    assert_eq!(position.chain.map(|c| c.seq()), Some(8));
     // The connection queue has a position of its own.
     assert_eq!(
         state.queue_position(QueueKind::Connections).unwrap(),
@@ -216,6 +219,7 @@ fn a_connection_batch_is_written_at_once_and_survives_a_reopen() {
                 position: QueuePosition {
                     received: Some(3),
                     acked: None,
+                    chain: None,
                 },
             })
             .unwrap();
@@ -380,6 +384,35 @@ fn operations_kept_by_format_4_are_dropped_by_the_upgrade_and_nothing_else() {
     let state = State::open_or_create(dir.path()).unwrap();
     assert!(state.pending_ops().unwrap().is_empty());
     assert_eq!(state.messages(b"g1").unwrap()[0].text, "kept");
+    assert_eq!(
+        read::<u32>(dir.path(), &state.db, KEY_FORMAT).unwrap(),
+        Some(FORMAT_VERSION)
+    );
+}
+
+#[test]
+fn queue_positions_kept_by_format_5_are_read_after_the_upgrade_without_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let state = State::open_or_create(dir.path()).unwrap();
+        // (received, acked) as format 5 encoded a position.
+        let old = codec::encode(&(Some(7u64), Some(5u64)));
+        state.put_raw(KEY_QUEUE, old);
+        state.put_raw(KEY_FORMAT, codec::encode(&5u32));
+    }
+    let state = State::open_or_create(dir.path()).unwrap();
+    assert_eq!(
+        state.queue_position(QueueKind::Messages).unwrap(),
+        QueuePosition {
+            received: Some(7),
+            acked: Some(5),
+            chain: None,
+        }
+    );
+    assert_eq!(
+        state.queue_position(QueueKind::Connections).unwrap(),
+        QueuePosition::default()
+    );
     assert_eq!(
         read::<u32>(dir.path(), &state.db, KEY_FORMAT).unwrap(),
         Some(FORMAT_VERSION)

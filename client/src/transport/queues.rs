@@ -98,11 +98,11 @@ mod tests {
 
     #[test]
     fn out_of_order_batches_are_refused() {
-        use roost_protocol::{api::QueueMessage, crypto::Sealed};
+        use roost_protocol::{api::QueueMessage, queue::Sealing};
         let message = |seq| QueueMessage {
             seq,
-            sealed: Sealed {
-                encapsulated_key: [0; 32],
+            sealing: Sealing::Chain {
+                start: None,
                 ciphertext: vec![],
             },
         };

@@ -1,0 +1,356 @@
+//! The store's format version: checked at every open, and older layouts upgraded in place.
+//!
+//! History:
+//! - 1: the first layout.
+//! - 2: large queued messages live in a tree of their own and the queue tree holds their length
+//!   (which version 1 would misread, but version 1 never wrote such a record). Upgraded by
+//!   marking.
+//! - 3: a queued message says how it is sealed ([`Sealing`]): HPKE alone, or under its queue's
+//!   key chain. Upgraded by rewriting every queued message as [`Sealing::Hpke`], which is what
+//!   it was.
+//!
+//! A rewrite goes through a scratch tree so that a crash at any moment leaves either the old
+//! records or the new ones, never a mix: each tree moves from untouched to *converted* (the
+//! scratch tree holds all of it, new-format) to *done* (copied back), recorded in `meta`; the
+//! format key changes last.
+
+use std::path::Path;
+
+use roost_protocol::{
+    crypto::Sealed,
+    queue::{QueueMessage, Sealing},
+};
+use serde::Deserialize;
+
+use crate::{table, Result, StorageError};
+
+/// The layout this build reads and writes. Bump on any incompatible change of a record or key.
+pub const FORMAT_VERSION: u32 = 3;
+/// Older layouts this build upgrades to [`FORMAT_VERSION`] when it opens them.
+const UPGRADABLE_FORMATS: [u32; 2] = [1, 2];
+pub(crate) const FORMAT_KEY: &[u8] = b"format_version";
+
+/// The trees whose queued messages format 3 rewrote.
+const QUEUE_TREES: [&str; 2] = ["qs_queues", "as_connection_queues"];
+
+/// Refuses a store of a layout this build cannot read; upgrades an older one it can.
+pub(crate) fn check(db: &sled::Db, path: &Path) -> Result<()> {
+    let meta = db.open_tree("meta")?;
+    let found = match meta.get(FORMAT_KEY)? {
+        Some(found) => <[u8; 4]>::try_from(found.as_ref())
+            .map(u32::from_be_bytes)
+            .map_err(|_| incompatible(path, "unreadable".into()))?,
+        None if holds_data(db) => return Err(incompatible(path, "none".into())),
+        None => return mark_current(db, &meta),
+    };
+    if found == FORMAT_VERSION {
+        return forget_finished_rewrites(db, &meta);
+    }
+    if !UPGRADABLE_FORMATS.contains(&found) {
+        return Err(incompatible(path, found.to_string()));
+    }
+    tracing::info!(
+        from = found,
+        to = FORMAT_VERSION,
+        "upgrading the store's format"
+    );
+    for name in QUEUE_TREES {
+        rewrite(db, &meta, name, |key, value| {
+            // Heads, acknowledgements, relayed deliveries and large messages' lengths stay.
+            if key.get(16) == Some(&crate::queues::MESSAGE) && value.len() != 8 {
+                hpke_sealed(value)
+            } else {
+                Ok(value.to_vec())
+            }
+        })?;
+        rewrite(db, &meta, &format!("{name}_large"), |_, value| {
+            hpke_sealed(value)
+        })?;
+    }
+    mark_current(db, &meta)?;
+    forget_finished_rewrites(db, &meta)
+}
+
+fn incompatible(path: &Path, found: String) -> StorageError {
+    StorageError::IncompatibleFormat {
+        path: path.to_owned(),
+        found,
+    }
+}
+
+fn holds_data(db: &sled::Db) -> bool {
+    db.tree_names()
+        .iter()
+        .filter(|name| name.as_ref() != b"meta")
+        .any(|name| db.open_tree(name).map(|t| !t.is_empty()).unwrap_or(true))
+}
+
+fn mark_current(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
+    meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+    db.flush()?;
+    Ok(())
+}
+
+/// A queued message as formats 1 and 2 stored it: always HPKE-sealed.
+#[derive(Deserialize)]
+struct HpkeQueueMessage {
+    seq: u64,
+    sealed: Sealed,
+}
+
+fn hpke_sealed(old: &[u8]) -> Result<Vec<u8>> {
+    let HpkeQueueMessage { seq, sealed } = table::decode(old)?;
+    Ok(table::encode(&QueueMessage {
+        seq,
+        sealing: Sealing::Hpke(sealed),
+    }))
+}
+
+const CONVERTED: &[u8] = b"converted";
+const DONE: &[u8] = b"done";
+
+fn progress_key(tree: &str) -> Vec<u8> {
+    format!("rewrite:{tree}").into_bytes()
+}
+
+fn scratch_name(tree: &str) -> String {
+    format!("{tree}.rewriting")
+}
+
+/// Rewrites every record of `tree` through `convert`, crash-safely (see the module doc).
+fn rewrite(
+    db: &sled::Db,
+    meta: &sled::Tree,
+    tree: &str,
+    convert: impl Fn(&[u8], &[u8]) -> Result<Vec<u8>>,
+) -> Result<()> {
+    let progress = progress_key(tree);
+    let state = meta.get(&progress)?;
+    if state.as_deref() == Some(DONE) {
+        return Ok(());
+    }
+    let original = db.open_tree(tree)?;
+    let scratch_name = scratch_name(tree);
+    if state.as_deref() != Some(CONVERTED) {
+        // Whatever a crash left in the scratch tree is redone from the untouched original.
+        db.drop_tree(&scratch_name)?;
+        let scratch = db.open_tree(&scratch_name)?;
+        copy(&original, &scratch, &convert)?;
+        db.flush()?;
+        meta.insert(&progress, CONVERTED)?;
+        db.flush()?;
+    }
+    let scratch = db.open_tree(&scratch_name)?;
+    original.clear()?;
+    copy(&scratch, &original, &|_, value| Ok(value.to_vec()))?;
+    db.flush()?;
+    meta.insert(&progress, DONE)?;
+    db.flush()?;
+    Ok(())
+}
+
+fn copy(
+    from: &sled::Tree,
+    to: &sled::Tree,
+    convert: &impl Fn(&[u8], &[u8]) -> Result<Vec<u8>>,
+) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    for entry in from.iter() {
+        let (key, value) = entry?;
+        batch.insert(key.as_ref(), convert(&key, &value)?);
+        in_batch += 1;
+        if in_batch == 1024 {
+            to.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    to.apply_batch(batch)?;
+    Ok(())
+}
+
+/// Once the format key says the upgrade is over, its scratch trees and progress go.
+fn forget_finished_rewrites(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
+    let mut forgot = false;
+    for entry in meta.scan_prefix(b"rewrite:") {
+        let (key, _) = entry?;
+        let tree = String::from_utf8_lossy(&key["rewrite:".len()..]).into_owned();
+        db.drop_tree(scratch_name(&tree))?;
+        meta.remove(key)?;
+        forgot = true;
+    }
+    if forgot {
+        db.flush()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EncodedMessage, Store};
+    use roost_protocol::ClientId;
+
+    fn set_format(dir: &Path, version: u32) {
+        let db = sled::open(dir).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(FORMAT_KEY, &version.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    fn format_of(store: &Store) -> Vec<u8> {
+        let meta = store.db.open_tree("meta").unwrap();
+        meta.get(FORMAT_KEY).unwrap().unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_store_of_another_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap().close().unwrap();
+        set_format(dir.path(), 99);
+        let err = Store::open(dir.path()).err().expect("must be refused");
+        let message = err.to_string();
+        assert!(message.contains("format version 99"), "{message}");
+    }
+
+    /// Writes queued messages as format 2 did: `(seq, Sealed)`, small ones inline and a large
+    /// one in the large tree, beside a head record.
+    fn write_format_2_queue(dir: &Path, client: &ClientId) -> Vec<(u64, Sealed)> {
+        let messages: Vec<(u64, Sealed)> = [(1, 100), (2, crate::queues::LARGE + 10), (3, 50)]
+            .into_iter()
+            .map(|(seq, len)| {
+                (
+                    seq,
+                    Sealed {
+                        encapsulated_key: [seq as u8; 32],
+                        ciphertext: vec![seq as u8; len],
+                    },
+                )
+            })
+            .collect();
+        Store::open(dir).unwrap().close().unwrap();
+        {
+            let db = sled::open(dir).unwrap();
+            let tree = db.open_tree("qs_queues").unwrap();
+            let large = db.open_tree("qs_queues_large").unwrap();
+            for (seq, sealed) in &messages {
+                let key = crate::queues::message_key(client, *seq);
+                let bytes = table::encode(&(seq, sealed));
+                if bytes.len() > crate::queues::LARGE {
+                    tree.insert(key, &(bytes.len() as u64).to_be_bytes())
+                        .unwrap();
+                    large.insert(key, bytes).unwrap();
+                } else {
+                    tree.insert(key, bytes).unwrap();
+                }
+            }
+            let mut head = client.0.to_vec();
+            head.push(1);
+            tree.insert(head, &4u64.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        set_format(dir, 2);
+        messages
+    }
+
+    fn assert_upgraded(store: &Store, client: &ClientId, expected: &[(u64, Sealed)]) {
+        assert_eq!(format_of(store), FORMAT_VERSION.to_be_bytes());
+        let queues = store.queues().unwrap();
+        let (read, more) = queues.range(client, 1, 10, usize::MAX).unwrap();
+        assert!(!more);
+        let read: Vec<(u64, Sealed)> = read
+            .into_iter()
+            .map(|m| match m.sealing {
+                Sealing::Hpke(sealed) => (m.seq, sealed),
+                other => panic!("an old message became {other:?}"),
+            })
+            .collect();
+        assert_eq!(read, expected);
+        assert_eq!(queues.next_seq(client).unwrap(), 4);
+        let mut report = crate::CheckReport::default();
+        queues.check("qs_queues", &mut report);
+        assert!(report.is_sound(), "{:?}", report.problems);
+        let names: Vec<String> = store
+            .db
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.ends_with(".rewriting")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn a_format_2_store_opens_with_its_queued_messages_rewritten_as_hpke_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = ClientId::random();
+        let expected = write_format_2_queue(dir.path(), &client);
+        let store = Store::open(dir.path()).unwrap();
+        assert_upgraded(&store, &client, &expected);
+        // A message appended after the upgrade sits beside the old ones.
+        let queues = store.queues().unwrap();
+        let next = QueueMessage {
+            seq: 4,
+            sealing: Sealing::Chain {
+                start: None,
+                ciphertext: vec![9; 40],
+            },
+        };
+        queues
+            .append(&client, EncodedMessage::new(&next), None)
+            .unwrap();
+        assert_eq!(queues.range(&client, 1, 10, usize::MAX).unwrap().0.len(), 4);
+    }
+
+    #[test]
+    fn an_upgrade_cut_off_at_any_step_finishes_at_the_next_open() {
+        // Each step of the rewrite a crash can stop after; the next open must end the same.
+        for cut in ["scratch written", "converted", "copied back", "done"] {
+            let dir = tempfile::tempdir().unwrap();
+            let client = ClientId::random();
+            let expected = write_format_2_queue(dir.path(), &client);
+            {
+                let db = sled::open(dir.path()).unwrap();
+                let meta = db.open_tree("meta").unwrap();
+                let tree = db.open_tree("qs_queues").unwrap();
+                let scratch = db.open_tree(scratch_name("qs_queues")).unwrap();
+                let convert = |key: &[u8], value: &[u8]| {
+                    if key.get(16) == Some(&crate::queues::MESSAGE) && value.len() != 8 {
+                        hpke_sealed(value)
+                    } else {
+                        Ok(value.to_vec())
+                    }
+                };
+                // Half the scratch tree, as a crash while copying leaves it.
+                let first = tree.iter().next().unwrap().unwrap();
+                scratch
+                    .insert(&first.0, convert(&first.0, &first.1).unwrap())
+                    .unwrap();
+                if cut != "scratch written" {
+                    copy(&tree, &scratch, &convert).unwrap();
+                    meta.insert(progress_key("qs_queues"), CONVERTED).unwrap();
+                }
+                if cut == "copied back" {
+                    // Cleared, and a crash while copying back.
+                    tree.clear().unwrap();
+                    let first = scratch.iter().next().unwrap().unwrap();
+                    tree.insert(first.0, first.1).unwrap();
+                }
+                if cut == "done" {
+                    tree.clear().unwrap();
+                    copy(&scratch, &tree, &|_, v| Ok(v.to_vec())).unwrap();
+                }
+                if cut == "done" {
+                    meta.insert(progress_key("qs_queues"), DONE).unwrap();
+                }
+                db.flush().unwrap();
+            }
+            let store = Store::open(dir.path()).unwrap();
+            assert_upgraded(&store, &client, &expected);
+        }
+    }
+}
