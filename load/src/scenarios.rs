@@ -6,13 +6,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use roost_client::{Client, QueueKind};
+use roost_client::{Client, QueueKind, QueuePosition};
 use roost_protocol::{
     api::{QueueItem, QueueMessage},
     crypto::CryptoError,
     ds::GroupDelivery,
     federation::Resolver,
-    queue::QueueChain,
     UserName,
 };
 
@@ -29,11 +28,12 @@ const GROUP: &str = "load";
 /// How long relays between two servers may take to settle before a scenario gives up.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// A client's message queue read by hand, in order, without the library storing anything: the
-/// queue's key chain starts where the library's last read left it.
+/// A client's message queue read by hand, in order: the queue's key chain starts where the
+/// library's last read left it, and [`RawReader::save`] leaves the library's position where
+/// this read ended, so that the next reader (the library, or another scenario) can go on.
 struct RawReader<'a> {
     client: &'a Client,
-    chain: Option<QueueChain>,
+    position: QueuePosition,
 }
 
 impl<'a> RawReader<'a> {
@@ -41,13 +41,28 @@ impl<'a> RawReader<'a> {
         let position = client.device().store().queue_position(QueueKind::Messages);
         RawReader {
             client,
-            chain: position.ok().and_then(|p| p.chain),
+            position: position.unwrap_or_default(),
         }
     }
 
     fn open(&mut self, message: &QueueMessage) -> Result<QueueItem, CryptoError> {
         let identity = self.client.identity();
-        message.open(&identity.queue_key, &identity.client_id, &mut self.chain)
+        let chain = &mut self.position.chain;
+        let item = message.open(&identity.queue_key, &identity.client_id, chain);
+        self.position.received = Some(message.seq);
+        item
+    }
+
+    /// Saves how far this reader read (its acknowledgements left for the library to repeat).
+    fn save(self) -> Result<(), String> {
+        let position = QueuePosition {
+            acked: None,
+            ..self.position
+        };
+        let store = self.client.device().store();
+        store
+            .set_queue_position(QueueKind::Messages, &position)
+            .map_err(|e| format!("saving the queue position: {e}"))
     }
 }
 
@@ -214,6 +229,9 @@ pub async fn queue(
                         .ack(receiver.signer(), &id, last.seq)
                         .await;
                 }
+            }
+            if let Err(e) = reader.save() {
+                eprintln!("roost-load: {e}");
             }
             (latencies, timeline)
         }
@@ -506,6 +524,9 @@ pub async fn fanout(members: &[Client], rounds: usize) -> Result<Latencies, Stri
             let _ = member.server().ack(member.signer(), &id, seq).await;
         }
         figures.push(last);
+    }
+    for reader in readers {
+        reader.save()?;
     }
     Ok(figures)
 }
