@@ -5,7 +5,9 @@
 //! `GroupDelivery::Message`, against copying the encoded bytes; HPKE seal and open of a
 //! connection-establishment package, against raw HPKE of the same number of bytes;
 //! request-signature verification; credential-chain verification; and the DS group actor
-//! validating, storing and fanning out one self-update commit in a 2- and a 100-member group.
+//! validating, storing and fanning out one self-update commit in a 2- and a 100-member group,
+//! and one application message in a 10- and a 100-member group; sealing a queued message under
+//! its queue's key chain against one HPKE seal.
 //!
 //! Run with `cargo bench --bench core`.
 
@@ -621,6 +623,38 @@ impl BenchGroup {
         })
     }
 
+    /// The creator's next application message, with its proof of membership, as the DS
+    /// receives it.
+    fn application_message(&mut self) -> group::SendMessage {
+        let message = self
+            .mls
+            .create_message(&self.committer.provider, &self.committer.signer, b"hello")
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let seed = self
+            .mls
+            .export_secret(
+                self.committer.provider.crypto(),
+                protocol_ds::EPOCH_KEY_EXPORTER_LABEL,
+                &[],
+                32,
+            )
+            .unwrap();
+        let epoch = self.mls.epoch().as_u64();
+        let proof = protocol_ds::EpochKey::from_exported(seed.try_into().unwrap()).prove(
+            &self.group_id,
+            epoch,
+            &message,
+        );
+        DsRequest(protocol_ds::SendMessage {
+            op: roost_protocol::OpId::random(),
+            ear_key: self.ear_key.clone(),
+            message,
+            proof,
+        })
+    }
+
     /// After the DS accepted the commit.
     fn merge(&mut self) {
         self.mls
@@ -660,6 +694,37 @@ fn ds_commits(c: &mut Criterion) {
                             .unwrap();
                         timed += start.elapsed();
                         bench_group.merge();
+                    }
+                    timed
+                })
+            })
+        });
+    }
+    group.finish();
+
+    // Application messages: the common case, which changes no MLS state.
+    let mut group = c.benchmark_group("DS application message");
+    group.sample_size(20);
+    for size in [10, 100] {
+        let mut bench_group = system.block_on(BenchGroup::create(&ds, size));
+        let name = format!("{size} members: check + order + fan out");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                system.block_on(async {
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iters {
+                        let message = bench_group.application_message();
+                        let start = Instant::now();
+                        ds.groups
+                            .send(Route {
+                                key: bench_group.group_id.clone(),
+                                message,
+                            })
+                            .await
+                            .unwrap()
+                            .unwrap()
+                            .unwrap();
+                        timed += start.elapsed();
                     }
                     timed
                 })
