@@ -523,7 +523,9 @@ impl BenchGroup {
         )
         .unwrap();
         let group_id = mls.group_id().as_slice().to_vec();
-        let creator = register(&ds.accounts, &format!("g{size}-m0"));
+        // Names unique per group: several groups of one size share the store.
+        let prefix = format!("g{}", hex::encode(&group_id[..4]));
+        let creator = register(&ds.accounts, &format!("{prefix}-m0"));
         let group_info = mls
             .export_group_info(committer.provider.crypto(), &committer.signer, true)
             .unwrap()
@@ -550,7 +552,7 @@ impl BenchGroup {
         let (mut key_packages, mut added) = (Vec::new(), Vec::new());
         for i in 1..size {
             let member = MlsClient::new();
-            let client = register(&ds.accounts, &format!("g{size}-m{i}"));
+            let client = register(&ds.accounts, &format!("{prefix}-m{i}"));
             let entry = ds.entry(&client, member.signer.public(), &group_id, &credentials);
             key_packages.push(member.key_package_naming(CS, encode(&entry.queue), false));
             added.push(entry);
