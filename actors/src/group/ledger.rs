@@ -44,7 +44,7 @@ pub enum Outcome {
     Accepted { seq: u64 },
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Remembered {
     op: OpId,
     /// Tells a retry (the same bytes) from another request reusing the id.
@@ -61,7 +61,7 @@ pub struct Fanout {
     pub welcome: Option<(Vec<SealedQueueRef>, WelcomeBundle)>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Ledger {
     next_seq: u64,
     ops: VecDeque<Remembered>,

@@ -11,6 +11,7 @@
 //! with the same operation id is answered from the ledger and changes nothing. Each request
 //! message is its protocol request body ([`DsRequest`]).
 
+mod cache;
 mod delivery;
 mod external;
 mod handshake;
@@ -18,6 +19,7 @@ pub mod ledger;
 
 use std::{collections::BTreeMap, sync::RwLock, time::Duration};
 
+use cache::{Cached, KeyDigest, MessageView};
 pub use delivery::Delivery;
 use handshake::{parse_group_info, parse_protocol_message, Applied};
 use ledger::{digest_of, Fanout, Ledger, Outcome, Seen};
@@ -142,6 +144,8 @@ pub struct GroupActor {
     group_id: Vec<u8>,
     deps: GroupDeps,
     crypto: RustCrypto,
+    /// The ledger and the state's message view as last written (see [`cache`]).
+    cache: Option<Cached>,
     membership: Membership<GroupActor>,
 }
 
@@ -154,6 +158,7 @@ impl Pooled for GroupActor {
             group_id,
             deps: deps.clone(),
             crypto: RustCrypto::default(),
+            cache: None,
             membership,
         }
     }
@@ -186,6 +191,9 @@ struct Done<T> {
     /// The group-state key the group is kept under from now on, if the request brought a new
     /// one.
     rekeyed: Option<EarKey>,
+    /// What an application message needs of the state after this request; `None` if the
+    /// request left the state as it was.
+    view: Option<MessageView>,
 }
 
 /// A request handled: its writes are made; what is left is to make them durable, hand on
@@ -262,6 +270,7 @@ impl GroupActor {
                 epoch: answer.epoch,
                 seq,
             },
+            view: Some(MessageView::of(&opened)),
             state: Some(self.seal(ear_key, &mut opened)),
             rekeyed: None,
             fanout: Some(Fanout {
@@ -291,7 +300,7 @@ impl GroupActor {
     /// request that brings a new key (`new_key`) may find the group under it already: a repeat
     /// of itself.
     fn handle_op<T, B: Serialize>(
-        &self,
+        &mut self,
         ear_key: &EarKey,
         new_key: Option<&EarKey>,
         op: OpId,
@@ -299,25 +308,33 @@ impl GroupActor {
         repeat: fn(Outcome) -> Option<T>,
         apply: impl FnOnce(&Self, u64) -> Result<Done<T>, GroupError>,
     ) -> Handled<T> {
-        let stored = match self.deps.groups.ledger(&self.group_id) {
-            Ok(stored) => stored,
-            Err(e) => return Handled::failed(e.into()),
-        };
         let mut key = ear_key.clone();
-        let opened = match new_key {
-            None => Ledger::open(&self.group_id, ear_key, stored),
-            Some(new_key) => match Ledger::open(&self.group_id, ear_key, stored.clone()) {
-                Err(GroupError::WrongKey) => {
-                    key = new_key.clone();
-                    Ledger::open(&self.group_id, new_key, stored)
-                }
-                opened => opened,
-            },
+        let cached = [Some(ear_key), new_key]
+            .into_iter()
+            .flatten()
+            .find_map(|under| {
+                let ledger = self.cached_ledger(under)?;
+                Some((ledger.clone(), under.clone()))
+            });
+        let opened = match cached {
+            Some((ledger, under)) => {
+                key = under;
+                Ok(ledger)
+            }
+            None => self.read_ledger(ear_key, new_key).map(|(ledger, under)| {
+                key = under;
+                ledger
+            }),
         };
         let mut ledger = match opened {
             Ok(ledger) => ledger,
             Err(e) => return Handled::failed(e),
         };
+        let view_before = self
+            .cache
+            .as_ref()
+            .filter(|c| c.key == KeyDigest::of(&key))
+            .and_then(|c| c.view.clone());
         let digest = digest_of(body);
         let (answer, wrote) = match ledger.seen(&op, &digest) {
             Ok(Seen::Repeat(outcome)) => {
@@ -330,13 +347,27 @@ impl GroupActor {
                         key = rekeyed.clone();
                     }
                     let sealed = ledger.seal(&self.group_id, &key);
+                    let view = match done.state.is_some() {
+                        true => done.view,
+                        false => done.view.or(view_before),
+                    };
                     let groups = &self.deps.groups;
                     match groups.update(&self.group_id, done.state, sealed, &done.one_time) {
-                        Ok(Update::Done) => (Ok(done.answer), true),
+                        Ok(Update::Done) => {
+                            self.cache = Some(Cached {
+                                key: KeyDigest::of(&key),
+                                ledger: ledger.clone(),
+                                view,
+                            });
+                            (Ok(done.answer), true)
+                        }
                         Ok(Update::KeyPackageUsed) => {
                             return Handled::failed(GroupError::KeyPackageUsed)
                         }
-                        Err(e) => return Handled::failed(e.into()),
+                        Err(e) => {
+                            self.cache = None;
+                            return Handled::failed(e.into());
+                        }
                     }
                 }
                 Err(e) => (Err(e), false),
@@ -351,6 +382,27 @@ impl GroupActor {
             wrote,
             fanouts,
             delivered,
+        }
+    }
+
+    /// The stored ledger, opened under `ear_key` — or under `new_key`, if the group is kept
+    /// under that already (the request is a repeat of the one that brought it) — and the key
+    /// it opened under.
+    fn read_ledger(
+        &self,
+        ear_key: &EarKey,
+        new_key: Option<&EarKey>,
+    ) -> Result<(Ledger, EarKey), GroupError> {
+        let stored = self.deps.groups.ledger(&self.group_id)?;
+        match (
+            Ledger::open(&self.group_id, ear_key, stored.clone()),
+            new_key,
+        ) {
+            (Err(GroupError::WrongKey), Some(new_key)) => {
+                let ledger = Ledger::open(&self.group_id, new_key, stored)?;
+                Ok((ledger, new_key.clone()))
+            }
+            (opened, _) => Ok((opened?, ear_key.clone())),
         }
     }
 
@@ -370,7 +422,9 @@ impl GroupActor {
         AtomicResponse::new(Box::pin(
             async move {
                 if handled.wrote {
-                    durability.persist().await?;
+                    if let Err(e) = durability.persist().await {
+                        return (Err(e.into()), false);
+                    }
                 }
                 let mut delivered = true;
                 for fanout in handled.fanouts {
@@ -379,16 +433,25 @@ impl GroupActor {
                 // Something failed that is worth retrying: the ledger keeps every fan-out as
                 // undelivered, and the group's next request hands them on again (copies that
                 // did arrive come twice, with their sequence numbers, which clients skip).
+                let mut recorded = false;
                 if let Some(ledger) = handled.delivered.filter(|_| delivered) {
                     // Not waited for: if it is lost, the fan-outs go out again, with the same
                     // sequence numbers, and clients skip what they have.
-                    if let Err(e) = groups.update(&group_id, None, ledger, &[]) {
-                        tracing::warn!(error = %e, "a group's delivered fan-outs could not be recorded");
+                    match groups.update(&group_id, None, ledger, &[]) {
+                        Ok(_) => recorded = true,
+                        Err(e) => tracing::warn!(error = %e, "a group's delivered fan-outs could not be recorded"),
                     }
                 }
-                handled.answer
+                (handled.answer, recorded)
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(|(answer, recorded), actor, _ctx| {
+                // The store says the fan-outs went out: so does the cache.
+                if let Some(cache) = actor.cache.as_mut().filter(|_| recorded) {
+                    cache.ledger.take_undelivered();
+                }
+                answer
+            }),
         ))
     }
 
@@ -588,29 +651,32 @@ impl Handler<SendMessage> for GroupActor {
             _ => None,
         };
         let handled = self.handle_op(&msg.ear_key, None, msg.op, &msg, repeat, |actor, seq| {
-            let mut opened = actor.open(&msg.ear_key)?;
             let message = parse_protocol_message(&msg.message)?;
-            let epoch = opened.public.group_context().epoch();
-            if message.epoch() != epoch {
+            // A proposal changes the state (it is kept for the commit that covers it); an
+            // application message needs only the view of it, cached while the actor lives.
+            let mut opened = match message.is_handshake_message() {
+                true => Some(actor.open(&msg.ear_key)?),
+                false => None,
+            };
+            let view = match &opened {
+                Some(opened) => MessageView::of(opened),
+                None => actor.message_view(&msg.ear_key)?,
+            };
+            if message.epoch().as_u64() != view.epoch {
                 return Err(GroupError::StaleEpoch);
             }
-            if let Some(key) = &opened.state.epoch_key {
-                ds::verify_epoch_proof(
-                    key,
-                    &actor.group_id,
-                    epoch.as_u64(),
-                    &msg.message,
-                    &msg.proof,
-                )
-                .map_err(|_| GroupError::NotAMember)?;
+            if let Some(key) = &view.epoch_key {
+                let (group, epoch) = (&actor.group_id, view.epoch);
+                ds::verify_epoch_proof(key, group, epoch, &msg.message, &msg.proof)
+                    .map_err(|_| GroupError::NotAMember)?;
             }
-            let state = if message.is_handshake_message() {
-                actor.keep_proposal(&mut opened, message)?;
-                Some(actor.seal(&msg.ear_key, &mut opened))
-            } else {
-                None
+            let state = match opened.as_mut() {
+                Some(opened) => {
+                    actor.keep_proposal(opened, message)?;
+                    Some(actor.seal(&msg.ear_key, opened))
+                }
+                None => None,
             };
-            let leaves: Vec<u32> = opened.state.members.keys().copied().collect();
             Ok(Done {
                 answer: Accepted { seq },
                 outcome: Outcome::Accepted { seq },
@@ -618,11 +684,12 @@ impl Handler<SendMessage> for GroupActor {
                 fanout: Some(Fanout {
                     seq,
                     message: msg.message.clone(),
-                    recipients: Self::refs(&opened.state, &leaves),
+                    recipients: view.recipients.clone(),
                     welcome: None,
                 }),
                 one_time: Vec::new(),
                 rekeyed: None,
+                view: Some(view),
             })
         });
         self.finish(handled)
