@@ -191,8 +191,29 @@ mod tests {
     use crate::{EncodedMessage, Store};
     use roost_protocol::ClientId;
 
+    /// sled lets go of a data file's lock from a thread of its own, a moment after the last
+    /// handle is dropped: each open here waits for it.
+    fn when_unlocked<T, E: std::fmt::Debug>(open: impl Fn() -> std::result::Result<T, E>) -> T {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open() {
+                Ok(opened) => return opened,
+                Err(e) if std::time::Instant::now() > deadline => panic!("cannot open: {e:?}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+
+    fn raw(dir: &Path) -> sled::Db {
+        when_unlocked(|| sled::open(dir))
+    }
+
+    fn open(dir: &Path) -> Store {
+        when_unlocked(|| Store::open(dir))
+    }
+
     fn set_format(dir: &Path, version: u32) {
-        let db = sled::open(dir).unwrap();
+        let db = raw(dir);
         db.open_tree("meta")
             .unwrap()
             .insert(FORMAT_KEY, &version.to_be_bytes())
@@ -208,9 +229,15 @@ mod tests {
     #[test]
     fn a_store_of_another_format_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        Store::open(dir.path()).unwrap().close().unwrap();
+        open(dir.path()).close().unwrap();
         set_format(dir.path(), 99);
-        let err = Store::open(dir.path()).err().expect("must be refused");
+        // Refused, once sled has let go of the lock.
+        let err = when_unlocked(|| match Store::open(dir.path()) {
+            Err(StorageError::Open { reason, .. }) if reason.contains("lock") => Err(reason),
+            other => Ok(other),
+        })
+        .err()
+        .expect("must be refused");
         let message = err.to_string();
         assert!(message.contains("format version 99"), "{message}");
     }
@@ -230,9 +257,9 @@ mod tests {
                 )
             })
             .collect();
-        Store::open(dir).unwrap().close().unwrap();
+        open(dir).close().unwrap();
         {
-            let db = sled::open(dir).unwrap();
+            let db = raw(dir);
             let tree = db.open_tree("qs_queues").unwrap();
             let large = db.open_tree("qs_queues_large").unwrap();
             for (seq, sealed) in &messages {
@@ -289,7 +316,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let client = ClientId::random();
         let expected = write_format_2_queue(dir.path(), &client);
-        let store = Store::open(dir.path()).unwrap();
+        let store = open(dir.path());
         assert_upgraded(&store, &client, &expected);
         // A message appended after the upgrade sits beside the old ones.
         let queues = store.queues().unwrap();
@@ -314,7 +341,7 @@ mod tests {
             let client = ClientId::random();
             let expected = write_format_2_queue(dir.path(), &client);
             {
-                let db = sled::open(dir.path()).unwrap();
+                let db = raw(dir.path());
                 let meta = db.open_tree("meta").unwrap();
                 let tree = db.open_tree("qs_queues").unwrap();
                 let scratch = db.open_tree(scratch_name("qs_queues")).unwrap();
@@ -349,7 +376,7 @@ mod tests {
                 }
                 db.flush().unwrap();
             }
-            let store = Store::open(dir.path()).unwrap();
+            let store = open(dir.path());
             assert_upgraded(&store, &client, &expected);
         }
     }
