@@ -180,6 +180,7 @@ async fn queue_round(queues: &Addr<Pool<QueueActor>>, id: QueueId, item: &QueueI
                 from: seq,
                 max: 1,
                 wait: Duration::ZERO,
+                ack: None,
             },
         })
         .await

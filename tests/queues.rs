@@ -367,3 +367,31 @@ async fn a_request_replayed_after_a_restart_is_refused_and_queues_nothing_twice(
     // The notice that the laptop was added, and the message once.
     assert_eq!(batch.messages.len(), 2);
 }
+
+#[tokio::test]
+async fn a_fetch_acknowledges_what_was_read_before_it_in_the_same_request() {
+    let server = TestServer::start(Options::default());
+    let http = server.http();
+    let (phone, laptop, _) = alice_two_clients_and_bob(&server).await;
+    for i in 0..3 {
+        http.enqueue(&laptop, &phone.client_id(), format!("m{i}").as_bytes())
+            .await
+            .decode::<Enqueued>();
+    }
+    let first: QueueBatch = http.fetch(&phone, 0, 2, 0).await.decode();
+    assert_eq!(
+        payloads(&first, &phone),
+        vec![(2, "m0".into()), (3, "m1".into())]
+    );
+    let query = roost_protocol::api::FetchQuery {
+        from: 4,
+        ack: Some(3),
+        ..Default::default()
+    };
+    let next: QueueBatch = http.fetch_with(&phone, query).await.decode();
+    assert_eq!(payloads(&next, &phone), vec![(4, "m2".into())]);
+    // What the fetch acknowledged is gone: read from the start, the queue begins after it.
+    let everything: QueueBatch = http.fetch(&phone, 0, 100, 0).await.decode();
+    let seqs: Vec<u64> = everything.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [4]);
+}

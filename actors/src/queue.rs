@@ -156,13 +156,17 @@ pub struct Durable {
     pub up_to: u64,
 }
 
-/// Messages with `seq >= from`, at most `max`; waits up to `wait` for the first one.
+/// Messages with `seq >= from`, at most `max`; waits up to `wait` for the first one. With
+/// `ack`, first deletes every message with `seq <= ack` (durable with the next flush: the
+/// answer does not wait for it, and a deletion a crash takes back only returns messages the
+/// client has read).
 #[derive(Message)]
 #[rtype(result = "Result<QueueBatch, QueueError>")]
 pub struct Fetch {
     pub from: u64,
     pub max: u32,
     pub wait: Duration,
+    pub ack: Option<u64>,
 }
 
 /// Delete every message with `seq <= up_to`; answers once that is durable.
@@ -463,6 +467,9 @@ impl Handler<Fetch> for QueueActor {
     fn handle(&mut self, fetch: Fetch, _ctx: &mut Self::Context) -> Self::Result {
         let immediate = self.key().and_then(|_| {
             self.next_seq()?;
+            if let Some(up_to) = fetch.ack {
+                self.delete_up_to(up_to)?;
+            }
             self.batch(fetch.from, fetch.max)
         });
         match immediate {
@@ -509,11 +516,18 @@ impl Handler<Ack> for QueueActor {
     fn handle(&mut self, ack: Ack, _ctx: &mut Self::Context) -> Self::Result {
         let removed = self.key().and_then(|_| {
             self.next_seq()?;
-            let freed = self.store.ack(&self.client, ack.up_to)?;
-            self.usage.remove(freed);
-            Ok(())
+            self.delete_up_to(ack.up_to)
         });
         once_durable(&self.deps.durability, removed)
+    }
+}
+
+impl QueueActor {
+    /// Deletes every message with `seq <= up_to` (not waiting for a flush).
+    fn delete_up_to(&mut self, up_to: u64) -> Result<(), QueueError> {
+        let freed = self.store.ack(&self.client, up_to)?;
+        self.usage.remove(freed);
+        Ok(())
     }
 }
 

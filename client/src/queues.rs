@@ -1,8 +1,9 @@
 //! Reading this client's two queues to their end, batch by batch: fetch from the saved
-//! position, open each message with the queue's key chain, have a [`QueueReader`] check and
-//! store the batch together with the position (and chain) after it, then acknowledge. A batch counts as received exactly when its results are stored,
-//! so a crash loses nothing and shows nothing twice; a failed ack only leaves the batch pending
-//! for the next pass.
+//! position, open each message with the queue's key chain, and have a [`QueueReader`] check and
+//! store the batch together with the position (and chain) after it; the next fetch
+//! acknowledges it. A batch counts as received exactly when its results are stored,
+//! so a crash loses nothing and shows nothing twice; an acknowledgement lost with its fetch is
+//! repeated by the next one.
 //!
 //! Owns: the queue positions' movement, the client's copy of each queue's key chain, and the
 //! rule of one reader per queue at a time. Must not touch: what a message means (the readers
@@ -67,7 +68,6 @@ struct Batch<T> {
     items: Vec<T>,
     fetched: usize,
     has_more: bool,
-    acked: bool,
 }
 
 /// One reader per queue at a time, so a queue position only moves forward.
@@ -91,14 +91,6 @@ impl Queues {
         };
         let queue = Queue::new(R::KIND, device.client_id());
         let mut position = device.store().queue_position(R::KIND)?;
-        if let Some(up_to) = position.pending_ack() {
-            device
-                .home()
-                .ack_queue(device.signer(), queue, up_to)
-                .await?;
-            position.acked = Some(up_to);
-            save_position(device, R::KIND, position.clone()).await?;
-        }
         let mut items = Vec::new();
         let mut wait = wait;
         loop {
@@ -107,8 +99,6 @@ impl Queues {
                     items.extend(batch.items);
                     if batch.fetched == 0 || !batch.has_more {
                         true
-                    } else if !batch.acked {
-                        false
                     } else {
                         wait = Duration::ZERO;
                         continue;
@@ -122,7 +112,9 @@ impl Queues {
     }
 }
 
-/// Fetches one batch and has `reader` open and save it, then acknowledges it.
+/// Fetches one batch, acknowledging in the same request what was read before it (one signed
+/// request per batch, not two: the last batch of a pass is acknowledged by the next pass's
+/// first fetch), and has `reader` open and save it.
 async fn drain_batch<R: QueueReader>(
     device: &Device,
     reader: &mut R,
@@ -131,6 +123,7 @@ async fn drain_batch<R: QueueReader>(
     wait: Duration,
 ) -> Result<Batch<R::Item>, Error> {
     let server = device.home();
+    let ack = position.pending_ack();
     let batch = server
         .fetch_queue(
             device.signer(),
@@ -138,8 +131,12 @@ async fn drain_batch<R: QueueReader>(
             position.next_from(),
             api::MAX_FETCH,
             wait,
+            ack,
         )
         .await?;
+    // Saved with the position after this batch (or, for an empty one, not at all: the next
+    // fetch repeats the acknowledgement, which changes nothing).
+    position.acked = ack.or(position.acked);
     let identity = device.identity();
     let mut chain = position.chain.clone();
     let opened: Vec<Opened> = batch
@@ -156,26 +153,14 @@ async fn drain_batch<R: QueueReader>(
             items: Vec::new(),
             fetched: 0,
             has_more: false,
-            acked: true,
         });
     };
-    let last = received.received.expect("a position after a message");
     let items = reader.take(&opened, received.clone()).await?;
     *position = received;
-    let acked_position = QueuePosition {
-        acked: Some(last),
-        ..position.clone()
-    };
-    let acked = server.ack_queue(device.signer(), queue, last).await.is_ok()
-        && save_position(device, R::KIND, acked_position).await.is_ok();
-    if acked {
-        position.acked = Some(last);
-    }
     Ok(Batch {
         items,
         fetched: batch.messages.len(),
         has_more: batch.has_more,
-        acked,
     })
 }
 

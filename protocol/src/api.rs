@@ -41,7 +41,7 @@ pub fn as_own_client(client: &ClientId) -> String {
 }
 
 /// POST [`Enqueue`] → [`Enqueued`] (signed, by a client of the same user);
-/// GET `?from=SEQ&max=N&wait_ms=MS` → [`QueueBatch`] (signed, by the queue's own client).
+/// GET with a [`FetchQuery`] → [`QueueBatch`] (signed, by the queue's own client).
 pub const QS_QUEUE_MESSAGES_ROUTE: &str = "/qs/v1/queues/{client}/messages";
 
 /// [`QS_QUEUE_MESSAGES_ROUTE`] of `client`.
@@ -70,7 +70,7 @@ pub fn as_user_connection_packages(user: &UserName) -> String {
 }
 
 /// POST a [`SealedConnectionRequest`](crate::connection::SealedConnectionRequest) into a client's connection queue (public; 202);
-/// GET `?from=SEQ&max=N&wait_ms=MS` → [`QueueBatch`] (signed, by that client).
+/// GET with a [`FetchQuery`] → [`QueueBatch`] (signed, by that client).
 pub const AS_CONNECTION_QUEUE_ROUTE: &str = "/as/v1/connection-queues/{client}";
 
 /// [`AS_CONNECTION_QUEUE_ROUTE`] of `client`.
@@ -271,6 +271,38 @@ impl Enqueue {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Enqueued {
     pub seq: u64,
+}
+
+/// The query of a queue fetch: `?from=SEQ&max=N&wait_ms=MS`, and `&ack=SEQ` to acknowledge
+/// what came before in the same request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchQuery {
+    /// Messages with a sequence number from this one on.
+    #[serde(default)]
+    pub from: u64,
+    /// At most this many ([`MAX_FETCH`] if absent or larger).
+    pub max: Option<u32>,
+    /// How long to wait for a first message (at most [`MAX_WAIT_MS`]).
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// First delete every message up to and including this one, as an [`Ack`] would — but
+    /// without waiting for the deletion to be durable: one a crash takes back only returns
+    /// messages before `from`, which the fetch does not serve.
+    pub ack: Option<u64>,
+}
+
+impl FetchQuery {
+    /// The query string, without its `?`.
+    pub fn to_query(&self) -> String {
+        let mut query = format!("from={}&wait_ms={}", self.from, self.wait_ms);
+        if let Some(max) = self.max {
+            query.push_str(&format!("&max={max}"));
+        }
+        if let Some(ack) = self.ack {
+            query.push_str(&format!("&ack={ack}"));
+        }
+        query
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -4,14 +4,13 @@
 use std::time::Duration;
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 
 use roost_actors::{
     queue::{Ack, Fetch, QueueId},
     Ask,
 };
 use roost_protocol::{
-    api::{self, QueueKind, MAX_FETCH, MAX_WAIT_MS},
+    api::{self, FetchQuery, QueueKind, MAX_FETCH, MAX_WAIT_MS},
     ClientId,
 };
 
@@ -37,15 +36,6 @@ fn queue_id<K: Kind>(client: ClientId) -> QueueId {
         kind: K::KIND,
         client,
     }
-}
-
-#[derive(Deserialize)]
-struct FetchQuery {
-    #[serde(default)]
-    from: u64,
-    max: Option<u32>,
-    #[serde(default)]
-    wait_ms: u64,
 }
 
 /// Authenticates the caller and checks that it owns the queue in the path; answers the queue
@@ -83,6 +73,7 @@ pub(crate) async fn fetch<K: Kind>(
                 from: query.from,
                 max: query.max.unwrap_or(MAX_FETCH).clamp(1, MAX_FETCH),
                 wait: Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS)),
+                ack: query.ack,
             },
         )
         .await?;

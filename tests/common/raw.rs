@@ -202,9 +202,21 @@ impl Raw {
     }
 
     pub async fn fetch(&self, who: &Identity, from: u64, max: u32, wait_ms: u64) -> Response {
+        let query = api::FetchQuery {
+            from,
+            max: Some(max),
+            wait_ms,
+            ack: None,
+        };
+        self.fetch_with(who, query).await
+    }
+
+    /// A fetch of `who`'s message queue with any query.
+    pub async fn fetch_with(&self, who: &Identity, query: api::FetchQuery) -> Response {
         let path = format!(
-            "{}?from={from}&max={max}&wait_ms={wait_ms}",
-            api::qs_queue_messages(&who.client_id())
+            "{}?{}",
+            api::qs_queue_messages(&who.client_id()),
+            query.to_query()
         );
         self.signed(who, "GET", &path, Vec::new()).await
     }

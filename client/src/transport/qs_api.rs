@@ -42,7 +42,7 @@ impl Server {
         wait: Duration,
     ) -> Result<QueueBatch, ServerError> {
         let queue = Queue::new(QueueKind::Messages, *queue);
-        self.fetch_queue(signer, queue, from, max, wait).await
+        self.fetch_queue(signer, queue, from, max, wait, None).await
     }
 
     /// `POST /qs/v1/queues/{queue}/ack`: see [`Server::ack_queue`].

@@ -1,10 +1,11 @@
-//! A client's two queues, read the same way: fetch from a position, then acknowledge.
+//! A client's two queues, read the same way: fetch from a position, acknowledging what came
+//! before (in the fetch itself, or on its own).
 
 use std::time::Duration;
 
 use reqwest::Method;
 use roost_protocol::{
-    api::{self, Ack, QueueBatch},
+    api::{self, Ack, FetchQuery, QueueBatch},
     codec, ClientId,
 };
 
@@ -28,7 +29,8 @@ impl Queue {
 
 impl Server {
     /// Up to `max` messages of `queue` from `from` on; with `wait` above zero the server holds
-    /// the request until one exists (capped at [`api::MAX_WAIT_MS`]).
+    /// the request until one exists (capped at [`api::MAX_WAIT_MS`]). With `ack`, the server
+    /// first deletes every message up to it (see [`FetchQuery::ack`]).
     pub async fn fetch_queue(
         &self,
         signer: Signer<'_>,
@@ -36,14 +38,18 @@ impl Server {
         from: u64,
         max: u32,
         wait: Duration,
+        ack: Option<u64>,
     ) -> Result<QueueBatch, ServerError> {
         let wait_ms = u64::try_from(wait.as_millis())
             .unwrap_or(u64::MAX)
             .min(api::MAX_WAIT_MS);
-        let path = format!(
-            "{}?from={from}&max={max}&wait_ms={wait_ms}",
-            queue.kind.path(&queue.client)
-        );
+        let query = FetchQuery {
+            from,
+            max: Some(max),
+            wait_ms,
+            ack,
+        };
+        let path = format!("{}?{}", queue.kind.path(&queue.client), query.to_query());
         let timeout = REQUEST_TIMEOUT + Duration::from_millis(wait_ms);
         let batch: QueueBatch = self
             .call(Method::GET, &path, None, Some(signer), timeout)
