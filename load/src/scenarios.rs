@@ -45,6 +45,12 @@ impl<'a> RawReader<'a> {
         }
     }
 
+    /// Where to fetch from: after what the library or this reader read (the library leaves its
+    /// last batch for its next fetch to acknowledge).
+    fn next_from(&self) -> u64 {
+        self.position.next_from().max(1)
+    }
+
     fn open(&mut self, message: &QueueMessage) -> Result<QueueItem, CryptoError> {
         let identity = self.client.identity();
         let chain = &mut self.position.chain;
@@ -196,9 +202,9 @@ pub async fn queue(
         async move {
             let mut latencies = Latencies::default();
             let mut timeline = Timeline::default();
-            let mut from = 1;
             let id = receiver.client_id();
             let mut reader = RawReader::new(receiver);
+            let mut from = reader.next_from();
             loop {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -490,7 +496,7 @@ pub async fn fanout(members: &[Client], rounds: usize) -> Result<Latencies, Stri
                 let id = member.client_id();
                 let batch = member
                     .server()
-                    .fetch(member.signer(), &id, 1, 1, SETTLE)
+                    .fetch(member.signer(), &id, reader.next_from(), 1, SETTLE)
                     .await
                     .map_err(|e| format!("fetch: {e}"))?;
                 let arrived = Instant::now();
