@@ -44,6 +44,10 @@ use crate::{
 const TEN_YEARS_SECS: u64 = 10 * 365 * 24 * 3600;
 /// Password hashes at once, at most: one per core up to this (19 MiB each while it runs).
 const MAX_HASHING_THREADS: usize = 4;
+/// What the server's threads are called, by what they do: a profile, `top -H` or `roost-load`
+/// tells the stages apart by them.
+const HTTP_THREAD: &str = "roost-http";
+const MLS_THREAD: &str = "roost-mls";
 
 /// The AS keys: created on first start, reused afterwards.
 fn server_keys(store: &Store, domain: &Domain) -> Result<ServerKeys, ServeError> {
@@ -148,7 +152,7 @@ fn start_actors(
     // a thread of their own, so that such work does not hold up every queue. The queue actors
     // stay on the system thread with the pools: measured, spreading them over threads of their
     // own cost more in hand-offs between threads than it gained (BENCHMARKS.md).
-    let (mls_workers, mls_threads) = Workers::spawn(1);
+    let (mls_workers, mls_threads) = Workers::spawn(1, MLS_THREAD);
 
     let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let queues = Pool::<QueueActor>::start(
@@ -330,6 +334,8 @@ fn bind_public(
 ) -> Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>), ServeError> {
     let slots = AddressSlots::new(settings.limits.connections_per_address);
     let public = HttpServer::new(move || {
+        // Called once on each worker thread as it starts.
+        roost_actors::name_this_thread(HTTP_THREAD);
         App::new()
             .app_data(web::Data::new(state.clone()))
             .wrap(actix_web::middleware::from_fn(refuse_new_data_when_full))

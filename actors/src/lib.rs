@@ -29,7 +29,7 @@ pub mod replay;
 pub mod sweeps;
 
 pub use key_packages::KeyPackageActor;
-pub use pool::{Ask, AskError, Call, Pool, Route, WorkerThreads, Workers};
+pub use pool::{name_this_thread, Ask, AskError, Call, Pool, Route, WorkerThreads, Workers};
 pub use queue::QueueActor;
 pub use registry::RegistryActor;
 

@@ -180,9 +180,16 @@ impl Workers {
         }
     }
 
-    /// `count` (at least one) threads of their own; they run until [`WorkerThreads::stop`].
-    pub fn spawn(count: usize) -> (Workers, WorkerThreads) {
-        let threads: Vec<Arbiter> = (0..count.max(1)).map(|_| Arbiter::new()).collect();
+    /// `count` (at least one) threads of their own, called `name` (what a profile or
+    /// `roost-load` sees); they run until [`WorkerThreads::stop`].
+    pub fn spawn(count: usize, name: &'static str) -> (Workers, WorkerThreads) {
+        let threads: Vec<Arbiter> = (0..count.max(1))
+            .map(|_| {
+                let arbiter = Arbiter::new();
+                arbiter.spawn_fn(move || name_this_thread(name));
+                arbiter
+            })
+            .collect();
         let workers = Workers {
             arbiters: threads.iter().map(Arbiter::handle).collect(),
         };
@@ -194,6 +201,14 @@ impl Workers {
         key.hash(&mut hasher);
         &self.arbiters[(hasher.finish() % self.arbiters.len() as u64) as usize]
     }
+}
+
+/// Names the calling thread (Linux: what `/proc/PID/task/TID/comm` shows, at most 15 bytes), so
+/// a profile or `roost-load` can tell the server's stages apart by thread. Elsewhere, or if the
+/// kernel refuses, the thread keeps the name it had.
+pub fn name_this_thread(name: &str) {
+    let name: String = name.chars().take(15).collect();
+    let _ = std::fs::write("/proc/thread-self/comm", name);
 }
 
 /// Owns threads made by [`Workers::spawn`].

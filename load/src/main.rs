@@ -8,6 +8,7 @@
 //! `roost_client`, like any client.
 
 mod baseline;
+mod cpu;
 mod drive;
 mod hostile;
 mod scenarios;
@@ -28,6 +29,7 @@ use clap::{Parser, ValueEnum};
 use roost_protocol::federation::Resolver;
 
 use crate::{
+    cpu::CpuMeter,
     drive::Driven,
     scenarios::Population,
     server::{RoostProcess, ServerOptions},
@@ -315,14 +317,24 @@ async fn one_server_sections(
     if args.runs(Scenario::Fanout) {
         report.push_str("## Group fan-out\n\nOne message into a group (all members clients of one user); time from the send call (client MLS work included) until the last member's queue has it; median and worst of the rounds; the server's CPU per message sent (its fan-out, and every member's fetch and acknowledgement of it).\n\n");
         report.push_str(FANOUT_TABLE);
+        let mut by_stage = Vec::new();
         for &members in &plan.group_sizes {
             progress(&format!("group fan-out, {members} members"));
             let group = scenarios::one_user_group(population, members).await?;
-            let cpu = CpuMeter::start(process.as_deref());
+            let meter = CpuMeter::start(process.as_deref());
             let figures = scenarios::fanout(&group, plan.rounds).await?;
-            let cpu = cpu.per_operation(figures.len());
+            let cpu = meter.per_operation(figures.len());
             report.push_str(&fanout_row(members, &figures, &cpu));
+            by_stage.push((members, meter.by_stage(figures.len())));
         }
+        report.push_str(
+            "
+The server's CPU per message, by thread:\n\n",
+        );
+        for (members, stages) in by_stage {
+            let _ = writeln!(report, "- {members} members: {stages}");
+        }
+        report.push('\n');
     }
 
     if args.runs(Scenario::Chat) {
@@ -330,15 +342,16 @@ async fn one_server_sections(
             "sustained group chat, {CHAT_MEMBERS} members, {CHAT_SENDERS} senders"
         ));
         let group = scenarios::one_user_group(population, CHAT_MEMBERS).await?;
-        let cpu = CpuMeter::start(process.as_deref());
+        let meter = CpuMeter::start(process.as_deref());
         let chat = scenarios::group_chat(&group, CHAT_SENDERS, duration).await;
-        let cpu = cpu.per_operation(chat.ok as usize);
+        let cpu = meter.per_operation(chat.ok as usize);
+        let by_stage = meter.by_stage(chat.ok as usize);
         if !args.runs(Scenario::Fanout) {
             report.push_str("## Sustained group chat\n");
         }
         let _ = writeln!(
             report,
-            "\nSustained chat in a group of {CHAT_MEMBERS} ({CHAT_SENDERS} members sending as fast as they can, each send after syncing the others' messages): {} Server CPU per message (its fan-out, and every member's fetch and acknowledgement of it): {cpu}.\n",
+            "\nSustained chat in a group of {CHAT_MEMBERS} ({CHAT_SENDERS} members sending as fast as they can, each send after syncing the others' messages): {} Server CPU per message (its fan-out, and every member's fetch and acknowledgement of it): {cpu}; by thread: {by_stage}.\n",
             chat_figures(&chat),
         );
     }
@@ -374,10 +387,11 @@ async fn queue_section(
     let crypto_floor = baseline::crypto_floor(plan.payload, duration.min(Duration::from_secs(3)));
 
     progress("durable queue, closed loop");
-    let server_cpu = CpuMeter::start(process);
+    let meter = CpuMeter::start(process);
     let own_before = server::cpu_seconds(std::process::id());
     let closed = scenarios::queue(pairs, duration, plan.payload, None).await;
-    let (server_cpu, own_after) = (server_cpu.used(), server::cpu_seconds(std::process::id()));
+    let (server_cpu, own_after) = (meter.used(), server::cpu_seconds(std::process::id()));
+    let by_stage = meter.by_stage(closed.enqueued.ok as usize);
     progress(&format!("durable queue, paced at {} messages/s", plan.rate));
     let paced = scenarios::queue(pairs, duration, plan.payload, Some(plan.rate)).await;
 
@@ -413,7 +427,7 @@ async fn queue_section(
         let per_message = server_cpu / (closed.enqueued.ok.max(1) as f64);
         let _ = writeln!(
             report,
-            "CPU during the closed loop: the server {:.2} cores, **{:.0} µs per message** (send, fetch and acknowledgement; its cryptography alone takes {:.0} µs); this generator {:.2} cores.\n",
+            "CPU during the closed loop: the server {:.2} cores, **{:.0} µs per message** (send, fetch and acknowledgement; its cryptography alone takes {:.0} µs); this generator {:.2} cores. The server's per message, by thread: {by_stage}.\n",
             server_cpu / seconds,
             per_message * 1e6,
             1e6 / crypto_floor.max(1e-9),
@@ -525,41 +539,6 @@ fn fanout_row(members: usize, figures: &Latencies, cpu: &str) -> String {
         ms(figures.percentile(50.0)),
         ms(figures.percentile(100.0)),
     )
-}
-
-/// The servers' CPU time over a scenario, per operation (for servers this tool started and
-/// whose processes it can read).
-struct CpuMeter<'a> {
-    processes: Vec<&'a RoostProcess>,
-    before: Option<f64>,
-}
-
-impl<'a> CpuMeter<'a> {
-    fn start(processes: impl IntoIterator<Item = &'a RoostProcess>) -> Self {
-        let processes: Vec<_> = processes.into_iter().collect();
-        let before = Self::total(&processes);
-        CpuMeter { processes, before }
-    }
-
-    fn total(processes: &[&RoostProcess]) -> Option<f64> {
-        if processes.is_empty() {
-            return None;
-        }
-        processes.iter().map(|p| p.cpu_seconds()).sum()
-    }
-
-    /// The CPU seconds the servers used since the start, if there is a server process to read.
-    fn used(self) -> Option<f64> {
-        Some(Self::total(&self.processes)? - self.before?)
-    }
-
-    /// "N µs", or "n/a" without a server process to read.
-    fn per_operation(self, operations: usize) -> String {
-        match self.used() {
-            Some(used) => format!("{:.0} µs", used * 1e6 / operations.max(1) as f64),
-            None => "n/a".into(),
-        }
-    }
 }
 
 fn chat_figures(chat: &Driven) -> String {

@@ -7,12 +7,14 @@ use std::{fmt::Write as _, time::Duration};
 use roost_protocol::federation::Resolver;
 
 use crate::{
-    chat_figures, connections_table, fanout_row, hostile, progress, roost_binary, scenarios,
+    chat_figures, connections_table,
+    cpu::CpuMeter,
+    fanout_row, hostile, progress, roost_binary, scenarios,
     scenarios::Population,
     server::{self, RoostProcess, ServerOptions},
     soak::{self, SoakFigures},
     stats::{mib, ms},
-    Args, CpuMeter, Plan, CHAT_SENDERS, FANOUT_TABLE,
+    Args, Plan, CHAT_SENDERS, FANOUT_TABLE,
 };
 
 /// Connections, fan-out and chat across two servers this tool starts, `a.test` and `b.test`:

@@ -173,7 +173,12 @@ impl RoostProcess {
 
     /// CPU time the server has used so far (user and system), in seconds.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        cpu_seconds(self.child.as_ref()?.id())
+        cpu_seconds(self.pid()?)
+    }
+
+    /// The running server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.child.as_ref()?.id())
     }
 
     /// The server's resident memory, in bytes.
@@ -252,7 +257,11 @@ impl Drop for RoostProcess {
 /// CPU time (user + system) process `pid` has used, in seconds; `/proc/PID/stat` counts it in
 /// clock ticks of 1/100 s on Linux.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// CPU time (user + system) in a `/proc/…/stat` line (a process's or a thread's), in seconds.
+pub fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let user: u64 = fields.get(11)?.parse().ok()?;
