@@ -55,14 +55,7 @@ pub(crate) fn check(db: &sled::Db, path: &Path) -> Result<()> {
         "upgrading the store's format"
     );
     for name in QUEUE_TREES {
-        rewrite(db, &meta, name, |key, value| {
-            // Heads, acknowledgements, relayed deliveries and large messages' lengths stay.
-            if key.get(16) == Some(&crate::queues::MESSAGE) && value.len() != 8 {
-                hpke_sealed(value)
-            } else {
-                Ok(value.to_vec())
-            }
-        })?;
+        rewrite(db, &meta, name, queue_record)?;
         rewrite(db, &meta, &format!("{name}_large"), |_, value| {
             hpke_sealed(value)
         })?;
@@ -96,6 +89,15 @@ fn mark_current(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
 struct HpkeQueueMessage {
     seq: u64,
     sealed: Sealed,
+}
+
+/// A record of a queue tree in format 3: a message rewritten; heads, acknowledgements, relayed
+/// deliveries and large messages' lengths as they were.
+fn queue_record(key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+    match crate::queues::holds_message(key, value) {
+        true => hpke_sealed(value),
+        false => Ok(value.to_vec()),
+    }
 }
 
 fn hpke_sealed(old: &[u8]) -> Result<Vec<u8>> {
@@ -345,20 +347,13 @@ mod tests {
                 let meta = db.open_tree("meta").unwrap();
                 let tree = db.open_tree("qs_queues").unwrap();
                 let scratch = db.open_tree(scratch_name("qs_queues")).unwrap();
-                let convert = |key: &[u8], value: &[u8]| {
-                    if key.get(16) == Some(&crate::queues::MESSAGE) && value.len() != 8 {
-                        hpke_sealed(value)
-                    } else {
-                        Ok(value.to_vec())
-                    }
-                };
                 // Half the scratch tree, as a crash while copying leaves it.
                 let first = tree.iter().next().unwrap().unwrap();
                 scratch
-                    .insert(&first.0, convert(&first.0, &first.1).unwrap())
+                    .insert(&first.0, queue_record(&first.0, &first.1).unwrap())
                     .unwrap();
                 if cut != "scratch written" {
-                    copy(&tree, &scratch, &convert).unwrap();
+                    copy(&tree, &scratch, &queue_record).unwrap();
                     meta.insert(progress_key("qs_queues"), CONVERTED).unwrap();
                 }
                 if cut == "copied back" {

@@ -20,7 +20,7 @@ use crate::{
     Result,
 };
 
-pub(crate) const MESSAGE: u8 = 0;
+const MESSAGE: u8 = 0;
 const HEAD: u8 = 1;
 const DELIVERED: u8 = 2;
 const ACKED: u8 = 3;
@@ -28,15 +28,24 @@ const ACKED: u8 = 3;
 /// Encoded messages longer than this go to the large tree.
 pub const LARGE: usize = 16 * 1024;
 
+/// How long the first tree's record of a large message is.
+const MARKER_LEN: usize = 8;
+
 /// What the first tree holds for a large message: its length (8 bytes). An encoded message is
 /// never that short (its sealed part alone takes more), so the two cannot be confused.
-fn marker(len: usize) -> [u8; 8] {
+fn marker(len: usize) -> [u8; MARKER_LEN] {
     (len as u64).to_be_bytes()
+}
+
+/// Whether a record of the first tree (`key`, `value`) holds an encoded message itself, rather
+/// than a head, an acknowledgement, a relayed delivery or a large message's length.
+pub(crate) fn holds_message(key: &[u8], value: &[u8]) -> bool {
+    key.get(16) == Some(&MESSAGE) && value.len() != MARKER_LEN
 }
 
 /// The stored length of a message whose record in the first tree is `value`.
 fn stored_len(value: &[u8]) -> usize {
-    match <[u8; 8]>::try_from(value) {
+    match <[u8; MARKER_LEN]>::try_from(value) {
         Ok(len) => u64::from_be_bytes(len) as usize,
         Err(_) => value.len(),
     }
@@ -143,7 +152,7 @@ impl QueueStore {
 
     /// The encoded message behind a record of the first tree.
     fn body(&self, key: &[u8], value: sled::IVec) -> Result<sled::IVec> {
-        if value.len() != 8 {
+        if value.len() != MARKER_LEN {
             return Ok(value);
         }
         self.large.get(key)?.ok_or_else(|| {
