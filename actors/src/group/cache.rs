@@ -57,19 +57,15 @@ pub(super) struct Cached {
 }
 
 impl GroupActor {
-    /// The cached ledger, if the cache was filled under `key`.
-    pub(super) fn cached_ledger(&self, key: &EarKey) -> Option<&Ledger> {
-        self.cache
-            .as_ref()
-            .filter(|c| c.key == KeyDigest::of(key))
-            .map(|c| &c.ledger)
+    /// The cache, if it was filled under `key`.
+    pub(super) fn cached(&self, key: &EarKey) -> Option<&Cached> {
+        self.cache.as_ref().filter(|c| c.key == KeyDigest::of(key))
     }
 
     /// What an application message under `key` needs of the state: from the cache, or read
     /// from the store.
     pub(super) fn message_view(&self, key: &EarKey) -> Result<MessageView, GroupError> {
-        let cached = self.cache.as_ref().filter(|c| c.key == KeyDigest::of(key));
-        match cached.and_then(|c| c.view.clone()) {
+        match self.cached(key).and_then(|c| c.view.clone()) {
             Some(view) => Ok(view),
             None => Ok(MessageView::of(&self.open(key)?)),
         }

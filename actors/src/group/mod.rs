@@ -312,10 +312,7 @@ impl GroupActor {
         let cached = [Some(ear_key), new_key]
             .into_iter()
             .flatten()
-            .find_map(|under| {
-                let ledger = self.cached_ledger(under)?;
-                Some((ledger.clone(), under.clone()))
-            });
+            .find_map(|under| Some((self.cached(under)?.ledger.clone(), under.clone())));
         let opened = match cached {
             Some((ledger, under)) => {
                 key = under;
@@ -330,11 +327,7 @@ impl GroupActor {
             Ok(ledger) => ledger,
             Err(e) => return Handled::failed(e),
         };
-        let view_before = self
-            .cache
-            .as_ref()
-            .filter(|c| c.key == KeyDigest::of(&key))
-            .and_then(|c| c.view.clone());
+        let view_before = self.cached(&key).and_then(|c| c.view.clone());
         let digest = digest_of(body);
         let (answer, wrote) = match ledger.seen(&op, &digest) {
             Ok(Seen::Repeat(outcome)) => {
