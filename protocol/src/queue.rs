@@ -161,8 +161,9 @@ fn queue_aad(client: &ClientId, seq: u64) -> [u8; 24] {
 const NONCE: [u8; 12] = [0; 12];
 
 impl QueueMessage {
-    /// Seals `item` for `client`'s queue at `chain.seq()` (the QS's side). With `queue_key`, the
-    /// message also starts the chain: the client learns the chain key from it.
+    /// Seals `item` for `client`'s queue at `chain.seq()` (the QS's side). With `starts_chain`
+    /// (the client's queue key), the message also starts the chain: it carries the chain key
+    /// sealed to that key, and the client learns the chain from it.
     pub fn seal(
         chain: &QueueChain,
         starts_chain: Option<&HpkePublicKey>,
