@@ -584,3 +584,63 @@ async fn a_wrong_epoch_key_announced_by_a_committer_is_mended_by_the_next_sender
         );
     }
 }
+
+/// alice leaves "walks" from one of her two clients: her removal of the other rotates the
+/// group's keys, then her proposal to leave is held on its way while bob, who has not read it,
+/// makes a commit (the renewal of his leaf that a removal calls for) which is held longer, so
+/// the DS takes it after the proposal and passes it over. alice's next sync proposes again —
+/// with the group's current keys — and bob's next sync commits her removal.
+#[tokio::test]
+async fn a_leave_whose_proposal_a_commit_passed_over_is_proposed_again_and_committed() {
+    let server = TestServer::start(Options::default());
+    let p = pair(&server).await;
+    let bob_proxy = FaultProxy::start(server.url.trim_start_matches("http://")).await;
+    let devices = Devices::new();
+    let bob = devices
+        .register_at(&bob_proxy.url(), "bob-2", &server.user("bob2"))
+        .await;
+    connect(&p.alice, &bob, &[]).await;
+    let alice_tablet = devices
+        .add_client(&server, "alice-tablet", p.alice.user())
+        .await;
+    p.alice.groups().create("walks").await.unwrap();
+    p.alice.groups().add("walks", bob.user()).await.unwrap();
+    sync_clean(&alice_tablet).await;
+    sync_clean(&p.alice).await;
+    sync_clean(&bob).await;
+    assert_eq!(
+        bob.groups().members("walks").await.unwrap(),
+        [p.alice.user().clone(), bob.user().clone()]
+    );
+
+    p.proxy.inject(
+        "POST",
+        "/messages",
+        Fault::Delay(Duration::from_millis(2000)),
+        1,
+    );
+    let held = async {
+        // Once alice's proposal is held, her removal of the tablet is in.
+        while p.proxy.applied().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bob_proxy.inject(
+            "POST",
+            "/commit",
+            Fault::Delay(Duration::from_millis(4000)),
+            1,
+        );
+        sync_clean(&bob).await
+    };
+    let (left, bob_synced) = tokio::join!(p.alice.groups().leave("walks"), held);
+    assert_eq!(left.unwrap(), 2);
+    assert_eq!(bob_synced.commits, 1, "{bob_synced:?}");
+    assert!(bob_proxy.all_applied());
+
+    sync_clean(&p.alice).await;
+    sync_clean(&bob).await;
+    assert_eq!(
+        bob.groups().members("walks").await.unwrap(),
+        [bob.user().clone()]
+    );
+}

@@ -20,21 +20,22 @@ pub async fn note_token(
     from: &UserName,
     token: FriendshipToken,
 ) -> Result<(), Error> {
-    let store = device.store();
-    let Some(mut contact) = store.contact(group_id)? else {
-        return Ok(());
+    let (group_id, from, own) = (group_id.to_vec(), from.clone(), from == device.user());
+    let note = move |contact: &mut Contact| {
+        if own {
+            contact.token_shared = true;
+        } else if contact.peer.as_ref().is_none_or(|peer| *peer == from) {
+            // Only the two users' clients are in a connection group: whoever else sent it is
+            // the peer.
+            contact.peer = Some(from);
+            contact.peer_token = Some(token);
+        }
     };
-    if from == device.user() {
-        contact.token_shared = true;
-    } else if contact.peer.as_ref().is_none_or(|peer| peer == from) {
-        // Only the two users' clients are in a connection group: whoever else sent it is
-        // the peer.
-        contact.peer = Some(from.clone());
-        contact.peer_token = Some(token);
-    } else {
-        return Ok(());
-    }
-    Ok(store.run(move |s| s.save_contact(&contact)).await?)
+    device
+        .store()
+        .run(move |s| s.update_contact(&group_id, note))
+        .await?;
+    Ok(())
 }
 
 /// The connections where this user's token is due (see the module documentation); with
@@ -65,10 +66,10 @@ pub async fn all_due(device: &Device) -> Result<(), Error> {
 }
 
 /// Records that this user's token is in the connection's group.
-pub async fn mark_shared(device: &Device, mut contact: Contact) -> Result<(), Error> {
-    contact.token_shared = true;
-    Ok(device
+pub async fn mark_shared(device: &Device, group_id: Vec<u8>) -> Result<(), Error> {
+    device
         .store()
-        .run(move |s| s.save_contact(&contact))
-        .await?)
+        .run(move |s| s.update_contact(&group_id, |c| c.token_shared = true))
+        .await?;
+    Ok(())
 }

@@ -220,8 +220,7 @@ impl Groups<'_> {
         let (client, device) = (self.client, self.client.device());
         let mls = client.mls().lock().await;
         inbox::sync(client, &mls, Duration::ZERO).await?;
-        let mut record = self.active(reference)?;
-        let access = record.access();
+        let access = self.active(reference)?.access();
         let signer = mls.signer(device)?;
         let leaving = self
             .change(&mls, &access, async |mut group, members, access| {
@@ -246,10 +245,10 @@ impl Groups<'_> {
                 Ok(siblings.len() + 1)
             })
             .await?;
-        record.removed = true;
+        let group_id = access.group_id;
         device
             .store()
-            .run(move |s| s.save_named_group(&record))
+            .run(move |s| s.update_named_group(&group_id, |g| g.removed = true))
             .await?;
         Ok(leaving)
     }

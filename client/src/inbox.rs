@@ -211,7 +211,9 @@ pub(crate) async fn share_due_tokens(
         if send_content(client, mls, &contact.access(), &content)
             .await
             .is_ok()
-            && friendship::mark_shared(device, contact).await.is_ok()
+            && friendship::mark_shared(device, contact.group_id)
+                .await
+                .is_ok()
         {
             shared += 1;
         }
@@ -534,14 +536,12 @@ async fn process_other(
 
 /// Marks a named group as one this client was removed from.
 async fn mark_removed(device: &Device, group_id: &[u8]) -> Result<(), Error> {
-    let Some(mut group) = device.store().named_group(group_id)? else {
-        return Ok(());
-    };
-    group.removed = true;
-    Ok(device
+    let group_id = group_id.to_vec();
+    device
         .store()
-        .run(move |s| s.save_named_group(&group))
-        .await?)
+        .run(move |s| s.update_named_group(&group_id, |g| g.removed = true))
+        .await?;
+    Ok(())
 }
 
 /// Stores a message at its place `seq` in a group's log (`None` if stored before).
@@ -647,22 +647,26 @@ async fn learn_peers(device: &Device, mls: &MlsSession<'_>) {
     let Ok(contacts) = device.store().contacts() else {
         return;
     };
-    for mut contact in contacts.into_iter().filter(|c| c.peer.is_none()) {
+    for contact in contacts.into_iter().filter(|c| c.peer.is_none()) {
         let Ok(group) = mls.group(&contact.group_id) else {
             continue;
         };
         let Ok(members) = verified_members(device, &group, &contact.access()).await else {
             continue;
         };
-        contact.peer = members
+        let peer = members
             .iter()
             .filter_map(|m| m.credential.as_ref())
             .map(|c| c.user())
             .find(|user| *user != device.user())
             .cloned();
-        let group_id = contact.group_id.clone();
-        if contact.peer.is_some() {
-            let _ = device.store().run(move |s| s.save_contact(&contact)).await;
+        let group_id = contact.group_id;
+        if peer.is_some() {
+            let group_id = group_id.clone();
+            let _ = device
+                .store()
+                .run(move |s| s.update_contact(&group_id, |c| c.peer = peer))
+                .await;
         }
         let _ = remember_members(device, &group_id, members).await;
     }

@@ -87,6 +87,21 @@ impl State {
         self.save_group_record(&self.contacts, &contact.group_id, contact)
     }
 
+    /// Changes a connection's record as it is stored now (answers whether there is one). For a
+    /// change of some fields, never a save of a copy read earlier: a removal may have given the
+    /// group new keys meanwhile, and writing the copy back would put the old ones in their place.
+    pub fn update_contact(
+        &self,
+        group_id: &[u8],
+        change: impl FnOnce(&mut Contact),
+    ) -> Result<bool, StateError> {
+        let Some(mut contact) = self.contact(group_id)? else {
+            return Ok(false);
+        };
+        change(&mut contact);
+        self.save_contact(&contact).map(|()| true)
+    }
+
     /// Every named group, oldest first.
     pub fn named_groups(&self) -> Result<Vec<NamedGroup>, StateError> {
         self.group_records(&self.groups, TREE_GROUPS, |g: &NamedGroup| {
@@ -100,6 +115,19 @@ impl State {
 
     pub fn save_named_group(&self, group: &NamedGroup) -> Result<(), StateError> {
         self.save_group_record(&self.groups, &group.group_id, group)
+    }
+
+    /// Changes a named group's record as it is stored now, as [`Self::update_contact`] does.
+    pub fn update_named_group(
+        &self,
+        group_id: &[u8],
+        change: impl FnOnce(&mut NamedGroup),
+    ) -> Result<bool, StateError> {
+        let Some(mut group) = self.named_group(group_id)? else {
+            return Ok(false);
+        };
+        change(&mut group);
+        self.save_named_group(&group).map(|()| true)
     }
 
     /// Every record of a per-group tree, ordered by `order` (when made, then id).
@@ -131,13 +159,8 @@ impl State {
 
     /// Gives a group (connection or named) the keys a commit that removed a member brought.
     pub fn set_group_keys(&self, group_id: &[u8], keys: &GroupKeys) -> Result<(), StateError> {
-        if let Some(mut contact) = self.contact(group_id)? {
-            contact.keys = keys.clone();
-            return self.save_contact(&contact);
-        }
-        if let Some(mut group) = self.named_group(group_id)? {
-            group.keys = keys.clone();
-            return self.save_named_group(&group);
+        if !self.update_contact(group_id, |contact| contact.keys = keys.clone())? {
+            self.update_named_group(group_id, |group| group.keys = keys.clone())?;
         }
         Ok(())
     }
