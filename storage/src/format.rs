@@ -8,6 +8,10 @@
 //! - 3: a queued message says how it is sealed ([`Sealing`]): HPKE alone, or under its queue's
 //!   key chain. Upgraded by rewriting every queued message as [`Sealing::Hpke`], which is what
 //!   it was.
+//! - 4: a queue's next sequence number is no longer stored but follows from its messages and
+//!   its acknowledgement, so that appending is one write (see [`crate::queues`]). Upgraded by
+//!   turning each stored head into the acknowledgement that gives the same next number, one
+//!   queue at a time.
 //!
 //! A rewrite goes through a scratch tree so that a crash at any moment leaves either the old
 //! records or the new ones, never a mix: each tree moves from untouched to *converted* (the
@@ -25,12 +29,12 @@ use serde::Deserialize;
 use crate::{table, Result, StorageError};
 
 /// The layout this build reads and writes. Bump on any incompatible change of a record or key.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Older layouts this build upgrades to [`FORMAT_VERSION`] when it opens them.
-const UPGRADABLE_FORMATS: [u32; 2] = [1, 2];
+const UPGRADABLE_FORMATS: [u32; 3] = [1, 2, 3];
 pub(crate) const FORMAT_KEY: &[u8] = b"format_version";
 
-/// The trees whose queued messages format 3 rewrote.
+/// The queue trees, whose messages format 3 rewrote and whose heads format 4 dropped.
 const QUEUE_TREES: [&str; 2] = ["qs_queues", "as_connection_queues"];
 
 /// Refuses a store of a layout this build cannot read; upgrades an older one it can.
@@ -55,10 +59,13 @@ pub(crate) fn check(db: &sled::Db, path: &Path) -> Result<()> {
         "upgrading the store's format"
     );
     for name in QUEUE_TREES {
-        rewrite(db, &meta, name, queue_record)?;
-        rewrite(db, &meta, &format!("{name}_large"), |_, value| {
-            hpke_sealed(value)
-        })?;
+        if found < 3 {
+            rewrite(db, &meta, name, queue_record)?;
+            rewrite(db, &meta, &format!("{name}_large"), |_, value| {
+                hpke_sealed(value)
+            })?;
+        }
+        crate::queues::drop_heads(&db.open_tree(name)?)?;
     }
     mark_current(db, &meta)?;
     forget_finished_rewrites(db, &meta)
@@ -374,5 +381,67 @@ mod tests {
             let store = open(dir.path());
             assert_upgraded(&store, &client, &expected);
         }
+    }
+
+    /// Queues as format 3 left them, each with the next sequence number it must keep: messages
+    /// up to the head; emptied by acknowledgements made before they were recorded (a head, no
+    /// acknowledgement); emptied after; and one a cut-off upgrade already turned.
+    #[test]
+    fn a_format_3_store_keeps_every_queues_next_sequence_number_without_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path()).close().unwrap();
+        // (client, messages, acknowledged up to, head)
+        let queues: Vec<(ClientId, Vec<u64>, Option<u64>, Option<u64>)> = vec![
+            (ClientId::random(), vec![1, 2, 3], Some(0), Some(4)),
+            (ClientId::random(), vec![], None, Some(57)),
+            (ClientId::random(), vec![], Some(8), Some(9)),
+            (ClientId::random(), vec![5, 6], Some(4), Some(7)),
+            (ClientId::random(), vec![1, 2], Some(0), None),
+        ];
+        {
+            let db = raw(dir.path());
+            let tree = db.open_tree("qs_queues").unwrap();
+            for (client, seqs, acked, head) in &queues {
+                for seq in seqs {
+                    let message = QueueMessage {
+                        seq: *seq,
+                        sealing: Sealing::Chain {
+                            start: None,
+                            ciphertext: vec![1; 30],
+                        },
+                    };
+                    let key = crate::queues::message_key(client, *seq);
+                    tree.insert(key, table::encode(&message)).unwrap();
+                }
+                for (kind, value) in [(3u8, acked), (1u8, head)] {
+                    if let Some(value) = value {
+                        let key = [&client.0[..], &[kind]].concat();
+                        tree.insert(key, &value.to_be_bytes()).unwrap();
+                    }
+                }
+            }
+            db.flush().unwrap();
+        }
+        set_format(dir.path(), 3);
+        let store = open(dir.path());
+        assert_eq!(format_of(&store), FORMAT_VERSION.to_be_bytes());
+        let stored = store.queues().unwrap();
+        let next: Vec<u64> = queues
+            .iter()
+            .map(|(client, ..)| stored.next_seq(client).unwrap())
+            .collect();
+        assert_eq!(next, [4, 57, 9, 7, 3]);
+        let heads = store
+            .db
+            .open_tree("qs_queues")
+            .unwrap()
+            .iter()
+            .keys()
+            .filter(|key| key.as_ref().is_ok_and(|k| k.len() == 17 && k[16] == 1))
+            .count();
+        assert_eq!(heads, 0);
+        let mut report = crate::CheckReport::default();
+        stored.check("qs_queues", &mut report);
+        assert!(report.is_sound(), "{:?}", report.problems);
     }
 }
