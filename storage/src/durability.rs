@@ -4,7 +4,7 @@ use std::{
     fs::File,
     path::Path,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc, Arc, Mutex,
     },
     thread,
@@ -55,7 +55,20 @@ pub struct Durability {
     thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
     /// Whether the last flush failed.
     failing: Arc<AtomicBool>,
+    flushes: Arc<FlushCounts>,
 }
+
+/// Flushes counted as they begin, and the number of the last one that succeeded: a write made
+/// before flush `n` began is durable once a flush numbered `n` or later succeeded.
+#[derive(Default)]
+struct FlushCounts {
+    begun: AtomicU64,
+    succeeded: AtomicU64,
+}
+
+/// A point in the store's writes, taken after some writes (see [`Durability::written`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Written(u64);
 
 impl Durability {
     pub(crate) fn start(db: sled::Db, path: &Path, mut mark: Mark) -> Result<Durability> {
@@ -67,10 +80,11 @@ impl Durability {
         })?;
         let (requests, incoming) = mpsc::channel();
         let failing = Arc::new(AtomicBool::new(false));
-        let flag = failing.clone();
+        let flushes = Arc::new(FlushCounts::default());
+        let (flag, counts) = (failing.clone(), flushes.clone());
         let thread = thread::Builder::new()
             .name("roost-flusher".into())
-            .spawn(move || flusher(db, data_file, &mut mark, incoming, flag))
+            .spawn(move || flusher(db, data_file, &mut mark, incoming, flag, &counts))
             .map_err(|e| StorageError::Open {
                 path: path.to_owned(),
                 reason: format!("cannot start the flusher thread: {e}"),
@@ -79,6 +93,7 @@ impl Durability {
             requests,
             thread: Arc::new(Mutex::new(Some(thread))),
             failing,
+            flushes,
         })
     }
 
@@ -97,6 +112,23 @@ impl Durability {
             })))
             .map_err(|_| StorageError::FlusherGone)?;
         Ok(rx.await.map_err(|_| StorageError::FlusherGone)??)
+    }
+
+    /// The point in the store's writes reached now: everything written before this call is
+    /// before it.
+    pub fn written(&self) -> Written {
+        Written(self.flushes.begun.load(Ordering::SeqCst) + 1)
+    }
+
+    /// Returns once everything written before `point` is on disk: at once if a flush that
+    /// began after it has succeeded since (another writer's, say), else after a flush of its
+    /// own. So a writer whose work goes on to writes that are flushed anyway (a group's ledger,
+    /// then its fan-out to the queues) makes the first durable with the second's flush.
+    pub async fn persist_since(&self, point: Written) -> Result<()> {
+        if self.flushes.succeeded.load(Ordering::SeqCst) >= point.0 {
+            return Ok(());
+        }
+        self.persist().await
     }
 
     /// [`persist`](Self::persist), blocking the calling thread (for start-up and shutdown).
@@ -129,6 +161,7 @@ fn flusher(
     mark: &mut Mark,
     incoming: mpsc::Receiver<Request>,
     failing: Arc<AtomicBool>,
+    counts: &FlushCounts,
 ) {
     let mut stopping = false;
     while !stopping {
@@ -144,6 +177,9 @@ fn flusher(
                 Request::Stop => stopping = true,
             }
         }
+        // Counted before sled takes the point it flushes to: a write made before this count was
+        // read is in this flush.
+        let number = counts.begun.fetch_add(1, Ordering::SeqCst) + 1;
         let outcome = mark
             .stage()
             .and_then(|()| Ok(db.flush()?))
@@ -160,7 +196,10 @@ fn flusher(
                     .map_err(|e| FlushFailure::new("fsync", &e))
             });
         match &outcome {
-            Ok(()) => mark.confirm(),
+            Ok(()) => {
+                mark.confirm();
+                counts.succeeded.fetch_max(number, Ordering::SeqCst);
+            }
             Err(failure) => {
                 tracing::error!(error = %failure.message, "the store could not be made durable")
             }
@@ -169,5 +208,39 @@ fn flusher(
         for waiter in waiters {
             waiter(outcome.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Store;
+
+    fn flushes(store: &Store) -> u64 {
+        crate::mark::in_store(&store.db.open_tree("meta").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn writes_another_writers_later_flush_covered_need_no_flush_of_their_own() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let durability = store.durability().clone();
+        let tree = store.db.open_tree("test").unwrap();
+
+        tree.insert("a", "1").unwrap();
+        let written = durability.written();
+        // Another writer's flush, begun after the write.
+        durability.persist_blocking().unwrap();
+        let before = flushes(&store);
+        runtime.block_on(durability.persist_since(written)).unwrap();
+        assert_eq!(flushes(&store), before);
+
+        // Nothing flushed since: a flush of its own.
+        tree.insert("b", "2").unwrap();
+        let written = durability.written();
+        runtime.block_on(durability.persist_since(written)).unwrap();
+        assert_eq!(flushes(&store), before + 1);
     }
 }
