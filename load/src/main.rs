@@ -17,6 +17,7 @@ mod server;
 mod soak;
 mod stats;
 mod svg;
+mod targets;
 
 use std::{
     fmt::Write as _,
@@ -34,6 +35,7 @@ use crate::{
     scenarios::Population,
     server::{RoostProcess, ServerOptions},
     stats::{ms, Latencies, Timeline},
+    targets::{Figure, Floors, Targets},
 };
 
 /// Load generator for the Roost homeserver.
@@ -238,9 +240,11 @@ async fn run(args: &Args) -> Result<String, String> {
         let _ = write!(report, " Only {}.", only.join(", "));
     }
     report.push_str("\n\n");
+    let mut targets = Targets::default();
     if let (Some(url), true) = (&url, one_server) {
         let population = Population::new(url, "localhost", Resolver::default());
-        one_server_sections(args, &plan, &population, process.as_mut(), &mut report).await?;
+        let sections = (&mut report, &mut targets);
+        one_server_sections(args, &plan, &population, process.as_mut(), sections).await?;
     }
     if args.runs(Scenario::Federation) {
         if !report.ends_with("\n\n") {
@@ -252,7 +256,7 @@ async fn run(args: &Args) -> Result<String, String> {
                 "Skipped: with --server this tool starts no servers, and this needs two of its own.\n",
             );
         } else {
-            sections::federation(args, &plan, &mut report).await?;
+            sections::federation(args, &plan, &mut report, &mut targets).await?;
         }
     }
     if args.runs(Scenario::Hostile) {
@@ -267,6 +271,14 @@ async fn run(args: &Args) -> Result<String, String> {
         } else {
             sections::hostile(args, &plan, &mut report).await?;
         }
+    }
+    if !targets.is_empty() && !args.quick {
+        progress("floors: signatures, seals and fsyncs, with nothing else running");
+        let _ = write!(
+            report,
+            "## Against the targets\n\n{}\n",
+            targets.table(&Floors::measure())
+        );
     }
     let mut unsound = None;
     if args.runs(Scenario::CrashSoak) && args.server.is_none() {
@@ -295,7 +307,7 @@ async fn one_server_sections(
     plan: &Plan,
     population: &Population,
     process: Option<&mut RoostProcess>,
-    report: &mut String,
+    (report, targets): (&mut String, &mut Targets),
 ) -> Result<(), String> {
     let duration = plan.duration();
     // The queue's users; the memory figures fill the first one's queue.
@@ -311,7 +323,7 @@ async fn one_server_sections(
         }
     };
     if args.runs(Scenario::Queue) {
-        queue_section(args, plan, &pairs, process.as_deref(), report).await?;
+        queue_section(args, plan, &pairs, process.as_deref(), (report, targets)).await?;
     }
 
     if args.runs(Scenario::Fanout) {
@@ -326,6 +338,10 @@ async fn one_server_sections(
             let cpu = meter.per_operation(figures.len());
             report.push_str(&fanout_row(members, &figures, &cpu));
             by_stage.push((members, meter.by_stage(figures.len())));
+            if members == targets::FANOUT_MEMBERS {
+                targets.record(Figure::FanoutMedian, millis(figures.percentile(50.0)));
+                targets.record(Figure::FanoutWorst, millis(figures.percentile(100.0)));
+            }
         }
         report.push_str(
             "
@@ -346,6 +362,10 @@ The server's CPU per message, by thread:\n\n",
         let chat = scenarios::group_chat(&group, CHAT_SENDERS, duration).await;
         let cpu = meter.per_operation(chat.ok as usize);
         let by_stage = meter.by_stage(chat.ok as usize);
+        targets.record(Figure::ChatRate, chat.per_second());
+        if let Some(used) = meter.used() {
+            targets.record(Figure::ChatCpu, used * 1e6 / chat.ok.max(1) as f64);
+        }
         if !args.runs(Scenario::Fanout) {
             report.push_str("## Sustained group chat\n");
         }
@@ -377,7 +397,7 @@ async fn queue_section(
     plan: &Plan,
     pairs: &[Vec<roost_client::Client>],
     process: Option<&RoostProcess>,
-    report: &mut String,
+    (report, targets): (&mut String, &mut Targets),
 ) -> Result<(), String> {
     let duration = plan.duration();
     progress("baselines: bare HTTP endpoint and raw sled");
@@ -425,6 +445,7 @@ async fn queue_section(
     {
         let seconds = closed.enqueued.elapsed.as_secs_f64().max(1e-9);
         let per_message = server_cpu / (closed.enqueued.ok.max(1) as f64);
+        targets.record(Figure::QueueCpu, per_message * 1e6);
         let _ = writeln!(
             report,
             "CPU during the closed loop: the server {:.2} cores, **{:.0} µs per message** (send, fetch and acknowledgement; its cryptography alone takes {:.0} µs); this generator {:.2} cores. The server's per message, by thread: {by_stage}.\n",
@@ -442,6 +463,7 @@ async fn queue_section(
     {
         let _ = writeln!(report, "First error: `{e}`\n");
     }
+    targets.record(Figure::PacedP99, millis(paced.delivery.percentile(99.0)));
     let samples: Vec<f64> = paced
         .delivery
         .samples()
@@ -531,6 +553,11 @@ async fn memory_section(
 
 const FANOUT_TABLE: &str =
     "| members | rounds | median | worst | server CPU per message |\n| --- | --- | --- | --- | --- |\n";
+
+/// A duration in milliseconds, as the targets count them.
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
 
 fn fanout_row(members: usize, figures: &Latencies, cpu: &str) -> String {
     format!(

@@ -14,6 +14,7 @@ use crate::{
     server::{self, RoostProcess, ServerOptions},
     soak::{self, SoakFigures},
     stats::{mib, ms},
+    targets::{self, Figure, Targets},
     Args, Plan, CHAT_SENDERS, FANOUT_TABLE,
 };
 
@@ -23,6 +24,7 @@ pub(crate) async fn federation(
     args: &Args,
     plan: &Plan,
     report: &mut String,
+    targets: &mut Targets,
 ) -> Result<(), String> {
     progress("starting two federated servers, a.test and b.test");
     let (servers, resolve) = server::federation(&roost_binary(args)?, &["a.test", "b.test"])?;
@@ -56,6 +58,10 @@ pub(crate) async fn federation(
         let figures = scenarios::fanout(&group, plan.rounds).await?;
         let cpu = cpu.per_operation(figures.len());
         report.push_str(&fanout_row(members, &figures, &cpu));
+        if members == targets::FEDERATED_MEMBERS {
+            let median = figures.percentile(50.0).as_secs_f64() * 1e3;
+            targets.record(Figure::FederatedFanout, median);
+        }
         last_group = Some(group);
     }
 
