@@ -243,6 +243,7 @@ async fn a_group_info_a_joiner_could_not_trust_is_refused_with_its_commit() {
     let stale = t.alice.group_info();
     let commit_bytes = self_update(&mut t.alice);
     let good = t.alice.group_info();
+    let treeless = t.alice.group_info_with(false);
     let epoch_key = t.alice.epoch_key().public();
     // bob's own epoch 2, which no one else will ever be in.
     self_update(&mut t.bob);
@@ -267,6 +268,7 @@ async fn a_group_info_a_joiner_could_not_trust_is_refused_with_its_commit() {
         (other_group, "not of the epoch"),
         (forged, "does not verify"),
         (other_branch, "does not match"),
+        (treeless, "lacks the ratchet-tree extension"),
     ] {
         let response = t
             .http

@@ -224,11 +224,16 @@ impl Member {
     }
 
     pub fn group_info(&mut self) -> Vec<u8> {
+        self.group_info_with(true)
+    }
+
+    /// The GroupInfo of this member's epoch, with or without the ratchet tree.
+    pub fn group_info_with(&mut self, ratchet_tree: bool) -> Vec<u8> {
         let (provider, signer) = (&self.mls.provider, &self.mls.signer);
         self.group
             .as_ref()
             .unwrap()
-            .export_group_info(provider.crypto(), signer, true)
+            .export_group_info(provider.crypto(), signer, ratchet_tree)
             .unwrap()
             .to_bytes()
             .unwrap()
