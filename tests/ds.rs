@@ -248,12 +248,6 @@ async fn group_records_hold_neither_user_names_nor_client_credentials_in_plainte
     assert_holds_none("the decrypted DS state", &state, &secrets);
 }
 
-/// How many flushes the store has completed (the durable mark kept beside it).
-fn flushes(server: &TestServer) -> u64 {
-    let mark = std::fs::read(server.store_path().join("durable")).unwrap();
-    u64::from_be_bytes(mark[..8].try_into().unwrap())
-}
-
 #[tokio::test]
 async fn a_message_to_a_group_of_ten_is_made_durable_in_one_flush_with_the_groups_own_write() {
     let server = TestServer::start(Options::default());
@@ -277,12 +271,12 @@ async fn a_message_to_a_group_of_ten_is_made_durable_in_one_flush_with_the_group
         others.push(member);
     }
 
-    let before = flushes(&server);
+    let before = server.flushes();
     let body = alice.message_request(&keys, b"to all ten");
     let sent = http.post(&ds::ds_messages(&group_id), &body).await;
     assert_eq!(sent.status, 202);
     // One flush for the DS's own write and all ten queues, not one for each.
-    assert_eq!(flushes(&server) - before, 1);
+    assert_eq!(server.flushes() - before, 1);
     // And every member's queue has it.
     for member in &others {
         let deliveries = member.deliveries(&http).await;

@@ -253,6 +253,35 @@ async fn a_group_on_one_homeserver_takes_members_from_both_and_loses_them_again(
     assert_eq!(error.code(), "removed_from_group");
 }
 
+/// A group on a's DS whose members are all on b (alice made it and left): a message's copies
+/// all go through a's outbox, and the flush that makes them durable there makes the DS's own
+/// write durable too — one flush on a, not one for the group and one for the outbox.
+#[tokio::test]
+async fn a_message_relayed_to_another_server_is_made_durable_with_its_group_write_in_one_flush() {
+    let p = connected_pair("alice", "bob", Options::default()).await;
+    shared_group(&p, "theirs", "hello").await;
+    assert_eq!(p.alice_laptop.groups().leave("theirs").await.unwrap(), 2);
+    let bobs = [&p.bob_phone, &p.bob_laptop];
+    settle(&bobs, async || {
+        let members = p.bob_phone.groups().members("theirs").await.unwrap();
+        members == [p.bob.clone()]
+    })
+    .await;
+    for client in bobs {
+        client.sync().await.unwrap();
+    }
+
+    let a = &p.servers[0];
+    let before = a.flushes();
+    p.bob_phone.groups().send("theirs", "only b").await.unwrap();
+    assert_eq!(a.flushes() - before, 1);
+    settle(&bobs, async || {
+        let log = p.bob_laptop.groups().messages("theirs").await.unwrap();
+        log.last().is_some_and(|m| m.text == "only b")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn messages_sent_while_the_other_homeserver_is_down_arrive_once_and_in_order() {
     let mut p = connected_pair("alice", "bob", Options::default()).await;

@@ -4,7 +4,10 @@
 //! The DS's fan-out hands a delivery for a remote client's queue to the actor of its domain
 //! ([`Relay`]), which appends it to the outbox and answers once that is durable — so the DS
 //! answers the sender only after every delivery is either queued locally or safe in the
-//! outbox. The actor then sends the outbox's deliveries in order, in batches (one request at a
+//! outbox. The actor sends only deliveries known to be durable (up to
+//! `FederationActor::relayable_up_to`): what another server has received is never lost here
+//! in a crash, nor is what was written before it — the group's ledger, which the DS lets the
+//! outbox's flush make durable with it. The actor sends the outbox's deliveries in order, in batches (one request at a
 //! time, each with what has piled up meanwhile, up to the protocol's limits), through a
 //! [`Transport`] (the server's signed HTTP client: this crate does no HTTP), and removes them
 //! once the receiver has answered for each. A failed request is retried with exponential
@@ -92,6 +95,10 @@ pub struct FederationActor {
     /// A delivery is on its way, or a retry is scheduled.
     busy: bool,
     failures: u32,
+    /// The outbox seq up to which deliveries are durable, and so may go out: what was there
+    /// when the actor started (an actor retires only with an empty outbox, so that is what a
+    /// restart recovered), then each [`Relay`]'s once its flush succeeded.
+    relayable_up_to: u64,
 }
 
 impl Pooled for FederationActor {
@@ -99,12 +106,18 @@ impl Pooled for FederationActor {
     type Deps = FederationDeps;
 
     fn new(domain: Domain, deps: &FederationDeps, membership: Membership<Self>) -> Self {
+        let relayable_up_to = deps.outbox.last_seq(&domain).unwrap_or_else(|e| {
+            // Held until the next relay's flush succeeds, which lets everything before it go.
+            tracing::error!(%domain, "cannot read the federation outbox: {e}");
+            0
+        });
         FederationActor {
             domain,
             deps: deps.clone(),
             membership,
             busy: false,
             failures: 0,
+            relayable_up_to,
         }
     }
 
@@ -128,15 +141,15 @@ impl Handler<Relay> for FederationActor {
         let durability = self.deps.durability.clone();
         Box::pin(
             async move {
-                pushed?;
-                durability.persist().await
+                let last = pushed?;
+                durability.persist().await.map(|()| last)
             }
             .into_actor(self)
             .map(|outcome, actor, ctx| {
-                if outcome.is_ok() {
-                    actor.pump(ctx);
-                }
-                outcome
+                let last = outcome?;
+                actor.relayable_up_to = actor.relayable_up_to.max(last);
+                actor.pump(ctx);
+                Ok(())
             }),
         )
     }
@@ -151,8 +164,8 @@ impl Handler<Wake> for FederationActor {
 }
 
 impl FederationActor {
-    /// Sends the oldest waiting deliveries unless a batch is under way; continues until the
-    /// outbox is empty.
+    /// Sends the oldest waiting deliveries that are durable unless a batch is under way;
+    /// continues until none is left.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             return;
@@ -162,8 +175,13 @@ impl FederationActor {
             MAX_RELAY_DELIVERIES,
             RELAY_BATCH_BYTES,
         ) {
-            Ok(batch) if batch.is_empty() => return,
-            Ok(batch) => batch,
+            Ok(mut batch) => {
+                batch.retain(|(seq, _)| *seq <= self.relayable_up_to);
+                if batch.is_empty() {
+                    return;
+                }
+                batch
+            }
             Err(e) => {
                 tracing::error!(domain = %self.domain, "cannot read the federation outbox: {e}");
                 return;

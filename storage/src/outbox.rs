@@ -45,7 +45,8 @@ impl OutboxStore {
     }
 
     /// Appends deliveries for `domain` in one batch; the caller is the domain's only writer.
-    pub fn push(&self, domain: &Domain, deliveries: &[FederatedDelivery]) -> Result<()> {
+    /// Answers the seq of the last delivery now in the outbox for `domain`.
+    pub fn push(&self, domain: &Domain, deliveries: &[FederatedDelivery]) -> Result<u64> {
         let head = domain_key(HEAD, domain);
         let mut next = crate::table::read_u64(&self.table.tree, &head, "outbox head", 1)?;
         let mut batch = sled::Batch::default();
@@ -55,7 +56,18 @@ impl OutboxStore {
         }
         batch.insert(head, &next.to_be_bytes());
         self.table.tree.apply_batch(batch)?;
-        Ok(())
+        Ok(next - 1)
+    }
+
+    /// The seq of the last delivery pushed for `domain` (0: none ever).
+    pub fn last_seq(&self, domain: &Domain) -> Result<u64> {
+        let next = crate::table::read_u64(
+            &self.table.tree,
+            &domain_key(HEAD, domain),
+            "outbox head",
+            1,
+        )?;
+        Ok(next - 1)
     }
 
     /// The oldest deliveries waiting for `domain`, with their seqs, in order: at most `max`,

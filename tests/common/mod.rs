@@ -138,6 +138,12 @@ impl TestServer {
         &self.store
     }
 
+    /// How many flushes the store has completed (the durable mark kept beside it).
+    pub fn flushes(&self) -> u64 {
+        let mark = std::fs::read(self.store.join("durable")).unwrap();
+        u64::from_be_bytes(mark[..8].try_into().unwrap())
+    }
+
     /// Every file under the store directory, with its bytes.
     pub fn store_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
         fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {

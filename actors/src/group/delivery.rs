@@ -98,20 +98,6 @@ impl Delivery {
         done
     }
 
-    /// Whether every copy of `fanout` goes to a queue of this server. Only those may go out
-    /// before the write that ordered them is durable: the QS shows none before a flush that
-    /// carries that write too, while the federation actor's outbox may relay what it holds
-    /// before it is durable.
-    pub(super) fn stays_here(&self, fanout: &Fanout) -> bool {
-        let here = self.qs.refs().domain();
-        let welcomed = fanout.welcome.iter().flat_map(|(refs, _)| refs);
-        fanout
-            .recipients
-            .iter()
-            .chain(welcomed)
-            .all(|queue| &queue.domain == here)
-    }
-
     /// Hands on a request's message and its Welcome, and waits until each copy is durable;
     /// false if it must be delivered again (see [`deliver`](Self::deliver)).
     pub(super) async fn fan_out(&self, group_id: &[u8], fanout: Fanout) -> bool {

@@ -403,13 +403,12 @@ impl GroupActor {
     /// the fan-outs went out and answers. The actor takes its next request only after that, so
     /// members receive a group's messages in the order of their sequence numbers.
     ///
-    /// A fan-out to this server's queues alone may begin before the request's own write is
-    /// durable: no member can read a delivery before the flush that makes it durable (the QS
-    /// shows a queue's new messages only then), and that flush began after this write, so it
-    /// carries it — one flush for both, not one each ([`Durability::persist_since`]). A fan-out
-    /// that met no flush (none of it stored) gets one of its own before the answer. A fan-out
-    /// with copies for other domains waits for the write to be durable first
-    /// ([`Delivery::stays_here`]).
+    /// The fan-out may begin before the request's own write is durable: no member can read a
+    /// delivery before the flush that makes it durable (the QS shows a queue's new messages
+    /// only then, and the federation actor relays only what its outbox holds durably), and that
+    /// flush began after this write, so it carries it — one flush for both, not one each
+    /// ([`Durability::persist_since`]). A fan-out that met no flush (none of it stored) gets
+    /// one of its own before the answer.
     fn finish<T: Send + 'static>(
         &self,
         handled: Handled<T>,
@@ -421,15 +420,8 @@ impl GroupActor {
             self.deps.delivery.clone(),
         );
         let written = handled.wrote.then(|| durability.written());
-        let durable_first =
-            written.is_some() && !handled.fanouts.iter().all(|f| delivery.stays_here(f));
         AtomicResponse::new(Box::pin(
             async move {
-                if let Some(written) = written.filter(|_| durable_first) {
-                    if let Err(e) = durability.persist_since(written).await {
-                        return (Err(e.into()), false);
-                    }
-                }
                 let mut delivered = true;
                 for fanout in handled.fanouts {
                     delivered &= delivery.fan_out(&group_id, fanout).await;
