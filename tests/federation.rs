@@ -489,6 +489,8 @@ async fn a_batch_of_relays_is_queued_in_order_once_each_and_bad_deliveries_are_r
     ] {
         deliveries.push(delivery_for(b, to, client, vec![n]).await);
     }
+    // The first again, in the same batch: queued once.
+    deliveries.push(deliveries[0].clone());
     let send = |deliveries: Vec<FederatedDelivery>| async {
         let (body, header) = signed_relay("peer.test", &peer_key, deliveries);
         b.http().send("POST", FED_DELIVER, body, Some(header)).await
@@ -500,6 +502,7 @@ async fn a_batch_of_relays_is_queued_in_order_once_each_and_bad_deliveries_are_r
         "unknown_queue",
         "queued",
         "wrong_domain",
+        "queued",
         "queued",
     ];
     assert_eq!(outcome_codes(&response.decode()), expected);

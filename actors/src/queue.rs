@@ -383,10 +383,15 @@ impl QueueActor {
         &mut self,
         items: &[(QueueItem, Option<[u8; 32]>)],
     ) -> Result<Vec<Result<u64, QueueError>>, QueueError> {
+        let mut sealed = Vec::new();
         let appended = items
             .iter()
-            .map(|(item, delivery)| self.append_one(item, delivery.as_ref()))
-            .collect::<Result<Vec<_>, QueueError>>();
+            .map(|(item, delivery)| self.seal_one(item, delivery.as_ref(), &mut sealed))
+            .collect::<Result<Vec<_>, QueueError>>()
+            .and_then(|outcomes| {
+                self.store.append_all(&self.client, sealed)?;
+                Ok(outcomes)
+            });
         if appended.is_err() {
             // The store failed part-way: count and usage are read again on the next use, and
             // the chain starts afresh.
@@ -396,14 +401,20 @@ impl QueueActor {
         appended
     }
 
-    /// Stores one item: `Ok(Ok(seq))`, or `Ok(Err(_))` when it breaks a limit (nothing stored),
-    /// or `Err(_)` when the store fails.
-    fn append_one(
+    /// Seals one item and adds it to `sealed`, which [`store_all`](Self::store_all) then
+    /// stores: `Ok(Ok(seq))`, or `Ok(Err(_))` when it breaks a limit (nothing added), or
+    /// `Err(_)` when the store fails.
+    fn seal_one(
         &mut self,
         item: &QueueItem,
         delivery: Option<&[u8; 32]>,
+        sealed: &mut Vec<(EncodedMessage, Option<[u8; 32]>)>,
     ) -> Result<Result<u64, QueueError>, QueueError> {
         if let Some(delivery) = delivery {
+            let earlier = sealed.iter().find(|(_, d)| d.as_ref() == Some(delivery));
+            if let Some((message, _)) = earlier {
+                return Ok(Ok(message.seq()));
+            }
             if let Some(seq) = self.store.delivered(&self.client, delivery)? {
                 return Ok(Ok(seq));
             }
@@ -417,14 +428,18 @@ impl QueueActor {
             _ => (QueueChain::start(seq), seq),
         };
         let starts_chain = (started == seq).then_some(&key);
-        let sealed = QueueMessage::seal(&chain, starts_chain, &self.client, item)?;
-        let message = EncodedMessage::new(&sealed);
+        let message = EncodedMessage::new(&QueueMessage::seal(
+            &chain,
+            starts_chain,
+            &self.client,
+            item,
+        )?);
         // A refused message leaves the chain where it was: its key seals the next message
         // instead, and the refused ciphertext is dropped unseen.
         if let Err(refused) = self.admit(message.len()) {
             return Ok(Err(refused));
         }
-        self.store.append(&self.client, message, delivery)?;
+        sealed.push((message, delivery.copied()));
         self.next_seq = Some(seq + 1);
         self.chain = Some((chain.next(), started));
         Ok(Ok(seq))

@@ -120,6 +120,10 @@ impl EncodedMessage {
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
 }
 
 #[derive(Clone)]
@@ -234,27 +238,46 @@ impl QueueStore {
         message: EncodedMessage,
         delivery: Option<&[u8; 32]>,
     ) -> Result<()> {
-        let seq = message.seq;
-        let key = message_key(client, seq);
-        let record = match message.bytes.len() > LARGE {
-            true => {
-                let len = message.len();
-                self.large.insert(key, message.bytes)?;
-                marker(len).to_vec()
-            }
-            false => message.bytes,
-        };
-        let Some(delivery) = delivery else {
-            self.table.tree.insert(key, record)?;
-            return Ok(());
-        };
+        self.append_all(client, vec![(message, delivery.copied())])
+    }
+
+    /// Appends messages, each with the next seq; with a delivery id, remembers that the relayed
+    /// delivery was queued. Messages alone are one insert each (see the module doc); if one is
+    /// a relayed delivery, all go in one batch with their delivery records, so a delivery is
+    /// never queued without being remembered (a retried relay would queue it twice) — one
+    /// batch for a relay's whole part for this queue, not one per delivery.
+    pub fn append_all(
+        &self,
+        client: &ClientId,
+        messages: Vec<(EncodedMessage, Option<[u8; 32]>)>,
+    ) -> Result<()> {
+        let relayed = messages.iter().any(|(_, delivery)| delivery.is_some());
         let mut batch = sled::Batch::default();
-        batch.insert(&key, record);
-        batch.insert(
-            &delivered_key(client, delivery)[..],
-            crate::table::encode(&(seq, Timestamp::now())),
-        );
-        self.table.tree.apply_batch(batch)?;
+        for (message, delivery) in messages {
+            let (seq, len) = (message.seq, message.len());
+            let key = message_key(client, seq);
+            let record = match len > LARGE {
+                true => {
+                    self.large.insert(key, message.bytes)?;
+                    marker(len).to_vec()
+                }
+                false => message.bytes,
+            };
+            if !relayed {
+                self.table.tree.insert(key, record)?;
+                continue;
+            }
+            batch.insert(&key, record);
+            if let Some(delivery) = delivery {
+                batch.insert(
+                    &delivered_key(client, &delivery)[..],
+                    crate::table::encode(&(seq, Timestamp::now())),
+                );
+            }
+        }
+        if relayed {
+            self.table.tree.apply_batch(batch)?;
+        }
         Ok(())
     }
 
