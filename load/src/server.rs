@@ -123,7 +123,9 @@ impl RoostProcess {
             .env("ROOST_LOG__FILTER", "warn");
         if !self.options.shipped_rate_limits {
             // The load comes from one address: discovery, connection requests and the bytes of
-            // request bodies must not be throttled.
+            // request bodies must not be throttled; nor may relays from the one peer, whose
+            // shipped limit (100 deliveries a second) the federated chat would measure instead
+            // of relaying.
             command
                 .env("ROOST_CONNECTIONS__DISCOVERY_BURST", "1000000")
                 .env("ROOST_CONNECTIONS__DISCOVERY_PER_MINUTE", "1000000")
@@ -134,6 +136,8 @@ impl RoostProcess {
                     "4000000000",
                 )
                 .env("ROOST_LIMITS__BODY_BYTES_BURST_PER_ADDRESS", "4000000000")
+                .env("ROOST_LIMITS__RELAYS_PER_MINUTE_PER_DOMAIN", "100000000")
+                .env("ROOST_LIMITS__RELAYS_BURST_PER_DOMAIN", "1000000")
                 // The fan-out groups are clients of one user, up to 100 of them.
                 .env("ROOST_LIMITS__CLIENTS_PER_USER", "1000");
         }
