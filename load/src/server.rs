@@ -137,6 +137,9 @@ impl RoostProcess {
                 )
                 .env("ROOST_LIMITS__BODY_BYTES_BURST_PER_ADDRESS", "4000000000")
                 .env("ROOST_LIMITS__RELAYS_PER_MINUTE_PER_DOMAIN", "100000000")
+                // The memory figures queue 100 000 messages for one client.
+                .env("ROOST_LIMITS__QUEUE_MAX_MESSAGES", "1000000")
+                .env("ROOST_LIMITS__QUEUE_MAX_BYTES", "4000000000")
                 .env("ROOST_LIMITS__RELAYS_BURST_PER_DOMAIN", "1000000")
                 // The fan-out groups are clients of one user, up to 100 of them.
                 .env("ROOST_LIMITS__CLIENTS_PER_USER", "1000");
