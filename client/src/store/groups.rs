@@ -95,11 +95,7 @@ impl State {
         group_id: &[u8],
         change: impl FnOnce(&mut Contact),
     ) -> Result<bool, StateError> {
-        let Some(mut contact) = self.contact(group_id)? else {
-            return Ok(false);
-        };
-        change(&mut contact);
-        self.save_contact(&contact).map(|()| true)
+        self.update_group_record(&self.contacts, TREE_CONTACTS, group_id, change)
     }
 
     /// Every named group, oldest first.
@@ -123,11 +119,22 @@ impl State {
         group_id: &[u8],
         change: impl FnOnce(&mut NamedGroup),
     ) -> Result<bool, StateError> {
-        let Some(mut group) = self.named_group(group_id)? else {
+        self.update_group_record(&self.groups, TREE_GROUPS, group_id, change)
+    }
+
+    fn update_group_record<T: Serialize + DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &str,
+        group_id: &[u8],
+        change: impl FnOnce(&mut T),
+    ) -> Result<bool, StateError> {
+        let Some(mut record) = self.tree_get(tree, name, group_id)? else {
             return Ok(false);
         };
-        change(&mut group);
-        self.save_named_group(&group).map(|()| true)
+        change(&mut record);
+        self.save_group_record(tree, group_id, &record)
+            .map(|()| true)
     }
 
     /// Every record of a per-group tree, ordered by `order` (when made, then id).
