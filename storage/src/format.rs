@@ -390,8 +390,9 @@ mod tests {
     fn a_format_3_store_keeps_every_queues_next_sequence_number_without_its_head() {
         let dir = tempfile::tempdir().unwrap();
         open(dir.path()).close().unwrap();
-        // (client, messages, acknowledged up to, head)
-        let queues: Vec<(ClientId, Vec<u64>, Option<u64>, Option<u64>)> = vec![
+        /// A queue: its client, its messages, acknowledged up to, its head.
+        type Queue = (ClientId, Vec<u64>, Option<u64>, Option<u64>);
+        let queues: Vec<Queue> = vec![
             (ClientId::random(), vec![1, 2, 3], Some(0), Some(4)),
             (ClientId::random(), vec![], None, Some(57)),
             (ClientId::random(), vec![], Some(8), Some(9)),
