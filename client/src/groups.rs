@@ -245,11 +245,7 @@ impl Groups<'_> {
                 Ok(siblings.len() + 1)
             })
             .await?;
-        let group_id = access.group_id;
-        device
-            .store()
-            .run(move |s| s.update_named_group(&group_id, |g| g.removed = true))
-            .await?;
+        inbox::mark_removed(device, &access.group_id).await?;
         Ok(leaving)
     }
 

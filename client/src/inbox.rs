@@ -534,8 +534,8 @@ async fn process_other(
     Ok(Ok(processed))
 }
 
-/// Marks a named group as one this client was removed from.
-async fn mark_removed(device: &Device, group_id: &[u8]) -> Result<(), Error> {
+/// Marks a named group as one this client was removed from (or left).
+pub(crate) async fn mark_removed(device: &Device, group_id: &[u8]) -> Result<(), Error> {
     let group_id = group_id.to_vec();
     device
         .store()

@@ -19,6 +19,10 @@ use crate::{
     Result, StorageError,
 };
 
+fn no_such_group() -> StorageError {
+    StorageError::Corrupt("updating a group that does not exist".into())
+}
+
 #[derive(Clone)]
 pub struct GroupStore {
     tree: sled::Tree,
@@ -105,9 +109,7 @@ impl GroupStore {
     ) -> Result<Update> {
         if state.is_none() && one_time.is_empty() {
             if !self.tree.contains_key(group_id)? {
-                return Err(StorageError::Corrupt(
-                    "updating a group that does not exist".into(),
-                ));
+                return Err(no_such_group());
             }
             self.ledgers.insert(group_id, ledger)?;
             return Ok(Update::Done);
@@ -115,9 +117,7 @@ impl GroupStore {
         let trees = (&self.tree, &self.ledgers, self.added_key_packages.tree());
         let outcome = trees.transaction(|(states, ledgers, added)| {
             if states.get(group_id)?.is_none() {
-                return Err(ConflictableTransactionError::Abort(StorageError::Corrupt(
-                    "updating a group that does not exist".into(),
-                )));
+                return Err(ConflictableTransactionError::Abort(no_such_group()));
             }
             for (reference, _) in one_time {
                 if added.get(reference)?.is_some() {

@@ -47,14 +47,13 @@ impl OutboxStore {
     /// Appends deliveries for `domain` in one batch; the caller is the domain's only writer.
     /// Answers the seq of the last delivery now in the outbox for `domain`.
     pub fn push(&self, domain: &Domain, deliveries: &[FederatedDelivery]) -> Result<u64> {
-        let head = domain_key(HEAD, domain);
-        let mut next = crate::table::read_u64(&self.table.tree, &head, "outbox head", 1)?;
+        let mut next = self.last_seq(domain)? + 1;
         let mut batch = sled::Batch::default();
         for delivery in deliveries {
             batch.insert(entry_key(domain, next), crate::table::encode(delivery));
             next += 1;
         }
-        batch.insert(head, &next.to_be_bytes());
+        batch.insert(domain_key(HEAD, domain), &next.to_be_bytes());
         self.table.tree.apply_batch(batch)?;
         Ok(next - 1)
     }

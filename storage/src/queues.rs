@@ -154,6 +154,17 @@ fn head_key(client: &ClientId) -> [u8; 17] {
     key
 }
 
+/// Where a queue's acknowledgements reached (0: none).
+fn acked(tree: &sled::Tree, client: &ClientId) -> Result<u64> {
+    read_u64(tree, &acked_key(client), "queue acknowledgement", 0)
+}
+
+/// The sequence number the next message of a queue gets: one past its last message, or past
+/// the acknowledged ones (1 for a new queue).
+fn next_seq(tree: &sled::Tree, client: &ClientId) -> Result<u64> {
+    Ok(last_seq(tree, client)?.max(acked(tree, client)?) + 1)
+}
+
 /// The sequence number of a queue's last message (0: none).
 fn last_seq(tree: &sled::Tree, client: &ClientId) -> Result<u64> {
     let last = tree
@@ -193,9 +204,8 @@ pub(crate) fn drop_heads(tree: &sled::Tree) -> Result<usize> {
         })
         .collect::<Result<_>>()?;
     for (client, next) in &heads {
-        let acked = read_u64(tree, &acked_key(client), "queue acknowledgement", 0)?;
         let mut batch = sled::Batch::default();
-        if last_seq(tree, client)?.max(acked) + 1 < *next {
+        if next_seq(tree, client)? < *next {
             // Emptied by acknowledgements made before they were recorded, or lost at its tail:
             // either way, its numbers go on from the head.
             batch.insert(&acked_key(client), &(next - 1).to_be_bytes());
@@ -227,7 +237,7 @@ impl QueueStore {
     /// The sequence number the next appended message gets: one past the last message, or past
     /// the acknowledged ones (1 for a new queue).
     pub fn next_seq(&self, client: &ClientId) -> Result<u64> {
-        Ok(last_seq(&self.table.tree, client)?.max(self.acked(client)?) + 1)
+        next_seq(&self.table.tree, client)
     }
 
     /// Appends `message` (whose `seq` the caller took from [`next_seq`](Self::next_seq)); with
@@ -279,16 +289,6 @@ impl QueueStore {
             self.table.tree.apply_batch(batch)?;
         }
         Ok(())
-    }
-
-    /// Every message up to this seq was acknowledged (0: none).
-    fn acked(&self, client: &ClientId) -> Result<u64> {
-        read_u64(
-            &self.table.tree,
-            &acked_key(client),
-            "queue acknowledgement",
-            0,
-        )
     }
 
     /// The seq a relayed delivery was queued with, if it was.
@@ -347,9 +347,8 @@ impl QueueStore {
     /// nobody reads again and the next acknowledgement deletes.
     pub fn ack(&self, client: &ClientId, up_to: u64) -> Result<QueueUsage> {
         let tree = &self.table.tree;
-        let acked = self
-            .acked(client)?
-            .max(up_to.min(self.next_seq(client)? - 1));
+        // Never past the last message: what is not there yet is not acknowledged.
+        let acked = acked(tree, client)?.max(up_to.min(last_seq(tree, client)?));
         tree.insert(acked_key(client), &acked.to_be_bytes())?;
         let mut freed = QueueUsage::default();
         let acknowledged = message_key(client, 0)..=message_key(client, up_to);

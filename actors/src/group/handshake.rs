@@ -11,8 +11,8 @@ use openmls::{
         tls_codec::{Deserialize as _, Serialize as _},
         KeyPackage, KeyPackageRef, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn,
         OpenMlsSignaturePublicKey, ProcessedMessage, ProcessedMessageContent, Proposal,
-        ProposalStore, ProtocolMessage, PublicGroup, PublicProcessMessageError, Sender,
-        StagedCommit, ValidationError, Verifiable,
+        ProposalStore, ProtocolMessage, PublicGroup, PublicProcessMessageError, RatchetTreeIn,
+        Sender, StagedCommit, ValidationError, Verifiable,
     },
 };
 use openmls_memory_storage::MemoryStorage;
@@ -33,6 +33,15 @@ pub(super) fn parse_group_info(bytes: &[u8]) -> Result<VerifiableGroupInfo, Grou
         MlsMessageBodyIn::GroupInfo(info) => Ok(info),
         _ => Err(invalid("expected a GroupInfo")),
     }
+}
+
+/// The ratchet tree a GroupInfo carries in its extension (which Roost's GroupInfos must have).
+fn carried_tree(info: &VerifiableGroupInfo) -> Result<&RatchetTreeIn, GroupError> {
+    Ok(info
+        .extensions()
+        .ratchet_tree()
+        .ok_or_else(|| invalid("the GroupInfo lacks the ratchet-tree extension"))?
+        .ratchet_tree())
 }
 
 pub(super) fn parse_protocol_message(bytes: &[u8]) -> Result<ProtocolMessage, GroupError> {
@@ -165,12 +174,7 @@ impl GroupActor {
         }
         let mismatch = || invalid("the GroupInfo does not match the state this commit creates");
         let encoded = |what: Result<Vec<u8>, _>| what.map_err(|_| mismatch());
-        let carried = info
-            .extensions()
-            .ratchet_tree()
-            .ok_or_else(|| invalid("the GroupInfo lacks the ratchet-tree extension"))?
-            .ratchet_tree()
-            .tls_serialize_detached();
+        let carried = carried_tree(&info)?.tls_serialize_detached();
         if info.group_context() != public.group_context()
             || encoded(carried)? != encoded(public.export_ratchet_tree().tls_serialize_detached())?
         {
@@ -212,12 +216,7 @@ impl GroupActor {
         info: VerifiableGroupInfo,
         storage: &MemoryStorage,
     ) -> Result<PublicGroup, GroupError> {
-        let tree = info
-            .extensions()
-            .ratchet_tree()
-            .ok_or_else(|| invalid("the GroupInfo lacks the ratchet-tree extension"))?
-            .ratchet_tree()
-            .clone();
+        let tree = carried_tree(&info)?.clone();
         PublicGroup::from_external(&self.crypto, storage, tree, info, ProposalStore::new())
             .map(|(public, _)| public)
             .map_err(|e| invalid(format!("the GroupInfo does not verify: {e}")))
