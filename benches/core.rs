@@ -24,6 +24,7 @@ use openmls::prelude::{LeafNodeParameters, MlsGroup, MlsMessageOut, OpenMlsProvi
 
 use roost_actors::{
     federation::{FederationActor, FederationDeps, RelayError, RetryPolicy, Transport},
+    federation_policy::FederationPolicy,
     group::{self, Delivery, DsRequest, GroupActor, GroupDeps},
     qs::{QueueRefs, SealedDelivery},
     queue::{self, Enqueue, Fetch, QueueDeps, QueueId},
@@ -446,6 +447,12 @@ impl Ds {
     fn start(store: &Store) -> Ds {
         let (queue_ref_secret, queue_ref_key) = HpkeSecretKey::generate();
         let queues = Pool::<QueueActor>::start(queue_deps(store), IDLE);
+        let policy = FederationPolicy::load(
+            DomainPolicy::default(),
+            store.blocked_domains().unwrap(),
+            store.durability().clone(),
+        )
+        .unwrap();
         let federation = Pool::<FederationActor>::start(
             FederationDeps {
                 outbox: store.outbox().unwrap(),
@@ -455,6 +462,7 @@ impl Ds {
                     initial: Duration::from_secs(1),
                     max: Duration::from_secs(1),
                 },
+                policy: policy.clone(),
                 idle_after: IDLE,
             },
             IDLE,
@@ -470,7 +478,7 @@ impl Ds {
                         store.durability().clone(),
                     ),
                     federation,
-                    policy: DomainPolicy::default(),
+                    policy,
                 },
                 max_members: usize::MAX,
                 idle_after: IDLE,

@@ -33,59 +33,15 @@ struct Cli {
 enum Command {
     /// Run the homeserver until SIGINT or SIGTERM.
     Serve,
-    /// Administer the homeserver (works whether or not it is running).
+    /// Administer the homeserver, whether or not it is running: through the running server's
+    /// admin socket (beside the store), else on the store itself.
     Admin {
+        /// Print the answer as JSON (for scripts), not as text.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
-        command: AdminCommand,
+        command: admin::Command,
     },
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Registration tokens, for `registration.policy = "token"`.
-    Token {
-        #[command(subcommand)]
-        command: TokenCommand,
-    },
-    /// Read every record of the store and report, as JSON, what is damaged: records that cannot
-    /// be read or decoded, queues that lack messages. Exits 1 if anything is. See the README,
-    /// "A damaged store", for what to do then.
-    Check,
-    /// Take a store that lost recent writes (a damaged data file) as it is, so that the server
-    /// starts on it again; what was lost stays lost. Only while the server is stopped; restoring
-    /// a backup is the better way when there is one.
-    Repair,
-    /// Show what this server stores about a group, a client's queues or the federation outbox,
-    /// as JSON: sizes, counts and ids only (what it holds is ciphertext it cannot read).
-    Inspect {
-        #[command(subcommand)]
-        what: InspectCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum InspectCommand {
-    /// A DS group, by its id in hex.
-    Group {
-        #[arg(value_name = "GROUP_ID")]
-        id: String,
-    },
-    /// A client's message queue and connection queue, by client id.
-    Queue {
-        #[arg(value_name = "CLIENT_ID")]
-        client: String,
-    },
-    /// Deliveries waiting to be relayed, per domain.
-    Outbox,
-    /// What the server holds in all, to set against its limits (config.toml, `[limits]`): users,
-    /// queued messages and bytes with the largest queues, groups, free disk space.
-    Usage,
-}
-
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Create a single-use registration token and print it.
-    Create,
 }
 
 /// actix logs every malformed HTTP request it receives (and answers 400 itself) as an ERROR
@@ -139,6 +95,29 @@ impl<S> tracing_subscriber::layer::Filter<S> for AtMostOneProtocolErrorAMinute {
     }
 }
 
+/// Runs an admin command and prints its answer; exits 1 if it failed, or if `check` found
+/// damage.
+fn admin_command(settings: &Settings, json: bool, command: admin::Command) -> ExitCode {
+    let checking = matches!(command, admin::Command::Check);
+    match admin::execute(settings, command) {
+        Ok(answer) => {
+            match json {
+                true => println!("{answer:#}"),
+                false => print!("{}", admin::render::text(&answer)),
+            }
+            if checking && !answer["problems"].as_array().is_some_and(Vec::is_empty) {
+                eprintln!("roost: the store is damaged (see \"problems\")");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roost: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
@@ -165,45 +144,7 @@ fn main() -> ExitCode {
         Command::Serve => actix_web::rt::System::new()
             .block_on(server::serve(settings))
             .map_err(|e| e.to_string()),
-        Command::Admin {
-            command:
-                AdminCommand::Token {
-                    command: TokenCommand::Create,
-                },
-        } => admin::create_registration_token(&settings)
-            .map(|token| println!("{token}"))
-            .map_err(|e| e.to_string()),
-        Command::Admin {
-            command: AdminCommand::Repair,
-        } => admin::repair(&settings)
-            .map(|said| println!("{said}"))
-            .map_err(|e| e.to_string()),
-        Command::Admin {
-            command: AdminCommand::Check,
-        } => match admin::check_anyhow(&settings) {
-            Ok((report, sound)) => {
-                println!("{report:#}");
-                if !sound {
-                    eprintln!("roost: the store is damaged (see \"problems\")");
-                    return ExitCode::FAILURE;
-                }
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
-        },
-        Command::Admin {
-            command: AdminCommand::Inspect { what },
-        } => {
-            let what = match what {
-                InspectCommand::Group { id } => admin::Inspect::Group { id },
-                InspectCommand::Queue { client } => admin::Inspect::Queue { client },
-                InspectCommand::Outbox => admin::Inspect::Outbox,
-                InspectCommand::Usage => admin::Inspect::Usage,
-            };
-            admin::inspect_anyhow(&settings, &what)
-                .map(|found| println!("{found}"))
-                .map_err(|e| e.to_string())
-        }
+        Command::Admin { json, command } => return admin_command(&settings, json, command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ use roost_actors::{
     accounts::{AccountsActor, AccountsConfig, AccountsDeps},
     directory::Directory,
     federation::{FederationActor, FederationDeps, RetryPolicy, Wake},
+    federation_policy::FederationPolicy,
     group::{Delivery, GroupActor, GroupDeps},
     key_packages::KeyPackageDeps,
     pool::ToEveryone,
@@ -50,7 +51,7 @@ const HTTP_THREAD: &str = "roost-http";
 const MLS_THREAD: &str = "roost-mls";
 
 /// The AS keys: created on first start, reused afterwards.
-fn server_keys(store: &Store, domain: &Domain) -> Result<ServerKeys, ServeError> {
+pub(crate) fn server_keys(store: &Store, domain: &Domain) -> Result<ServerKeys, ServeError> {
     let keys = store.server_keys()?;
     let keys = match keys.current()? {
         Some(existing) => existing,
@@ -92,10 +93,12 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let store = Store::open_with(&settings.storage.path, settings.storage.options())?;
     let keys = Arc::new(server_keys(&store, &settings.server.domain)?);
     let actors = start_actors(&settings, &store, &keys)?;
+    actors.resume_relays(&store)?;
     let state = app_state(&settings, &store, &keys, &actors)?;
     roost_actors::sweeps::start(&store)?;
     let (public, addrs) = bind_public(&settings, state)?;
-    let admin_server = admin::server(&settings, actors.accounts.clone(), store.clone())?;
+    let admin_core = actors.admin_core(&settings, &store, Some(std::time::SystemTime::now()));
+    let admin_server = admin::server(&settings, admin_core)?;
 
     // Listen for signals before announcing the address: a signal right after the announcement
     // must find its handler.
@@ -124,24 +127,60 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// The actors, started: what the HTTP state and shutdown need of them.
-struct Actors {
+/// The actors, started: what the HTTP state, the admin commands and shutdown need of them.
+pub(crate) struct Actors {
     queues: Addr<Pool<QueueActor>>,
     registries: Addr<Pool<RegistryActor>>,
     groups: Addr<Pool<GroupActor>>,
     key_packages: Addr<Pool<KeyPackageActor>>,
     accounts: Addr<AccountsActor>,
+    federation: Addr<Pool<FederationActor>>,
+    /// Which domains may federate, with the blocks an admin made.
+    policy: FederationPolicy,
     /// The QS's one path into queues by sealed reference (relayed deliveries come this way).
     deliveries: SealedDelivery,
     federation_key: SigningKey,
     /// The MLS validation thread, stopped once HTTP has stopped.
-    mls_threads: WorkerThreads,
+    pub(crate) mls_threads: WorkerThreads,
     /// Set at shutdown: from then on no fetch waits.
     closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Starts every actor pool, and the accounts actor; wakes relays kept before a restart.
-fn start_actors(
+impl Actors {
+    /// Deliveries kept before a restart go out again.
+    fn resume_relays(&self, store: &Store) -> Result<(), ServeError> {
+        let outbox = store.outbox()?;
+        for waiting in outbox.domains()? {
+            tracing::info!(domain = %waiting, backlog = outbox.len(&waiting), "resuming relays");
+            self.federation.do_send(Route {
+                key: waiting,
+                message: Wake,
+            });
+        }
+        Ok(())
+    }
+
+    /// What admin commands run on.
+    pub(crate) fn admin_core(
+        &self,
+        settings: &Settings,
+        store: &Store,
+        serving_since: Option<std::time::SystemTime>,
+    ) -> admin::Core {
+        admin::Core {
+            domain: settings.server.domain.clone(),
+            store: store.clone(),
+            accounts: self.accounts.clone(),
+            federation: self.federation.clone(),
+            policy: self.policy.clone(),
+            serving_since,
+        }
+    }
+}
+
+/// Starts every actor pool, and the accounts actor (relays kept before a restart wait for
+/// [`Actors::resume_relays`]).
+pub(crate) fn start_actors(
     settings: &Settings,
     store: &Store,
     keys: &Arc<ServerKeys>,
@@ -184,10 +223,14 @@ fn start_actors(
         store.durability().clone(),
     );
     let federation_key = store.server_keys()?.federation_key()?;
-    let outbox = store.outbox()?;
+    let policy = FederationPolicy::load(
+        settings.federation.policy(),
+        store.blocked_domains()?,
+        store.durability().clone(),
+    )?;
     let federation = Pool::<FederationActor>::start(
         FederationDeps {
-            outbox: outbox.clone(),
+            outbox: store.outbox()?,
             durability: store.durability().clone(),
             transport: Arc::new(HttpTransport::new(
                 domain.clone(),
@@ -198,26 +241,19 @@ fn start_actors(
                 initial: Duration::from_millis(settings.federation.retry_initial_ms),
                 max: Duration::from_millis(settings.federation.retry_max_ms),
             },
+            policy: policy.clone(),
             idle_after,
         },
         idle_after,
     );
-    // Deliveries kept before a restart go out again.
-    for waiting in outbox.domains()? {
-        tracing::info!(domain = %waiting, backlog = outbox.len(&waiting), "resuming relays");
-        federation.do_send(Route {
-            key: waiting,
-            message: Wake,
-        });
-    }
     let groups = Pool::<GroupActor>::start_on(
         GroupDeps {
             groups: store.groups()?,
             durability: store.durability().clone(),
             delivery: Delivery {
                 qs: deliveries.clone(),
-                federation,
-                policy: settings.federation.policy(),
+                federation: federation.clone(),
+                policy: policy.clone(),
             },
             max_members: settings.limits.members_per_group,
             idle_after,
@@ -262,6 +298,8 @@ fn start_actors(
         groups,
         key_packages,
         accounts,
+        federation,
+        policy,
         deliveries,
         federation_key,
         mls_threads,
@@ -321,7 +359,7 @@ fn app_state(
         federation: FederationState {
             key: actors.federation_key.clone(),
             peers: PeerKeys::new(settings.federation.resolver.clone()),
-            policy: settings.federation.policy(),
+            policy: actors.policy.clone(),
             deliveries: actors.deliveries.clone(),
         },
     }))

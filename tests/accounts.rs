@@ -115,7 +115,7 @@ async fn token_registration_needs_a_valid_single_use_token() {
     );
 
     // `roost admin token create` talks to the running server through its admin socket.
-    let token = server.admin(&["token", "create"]);
+    let token = server.registration_token();
     assert_eq!(token.len(), 32);
 
     assert_eq!(
@@ -137,7 +137,7 @@ async fn a_token_created_while_the_server_is_stopped_works_after_it_starts() {
         ..Options::default()
     });
     assert!(server.terminate().success());
-    let token = server.admin(&["token", "create"]);
+    let token = server.registration_token();
     server.start_again();
     let mut alice = Identity::new(&server.user("alice"));
     assert_eq!(

@@ -454,7 +454,7 @@ async fn token_registration_needs_a_token_from_the_admin_and_uses_it_up() {
         "{err}"
     );
 
-    let token = server.admin(&["token", "create"]);
+    let token = server.registration_token();
 
     // The refused attempt left the state directory usable.
     let client = Client::register(

@@ -5,143 +5,23 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    devices::Devices,
     federation,
-    peer::{self, delivery_for, signed_relay},
+    pair::{connected_pair, settle, texts, Pair},
+    peer::{beside_a_stand_in_peer, delivery_for, outcome_codes, relay, signed_relay},
     Options, TestServer,
 };
-use roost_client::{Client, StoredMessage};
+use roost_client::Client;
 use roost_protocol::{
     auth::ServerSignature,
     codec,
     ds::GroupDelivery,
-    federation::{
-        FederatedDelivery, RelayOutcome, RelayReceipt, FED_DELIVER, MAX_RELAY_DELIVERIES,
-    },
+    federation::{FederatedDelivery, FED_DELIVER, MAX_RELAY_DELIVERIES},
     ids::now_millis,
-    SigningKey, UserName,
+    SigningKey,
 };
-
-/// Syncs every client until `done` holds (relays between servers arrive a moment after the
-/// DS answered), at most 20 s.
-async fn settle(clients: &[&Client], mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        for client in clients {
-            match client.sync().await {
-                Ok(report) => assert!(report.failed.is_empty(), "{:?}", report.failed),
-                // A server that restarted: the client's pooled connection was closed.
-                Err(roost_client::Error::Server(roost_client::ServerError::Network(_))) => {}
-                Err(e) => panic!("sync: {e}"),
-            }
-        }
-        if done().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "did not settle in time");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn texts(messages: &[StoredMessage]) -> Vec<(String, String)> {
-    messages
-        .iter()
-        .map(|m| {
-            let from = m
-                .from
-                .as_ref()
-                .map_or("(unknown)".to_owned(), ToString::to_string);
-            (from, m.text.clone())
-        })
-        .collect()
-}
-
-/// alice@a.test (phone, laptop) and bob@b.test (phone, laptop), connected.
-struct Pair {
-    servers: Vec<TestServer>,
-    /// Keeps the clients' state directories.
-    _devices: Devices,
-    alice: UserName,
-    bob: UserName,
-    alice_phone: Client,
-    alice_laptop: Client,
-    bob_phone: Client,
-    bob_laptop: Client,
-}
-
-impl Pair {
-    /// The other user, as seen from `client`.
-    fn peer_of(&self, client: &Client) -> &UserName {
-        if client.user() == &self.alice {
-            &self.bob
-        } else {
-            &self.alice
-        }
-    }
-
-    fn all(&self) -> [&Client; 4] {
-        [
-            &self.alice_phone,
-            &self.alice_laptop,
-            &self.bob_phone,
-            &self.bob_laptop,
-        ]
-    }
-}
-
-async fn connected_pair(alice: &str, bob: &str, options: Options) -> Pair {
-    let (servers, resolve) = federation(&["a.test", "b.test"], options);
-    let devices = Devices::federated(&resolve);
-    let (alice, bob) = (servers[0].user(alice), servers[1].user(bob));
-    let p = Pair {
-        alice_phone: devices.register(&servers[0], "alice-phone", &alice).await,
-        alice_laptop: devices
-            .add_client(&servers[0], "alice-laptop", &alice)
-            .await,
-        bob_phone: devices.register(&servers[1], "bob-phone", &bob).await,
-        bob_laptop: devices.add_client(&servers[1], "bob-laptop", &bob).await,
-        servers,
-        _devices: devices,
-        alice,
-        bob,
-    };
-    let connected = p.alice_phone.connections().connect(&p.bob).await.unwrap();
-    assert_eq!(connected.invited, 2);
-    let requests = p.bob_phone.connections().requests().await.unwrap();
-    let [request] = requests.received.as_slice() else {
-        panic!("expected one request, got {:?}", requests.received);
-    };
-    assert_eq!(request.from(), &p.alice);
-    let accepted = p.bob_phone.connections().accept(&request.id).await.unwrap();
-    assert_eq!(accepted.own_clients_added, 1);
-    let group_id = connected.group_id;
-    let all = p.all();
-    settle(&all, async || {
-        let mut statuses = Vec::new();
-        for client in all {
-            let status = client.groups().status(&group_id).unwrap();
-            statuses.push(status.map(|s| (s.epoch, s.members)));
-        }
-        let tokens_in = {
-            let mut ok = true;
-            for client in all {
-                let contacts = client.contacts().list().await.unwrap();
-                ok &= contacts.len() == 1 && contacts[0].peer_token.is_some();
-            }
-            ok
-        };
-        statuses
-            .iter()
-            .all(|s| s.is_some_and(|(_, members)| members == 4))
-            && statuses.windows(2).all(|w| w[0] == w[1])
-            && tokens_in
-    })
-    .await;
-    p
-}
 
 #[tokio::test]
 async fn users_on_two_homeservers_connect_and_chat_on_all_four_clients() {
@@ -349,51 +229,6 @@ async fn messages_sent_while_the_other_homeserver_is_down_arrive_once_and_in_ord
     }
 }
 
-/// The outcome of each delivery as its code (`queued` or why it was refused).
-fn outcome_codes(receipt: &RelayReceipt) -> Vec<String> {
-    receipt
-        .outcomes
-        .iter()
-        .map(|outcome| match outcome {
-            RelayOutcome::Queued => "queued".to_owned(),
-            RelayOutcome::Refused(why) => why.error.clone(),
-        })
-        .collect()
-}
-
-/// Relays one delivery for a made-up queue of `to` at `target`: the status and the error code
-/// of the request, or of the delivery when the request was taken.
-async fn relay(target: &TestServer, from: &str, key: &SigningKey, to: &str) -> (u16, String) {
-    let delivery = delivery_for(target, to, None, vec![1]).await;
-    let (body, header) = signed_relay(from, key, vec![delivery]);
-    let response = target
-        .http()
-        .send("POST", FED_DELIVER, body, Some(header))
-        .await;
-    let code = if response.status < 300 {
-        outcome_codes(&response.decode()).join(",")
-    } else {
-        response.error_code()
-    };
-    (response.status, code)
-}
-
-/// a.test and b.test, which know where the stand-in `peer.test` is and federate with any domain
-/// but `deny`; with the key the test signs as peer.test with.
-async fn beside_a_stand_in_peer(deny: Vec<String>) -> (SigningKey, Vec<TestServer>) {
-    let peer_key = SigningKey::generate();
-    let peer_port = peer::stand_in("peer.test", &peer_key).await.port;
-    let (servers, _) = federation(
-        &["a.test", "b.test"],
-        Options {
-            resolve: vec![format!("peer.test=http://127.0.0.1:{peer_port}")],
-            deny,
-            ..Options::default()
-        },
-    );
-    (peer_key, servers)
-}
-
 #[tokio::test]
 async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
     let (peer_key, servers) = beside_a_stand_in_peer(vec!["denied.test".into()]).await;
@@ -543,7 +378,7 @@ async fn a_batch_of_relays_is_queued_in_order_once_each_and_bad_deliveries_are_r
 fn inspect(server: &TestServer, args: &[String]) -> serde_json::Value {
     let mut all = vec!["inspect"];
     all.extend(args.iter().map(String::as_str));
-    serde_json::from_str(&server.admin(&all)).unwrap()
+    server.admin_json(&all)
 }
 
 fn holds(haystack: &[u8], needle: &[u8]) -> bool {

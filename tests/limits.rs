@@ -179,8 +179,7 @@ async fn a_full_queue_refuses_more_by_name_until_its_client_reads_it_even_after_
         .await;
     assert_eq!(full.status, 507);
     // The admin sees the full queue, largest first, against the limits.
-    let usage: serde_json::Value =
-        serde_json::from_str(&server.admin(&["inspect", "usage"])).unwrap();
+    let usage: serde_json::Value = server.admin_json(&["inspect", "usage"]);
     let largest = &usage["message_queues"]["largest"][0];
     assert_eq!(largest["client"], phone.client_id().to_string());
     assert_eq!(largest["messages"], 5);

@@ -26,6 +26,11 @@ impl Directory {
         self.accounts.client(client)
     }
 
+    /// Whether an admin deactivated `user`: its clients are then refused.
+    pub fn is_deactivated(&self, user: &UserName) -> Result<bool, StorageError> {
+        Ok(self.accounts.standing(user)?.is_some())
+    }
+
     /// Every client of `user`, in the order they were added; `None` for an unknown user.
     pub fn clients_of(&self, user: &UserName) -> Result<Option<Vec<ClientInfo>>, StorageError> {
         let Some(record) = self.accounts.user(user)? else {

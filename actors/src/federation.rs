@@ -27,7 +27,10 @@ use roost_protocol::{
 };
 use roost_storage::{Durability, OutboxStore, StorageError};
 
-use crate::pool::{pooled_actor, pooled_messages, Membership, Pooled};
+use crate::{
+    federation_policy::FederationPolicy,
+    pool::{pooled_actor, pooled_messages, Membership, Pooled},
+};
 
 /// Why a batch of deliveries did not go through.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,6 +78,7 @@ pub struct FederationDeps {
     pub durability: Durability,
     pub transport: Arc<dyn Transport>,
     pub retry: RetryPolicy,
+    pub policy: FederationPolicy,
     pub idle_after: Duration,
 }
 
@@ -83,7 +87,7 @@ pub struct FederationDeps {
 #[rtype(result = "Result<(), StorageError>")]
 pub struct Relay(pub Vec<FederatedDelivery>);
 
-/// Start sending what the outbox holds (at start-up).
+/// Start sending what the outbox holds (at start-up), or drop it if the domain is blocked.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Wake;
@@ -170,6 +174,10 @@ impl FederationActor {
         if self.busy {
             return;
         }
+        if !self.deps.policy.allows(&self.domain) {
+            self.drop_all();
+            return;
+        }
         let batch = match self.deps.outbox.oldest(
             &self.domain,
             MAX_RELAY_DELIVERIES,
@@ -244,6 +252,28 @@ impl FederationActor {
                 }
             }
         }));
+    }
+
+    /// The domain is blocked: what waits for it goes.
+    fn drop_all(&mut self) {
+        let waiting = self
+            .deps
+            .outbox
+            .oldest(&self.domain, usize::MAX, usize::MAX)
+            .map(|all| all.into_iter().map(|(seq, _)| seq).collect::<Vec<_>>());
+        let dropped = waiting.and_then(|seqs| {
+            self.deps.outbox.remove(&self.domain, &seqs)?;
+            Ok(seqs.len())
+        });
+        match dropped {
+            Ok(0) => {}
+            Ok(dropped) => {
+                tracing::warn!(domain = %self.domain, dropped, "dropped the deliveries waiting for a blocked domain")
+            }
+            Err(e) => {
+                tracing::error!(domain = %self.domain, "cannot drop the deliveries for a blocked domain: {e}")
+            }
+        }
     }
 
     fn sent(&mut self, seqs: &[u64], ctx: &mut Context<Self>) {

@@ -99,7 +99,15 @@ impl Pooled for KeyPackageActor {
 }
 
 pooled_actor!(KeyPackageActor);
-pooled_messages!(KeyPackageActor: Publish, Count, GetToken, RotateToken, Claim, RemoveClient);
+pooled_messages!(
+    KeyPackageActor: Publish,
+    Count,
+    GetToken,
+    RotateToken,
+    Claim,
+    RemoveClient,
+    ForgetToken
+);
 
 impl KeyPackageActor {
     /// Checks one entry of `client` (registered with `credential`), published as a last-resort
@@ -332,7 +340,10 @@ impl Handler<Claim> for KeyPackageActor {
             match claimant {
                 // Checked here, by the token's owner: a token rotated a moment ago is refused.
                 Claimant::Friend(token) => {
-                    if self.deps.store.token_of(&self.user)? != Some(token) {
+                    // Nobody adds a deactivated user to a group.
+                    if self.deps.store.token_of(&self.user)? != Some(token)
+                        || self.deps.accounts.standing(&self.user)?.is_some()
+                    {
                         return Err(KeyPackageError::UnknownToken);
                     }
                 }
@@ -363,5 +374,18 @@ impl Handler<RemoveClient> for KeyPackageActor {
 
     fn handle(&mut self, msg: RemoveClient, _ctx: &mut Self::Context) -> Self::Result {
         Ok(self.deps.store.remove_client(&self.user, &msg.client)?)
+    }
+}
+
+/// Forget the user's friendship token (the user was deleted): nobody can claim with it again.
+#[derive(Message)]
+#[rtype(result = "Result<(), KeyPackageError>")]
+pub struct ForgetToken;
+
+impl Handler<ForgetToken> for KeyPackageActor {
+    type Result = Result<(), KeyPackageError>;
+
+    fn handle(&mut self, _: ForgetToken, _ctx: &mut Self::Context) -> Self::Result {
+        Ok(self.deps.store.remove_token(&self.user)?)
     }
 }

@@ -6,11 +6,12 @@
 //! commits against the public MLS state), the federation actors (one per remote domain, owning
 //! its part of the relay outbox); plus the single accounts actor (users, clients, registration
 //! tokens, credential issuing). The QS's deliveries by sealed queue reference, the DS's and
-//! relayed ones alike, take one path into the queue actors: [`qs::SealedDelivery`]. Three
+//! relayed ones alike, take one path into the queue actors: [`qs::SealedDelivery`]. Four
 //! owners are shared instead of being actors, because the front end must ask them without
 //! waiting in a mailbox: the [`replay::ReplayGuard`] (request signatures already accepted), the
-//! read-only [`directory::Directory`] (whose a client or a friendship token is) and the
-//! [`sweeps`] of records that only age.
+//! read-only [`directory::Directory`] (whose a client or a friendship token is), the
+//! [`federation_policy::FederationPolicy`] (which domains may federate, with an admin's blocks)
+//! and the [`sweeps`] of records that only age.
 //! Must not touch: HTTP (requests arrive as typed messages from the server's front-end, and
 //! relaying goes through a `federation::Transport` the server provides) or the on-disk layout
 //! (that is `roost_storage`'s).
@@ -18,6 +19,7 @@
 pub mod accounts;
 pub mod directory;
 pub mod federation;
+pub mod federation_policy;
 pub mod group;
 pub mod key_packages;
 pub mod passwords;

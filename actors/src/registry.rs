@@ -158,6 +158,10 @@ impl Handler<Take> for RegistryActor {
                 .accounts
                 .user(&self.user)?
                 .ok_or(RegistryError::UnknownUser)?;
+            // A deactivated user cannot be found, as if there were none.
+            if self.deps.accounts.standing(&self.user)?.is_some() {
+                return Err(RegistryError::UnknownUser);
+            }
             Ok(self
                 .deps
                 .packages
@@ -181,6 +185,10 @@ impl Handler<Redeem> for RegistryActor {
     type Result = Result<Option<Redeemed>, RegistryError>;
 
     fn handle(&mut self, msg: Redeem, _ctx: &mut Self::Context) -> Self::Result {
+        // Nobody reaches a deactivated user, even with a package handed out before.
+        if self.deps.accounts.standing(&self.user)?.is_some() {
+            return Ok(None);
+        }
         Ok(self
             .deps
             .packages

@@ -11,6 +11,7 @@
 use actix_web::HttpRequest;
 
 use roost_actors::{
+    accounts::AccountsError,
     directory::Directory,
     replay::{Replay, ReplayGuard},
 };
@@ -99,6 +100,12 @@ pub fn authenticate(
         .map_err(|e| ApiError::Accounts(e.into()))?
         .ok_or_else(|| ApiError::Unauthenticated("unknown or deleted client".into()))?;
     let credential = &record.credential.body;
+    if directory
+        .is_deactivated(&credential.user)
+        .map_err(|e| ApiError::Accounts(e.into()))?
+    {
+        return Err(ApiError::Accounts(AccountsError::Deactivated));
+    }
     if !credential.validity.contains(Timestamp::now()) {
         return Err(ApiError::Unauthenticated(
             "the client credential has expired".into(),

@@ -145,6 +145,10 @@ impl ApiError {
                 AccountsError::BadProof => "bad_proof",
                 AccountsError::UnknownClient => "unknown_client",
                 AccountsError::TooManyClients(_) => "too_many_clients",
+                AccountsError::UnknownUser => "unknown_user",
+                AccountsError::UserDeleted => "user_deleted",
+                AccountsError::Deactivated => "account_deactivated",
+                AccountsError::UnknownToken(_) => "unknown_token",
                 AccountsError::Storage(_) | AccountsError::Internal(_) => "internal",
             },
             ApiError::Queue(e) => match e {
@@ -219,6 +223,11 @@ impl ResponseError for ApiError {
                 AccountsError::WrongPassword => StatusCode::UNAUTHORIZED,
                 AccountsError::UnknownClient => StatusCode::NOT_FOUND,
                 AccountsError::TooManyClients(_) => StatusCode::CONFLICT,
+                AccountsError::UnknownUser | AccountsError::UnknownToken(_) => {
+                    StatusCode::NOT_FOUND
+                }
+                AccountsError::UserDeleted => StatusCode::GONE,
+                AccountsError::Deactivated => StatusCode::FORBIDDEN,
                 AccountsError::Storage(_) | AccountsError::Internal(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

@@ -80,7 +80,7 @@ pub struct FederationState {
     /// This server's request-signing key.
     pub key: roost_protocol::SigningKey,
     pub peers: crate::federation::PeerKeys,
-    pub policy: roost_protocol::federation::DomainPolicy,
+    pub policy: roost_actors::federation_policy::FederationPolicy,
     /// Where relayed deliveries go: the QS's one path into queues by sealed reference.
     pub deliveries: roost_actors::qs::SealedDelivery,
 }

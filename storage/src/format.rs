@@ -12,6 +12,9 @@
 //!   its acknowledgement, so that appending is one write (see [`crate::queues`]). Upgraded by
 //!   turning each stored head into the acknowledgement that gives the same next number, one
 //!   queue at a time.
+//! - 5: a registration token records how many uses it has left and when it expires
+//!   ([`crate::accounts::TokenRecord`]). Upgraded by rewriting each as single-use, never
+//!   expiring, which is what it was.
 //!
 //! A rewrite goes through a scratch tree so that a crash at any moment leaves either the old
 //! records or the new ones, never a mix: each tree moves from untouched to *converted* (the
@@ -29,9 +32,9 @@ use serde::Deserialize;
 use crate::{table, Result, StorageError};
 
 /// The layout this build reads and writes. Bump on any incompatible change of a record or key.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Older layouts this build upgrades to [`FORMAT_VERSION`] when it opens them.
-const UPGRADABLE_FORMATS: [u32; 3] = [1, 2, 3];
+const UPGRADABLE_FORMATS: [u32; 4] = [1, 2, 3, 4];
 pub(crate) const FORMAT_KEY: &[u8] = b"format_version";
 
 /// The queue trees, whose messages format 3 rewrote and whose heads format 4 dropped.
@@ -65,7 +68,17 @@ pub(crate) fn check(db: &sled::Db, path: &Path) -> Result<()> {
                 hpke_sealed(value)
             })?;
         }
-        crate::queues::drop_heads(&db.open_tree(name)?)?;
+        if found < 4 {
+            crate::queues::drop_heads(&db.open_tree(name)?)?;
+        }
+    }
+    if found < 5 {
+        rewrite(
+            db,
+            &meta,
+            crate::accounts::TOKENS_TREE,
+            crate::accounts::token_of_format_4,
+        )?;
     }
     mark_current(db, &meta)?;
     forget_finished_rewrites(db, &meta)
@@ -444,5 +457,31 @@ mod tests {
         let mut report = crate::CheckReport::default();
         stored.check("qs_queues", &mut report);
         assert!(report.is_sound(), "{:?}", report.problems);
+    }
+
+    /// Format 4 stored a token as its creation time: it is still the single-use, never
+    /// expiring token it was, and registers exactly one user.
+    #[test]
+    fn a_format_4_registration_token_stays_single_use_and_never_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path()).close().unwrap();
+        let hash = [7u8; 32];
+        let created_at = roost_protocol::Timestamp(1_700_000_000);
+        {
+            let db = raw(dir.path());
+            let tree = db.open_tree(crate::accounts::TOKENS_TREE).unwrap();
+            tree.insert(hash, table::encode(&created_at)).unwrap();
+            db.flush().unwrap();
+        }
+        set_format(dir.path(), 4);
+        let store = open(dir.path());
+        assert_eq!(format_of(&store), FORMAT_VERSION.to_be_bytes());
+        let tokens = store.accounts().unwrap().tokens().unwrap();
+        let expected = crate::TokenRecord {
+            created_at,
+            uses_left: 1,
+            expires_at: None,
+        };
+        assert_eq!(tokens, vec![(hash, expected)]);
     }
 }

@@ -187,6 +187,17 @@ impl KeyPackageStore {
             .transpose()
     }
 
+    /// Removes the user's token, if it has one: it stops working.
+    pub fn remove_token(&self, user: &UserName) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        if let Some(old) = self.token_of(user)? {
+            batch.remove(token_key(&old));
+        }
+        batch.remove(user_key(user));
+        self.tokens.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Makes `token` the user's token; the previous one stops working.
     pub fn set_token(&self, user: &UserName, token: &FriendshipToken) -> Result<()> {
         let mut batch = sled::Batch::default();

@@ -11,6 +11,7 @@
 //! drains every waiter that arrived, flushes once, and wakes them all.
 
 mod accounts;
+mod blocked;
 mod check;
 mod client_packages;
 mod connection_packages;
@@ -30,7 +31,10 @@ mod table;
 
 use std::path::{Path, PathBuf};
 
-pub use accounts::{AccountError, AccountStore, ClientRecord, UserRecord};
+pub use accounts::{
+    AccountError, AccountStore, ClientRecord, Standing, TokenHash, TokenRecord, UserRecord,
+};
+pub use blocked::BlockedDomains;
 pub use check::{CheckReport, TreeCheck};
 pub use connection_packages::{ConnectionPackageStore, Redeemed, ServedPackage};
 pub use durability::Durability;
@@ -309,6 +313,17 @@ impl Store {
         OutboxStore::open(&self.db)
     }
 
+    /// Domains an admin blocked from federating at run time.
+    pub fn blocked_domains(&self) -> Result<BlockedDomains> {
+        BlockedDomains::open(&self.db)
+    }
+
+    /// How many bytes the store takes on disk (sled's files, not counting what the file
+    /// system holds back).
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Reads every record of every tree: see [`CheckReport`].
     pub fn check(&self) -> Result<CheckReport> {
         let mut report = CheckReport::default();
@@ -340,6 +355,7 @@ impl Store {
             .check("as_connection_queues", &mut report);
         self.groups()?.check(&mut report);
         self.outbox()?.check(&mut report);
+        self.blocked_domains()?.check(&mut report);
         self.seen_signatures()?.check(&mut report);
         Ok(report)
     }

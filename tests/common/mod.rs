@@ -6,6 +6,7 @@ pub mod fuzz;
 pub mod garble;
 pub mod mls;
 pub mod mls_client;
+pub mod pair;
 pub mod peer;
 pub mod proxy;
 mod raw;
@@ -263,6 +264,29 @@ impl TestServer {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// `roost admin --json ARGS`: its answer, after checking it succeeded.
+    pub fn admin_json(&self, args: &[&str]) -> serde_json::Value {
+        let answer = self.admin(&[&["--json"], args].concat());
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    }
+
+    /// `roost admin ARGS`, which must fail: what it said on stderr.
+    pub fn admin_fails(&self, args: &[&str]) -> String {
+        let output = self.command().arg("admin").args(args).output().unwrap();
+        assert!(
+            !output.status.success(),
+            "roost admin {args:?} succeeded: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    /// A registration token from `roost admin token create`.
+    pub fn registration_token(&self) -> String {
+        let created = self.admin_json(&["token", "create"]);
+        created["token"].as_str().expect("a token").to_owned()
     }
 
     /// Everything the server logged so far.

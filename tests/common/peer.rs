@@ -11,13 +11,15 @@ use roost_protocol::{
     auth::ServerSignature,
     codec,
     ds::{GroupDelivery, SealedQueueRef},
-    federation::{FederatedDelivery, RelayBatch, ServerKey, FED_DELIVER},
+    federation::{
+        FederatedDelivery, RelayBatch, RelayOutcome, RelayReceipt, ServerKey, FED_DELIVER,
+    },
     ids::now_millis,
     ClientId, Domain, HpkePublicKey, SigningKey,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::TestServer;
+use super::{federation, Options, TestServer};
 
 /// A stand-in homeserver listening on `port`.
 pub struct StandIn {
@@ -134,4 +136,49 @@ pub fn signed_relay(
         now_millis(),
     );
     (body, signature.to_header())
+}
+
+/// The outcome of each delivery as its code (`queued` or why it was refused).
+pub fn outcome_codes(receipt: &RelayReceipt) -> Vec<String> {
+    receipt
+        .outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            RelayOutcome::Queued => "queued".to_owned(),
+            RelayOutcome::Refused(why) => why.error.clone(),
+        })
+        .collect()
+}
+
+/// Relays one delivery for a made-up queue of `to` at `target`: the status and the error code
+/// of the request, or of the delivery when the request was taken.
+pub async fn relay(target: &TestServer, from: &str, key: &SigningKey, to: &str) -> (u16, String) {
+    let delivery = delivery_for(target, to, None, vec![1]).await;
+    let (body, header) = signed_relay(from, key, vec![delivery]);
+    let response = target
+        .http()
+        .send("POST", FED_DELIVER, body, Some(header))
+        .await;
+    let code = if response.status < 300 {
+        outcome_codes(&response.decode()).join(",")
+    } else {
+        response.error_code()
+    };
+    (response.status, code)
+}
+
+/// a.test and b.test, which know where the stand-in `peer.test` is and federate with any domain
+/// but `deny`; with the key the test signs as peer.test with.
+pub async fn beside_a_stand_in_peer(deny: Vec<String>) -> (SigningKey, Vec<TestServer>) {
+    let peer_key = SigningKey::generate();
+    let peer_port = stand_in("peer.test", &peer_key).await.port;
+    let (servers, _) = federation(
+        &["a.test", "b.test"],
+        Options {
+            resolve: vec![format!("peer.test=http://127.0.0.1:{peer_port}")],
+            deny,
+            ..Options::default()
+        },
+    );
+    (peer_key, servers)
 }

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use actix::Addr;
 use roost_protocol::{
     ds::{GroupDelivery, SealedQueueRef},
-    federation::{DomainPolicy, FederatedDelivery},
+    federation::FederatedDelivery,
     Domain,
 };
 
 use super::ledger::Fanout;
 use crate::{
     federation::{FederationActor, Relay},
+    federation_policy::FederationPolicy,
     pool::{Ask, Pool},
     qs::{DeliveryError, SealedDelivery, ToQueue},
 };
@@ -24,7 +25,7 @@ use crate::{
 pub struct Delivery {
     pub qs: SealedDelivery,
     pub federation: Addr<Pool<FederationActor>>,
-    pub policy: DomainPolicy,
+    pub policy: FederationPolicy,
 }
 
 impl Delivery {

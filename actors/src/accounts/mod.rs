@@ -2,7 +2,15 @@
 //!
 //! It is the only writer of account records; the HTTP front-end may read them (to authenticate
 //! requests) but changes go through here. Password hashing (argon2id, deliberately slow) runs
-//! on the [`Passwords`] threads, never on the actor's thread.
+//! on the [`Passwords`] threads, never on the actor's thread. What an admin or a user deletes,
+//! and registration tokens, are in [`admin`].
+
+mod admin;
+
+pub use admin::{
+    token_id, CreateToken, CreatedToken, DeleteClient, DeleteUser, RevokeToken, SetDeactivated,
+    TOKEN_ID_HEX,
+};
 
 use std::sync::Arc;
 
@@ -19,11 +27,11 @@ use roost_storage::{
 };
 
 use crate::{
-    key_packages::{self, KeyPackageActor},
+    key_packages::KeyPackageActor,
     passwords::{PasswordError, Passwords},
-    pool::{Ask, Pool, Route},
-    queue::{DeleteQueue, Enqueue, QueueActor, QueueId},
-    registry::{RegistryActor, RemoveClient},
+    pool::{Pool, Route},
+    queue::{Enqueue, QueueActor, QueueId},
+    registry::RegistryActor,
 };
 
 /// Who may register.
@@ -59,6 +67,14 @@ pub enum AccountsError {
     BadProof,
     #[error("no such client of this user")]
     UnknownClient,
+    #[error("no such user")]
+    UnknownUser,
+    #[error("the user was deleted (the name stays reserved)")]
+    UserDeleted,
+    #[error("the account is deactivated")]
+    Deactivated,
+    #[error("no registration token has the id {0:?}")]
+    UnknownToken(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("internal error: {0}")]
@@ -71,6 +87,7 @@ impl From<AccountError> for AccountsError {
             AccountError::UserTaken => AccountsError::UserTaken,
             AccountError::BadToken => AccountsError::BadToken,
             AccountError::UnknownUser => AccountsError::WrongPassword,
+            AccountError::Deleted => AccountsError::UserDeleted,
             AccountError::Storage(e) => AccountsError::Storage(e),
         }
     }
@@ -230,7 +247,7 @@ impl Handler<Register> for AccountsActor {
             // Fail fast before the slow hash (21 ms of a core for anyone who asks); the
             // transaction below decides for real.
             if let Some(token) = &token {
-                if !self.deps.store.has_token(token)? {
+                if !self.deps.store.has_token(token, Timestamp::now())? {
                     return Err(AccountsError::BadToken);
                 }
             }
@@ -320,6 +337,10 @@ impl Handler<AddClient> for AccountsActor {
             .then(move |checked, actor, _ctx| {
                 // `Ok((credential, false))`: a retry of an addition already made.
                 let added = checked.and_then(|()| -> Result<_, AccountsError> {
+                    // Said only to whoever knows the password.
+                    if actor.deps.store.standing(&msg.user)?.is_some() {
+                        return Err(AccountsError::Deactivated);
+                    }
                     if let Some(credential) = actor.registered_before(&msg.user, &msg.client)? {
                         return Ok((credential, false));
                     }
@@ -352,89 +373,4 @@ impl Handler<AddClient> for AccountsActor {
             }),
         )
     }
-}
-
-/// Delete one of `user`'s clients, with its queue.
-#[derive(Message)]
-#[rtype(result = "Result<(), AccountsError>")]
-pub struct DeleteClient {
-    pub user: UserName,
-    pub client: ClientId,
-}
-
-impl Handler<DeleteClient> for AccountsActor {
-    type Result = ResponseFuture<Result<(), AccountsError>>;
-
-    fn handle(&mut self, msg: DeleteClient, _ctx: &mut Self::Context) -> Self::Result {
-        let removed = self.deps.store.remove_client(&msg.user, &msg.client);
-        let remaining = self.clients_of(&msg.user);
-        let durability = self.deps.durability.clone();
-        let queues = self.deps.queues.clone();
-        let registries = self.deps.registries.clone();
-        let key_packages = self.deps.key_packages.clone();
-        Box::pin(async move {
-            if !removed? {
-                return Err(AccountsError::UnknownClient);
-            }
-            // Nobody can reach a deleted client any more, nor add it to a group.
-            let key = msg.user.clone();
-            let (packages_removed, key_packages_removed) = futures_util::future::join(
-                registries.ask(key.clone(), RemoveClient { client: msg.client }),
-                key_packages.ask(key, key_packages::RemoveClient { client: msg.client }),
-            )
-            .await;
-            if packages_removed.is_err() {
-                tracing::warn!(client = %msg.client, "the deleted client's connection packages were not removed");
-            }
-            if key_packages_removed.is_err() {
-                tracing::warn!(client = %msg.client, "the deleted client's key packages were not removed");
-            }
-            durability.persist().await?;
-            tracing::info!(client = %msg.client, "deleted a client");
-            notify(
-                &queues,
-                remaining,
-                Notice::ClientDeleted {
-                    client_id: msg.client,
-                },
-            );
-            for queue in [
-                QueueId::messages(msg.client),
-                QueueId::connections(msg.client),
-            ] {
-                if queues.ask(queue, DeleteQueue).await.is_err() {
-                    // The client is gone either way; its queue is unreachable and only wastes
-                    // space.
-                    tracing::warn!(queue = ?queue, "the deleted client's queue was not removed");
-                }
-            }
-            Ok(())
-        })
-    }
-}
-
-/// Create a single-use registration token.
-#[derive(Message)]
-#[rtype(result = "Result<String, AccountsError>")]
-pub struct CreateToken;
-
-impl Handler<CreateToken> for AccountsActor {
-    type Result = ResponseFuture<Result<String, AccountsError>>;
-
-    fn handle(&mut self, _: CreateToken, _ctx: &mut Self::Context) -> Self::Result {
-        let created = new_token(&self.deps.store);
-        let durability = self.deps.durability.clone();
-        Box::pin(async move {
-            let token = created?;
-            durability.persist().await?;
-            Ok(token)
-        })
-    }
-}
-
-/// Creates and stores a fresh registration token (the caller makes it durable).
-pub fn new_token(store: &AccountStore) -> Result<String, StorageError> {
-    let token = hex::encode(rand::random::<[u8; 16]>());
-    store.insert_token(&token_hash(&token), Timestamp::now())?;
-    Ok(token)
 }

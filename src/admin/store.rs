@@ -1,0 +1,134 @@
+//! What an admin reads of the store itself: `inspect` (sizes, counts and ids only — the same
+//! rules as for logs: group state and queued messages are ciphertext the server cannot read
+//! anyway), `check`, and `repair` of a stopped server's store.
+
+use roost_storage::{OnLostWrites, Store, StoreOptions};
+
+use super::{AdminError, Inspect};
+use crate::settings::Settings;
+
+/// What the server holds about `what`.
+pub fn inspect(store: &Store, what: &Inspect) -> Result<serde_json::Value, AdminError> {
+    let bad = |why: String| AdminError::Refused(why);
+    Ok(match what {
+        Inspect::Group { id } => {
+            let group_id = hex::decode(id).map_err(|_| bad(format!("{id:?} is not hex")))?;
+            match store.groups()?.get(&group_id)? {
+                Some(state) => serde_json::json!({
+                    "group": id,
+                    "state_bytes": state.len(),
+                    "state": "encrypted under the group-state EAR key, which the server never stores",
+                }),
+                None => serde_json::json!({ "group": id, "known": false }),
+            }
+        }
+        Inspect::Queue { client } => {
+            let client_id: roost_protocol::ClientId = client
+                .parse()
+                .map_err(|_| bad(format!("{client:?} is not a client id")))?;
+            let registered = store.accounts()?.client(&client_id)?;
+            serde_json::json!({
+                "client": client,
+                "registered": registered.is_some(),
+                "messages": store.queues()?.summary(&client_id)?,
+                "connection_requests": store.connection_queues()?.summary(&client_id)?,
+            })
+        }
+        Inspect::Usage => usage(store)?,
+        Inspect::Outbox => serde_json::json!({ "outbox": outbox(store)? }),
+    })
+}
+
+/// Deliveries waiting for each domain.
+pub fn outbox(store: &Store) -> Result<serde_json::Value, AdminError> {
+    let outbox = store.outbox()?;
+    Ok(outbox
+        .domains()?
+        .into_iter()
+        .map(|d| serde_json::json!({ "domain": d.to_string(), "waiting": outbox.len(&d) }))
+        .collect())
+}
+
+/// How many largest queues `inspect usage` lists.
+const LARGEST_QUEUES: usize = 10;
+
+/// Messages and bytes queued in all, and in the largest queues.
+pub fn queued(kind: roost_storage::QueueStore) -> Result<serde_json::Value, AdminError> {
+    let by_queue = kind.usage_by_queue()?;
+    let total = by_queue.iter().fold(
+        roost_storage::QueueUsage::default(),
+        |mut sum, (_, usage)| {
+            sum.messages += usage.messages;
+            sum.bytes += usage.bytes;
+            sum
+        },
+    );
+    let largest: Vec<_> = by_queue
+        .iter()
+        .take(LARGEST_QUEUES)
+        .map(|(client, usage)| serde_json::json!({ "client": client.to_string(), "messages": usage.messages, "bytes": usage.bytes }))
+        .collect();
+    Ok(serde_json::json!({ "queues": by_queue.len(), "total": total, "largest": largest }))
+}
+
+fn usage(store: &Store) -> Result<serde_json::Value, AdminError> {
+    let space = store.space();
+    Ok(serde_json::json!({
+        "users": store.accounts()?.user_count(),
+        "message_queues": queued(store.queues()?)?,
+        "connection_queues": queued(store.connection_queues()?)?,
+        "groups": store.groups()?.len(),
+        "relays_waiting": store.outbox()?.domains()?.len(),
+        "disk": {
+            "free_bytes": space.free_bytes().ok(),
+            "reserve_bytes": space.reserve_bytes(),
+        },
+    }))
+}
+
+/// Reads every record (off the serving threads) and reports what is damaged.
+pub async fn check(store: Store) -> Result<serde_json::Value, AdminError> {
+    let report = actix_web::rt::task::spawn_blocking(move || store.check())
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))??;
+    Ok(serde_json::to_value(report).expect("serialisable"))
+}
+
+/// `check` of a stopped server's store: opened to report lost writes, not to refuse them.
+pub fn check_stopped(settings: &Settings) -> Result<serde_json::Value, AdminError> {
+    let options = StoreOptions {
+        on_lost_writes: OnLostWrites::Report,
+        ..settings.storage.options()
+    };
+    let store = Store::open_with(&settings.storage.path, options)?;
+    let report = store.check();
+    store.close()?;
+    Ok(serde_json::to_value(report?).expect("serialisable"))
+}
+
+/// `roost admin repair`: takes a store that lost writes as it is, so the server starts on it
+/// again (what was lost stays lost). Only with the server stopped. Says what it accepted.
+pub fn repair(settings: &Settings) -> Result<String, AdminError> {
+    let options = StoreOptions {
+        on_lost_writes: OnLostWrites::Accept,
+        ..settings.storage.options()
+    };
+    // Opened this way the store takes itself as it is, and still reports what it lost.
+    let store = Store::open_with(&settings.storage.path, options)?;
+    let lost = store.check()?;
+    let rewritten = store.kept_damaged().map(|kept| {
+        format!(
+            "rewrote its readable records into a fresh data file (the damaged store is kept at {}); ",
+            kept.display()
+        )
+    });
+    store.close()?;
+    Ok(match (rewritten, lost.is_sound()) {
+        (None, true) => "the store was sound; nothing to repair".into(),
+        (rewritten, _) => format!(
+            "{}accepted the store as it is; {} problem(s) remain for `roost admin check` to list, and what was lost stays lost",
+            rewritten.unwrap_or_default(),
+            lost.problems.len()
+        ),
+    })
+}
