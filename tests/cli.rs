@@ -188,8 +188,8 @@ fn register_prints_the_new_identity_and_whoami_and_clients_agree() {
     let registered = register(&server, &alice, "alice");
     let object = registered.as_object().unwrap();
     assert_eq!(
-        object.keys().collect::<Vec<_>>(),
-        ["client_id", "user"],
+        object.keys().collect::<std::collections::BTreeSet<_>>(),
+        [&"client_id".to_owned(), &"user".to_owned()].into(),
         "{registered}"
     );
     assert_eq!(registered["user"], "alice@localhost");

@@ -44,7 +44,7 @@ fn check(store: &Path) -> (Option<bool>, String) {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("ROOST_STORAGE__PATH", store)
-        .args(["admin", "check"])
+        .args(["admin", "--json", "check"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
