@@ -23,6 +23,8 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("the store failed to write and must be reopened: start roost again (under a supervisor it restarts by itself)")]
     StoreFailed,
     #[error("the store did not close within {0} s; every acknowledged write was already durable")]

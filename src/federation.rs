@@ -68,8 +68,15 @@ enum BodyError {
     Broken(reqwest::Error),
 }
 
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTP client this server reaches other homeservers with: their certificates are checked
+/// against the system's roots and `extra_roots` (`federation.ca_file`). One serves relays and
+/// key fetches alike, sharing its connections.
+pub fn http_client(extra_roots: &[reqwest::Certificate]) -> reqwest::Client {
+    extra_roots
+        .iter()
+        .fold(reqwest::Client::builder(), |builder, root| {
+            builder.add_root_certificate(root.clone())
+        })
         .timeout(TIMEOUT)
         .connect_timeout(TIMEOUT)
         .build()
@@ -85,9 +92,14 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(domain: Domain, key: SigningKey, resolver: Resolver) -> Self {
+    pub fn new(
+        domain: Domain,
+        key: SigningKey,
+        resolver: Resolver,
+        client: reqwest::Client,
+    ) -> Self {
         HttpTransport {
-            client: http_client(),
+            client,
             resolver,
             domain,
             key,
@@ -118,10 +130,12 @@ impl Transport for HttpTransport {
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
             .body(body);
         async move {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| RelayError::Retry(format!("cannot reach the homeserver: {e}")))?;
+            let response = request.send().await.map_err(|e| {
+                RelayError::Retry(format!(
+                    "cannot reach the homeserver: {}",
+                    roost_protocol::error_chain(&e)
+                ))
+            })?;
             let status = response.status();
             if status.is_success() {
                 let bytes = read_limited(response, RECEIPT_BODY_LIMIT)
@@ -174,9 +188,9 @@ pub struct PeerKeys {
 }
 
 impl PeerKeys {
-    pub fn new(resolver: Resolver) -> Self {
+    pub fn new(resolver: Resolver, client: reqwest::Client) -> Self {
         PeerKeys {
-            client: http_client(),
+            client,
             resolver,
             cache: Arc::default(),
         }
@@ -225,7 +239,7 @@ impl PeerKeys {
             .get(url)
             .send()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(roost_protocol::error_chain(&e)))?;
         if !response.status().is_success() {
             return Err(unreachable(format!("it answered {}", response.status())));
         }
@@ -280,13 +294,14 @@ mod tests {
             "a.test".parse().unwrap(),
             SigningKey::generate(),
             resolver.clone(),
+            http_client(&[]),
         );
         let outcome = transport.deliver(&peer, Vec::new()).await;
         assert!(
             matches!(&outcome, Err(RelayError::Retry(why)) if why.contains("exceeds")),
             "{outcome:?}"
         );
-        let keys = PeerKeys::new(resolver);
+        let keys = PeerKeys::new(resolver, http_client(&[]));
         let key = keys.key(&peer, false).await;
         assert!(
             matches!(&key, Err(PeerKeyError::Unreachable { why, .. }) if why.contains("exceeds")),

@@ -9,6 +9,7 @@ mod federation;
 mod http;
 mod server;
 mod settings;
+mod tls;
 
 use std::{path::PathBuf, process::ExitCode};
 

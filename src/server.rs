@@ -40,6 +40,7 @@ use crate::{
         AppState, FederationState,
     },
     settings::Settings,
+    tls::Certificates,
 };
 
 const TEN_YEARS_SECS: u64 = 10 * 365 * 24 * 3600;
@@ -96,15 +97,25 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     actors.resume_relays(&store)?;
     let state = app_state(&settings, &store, &keys, &actors)?;
     roost_actors::sweeps::start(&store)?;
-    let (public, addrs) = bind_public(&settings, state)?;
+    let tls = match &settings.server.tls {
+        Some(tls) => Some(Certificates::load(&tls.cert, &tls.key)?),
+        None => None,
+    };
+    let (public, addrs) = bind_public(&settings, state, tls.as_ref())?;
     let admin_core = actors.admin_core(&settings, &store, Some(std::time::SystemTime::now()));
     let admin_server = admin::server(&settings, admin_core)?;
 
     // Listen for signals before announcing the address: a signal right after the announcement
     // must find its handler.
     let stopping = stop_on_signal(&store, &actors, &public, &admin_server)?;
+    reload_on_hangup(tls)?;
+    let scheme = if settings.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     for addr in &addrs {
-        println!("listening on http://{addr}");
+        println!("listening on {scheme}://{addr}");
     }
     tracing::info!(domain = %settings.server.domain, addrs = ?addrs, "roost is serving");
 
@@ -135,6 +146,8 @@ pub(crate) struct Actors {
     key_packages: Addr<Pool<KeyPackageActor>>,
     accounts: Addr<AccountsActor>,
     federation: Addr<Pool<FederationActor>>,
+    /// How other homeservers are reached (relays and key fetches).
+    federation_client: reqwest::Client,
     /// Which domains may federate, with the blocks an admin made.
     policy: FederationPolicy,
     /// The QS's one path into queues by sealed reference (relayed deliveries come this way).
@@ -223,6 +236,10 @@ pub(crate) fn start_actors(
         store.durability().clone(),
     );
     let federation_key = store.server_keys()?.federation_key()?;
+    let federation_client = crate::federation::http_client(&match &settings.federation.ca_file {
+        Some(path) => crate::tls::extra_roots(path)?,
+        None => Vec::new(),
+    });
     let policy = FederationPolicy::load(
         settings.federation.policy(),
         store.blocked_domains()?,
@@ -236,6 +253,7 @@ pub(crate) fn start_actors(
                 domain.clone(),
                 federation_key.clone(),
                 settings.federation.resolver.clone(),
+                federation_client.clone(),
             )),
             retry: RetryPolicy {
                 initial: Duration::from_millis(settings.federation.retry_initial_ms),
@@ -299,6 +317,7 @@ pub(crate) fn start_actors(
         key_packages,
         accounts,
         federation,
+        federation_client,
         policy,
         deliveries,
         federation_key,
@@ -358,7 +377,10 @@ fn app_state(
         ),
         federation: FederationState {
             key: actors.federation_key.clone(),
-            peers: PeerKeys::new(settings.federation.resolver.clone()),
+            peers: PeerKeys::new(
+                settings.federation.resolver.clone(),
+                actors.federation_client.clone(),
+            ),
             policy: actors.policy.clone(),
             deliveries: actors.deliveries.clone(),
         },
@@ -369,6 +391,7 @@ fn app_state(
 fn bind_public(
     settings: &Settings,
     state: Arc<AppState>,
+    tls: Option<&Arc<Certificates>>,
 ) -> Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>), ServeError> {
     let slots = AddressSlots::new(settings.limits.connections_per_address);
     let public = HttpServer::new(move || {
@@ -394,9 +417,14 @@ fn bind_public(
     })
     .on_connect(move |connection, data| slots.on_connect(connection, data))
     .disable_signals()
-    .shutdown_timeout(settings.server.shutdown_timeout_secs)
-    .bind(settings.server.bind)
-    .map_err(|source| ServeError::Bind {
+    .shutdown_timeout(settings.server.shutdown_timeout_secs);
+    let bound = match tls {
+        Some(certificates) => {
+            public.bind_rustls_0_23(settings.server.bind, certificates.server_config())
+        }
+        None => public.bind(settings.server.bind),
+    };
+    let public = bound.map_err(|source| ServeError::Bind {
         addr: settings.server.bind.to_string(),
         source,
     })?;
@@ -485,6 +513,27 @@ async fn watch_store(store: Store) {
             suspect = false;
         }
     }
+}
+
+/// On every SIGHUP, reads the TLS certificate and key again (new connections get them, open ones
+/// keep theirs); without TLS there is nothing to reload, and SIGHUP is only logged.
+fn reload_on_hangup(tls: Option<Arc<Certificates>>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match &tls {
+                Some(certificates) => match certificates.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+                    Err(e) => {
+                        tracing::error!("SIGHUP: kept the TLS certificate in use: {e}")
+                    }
+                },
+                None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Resolves on the first SIGINT or SIGTERM; the handlers are installed when this returns.

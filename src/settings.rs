@@ -99,6 +99,9 @@ pub struct FederationSettings {
     pub deny: Vec<Domain>,
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    /// CA certificates (PEM) trusted for other homeservers beside the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// `resolve` parsed, when the settings are loaded.
     #[serde(skip)]
     pub resolver: Resolver,
@@ -134,6 +137,18 @@ pub struct ServerSettings {
     pub domain: Domain,
     pub max_body_bytes: usize,
     pub shutdown_timeout_secs: u64,
+    /// HTTPS on `bind` (else plain HTTP, for loopback or behind a reverse proxy).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain, PEM, the server's own certificate first.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

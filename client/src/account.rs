@@ -15,7 +15,7 @@ use crate::{
     error::Error,
     mls::key_packages::INITIAL_KEY_PACKAGES,
     store::{blocking, Identity, State},
-    transport::{verify_with, Server},
+    transport::{verify_with, Server, ToServer},
 };
 
 /// This client as recorded locally.
@@ -68,12 +68,12 @@ impl Client {
     /// that failing does not undo the registration (see [`Client::initial_packages`]).
     pub async fn register(
         state_dir: impl AsRef<Path>,
-        server_url: &str,
+        server: impl ToServer,
         user: &UserName,
         password: &str,
         registration_token: Option<&str>,
     ) -> Result<Client, Error> {
-        let server = Server::new(server_url)?;
+        let server = server.to_server()?;
         let state = open_unregistered(state_dir.as_ref()).await?;
         let keys = NewKeys::generate();
         let body = RegisterUser {
@@ -90,11 +90,11 @@ impl Client {
     /// `state_dir`, like [`Client::register`].
     pub async fn add_client(
         state_dir: impl AsRef<Path>,
-        server_url: &str,
+        server: impl ToServer,
         user: &UserName,
         password: &str,
     ) -> Result<Client, Error> {
-        let server = Server::new(server_url)?;
+        let server = server.to_server()?;
         let state = open_unregistered(state_dir.as_ref()).await?;
         let keys = NewKeys::generate();
         let body = AddClient {

@@ -20,7 +20,7 @@ use crate::{
     mls::MlsEngine,
     queues::Queues,
     store::{Identity, State, StateError},
-    transport::{Homeservers, Server, Signer},
+    transport::{ExtraRoots, Homeservers, Server, Signer},
 };
 
 /// A registered client, opened from its state directory.
@@ -78,6 +78,12 @@ impl Client {
     pub fn with_resolver(mut self, resolver: Resolver) -> Client {
         self.device.servers_mut().set_resolver(resolver);
         self
+    }
+
+    /// Trusts the certificates of `roots` beside the system's roots, on every homeserver.
+    pub fn with_roots(mut self, roots: ExtraRoots) -> Result<Client, Error> {
+        self.device.servers_mut().set_roots(roots)?;
+        Ok(self)
     }
 
     /// Renews this client's own leaf in each group once it is `every` old (default

@@ -54,6 +54,6 @@ pub use store::{
     StoredMessage,
 };
 pub use transport::{
-    fetch_as_credentials, verify_with, Homeservers, Queue, QueueKind, Server, ServerError, Signer,
-    TrustError,
+    fetch_as_credentials, verify_with, ExtraRoots, Homeservers, Queue, QueueKind, Server,
+    ServerError, Signer, ToServer, TrustError,
 };

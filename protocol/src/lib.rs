@@ -23,3 +23,20 @@ pub mod route;
 pub use credentials::{AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential};
 pub use crypto::{HpkePublicKey, HpkeSecretKey, Signature, SigningKey, VerifyingKey};
 pub use ids::{ClientId, Domain, OpId, Timestamp, UserName};
+
+/// An error with the errors it was caused by, as one line: what a person needs to see when a
+/// connection fails ("error sending request" says nothing; its source names the bad
+/// certificate). Causes already in the text are not repeated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -47,8 +47,13 @@ impl AddressSlots {
 
     /// For `HttpServer::on_connect`: takes a slot for the new connection.
     pub fn on_connect(&self, connection: &dyn Any, data: &mut Extensions) {
-        let Some(ip) = connection
-            .downcast_ref::<actix_web::rt::net::TcpStream>()
+        type TcpStream = actix_web::rt::net::TcpStream;
+        let tcp = connection.downcast_ref::<TcpStream>().or_else(|| {
+            connection
+                .downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
+                .map(|tls| tls.get_ref().0)
+        });
+        let Some(ip) = tcp
             .and_then(|tcp| tcp.peer_addr().ok())
             .map(|addr| super::rate_limit::source(addr.ip()))
         else {

@@ -2,38 +2,59 @@
 
 use std::path::{Path, PathBuf};
 
-use roost_client::{Client, StoredMessage};
+use roost_client::{Client, ExtraRoots, Server, StoredMessage};
 use roost_protocol::federation::Resolver;
 use roost_protocol::UserName;
 
 use super::{TestServer, PASSWORD};
 
-/// The state directories of the test's client devices, and where their clients find other
-/// domains' servers.
-pub struct Devices(tempfile::TempDir, Resolver);
+/// The state directories of the test's client devices, where their clients find other
+/// domains' servers, and the CA certificates they trust beside the system's.
+pub struct Devices {
+    dir: tempfile::TempDir,
+    resolver: Resolver,
+    roots: ExtraRoots,
+}
 
 impl Devices {
     pub fn new() -> Devices {
-        Devices(tempfile::tempdir().unwrap(), Resolver::default())
+        Devices::federated(&[])
     }
 
     /// Devices whose clients reach other domains as `resolve` (`DOMAIN=URL`) says.
     pub fn federated(resolve: &[String]) -> Devices {
-        Devices(
-            tempfile::tempdir().unwrap(),
-            Resolver::from_entries(resolve).unwrap(),
-        )
+        Devices {
+            dir: tempfile::tempdir().unwrap(),
+            resolver: Resolver::from_entries(resolve).unwrap(),
+            roots: ExtraRoots::default(),
+        }
+    }
+
+    /// These devices also trust the CA certificates of `roots`.
+    pub fn trusting(self, roots: ExtraRoots) -> Devices {
+        Devices { roots, ..self }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
+        self.dir.path().join(name)
+    }
+
+    /// A client as this test's devices reach servers.
+    fn reaching(&self, client: Client) -> Client {
+        client
+            .with_resolver(self.resolver.clone())
+            .with_roots(self.roots.clone())
+            .unwrap()
+    }
+
+    /// The server at `url`, as these devices reach it.
+    fn server(&self, url: &str) -> Server {
+        Server::with_roots(url, &self.roots).unwrap()
     }
 
     /// Opens a device's client again (as the command line does for every command).
     pub fn open(&self, name: &str) -> Client {
-        Client::open(self.path(name))
-            .unwrap()
-            .with_resolver(self.1.clone())
+        self.reaching(Client::open(self.path(name)).unwrap())
     }
 
     pub async fn register(&self, server: &TestServer, name: &str, user: &UserName) -> Client {
@@ -42,10 +63,10 @@ impl Devices {
 
     /// Registers `user` at the server (or proxy) at `url`, with the state directory `name`.
     pub async fn register_at(&self, url: &str, name: &str, user: &UserName) -> Client {
-        let client = Client::register(self.path(name), url, user, PASSWORD, None)
+        let registered = Client::register(self.path(name), self.server(url), user, PASSWORD, None)
             .await
-            .unwrap_or_else(|e| panic!("registering {name}: {e}"))
-            .with_resolver(self.1.clone());
+            .unwrap_or_else(|e| panic!("registering {name}: {e}"));
+        let client = self.reaching(registered);
         if let Some(Err(e)) = client.initial_key_packages() {
             panic!("key packages of {name}: {e}");
         }
@@ -53,10 +74,10 @@ impl Devices {
     }
 
     pub async fn add_client(&self, server: &TestServer, name: &str, user: &UserName) -> Client {
-        let client = Client::add_client(self.path(name), &server.url, user, PASSWORD)
+        let added = Client::add_client(self.path(name), self.server(&server.url), user, PASSWORD)
             .await
-            .unwrap_or_else(|e| panic!("adding {name}: {e}"))
-            .with_resolver(self.1.clone());
+            .unwrap_or_else(|e| panic!("adding {name}: {e}"));
+        let client = self.reaching(added);
         if let Some(Err(e)) = client.initial_key_packages() {
             panic!("key packages of {name}: {e}");
         }

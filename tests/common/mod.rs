@@ -11,6 +11,7 @@ pub mod peer;
 pub mod proxy;
 mod raw;
 pub mod scan;
+pub mod tls;
 
 pub use raw::{Identity, Raw, Response};
 
@@ -91,10 +92,15 @@ pub fn free_port() -> u16 {
 /// `options.resolve` says); returns them with the `DOMAIN=URL` entries clients need.
 pub fn federation(domains: &[&str], options: Options) -> (Vec<TestServer>, Vec<String>) {
     let ports: Vec<u16> = domains.iter().map(|_| free_port()).collect();
+    let tls = options
+        .settings
+        .iter()
+        .any(|(key, _)| *key == "ROOST_SERVER__TLS__CERT");
+    let scheme = if tls { "https" } else { "http" };
     let mut resolve: Vec<String> = domains
         .iter()
         .zip(&ports)
-        .map(|(domain, port)| format!("{domain}=http://127.0.0.1:{port}"))
+        .map(|(domain, port)| format!("{domain}={scheme}://127.0.0.1:{port}"))
         .collect();
     resolve.extend(options.resolve.iter().cloned());
     let servers = domains
@@ -175,7 +181,10 @@ impl TestServer {
         let mut command = Command::new(roost_binary());
         let bind = match &self.url {
             // Restart on the same port, so clients keep their server URL.
-            url if !url.is_empty() => url.trim_start_matches("http://").to_owned(),
+            url if !url.is_empty() => url
+                .split_once("://")
+                .map_or(url.as_str(), |(_, a)| a)
+                .to_owned(),
             _ => format!("127.0.0.1:{}", self.options.port),
         };
         command
@@ -300,6 +309,16 @@ impl TestServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends the running server a signal (`HUP`, `TERM`, …) and goes on.
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("server is running");
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
     }
 
     /// SIGTERM, then wait for a clean exit; returns the exit status.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use roost_client::{Client, StoredMessage};
+use roost_client::{Client, ExtraRoots, StoredMessage};
 use roost_protocol::UserName;
 
 use super::{devices::Devices, federation, Options, TestServer};
@@ -76,8 +76,18 @@ impl Pair {
 }
 
 pub async fn connected_pair(alice: &str, bob: &str, options: Options) -> Pair {
+    connected_pair_trusting(alice, bob, options, ExtraRoots::default()).await
+}
+
+/// [`connected_pair`] whose clients trust the CA certificates of `roots`.
+pub async fn connected_pair_trusting(
+    alice: &str,
+    bob: &str,
+    options: Options,
+    roots: ExtraRoots,
+) -> Pair {
     let (servers, resolve) = federation(&["a.test", "b.test"], options);
-    let devices = Devices::federated(&resolve);
+    let devices = Devices::federated(&resolve).trusting(roots);
     let (alice, bob) = (servers[0].user(alice), servers[1].user(bob));
     let p = Pair {
         alice_phone: devices.register(&servers[0], "alice-phone", &alice).await,

@@ -42,6 +42,11 @@ pub struct Cli {
     )]
     pub resolve: Vec<String>,
 
+    /// Also trust the CA certificates in FILE (PEM) for homeservers' TLS certificates, beside
+    /// the system's roots: for a private deployment with its own CA.
+    #[arg(long, global = true, value_name = "FILE", env = "ROOST_CLIENT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

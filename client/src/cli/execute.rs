@@ -16,13 +16,25 @@ use super::{
     text::{message_text, printable},
     CliError, Outcome,
 };
-use crate::client::Client;
+use crate::{
+    client::Client,
+    transport::{ExtraRoots, Server},
+};
 
 /// Runs a parsed command. Reads `ROOST_PASSWORD` and `HOME` from the environment when needed.
 pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
     let state_dir = state_dir(cli.state.as_deref(), std::env::var_os("HOME"))?;
     let resolver = Resolver::from_entries(&cli.resolve)
         .map_err(|e| CliError::usage("bad_resolve", format!("--resolve {e}")))?;
+    let roots = match &cli.ca_file {
+        Some(path) => ExtraRoots::from_pem_file(path)
+            .map_err(|e| CliError::usage("bad_ca_file", format!("--ca-file: {e}")))?,
+        None => ExtraRoots::default(),
+    };
+    let reach = Reach {
+        resolver: &resolver,
+        roots: &roots,
+    };
     match &cli.command {
         Command::Register {
             user,
@@ -31,6 +43,7 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             token,
         } => {
             let password = read_password(password_file.as_deref(), env_password())?;
+            let server = Server::with_roots(server, &roots).map_err(crate::Error::from)?;
             let client =
                 Client::register(&state_dir, server, user, &password, token.as_deref()).await?;
             Ok(enrolled(&client))
@@ -41,21 +54,18 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             password_file,
         } => {
             let password = read_password(password_file.as_deref(), env_password())?;
+            let server = Server::with_roots(server, &roots).map_err(crate::Error::from)?;
             let client = Client::add_client(&state_dir, server, user, &password).await?;
             Ok(enrolled(&client))
         }
-        Command::Clients => Ok(Outcome::Clients(
-            open(&state_dir, &resolver)?.clients().await?,
-        )),
+        Command::Clients => Ok(Outcome::Clients(open(&state_dir, &reach)?.clients().await?)),
         Command::DeleteClient { client_id } => {
-            open(&state_dir, &resolver)?
-                .delete_client(*client_id)
-                .await?;
+            open(&state_dir, &reach)?.delete_client(*client_id).await?;
             Ok(Outcome::Deleted(*client_id))
         }
-        Command::Whoami => Ok(Outcome::WhoAmI(open(&state_dir, &resolver)?.whoami())),
+        Command::Whoami => Ok(Outcome::WhoAmI(open(&state_dir, &reach)?.whoami())),
         Command::SendOwn { client_id, text } => {
-            let seq = open(&state_dir, &resolver)?
+            let seq = open(&state_dir, &reach)?
                 .send_to_own_client(*client_id, text.clone().into_bytes())
                 .await?;
             Ok(Outcome::Sent {
@@ -66,13 +76,13 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
         Command::Inbox { wait } => {
             let wait = Duration::from_secs((*wait).min(MAX_WAIT_SECS));
             Ok(Outcome::Inbox(
-                open(&state_dir, &resolver)?.receive(wait).await?,
+                open(&state_dir, &reach)?.receive(wait).await?,
             ))
         }
         Command::PublishPackages { count } => {
             let count = usize::try_from(*count).unwrap_or(usize::MAX);
             // Below any count the server can hold: publishes `count`, and a last resort if due.
-            let client = open(&state_dir, &resolver)?;
+            let client = open(&state_dir, &reach)?;
             let published = client.connections().top_up(u32::MAX, count).await?;
             // Key packages (what lets others add this client to groups): up to `count`.
             let min = u32::try_from(count).unwrap_or(u32::MAX);
@@ -80,7 +90,7 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             Ok(Outcome::PackageCount(published, key_packages))
         }
         Command::Requests => {
-            let client = open(&state_dir, &resolver)?;
+            let client = open(&state_dir, &reach)?;
             let fetched = client.connections().requests().await?;
             Ok(Outcome::Requests {
                 pending: client.connections().pending().await?,
@@ -88,57 +98,51 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             })
         }
         Command::Decline { id } => {
-            open(&state_dir, &resolver)?
-                .connections()
-                .decline(id)
-                .await?;
+            open(&state_dir, &reach)?.connections().decline(id).await?;
             Ok(Outcome::Declined(id.clone()))
         }
         Command::Connect { user } => Ok(Outcome::Connected(
-            open(&state_dir, &resolver)?
+            open(&state_dir, &reach)?
                 .connections()
                 .connect(user)
                 .await?,
         )),
         Command::Accept { id } => Ok(Outcome::Accepted(
-            open(&state_dir, &resolver)?
-                .connections()
-                .accept(id)
-                .await?,
+            open(&state_dir, &reach)?.connections().accept(id).await?,
         )),
-        Command::Sync => Ok(Outcome::Synced(open(&state_dir, &resolver)?.sync().await?)),
+        Command::Sync => Ok(Outcome::Synced(open(&state_dir, &reach)?.sync().await?)),
         Command::RotateToken => {
-            let client = open(&state_dir, &resolver)?;
+            let client = open(&state_dir, &reach)?;
             Ok(Outcome::TokenRotated(
                 client.contacts().rotate_token().await?,
             ))
         }
         Command::Contacts => {
-            let client = open(&state_dir, &resolver)?;
+            let client = open(&state_dir, &reach)?;
             let failed = sync_first(&client).await;
             Ok(failed.wrap(Outcome::Contacts(client.contacts().list().await?)))
         }
         Command::Send { peer, text } => Ok(Outcome::MessageSent(
-            open(&state_dir, &resolver)?.chat().send(peer, text).await?,
+            open(&state_dir, &reach)?.chat().send(peer, text).await?,
         )),
         Command::Messages { peer } => {
-            let client = open(&state_dir, &resolver)?;
+            let client = open(&state_dir, &reach)?;
             let failed = sync_first(&client).await;
             Ok(failed.wrap(Outcome::Messages(client.chat().messages(peer).await?)))
         }
         Command::Watch { for_secs } => {
-            let client = open(&state_dir, &resolver)?;
+            let client = open(&state_dir, &reach)?;
             Ok(Outcome::Watched(watch(&client, *for_secs, cli.json).await?))
         }
         Command::Groups => {
-            let client = open(&state_dir, &resolver)?;
+            let client = open(&state_dir, &reach)?;
             let failed = sync_first(&client).await;
             Ok(failed.wrap(Outcome::Groups(client.groups().list().await?)))
         }
-        Command::Group(command) => group_command(&open(&state_dir, &resolver)?, command).await,
+        Command::Group(command) => group_command(&open(&state_dir, &reach)?, command).await,
         Command::Discover { user } => Ok(Outcome::Discovered {
             user: user.clone(),
-            packages: open(&state_dir, &resolver)?
+            packages: open(&state_dir, &reach)?
                 .connections()
                 .discover(user)
                 .await?,
@@ -267,8 +271,16 @@ async fn sync_first(client: &Client) -> SyncFailure {
     )
 }
 
-fn open(state_dir: &Path, resolver: &Resolver) -> Result<Client, CliError> {
-    Ok(Client::open(state_dir)?.with_resolver(resolver.clone()))
+/// How this run reaches homeservers: `--resolve` and `--ca-file`.
+struct Reach<'a> {
+    resolver: &'a Resolver,
+    roots: &'a ExtraRoots,
+}
+
+fn open(state_dir: &Path, reach: &Reach) -> Result<Client, CliError> {
+    Ok(Client::open(state_dir)?
+        .with_resolver(reach.resolver.clone())
+        .with_roots(reach.roots.clone())?)
 }
 
 fn enrolled(client: &Client) -> Outcome {

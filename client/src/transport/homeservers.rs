@@ -10,7 +10,7 @@ use roost_protocol::{
     ClientId, Domain, Timestamp, UserName,
 };
 
-use super::{Server, ServerError};
+use super::{ExtraRoots, Server, ServerError};
 
 /// Why a domain's AS credentials, or a credential checked against them, are not to be trusted.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,7 @@ pub struct Homeservers {
     home: Server,
     home_domain: Domain,
     resolver: Resolver,
+    roots: ExtraRoots,
 }
 
 impl Homeservers {
@@ -47,6 +48,7 @@ impl Homeservers {
             home,
             home_domain,
             resolver,
+            roots: ExtraRoots::default(),
         }
     }
 
@@ -58,12 +60,19 @@ impl Homeservers {
         self.resolver = resolver;
     }
 
+    /// Trusts `roots` beside the system's, for the home server and every other.
+    pub(crate) fn set_roots(&mut self, roots: ExtraRoots) -> Result<(), ServerError> {
+        self.home = Server::with_roots(self.home.base_url(), &roots)?;
+        self.roots = roots;
+        Ok(())
+    }
+
     /// The homeserver of `domain`.
     pub fn of(&self, domain: &Domain) -> Result<Server, ServerError> {
         if *domain == self.home_domain {
             Ok(self.home.clone())
         } else {
-            Server::new(&self.resolver.base_url(domain))
+            Server::with_roots(&self.resolver.base_url(domain), &self.roots)
         }
     }
 

@@ -53,6 +53,8 @@ pub enum ServerError {
     Network(String),
     #[error("the server's response is malformed: {0}")]
     Malformed(String),
+    #[error("cannot read the CA file {path}: {why}")]
+    CaFile { path: String, why: String },
 }
 
 impl ServerError {
@@ -71,6 +73,7 @@ impl ServerError {
             ServerError::Http { code, .. } => code,
             ServerError::Network(_) => "network",
             ServerError::Malformed(_) => "bad_response",
+            ServerError::CaFile { .. } => "bad_ca_file",
         }
     }
 
@@ -84,7 +87,7 @@ impl ServerError {
     }
 
     fn network(error: reqwest::Error) -> Self {
-        ServerError::Network(error_chain(&error))
+        ServerError::Network(roost_protocol::error_chain(&error))
     }
 }
 
@@ -113,21 +116,6 @@ async fn retrying<T, F: std::future::Future<Output = Result<T, ServerError>>>(
     }
 }
 
-/// The error and its causes on one line: reqwest's own message rarely says what went wrong.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// What signs a request: a client's id and its signature key.
 #[derive(Clone, Copy)]
 pub struct Signer<'a> {
@@ -149,13 +137,69 @@ pub struct Server {
     http: reqwest::Client,
 }
 
+/// CA certificates trusted beside the system's roots, for a private deployment's own CA (the
+/// `--ca-file` of `roost-client`). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraRoots(std::sync::Arc<[reqwest::Certificate]>);
+
+impl ExtraRoots {
+    /// The certificates of a PEM file.
+    pub fn from_pem_file(path: &std::path::Path) -> Result<ExtraRoots, ServerError> {
+        let error = |why: String| ServerError::CaFile {
+            path: path.display().to_string(),
+            why,
+        };
+        let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| error(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(error("it holds no PEM certificate".into()));
+        }
+        Ok(ExtraRoots(roots.into()))
+    }
+}
+
+/// Where a client reaches a homeserver: a URL, or a [`Server`] already made (with
+/// [`ExtraRoots`], say).
+pub trait ToServer {
+    fn to_server(self) -> Result<Server, ServerError>;
+}
+
+impl ToServer for &str {
+    fn to_server(self) -> Result<Server, ServerError> {
+        Server::new(self)
+    }
+}
+
+impl ToServer for &String {
+    fn to_server(self) -> Result<Server, ServerError> {
+        Server::new(self)
+    }
+}
+
+impl ToServer for Server {
+    fn to_server(self) -> Result<Server, ServerError> {
+        Ok(self)
+    }
+}
+
 impl Server {
     /// `base_url` is e.g. `http://127.0.0.1:8080` or `https://roost.example.org/`: scheme and
     /// host (and port), nothing else, since signatures cover the path the server sees.
     pub fn new(base_url: &str) -> Result<Server, ServerError> {
+        Server::with_roots(base_url, &ExtraRoots::default())
+    }
+
+    /// A server whose certificate may also be signed by one of `roots`.
+    pub fn with_roots(base_url: &str, roots: &ExtraRoots) -> Result<Server, ServerError> {
         let base_text = normalize_base_url(base_url)?;
         let base = Url::parse(&base_text).map_err(|e| bad_url(base_url, &e.to_string()))?;
-        let http = reqwest::Client::builder()
+        let http = roots
+            .0
+            .iter()
+            .fold(reqwest::Client::builder(), |builder, root| {
+                builder.add_root_certificate(root.clone())
+            })
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("roost-client/", env!("CARGO_PKG_VERSION")))
