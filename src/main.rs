@@ -16,7 +16,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use settings::Settings;
+use settings::{LogFormat, Settings};
 
 /// Roost: a self-hosted homeserver for end-to-end encrypted messaging.
 #[derive(Parser)]
@@ -130,11 +130,16 @@ fn main() -> ExitCode {
     };
     {
         use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+        let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let lines = match settings.log.format {
+            LogFormat::Json => lines.json().boxed(),
+            LogFormat::Text => lines
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .boxed(),
+        };
         tracing_subscriber::registry()
             .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                lines
                     // The outer filter is asked first: only lines the filter lets through count.
                     .with_filter(AtMostOneProtocolErrorAMinute::default())
                     .with_filter(EnvFilter::new(&settings.log.filter)),

@@ -152,3 +152,105 @@ async fn user_names_appear_in_logs_only_at_debug_level() {
     let logged = common::eventually(|| debug.log().contains("zebediah"), Duration::from_secs(5));
     assert!(logged.await);
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_no_user_name_at_info() {
+    let server = TestServer::start(Options {
+        settings: vec![("ROOST_LOG__FORMAT", "json".into())],
+        ..Options::default()
+    });
+    let mut phone = Identity::new(&server.user("zebediah"));
+    assert_eq!(server.http().register(&mut phone, None).await.status, 201);
+    let logged = common::eventually(
+        || server.log().contains("registered a new user"),
+        Duration::from_secs(5),
+    );
+    assert!(logged.await, "{}", server.log());
+    let log = server.log();
+    assert!(!log.contains("zebediah"), "{log}");
+    for line in log.lines() {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(object["level"].is_string(), "{line}");
+        assert!(object["fields"].is_object(), "{line}");
+    }
+}
+
+/// `contrib/roost.service` is a unit systemd takes, hardened (`systemd-analyze security` rates
+/// its exposure), and its command line is one `roost` accepts.
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/roost.service"
+    ))
+    .unwrap();
+    let exec_start = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let mut args = exec_start.split_whitespace();
+    assert_eq!(args.next(), Some("/usr/local/bin/roost"));
+    let args: Vec<&str> = args.collect();
+    let help = std::process::Command::new(common::roost_binary())
+        .args(&args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        help.status.success(),
+        "{args:?} is not a roost command line"
+    );
+    for hardening in [
+        "User=roost",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=roost",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(hardening), "{hardening}");
+    }
+
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd-analyze is not installed here: the unit's syntax is not checked");
+        return;
+    }
+    // Checked as installed: the binary where the unit expects it is this build's.
+    let dir = tempfile::tempdir().unwrap();
+    let installed = dir.path().join("roost.service");
+    std::fs::write(
+        &installed,
+        unit.replace("/usr/local/bin/roost", common::roost_binary()),
+    )
+    .unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&installed)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&installed)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|line| {
+            line.split("Overall exposure level for roost.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|score| score.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in {report}"));
+    assert!(exposure <= 2.0, "exposure {exposure}: {report}");
+}
