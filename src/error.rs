@@ -25,6 +25,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cannot start recording metrics: {0}")]
+    Metrics(String),
     #[error("the store failed to write and must be reopened: start roost again (under a supervisor it restarts by itself)")]
     StoreFailed,
     #[error("the store did not close within {0} s; every acknowledged write was already durable")]

@@ -7,6 +7,7 @@ mod admin;
 mod error;
 mod federation;
 mod http;
+mod metrics;
 mod server;
 mod settings;
 mod tls;

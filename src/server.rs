@@ -91,6 +91,11 @@ pub(crate) fn server_keys(store: &Store, domain: &Domain) -> Result<ServerKeys, 
 }
 
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
+    // Before anything records: the actors' gauges start with the actors.
+    let metrics = match settings.metrics.address() {
+        Some(address) => Some((address, crate::metrics::install()?)),
+        None => None,
+    };
     let store = Store::open_with(&settings.storage.path, settings.storage.options())?;
     let keys = Arc::new(server_keys(&store, &settings.server.domain)?);
     let actors = start_actors(&settings, &store, &keys)?;
@@ -104,10 +109,16 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let (public, addrs) = bind_public(&settings, state, tls.as_ref())?;
     let admin_core = actors.admin_core(&settings, &store, Some(std::time::SystemTime::now()));
     let admin_server = admin::server(&settings, admin_core)?;
+    let metrics_server = match metrics {
+        Some((address, handle)) => Some(crate::metrics::server(address, handle, store.clone())?),
+        None => None,
+    };
+    let mut others = vec![admin_server.handle()];
+    others.extend(metrics_server.as_ref().map(|(s, _)| s.handle()));
 
     // Listen for signals before announcing the address: a signal right after the announcement
     // must find its handler.
-    let stopping = stop_on_signal(&store, &actors, &public, &admin_server)?;
+    let stopping = stop_on_signal(&store, &actors, &public, others)?;
     reload_on_hangup(tls)?;
     let scheme = if settings.server.tls.is_some() {
         "https"
@@ -117,9 +128,21 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     for addr in &addrs {
         println!("listening on {scheme}://{addr}");
     }
+    if let Some((_, addrs)) = &metrics_server {
+        for addr in addrs {
+            println!("metrics on http://{addr}/metrics");
+        }
+    }
     tracing::info!(domain = %settings.server.domain, addrs = ?addrs, "roost is serving");
 
-    let (public_result, admin_result) = futures_util::future::join(public, admin_server).await;
+    let metrics_running = async {
+        match metrics_server {
+            Some((server, _)) => server.await,
+            None => Ok(()),
+        }
+    };
+    let (public_result, admin_result, metrics_result) =
+        futures_util::future::join3(public, admin_server, metrics_running).await;
     stopping.signals.abort();
     let store_failed = stopping
         .store_failed
@@ -127,6 +150,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let _ = std::fs::remove_file(settings.admin_socket());
     public_result?;
     admin_result?;
+    metrics_result?;
     // What the actors were handed is answered before the store closes.
     actors.mls_threads.stop();
     let closed = close_within(store, CLOSE_TIMEOUT);
@@ -401,6 +425,9 @@ fn bind_public(
             .app_data(web::Data::new(state.clone()))
             .wrap(actix_web::middleware::from_fn(refuse_new_data_when_full))
             .wrap(actix_web::middleware::from_fn(refuse_over_limit))
+            .wrap(actix_web::middleware::from_fn(
+                crate::metrics::record_request,
+            ))
             // Route patterns, not paths: a path can hold a user name, which info logs must not.
             .wrap(
                 actix_web::middleware::Logger::new("%{route}xi %s %Dms")
@@ -434,23 +461,23 @@ fn bind_public(
 
 /// How the server stops: on a signal, or when the store fails for good.
 struct Stopping {
-    /// Waits for the signal or the failure, then stops both HTTP servers.
+    /// Waits for the signal or the failure, then stops the HTTP servers.
     signals: tokio::task::JoinHandle<()>,
     /// Whether it was the store's failure.
     store_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Installs the signal handlers and the store watch; when either fires, long polls are answered
-/// and both servers stop, finishing in-flight requests.
+/// and every server stops (the public one last), finishing in-flight requests.
 fn stop_on_signal(
     store: &Store,
     actors: &Actors,
     public: &actix_web::dev::Server,
-    admin: &actix_web::dev::Server,
+    others: Vec<actix_web::dev::ServerHandle>,
 ) -> Result<Stopping, ServeError> {
     let shutdown = shutdown_signal()?;
     let store_failed = watch_store(store.clone());
-    let (stop_public, stop_admin) = (public.handle(), admin.handle());
+    let stop_public = public.handle();
     let queues = actors.queues.clone();
     let closing = actors.closing.clone();
     let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -470,7 +497,9 @@ fn stop_on_signal(
         // later one waits.
         closing.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = queues.send(ToEveryone(Closing)).await;
-        stop_admin.stop(true).await;
+        for other in others {
+            other.stop(true).await;
+        }
         stop_public.stop(true).await;
     });
     Ok(Stopping {

@@ -33,6 +33,21 @@ pub struct Settings {
     pub federation: FederationSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub metrics: MetricsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Where Prometheus scrapes `/metrics`; empty: no metrics.
+    pub bind: String,
+}
+
+impl MetricsSettings {
+    /// The address to serve metrics on, if they are on.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.bind.parse().ok()
+    }
 }
 
 /// Quotas: what one client, source address or peer may hold or do. Each is enforced in one
@@ -326,6 +341,19 @@ impl Settings {
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return fail("log.filter", "is not a valid tracing filter");
+        }
+        if !self.metrics.bind.is_empty() {
+            match self.metrics.address() {
+                None => return fail("metrics.bind", "is not an address (e.g. 127.0.0.1:9464)"),
+                // Port 0: each picks a free port of its own.
+                Some(address) if address == self.server.bind && address.port() != 0 => {
+                    return fail(
+                        "metrics.bind",
+                        "must not be server.bind: metrics are never on the public port",
+                    )
+                }
+                Some(_) => {}
+            }
         }
         if self.actors.idle_secs == 0 {
             return fail("actors.idle_secs", "must be positive");

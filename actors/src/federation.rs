@@ -108,6 +108,7 @@ pub struct FederationActor {
 impl Pooled for FederationActor {
     type Key = Domain;
     type Deps = FederationDeps;
+    const KIND: &'static str = "federation";
 
     fn new(domain: Domain, deps: &FederationDeps, membership: Membership<Self>) -> Self {
         let relayable_up_to = deps.outbox.last_seq(&domain).unwrap_or_else(|e| {
@@ -218,6 +219,7 @@ impl FederationActor {
                             first.message
                         );
                     }
+                    actor.count("roost_federation_deliveries_relayed_total", seqs.len());
                     if outcomes.len() != seqs.len() {
                         tracing::warn!(
                             domain = %actor.domain,
@@ -234,9 +236,11 @@ impl FederationActor {
                         dropped = seqs.len(),
                         "a batch of deliveries was refused, dropping it: {why}"
                     );
+                    actor.count("roost_federation_deliveries_refused_total", seqs.len());
                     actor.sent(&seqs, ctx);
                 }
                 Err(RelayError::Retry(why)) => {
+                    actor.count("roost_federation_relay_retries_total", 1);
                     actor.failures += 1;
                     let delay = actor.deps.retry.delay(actor.failures);
                     tracing::info!(
@@ -254,6 +258,11 @@ impl FederationActor {
         }));
     }
 
+    /// Adds `n` to the counter `name` of this actor's domain (a server's name, never a user's).
+    fn count(&self, name: &'static str, n: usize) {
+        metrics::counter!(name, "domain" => self.domain.to_string()).increment(n as u64);
+    }
+
     /// The domain is blocked: what waits for it goes.
     fn drop_all(&mut self) {
         let waiting = self
@@ -268,6 +277,7 @@ impl FederationActor {
         match dropped {
             Ok(0) => {}
             Ok(dropped) => {
+                self.count("roost_federation_deliveries_dropped_total", dropped);
                 tracing::warn!(domain = %self.domain, dropped, "dropped the deliveries waiting for a blocked domain")
             }
             Err(e) => {

@@ -83,6 +83,7 @@ pub struct KeyPackageActor {
 impl Pooled for KeyPackageActor {
     type Key = UserName;
     type Deps = KeyPackageDeps;
+    const KIND: &'static str = "key_packages";
 
     fn new(user: UserName, deps: &KeyPackageDeps, membership: Membership<Self>) -> Self {
         KeyPackageActor {

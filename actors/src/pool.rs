@@ -28,6 +28,8 @@ pub trait Pooled: Actor<Context = Context<Self>> {
     type Key: Clone + Eq + Hash + Unpin + Send + std::fmt::Debug + 'static;
     /// What every actor of the pool is built from (store handles, settings).
     type Deps: Clone + Unpin + Send + 'static;
+    /// What the actors are, as the `kind` label of the `roost_actors_alive` metric.
+    const KIND: &'static str;
 
     fn new(key: Self::Key, deps: &Self::Deps, membership: Membership<Self>) -> Self;
 
@@ -272,12 +274,18 @@ impl<A: Pooled> Pool<A> {
             };
             let arbiter = workers.for_key(&key);
             let deps = deps.clone();
+            Self::alive().increment(1.0);
             Entry {
                 addr: A::start_in_arbiter(arbiter, move |_| A::new(key, &deps, membership)),
                 generation,
                 forwarded: 0,
             }
         })
+    }
+
+    /// The `roost_actors_alive` gauge of this pool's kind.
+    fn alive() -> metrics::Gauge {
+        metrics::gauge!("roost_actors_alive", "kind" => A::KIND)
     }
 }
 
@@ -317,6 +325,7 @@ impl<A: Pooled + Handler<Retire>> Handler<IdleReport<A::Key>> for Pool<A> {
             if let Some(entry) = self.actors.remove(&report.key) {
                 tracing::trace!(key = ?report.key, "retiring an idle actor");
                 entry.addr.do_send(Retire);
+                Self::alive().decrement(1.0);
             }
         }
     }

@@ -215,6 +215,7 @@ pooled_messages!(QueueActor: Enqueue, EnqueueMany, StoreMany, Durable, Fetch, Ac
 impl Pooled for QueueActor {
     type Key = QueueId;
     type Deps = QueueDeps;
+    const KIND: &'static str = "queue";
 
     fn new(id: QueueId, deps: &QueueDeps, membership: Membership<Self>) -> Self {
         let store = match id.kind {

@@ -50,6 +50,7 @@ pub struct RegistryActor {
 impl Pooled for RegistryActor {
     type Key = UserName;
     type Deps = RegistryDeps;
+    const KIND: &'static str = "registry";
 
     fn new(user: UserName, deps: &RegistryDeps, membership: Membership<Self>) -> Self {
         RegistryActor {

@@ -180,6 +180,7 @@ fn flusher(
         // Counted before sled takes the point it flushes to: a write made before this count was
         // read is in this flush.
         let number = counts.begun.fetch_add(1, Ordering::SeqCst) + 1;
+        let started = std::time::Instant::now();
         let outcome = mark
             .stage()
             .and_then(|()| Ok(db.flush()?))
@@ -195,12 +196,15 @@ fn flusher(
                     .sync_data()
                     .map_err(|e| FlushFailure::new("fsync", &e))
             });
+        metrics::histogram!("roost_store_flush_waiters").record(waiters.len() as f64);
+        metrics::histogram!("roost_store_flush_seconds").record(started.elapsed().as_secs_f64());
         match &outcome {
             Ok(()) => {
                 mark.confirm();
                 counts.succeeded.fetch_max(number, Ordering::SeqCst);
             }
             Err(failure) => {
+                metrics::counter!("roost_store_flush_failures_total").increment(1);
                 tracing::error!(error = %failure.message, "the store could not be made durable")
             }
         }

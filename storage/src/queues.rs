@@ -488,6 +488,18 @@ impl QueueStore {
         Ok(queues)
     }
 
+    /// Messages and bytes waiting in all queues of this tree.
+    pub fn total(&self) -> Result<QueueUsage> {
+        let mut total = QueueUsage::default();
+        for entry in self.table.tree.iter() {
+            let (key, value) = entry?;
+            if key.get(16) == Some(&MESSAGE) {
+                total.add(stored_len(&value));
+            }
+        }
+        Ok(total)
+    }
+
     /// Number of messages waiting in a queue.
     pub fn len(&self, client: &ClientId) -> usize {
         self.table

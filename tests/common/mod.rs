@@ -76,6 +76,8 @@ pub struct TestServer {
     store: PathBuf,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// What the server printed after its first line.
+    stdout: Arc<Mutex<String>>,
 }
 
 /// A port that was free a moment ago, for servers that must know each other's address before
@@ -136,6 +138,7 @@ impl TestServer {
             store,
             child: None,
             log: Arc::default(),
+            stdout: Arc::default(),
         };
         server.spawn();
         server
@@ -255,9 +258,14 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(200));
             panic!("unexpected first line {line:?}; log:\n{}", self.log());
         };
+        let printed = self.stdout.clone();
+        printed.lock().unwrap().clear();
         std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = stdout.read_to_string(&mut rest);
+            for line in stdout.lines().map_while(Result::ok) {
+                let mut printed = printed.lock().unwrap();
+                printed.push_str(&line);
+                printed.push('\n');
+            }
         });
         self.url = url;
         self.child = Some(child);
@@ -296,6 +304,25 @@ impl TestServer {
     pub fn registration_token(&self) -> String {
         let created = self.admin_json(&["token", "create"]);
         created["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// Where the server serves `/metrics` (`metrics.bind` must be set), as it printed it.
+    pub fn metrics_url(&self) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let printed = self.stdout.lock().unwrap().clone();
+            if let Some(url) = printed
+                .lines()
+                .find_map(|line| line.strip_prefix("metrics on "))
+            {
+                return url.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no metrics listener: {printed}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Everything the server logged so far.

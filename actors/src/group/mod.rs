@@ -152,6 +152,7 @@ pub struct GroupActor {
 impl Pooled for GroupActor {
     type Key = Vec<u8>;
     type Deps = GroupDeps;
+    const KIND: &'static str = "group";
 
     fn new(group_id: Vec<u8>, deps: &GroupDeps, membership: Membership<Self>) -> Self {
         GroupActor {
