@@ -3,7 +3,7 @@
 //! It is the only writer of account records; the HTTP front-end may read them (to authenticate
 //! requests) but changes go through here. Password hashing (argon2id, deliberately slow) runs
 //! on the [`Passwords`] threads, never on the actor's thread. What an admin or a user deletes,
-//! and registration tokens, are in [`admin`].
+//! and registration tokens, are in `admin.rs`.
 
 mod admin;
 
