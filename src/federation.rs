@@ -16,7 +16,10 @@ use std::{
 use futures_util::{future::BoxFuture, FutureExt};
 use reqwest::{header, StatusCode};
 
-use roost_actors::federation::{RelayError, Transport};
+use roost_actors::{
+    federation::{RelayError, Transport},
+    keys::KeyRing,
+};
 use roost_protocol::{
     api::CONTENT_TYPE,
     auth::ServerSignature,
@@ -26,7 +29,7 @@ use roost_protocol::{
         FED_DELIVER, FED_SERVER_KEY,
     },
     ids::now_millis,
-    Domain, SigningKey, VerifyingKey,
+    Domain, VerifyingKey,
 };
 
 /// How long a peer's key is trusted without asking again.
@@ -83,26 +86,22 @@ pub fn http_client(extra_roots: &[reqwest::Certificate]) -> reqwest::Client {
         .expect("the HTTP client builds")
 }
 
-/// Relays deliveries to other homeservers, signed with this server's key.
+/// Relays deliveries to other homeservers, signed with this server's key in force (asked at
+/// every batch: a retry after a rotation is signed with the new key).
 pub struct HttpTransport {
     client: reqwest::Client,
     resolver: Resolver,
     domain: Domain,
-    key: SigningKey,
+    keys: KeyRing,
 }
 
 impl HttpTransport {
-    pub fn new(
-        domain: Domain,
-        key: SigningKey,
-        resolver: Resolver,
-        client: reqwest::Client,
-    ) -> Self {
+    pub fn new(domain: Domain, keys: KeyRing, resolver: Resolver, client: reqwest::Client) -> Self {
         HttpTransport {
             client,
             resolver,
             domain,
-            key,
+            keys,
         }
     }
 }
@@ -116,7 +115,7 @@ impl Transport for HttpTransport {
         let url = format!("{}{FED_DELIVER}", self.resolver.base_url(to));
         let body = codec::encode(&RelayBatch { deliveries });
         let signature = ServerSignature::sign(
-            &self.key,
+            &self.keys.federation_key(),
             self.domain.clone(),
             "POST",
             FED_DELIVER,
@@ -290,12 +289,17 @@ mod tests {
         let url = endless(written.clone()).await;
         let peer: Domain = "endless.test".parse().unwrap();
         let resolver = Resolver::from_entries(&[format!("endless.test={url}")]).unwrap();
-        let transport = HttpTransport::new(
-            "a.test".parse().unwrap(),
-            SigningKey::generate(),
-            resolver.clone(),
-            http_client(&[]),
-        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = roost_storage::Store::open(dir.path()).unwrap();
+        let domain: Domain = "a.test".parse().unwrap();
+        let keys = KeyRing::load(
+            crate::server::server_keys(&store, &domain).unwrap(),
+            store.server_keys().unwrap(),
+            store.durability().clone(),
+            3600,
+        )
+        .unwrap();
+        let transport = HttpTransport::new(domain, keys, resolver.clone(), http_client(&[]));
         let outcome = transport.deliver(&peer, Vec::new()).await;
         assert!(
             matches!(&outcome, Err(RelayError::Retry(why)) if why.contains("exceeds")),

@@ -15,6 +15,7 @@ use roost_actors::{
     federation_policy::FederationPolicy,
     group::{Delivery, GroupActor, GroupDeps},
     key_packages::KeyPackageDeps,
+    keys::KeyRing,
     pool::ToEveryone,
     qs::{QueueRefs, SealedDelivery},
     queue::{Closing, QueueDeps},
@@ -23,8 +24,7 @@ use roost_actors::{
     KeyPackageActor, Pool, QueueActor, RegistryActor, Route, WorkerThreads, Workers,
 };
 use roost_protocol::{
-    credentials::Validity, AsCredential, AsCredentials, AsIntermediateCredential, Domain,
-    SigningKey,
+    credentials::Validity, AsCredential, AsIntermediateCredential, Domain, SigningKey,
 };
 use roost_storage::{ServerKeys, Store};
 
@@ -97,10 +97,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         None => None,
     };
     let store = Store::open_with(&settings.storage.path, settings.storage.options())?;
-    let keys = Arc::new(server_keys(&store, &settings.server.domain)?);
-    let actors = start_actors(&settings, &store, &keys)?;
+    let actors = start_actors(&settings, &store)?;
     actors.resume_relays(&store)?;
-    let state = app_state(&settings, &store, &keys, &actors)?;
+    let state = app_state(&settings, &store, &actors)?;
     roost_actors::sweeps::start(&store)?;
     let tls = match &settings.server.tls {
         Some(tls) => Some(Certificates::load(&tls.cert, &tls.key)?),
@@ -176,7 +175,8 @@ pub(crate) struct Actors {
     policy: FederationPolicy,
     /// The QS's one path into queues by sealed reference (relayed deliveries come this way).
     deliveries: SealedDelivery,
-    federation_key: SigningKey,
+    /// The signing keys in force (the AS intermediate, the federation key).
+    keys: KeyRing,
     /// The MLS validation thread, stopped once HTTP has stopped.
     pub(crate) mls_threads: WorkerThreads,
     /// Set at shutdown: from then on no fetch waits.
@@ -210,6 +210,7 @@ impl Actors {
             accounts: self.accounts.clone(),
             federation: self.federation.clone(),
             policy: self.policy.clone(),
+            keys: self.keys.clone(),
             serving_since,
         }
     }
@@ -217,11 +218,13 @@ impl Actors {
 
 /// Starts every actor pool, and the accounts actor (relays kept before a restart wait for
 /// [`Actors::resume_relays`]).
-pub(crate) fn start_actors(
-    settings: &Settings,
-    store: &Store,
-    keys: &Arc<ServerKeys>,
-) -> Result<Actors, ServeError> {
+pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors, ServeError> {
+    let keys = KeyRing::load(
+        server_keys(store, &settings.server.domain)?,
+        store.server_keys()?,
+        store.durability().clone(),
+        settings.credentials.client_lifetime_secs,
+    )?;
     let domain = settings.server.domain.clone();
     let idle_after = Duration::from_secs(settings.actors.idle_secs);
     // The actors that validate MLS (group commits of milliseconds to ~100 ms, key packages) get
@@ -259,7 +262,6 @@ pub(crate) fn start_actors(
         queues.clone(),
         store.durability().clone(),
     );
-    let federation_key = store.server_keys()?.federation_key()?;
     let federation_client = crate::federation::http_client(&match &settings.federation.ca_file {
         Some(path) => crate::tls::extra_roots(path)?,
         None => Vec::new(),
@@ -275,7 +277,7 @@ pub(crate) fn start_actors(
             durability: store.durability().clone(),
             transport: Arc::new(HttpTransport::new(
                 domain.clone(),
-                federation_key.clone(),
+                keys.clone(),
                 settings.federation.resolver.clone(),
                 federation_client.clone(),
             )),
@@ -344,7 +346,7 @@ pub(crate) fn start_actors(
         federation_client,
         policy,
         deliveries,
-        federation_key,
+        keys,
         mls_threads,
         closing,
     })
@@ -354,7 +356,6 @@ pub(crate) fn start_actors(
 fn app_state(
     settings: &Settings,
     store: &Store,
-    keys: &ServerKeys,
     actors: &Actors,
 ) -> Result<Arc<AppState>, ServeError> {
     let limits = &settings.limits;
@@ -390,17 +391,13 @@ fn app_state(
         queues: actors.queues.clone(),
         directory: Directory::new(store.accounts()?, store.key_packages()?),
         store: store.clone(),
-        as_credentials: AsCredentials {
-            as_credentials: vec![keys.as_credential.clone()],
-            intermediates: vec![keys.intermediate.clone()],
-        },
+        keys: actors.keys.clone(),
         replay: ReplayGuard::new(
             roost_protocol::ids::now_millis(),
             store.seen_signatures()?,
             store.space().clone(),
         ),
         federation: FederationState {
-            key: actors.federation_key.clone(),
             peers: PeerKeys::new(
                 settings.federation.resolver.clone(),
                 actors.federation_client.clone(),

@@ -11,7 +11,8 @@
 //! waiting in a mailbox: the [`replay::ReplayGuard`] (request signatures already accepted), the
 //! read-only [`directory::Directory`] (whose a client or a friendship token is), the
 //! [`federation_policy::FederationPolicy`] (which domains may federate, with an admin's blocks)
-//! and the [`sweeps`] of records that only age.
+//! and the [`sweeps`] of records that only age; and the [`keys::KeyRing`], the signing keys in
+//! force, which an admin rotates.
 //! Must not touch: HTTP (requests arrive as typed messages from the server's front-end, and
 //! relaying goes through a `federation::Transport` the server provides) or the on-disk layout
 //! (that is `roost_storage`'s).
@@ -22,6 +23,7 @@ pub mod federation;
 pub mod federation_policy;
 pub mod group;
 pub mod key_packages;
+pub mod keys;
 pub mod passwords;
 pub mod pool;
 pub mod qs;

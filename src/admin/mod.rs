@@ -11,6 +11,7 @@
 
 mod accounts;
 mod federation;
+mod keys;
 mod offline;
 pub mod render;
 mod socket;
@@ -56,13 +57,20 @@ pub enum Command {
         command: TokenCommand,
     },
     /// The server at a glance: version, uptime, users, clients, groups, queued messages, store
-    /// size and free disk, relays waiting per domain, blocked domains.
+    /// size and free disk, relays waiting per domain, blocked domains, key fingerprints.
     Status,
     /// Federation with other homeservers: block or unblock a domain at run time (kept across
     /// restarts), list the blocked ones.
     Federation {
         #[command(subcommand)]
         command: FederationCommand,
+    },
+    /// The server's signing keys: show their fingerprints, or rotate one. Client credentials
+    /// signed by a rotated intermediate verify until they expire; peers fetch a rotated
+    /// federation key at the first signature they cannot verify.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Show what this server stores about a group, a client's queues or the federation outbox:
     /// sizes, counts and ids only (what it holds is ciphertext it cannot read).
@@ -146,6 +154,28 @@ pub enum FederationCommand {
     Unblock { domain: Domain },
     /// The domains blocked at run time, and the settings' allow and deny lists.
     List,
+}
+
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeysCommand {
+    /// Fingerprints of the AS credential, the intermediate in force, the retired intermediates
+    /// still served, and the federation key.
+    Show,
+    /// Replace a key with a fresh one from now on.
+    Rotate {
+        /// `intermediate`: the AS intermediate credential, which signs client credentials;
+        /// `federation`: the key that signs this server's requests to other homeservers.
+        #[arg(value_enum)]
+        key: KeyKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    Intermediate,
+    Federation,
 }
 
 /// What `roost admin inspect` can look at.
@@ -232,6 +262,7 @@ pub struct Core {
     pub accounts: Addr<AccountsActor>,
     pub federation: Addr<Pool<FederationActor>>,
     pub policy: FederationPolicy,
+    pub keys: roost_actors::keys::KeyRing,
     /// When the server started; `None` when the command runs on a stopped server's store.
     pub serving_since: Option<SystemTime>,
 }
@@ -247,6 +278,7 @@ impl Core {
             Command::Token { command } => accounts::tokens(self, command).await,
             Command::Status => status::status(self),
             Command::Federation { command } => federation::run(self, command).await,
+            Command::Keys { command } => keys::run(self, command).await,
             Command::Inspect { what } => store::inspect(&self.store, &what),
             Command::Check => store::check(self.store.clone()).await,
             Command::Repair => Err(AdminError::Refused(

@@ -11,8 +11,7 @@ use crate::{server, settings::Settings};
 pub fn run(settings: &Settings, command: Command) -> Result<Value, AdminError> {
     actix_web::rt::System::new().block_on(async {
         let store = Store::open_with(&settings.storage.path, settings.storage.options())?;
-        let keys = std::sync::Arc::new(server::server_keys(&store, &settings.server.domain)?);
-        let actors = server::start_actors(settings, &store, &keys)?;
+        let actors = server::start_actors(settings, &store)?;
         let answer = actors.admin_core(settings, &store, None).run(command).await;
         actors.mls_threads.stop();
         store.close()?;

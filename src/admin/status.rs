@@ -50,6 +50,7 @@ pub fn status(core: &Core) -> Result<Value, AdminError> {
             "free_disk_bytes": space.free_bytes().ok(),
         },
         "outbox": store::outbox(store)?,
+        "keys": super::keys::show(core),
         "blocked_domains": federation["blocked"],
     }))
 }

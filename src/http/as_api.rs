@@ -27,7 +27,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 async fn credentials(state: State) -> HttpResponse {
-    encoded(StatusCode::OK, &state.as_credentials)
+    encoded(StatusCode::OK, &state.keys.as_credentials())
 }
 
 async fn register(

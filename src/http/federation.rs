@@ -33,7 +33,7 @@ async fn server_key(state: State) -> HttpResponse {
         StatusCode::OK,
         &ServerKey {
             domain: state.domain.clone(),
-            verifying_key: state.federation.key.verifying_key(),
+            verifying_key: state.keys.federation_key().verifying_key(),
         },
     )
 }

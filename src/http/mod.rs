@@ -36,7 +36,7 @@ use roost_actors::{
     replay::{Replay, ReplayGuard},
     KeyPackageActor, Pool, QueueActor, RegistryActor,
 };
-use roost_protocol::{api::CONTENT_TYPE, codec, AsCredentials, Domain, HpkePublicKey};
+use roost_protocol::{api::CONTENT_TYPE, codec, Domain, HpkePublicKey};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -70,15 +70,14 @@ pub struct AppState {
     pub directory: Directory,
     /// For the disk's free space and whether writes are becoming durable.
     pub store: roost_storage::Store,
-    pub as_credentials: AsCredentials,
+    /// The signing keys in force: the AS credentials served, the federation key.
+    pub keys: roost_actors::keys::KeyRing,
     pub replay: ReplayGuard,
     pub federation: FederationState,
 }
 
 /// What the federation endpoints need.
 pub struct FederationState {
-    /// This server's request-signing key.
-    pub key: roost_protocol::SigningKey,
     pub peers: crate::federation::PeerKeys,
     pub policy: roost_actors::federation_policy::FederationPolicy,
     /// Where relayed deliveries go: the QS's one path into queues by sealed reference.

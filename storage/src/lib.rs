@@ -41,7 +41,7 @@ pub use durability::Durability;
 pub use format::FORMAT_VERSION;
 pub use groups::{GroupStore, Update};
 pub use key_packages::{KeyPackageStore, NotPublished, Publication, StoredKeyPackage};
-pub use keys::{ServerKeys, ServerKeysStore};
+pub use keys::{RetiredIntermediate, ServerKeys, ServerKeysStore};
 pub use log_scan::LogDamage;
 pub use mark::{LostWrites, OnLostWrites};
 pub use outbox::OutboxStore;

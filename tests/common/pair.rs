@@ -10,8 +10,17 @@ use super::{devices::Devices, federation, Options, TestServer};
 
 /// Syncs every client until `done` holds (relays between servers arrive a moment after the
 /// DS answered), at most 20 s.
-pub async fn settle(clients: &[&Client], mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+pub async fn settle(clients: &[&Client], done: impl AsyncFnMut() -> bool) {
+    settle_within(Duration::from_secs(20), clients, done).await
+}
+
+/// [`settle`], for at most `within`.
+pub async fn settle_within(
+    within: Duration,
+    clients: &[&Client],
+    mut done: impl AsyncFnMut() -> bool,
+) {
+    let deadline = Instant::now() + within;
     loop {
         for client in clients {
             match client.sync().await {

@@ -151,7 +151,12 @@ impl Handler<CreateToken> for AccountsActor {
             uses_left: msg.uses,
             expires_at: msg.expires_at,
         };
-        let stored = self.deps.store.insert_token(&hash, &record);
+        // Tokens that expired go when a new one comes (nothing else writes them).
+        let stored = self
+            .deps
+            .store
+            .sweep_tokens(record.created_at)
+            .and_then(|_| self.deps.store.insert_token(&hash, &record));
         let durability = self.deps.durability.clone();
         Box::pin(async move {
             stored?;

@@ -23,11 +23,12 @@ use roost_protocol::{
     ClientCredential, ClientId, Domain, Timestamp, UserName,
 };
 use roost_storage::{
-    AccountError, AccountStore, ClientRecord, Durability, ServerKeys, StorageError, UserRecord,
+    AccountError, AccountStore, ClientRecord, Durability, StorageError, UserRecord,
 };
 
 use crate::{
     key_packages::KeyPackageActor,
+    keys::KeyRing,
     passwords::{PasswordError, Passwords},
     pool::{Pool, Route},
     queue::{Enqueue, QueueActor, QueueId},
@@ -109,7 +110,7 @@ pub struct AccountsConfig {
 pub struct AccountsDeps {
     pub store: AccountStore,
     pub durability: Durability,
-    pub keys: Arc<ServerKeys>,
+    pub keys: KeyRing,
     pub queues: Addr<Pool<QueueActor>>,
     pub registries: Addr<Pool<RegistryActor>>,
     pub key_packages: Addr<Pool<KeyPackageActor>>,
@@ -142,7 +143,7 @@ impl AccountsActor {
             ClientId::random(),
             client.verifying_key,
             Validity::starting_now(self.config.client_credential_lifetime_secs),
-            &self.deps.keys.intermediate_key,
+            &self.deps.keys.as_keys().intermediate_key,
         );
         ClientRecord {
             credential,
