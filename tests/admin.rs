@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    pair::{connected_pair, settle},
+    pair::{chat_texts, connected_pair, settle},
     peer::{beside_a_stand_in_peer, relay},
     Identity, Options, TestServer, PASSWORD,
 };
@@ -280,14 +280,7 @@ async fn a_blocked_domain_is_sent_nothing_until_unblocked_even_across_a_restart(
     })
     .await;
     for client in bobs {
-        let got: Vec<String> = client
-            .chat()
-            .messages(&alice)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.text)
-            .collect();
+        let got = chat_texts(client, &alice).await;
         assert_eq!(got, ["after"]);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     federation,
-    pair::{connected_pair, settle, texts, Pair},
+    pair::{chat_texts, connected_pair, settle, texts, Pair},
     peer::{beside_a_stand_in_peer, delivery_for, outcome_codes, relay, signed_relay},
     Options, TestServer,
 };
@@ -217,14 +217,7 @@ async fn messages_sent_while_the_other_homeserver_is_down_arrive_once_and_in_ord
     for client in clients {
         // Nothing more comes: each message arrived exactly once.
         client.sync().await.unwrap();
-        let got: Vec<String> = client
-            .chat()
-            .messages(&alice)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.text)
-            .collect();
+        let got = chat_texts(client, &alice).await;
         assert_eq!(got, texts_sent);
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    pair::{connected_pair, settle, settle_within},
+    pair::{chat_texts, connected_pair, settle, settle_within},
     Identity, Options, TestServer, PASSWORD,
 };
 use roost_protocol::{api, AsCredentials, Timestamp};
@@ -101,14 +101,7 @@ async fn relays_go_on_after_the_federation_key_is_rotated_with_deliveries_waitin
     p.alice_phone.chat().send(&p.bob, "after").await.unwrap();
     settle(&bobs, async || count(4).await).await;
     for client in bobs {
-        let texts: Vec<String> = client
-            .chat()
-            .messages(&alice)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.text)
-            .collect();
+        let texts = chat_texts(client, &alice).await;
         assert_eq!(texts, ["before", "rotated", "waiting", "after"]);
     }
 }

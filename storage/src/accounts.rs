@@ -112,26 +112,12 @@ impl AccountStore {
 
     /// Every user with an account (active or deactivated), in name order.
     pub fn users(&self) -> impl Iterator<Item = Result<(UserName, UserRecord)>> + '_ {
-        self.users.tree.iter().map(|entry| {
-            let (key, bytes) = entry?;
-            let name = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|name| name.parse().ok())
-                .ok_or_else(|| StorageError::Corrupt("a user name in as_users".into()))?;
-            Ok((name, decode(&bytes)?))
-        })
+        self.users.by_name("as_users")
     }
 
     /// Every user who is deactivated or deleted, with their standing, in name order.
     pub fn standings(&self) -> impl Iterator<Item = Result<(UserName, Standing)>> + '_ {
-        self.standing.tree.iter().map(|entry| {
-            let (key, bytes) = entry?;
-            let name = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|name| name.parse().ok())
-                .ok_or_else(|| StorageError::Corrupt("a user name in as_standing".into()))?;
-            Ok((name, decode(&bytes)?))
-        })
+        self.standing.by_name("as_standing")
     }
 
     /// The user's standing; `None`: active (or unknown).

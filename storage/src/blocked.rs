@@ -3,7 +3,7 @@
 
 use roost_protocol::{Domain, Timestamp};
 
-use crate::{table::Table, Result, StorageError};
+use crate::{table::Table, Result};
 
 #[derive(Clone)]
 pub struct BlockedDomains {
@@ -23,16 +23,7 @@ impl BlockedDomains {
 
     /// Every blocked domain with when it was blocked, in name order.
     pub fn list(&self) -> Result<Vec<(Domain, Timestamp)>> {
-        let mut blocked = Vec::new();
-        for entry in self.table.tree.iter() {
-            let (key, bytes) = entry?;
-            let domain = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|d| d.parse().ok())
-                .ok_or_else(|| StorageError::Corrupt("a domain in federation_blocked".into()))?;
-            blocked.push((domain, crate::table::decode(&bytes)?));
-        }
-        Ok(blocked)
+        self.table.by_name("federation_blocked").collect()
     }
 
     /// Blocks `domain`; answers whether it was not blocked before.

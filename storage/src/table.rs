@@ -37,6 +37,22 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         Ok(())
     }
 
+    /// Every record whose key is a name in text (a user name, a domain), parsed as `K`, in key
+    /// order; `tree` names the tree in the error a bad key gives.
+    pub(crate) fn by_name<K: std::str::FromStr>(
+        &self,
+        tree: &'static str,
+    ) -> impl Iterator<Item = Result<(K, V)>> + '_ {
+        self.tree.iter().map(move |entry| {
+            let (key, bytes) = entry?;
+            let name = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|name| name.parse().ok())
+                .ok_or_else(|| StorageError::Corrupt(format!("a key of {tree}")))?;
+            Ok((name, decode(&bytes)?))
+        })
+    }
+
     /// Deletes every record `expired` says is; answers how many.
     pub(crate) fn sweep(&self, expired: impl Fn(&V) -> bool) -> Result<usize> {
         let mut batch = sled::Batch::default();

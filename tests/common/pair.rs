@@ -38,6 +38,12 @@ pub async fn settle_within(
     }
 }
 
+/// The texts of `client`'s conversation with `peer`, in order.
+pub async fn chat_texts(client: &Client, peer: &UserName) -> Vec<String> {
+    let messages = client.chat().messages(peer).await.unwrap();
+    messages.into_iter().map(|m| m.text).collect()
+}
+
 pub fn texts(messages: &[StoredMessage]) -> Vec<(String, String)> {
     messages
         .iter()
