@@ -150,6 +150,7 @@ pub fn server(
         handle,
         store,
         sampled: Arc::new(Mutex::new(None)),
+        outbox_domains: Arc::default(),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -172,6 +173,9 @@ struct Scrape {
     store: Store,
     /// When the store's figures were last read.
     sampled: Arc<Mutex<Option<Instant>>>,
+    /// The domains the last reading found deliveries waiting for: one whose outbox emptied
+    /// since is reported as 0, not as what it last had.
+    outbox_domains: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 async fn metrics(scrape: web::Data<Scrape>) -> HttpResponse {
@@ -184,8 +188,8 @@ async fn metrics(scrape: web::Data<Scrape>) -> HttpResponse {
         due
     };
     if due {
-        let store = scrape.store.clone();
-        match web::block(move || sample(&store)).await {
+        let (store, domains) = (scrape.store.clone(), scrape.outbox_domains.clone());
+        match web::block(move || sample(&store, &domains)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("metrics: cannot read the store's figures: {e}"),
             Err(e) => tracing::warn!("metrics: cannot read the store's figures: {e}"),
@@ -197,7 +201,10 @@ async fn metrics(scrape: web::Data<Scrape>) -> HttpResponse {
 }
 
 /// What only the store can count, as gauges.
-fn sample(store: &Store) -> Result<(), roost_storage::StorageError> {
+fn sample(
+    store: &Store,
+    reported: &Mutex<std::collections::BTreeSet<String>>,
+) -> Result<(), roost_storage::StorageError> {
     let messages = store.queues()?.total()?;
     metrics::gauge!("roost_queued_messages").set(messages.messages as f64);
     metrics::gauge!("roost_queued_bytes").set(messages.bytes as f64);
@@ -210,10 +217,20 @@ fn sample(store: &Store) -> Result<(), roost_storage::StorageError> {
         metrics::gauge!("roost_store_free_disk_bytes").set(free as f64);
     }
     let outbox = store.outbox()?;
-    for domain in outbox.domains()? {
-        metrics::gauge!("roost_federation_outbox_waiting", "domain" => domain.to_string())
-            .set(outbox.len(&domain) as f64);
+    let mut waiting: std::collections::BTreeMap<String, usize> = outbox
+        .domains()?
+        .iter()
+        .map(|domain| (domain.to_string(), outbox.len(domain)))
+        .collect();
+    let mut reported = reported.lock().unwrap_or_else(|p| p.into_inner());
+    for emptied in reported.iter() {
+        waiting.entry(emptied.clone()).or_insert(0);
     }
+    for (domain, count) in &waiting {
+        metrics::gauge!("roost_federation_outbox_waiting", "domain" => domain.clone())
+            .set(*count as f64);
+    }
+    *reported = waiting.into_keys().collect();
     Ok(())
 }
 

@@ -247,4 +247,19 @@ async fn relays_are_counted_per_peer_domain_with_what_waits_for_each() {
             .is_empty()
     })
     .await;
+    // Once the outbox is empty, a later reading says so (0, not what it last held).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples = parse(&scrape(&p.servers[0]).await);
+        let waiting = value(
+            &samples,
+            "roost_federation_outbox_waiting",
+            &[("domain", "b.test")],
+        );
+        if waiting == Some(0.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{waiting:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
