@@ -156,6 +156,12 @@ pub fn server(
         App::new()
             .app_data(scrape.clone())
             .route("/metrics", web::get().to(metrics))
+            .default_service(web::to(|| async {
+                HttpResponse::NotFound().json(serde_json::json!({
+                    "error": "not_found",
+                    "message": "this listener serves GET /metrics only",
+                }))
+            }))
     })
     .workers(1)
     .disable_signals()

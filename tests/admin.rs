@@ -395,15 +395,23 @@ async fn bad_input_to_every_admin_command_gets_a_clear_error_and_changes_nothing
         assert_eq!(answer["error"], "refused", "{answer}");
         assert!(answer["message"].is_string());
     }
+    let (status, answer) = post_to_socket_at(&socket, "/elsewhere", b"{}");
+    assert_eq!(status, "404", "{answer}");
+    assert!(answer.contains("POST /admin/v1"), "{answer}");
     assert_eq!(everything(&server), before);
     assert_eq!(server.http().fetch(&alice, 0, 10, 0).await.status, 200);
 }
 
 /// POSTs `body` to the admin socket as a command: the status and the body of the answer.
 fn post_to_socket(socket: &std::path::Path, body: &[u8]) -> (String, String) {
+    post_to_socket_at(socket, "/admin/v1", body)
+}
+
+/// POSTs `body` to `path` on the admin socket.
+fn post_to_socket_at(socket: &std::path::Path, path: &str, body: &[u8]) -> (String, String) {
     let mut stream = UnixStream::connect(socket).unwrap();
     let head = format!(
-        "POST /admin/v1 HTTP/1.1\r\nHost: roost-admin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: roost-admin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();

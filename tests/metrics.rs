@@ -181,6 +181,24 @@ async fn metrics_are_never_on_the_public_port_and_off_unless_asked_for() {
     let server = TestServer::start(with_metrics());
     let public = server.http().send("GET", "/metrics", vec![], None).await;
     assert_eq!(public.status, 404);
+    // The metrics listener answers anything else with a JSON error naming what it serves.
+    let url = server.metrics_url();
+    let client = reqwest::Client::new();
+    for (method, path) in [("GET", "/other"), ("POST", "/metrics")] {
+        let other = url.replace("/metrics", path);
+        let response = client
+            .request(method.parse().unwrap(), other)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{method} {path}");
+        let body: serde_json::Value =
+            serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains("/metrics"),
+            "{body}"
+        );
+    }
     // Off by default.
     let plain = TestServer::start(Options::default());
     assert!(!plain.log().contains("metrics"));

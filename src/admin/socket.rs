@@ -30,6 +30,11 @@ pub fn server(settings: &Settings, core: Core) -> Result<Server, ServeError> {
         App::new()
             .app_data(core.clone())
             .route(PATH, web::post().to(take))
+            .default_service(web::to(|| async {
+                answer(Err(AdminError::NotFound(format!(
+                    "the admin socket takes POST {PATH} only"
+                ))))
+            }))
     })
     .workers(1)
     .disable_signals()
