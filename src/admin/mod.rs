@@ -78,6 +78,22 @@ pub enum Command {
         #[command(subcommand)]
         what: Inspect,
     },
+    /// Copy the store into DIR (new, or empty) while the server serves: writes wait for the
+    /// moment of the copy, reads go on, and the copy is the store at one instant. DIR must be
+    /// writable by the server's user.
+    Backup {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
+    /// Put the backup in DIR in the store's place (only while the server is stopped; the store
+    /// it replaces is kept beside it). Then every one-time connection and key package in it is
+    /// forgotten, so none is handed out twice (clients publish fresh ones), and every queue
+    /// numbers new messages past what it handed out since the backup. What happened after the
+    /// backup is lost; groups changed since then need their members to rejoin.
+    Restore {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
     /// Read every record of the store and report what is damaged: records that cannot be read
     /// or decoded, queues that lack messages. Exits 1 if anything is. See the README, "A
     /// damaged store", for what to do then.
@@ -281,8 +297,12 @@ impl Core {
             Command::Keys { command } => keys::run(self, command).await,
             Command::Inspect { what } => store::inspect(&self.store, &what),
             Command::Check => store::check(self.store.clone()).await,
+            Command::Backup { dir } => store::backup(self.store.clone(), dir).await,
             Command::Repair => Err(AdminError::Refused(
                 "the server is running: stop it before `roost admin repair`".into(),
+            )),
+            Command::Restore { .. } => Err(AdminError::Refused(
+                "the server is running: stop it before `roost admin restore`".into(),
             )),
         }
     }
@@ -306,13 +326,28 @@ impl Core {
     }
 }
 
+fn absolute(dir: &std::path::Path) -> Result<std::path::PathBuf, AdminError> {
+    std::path::absolute(dir).map_err(|e| AdminError::Refused(format!("{}: {e}", dir.display())))
+}
+
 /// Runs `command` in the running server if there is one, else on the store.
 pub fn execute(settings: &Settings, command: Command) -> Result<serde_json::Value, AdminError> {
+    // A path means what it means where the command was typed, not in the server's directory.
+    let command = match command {
+        Command::Backup { dir } => Command::Backup {
+            dir: absolute(&dir)?,
+        },
+        Command::Restore { dir } => Command::Restore {
+            dir: absolute(&dir)?,
+        },
+        command => command,
+    };
     match socket::connect(settings) {
         Some(stream) => socket::call(stream, &settings.admin_socket(), &command),
         None => match command {
             Command::Repair => store::repair(settings).map(serde_json::Value::String),
             Command::Check => store::check_stopped(settings),
+            Command::Restore { dir } => store::restore(settings, &dir),
             command => offline::run(settings, command),
         },
     }

@@ -94,6 +94,51 @@ pub async fn check(store: Store) -> Result<serde_json::Value, AdminError> {
     Ok(serde_json::to_value(report).expect("serialisable"))
 }
 
+/// Copies the store into `dir` (off the serving threads).
+pub async fn backup(
+    store: Store,
+    dir: std::path::PathBuf,
+) -> Result<serde_json::Value, AdminError> {
+    let into = dir.clone();
+    let copied = actix_web::rt::task::spawn_blocking(move || store.backup(&into))
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?
+        .map_err(|e| match e {
+            roost_storage::StorageError::Backup(why) => {
+                AdminError::Refused(format!("cannot back up into {why}"))
+            }
+            e => AdminError::Storage(e),
+        })?;
+    Ok(serde_json::json!({
+        "backup": dir.display().to_string(),
+        "files": copied.files,
+        "bytes": copied.bytes,
+        "writes_paused_ms": copied.writes_paused.as_millis() as u64,
+    }))
+}
+
+/// `roost admin restore` (server stopped): the backup in `dir` takes the store's place.
+pub fn restore(
+    settings: &Settings,
+    dir: &std::path::Path,
+) -> Result<serde_json::Value, AdminError> {
+    let restored = Store::restore(dir, &settings.storage.path, settings.storage.options())
+        .map_err(|e| match e {
+            roost_storage::StorageError::Restore(why) => {
+                AdminError::Refused(format!("cannot restore from {why}"))
+            }
+            e => AdminError::Storage(e),
+        })?;
+    Ok(serde_json::json!({
+        "restored": dir.display().to_string(),
+        "backup_taken": super::render::time(roost_protocol::Timestamp(restored.taken_at)),
+        "store_replaced_kept_at": restored.kept.map(|kept| kept.display().to_string()),
+        "one_time_connection_packages_forgotten": restored.one_time_connection_packages_forgotten,
+        "one_time_key_packages_forgotten": restored.one_time_key_packages_forgotten,
+        "queues_renumbered": restored.queues_renumbered,
+    }))
+}
+
 /// `check` of a stopped server's store: opened to report lost writes, not to refuse them.
 pub fn check_stopped(settings: &Settings) -> Result<serde_json::Value, AdminError> {
     let options = StoreOptions {

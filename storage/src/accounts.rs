@@ -89,7 +89,7 @@ fn token_key(token_hash: &TokenHash) -> &[u8] {
 }
 
 impl AccountStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db) -> Result<Self> {
         Ok(AccountStore {
             users: Table::open(db, "as_users")?,
             clients: Table::open(db, "as_clients")?,
@@ -133,30 +133,32 @@ impl AccountStore {
         since: Option<Timestamp>,
     ) -> Result<bool, AccountError> {
         let user_key = user.to_string();
-        let outcome = (&self.users.tree, &self.standing.tree).transaction(|(users, standing)| {
-            let abort = ConflictableTransactionError::Abort;
-            if users.get(user_key.as_bytes())?.is_none() {
-                let deleted = standing.get(user_key.as_bytes())?.is_some();
-                return Err(abort(if deleted {
-                    AccountError::Deleted
-                } else {
-                    AccountError::UnknownUser
-                }));
-            }
-            let was = standing.get(user_key.as_bytes())?.is_some();
-            match since {
-                Some(since) if !was => {
-                    standing.insert(
-                        user_key.as_bytes(),
-                        encode(&Standing::Deactivated { since }),
-                    )?;
+        let outcome = self.users.tree.gate().passing(|| {
+            (&*self.users.tree, &*self.standing.tree).transaction(|(users, standing)| {
+                let abort = ConflictableTransactionError::Abort;
+                if users.get(user_key.as_bytes())?.is_none() {
+                    let deleted = standing.get(user_key.as_bytes())?.is_some();
+                    return Err(abort(if deleted {
+                        AccountError::Deleted
+                    } else {
+                        AccountError::UnknownUser
+                    }));
                 }
-                None if was => {
-                    standing.remove(user_key.as_bytes())?;
+                let was = standing.get(user_key.as_bytes())?.is_some();
+                match since {
+                    Some(since) if !was => {
+                        standing.insert(
+                            user_key.as_bytes(),
+                            encode(&Standing::Deactivated { since }),
+                        )?;
+                    }
+                    None if was => {
+                        standing.remove(user_key.as_bytes())?;
+                    }
+                    _ => return Ok(false),
                 }
-                _ => return Ok(false),
-            }
-            Ok(true)
+                Ok(true)
+            })
         });
         flatten(outcome)
     }
@@ -169,17 +171,19 @@ impl AccountStore {
         at: Timestamp,
     ) -> Result<Vec<ClientId>, AccountError> {
         let user_key = user.to_string();
-        let outcome = (&self.users.tree, &self.clients.tree, &self.standing.tree).transaction(
-            |(users, clients, standing)| {
-                let record = load_user(users, &user_key)?;
-                for client in &record.clients {
-                    clients.remove(&client.0)?;
-                }
-                users.remove(user_key.as_bytes())?;
-                standing.insert(user_key.as_bytes(), encode(&Standing::Deleted { at }))?;
-                Ok(record.clients)
-            },
-        );
+        let outcome = self.users.tree.gate().passing(|| {
+            (&*self.users.tree, &*self.clients.tree, &*self.standing.tree).transaction(
+                |(users, clients, standing)| {
+                    let record = load_user(users, &user_key)?;
+                    for client in &record.clients {
+                        clients.remove(&client.0)?;
+                    }
+                    users.remove(user_key.as_bytes())?;
+                    standing.insert(user_key.as_bytes(), encode(&Standing::Deleted { at }))?;
+                    Ok(record.clients)
+                },
+            )
+        });
         flatten(outcome)
     }
 
@@ -195,38 +199,40 @@ impl AccountStore {
         let client_id = client.credential.client_id();
         let now = record.created_at;
         let trees = (
-            &self.users.tree,
-            &self.clients.tree,
-            &self.tokens.tree,
-            &self.standing.tree,
+            &*self.users.tree,
+            &*self.clients.tree,
+            &*self.tokens.tree,
+            &*self.standing.tree,
         );
-        let outcome = trees.transaction(|(users, clients, tokens, standing)| {
-            let abort = ConflictableTransactionError::Abort;
-            // A deleted user's name stays reserved.
-            if users.get(user_key.as_bytes())?.is_some()
-                || standing.get(user_key.as_bytes())?.is_some()
-            {
-                return Err(abort(AccountError::UserTaken));
-            }
-            if let Some(hash) = token_hash {
-                let token: Option<TokenRecord> = tokens
-                    .get(token_key(hash))?
-                    .map(|bytes| decode(&bytes))
-                    .transpose()
-                    .map_err(|e| abort(AccountError::Storage(e)))?;
-                let Some(mut token) = token.filter(|t| t.usable(now)) else {
-                    return Err(abort(AccountError::BadToken));
-                };
-                token.uses_left -= 1;
-                if token.uses_left == 0 {
-                    tokens.remove(token_key(hash))?;
-                } else {
-                    tokens.insert(token_key(hash), encode(&token))?;
+        let outcome = self.users.tree.gate().passing(|| {
+            trees.transaction(|(users, clients, tokens, standing)| {
+                let abort = ConflictableTransactionError::Abort;
+                // A deleted user's name stays reserved.
+                if users.get(user_key.as_bytes())?.is_some()
+                    || standing.get(user_key.as_bytes())?.is_some()
+                {
+                    return Err(abort(AccountError::UserTaken));
                 }
-            }
-            users.insert(user_key.as_bytes(), encode(record))?;
-            clients.insert(&client_id.0, encode(client))?;
-            Ok(())
+                if let Some(hash) = token_hash {
+                    let token: Option<TokenRecord> = tokens
+                        .get(token_key(hash))?
+                        .map(|bytes| decode(&bytes))
+                        .transpose()
+                        .map_err(|e| abort(AccountError::Storage(e)))?;
+                    let Some(mut token) = token.filter(|t| t.usable(now)) else {
+                        return Err(abort(AccountError::BadToken));
+                    };
+                    token.uses_left -= 1;
+                    if token.uses_left == 0 {
+                        tokens.remove(token_key(hash))?;
+                    } else {
+                        tokens.insert(token_key(hash), encode(&token))?;
+                    }
+                }
+                users.insert(user_key.as_bytes(), encode(record))?;
+                clients.insert(&client_id.0, encode(client))?;
+                Ok(())
+            })
         });
         flatten(outcome)
     }
@@ -235,12 +241,14 @@ impl AccountStore {
     pub fn add_client(&self, user: &UserName, client: &ClientRecord) -> Result<(), AccountError> {
         let user_key = user.to_string();
         let client_id = client.credential.client_id();
-        let outcome = (&self.users.tree, &self.clients.tree).transaction(|(users, clients)| {
-            let mut record = load_user(users, &user_key)?;
-            record.clients.push(client_id);
-            users.insert(user_key.as_bytes(), encode(&record))?;
-            clients.insert(&client_id.0, encode(client))?;
-            Ok(())
+        let outcome = self.users.tree.gate().passing(|| {
+            (&*self.users.tree, &*self.clients.tree).transaction(|(users, clients)| {
+                let mut record = load_user(users, &user_key)?;
+                record.clients.push(client_id);
+                users.insert(user_key.as_bytes(), encode(&record))?;
+                clients.insert(&client_id.0, encode(client))?;
+                Ok(())
+            })
         });
         flatten(outcome)
     }
@@ -252,16 +260,18 @@ impl AccountStore {
         client_id: &ClientId,
     ) -> Result<bool, AccountError> {
         let user_key = user.to_string();
-        let outcome = (&self.users.tree, &self.clients.tree).transaction(|(users, clients)| {
-            let mut record = load_user(users, &user_key)?;
-            let before = record.clients.len();
-            record.clients.retain(|c| c != client_id);
-            if record.clients.len() == before {
-                return Ok(false);
-            }
-            users.insert(user_key.as_bytes(), encode(&record))?;
-            clients.remove(&client_id.0)?;
-            Ok(true)
+        let outcome = self.users.tree.gate().passing(|| {
+            (&*self.users.tree, &*self.clients.tree).transaction(|(users, clients)| {
+                let mut record = load_user(users, &user_key)?;
+                let before = record.clients.len();
+                record.clients.retain(|c| c != client_id);
+                if record.clients.len() == before {
+                    return Ok(false);
+                }
+                users.insert(user_key.as_bytes(), encode(&record))?;
+                clients.remove(&client_id.0)?;
+                Ok(true)
+            })
         });
         flatten(outcome)
     }

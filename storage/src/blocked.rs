@@ -11,7 +11,7 @@ pub struct BlockedDomains {
 }
 
 impl BlockedDomains {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db) -> Result<Self> {
         Ok(BlockedDomains {
             table: Table::open(db, "federation_blocked")?,
         })

@@ -45,7 +45,7 @@ fn client_prefix(user: &UserName, client: &ClientId) -> Vec<u8> {
 }
 
 impl<P: ClientPackage> ClientPackages<P> {
-    pub(crate) fn open(db: &sled::Db, name: &str) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db, name: &str) -> Result<Self> {
         Ok(ClientPackages {
             table: Table::open(db, name)?,
         })
@@ -85,7 +85,7 @@ impl<P: ClientPackage> ClientPackages<P> {
         packages: &[P],
         max_one_time: u32,
         now: Timestamp,
-        also: Option<(&sled::Tree, sled::Batch)>,
+        also: Option<(&crate::gate::Tree, sled::Batch)>,
     ) -> Result<Option<PackageCount>> {
         let before = self.count(user, client, now)?;
         let new_one_time = packages.iter().filter(|p| !p.last_resort()).count();
@@ -96,10 +96,12 @@ impl<P: ClientPackage> ClientPackages<P> {
         match also {
             None => self.table.tree.apply_batch(batch)?,
             Some((other, other_batch)) => {
-                flatten((&self.table.tree, other).transaction(|(tree, other)| {
-                    tree.apply_batch(&batch)?;
-                    other.apply_batch(&other_batch)?;
-                    Ok(())
+                flatten(self.table.tree.gate().passing(|| {
+                    (&*self.table.tree, &**other).transaction(|(tree, other)| {
+                        tree.apply_batch(&batch)?;
+                        other.apply_batch(&other_batch)?;
+                        Ok(())
+                    })
                 }))?;
             }
         }
@@ -198,7 +200,13 @@ impl<P: ClientPackage> ClientPackages<P> {
         Ok((chosen, batch))
     }
 
-    pub(crate) fn tree(&self) -> &sled::Tree {
+    /// Deletes every one-time package (a store restored from a backup could hand one out a
+    /// second time); last-resort packages stay. Answers how many went.
+    pub(crate) fn forget_one_time(&self) -> Result<usize> {
+        self.table.sweep(|package| !package.last_resort())
+    }
+
+    pub(crate) fn tree(&self) -> &crate::gate::Tree {
         &self.table.tree
     }
 

@@ -63,7 +63,7 @@ impl ConnectionPackageStore {
         self.served.check("as_served_packages", |_| true, report);
     }
 
-    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db) -> Result<Self> {
         Ok(ConnectionPackageStore {
             packages: ClientPackages::open(db, "as_connection_packages")?,
             served: Table::open(db, "as_served_packages")?,
@@ -121,12 +121,16 @@ impl ConnectionPackageStore {
             })
             .collect();
         let outcome: std::result::Result<(), TransactionError<()>> =
-            (self.packages.tree(), &self.served.tree).transaction(|(packages, served_tree)| {
-                packages.apply_batch(&removals)?;
-                for (hash, record) in &served {
-                    served_tree.insert(&hash.0, encode(record))?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
+            self.served.tree.gate().passing(|| {
+                (&**self.packages.tree(), &*self.served.tree).transaction(
+                    |(packages, served_tree)| {
+                        packages.apply_batch(&removals)?;
+                        for (hash, record) in &served {
+                            served_tree.insert(&hash.0, encode(record))?;
+                        }
+                        Ok::<_, ConflictableTransactionError<()>>(())
+                    },
+                )
             });
         outcome.map_err(|e| match e {
             TransactionError::Abort(()) => StorageError::Corrupt("aborted".into()),
@@ -159,6 +163,13 @@ impl ConnectionPackageStore {
         }
         self.served.tree.remove(hash.0)?;
         Ok(Some(Redeemed::OneTime))
+    }
+
+    /// Forgets every one-time package and every record of a one-time package handed out (after
+    /// a restore: either could be used a second time). Answers how many packages went.
+    pub fn forget_one_time(&self) -> Result<usize> {
+        self.served.sweep(|record| !record.last_resort)?;
+        self.packages.forget_one_time()
     }
 
     /// Deletes the records of served packages that have expired (handed out, never redeemed);

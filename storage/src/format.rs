@@ -15,6 +15,8 @@
 //! - 5: a registration token records how many uses it has left and when it expires
 //!   ([`crate::accounts::TokenRecord`]). Upgraded by rewriting each as single-use, never
 //!   expiring, which is what it was.
+//! - 6: a queue may hold a floor of its numbers (written when a store is restored from a
+//!   backup), which older builds would not read. Nothing to upgrade.
 //!
 //! A rewrite goes through a scratch tree so that a crash at any moment leaves either the old
 //! records or the new ones, never a mix: each tree moves from untouched to *converted* (the
@@ -32,9 +34,9 @@ use serde::Deserialize;
 use crate::{table, Result, StorageError};
 
 /// The layout this build reads and writes. Bump on any incompatible change of a record or key.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Older layouts this build upgrades to [`FORMAT_VERSION`] when it opens them.
-const UPGRADABLE_FORMATS: [u32; 4] = [1, 2, 3, 4];
+const UPGRADABLE_FORMATS: [u32; 5] = [1, 2, 3, 4, 5];
 pub(crate) const FORMAT_KEY: &[u8] = b"format_version";
 
 /// The queue trees, whose messages format 3 rewrote and whose heads format 4 dropped.

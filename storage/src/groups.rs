@@ -25,8 +25,8 @@ fn no_such_group() -> StorageError {
 
 #[derive(Clone)]
 pub struct GroupStore {
-    tree: sled::Tree,
-    ledgers: sled::Tree,
+    tree: crate::gate::Tree,
+    ledgers: crate::gate::Tree,
     added_key_packages: UsedReferences,
 }
 
@@ -39,7 +39,7 @@ pub enum Update {
 }
 
 impl GroupStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db) -> Result<Self> {
         Ok(GroupStore {
             tree: db.open_tree("ds_groups")?,
             ledgers: db.open_tree("ds_group_ledgers")?,
@@ -81,13 +81,15 @@ impl GroupStore {
 
     /// Stores a new group with its first ledger; false if the id is taken.
     pub fn create(&self, group_id: &[u8], state: Vec<u8>, ledger: Vec<u8>) -> Result<bool> {
-        let outcome = (&self.tree, &self.ledgers).transaction(|(states, ledgers)| {
-            if states.get(group_id)?.is_some() {
-                return Ok(false);
-            }
-            states.insert(group_id, state.as_slice())?;
-            ledgers.insert(group_id, ledger.as_slice())?;
-            Ok(true)
+        let outcome = self.tree.gate().passing(|| {
+            (&*self.tree, &*self.ledgers).transaction(|(states, ledgers)| {
+                if states.get(group_id)?.is_some() {
+                    return Ok(false);
+                }
+                states.insert(group_id, state.as_slice())?;
+                ledgers.insert(group_id, ledger.as_slice())?;
+                Ok(true)
+            })
         });
         flatten(outcome)
     }
@@ -114,22 +116,28 @@ impl GroupStore {
             self.ledgers.insert(group_id, ledger)?;
             return Ok(Update::Done);
         }
-        let trees = (&self.tree, &self.ledgers, self.added_key_packages.tree());
-        let outcome = trees.transaction(|(states, ledgers, added)| {
-            if states.get(group_id)?.is_none() {
-                return Err(ConflictableTransactionError::Abort(no_such_group()));
-            }
-            for (reference, _) in one_time {
-                if added.get(reference)?.is_some() {
-                    return Ok(Update::KeyPackageUsed);
+        let trees = (
+            &*self.tree,
+            &*self.ledgers,
+            &**self.added_key_packages.tree(),
+        );
+        let outcome = self.tree.gate().passing(|| {
+            trees.transaction(|(states, ledgers, added)| {
+                if states.get(group_id)?.is_none() {
+                    return Err(ConflictableTransactionError::Abort(no_such_group()));
                 }
-            }
-            added.apply_batch(&UsedReferences::batch(one_time))?;
-            if let Some(state) = &state {
-                states.insert(group_id, state.as_slice())?;
-            }
-            ledgers.insert(group_id, ledger.as_slice())?;
-            Ok(Update::Done)
+                for (reference, _) in one_time {
+                    if added.get(reference)?.is_some() {
+                        return Ok(Update::KeyPackageUsed);
+                    }
+                }
+                added.apply_batch(&UsedReferences::batch(one_time))?;
+                if let Some(state) = &state {
+                    states.insert(group_id, state.as_slice())?;
+                }
+                ledgers.insert(group_id, ledger.as_slice())?;
+                Ok(Update::Done)
+            })
         });
         flatten(outcome)
     }

@@ -69,7 +69,7 @@ pub struct Publication {
 pub struct KeyPackageStore {
     packages: ClientPackages<StoredKeyPackage>,
     published: UsedReferences,
-    tokens: sled::Tree,
+    tokens: crate::gate::Tree,
 }
 
 const TOKEN_TO_USER: u8 = 0;
@@ -84,7 +84,7 @@ fn user_key(user: &UserName) -> Vec<u8> {
 }
 
 impl KeyPackageStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db) -> Result<Self> {
         Ok(KeyPackageStore {
             packages: ClientPackages::open(db, "qs_key_packages")?,
             published: UsedReferences::open(db, "qs_published_key_packages")?,
@@ -164,6 +164,12 @@ impl KeyPackageStore {
             .into_iter()
             .map(|p| p.entry)
             .collect())
+    }
+
+    /// Forgets every one-time entry (after a restore: one could be handed out a second time);
+    /// answers how many.
+    pub fn forget_one_time(&self) -> Result<usize> {
+        self.packages.forget_one_time()
     }
 
     /// Forgets every entry of a client (it was deleted).

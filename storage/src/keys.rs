@@ -33,7 +33,7 @@ pub struct RetiredIntermediate {
 
 #[derive(Clone)]
 pub struct ServerKeysStore {
-    tree: sled::Tree,
+    tree: crate::gate::Tree,
 }
 
 const AS_KEYS: &[u8] = b"current";
@@ -42,7 +42,7 @@ const FEDERATION_KEY: &[u8] = b"federation";
 const RETIRED_INTERMEDIATES: &[u8] = b"retired_intermediates";
 
 impl ServerKeysStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db) -> Result<Self> {
         Ok(ServerKeysStore {
             tree: db.open_tree("as_keys")?,
         })

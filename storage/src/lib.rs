@@ -11,12 +11,14 @@
 //! drains every waiter that arrived, flushes once, and wakes them all.
 
 mod accounts;
+mod backup;
 mod blocked;
 mod check;
 mod client_packages;
 mod connection_packages;
 mod durability;
 mod format;
+mod gate;
 mod groups;
 mod key_packages;
 mod keys;
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 pub use accounts::{
     AccountError, AccountStore, ClientRecord, Standing, TokenHash, TokenRecord, UserRecord,
 };
+pub use backup::{Backup, Restored, MANIFEST};
 pub use blocked::BlockedDomains;
 pub use check::{CheckReport, TreeCheck};
 pub use connection_packages::{ConnectionPackageStore, Redeemed, ServedPackage};
@@ -66,6 +69,10 @@ pub enum StorageError {
     FlusherGone,
     #[error("the disk holding the store is full")]
     Full,
+    #[error("cannot back up into {0}")]
+    Backup(String),
+    #[error("cannot restore from {0}")]
+    Restore(String),
     #[error("the store cannot write: {0}")]
     Unwritable(String),
     #[error(
@@ -159,7 +166,7 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 /// The opened store. Cheap to clone; every clone shares the same database and flusher.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    db: gate::Db,
     durability: Durability,
     /// Found at open with [`OnLostWrites::Report`].
     lost_writes: Option<LostWrites>,
@@ -236,6 +243,7 @@ impl Store {
             other => open_error(other.to_string()),
         })?;
         format::check(&db, path)?;
+        let db = gate::Db::new(db);
         let meta = db.open_tree("meta")?;
         let lost_writes = mark::compare(path, &meta)?;
         if let (Some(lost), OnLostWrites::Refuse) = (lost_writes, options.on_lost_writes) {
@@ -246,7 +254,7 @@ impl Store {
         }
         let writes_mark = options.on_lost_writes != OnLostWrites::Report;
         let mark = mark::Mark::open(path, meta, writes_mark)?;
-        let durability = Durability::start(db.clone(), path, mark)?;
+        let durability = Durability::start((*db).clone(), path, mark)?;
         Ok(Store {
             db,
             durability,
@@ -345,7 +353,7 @@ impl Store {
                 ),
             );
         }
-        report.readable("meta", &self.db.open_tree("meta")?);
+        report.readable("meta", &*self.db.open_tree("meta")?);
         self.server_keys()?.check(&mut report);
         self.accounts()?.check(&mut report);
         self.connection_packages()?.check(&mut report);

@@ -60,14 +60,14 @@ pub(crate) fn compare(path: &Path, meta: &sled::Tree) -> Result<Option<LostWrite
 
 /// The flusher's side: stages the next count before a flush, confirms it after.
 pub(crate) struct Mark {
-    meta: sled::Tree,
+    meta: crate::gate::Tree,
     file: Option<File>,
     count: u64,
 }
 
 impl Mark {
     /// `writes_file`: false leaves the file as it is (for a store opened only to be checked).
-    pub(crate) fn open(path: &Path, meta: sled::Tree, writes_file: bool) -> Result<Mark> {
+    pub(crate) fn open(path: &Path, meta: crate::gate::Tree, writes_file: bool) -> Result<Mark> {
         let count = in_store(&meta)?;
         let file = if writes_file {
             let file = std::fs::OpenOptions::new()

@@ -33,7 +33,7 @@ pub struct OutboxStore {
 }
 
 impl OutboxStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db) -> Result<Self> {
         Ok(OutboxStore {
             table: Table::open(db, "fed_outbox")?,
         })

@@ -1,7 +1,8 @@
 //! Per-client queues: message queues (QS) and connection queues (AS) share this layout.
 //!
 //! One tree; a queue's keys are `client id ‖ 0 ‖ seq (big-endian)` for its messages,
-//! `client id ‖ 3` for where acknowledgements reached, and `client id ‖ 2 ‖ delivery key` for
+//! `client id ‖ 3` for where acknowledgements reached, `client id ‖ 4` for the floor of its
+//! numbers after a restore (format 6), and `client id ‖ 2 ‖ delivery key` for
 //! the deliveries relayed from other homeservers that were queued (→ seq and when), so a
 //! retried one is queued once. All live in one tree so that queueing a relayed delivery and
 //! remembering it is one atomic batch.
@@ -32,6 +33,14 @@ const MESSAGE: u8 = 0;
 const HEAD: u8 = 1;
 const DELIVERED: u8 = 2;
 const ACKED: u8 = 3;
+/// The last number a queue may have handed out before the store was restored from a backup:
+/// later messages are numbered past it, so a client whose position is beyond what the backup
+/// held still gets them.
+const FLOOR: u8 = 4;
+
+/// How far [`QueueStore::raise_floors`] moves every queue's numbers on: far more messages than
+/// a queue takes between a backup and its restore.
+pub const RESTORE_GAP: u64 = 1 << 32;
 
 /// Encoded messages longer than this go to the large tree.
 pub const LARGE: usize = 16 * 1024;
@@ -130,7 +139,7 @@ impl EncodedMessage {
 pub struct QueueStore {
     table: Table<QueueMessage>,
     /// The bodies of large messages, by the same keys.
-    large: sled::Tree,
+    large: crate::gate::Tree,
 }
 
 pub(crate) fn message_key(client: &ClientId, seq: u64) -> [u8; 25] {
@@ -142,9 +151,7 @@ pub(crate) fn message_key(client: &ClientId, seq: u64) -> [u8; 25] {
 }
 
 fn acked_key(client: &ClientId) -> [u8; 17] {
-    let mut key = head_key(client);
-    key[16] = ACKED;
-    key
+    kind_key(client, ACKED)
 }
 
 fn head_key(client: &ClientId) -> [u8; 17] {
@@ -160,9 +167,16 @@ fn acked(tree: &sled::Tree, client: &ClientId) -> Result<u64> {
 }
 
 /// The sequence number the next message of a queue gets: one past its last message, or past
-/// the acknowledged ones (1 for a new queue).
+/// the acknowledged ones, or past its floor (1 for a new queue).
 fn next_seq(tree: &sled::Tree, client: &ClientId) -> Result<u64> {
-    Ok(last_seq(tree, client)?.max(acked(tree, client)?) + 1)
+    let floor = read_u64(tree, &kind_key(client, FLOOR), "queue floor", 0)?;
+    Ok(last_seq(tree, client)?.max(acked(tree, client)?).max(floor) + 1)
+}
+
+fn kind_key(client: &ClientId, kind: u8) -> [u8; 17] {
+    let mut key = head_key(client);
+    key[16] = kind;
+    key
 }
 
 /// The sequence number of a queue's last message (0: none).
@@ -217,10 +231,10 @@ pub(crate) fn drop_heads(tree: &sled::Tree) -> Result<usize> {
 }
 
 impl QueueStore {
-    pub(crate) fn open(db: &sled::Db, tree: &str) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db, tree: &str) -> Result<Self> {
         Ok(QueueStore {
             table: Table::open(db, tree)?,
-            large: db.open_tree(format!("{tree}_large"))?,
+            large: db.open_tree(&format!("{tree}_large"))?,
         })
     }
 
@@ -435,6 +449,7 @@ impl QueueStore {
                 Some(&ACKED) => <[u8; 8]>::try_from(value.as_ref())
                     .map(|acked| queue.1 = Some(u64::from_be_bytes(acked)))
                     .is_ok(),
+                Some(&FLOOR) => value.len() == 8,
                 _ => false,
             };
             if fine {
@@ -486,6 +501,25 @@ impl QueueStore {
             .collect();
         queues.sort_by_key(|(_, usage)| std::cmp::Reverse(usage.bytes));
         Ok(queues)
+    }
+
+    /// Numbers every queue's next messages past anything it may have handed out since the
+    /// backup this store was restored from ([`RESTORE_GAP`]); answers how many queues.
+    pub fn raise_floors(&self) -> Result<usize> {
+        let mut clients = std::collections::BTreeSet::new();
+        for key in self.table.tree.iter().keys() {
+            if let Some(client) = key?.get(..16).and_then(|c| <[u8; 16]>::try_from(c).ok()) {
+                clients.insert(client);
+            }
+        }
+        for client in &clients {
+            let client = ClientId(*client);
+            let floor = next_seq(&self.table.tree, &client)? - 1 + RESTORE_GAP;
+            self.table
+                .tree
+                .insert(kind_key(&client, FLOOR), &floor.to_be_bytes())?;
+        }
+        Ok(clients.len())
     }
 
     /// Messages and bytes waiting in all queues of this tree.

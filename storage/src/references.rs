@@ -31,7 +31,7 @@ pub struct UsedReferences {
 }
 
 impl UsedReferences {
-    pub(crate) fn open(db: &sled::Db, name: &str) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db, name: &str) -> Result<Self> {
         Ok(UsedReferences {
             table: Table::open(db, name)?,
         })
@@ -45,7 +45,7 @@ impl UsedReferences {
         self.table.get(reference)
     }
 
-    pub(crate) fn tree(&self) -> &sled::Tree {
+    pub(crate) fn tree(&self) -> &crate::gate::Tree {
         &self.table.tree
     }
 
@@ -71,7 +71,7 @@ mod tests {
     #[test]
     fn expired_records_are_swept_and_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::gate::Db::new(sled::open(dir.path()).unwrap());
         let used = UsedReferences::open(&db, "used").unwrap();
         let now = Timestamp(1000);
         let record = |not_after| UsedReference {

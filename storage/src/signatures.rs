@@ -7,7 +7,7 @@ use crate::Result;
 
 #[derive(Clone)]
 pub struct SeenSignatures {
-    tree: sled::Tree,
+    tree: crate::gate::Tree,
 }
 
 fn key(signed_ms: u64, signature: &[u8; 64]) -> [u8; 72] {
@@ -18,7 +18,7 @@ fn key(signed_ms: u64, signature: &[u8; 64]) -> [u8; 72] {
 }
 
 impl SeenSignatures {
-    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db) -> Result<Self> {
         Ok(SeenSignatures {
             tree: db.open_tree("auth_seen")?,
         })

@@ -7,7 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{Result, StorageError};
 
 pub(crate) struct Table<V> {
-    pub(crate) tree: sled::Tree,
+    pub(crate) tree: crate::gate::Tree,
     _value: PhantomData<fn() -> V>,
 }
 
@@ -21,7 +21,7 @@ impl<V> Clone for Table<V> {
 }
 
 impl<V: Serialize + DeserializeOwned> Table<V> {
-    pub(crate) fn open(db: &sled::Db, name: &str) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db, name: &str) -> Result<Self> {
         Ok(Table {
             tree: db.open_tree(name)?,
             _value: PhantomData,
