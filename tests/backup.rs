@@ -71,6 +71,7 @@ async fn a_backup_taken_under_traffic_is_restored_and_the_clients_go_on_using_it
     );
     let taken: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(taken["bytes"].as_u64().unwrap() > 0, "{taken}");
+    eprintln!("backup under traffic ({during} messages sent meanwhile): {taken}");
     // The copy is a sound store on its own.
     let check = std::process::Command::new(common::roost_binary())
         .env_clear()
