@@ -87,7 +87,8 @@ pub enum Command {
     },
     /// Put the backup in DIR in the store's place (only while the server is stopped; the store
     /// it replaces is kept beside it). Then every one-time connection and key package in it is
-    /// forgotten, so none is handed out twice (clients publish fresh ones), and every queue
+    /// forgotten, so none is handed out twice (last-resort ones stand in until clients publish
+    /// fresh ones), and every queue
     /// numbers new messages past what it handed out since the backup. What happened after the
     /// backup is lost; groups changed since then need their members to rejoin.
     Restore {
