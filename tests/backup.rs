@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::{
     devices::{connect, Devices},
-    Options, TestServer,
+    Identity, Options, TestServer, PASSWORD,
 };
 use roost_client::Client;
+use roost_protocol::api::QueueBatch;
 
 /// `roost admin --json backup DIR` as a process, run while the test goes on sending.
 fn start_backup(server: &TestServer, dir: &std::path::Path) -> std::process::Child {
@@ -39,6 +40,10 @@ async fn a_backup_taken_under_traffic_is_restored_and_the_clients_go_on_using_it
         .await;
     let bob = devices.register(&server, "bob", &server.user("bob")).await;
     connect(&alice, &bob, &[]).await;
+    // dave's phone holds nothing yet when the backup is taken.
+    let http = server.http();
+    let mut dave = Identity::new(&server.user("dave"));
+    assert_eq!(http.register(&mut dave, None).await.status, 201);
     for n in 0..5 {
         alice
             .chat()
@@ -94,6 +99,12 @@ async fn a_backup_taken_under_traffic_is_restored_and_the_clients_go_on_using_it
     let read = texts(&bob, &alice).await;
     assert_eq!(read.len(), 5 + during + 1);
 
+    // dave's first message (the notice of a new client) comes after the backup; he reads it.
+    let mut tablet = Identity::new(&dave.user);
+    assert_eq!(http.add_client(&mut tablet, PASSWORD).await.status, 201);
+    let seen: QueueBatch = http.fetch(&dave, 1, 10, 2000).await.decode();
+    let dave_position = seen.messages.last().expect("the notice").seq;
+
     // Disaster; the admin restores (the server stopped), then starts it again.
     assert!(server.terminate().success());
     let restored = server.admin_json(&["restore", dir.to_str().unwrap()]);
@@ -139,6 +150,19 @@ async fn a_backup_taken_under_traffic_is_restored_and_the_clients_go_on_using_it
         "{read:?}"
     );
     bob.chat().send(alice.user(), "got it").await.unwrap();
+    // The same for a queue that was empty at the backup: the next notice reaches dave.
+    let http = server.http();
+    let mut laptop = Identity::new(&dave.user);
+    assert_eq!(http.add_client(&mut laptop, PASSWORD).await.status, 201);
+    let next: QueueBatch = http
+        .fetch(&dave, dave_position + 1, 10, 2000)
+        .await
+        .decode();
+    assert_eq!(
+        next.messages.len(),
+        1,
+        "dave's new notice is numbered below his position"
+    );
     let alices = texts(&alice, &bob).await;
     assert_eq!(alices.last().map(String::as_str), Some("got it"));
 

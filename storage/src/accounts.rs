@@ -115,6 +115,18 @@ impl AccountStore {
         self.users.by_name("as_users")
     }
 
+    /// The ids of every registered client.
+    pub fn client_ids(&self) -> Result<Vec<ClientId>> {
+        let mut ids = Vec::new();
+        for key in self.clients.tree.iter().keys() {
+            let key = key?;
+            let id = <[u8; 16]>::try_from(key.as_ref())
+                .map_err(|_| StorageError::Corrupt("a key of as_clients".into()))?;
+            ids.push(ClientId(id));
+        }
+        Ok(ids)
+    }
+
     /// Every user who is deactivated or deleted, with their standing, in name order.
     pub fn standings(&self) -> impl Iterator<Item = Result<(UserName, Standing)>> + '_ {
         self.standing.by_name("as_standing")

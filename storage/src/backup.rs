@@ -135,8 +135,13 @@ impl Store {
                 .connection_packages()?
                 .forget_one_time()?,
             one_time_key_packages_forgotten: store.key_packages()?.forget_one_time()?,
-            queues_renumbered: store.queues()?.raise_floors()?
-                + store.connection_queues()?.raise_floors()?,
+            // A queue that held nothing at the backup has no record to find it by: every
+            // client's queues are renumbered.
+            queues_renumbered: {
+                let clients = store.accounts()?.client_ids()?;
+                store.queues()?.raise_floors(clients.iter().copied())?
+                    + store.connection_queues()?.raise_floors(clients)?
+            },
         };
         store.persist_blocking()?;
         store.close()?;

@@ -503,23 +503,25 @@ impl QueueStore {
         Ok(queues)
     }
 
-    /// Numbers every queue's next messages past anything it may have handed out since the
-    /// backup this store was restored from ([`RESTORE_GAP`]); answers how many queues.
-    pub fn raise_floors(&self) -> Result<usize> {
-        let mut clients = std::collections::BTreeSet::new();
+    /// Numbers the next messages of every queue it holds, and of every queue of `clients`
+    /// (which may hold nothing yet), past anything it may have handed out since the backup this
+    /// store was restored from ([`RESTORE_GAP`]); answers how many queues.
+    pub fn raise_floors(&self, clients: impl IntoIterator<Item = ClientId>) -> Result<usize> {
+        let mut queues: std::collections::BTreeSet<[u8; 16]> =
+            clients.into_iter().map(|c| c.0).collect();
         for key in self.table.tree.iter().keys() {
             if let Some(client) = key?.get(..16).and_then(|c| <[u8; 16]>::try_from(c).ok()) {
-                clients.insert(client);
+                queues.insert(client);
             }
         }
-        for client in &clients {
+        for client in &queues {
             let client = ClientId(*client);
             let floor = next_seq(&self.table.tree, &client)? - 1 + RESTORE_GAP;
             self.table
                 .tree
                 .insert(kind_key(&client, FLOOR), &floor.to_be_bytes())?;
         }
-        Ok(clients.len())
+        Ok(queues.len())
     }
 
     /// Messages and bytes waiting in all queues of this tree.
