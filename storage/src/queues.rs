@@ -505,7 +505,7 @@ impl QueueStore {
 
     /// Numbers the next messages of every queue it holds, and of every queue of `clients`
     /// (which may hold nothing yet), past anything it may have handed out since the backup this
-    /// store was restored from ([`RESTORE_GAP`]); answers how many queues.
+    /// store was restored from (by `RESTORE_GAP`, 2^32); answers how many queues.
     pub fn raise_floors(&self, clients: impl IntoIterator<Item = ClientId>) -> Result<usize> {
         let mut queues: std::collections::BTreeSet<[u8; 16]> =
             clients.into_iter().map(|c| c.0).collect();
