@@ -43,7 +43,6 @@ use crate::{
     tls::Certificates,
 };
 
-const TEN_YEARS_SECS: u64 = 10 * 365 * 24 * 3600;
 /// Password hashes at once, at most: one per core up to this (19 MiB each while it runs).
 const MAX_HASHING_THREADS: usize = 4;
 /// What the server's threads are called, by what they do: a profile, `top -H` or `roost-load`
@@ -59,7 +58,7 @@ pub(crate) fn server_keys(store: &Store, domain: &Domain) -> Result<ServerKeys, 
         None => {
             let as_key = SigningKey::generate();
             let intermediate_key = SigningKey::generate();
-            let validity = Validity::starting_now(TEN_YEARS_SECS);
+            let validity = Validity::starting_now(roost_actors::keys::AS_CREDENTIAL_LIFETIME_SECS);
             let fresh = ServerKeys {
                 as_credential: AsCredential::issue(domain.clone(), &as_key, validity),
                 intermediate: AsIntermediateCredential::issue(

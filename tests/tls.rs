@@ -220,6 +220,13 @@ fn port_of(server: &TestServer) -> u16 {
     server.url.rsplit(':').next().unwrap().parse().unwrap()
 }
 
+/// Sends the server SIGHUP and waits until its log says `logged`.
+async fn hang_up(server: &TestServer, logged: &str) {
+    server.signal("HUP");
+    let said = common::eventually(|| server.log().contains(logged), Duration::from_secs(10));
+    assert!(said.await, "no {logged:?} in {}", server.log());
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones() {
     let ca = TestCa::new();
@@ -236,14 +243,7 @@ async fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones(
 
     // The admin renews the certificate in place and sends SIGHUP.
     let second = ca.issue_into(dir.path(), "server");
-    server.signal("HUP");
-    assert!(
-        common::eventually(
-            || server.log().contains("reloaded the TLS certificate"),
-            Duration::from_secs(10)
-        )
-        .await
-    );
+    hang_up(&server, "reloaded the TLS certificate").await;
     let mut fresh = Connection::open(port, &ca);
     assert_eq!(fresh.health().0, "HTTP/1.1 200 OK");
     assert_eq!(fresh.certificate(), second.der);
@@ -253,14 +253,7 @@ async fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones(
 
     // A broken file on reload: the certificate in use stays, and the log says why.
     std::fs::write(&second.cert, "not a certificate").unwrap();
-    server.signal("HUP");
-    assert!(
-        common::eventually(
-            || server.log().contains("kept the TLS certificate in use"),
-            Duration::from_secs(10)
-        )
-        .await
-    );
+    hang_up(&server, "kept the TLS certificate in use").await;
     let mut after = Connection::open(port, &ca);
     assert_eq!(after.health().0, "HTTP/1.1 200 OK");
     assert_eq!(after.certificate(), second.der);

@@ -17,8 +17,9 @@ use roost_protocol::{
 };
 use roost_storage::{Durability, RetiredIntermediate, ServerKeys, ServerKeysStore, StorageError};
 
-/// How long a rotated-in intermediate credential is valid: as long as the first one was.
-const INTERMEDIATE_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
+/// How long the AS credential and each intermediate credential are valid: ten years, the first
+/// ones made at the first start and every one a rotation makes.
+pub const AS_CREDENTIAL_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
 
 #[derive(Clone)]
 pub struct KeyRing {
@@ -113,7 +114,7 @@ impl KeyRing {
             intermediate: AsIntermediateCredential::issue(
                 domain,
                 &key,
-                Validity::starting_now(INTERMEDIATE_LIFETIME_SECS),
+                Validity::starting_now(AS_CREDENTIAL_LIFETIME_SECS),
                 &current.as_key,
             ),
             intermediate_key: key,

@@ -234,7 +234,7 @@ pub enum AdminError {
     #[error("cannot start on the store: {0}")]
     Start(#[from] crate::error::ServeError),
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -246,6 +246,19 @@ impl AdminError {
             AdminError::Refused(_) => ("refused", 400),
             AdminError::NotFound(_) => ("not_found", 404),
             _ => ("internal", 500),
+        }
+    }
+}
+
+impl From<StorageError> for AdminError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            // A backup or restore the admin asked for that cannot be made as asked (a directory
+            // that is not empty, or not a backup): the admin's input, not the server, is wrong.
+            StorageError::Backup(_) | StorageError::Restore(_) => {
+                AdminError::Refused(e.to_string())
+            }
+            e => AdminError::Storage(e),
         }
     }
 }

@@ -17,12 +17,8 @@ pub fn status(core: &Core) -> Result<Value, AdminError> {
             Standing::Deleted { .. } => deleted += 1,
         }
     }
-    let mut clients = 0;
-    for entry in accounts.users() {
-        clients += entry?.1.clients.len();
-    }
     let users = accounts.user_count();
-    let queued = store::queued(store.queues()?)?;
+    let queued = store.queues()?.total()?;
     let space = store.space();
     let serving = core.serving_since.map(|since| {
         let uptime = SystemTime::now().duration_since(since).unwrap_or_default();
@@ -39,10 +35,10 @@ pub fn status(core: &Core) -> Result<Value, AdminError> {
             "deactivated": deactivated,
             "deleted": deleted,
         },
-        "clients": clients,
+        "clients": accounts.client_count(),
         "groups": store.groups()?.len(),
-        "queued_messages": queued["total"]["messages"],
-        "queued_bytes": queued["total"]["bytes"],
+        "queued_messages": queued.messages,
+        "queued_bytes": queued.bytes,
         "registration_tokens": accounts.token_count(),
         "store": {
             "path": store.path().display().to_string(),

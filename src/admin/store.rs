@@ -53,7 +53,7 @@ pub fn outbox(store: &Store) -> Result<serde_json::Value, AdminError> {
 const LARGEST_QUEUES: usize = 10;
 
 /// Messages and bytes queued in all, and in the largest queues.
-pub fn queued(kind: roost_storage::QueueStore) -> Result<serde_json::Value, AdminError> {
+fn queued(kind: roost_storage::QueueStore) -> Result<serde_json::Value, AdminError> {
     let by_queue = kind.usage_by_queue()?;
     let total = by_queue.iter().fold(
         roost_storage::QueueUsage::default(),
@@ -88,10 +88,18 @@ fn usage(store: &Store) -> Result<serde_json::Value, AdminError> {
 
 /// Reads every record (off the serving threads) and reports what is damaged.
 pub async fn check(store: Store) -> Result<serde_json::Value, AdminError> {
-    let report = actix_web::rt::task::spawn_blocking(move || store.check())
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))??;
+    let report = off_the_serving_threads(move || store.check()).await?;
     Ok(serde_json::to_value(report).expect("serialisable"))
+}
+
+/// Runs a store operation that reads or copies the whole store on the blocking pool.
+async fn off_the_serving_threads<T: Send + 'static>(
+    work: impl FnOnce() -> roost_storage::Result<T> + Send + 'static,
+) -> Result<T, AdminError> {
+    actix_web::rt::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?
+        .map_err(AdminError::from)
 }
 
 /// Copies the store into `dir` (off the serving threads).
@@ -100,15 +108,7 @@ pub async fn backup(
     dir: std::path::PathBuf,
 ) -> Result<serde_json::Value, AdminError> {
     let into = dir.clone();
-    let copied = actix_web::rt::task::spawn_blocking(move || store.backup(&into))
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))?
-        .map_err(|e| match e {
-            roost_storage::StorageError::Backup(why) => {
-                AdminError::Refused(format!("cannot back up into {why}"))
-            }
-            e => AdminError::Storage(e),
-        })?;
+    let copied = off_the_serving_threads(move || store.backup(&into)).await?;
     Ok(serde_json::json!({
         "backup": dir.display().to_string(),
         "files": copied.files,
@@ -122,13 +122,7 @@ pub fn restore(
     settings: &Settings,
     dir: &std::path::Path,
 ) -> Result<serde_json::Value, AdminError> {
-    let restored = Store::restore(dir, &settings.storage.path, settings.storage.options())
-        .map_err(|e| match e {
-            roost_storage::StorageError::Restore(why) => {
-                AdminError::Refused(format!("cannot restore from {why}"))
-            }
-            e => AdminError::Storage(e),
-        })?;
+    let restored = Store::restore(dir, &settings.storage.path, settings.storage.options())?;
     Ok(serde_json::json!({
         "restored": dir.display().to_string(),
         "backup_taken": super::render::time(roost_protocol::Timestamp(restored.taken_at)),

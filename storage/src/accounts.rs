@@ -110,6 +110,10 @@ impl AccountStore {
         self.users.tree.len()
     }
 
+    pub fn client_count(&self) -> usize {
+        self.clients.tree.len()
+    }
+
     /// Every user with an account (active or deactivated), in name order.
     pub fn users(&self) -> impl Iterator<Item = Result<(UserName, UserRecord)>> + '_ {
         self.users.by_name("as_users")

@@ -6,18 +6,19 @@
 //! `roost admin restore` (server stopped) puts a backup in the store's place, keeping the store
 //! it replaces beside it, and then makes the restored store safe for clients that went on
 //! after the backup: every one-time connection package and key package is forgotten (one could
-//! otherwise be handed out a second time; clients publish fresh ones when they find their
-//! count low), and every queue numbers its next messages past anything it can have handed out
+//! otherwise be handed out a second time; last-resort packages stand in until clients publish
+//! new ones), and every queue numbers its next messages past anything it can have handed out
 //! since (a client's position may be beyond what the backup held).
 
 use std::{
     fs,
-    io::Write,
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use crate::{format::FORMAT_VERSION, Result, StorageError, Store, StoreOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::{format::FORMAT_VERSION, repair::beside, Result, StorageError, Store, StoreOptions};
 
 /// The file that marks a directory as a Roost backup.
 pub const MANIFEST: &str = "roost-backup.json";
@@ -27,12 +28,23 @@ pub const MANIFEST: &str = "roost-backup.json";
 const NOT_COPIED: [&str; 3] = ["admin.sock", "durable", "log-damage"];
 
 /// What a backup copied.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Backup {
     pub files: u64,
     pub bytes: u64,
     /// How long writes waited for the copy.
     pub writes_paused: Duration,
+}
+
+/// What [`MANIFEST`] says of a backup.
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    what: String,
+    format_version: u32,
+    /// When it was taken (Unix time).
+    taken_at: u64,
+    files: u64,
+    bytes: u64,
 }
 
 impl Store {
@@ -48,11 +60,7 @@ impl Store {
             }
         }
         fs::create_dir_all(to).map_err(|e| refuse(format!("cannot create it: {e}")))?;
-        let mut copied = Backup {
-            files: 0,
-            bytes: 0,
-            writes_paused: Duration::ZERO,
-        };
+        let mut copied = Backup::default();
         {
             let closed = Instant::now();
             let _closed = self.db.gate().close();
@@ -64,15 +72,16 @@ impl Store {
             }
             copied.writes_paused = closed.elapsed();
         }
-        let manifest = format!(
-            "{{\"what\":\"a Roost store\",\"format_version\":{FORMAT_VERSION},\"taken_at\":{},\"files\":{},\"bytes\":{}}}\n",
-            roost_protocol::Timestamp::now().0,
-            copied.files,
-            copied.bytes
-        );
-        let mut file = fs::File::create(to.join(MANIFEST)).map_err(|e| refuse(e.to_string()))?;
-        file.write_all(manifest.as_bytes())
-            .and_then(|()| file.sync_all())
+        let manifest = Manifest {
+            what: "a Roost store".into(),
+            format_version: FORMAT_VERSION,
+            taken_at: roost_protocol::Timestamp::now().0,
+            files: copied.files,
+            bytes: copied.bytes,
+        };
+        let json = serde_json::to_vec(&manifest).expect("a manifest serialises");
+        fs::write(to.join(MANIFEST), json)
+            .and_then(|()| fs::File::open(to.join(MANIFEST))?.sync_all())
             .and_then(|()| fs::File::open(to)?.sync_all())
             .map_err(|e| refuse(e.to_string()))?;
         Ok(copied)
@@ -80,12 +89,12 @@ impl Store {
 }
 
 /// What a restore did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Restored {
     /// When the backup was taken (Unix time).
     pub taken_at: u64,
     /// Where the store it replaced now is, if there was one.
-    pub kept: Option<std::path::PathBuf>,
+    pub kept: Option<PathBuf>,
     pub one_time_connection_packages_forgotten: usize,
     pub one_time_key_packages_forgotten: usize,
     pub queues_renumbered: usize,
@@ -93,23 +102,20 @@ pub struct Restored {
 
 impl Store {
     /// Puts the backup in `backup` where the store at `path` is (which no server may have open)
-    /// and makes it safe to serve again (see the module doc).
+    /// and makes it safe to serve again (see the module doc). If that fails, the store it was
+    /// to replace is put back.
     pub fn restore(backup: &Path, path: &Path, options: StoreOptions) -> Result<Restored> {
         let refuse = |why: String| StorageError::Restore(format!("{}: {why}", backup.display()));
-        let manifest = fs::read_to_string(backup.join(MANIFEST))
+        let manifest = fs::read(backup.join(MANIFEST))
             .map_err(|_| refuse(format!("is not a Roost backup (it has no {MANIFEST})")))?;
-        let taken_at = manifest
-            .split("\"taken_at\":")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| refuse(format!("its {MANIFEST} is not one roost wrote")))?;
+        let manifest: Manifest = serde_json::from_slice(&manifest)
+            .map_err(|e| refuse(format!("its {MANIFEST} is not one roost wrote: {e}")))?;
         let kept = match path.exists() {
             true => {
-                let seconds = roost_protocol::Timestamp::now().0;
-                let mut name = path.file_name().unwrap_or_default().to_owned();
-                name.push(format!(".before-restore-{seconds}"));
-                let kept = path.with_file_name(name);
+                let kept = beside(
+                    path,
+                    &format!("before-restore-{}", roost_protocol::Timestamp::now().0),
+                );
                 fs::rename(path, &kept).map_err(|e| {
                     refuse(format!(
                         "cannot move the store at {} aside: {e}",
@@ -120,33 +126,50 @@ impl Store {
             }
             false => None,
         };
-        fs::create_dir_all(path).map_err(|e| refuse(e.to_string()))?;
-        let mut copied = Backup {
-            files: 0,
-            bytes: 0,
-            writes_paused: Duration::ZERO,
-        };
-        copy_dir(backup, path, &[MANIFEST], &mut copied).map_err(|e| refuse(e.to_string()))?;
-        let store = Store::open_with(path, options)?;
-        let restored = Restored {
-            taken_at,
-            kept,
-            one_time_connection_packages_forgotten: store
-                .connection_packages()?
-                .forget_one_time()?,
-            one_time_key_packages_forgotten: store.key_packages()?.forget_one_time()?,
-            // A queue that held nothing at the backup has no record to find it by: every
-            // client's queues are renumbered.
-            queues_renumbered: {
-                let clients = store.accounts()?.client_ids()?;
-                store.queues()?.raise_floors(clients.iter().copied())?
-                    + store.connection_queues()?.raise_floors(clients)?
-            },
-        };
-        store.persist_blocking()?;
-        store.close()?;
-        Ok(restored)
+        let restored = put_in_place(backup, path, options).map(|safe| Restored {
+            taken_at: manifest.taken_at,
+            kept: kept.clone(),
+            one_time_connection_packages_forgotten: safe.connection_packages,
+            one_time_key_packages_forgotten: safe.key_packages,
+            queues_renumbered: safe.queues,
+        });
+        if restored.is_err() {
+            // Nothing half restored is left in the store's place.
+            let _ = fs::remove_dir_all(path);
+            if let Some(kept) = &kept {
+                let _ = fs::rename(kept, path);
+            }
+        }
+        restored
     }
+}
+
+/// What making a restored store safe to serve forgot and renumbered.
+struct MadeSafe {
+    connection_packages: usize,
+    key_packages: usize,
+    queues: usize,
+}
+
+/// Copies the backup's files to `path` and makes the store they make safe to serve again.
+fn put_in_place(backup: &Path, path: &Path, options: StoreOptions) -> Result<MadeSafe> {
+    let refuse = |why: String| StorageError::Restore(format!("{}: {why}", backup.display()));
+    fs::create_dir_all(path).map_err(|e| refuse(e.to_string()))?;
+    copy_dir(backup, path, &[MANIFEST], &mut Backup::default())
+        .map_err(|e| refuse(e.to_string()))?;
+    let store = Store::open_with(path, options)?;
+    // A queue that held nothing at the backup has no record to find it by: every client's
+    // queues are renumbered.
+    let clients = store.accounts()?.client_ids()?;
+    let safe = MadeSafe {
+        connection_packages: store.connection_packages()?.forget_one_time()?,
+        key_packages: store.key_packages()?.forget_one_time()?,
+        queues: store.queues()?.raise_floors(clients.iter().copied())?
+            + store.connection_queues()?.raise_floors(clients)?,
+    };
+    store.persist_blocking()?;
+    store.close()?;
+    Ok(safe)
 }
 
 fn copy_dir(from: &Path, to: &Path, skip: &[&str], copied: &mut Backup) -> std::io::Result<()> {

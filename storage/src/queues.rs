@@ -154,10 +154,11 @@ fn acked_key(client: &ClientId) -> [u8; 17] {
     kind_key(client, ACKED)
 }
 
-fn head_key(client: &ClientId) -> [u8; 17] {
+/// A queue's record of one kind (`ACKED`, `FLOOR`, format 3's `HEAD`).
+fn kind_key(client: &ClientId, kind: u8) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[..16].copy_from_slice(&client.0);
-    key[16] = HEAD;
+    key[16] = kind;
     key
 }
 
@@ -171,12 +172,6 @@ fn acked(tree: &sled::Tree, client: &ClientId) -> Result<u64> {
 fn next_seq(tree: &sled::Tree, client: &ClientId) -> Result<u64> {
     let floor = read_u64(tree, &kind_key(client, FLOOR), "queue floor", 0)?;
     Ok(last_seq(tree, client)?.max(acked(tree, client)?).max(floor) + 1)
-}
-
-fn kind_key(client: &ClientId, kind: u8) -> [u8; 17] {
-    let mut key = head_key(client);
-    key[16] = kind;
-    key
 }
 
 /// The sequence number of a queue's last message (0: none).
@@ -224,7 +219,7 @@ pub(crate) fn drop_heads(tree: &sled::Tree) -> Result<usize> {
             // either way, its numbers go on from the head.
             batch.insert(&acked_key(client), &(next - 1).to_be_bytes());
         }
-        batch.remove(&head_key(client));
+        batch.remove(&kind_key(client, HEAD));
         tree.apply_batch(batch)?;
     }
     Ok(heads.len())

@@ -42,7 +42,7 @@ pub(crate) fn rewrite(path: &Path, options: StoreOptions) -> Result<PathBuf> {
 }
 
 /// `<store>.<suffix>`, in the store's parent directory.
-fn beside(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(format!(".{suffix}"));
     path.with_file_name(name)
