@@ -17,6 +17,9 @@
 //!   expiring, which is what it was.
 //! - 6: a queue may hold a floor of its numbers (written when a store is restored from a
 //!   backup), which older builds would not read. Nothing to upgrade.
+//! - 7: queues are dated by marks ([`crate::queue_ages`]) for retention. Upgraded by dating
+//!   every message already queued as of the upgrade (so none is dropped sooner than the
+//!   retention after it).
 //!
 //! A rewrite goes through a scratch tree so that a crash at any moment leaves either the old
 //! records or the new ones, never a mix: each tree moves from untouched to *converted* (the
@@ -34,9 +37,9 @@ use serde::Deserialize;
 use crate::{table, Result, StorageError};
 
 /// The layout this build reads and writes. Bump on any incompatible change of a record or key.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// Older layouts this build upgrades to [`FORMAT_VERSION`] when it opens them.
-const UPGRADABLE_FORMATS: [u32; 5] = [1, 2, 3, 4, 5];
+const UPGRADABLE_FORMATS: [u32; 6] = [1, 2, 3, 4, 5, 6];
 pub(crate) const FORMAT_KEY: &[u8] = b"format_version";
 
 /// The queue trees, whose messages format 3 rewrote and whose heads format 4 dropped.
@@ -72,6 +75,13 @@ pub(crate) fn check(db: &sled::Db, path: &Path) -> Result<()> {
         }
         if found < 4 {
             crate::queues::drop_heads(&db.open_tree(name)?)?;
+        }
+        if found < 7 {
+            crate::queue_ages::date_queued(
+                &db.open_tree(name)?,
+                &db.open_tree(crate::queue_ages::QueueAges::name(name))?,
+                roost_protocol::Timestamp::now(),
+            )?;
         }
     }
     if found < 5 {
@@ -485,5 +495,42 @@ mod tests {
             expires_at: None,
         };
         assert_eq!(tokens, vec![(hash, expected)]);
+    }
+
+    /// Format 6 had no queue ages: each queue holding messages is dated as of the upgrade, so
+    /// retention counts from then and drops nothing at once; an empty queue gets no mark.
+    #[test]
+    fn a_format_6_store_dates_its_queued_messages_as_of_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let (waiting, empty) = (ClientId::random(), ClientId::random());
+        {
+            let store = open(dir.path());
+            let queues = store.queues().unwrap();
+            for seq in [3, 4] {
+                let message = QueueMessage {
+                    seq,
+                    sealing: Sealing::Chain {
+                        start: None,
+                        ciphertext: vec![1; 30],
+                    },
+                };
+                queues
+                    .append(&waiting, crate::EncodedMessage::new(&message), None)
+                    .unwrap();
+            }
+            store.close().unwrap();
+        }
+        set_format(dir.path(), 6);
+        let before = roost_protocol::Timestamp::now();
+        let store = open(dir.path());
+        assert_eq!(format_of(&store), FORMAT_VERSION.to_be_bytes());
+        let ages = store.queues().unwrap().ages().clone();
+        let just_before = roost_protocol::Timestamp(before.0 - 1);
+        assert_eq!(ages.expired(&waiting, just_before, 0).unwrap(), None);
+        let later = roost_protocol::Timestamp(before.0 + 3600);
+        let expired = ages.expired(&waiting, later, 0).unwrap().unwrap();
+        assert_eq!((expired.keep_from, expired.marks.len()), (None, 1));
+        assert_eq!(ages.expired(&empty, later, 0).unwrap(), None);
+        assert_eq!(ages.marked_before(later).unwrap(), vec![waiting]);
     }
 }

@@ -11,6 +11,7 @@
 //! drains every waiter that arrived, flushes once, and wakes them all.
 
 mod accounts;
+mod activity;
 mod backup;
 mod blocked;
 mod check;
@@ -25,6 +26,7 @@ mod keys;
 mod log_scan;
 mod mark;
 mod outbox;
+mod queue_ages;
 mod queues;
 mod references;
 mod repair;
@@ -36,6 +38,7 @@ use std::path::{Path, PathBuf};
 pub use accounts::{
     AccountError, AccountStore, ClientRecord, Standing, TokenHash, TokenRecord, UserRecord,
 };
+pub use activity::ClientActivity;
 pub use backup::{Backup, Restored, MANIFEST};
 pub use blocked::BlockedDomains;
 pub use check::{CheckReport, TreeCheck};
@@ -48,6 +51,7 @@ pub use keys::{RetiredIntermediate, ServerKeys, ServerKeysStore};
 pub use log_scan::LogDamage;
 pub use mark::{LostWrites, OnLostWrites};
 pub use outbox::OutboxStore;
+pub use queue_ages::{Expired, QueueAges};
 pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_DELIVERIES_SECS};
 pub use references::{UsedReference, UsedReferences};
 pub use signatures::SeenSignatures;
@@ -321,6 +325,11 @@ impl Store {
         OutboxStore::open(&self.db)
     }
 
+    /// When each client last made a request (for expiring idle ones).
+    pub fn client_activity(&self) -> Result<ClientActivity> {
+        ClientActivity::open(&self.db)
+    }
+
     /// Domains an admin blocked from federating at run time.
     pub fn blocked_domains(&self) -> Result<BlockedDomains> {
         BlockedDomains::open(&self.db)
@@ -365,6 +374,7 @@ impl Store {
         self.outbox()?.check(&mut report);
         self.blocked_domains()?.check(&mut report);
         self.seen_signatures()?.check(&mut report);
+        self.client_activity()?.check(&mut report);
         Ok(report)
     }
 

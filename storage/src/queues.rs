@@ -24,6 +24,7 @@
 use roost_protocol::{api::QueueMessage, ClientId, Timestamp};
 
 use crate::{
+    queue_ages::QueueAges,
     table::{read_u64, Table},
     Result,
 };
@@ -140,6 +141,7 @@ pub struct QueueStore {
     table: Table<QueueMessage>,
     /// The bodies of large messages, by the same keys.
     large: crate::gate::Tree,
+    ages: QueueAges,
 }
 
 pub(crate) fn message_key(client: &ClientId, seq: u64) -> [u8; 25] {
@@ -182,6 +184,11 @@ fn last_seq(tree: &sled::Tree, client: &ClientId) -> Result<u64> {
         .next_back()
         .transpose()?;
     Ok(last.map_or(0, |key| seq_of(&key)))
+}
+
+/// The sequence number of a queue tree's key, if it is a message's.
+pub(crate) fn message_seq(key: &[u8]) -> Option<u64> {
+    (key.len() == 25 && key[16] == MESSAGE).then(|| seq_of(key))
 }
 
 /// The sequence number in a message's key.
@@ -230,7 +237,13 @@ impl QueueStore {
         Ok(QueueStore {
             table: Table::open(db, tree)?,
             large: db.open_tree(&format!("{tree}_large"))?,
+            ages: QueueAges::open(db, tree)?,
         })
+    }
+
+    /// When the queues' messages were queued, for retention.
+    pub fn ages(&self) -> &QueueAges {
+        &self.ages
     }
 
     /// The encoded message behind a record of the first tree.
@@ -412,6 +425,7 @@ impl QueueStore {
     pub(crate) fn check(&self, name: &str, report: &mut crate::CheckReport) {
         // Bodies are checked through the records that name them.
         report.readable(&format!("{name}_large"), &self.large);
+        self.ages.check(name, report);
         // Per queue: the seqs of its messages, where acknowledgements reached.
         type Seen = (Vec<u64>, Option<u64>);
         let mut queues: std::collections::BTreeMap<[u8; 16], Seen> = Default::default();
@@ -551,7 +565,7 @@ impl QueueStore {
             bodies.remove(key?);
         }
         self.large.apply_batch(bodies)?;
-        Ok(())
+        self.ages.forget(client)
     }
 }
 
