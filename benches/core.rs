@@ -140,6 +140,11 @@ fn queue_deps(store: &Store) -> QueueDeps {
         limits: no_limits(),
         closing: Default::default(),
         idle_after: IDLE,
+        // As shipped: queues are dated for retention.
+        retention: roost_actors::retention::RetentionPolicy {
+            messages_secs: Some(30 * 86_400),
+            idle_clients_secs: Some(90 * 86_400),
+        },
     }
 }
 

@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 use actix::Addr;
 use roost_actors::{
     accounts::{AccountsActor, AccountsConfig, AccountsDeps},
+    activity::ActivityRecorder,
     directory::Directory,
     federation::{FederationActor, FederationDeps, RetryPolicy, Wake},
     federation_policy::FederationPolicy,
@@ -21,6 +22,7 @@ use roost_actors::{
     queue::{Closing, QueueDeps},
     registry::RegistryDeps,
     replay::ReplayGuard,
+    retention::RetentionSweep,
     KeyPackageActor, Pool, QueueActor, RegistryActor, Route, WorkerThreads, Workers,
 };
 use roost_protocol::{
@@ -100,6 +102,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     actors.resume_relays(&store)?;
     let state = app_state(&settings, &store, &actors)?;
     roost_actors::sweeps::start(&store)?;
+    actors.retention_sweep(&settings, &store)?.start();
     let tls = match &settings.server.tls {
         Some(tls) => Some(Certificates::load(&tls.cert, &tls.key)?),
         None => None,
@@ -196,6 +199,23 @@ impl Actors {
         Ok(())
     }
 
+    /// The sweep that removes what is past its time, on the retention settings.
+    fn retention_sweep(
+        &self,
+        settings: &Settings,
+        store: &Store,
+    ) -> Result<RetentionSweep, ServeError> {
+        Ok(RetentionSweep {
+            policy: settings.retention.policy(),
+            activity: store.client_activity()?,
+            accounts_store: store.accounts()?,
+            accounts: self.accounts.clone(),
+            queues: self.queues.clone(),
+            message_queues: store.queues()?,
+            connection_queues: store.connection_queues()?,
+        })
+    }
+
     /// What admin commands run on.
     pub(crate) fn admin_core(
         &self,
@@ -242,6 +262,7 @@ pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors,
             limits: settings.limits.queues(),
             closing: closing.clone(),
             idle_after,
+            retention: settings.retention.policy(),
         },
         idle_after,
     );
@@ -389,6 +410,10 @@ fn app_state(
         accounts: actors.accounts.clone(),
         queues: actors.queues.clone(),
         directory: Directory::new(store.accounts()?, store.key_packages()?),
+        activity: ActivityRecorder::new(
+            store.client_activity()?,
+            settings.retention.policy().activity_period_secs(),
+        ),
         store: store.clone(),
         keys: actors.keys.clone(),
         replay: ReplayGuard::new(

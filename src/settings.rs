@@ -34,6 +34,25 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    pub retention: RetentionSettings,
+}
+
+/// How long the server keeps what its users left behind; 0: for ever.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub messages_secs: u64,
+    pub idle_clients_secs: u64,
+}
+
+impl RetentionSettings {
+    pub fn policy(&self) -> roost_actors::retention::RetentionPolicy {
+        let kept = |secs: u64| (secs > 0).then_some(secs);
+        roost_actors::retention::RetentionPolicy {
+            messages_secs: kept(self.messages_secs),
+            idle_clients_secs: kept(self.idle_clients_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -18,6 +18,7 @@
 //! (that is `roost_storage`'s).
 
 pub mod accounts;
+pub mod activity;
 pub mod directory;
 pub mod federation;
 pub mod federation_policy;
@@ -30,6 +31,7 @@ pub mod qs;
 pub mod queue;
 pub mod registry;
 pub mod replay;
+pub mod retention;
 pub mod sweeps;
 
 pub use key_packages::KeyPackageActor;

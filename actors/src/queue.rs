@@ -18,9 +18,9 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use roost_protocol::{
-    api::{QueueBatch, QueueItem, QueueKind, QueueMessage, MAX_FETCH_BYTES},
+    api::{Notice, QueueBatch, QueueItem, QueueKind, QueueMessage, MAX_FETCH_BYTES},
     queue::{QueueChain, CHAIN_LENGTH},
-    ClientId, HpkePublicKey,
+    ClientId, HpkePublicKey, Timestamp,
 };
 use roost_storage::{
     AccountStore, Durability, EncodedMessage, QueueStore, QueueUsage, StorageError,
@@ -29,6 +29,7 @@ use roost_storage::{
 use crate::{
     once_durable,
     pool::{pooled_messages, Membership, Pooled, Retire},
+    retention::RetentionPolicy,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +122,8 @@ pub struct QueueDeps {
     /// Set when the server stops: from then on no fetch waits, in queues old or new.
     pub closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub idle_after: Duration,
+    /// How long a message may wait for its client (queues are dated for it).
+    pub retention: RetentionPolicy,
 }
 
 /// Append an item; answers with its sequence number once it is durable.
@@ -187,6 +190,14 @@ pub struct Closing;
 #[rtype(result = "Result<(), QueueError>")]
 pub struct DeleteQueue;
 
+/// Drop the messages that waited longer than the retention allows at `now`; a message queue's
+/// client is then told how many, by a notice. Answers how many were dropped, once durable.
+#[derive(Message)]
+#[rtype(result = "Result<u64, QueueError>")]
+pub struct ExpireMessages {
+    pub now: Timestamp,
+}
+
 struct Waiter {
     from: u64,
     max: u32,
@@ -195,6 +206,7 @@ struct Waiter {
 
 pub struct QueueActor {
     client: ClientId,
+    kind: QueueKind,
     store: QueueStore,
     limits: KindLimits,
     /// What the queue holds, durable or not; loaded with the counter.
@@ -206,11 +218,13 @@ pub struct QueueActor {
     key: Option<HpkePublicKey>,
     /// The key chain for the message `next_seq`, and the seq its chain started at.
     chain: Option<(QueueChain, u64)>,
+    /// The retention period (counted from the epoch) the queue was last dated in.
+    dated_in: Option<u64>,
     waiters: Vec<Waiter>,
     membership: Membership<QueueActor>,
 }
 
-pooled_messages!(QueueActor: Enqueue, EnqueueMany, StoreMany, Durable, Fetch, Ack, Closing, DeleteQueue);
+pooled_messages!(QueueActor: Enqueue, EnqueueMany, StoreMany, Durable, Fetch, Ack, Closing, DeleteQueue, ExpireMessages);
 
 impl Pooled for QueueActor {
     type Key = QueueId;
@@ -224,6 +238,7 @@ impl Pooled for QueueActor {
         };
         QueueActor {
             client: id.client,
+            kind: id.kind,
             store,
             limits: deps.limits.of(id.kind),
             usage: QueueUsage::default(),
@@ -232,6 +247,7 @@ impl Pooled for QueueActor {
             next_seq: None,
             key: None,
             chain: None,
+            dated_in: None,
             waiters: Vec::new(),
             membership,
         }
@@ -422,6 +438,7 @@ impl QueueActor {
         }
         let key = self.key()?;
         let seq = self.next_seq()?;
+        self.date(seq)?;
         let (chain, started) = match &self.chain {
             Some((chain, started)) if chain.seq() == seq && seq - started < CHAIN_LENGTH => {
                 (chain.clone(), *started)
@@ -532,18 +549,88 @@ impl Handler<Ack> for QueueActor {
     fn handle(&mut self, ack: Ack, _ctx: &mut Self::Context) -> Self::Result {
         let removed = self.key().and_then(|_| {
             self.next_seq()?;
-            self.delete_up_to(ack.up_to)
+            self.delete_up_to(ack.up_to).map(drop)
         });
         once_durable(&self.deps.durability, removed)
     }
 }
 
 impl QueueActor {
-    /// Deletes every message with `seq <= up_to` (not waiting for a flush).
-    fn delete_up_to(&mut self, up_to: u64) -> Result<(), QueueError> {
+    /// Deletes every message with `seq <= up_to` (not waiting for a flush); answers how many.
+    fn delete_up_to(&mut self, up_to: u64) -> Result<u64, QueueError> {
         let freed = self.store.ack(&self.client, up_to)?;
         self.usage.remove(freed);
+        Ok(freed.messages)
+    }
+
+    /// Message `seq` is about to be sealed: dates the queue, once per retention period and
+    /// before the message is written (a crash between leaves a mark no message follows yet,
+    /// which dates nothing wrongly). A new mark starts a new key chain, so that every mark is
+    /// where a chain starts: when retention drops the messages before a mark, what is kept
+    /// opens without them.
+    fn date(&mut self, seq: u64) -> Result<(), QueueError> {
+        let retention = &self.deps.retention;
+        if retention.messages_secs.is_none() {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let period_secs = retention.message_period_secs();
+        let period = now.0 / period_secs;
+        if self.dated_in != Some(period) {
+            if self
+                .store
+                .ages()
+                .note(&self.client, now, period_secs, seq)?
+            {
+                self.chain = None;
+            }
+            self.dated_in = Some(period);
+        }
         Ok(())
+    }
+
+    /// Drops what waited past the retention at `now`; answers how many messages.
+    fn drop_expired(&mut self, now: Timestamp) -> Result<u64, QueueError> {
+        let Some(retention) = self.deps.retention.messages_secs else {
+            return Ok(0);
+        };
+        self.key()?;
+        let next = self.next_seq()?;
+        let cutoff = Timestamp(now.0.saturating_sub(retention));
+        let period = self.deps.retention.message_period_secs();
+        let ages = self.store.ages().clone();
+        let Some(expired) = ages.expired(&self.client, cutoff, period)? else {
+            return Ok(0);
+        };
+        let dropped = self.delete_up_to(expired.keep_from.unwrap_or(next) - 1)?;
+        ages.forget_marks(&self.client, &expired.marks)?;
+        if dropped > 0 {
+            // The chain may have started in what was dropped: the next message starts another.
+            self.chain = None;
+        }
+        Ok(dropped)
+    }
+}
+
+impl Handler<ExpireMessages> for QueueActor {
+    type Result = ResponseActFuture<Self, Result<u64, QueueError>>;
+
+    fn handle(&mut self, msg: ExpireMessages, _ctx: &mut Self::Context) -> Self::Result {
+        match self.drop_expired(msg.now) {
+            Ok(count) if count > 0 && self.kind == QueueKind::Messages => {
+                let notice = Notice::MessagesExpired {
+                    count,
+                    after_secs: self.deps.retention.messages_secs.unwrap_or_default(),
+                };
+                // Durable with the notice; a notice a full queue refuses is not worth failing
+                // the drop for.
+                Box::pin(
+                    self.append(vec![(QueueItem::Notice(notice), None)])
+                        .map(move |appended, _, _| appended.map(|_| count)),
+                )
+            }
+            other => Box::pin(once_durable(&self.deps.durability, other).into_actor(self)),
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub(crate) async fn note(device: &Device, notice: &Notice) -> Result<(), Error> 
             .await?),
         Notice::ClientAdded { .. } => Ok(()),
         Notice::ClientDeleted { client_id } => forget(device, client_id).await,
+        Notice::MessagesExpired { .. } => Ok(()),
     }
 }
 

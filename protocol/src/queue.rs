@@ -62,8 +62,18 @@ pub enum QueueItem {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Notice {
-    ClientAdded { client_id: ClientId },
-    ClientDeleted { client_id: ClientId },
+    ClientAdded {
+        client_id: ClientId,
+    },
+    ClientDeleted {
+        client_id: ClientId,
+    },
+    /// `count` messages waited in this queue longer than the server keeps them (`after_secs`,
+    /// its retention) and were dropped unread.
+    MessagesExpired {
+        count: u64,
+        after_secs: u64,
+    },
 }
 
 /// One queued message as stored and served.

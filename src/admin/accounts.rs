@@ -82,6 +82,7 @@ fn show(core: &Core, accounts: &AccountStore, user: &UserName) -> Result<Value, 
     };
     let queues = core.store.queues()?;
     let connection_queues = core.store.connection_queues()?;
+    let activity = core.store.client_activity()?;
     let mut clients = Vec::new();
     for id in &record.clients {
         let Some(client) = accounts.client(id)? else {
@@ -92,6 +93,8 @@ fn show(core: &Core, accounts: &AccountStore, user: &UserName) -> Result<Value, 
             "client": id.to_string(),
             "added": time(client.added_at),
             "credential_expires": time(client.credential.body.validity.not_after),
+            // Recorded at most once a day (less often with a short retention).
+            "last_seen": activity.last_seen(id)?.map(time),
             "queued_messages": messages.waiting,
             "queued_bytes": messages.bytes,
             "connection_requests": connection_queues.summary(id)?.waiting,

@@ -68,6 +68,8 @@ pub struct AppState {
     pub body_bytes_limit: RateLimiter,
     /// Whose a client or a friendship token is, read before a request reaches an actor.
     pub directory: Directory,
+    /// When each client was last seen, for expiring idle ones.
+    pub activity: roost_actors::activity::ActivityRecorder,
     /// For the disk's free space and whether writes are becoming durable.
     pub store: roost_storage::Store,
     /// The signing keys in force: the AS credentials served, the federation key.
@@ -190,6 +192,7 @@ pub(crate) async fn signed_request(
         Replay::Harmless
     };
     let caller = auth::authenticate(request, &body, &state.directory, &state.replay, replay)?;
+    state.activity.saw(&caller.client);
     Ok((caller, body))
 }
 

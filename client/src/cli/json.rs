@@ -175,6 +175,12 @@ pub(super) fn received_json(received: &Received) -> Value {
         Ok(QueueItem::Notice(Notice::ClientDeleted { client_id })) => {
             json!({ "seq": seq, "kind": "client_deleted", "client_id": client_id.to_string() })
         }
+        Ok(QueueItem::Notice(Notice::MessagesExpired { count, after_secs })) => json!({
+            "seq": seq,
+            "kind": "messages_expired",
+            "count": count,
+            "after_secs": after_secs,
+        }),
         Ok(QueueItem::FromOwnClient { sender, payload }) => json!({
             "seq": seq,
             "kind": "from_own_client",

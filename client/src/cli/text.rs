@@ -279,6 +279,10 @@ pub(super) fn received_text(received: &Received) -> String {
         Ok(QueueItem::Notice(Notice::ClientDeleted { client_id })) => {
             format!("#{seq} client {client_id} was deleted")
         }
+        Ok(QueueItem::Notice(Notice::MessagesExpired { count, after_secs })) => format!(
+            "#{seq} {count} message(s) waited longer than the server keeps them ({}) and were dropped unread",
+            duration(*after_secs)
+        ),
         Ok(QueueItem::FromOwnClient { sender, payload }) => format!(
             "#{seq} from client {sender}: {}",
             printable(&String::from_utf8_lossy(payload))
@@ -337,4 +341,16 @@ pub(super) fn message_text(message: &StoredMessage) -> String {
             .map_or("(unknown sender)".to_owned(), ToString::to_string),
         printable(&message.text)
     )
+}
+
+/// A span of time as a person says it: "30 days", "2 hours", "45 seconds".
+fn duration(secs: u64) -> String {
+    let (amount, unit) = match secs {
+        s if s >= 86_400 && s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s >= 3_600 && s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    let plural = if amount == 1 { "" } else { "s" };
+    format!("{amount} {unit}{plural}")
 }

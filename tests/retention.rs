@@ -1,0 +1,150 @@
+//! Retention against real `roost` processes, with short settings: messages a client does not
+//! fetch in time are dropped and the client is told; a device that stays silent is deleted and
+//! its user's other devices are told; what is still in time is kept.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{phone_and_laptop, Identity, Options, TestServer};
+use roost_protocol::api::{self, Notice, QueueItem, QueueKind};
+
+fn with_retention(messages_secs: u64, idle_clients_secs: u64) -> Options {
+    Options {
+        settings: vec![
+            ("ROOST_RETENTION__MESSAGES_SECS", messages_secs.to_string()),
+            (
+                "ROOST_RETENTION__IDLE_CLIENTS_SECS",
+                idle_clients_secs.to_string(),
+            ),
+        ],
+        ..Options::default()
+    }
+}
+
+/// What `who`'s message queue holds, opened in order.
+async fn queued(server: &TestServer, who: &Identity) -> Vec<(u64, QueueItem)> {
+    let messages = server.http().fetch_all(who).await;
+    messages
+        .iter()
+        .map(|m| (m.seq, who.open(QueueKind::Messages, m).expect("opens")))
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_not_fetched_within_the_retention_are_dropped_and_the_client_is_told() {
+    let server = TestServer::start(with_retention(2, 0));
+    let http = server.http();
+    let (phone, laptop) = phone_and_laptop(&server, "alice").await;
+    assert_eq!(
+        http.enqueue(&phone, &laptop.client_id(), b"old")
+            .await
+            .status,
+        200
+    );
+
+    // The laptop does not fetch for a while: its message goes, and it is told so.
+    let started = std::time::Instant::now();
+    let expired = QueueItem::Notice(Notice::MessagesExpired {
+        count: 1,
+        after_secs: 2,
+    });
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let batch: api::QueueBatch = http.fetch(&laptop, 0, 10, 0).await.decode();
+        if batch.messages.first().map(|m| m.seq) != Some(1) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never dropped");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "dropped before its time: {:?}",
+        started.elapsed()
+    );
+    let phone_told = queued(&server, &phone).await;
+    assert_eq!(
+        phone_told,
+        [(
+            2,
+            QueueItem::Notice(Notice::MessagesExpired {
+                count: 1,
+                after_secs: 2
+            })
+        )],
+        "the phone's notice that the laptop was added waited as long"
+    );
+
+    // A message queued now is in time, and opens after the notice.
+    assert_eq!(
+        http.enqueue(&phone, &laptop.client_id(), b"new")
+            .await
+            .status,
+        200
+    );
+    let items = queued(&server, &laptop).await;
+    assert_eq!(
+        items,
+        [
+            (2, expired),
+            (
+                3,
+                QueueItem::FromOwnClient {
+                    sender: phone.client_id(),
+                    payload: b"new".to_vec(),
+                }
+            ),
+        ]
+    );
+    let shown = server.admin_json(&["users", "show", "alice"]);
+    assert!(shown["clients"][1]["last_seen"].is_string(), "{shown}");
+}
+
+#[tokio::test]
+async fn a_device_silent_past_the_retention_is_deleted_and_the_users_other_devices_are_told() {
+    let server = TestServer::start(with_retention(0, 3));
+    let http = server.http();
+    let mut carol = Identity::new(&server.user("carol"));
+    assert_eq!(http.register(&mut carol, None).await.status, 201);
+    server.admin(&["users", "deactivate", "carol"]);
+    let (phone, laptop) = phone_and_laptop(&server, "alice").await;
+
+    // The laptop fetches once and then stays silent; the phone keeps fetching.
+    assert_eq!(http.fetch(&laptop, 0, 1, 0).await.status, 200);
+    let started = std::time::Instant::now();
+    let mut from = 1;
+    let mut phone_saw = Vec::new();
+    loop {
+        let batch: api::QueueBatch = http.fetch(&phone, from, 10, 500).await.decode();
+        for message in &batch.messages {
+            phone_saw.push(phone.open(QueueKind::Messages, message).unwrap());
+            from = message.seq + 1;
+        }
+        if phone_saw.iter().any(|item| {
+            matches!(item, QueueItem::Notice(Notice::ClientDeleted { client_id }) if *client_id == laptop.client_id())
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the laptop was never expired; the phone saw {phone_saw:?}"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "expired before its time: {:?}",
+        started.elapsed()
+    );
+    let refused = http.fetch(&laptop, 0, 10, 0).await;
+    assert_eq!(refused.status, 401, "{}", refused.error_message());
+
+    // The phone, active all along, is kept; so is the deactivated user's device.
+    assert_eq!(http.fetch(&phone, from, 10, 0).await.status, 200);
+    let shown = server.admin_json(&["users", "show", "alice"]);
+    let clients = shown["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{shown}");
+    assert_eq!(clients[0]["client"], phone.client_id().to_string());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.admin(&["users", "reactivate", "carol"]);
+    assert_eq!(http.fetch(&carol, 0, 10, 0).await.status, 200);
+}
