@@ -144,7 +144,8 @@ fn queue_deps(store: &Store) -> QueueDeps {
         retention: roost_actors::retention::RetentionPolicy {
             messages_secs: Some(30 * 86_400),
             idle_clients_secs: Some(90 * 86_400),
-        },
+        }
+        .messages(),
     }
 }
 

@@ -262,7 +262,7 @@ pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors,
             limits: settings.limits.queues(),
             closing: closing.clone(),
             idle_after,
-            retention: settings.retention.policy(),
+            retention: settings.retention.policy().messages(),
         },
         idle_after,
     );

@@ -29,7 +29,6 @@ use roost_storage::{
 use crate::{
     once_durable,
     pool::{pooled_messages, Membership, Pooled, Retire},
-    retention::RetentionPolicy,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -122,8 +121,16 @@ pub struct QueueDeps {
     /// Set when the server stops: from then on no fetch waits, in queues old or new.
     pub closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub idle_after: Duration,
-    /// How long a message may wait for its client (queues are dated for it).
-    pub retention: RetentionPolicy,
+    /// How long a message may wait for its client, if not for ever.
+    pub retention: Option<MessageRetention>,
+}
+
+/// How long a message may wait for its client, and how coarsely queues are dated for it
+/// (see `crate::retention`).
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRetention {
+    pub after_secs: u64,
+    pub period_secs: u64,
 }
 
 /// Append an item; answers with its sequence number once it is durable.
@@ -569,12 +576,11 @@ impl QueueActor {
     /// where a chain starts: when retention drops the messages before a mark, what is kept
     /// opens without them.
     fn date(&mut self, seq: u64) -> Result<(), QueueError> {
-        let retention = &self.deps.retention;
-        if retention.messages_secs.is_none() {
+        let Some(retention) = self.deps.retention else {
             return Ok(());
-        }
+        };
         let now = Timestamp::now();
-        let period_secs = retention.message_period_secs();
+        let period_secs = retention.period_secs;
         let period = now.0 / period_secs;
         if self.dated_in != Some(period) {
             if self
@@ -591,13 +597,13 @@ impl QueueActor {
 
     /// Drops what waited past the retention at `now`; answers how many messages.
     fn drop_expired(&mut self, now: Timestamp) -> Result<u64, QueueError> {
-        let Some(retention) = self.deps.retention.messages_secs else {
+        let Some(retention) = self.deps.retention else {
             return Ok(0);
         };
         self.key()?;
         let next = self.next_seq()?;
-        let cutoff = Timestamp(now.0.saturating_sub(retention));
-        let period = self.deps.retention.message_period_secs();
+        let cutoff = Timestamp(now.0.saturating_sub(retention.after_secs));
+        let period = retention.period_secs;
         let ages = self.store.ages().clone();
         let Some(expired) = ages.expired(&self.client, cutoff, period)? else {
             return Ok(0);
@@ -620,7 +626,7 @@ impl Handler<ExpireMessages> for QueueActor {
             Ok(count) if count > 0 && self.kind == QueueKind::Messages => {
                 let notice = Notice::MessagesExpired {
                     count,
-                    after_secs: self.deps.retention.messages_secs.unwrap_or_default(),
+                    after_secs: self.deps.retention.map_or(0, |r| r.after_secs),
                 };
                 // Durable with the notice; a notice a full queue refuses is not worth failing
                 // the drop for.

@@ -19,7 +19,7 @@ use roost_storage::{AccountStore, ClientActivity, QueueStore, StorageError};
 use crate::{
     accounts::{AccountsActor, DeleteClient},
     pool::{Ask, Pool},
-    queue::{ExpireMessages, QueueActor, QueueId},
+    queue::{ExpireMessages, MessageRetention, QueueActor, QueueId},
 };
 
 /// How long things are kept; `None`: for ever.
@@ -40,6 +40,14 @@ impl RetentionPolicy {
     /// How coarsely queues are dated: one mark per queue per this many seconds.
     pub fn message_period_secs(&self) -> u64 {
         self.messages_secs.map_or(DAY_SECS, period_of)
+    }
+
+    /// What the queue actors need of it.
+    pub fn messages(&self) -> Option<MessageRetention> {
+        self.messages_secs.map(|after_secs| MessageRetention {
+            after_secs,
+            period_secs: self.message_period_secs(),
+        })
     }
 
     /// How coarsely client activity is recorded: one write per client per this many seconds.

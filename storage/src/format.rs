@@ -78,8 +78,8 @@ pub(crate) fn check(db: &sled::Db, path: &Path) -> Result<()> {
         }
         if found < 7 {
             crate::queue_ages::date_queued(
-                &db.open_tree(name)?,
                 &db.open_tree(crate::queue_ages::QueueAges::name(name))?,
+                &crate::queues::first_seqs(&db.open_tree(name)?)?,
                 roost_protocol::Timestamp::now(),
             )?;
         }

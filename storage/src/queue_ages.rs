@@ -145,30 +145,18 @@ impl QueueAges {
     }
 }
 
-/// Dates every queue of `queue_tree` that holds messages as of `now`, in `ages` (the upgrade to
-/// format 7); answers how many. Running it again after a crash adds a later mark at the same
+/// Dates every queue that holds messages, given each one's first seq, as of `now` (the upgrade
+/// to format 7); answers how many. Running it again after a crash adds a later mark at the same
 /// seq, which changes nothing that is dropped.
 pub(crate) fn date_queued(
-    queue_tree: &sled::Tree,
     ages: &sled::Tree,
+    first_seqs: &[(ClientId, u64)],
     now: Timestamp,
 ) -> Result<usize> {
-    let mut dated = 0;
-    let mut last: Option<[u8; 16]> = None;
-    for entry in queue_tree.iter().keys() {
-        let key = entry?;
-        let Some(seq) = crate::queues::message_seq(&key) else {
-            continue;
-        };
-        let client =
-            <[u8; 16]>::try_from(&key[..16]).expect("a message key starts with a client id");
-        if last != Some(client) {
-            ages.insert(key_of(&ClientId(client), now), &seq.to_be_bytes())?;
-            last = Some(client);
-            dated += 1;
-        }
+    for (client, seq) in first_seqs {
+        ages.insert(key_of(client, now), &seq.to_be_bytes())?;
     }
-    Ok(dated)
+    Ok(first_seqs.len())
 }
 
 #[cfg(test)]

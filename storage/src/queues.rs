@@ -186,9 +186,20 @@ fn last_seq(tree: &sled::Tree, client: &ClientId) -> Result<u64> {
     Ok(last.map_or(0, |key| seq_of(&key)))
 }
 
-/// The sequence number of a queue tree's key, if it is a message's.
-pub(crate) fn message_seq(key: &[u8]) -> Option<u64> {
-    (key.len() == 25 && key[16] == MESSAGE).then(|| seq_of(key))
+/// Every queue of a queue tree that holds messages, with the seq of its first.
+pub(crate) fn first_seqs(tree: &sled::Tree) -> Result<Vec<(ClientId, u64)>> {
+    let mut firsts: Vec<(ClientId, u64)> = Vec::new();
+    for key in tree.iter().keys() {
+        let key = key?;
+        if key.len() != 25 || key[16] != MESSAGE {
+            continue;
+        }
+        let client = ClientId(key[..16].try_into().expect("16 bytes"));
+        if firsts.last().map(|(c, _)| c) != Some(&client) {
+            firsts.push((client, seq_of(&key)));
+        }
+    }
+    Ok(firsts)
 }
 
 /// The sequence number in a message's key.
