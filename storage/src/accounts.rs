@@ -150,31 +150,33 @@ impl AccountStore {
     ) -> Result<bool, AccountError> {
         let user_key = user.to_string();
         let outcome = self.users.tree.gate().passing(|| {
-            (&*self.users.tree, &*self.standing.tree).transaction(|(users, standing)| {
-                let abort = ConflictableTransactionError::Abort;
-                if users.get(user_key.as_bytes())?.is_none() {
-                    let deleted = standing.get(user_key.as_bytes())?.is_some();
-                    return Err(abort(if deleted {
-                        AccountError::Deleted
-                    } else {
-                        AccountError::UnknownUser
-                    }));
-                }
-                let was = standing.get(user_key.as_bytes())?.is_some();
-                match since {
-                    Some(since) if !was => {
-                        standing.insert(
-                            user_key.as_bytes(),
-                            encode(&Standing::Deactivated { since }),
-                        )?;
+            (&self.users.tree.sled(), &self.standing.tree.sled()).transaction(
+                |(users, standing)| {
+                    let abort = ConflictableTransactionError::Abort;
+                    if users.get(user_key.as_bytes())?.is_none() {
+                        let deleted = standing.get(user_key.as_bytes())?.is_some();
+                        return Err(abort(if deleted {
+                            AccountError::Deleted
+                        } else {
+                            AccountError::UnknownUser
+                        }));
                     }
-                    None if was => {
-                        standing.remove(user_key.as_bytes())?;
+                    let was = standing.get(user_key.as_bytes())?.is_some();
+                    match since {
+                        Some(since) if !was => {
+                            standing.insert(
+                                user_key.as_bytes(),
+                                encode(&Standing::Deactivated { since }),
+                            )?;
+                        }
+                        None if was => {
+                            standing.remove(user_key.as_bytes())?;
+                        }
+                        _ => return Ok(false),
                     }
-                    _ => return Ok(false),
-                }
-                Ok(true)
-            })
+                    Ok(true)
+                },
+            )
         });
         flatten(outcome)
     }
@@ -188,8 +190,12 @@ impl AccountStore {
     ) -> Result<Vec<ClientId>, AccountError> {
         let user_key = user.to_string();
         let outcome = self.users.tree.gate().passing(|| {
-            (&*self.users.tree, &*self.clients.tree, &*self.standing.tree).transaction(
-                |(users, clients, standing)| {
+            (
+                &self.users.tree.sled(),
+                &self.clients.tree.sled(),
+                &self.standing.tree.sled(),
+            )
+                .transaction(|(users, clients, standing)| {
                     let record = load_user(users, &user_key)?;
                     for client in &record.clients {
                         clients.remove(&client.0)?;
@@ -197,8 +203,7 @@ impl AccountStore {
                     users.remove(user_key.as_bytes())?;
                     standing.insert(user_key.as_bytes(), encode(&Standing::Deleted { at }))?;
                     Ok(record.clients)
-                },
-            )
+                })
         });
         flatten(outcome)
     }
@@ -215,10 +220,10 @@ impl AccountStore {
         let client_id = client.credential.client_id();
         let now = record.created_at;
         let trees = (
-            &*self.users.tree,
-            &*self.clients.tree,
-            &*self.tokens.tree,
-            &*self.standing.tree,
+            &self.users.tree.sled(),
+            &self.clients.tree.sled(),
+            &self.tokens.tree.sled(),
+            &self.standing.tree.sled(),
         );
         let outcome = self.users.tree.gate().passing(|| {
             trees.transaction(|(users, clients, tokens, standing)| {
@@ -258,7 +263,7 @@ impl AccountStore {
         let user_key = user.to_string();
         let client_id = client.credential.client_id();
         let outcome = self.users.tree.gate().passing(|| {
-            (&*self.users.tree, &*self.clients.tree).transaction(|(users, clients)| {
+            (&self.users.tree.sled(), &self.clients.tree.sled()).transaction(|(users, clients)| {
                 let mut record = load_user(users, &user_key)?;
                 record.clients.push(client_id);
                 users.insert(user_key.as_bytes(), encode(&record))?;
@@ -277,7 +282,7 @@ impl AccountStore {
     ) -> Result<bool, AccountError> {
         let user_key = user.to_string();
         let outcome = self.users.tree.gate().passing(|| {
-            (&*self.users.tree, &*self.clients.tree).transaction(|(users, clients)| {
+            (&self.users.tree.sled(), &self.clients.tree.sled()).transaction(|(users, clients)| {
                 let mut record = load_user(users, &user_key)?;
                 let before = record.clients.len();
                 record.clients.retain(|c| c != client_id);

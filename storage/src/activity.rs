@@ -24,7 +24,7 @@ impl ClientActivity {
     }
 
     pub(crate) fn check(&self, report: &mut crate::CheckReport) {
-        report.readable(TREE, &self.tree);
+        report.readable(TREE, &self.tree.sled());
     }
 
     /// `client` was seen at `at`.
@@ -38,7 +38,7 @@ impl ClientActivity {
         if !self.tree.contains_key(client.0)? {
             return Ok(None);
         }
-        read_u64(&self.tree, &client.0, "client activity", 0).map(|at| Some(Timestamp(at)))
+        read_u64(&self.tree.sled(), &client.0, "client activity", 0).map(|at| Some(Timestamp(at)))
     }
 
     /// Starts the clock of every client in `clients` that has no record (registered before

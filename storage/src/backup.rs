@@ -62,10 +62,22 @@ impl Store {
         fs::create_dir_all(to).map_err(|e| refuse(format!("cannot create it: {e}")))?;
         let mut copied = Backup::default();
         {
+            // No compaction meanwhile, nor removal of what one replaced.
+            let _no_compaction = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
+            let unused: Vec<String> = crate::layout::unused(&self.path)
+                .map_err(|e| refuse(e.to_string()))?
+                .iter()
+                .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+                .collect();
+            let skip: Vec<&str> = NOT_COPIED
+                .iter()
+                .copied()
+                .chain(unused.iter().map(String::as_str))
+                .collect();
             let closed = Instant::now();
             let _closed = self.db.gate().close();
-            self.db.flush()?;
-            if let Err(e) = copy_dir(&self.path, to, &NOT_COPIED, &mut copied) {
+            self.db.sled().flush()?;
+            if let Err(e) = copy_dir(&self.path, to, &skip, &mut copied) {
                 // A partial copy is no backup: nothing of it is kept.
                 let _ = fs::remove_dir_all(to);
                 return Err(refuse(format!("{e} (the partial copy was removed)")));
@@ -182,7 +194,8 @@ fn copy_dir(from: &Path, to: &Path, skip: &[&str], copied: &mut Backup) -> std::
         let target = to.join(&name);
         if entry.file_type()?.is_dir() {
             fs::create_dir_all(&target)?;
-            copy_dir(&entry.path(), &target, skip, copied)?;
+            // `skip` names entries of the store directory itself, not of sled's.
+            copy_dir(&entry.path(), &target, &[], copied)?;
         } else {
             copied.bytes += fs::copy(entry.path(), &target)?;
             copied.files += 1;

@@ -97,7 +97,7 @@ impl<P: ClientPackage> ClientPackages<P> {
             None => self.table.tree.apply_batch(batch)?,
             Some((other, other_batch)) => {
                 flatten(self.table.tree.gate().passing(|| {
-                    (&*self.table.tree, &**other).transaction(|(tree, other)| {
+                    (&self.table.tree.sled(), &other.sled()).transaction(|(tree, other)| {
                         tree.apply_batch(&batch)?;
                         other.apply_batch(&other_batch)?;
                         Ok(())

@@ -122,7 +122,7 @@ impl ConnectionPackageStore {
             .collect();
         let outcome: std::result::Result<(), TransactionError<()>> =
             self.served.tree.gate().passing(|| {
-                (&**self.packages.tree(), &*self.served.tree).transaction(
+                (&self.packages.tree().sled(), &self.served.tree.sled()).transaction(
                     |(packages, served_tree)| {
                         packages.apply_batch(&removals)?;
                         for (hash, record) in &served {

@@ -1,7 +1,6 @@
 //! Group commit: one flusher thread makes writes durable for every waiter at once.
 
 use std::{
-    fs::File,
     path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -71,20 +70,14 @@ struct FlushCounts {
 pub struct Written(u64);
 
 impl Durability {
-    pub(crate) fn start(db: sled::Db, path: &Path, mut mark: Mark) -> Result<Durability> {
-        // sled's flush hands data to the kernel with sync_file_range, which neither waits for
-        // metadata nor survives power loss; an fsync of the data file does.
-        let data_file = File::open(path.join("db")).map_err(|e| StorageError::Open {
-            path: path.to_owned(),
-            reason: format!("cannot open the data file for syncing: {e}"),
-        })?;
+    pub(crate) fn start(db: crate::gate::Db, path: &Path, mut mark: Mark) -> Result<Durability> {
         let (requests, incoming) = mpsc::channel();
         let failing = Arc::new(AtomicBool::new(false));
         let flushes = Arc::new(FlushCounts::default());
         let (flag, counts) = (failing.clone(), flushes.clone());
         let thread = thread::Builder::new()
             .name("roost-flusher".into())
-            .spawn(move || flusher(db, data_file, &mut mark, incoming, flag, &counts))
+            .spawn(move || flusher(db, &mut mark, incoming, flag, &counts))
             .map_err(|e| StorageError::Open {
                 path: path.to_owned(),
                 reason: format!("cannot start the flusher thread: {e}"),
@@ -156,8 +149,7 @@ impl Durability {
 }
 
 fn flusher(
-    db: sled::Db,
-    data_file: File,
+    db: crate::gate::Db,
     mark: &mut Mark,
     incoming: mpsc::Receiver<Request>,
     failing: Arc<AtomicBool>,
@@ -181,9 +173,12 @@ fn flusher(
         // read is in this flush.
         let number = counts.begun.fetch_add(1, Ordering::SeqCst) + 1;
         let started = std::time::Instant::now();
+        // The database in use once the count is staged (staging waits out a compaction, and
+        // a compaction copies what was written before it).
+        let mut current = None;
         let outcome = mark
             .stage()
-            .and_then(|()| Ok(db.flush()?))
+            .and_then(|()| Ok(current.insert(db.current()).db.flush()?))
             .map_err(|e| match e {
                 StorageError::Sled(sled::Error::Io(io)) => FlushFailure::new("flush", &io),
                 other => FlushFailure {
@@ -192,7 +187,12 @@ fn flusher(
                 },
             })
             .and_then(|_| {
-                data_file
+                // sled's flush hands data to the kernel with sync_file_range, which neither
+                // waits for metadata nor survives power loss; an fsync of the data file does.
+                current
+                    .as_ref()
+                    .expect("flushed")
+                    .data_file
                     .sync_data()
                     .map_err(|e| FlushFailure::new("fsync", &e))
             });
@@ -220,7 +220,7 @@ mod tests {
     use crate::Store;
 
     fn flushes(store: &Store) -> u64 {
-        crate::mark::in_store(&store.db.open_tree("meta").unwrap()).unwrap()
+        crate::mark::in_store(&store.db.open_tree("meta").unwrap().sled()).unwrap()
     }
 
     #[test]

@@ -335,6 +335,7 @@ mod tests {
         assert!(report.is_sound(), "{:?}", report.problems);
         let names: Vec<String> = store
             .db
+            .sled()
             .tree_names()
             .iter()
             .map(|n| String::from_utf8_lossy(n).into_owned())

@@ -50,8 +50,8 @@ impl GroupStore {
     /// Group states and ledgers are ciphertext the DS alone can open: only whether they can be
     /// read.
     pub(crate) fn check(&self, report: &mut crate::CheckReport) {
-        report.readable("ds_groups", &self.tree);
-        report.readable("ds_group_ledgers", &self.ledgers);
+        report.readable("ds_groups", &self.tree.sled());
+        report.readable("ds_group_ledgers", &self.ledgers.sled());
         self.added_key_packages
             .check("ds_added_key_packages", report);
     }
@@ -82,7 +82,7 @@ impl GroupStore {
     /// Stores a new group with its first ledger; false if the id is taken.
     pub fn create(&self, group_id: &[u8], state: Vec<u8>, ledger: Vec<u8>) -> Result<bool> {
         let outcome = self.tree.gate().passing(|| {
-            (&*self.tree, &*self.ledgers).transaction(|(states, ledgers)| {
+            (&self.tree.sled(), &self.ledgers.sled()).transaction(|(states, ledgers)| {
                 if states.get(group_id)?.is_some() {
                     return Ok(false);
                 }
@@ -117,9 +117,9 @@ impl GroupStore {
             return Ok(Update::Done);
         }
         let trees = (
-            &*self.tree,
-            &*self.ledgers,
-            &**self.added_key_packages.tree(),
+            &self.tree.sled(),
+            &self.ledgers.sled(),
+            &self.added_key_packages.tree().sled(),
         );
         let outcome = self.tree.gate().passing(|| {
             trees.transaction(|(states, ledgers, added)| {

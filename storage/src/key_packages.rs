@@ -95,7 +95,7 @@ impl KeyPackageStore {
     pub(crate) fn check(&self, report: &mut crate::CheckReport) {
         self.packages.check("qs_key_packages", report);
         self.published.check("qs_published_key_packages", report);
-        report.readable("qs_friendship_tokens", &self.tokens);
+        report.readable("qs_friendship_tokens", &self.tokens.sled());
     }
 
     /// Stores entries of one client, all or nothing; a new last-resort entry replaces the old.

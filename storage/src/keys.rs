@@ -50,7 +50,7 @@ impl ServerKeysStore {
 
     pub(crate) fn check(&self, report: &mut crate::CheckReport) {
         match self.current() {
-            Ok(_) => report.readable("as_keys", &self.tree),
+            Ok(_) => report.readable("as_keys", &self.tree.sled()),
             Err(e) => report.damaged("as_keys", format!("the AS credentials: {e}")),
         }
     }

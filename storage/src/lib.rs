@@ -16,6 +16,7 @@ mod backup;
 mod blocked;
 mod check;
 mod client_packages;
+mod compact;
 mod connection_packages;
 mod durability;
 mod format;
@@ -23,6 +24,7 @@ mod gate;
 mod groups;
 mod key_packages;
 mod keys;
+mod layout;
 mod log_scan;
 mod mark;
 mod outbox;
@@ -42,6 +44,7 @@ pub use activity::ClientActivity;
 pub use backup::{Backup, Restored, MANIFEST};
 pub use blocked::BlockedDomains;
 pub use check::{CheckReport, TreeCheck};
+pub use compact::{Compacted, Waste};
 pub use connection_packages::{ConnectionPackageStore, Redeemed, ServedPackage};
 pub use durability::Durability;
 pub use format::FORMAT_VERSION;
@@ -77,6 +80,8 @@ pub enum StorageError {
     Backup(String),
     #[error("cannot restore from {0}")]
     Restore(String),
+    #[error("cannot compact the store: {0}")]
+    Compact(String),
     #[error("the store cannot write: {0}")]
     Unwritable(String),
     #[error(
@@ -180,6 +185,9 @@ pub struct Store {
     kept_damaged: Option<PathBuf>,
     space: Space,
     path: PathBuf,
+    options: StoreOptions,
+    /// Held by a compaction: one at a time.
+    compacting: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// How a store is opened.
@@ -217,10 +225,12 @@ impl Store {
             reason,
         };
         std::fs::create_dir_all(path).map_err(|e| open_error(e.to_string()))?;
-        remove_incomplete_snapshots(path).map_err(|e| open_error(e.to_string()))?;
+        let mut sled_dir = layout::sled_dir(path).map_err(|e| open_error(e.to_string()))?;
+        layout::remove_unused(path).map_err(|e| open_error(e.to_string()))?;
+        remove_incomplete_snapshots(&sled_dir).map_err(|e| open_error(e.to_string()))?;
         // Before sled reads the log: its replay passes over what this finds.
         let mut kept_damaged = None;
-        let mut log_damage = log_scan::found_damage(path)
+        let mut log_damage = log_scan::found_damage(path, &sled_dir)
             .map_err(|e| open_error(format!("cannot read its data file: {e}")))?;
         if !log_damage.is_empty() {
             match options.on_lost_writes {
@@ -234,10 +244,11 @@ impl Store {
                 OnLostWrites::Accept => {
                     kept_damaged = Some(repair::rewrite(path, options)?);
                     log_damage.clear();
+                    sled_dir = path.to_owned();
                 }
             }
         }
-        let db = open_without_panic(path, options)?.map_err(|e| match e {
+        let db = open_without_panic(&sled_dir, options)?.map_err(|e| match e {
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                 open_error("another process (a running roost?) holds its lock".into())
             }
@@ -247,9 +258,12 @@ impl Store {
             other => open_error(other.to_string()),
         })?;
         format::check(&db, path)?;
-        let db = gate::Db::new(db);
+        let db = gate::Db::new(
+            gate::Current::new(db, &sled_dir)
+                .map_err(|e| open_error(format!("cannot open the data file for syncing: {e}")))?,
+        );
         let meta = db.open_tree("meta")?;
-        let lost_writes = mark::compare(path, &meta)?;
+        let lost_writes = mark::compare(path, &meta.sled())?;
         if let (Some(lost), OnLostWrites::Refuse) = (lost_writes, options.on_lost_writes) {
             return Err(StorageError::LostWrites {
                 path: path.to_owned(),
@@ -258,7 +272,7 @@ impl Store {
         }
         let writes_mark = options.on_lost_writes != OnLostWrites::Report;
         let mark = mark::Mark::open(path, meta, writes_mark)?;
-        let durability = Durability::start((*db).clone(), path, mark)?;
+        let durability = Durability::start(db.clone(), path, mark)?;
         Ok(Store {
             db,
             durability,
@@ -272,6 +286,8 @@ impl Store {
                 was_short: Default::default(),
             },
             path: path.to_owned(),
+            options,
+            compacting: Default::default(),
         })
     }
 
@@ -338,7 +354,7 @@ impl Store {
     /// How many bytes the store takes on disk (sled's files, not counting what the file
     /// system holds back).
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.sled().size_on_disk()?)
     }
 
     /// Reads every record of every tree: see [`CheckReport`].
@@ -362,7 +378,7 @@ impl Store {
                 ),
             );
         }
-        report.readable("meta", &*self.db.open_tree("meta")?);
+        report.readable("meta", &self.db.open_tree("meta")?.sled());
         self.server_keys()?.check(&mut report);
         self.accounts()?.check(&mut report);
         self.connection_packages()?.check(&mut report);

@@ -49,10 +49,11 @@ struct Segment<'a> {
 
 const RECORD: &str = "log-damage";
 
-/// The damage found in the data file now or recorded by an earlier look, recording what is new.
-pub(crate) fn found_damage(path: &Path) -> std::io::Result<Vec<LogDamage>> {
+/// The damage found in the data file (in `sled_dir`) now or recorded by an earlier look (in the
+/// store directory `path`), recording what is new.
+pub(crate) fn found_damage(path: &Path, sled_dir: &Path) -> std::io::Result<Vec<LogDamage>> {
     let mut damage = recorded(path);
-    let found = damaged_messages(path)?;
+    let found = damaged_messages(sled_dir)?;
     if found.iter().any(|d| !damage.contains(d)) {
         damage.extend(found);
         damage.sort_by_key(|d| d.offset);
@@ -63,6 +64,14 @@ pub(crate) fn found_damage(path: &Path) -> std::io::Result<Vec<LogDamage>> {
         file.sync_all()?;
     }
     Ok(damage)
+}
+
+/// Forgets the damage recorded: the data file it was found in was replaced by a fresh one.
+pub(crate) fn forget_recorded(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path.join(RECORD)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn recorded(path: &Path) -> Vec<LogDamage> {

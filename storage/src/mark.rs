@@ -68,7 +68,7 @@ pub(crate) struct Mark {
 impl Mark {
     /// `writes_file`: false leaves the file as it is (for a store opened only to be checked).
     pub(crate) fn open(path: &Path, meta: crate::gate::Tree, writes_file: bool) -> Result<Mark> {
-        let count = in_store(&meta)?;
+        let count = in_store(&meta.sled())?;
         let file = if writes_file {
             let file = std::fs::OpenOptions::new()
                 .create(true)

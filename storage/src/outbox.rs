@@ -61,7 +61,7 @@ impl OutboxStore {
     /// The seq of the last delivery pushed for `domain` (0: none ever).
     pub fn last_seq(&self, domain: &Domain) -> Result<u64> {
         let next = crate::table::read_u64(
-            &self.table.tree,
+            &self.table.tree.sled(),
             &domain_key(HEAD, domain),
             "outbox head",
             1,

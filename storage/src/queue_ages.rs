@@ -54,7 +54,7 @@ impl QueueAges {
     }
 
     pub(crate) fn check(&self, queue_tree: &str, report: &mut crate::CheckReport) {
-        report.readable(&Self::name(queue_tree), &self.tree);
+        report.readable(&Self::name(queue_tree), &self.tree.sled());
     }
 
     /// Message `seq` is being queued at `now`: marks it unless the queue has a mark in this

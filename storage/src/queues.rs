@@ -270,7 +270,7 @@ impl QueueStore {
     /// The sequence number the next appended message gets: one past the last message, or past
     /// the acknowledged ones (1 for a new queue).
     pub fn next_seq(&self, client: &ClientId) -> Result<u64> {
-        next_seq(&self.table.tree, client)
+        next_seq(&self.table.tree.sled(), client)
     }
 
     /// Appends `message` (whose `seq` the caller took from [`next_seq`](Self::next_seq)); with
@@ -381,7 +381,8 @@ impl QueueStore {
     pub fn ack(&self, client: &ClientId, up_to: u64) -> Result<QueueUsage> {
         let tree = &self.table.tree;
         // Never past the last message: what is not there yet is not acknowledged.
-        let acked = acked(tree, client)?.max(up_to.min(last_seq(tree, client)?));
+        let sled = tree.sled();
+        let acked = acked(&sled, client)?.max(up_to.min(last_seq(&sled, client)?));
         tree.insert(acked_key(client), &acked.to_be_bytes())?;
         let mut freed = QueueUsage::default();
         let acknowledged = message_key(client, 0)..=message_key(client, up_to);
@@ -435,7 +436,7 @@ impl QueueStore {
     /// queue holds every message from its oldest to the one before its head.
     pub(crate) fn check(&self, name: &str, report: &mut crate::CheckReport) {
         // Bodies are checked through the records that name them.
-        report.readable(&format!("{name}_large"), &self.large);
+        report.readable(&format!("{name}_large"), &self.large.sled());
         self.ages.check(name, report);
         // Per queue: the seqs of its messages, where acknowledgements reached.
         type Seen = (Vec<u64>, Option<u64>);
@@ -536,7 +537,7 @@ impl QueueStore {
         }
         for client in &queues {
             let client = ClientId(*client);
-            let floor = next_seq(&self.table.tree, &client)? - 1 + RESTORE_GAP;
+            let floor = next_seq(&self.table.tree.sled(), &client)? - 1 + RESTORE_GAP;
             self.table
                 .tree
                 .insert(kind_key(&client, FLOOR), &floor.to_be_bytes())?;

@@ -71,7 +71,9 @@ mod tests {
     #[test]
     fn expired_records_are_swept_and_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::gate::Db::new(sled::open(dir.path()).unwrap());
+        let db = crate::gate::Db::new(
+            crate::gate::Current::new(sled::open(dir.path()).unwrap(), dir.path()).unwrap(),
+        );
         let used = UsedReferences::open(&db, "used").unwrap();
         let now = Timestamp(1000);
         let record = |not_after| UsedReference {

@@ -48,32 +48,64 @@ pub(crate) fn beside(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Copies every readable record of every tree; returns how many were copied and unreadable.
+/// Copies every readable record of every tree of the store at `from` into a fresh database at
+/// `to`; returns how many were copied and unreadable.
 fn copy_records(from: &Path, to: &Path, options: StoreOptions) -> Result<(u64, u64)> {
-    let old = open_without_panic(from, options)??;
-    let new = sled::Config::new()
+    let sled_dir = crate::layout::sled_dir(from).map_err(|e| StorageError::Open {
+        path: from.to_owned(),
+        reason: format!("repair: {e}"),
+    })?;
+    let old = open_without_panic(&sled_dir, options)??;
+    let new = fresh_database(to, options)?;
+    let counts = copy_trees(&old, &new)?;
+    sync_fresh_database(&new, to)?;
+    Ok(counts)
+}
+
+/// A new, empty sled database at `to`.
+pub(crate) fn fresh_database(to: &Path, options: StoreOptions) -> Result<sled::Db> {
+    Ok(sled::Config::new()
         .path(to)
         .cache_capacity(options.cache_bytes)
-        .open()?;
+        .open()?)
+}
+
+/// Copies every readable record of every tree of `old` into `new`, a batch at a time; returns
+/// how many were copied and unreadable.
+pub(crate) fn copy_trees(old: &sled::Db, new: &sled::Db) -> Result<(u64, u64)> {
     let (mut copied, mut unreadable) = (0, 0);
     for name in old.tree_names() {
         let (source, target) = (old.open_tree(&name)?, new.open_tree(&name)?);
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
         for entry in source.iter() {
             match entry {
                 Ok((key, value)) => {
-                    target.insert(key, value)?;
+                    batch.insert(key, value);
+                    in_batch += 1;
                     copied += 1;
                 }
                 Err(_) => unreadable += 1,
             }
+            if in_batch == 1000 {
+                target.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
         }
+        target.apply_batch(batch)?;
     }
-    new.flush()?;
-    std::fs::File::open(to.join("db"))
-        .and_then(|file| file.sync_all())
-        .map_err(|e| StorageError::Open {
-            path: to.to_owned(),
-            reason: format!("repair: syncing the fresh data file: {e}"),
-        })?;
     Ok((copied, unreadable))
+}
+
+/// Flushes a database [`copy_trees`] filled, and syncs its data file and directory: it is on
+/// disk whole before anything names it.
+pub(crate) fn sync_fresh_database(db: &sled::Db, dir: &Path) -> Result<()> {
+    db.flush()?;
+    std::fs::File::open(dir.join("db"))
+        .and_then(|file| file.sync_all())
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .map_err(|e| StorageError::Open {
+            path: dir.to_owned(),
+            reason: format!("syncing a fresh data file: {e}"),
+        })
 }

@@ -25,7 +25,7 @@ impl SeenSignatures {
     }
 
     pub(crate) fn check(&self, report: &mut crate::CheckReport) {
-        report.readable("auth_seen", &self.tree);
+        report.readable("auth_seen", &self.tree.sled());
     }
 
     pub fn record(&self, signature: &[u8; 64], signed_ms: u64) -> Result<()> {
