@@ -102,6 +102,16 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     actors.resume_relays(&store)?;
     let state = app_state(&settings, &store, &actors)?;
     roost_actors::sweeps::start(&store)?;
+    if settings.storage.compact_check_secs > 0 {
+        roost_actors::sweeps::compact_when_worth_it(
+            store.clone(),
+            Duration::from_secs(settings.storage.compact_check_secs),
+            settings
+                .storage
+                .compact_min_wasted_mib
+                .saturating_mul(1024 * 1024),
+        );
+    }
     actors.retention_sweep(&settings, &store)?.start();
     let tls = match &settings.server.tls {
         Some(tls) => Some(Certificates::load(&tls.cert, &tls.key)?),

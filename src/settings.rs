@@ -199,6 +199,10 @@ pub struct StorageSettings {
     pub path: PathBuf,
     pub cache_mib: u64,
     pub reserve_mib: u64,
+    /// How often to look whether a compaction is worth it; 0: never.
+    pub compact_check_secs: u64,
+    /// The least space a compaction must give back to be worth it.
+    pub compact_min_wasted_mib: u64,
 }
 
 impl StorageSettings {

@@ -95,6 +95,10 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: std::path::PathBuf,
     },
+    /// Rewrite the store without the space of deleted records, which sled keeps (the server
+    /// does this itself when worth it: `storage.compact_check_secs`). Writes wait for the copy,
+    /// reads go on; it needs free disk space for the records the store holds.
+    Compact,
     /// Read every record of the store and report what is damaged: records that cannot be read
     /// or decoded, queues that lack messages. Exits 1 if anything is. See the README, "A
     /// damaged store", for what to do then.
@@ -312,6 +316,7 @@ impl Core {
             Command::Inspect { what } => store::inspect(&self.store, &what),
             Command::Check => store::check(self.store.clone()).await,
             Command::Backup { dir } => store::backup(self.store.clone(), dir).await,
+            Command::Compact => store::compact(self.store.clone()).await,
             Command::Repair => Err(AdminError::Refused(
                 "the server is running: stop it before `roost admin repair`".into(),
             )),

@@ -117,6 +117,17 @@ pub async fn backup(
     }))
 }
 
+/// Compacts the store (off the serving threads).
+pub async fn compact(store: Store) -> Result<serde_json::Value, AdminError> {
+    let compacted = off_the_serving_threads(move || store.compact()).await?;
+    Ok(serde_json::json!({
+        "bytes_before": compacted.bytes_before,
+        "bytes_after": compacted.bytes_after,
+        "records": compacted.records,
+        "writes_paused_ms": compacted.writes_paused.as_millis() as u64,
+    }))
+}
+
 /// `roost admin restore` (server stopped): the backup in `dir` takes the store's place.
 pub fn restore(
     settings: &Settings,
