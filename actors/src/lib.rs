@@ -11,8 +11,10 @@
 //! waiting in a mailbox: the [`replay::ReplayGuard`] (request signatures already accepted), the
 //! read-only [`directory::Directory`] (whose a client or a friendship token is), the
 //! [`federation_policy::FederationPolicy`] (which domains may federate, with an admin's blocks)
-//! and the [`sweeps`] of records that only age; and the [`keys::KeyRing`], the signing keys in
-//! force, which an admin rotates.
+//! the [`activity::ActivityRecorder`] (when each client was last seen) and the [`sweeps`] of
+//! records that only age; and the [`keys::KeyRing`], the signing keys in force, which an admin
+//! rotates. The [`retention`] sweep owns nothing: it asks the owners (the queue actors, the
+//! accounts actor) to remove what is past its time.
 //! Must not touch: HTTP (requests arrive as typed messages from the server's front-end, and
 //! relaying goes through a `federation::Transport` the server provides) or the on-disk layout
 //! (that is `roost_storage`'s).

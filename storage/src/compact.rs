@@ -245,6 +245,16 @@ mod tests {
             .collect();
         assert!(!entries.contains(&"db".to_owned()), "{entries:?}");
         assert!(entries.contains(&"sled.1".to_owned()), "{entries:?}");
+
+        // A compacted store backs up and restores like any other.
+        let backup = tempfile::tempdir().unwrap();
+        store.backup(&backup.path().join("copy")).unwrap();
+        let restored = tempfile::tempdir().unwrap();
+        let path = restored.path().join("store");
+        Store::restore(&backup.path().join("copy"), &path, Default::default()).unwrap();
+        let restored = reopen(&path);
+        let queues = restored.queues().unwrap();
+        assert_eq!(queues.usage(&kept).unwrap().messages, 21);
     }
 
     /// Writes go on through a compaction (they wait for it), and every one acknowledged as

@@ -1,7 +1,8 @@
 //! Roost's embedded store: sled trees with typed records, a format-version check, and durable
 //! group commits.
 //!
-//! Owns: the on-disk layout (tree names, key shapes, record types) and what "durable" means.
+//! Owns: the on-disk layout (tree names, key shapes, record types, the generation directories a
+//! compaction writes) and what "durable" means.
 //! Every value goes through [`roost_protocol::codec`]. Must not touch: HTTP, actors, or policy —
 //! the actors decide *what* to store; this crate only knows *how*.
 //!
