@@ -470,6 +470,7 @@ impl Ds {
                 },
                 policy: policy.clone(),
                 idle_after: IDLE,
+                give_up_after: None,
             },
             IDLE,
         );

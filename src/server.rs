@@ -317,6 +317,11 @@ pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors,
             },
             policy: policy.clone(),
             idle_after,
+            give_up_after: settings
+                .retention
+                .policy()
+                .messages_secs
+                .map(Duration::from_secs),
         },
         idle_after,
     );

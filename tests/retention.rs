@@ -6,7 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{phone_and_laptop, Identity, Options, TestServer};
+use common::{
+    pair::{chat_texts, connected_pair, settle},
+    phone_and_laptop, Identity, Options, TestServer,
+};
 use roost_protocol::api::{self, Notice, QueueItem, QueueKind};
 
 fn with_retention(messages_secs: u64, idle_clients_secs: u64) -> Options {
@@ -147,4 +150,70 @@ async fn a_device_silent_past_the_retention_is_deleted_and_the_users_other_devic
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.admin(&["users", "reactivate", "carol"]);
     assert_eq!(http.fetch(&carol, 0, 10, 0).await.status, 200);
+}
+
+/// Deliveries waiting for `domain` in `server`'s outbox.
+fn waiting_for(server: &TestServer, domain: &str) -> u64 {
+    let status = server.admin_json(&["status"]);
+    status["outbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["domain"] == domain)
+        .map_or(0, |d| d["waiting"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn deliveries_for_a_domain_that_takes_nothing_past_the_retention_are_dropped() {
+    let mut p = connected_pair("alice", "bob", Options::default()).await;
+    // a keeps messages 3 s (and so deliveries for a domain that takes nothing), and retries
+    // at least every second.
+    let a = &mut p.servers[0];
+    assert!(a.terminate().success());
+    a.options.settings.extend([
+        ("ROOST_RETENTION__MESSAGES_SECS", "3".to_owned()),
+        ("ROOST_FEDERATION__RETRY_MAX_MS", "1000".to_owned()),
+    ]);
+    a.start_again();
+    p.servers[1].kill();
+    p.alice_phone
+        .chat()
+        .send(&p.bob, "while b is gone")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(waiting_for(&p.servers[0], "b.test") >= 1);
+    let dropped = common::eventually(
+        || waiting_for(&p.servers[0], "b.test") == 0,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(dropped, "{}", p.servers[0].log());
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "dropped before its time: {:?}",
+        started.elapsed()
+    );
+    assert!(p.servers[0]
+        .log()
+        .contains("took nothing for longer than the retention"));
+
+    // b is back: what is sent now arrives; what was dropped never does.
+    p.servers[1].start_again();
+    p.alice_phone
+        .chat()
+        .send(&p.bob, "b is back")
+        .await
+        .unwrap();
+    let alice = p.alice.clone();
+    let bob_phone = &p.bob_phone;
+    settle(&[bob_phone], async || {
+        chat_texts(bob_phone, &alice)
+            .await
+            .contains(&"b is back".to_owned())
+    })
+    .await;
+    assert!(!chat_texts(bob_phone, &alice)
+        .await
+        .contains(&"while b is gone".to_owned()));
 }

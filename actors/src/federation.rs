@@ -15,7 +15,10 @@
 //! so one bad delivery cannot block the rest. The receiver queues a delivery once per id, so a
 //! delivery sent again after a crash (sent, but not yet removed) is not queued twice. An actor
 //! retires only when its outbox is empty; at start-up the server wakes the actors of domains
-//! with a backlog ([`Wake`]).
+//! with a backlog ([`Wake`]). A domain that takes nothing for longer than the message
+//! retention loses what was waiting for it when it began to fail (see [`Unreachable`]): so a
+//! domain gone for good does not hold its deliveries for ever, and none is dropped before it
+//! waited that long.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,9 +26,9 @@ use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use roost_protocol::{
     federation::{FederatedDelivery, RelayOutcome, MAX_RELAY_DELIVERIES, RELAY_BATCH_BYTES},
-    Domain,
+    Domain, Timestamp,
 };
-use roost_storage::{Durability, OutboxStore, StorageError};
+use roost_storage::{Durability, OutboxStore, StorageError, Unreachable};
 
 use crate::{
     federation_policy::FederationPolicy,
@@ -80,6 +83,9 @@ pub struct FederationDeps {
     pub retry: RetryPolicy,
     pub policy: FederationPolicy,
     pub idle_after: Duration,
+    /// How long deliveries wait for a domain that takes nothing (the message retention);
+    /// `None`: for ever.
+    pub give_up_after: Option<Duration>,
 }
 
 /// Keep deliveries for the actor's domain; answers once they are durable in the outbox.
@@ -103,6 +109,8 @@ pub struct FederationActor {
     /// when the actor started (an actor retires only with an empty outbox, so that is what a
     /// restart recovered), then each [`Relay`]'s once its flush succeeded.
     relayable_up_to: u64,
+    /// Since when the domain fails to take relays, if it does (as stored).
+    unreachable: Option<Unreachable>,
 }
 
 impl Pooled for FederationActor {
@@ -116,6 +124,7 @@ impl Pooled for FederationActor {
             tracing::error!(%domain, "cannot read the federation outbox: {e}");
             0
         });
+        let unreachable = deps.outbox.unreachable(&domain).ok().flatten();
         FederationActor {
             domain,
             deps: deps.clone(),
@@ -123,6 +132,7 @@ impl Pooled for FederationActor {
             busy: false,
             failures: 0,
             relayable_up_to,
+            unreachable,
         }
     }
 
@@ -241,6 +251,7 @@ impl FederationActor {
                 }
                 Err(RelayError::Retry(why)) => {
                     actor.count("roost_federation_relay_retries_total", 1);
+                    actor.failing();
                     actor.failures += 1;
                     let delay = actor.deps.retry.delay(actor.failures);
                     tracing::info!(
@@ -265,11 +276,21 @@ impl FederationActor {
 
     /// The domain is blocked: what waits for it goes.
     fn drop_all(&mut self) {
+        self.drop_up_to(u64::MAX, "the domain is blocked");
+    }
+
+    /// Drops the deliveries waiting with a seq up to `up_to`, saying `why` in the log.
+    fn drop_up_to(&mut self, up_to: u64, why: &str) {
         let waiting = self
             .deps
             .outbox
             .oldest(&self.domain, usize::MAX, usize::MAX)
-            .map(|all| all.into_iter().map(|(seq, _)| seq).collect::<Vec<_>>());
+            .map(|all| {
+                all.into_iter()
+                    .map(|(seq, _)| seq)
+                    .filter(|seq| *seq <= up_to)
+                    .collect::<Vec<_>>()
+            });
         let dropped = waiting.and_then(|seqs| {
             self.deps.outbox.remove(&self.domain, &seqs)?;
             Ok(seqs.len())
@@ -278,16 +299,64 @@ impl FederationActor {
             Ok(0) => {}
             Ok(dropped) => {
                 self.count("roost_federation_deliveries_dropped_total", dropped);
-                tracing::warn!(domain = %self.domain, dropped, "dropped the deliveries waiting for a blocked domain")
+                tracing::warn!(domain = %self.domain, dropped, "dropped the deliveries waiting for it: {why}")
             }
             Err(e) => {
-                tracing::error!(domain = %self.domain, "cannot drop the deliveries for a blocked domain: {e}")
+                tracing::error!(domain = %self.domain, "cannot drop the deliveries waiting for it ({why}): {e}")
             }
+        }
+    }
+
+    /// A relay failed and will be retried: notes since when the domain fails, and once that is
+    /// longer than the retention, drops what was waiting then (it has waited that long).
+    fn failing(&mut self) {
+        let now = Timestamp::now();
+        let record = |actor: &mut Self, unreachable: Option<Unreachable>| {
+            actor.unreachable = unreachable;
+            if let Err(e) = actor
+                .deps
+                .outbox
+                .set_unreachable(&actor.domain, unreachable)
+            {
+                tracing::error!(domain = %actor.domain, "cannot record the domain's failing: {e}");
+            }
+        };
+        let since_now = |actor: &Self| {
+            actor
+                .deps
+                .outbox
+                .last_seq(&actor.domain)
+                .ok()
+                .map(|last| Unreachable {
+                    since: now,
+                    waiting_up_to: last,
+                })
+        };
+        match (self.unreachable, self.deps.give_up_after) {
+            (None, _) => record(self, since_now(self)),
+            // Strictly more whole seconds: `since` was rounded down.
+            (Some(unreachable), Some(after))
+                if now.0.saturating_sub(unreachable.since.0) > after.as_secs() =>
+            {
+                self.drop_up_to(
+                    unreachable.waiting_up_to,
+                    &format!("it took nothing for longer than the retention ({after:?})"),
+                );
+                // What came since waits its own full time.
+                record(self, since_now(self));
+            }
+            _ => {}
         }
     }
 
     fn sent(&mut self, seqs: &[u64], ctx: &mut Context<Self>) {
         self.failures = 0;
+        if self.unreachable.is_some() {
+            self.unreachable = None;
+            if let Err(e) = self.deps.outbox.set_unreachable(&self.domain, None) {
+                tracing::error!(domain = %self.domain, "cannot record that the domain takes relays again: {e}");
+            }
+        }
         if let Err(e) = self.deps.outbox.remove(&self.domain, seqs) {
             tracing::error!(domain = %self.domain, "cannot remove relayed deliveries: {e}");
             return;

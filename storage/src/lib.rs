@@ -54,7 +54,7 @@ pub use key_packages::{KeyPackageStore, NotPublished, Publication, StoredKeyPack
 pub use keys::{RetiredIntermediate, ServerKeys, ServerKeysStore};
 pub use log_scan::LogDamage;
 pub use mark::{LostWrites, OnLostWrites};
-pub use outbox::OutboxStore;
+pub use outbox::{OutboxStore, Unreachable};
 pub use queue_ages::{Expired, QueueAges};
 pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_DELIVERIES_SECS};
 pub use references::{UsedReference, UsedReferences};

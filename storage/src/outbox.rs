@@ -3,14 +3,25 @@
 //!
 //! One tree, `fed_outbox`; per domain, `0 ‖ domain length ‖ domain ‖ seq (BE)` → the delivery
 //! and `1 ‖ domain length ‖ domain` → the next seq, so appending and advancing the counter is
-//! one batch. Deliveries of a domain leave in seq order.
+//! one batch. Deliveries of a domain leave in seq order. While a domain fails to take relays,
+//! `2 ‖ domain length ‖ domain` → [`Unreachable`]: since when, and the last delivery that was
+//! waiting then.
 
-use roost_protocol::{federation::FederatedDelivery, Domain};
+use roost_protocol::{federation::FederatedDelivery, Domain, Timestamp};
 
 use crate::{table::Table, Result, StorageError};
 
 const ENTRY: u8 = 0;
 const HEAD: u8 = 1;
+const UNREACHABLE: u8 = 2;
+
+/// A domain failing to take relays: since when, and the last delivery waiting for it then
+/// (every delivery up to it has waited at least as long).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unreachable {
+    pub since: Timestamp,
+    pub waiting_up_to: u64,
+}
 
 fn domain_key(kind: u8, domain: &Domain) -> Vec<u8> {
     let name = domain.as_str().as_bytes();
@@ -101,6 +112,28 @@ impl OutboxStore {
             batch.remove(entry_key(domain, seq));
         }
         self.table.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Since when `domain` fails to take relays, if it does.
+    pub fn unreachable(&self, domain: &Domain) -> Result<Option<Unreachable>> {
+        self.table
+            .tree
+            .get(domain_key(UNREACHABLE, domain))?
+            .map(|bytes| crate::table::decode(&bytes))
+            .transpose()
+    }
+
+    /// Records that `domain` fails to take relays (`Some`), or takes them again (`None`).
+    pub fn set_unreachable(&self, domain: &Domain, unreachable: Option<Unreachable>) -> Result<()> {
+        let key = domain_key(UNREACHABLE, domain);
+        match unreachable {
+            Some(unreachable) => self
+                .table
+                .tree
+                .insert(key, crate::table::encode(&unreachable))?,
+            None => self.table.tree.remove(key)?,
+        };
         Ok(())
     }
 

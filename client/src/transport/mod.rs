@@ -100,7 +100,8 @@ const RETRY_PAUSES: [Duration; 3] = [
 ];
 
 /// Runs `attempt` until it succeeds, fails for good, or has failed transiently once more than
-/// there are [`RETRY_PAUSES`]. Only for requests that carry an operation id.
+/// there are [`RETRY_PAUSES`]. Only for requests whose repeat changes nothing: those that carry
+/// an operation id, and reading and acknowledging a queue.
 async fn retrying<T, F: std::future::Future<Output = Result<T, ServerError>>>(
     mut attempt: impl FnMut() -> F,
 ) -> Result<T, ServerError> {

@@ -12,7 +12,7 @@ use roost_protocol::{
 /// Which of a client's queues (the one definition, in the protocol).
 pub use roost_protocol::api::QueueKind;
 
-use super::{Server, ServerError, Signer, REQUEST_TIMEOUT};
+use super::{retrying, Server, ServerError, Signer, REQUEST_TIMEOUT};
 
 /// One queue of one client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +51,10 @@ impl Server {
         };
         let path = format!("{}?{}", queue.kind.path(&queue.client), query.to_query());
         let timeout = REQUEST_TIMEOUT + Duration::from_millis(wait_ms);
-        let batch: QueueBatch = self
-            .call(Method::GET, &path, None, Some(signer), timeout)
-            .await?;
+        // Reading a queue (and acknowledging what was read, again) may be repeated: a kept-alive
+        // connection a restarted server closed costs no failed sync.
+        let batch: QueueBatch =
+            retrying(|| self.call(Method::GET, &path, None, Some(signer), timeout)).await?;
         check_batch(&batch, from, max)?;
         Ok(batch)
     }
@@ -66,13 +67,9 @@ impl Server {
         up_to: u64,
     ) -> Result<(), ServerError> {
         let bytes = codec::encode(&Ack { up_to });
-        self.call_no_content(
-            Method::POST,
-            &queue.kind.ack_path(&queue.client),
-            Some(bytes),
-            Some(signer),
-        )
-        .await
+        let path = queue.kind.ack_path(&queue.client);
+        retrying(|| self.call_no_content(Method::POST, &path, Some(bytes.clone()), Some(signer)))
+            .await
     }
 }
 
