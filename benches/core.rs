@@ -780,9 +780,56 @@ fn store_open(c: &mut Criterion) {
     group.finish();
 }
 
+/// A compaction: writes wait for a copy of every record (the space of deleted ones is not
+/// read), then a sync and the swap. Beside it, the same records inserted one at a time into a
+/// fresh sled database and flushed (the compaction batches them).
+fn store_compaction(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let queues = store.queues().unwrap();
+    let (kept, gone) = (ClientId::random(), ClientId::random());
+    let message = |seq: u64, bytes: usize| {
+        EncodedMessage::new(&QueueMessage {
+            seq,
+            sealing: roost_protocol::queue::Sealing::Chain {
+                start: None,
+                ciphertext: vec![seq as u8; bytes],
+            },
+        })
+    };
+    for seq in 1..=2_000 {
+        queues.append(&kept, message(seq, 5_000), None).unwrap();
+    }
+    for seq in 1..=10_000 {
+        queues.append(&gone, message(seq, 10_000), None).unwrap();
+    }
+    queues.ack(&gone, 10_000).unwrap();
+    store.persist_blocking().unwrap();
+    let mut group = c.benchmark_group("store compaction (10 MiB of records, 100 MiB deleted)");
+    group.sample_size(10);
+    group.bench_function("Store::compact: copy, sync, swap", |b| {
+        b.iter(|| store.compact().unwrap())
+    });
+    group.bench_function("beside: the records one at a time into a fresh sled", |b| {
+        b.iter(|| {
+            let fresh = tempfile::tempdir().unwrap();
+            let db = sled::open(fresh.path()).unwrap();
+            let target = db.open_tree("copy").unwrap();
+            for entry in queues.range(&kept, 1, usize::MAX, usize::MAX).unwrap().0 {
+                target
+                    .insert(entry.seq.to_be_bytes(), encode(&entry))
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     store_open,
+    store_compaction,
     durable_queue_append,
     queue_actor_round,
     codec,

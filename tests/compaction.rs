@@ -92,6 +92,14 @@ async fn a_compaction_under_traffic_gives_the_space_back_and_loses_nothing_ackno
     assert_eq!(sent.status, 200);
     let check = server.admin_json(&["check"]);
     assert_eq!(check["problems"], serde_json::json!([]), "{check}");
+
+    // On a stopped server's store too.
+    let stored = server.http().fetch_all(&laptop).await;
+    assert!(server.terminate().success());
+    let compacted = server.admin_json(&["compact"]);
+    assert!(compacted["records"].as_u64().unwrap() > 0, "{compacted}");
+    server.start_again();
+    assert_eq!(server.http().fetch_all(&laptop).await, stored);
 }
 
 #[tokio::test]
