@@ -279,6 +279,7 @@ pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors,
     let registries = Pool::<RegistryActor>::start(
         RegistryDeps {
             packages: store.connection_packages()?,
+            profiles: store.profiles()?,
             accounts: store.accounts()?,
             durability: store.durability().clone(),
             max_package_lifetime_secs: settings.connections.max_package_lifetime_secs,
@@ -424,7 +425,7 @@ fn app_state(
         body_deadline: Duration::from_secs(limits.body_read_secs),
         accounts: actors.accounts.clone(),
         queues: actors.queues.clone(),
-        directory: Directory::new(store.accounts()?, store.key_packages()?),
+        directory: Directory::new(store.accounts()?, store.key_packages()?, store.profiles()?),
         activity: ActivityRecorder::new(
             store.client_activity()?,
             settings.retention.policy().activity_period_secs(),

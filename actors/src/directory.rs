@@ -1,24 +1,36 @@
 //! Read-only answers about accounts that the front end needs before it can hand a request to an
 //! actor: whose a client is (to authenticate a request, to check a queue's owner, to find the
-//! registry of a connection request's package), a user's clients, and whose a friendship token
-//! is. Only committed records are read; every write goes through the accounts actor or the
+//! registry of a connection request's package), a user's clients, whose a friendship token
+//! is, and an encrypted profile by its id. Only committed records are read; every write goes through the accounts actor or the
 //! key-package actors.
 
+use roost_protocol::profile::{EncryptedProfile, ProfileId};
 use roost_protocol::{api::ClientInfo, key_packages::FriendshipToken, ClientId, UserName};
-use roost_storage::{AccountStore, ClientRecord, KeyPackageStore, StorageError};
+use roost_storage::{AccountStore, ClientRecord, KeyPackageStore, ProfileStore, StorageError};
 
 #[derive(Clone)]
 pub struct Directory {
     accounts: AccountStore,
     key_packages: KeyPackageStore,
+    profiles: ProfileStore,
 }
 
 impl Directory {
-    pub fn new(accounts: AccountStore, key_packages: KeyPackageStore) -> Self {
+    pub fn new(
+        accounts: AccountStore,
+        key_packages: KeyPackageStore,
+        profiles: ProfileStore,
+    ) -> Self {
         Directory {
             accounts,
             key_packages,
+            profiles,
         }
+    }
+
+    /// An encrypted profile, by its id (whoever asks: the id is the capability).
+    pub fn profile(&self, id: &ProfileId) -> Result<Option<EncryptedProfile>, StorageError> {
+        Ok(self.profiles.get(id)?.map(|stored| stored.profile))
     }
 
     /// A client's record: its credential (and so its user) and when it was added.

@@ -1,16 +1,21 @@
-//! The connection-package registry actor: one per user, owning that user's published
-//! connection packages and the record of which were handed out.
+//! The connection-package registry actor: one per user, owning what the AS hands out about
+//! that user — its published connection packages and the record of which were handed out, and
+//! its encrypted profiles.
 
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use roost_protocol::{
-    api::ConnectionPackageCount,
+    api::{ConnectionPackageCount, MAX_PROFILES_PER_USER},
     connection::{ConnectionPackage, ConnectionPackageHash},
+    profile::{EncryptedProfile, ProfileId},
     ClientId, Timestamp, UserName,
 };
-use roost_storage::{AccountStore, ConnectionPackageStore, Durability, Redeemed, StorageError};
+use roost_storage::{
+    AccountStore, ConnectionPackageStore, Durability, NotStored, ProfileStore, Redeemed,
+    StorageError,
+};
 
 use crate::{
     once_durable,
@@ -28,6 +33,14 @@ pub enum RegistryError {
     InvalidPackage { index: usize, reason: String },
     #[error("a client may hold at most {MAX_PACKAGES_PER_CLIENT} connection packages")]
     TooMany,
+    #[error("the profile takes {size} bytes; at most {limit} are stored")]
+    ProfileTooLarge { size: usize, limit: usize },
+    #[error("another user stores a profile under this id")]
+    ProfileOfAnotherUser,
+    #[error("a user may store at most {MAX_PROFILES_PER_USER} profiles: delete an old one first")]
+    TooManyProfiles,
+    #[error("no such profile of this user")]
+    UnknownProfile,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -35,6 +48,7 @@ pub enum RegistryError {
 #[derive(Clone)]
 pub struct RegistryDeps {
     pub packages: ConnectionPackageStore,
+    pub profiles: ProfileStore,
     pub accounts: AccountStore,
     pub durability: Durability,
     pub max_package_lifetime_secs: u64,
@@ -66,7 +80,7 @@ impl Pooled for RegistryActor {
 }
 
 pooled_actor!(RegistryActor);
-pooled_messages!(RegistryActor: Publish, Count, Take, Redeem, RemoveClient);
+pooled_messages!(RegistryActor: Publish, Count, Take, Redeem, RemoveClient, StoreProfile, DeleteProfile);
 
 impl RegistryActor {
     fn check(
@@ -209,5 +223,60 @@ impl Handler<RemoveClient> for RegistryActor {
 
     fn handle(&mut self, msg: RemoveClient, _ctx: &mut Self::Context) -> Self::Result {
         Ok(self.deps.packages.remove_client(&self.user, &msg.client)?)
+    }
+}
+
+/// Store (or replace) one of the user's profiles; answers once durable.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct StoreProfile {
+    pub id: ProfileId,
+    pub profile: EncryptedProfile,
+}
+
+impl Handler<StoreProfile> for RegistryActor {
+    type Result = ResponseFuture<Result<(), RegistryError>>;
+
+    fn handle(&mut self, msg: StoreProfile, _ctx: &mut Self::Context) -> Self::Result {
+        let stored = (|| -> Result<(), RegistryError> {
+            msg.profile
+                .check_size()
+                .map_err(|_| RegistryError::ProfileTooLarge {
+                    size: msg.profile.0.len(),
+                    limit: roost_protocol::profile::MAX_ENCRYPTED_PROFILE,
+                })?;
+            let (user, id) = (&self.user, &msg.id);
+            let now = Timestamp::now();
+            match self
+                .deps
+                .profiles
+                .put(user, id, msg.profile, MAX_PROFILES_PER_USER, now)?
+            {
+                Ok(()) => Ok(()),
+                Err(NotStored::OtherOwner) => Err(RegistryError::ProfileOfAnotherUser),
+                Err(NotStored::TooMany) => Err(RegistryError::TooManyProfiles),
+            }
+        })();
+        once_durable(&self.deps.durability, stored)
+    }
+}
+
+/// Delete one of the user's profiles; answers once durable.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct DeleteProfile {
+    pub id: ProfileId,
+}
+
+impl Handler<DeleteProfile> for RegistryActor {
+    type Result = ResponseFuture<Result<(), RegistryError>>;
+
+    fn handle(&mut self, msg: DeleteProfile, _ctx: &mut Self::Context) -> Self::Result {
+        let removed = match self.deps.profiles.remove(&self.user, &msg.id) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(RegistryError::UnknownProfile),
+            Err(e) => Err(e.into()),
+        };
+        once_durable(&self.deps.durability, removed)
     }
 }

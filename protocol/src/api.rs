@@ -61,6 +61,20 @@ pub fn qs_queue_ack(client: &ClientId) -> String {
 /// GET → [`ConnectionPackageCount`] of the calling client (signed).
 pub const AS_CONNECTION_PACKAGES: &str = "/as/v1/connection-packages";
 
+/// A user's encrypted profile (see [`crate::profile`]): stored or replaced (`PUT`, an
+/// [`EncryptedProfile`](crate::profile::EncryptedProfile), signed by one of the user's clients)
+/// and deleted (`DELETE`, signed) by its owner; fetched by anyone who knows the id (`GET`,
+/// unauthenticated, rate limited like discovery).
+pub const AS_PROFILE_ROUTE: &str = "/as/v1/profiles/{profile}";
+
+/// [`AS_PROFILE_ROUTE`] of `id`.
+pub fn as_profile(id: &crate::profile::ProfileId) -> String {
+    fill_route(AS_PROFILE_ROUTE, id)
+}
+
+/// Profiles one user may store at once: a client stores the new one before deleting the old.
+pub const MAX_PROFILES_PER_USER: usize = 4;
+
 /// GET → [`ConnectionPackages`]: one package per client of the user. Public, rate limited.
 pub const AS_USER_CONNECTION_PACKAGES_ROUTE: &str = "/as/v1/users/{user}/connection-packages";
 

@@ -17,6 +17,7 @@ pub mod ds;
 pub mod federation;
 pub mod ids;
 pub mod key_packages;
+pub mod profile;
 pub mod queue;
 pub mod route;
 

@@ -161,6 +161,10 @@ impl ApiError {
                 RegistryError::UnknownUser => "unknown_user",
                 RegistryError::InvalidPackage { .. } => "invalid_connection_package",
                 RegistryError::TooMany => "too_many_connection_packages",
+                RegistryError::ProfileTooLarge { .. } => "profile_too_large",
+                RegistryError::ProfileOfAnotherUser => "profile_of_another_user",
+                RegistryError::TooManyProfiles => "too_many_profiles",
+                RegistryError::UnknownProfile => "unknown_profile",
                 RegistryError::Storage(_) => "internal",
             },
             ApiError::Group(e) => match e {
@@ -242,6 +246,10 @@ impl ResponseError for ApiError {
                 RegistryError::UnknownUser => StatusCode::NOT_FOUND,
                 RegistryError::InvalidPackage { .. } => StatusCode::BAD_REQUEST,
                 RegistryError::TooMany => StatusCode::CONFLICT,
+                RegistryError::ProfileTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                RegistryError::ProfileOfAnotherUser => StatusCode::FORBIDDEN,
+                RegistryError::TooManyProfiles => StatusCode::CONFLICT,
+                RegistryError::UnknownProfile => StatusCode::NOT_FOUND,
                 RegistryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Group(e) => match e {

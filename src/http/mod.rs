@@ -13,6 +13,7 @@ mod ds_api;
 pub mod error;
 mod federation;
 pub mod health;
+mod profiles;
 mod qs_api;
 mod qs_keys;
 mod queues;
@@ -101,6 +102,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(federation::routes)
         .configure(qs_api::routes)
         .configure(qs_keys::routes)
+        .configure(profiles::routes)
         .default_service(web::to(not_found));
 }
 

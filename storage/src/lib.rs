@@ -29,6 +29,7 @@ mod layout;
 mod log_scan;
 mod mark;
 mod outbox;
+mod profiles;
 mod queue_ages;
 mod queues;
 mod references;
@@ -55,6 +56,7 @@ pub use keys::{RetiredIntermediate, ServerKeys, ServerKeysStore};
 pub use log_scan::LogDamage;
 pub use mark::{LostWrites, OnLostWrites};
 pub use outbox::{OutboxStore, Unreachable};
+pub use profiles::{NotStored, ProfileStore, StoredProfile};
 pub use queue_ages::{Expired, QueueAges};
 pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_DELIVERIES_SECS};
 pub use references::{UsedReference, UsedReferences};
@@ -347,6 +349,11 @@ impl Store {
         ClientActivity::open(&self.db)
     }
 
+    /// Users' encrypted profiles.
+    pub fn profiles(&self) -> Result<ProfileStore> {
+        ProfileStore::open(&self.db)
+    }
+
     /// Domains an admin blocked from federating at run time.
     pub fn blocked_domains(&self) -> Result<BlockedDomains> {
         BlockedDomains::open(&self.db)
@@ -392,6 +399,7 @@ impl Store {
         self.blocked_domains()?.check(&mut report);
         self.seen_signatures()?.check(&mut report);
         self.client_activity()?.check(&mut report);
+        self.profiles()?.check(&mut report);
         Ok(report)
     }
 

@@ -204,7 +204,12 @@ impl Snapshot {
 }
 
 fn read_trees(store: &Path) -> BTreeMap<String, Records> {
-    let db = sled::open(store).unwrap();
+    // After a compaction, sled's files are in the generation `CURRENT` names.
+    let sled_dir = match std::fs::read_to_string(store.join("CURRENT")) {
+        Ok(generation) => store.join(generation.trim()),
+        Err(_) => store.to_owned(),
+    };
+    let db = sled::open(sled_dir).unwrap();
     db.tree_names()
         .into_iter()
         .map(|name| {
