@@ -76,7 +76,7 @@ async fn a_deactivated_user_is_locked_out_and_cannot_be_found_until_reactivated(
 }
 
 #[tokio::test]
-async fn a_deleted_user_loses_every_client_and_queue_and_its_name_stays_reserved() {
+async fn a_deleted_user_loses_every_client_queue_and_profile_and_its_name_stays_reserved() {
     let server = TestServer::start(Options::default());
     let http = server.http();
     let (alice, _bob) = alice_and_bob(&server).await;
@@ -85,6 +85,19 @@ async fn a_deleted_user_loses_every_client_and_queue_and_its_name_stays_reserved
     // The notice of the laptop waits in the phone's queue.
     let queue = server.admin_json(&["inspect", "queue", &alice.client_id().to_string()]);
     assert_eq!(queue["messages"]["waiting"], 1, "{queue}");
+    let profile = roost_protocol::profile::ProfileId::random();
+    let sealed = roost_protocol::profile::Profile {
+        display_name: "Alice".into(),
+        about: String::new(),
+        avatar: None,
+    }
+    .seal(&profile, &roost_protocol::connection::EarKey::random())
+    .unwrap();
+    let path = api::as_profile(&profile);
+    let stored = http
+        .signed(&alice, "PUT", &path, roost_protocol::codec::encode(&sealed))
+        .await;
+    assert_eq!(stored.status, 204);
 
     let answer = server.admin_json(&["users", "delete", "alice"]);
     assert_eq!(answer["clients_deleted"], 2);
@@ -96,6 +109,7 @@ async fn a_deleted_user_loses_every_client_and_queue_and_its_name_stays_reserved
         assert_eq!(queue["messages"]["waiting"], 0, "{queue}");
     }
     assert_eq!(http.discover(&alice.user).await.status, 404);
+    assert_eq!(http.send("GET", &path, Vec::new(), None).await.status, 404);
     let mut again = Identity::new(&alice.user);
     let response = http.register(&mut again, None).await;
     assert_eq!(code(&response), (409, "user_taken".into()));

@@ -80,7 +80,7 @@ impl Pooled for RegistryActor {
 }
 
 pooled_actor!(RegistryActor);
-pooled_messages!(RegistryActor: Publish, Count, Take, Redeem, RemoveClient, StoreProfile, DeleteProfile);
+pooled_messages!(RegistryActor: Publish, Count, Take, Redeem, RemoveClient, StoreProfile, DeleteProfile, ForgetProfiles);
 
 impl RegistryActor {
     fn check(
@@ -277,6 +277,24 @@ impl Handler<DeleteProfile> for RegistryActor {
             Ok(false) => Err(RegistryError::UnknownProfile),
             Err(e) => Err(e.into()),
         };
+        once_durable(&self.deps.durability, removed)
+    }
+}
+
+/// Delete every profile of the user (deleted); answers how many, once durable.
+#[derive(Message)]
+#[rtype(result = "Result<usize, RegistryError>")]
+pub struct ForgetProfiles;
+
+impl Handler<ForgetProfiles> for RegistryActor {
+    type Result = ResponseFuture<Result<usize, RegistryError>>;
+
+    fn handle(&mut self, _: ForgetProfiles, _ctx: &mut Self::Context) -> Self::Result {
+        let removed = self
+            .deps
+            .profiles
+            .remove_all(&self.user)
+            .map_err(RegistryError::from);
         once_durable(&self.deps.durability, removed)
     }
 }

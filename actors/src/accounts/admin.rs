@@ -2,7 +2,8 @@
 //! a whole user, a user's standing — and the registration tokens an admin hands out.
 //!
 //! Deleting a client takes everything that reaches it with it: its connection packages and key
-//! packages first (nobody may find it or add it to a group any more), then its queues.
+//! packages first (nobody may find it or add it to a group any more), then its queues. Deleting
+//! a user also takes its friendship token and its profiles.
 
 use actix::prelude::*;
 
@@ -14,7 +15,7 @@ use crate::{
     key_packages,
     pool::Ask,
     queue::{DeleteQueue, QueueId},
-    registry::RemoveClient,
+    registry::{ForgetProfiles, RemoveClient},
 };
 
 /// Hex digits of a token's hash that name it to an admin (`roost admin token list|revoke`).
@@ -72,14 +73,18 @@ impl Handler<DeleteUser> for AccountsActor {
             .ok()
             .map(|clients| self.forget(msg.user.clone(), clients.clone(), Vec::new()));
         let key_packages = self.deps.key_packages.clone();
+        let registries = self.deps.registries.clone();
         Box::pin(async move {
             let clients = deleted?;
             if key_packages
-                .ask(msg.user, key_packages::ForgetToken)
+                .ask(msg.user.clone(), key_packages::ForgetToken)
                 .await
                 .is_err()
             {
                 tracing::warn!("a deleted user's friendship token was not removed");
+            }
+            if registries.ask(msg.user, ForgetProfiles).await.is_err() {
+                tracing::warn!("a deleted user's profiles were not removed");
             }
             if let Some(forget) = forget {
                 forget.await?;
