@@ -350,6 +350,7 @@ fn connection_requests(c: &mut Criterion) {
             credential_ear_key: EarKey::random(),
             responder: bob.user().clone(),
             connection_package: package.hash(),
+            initiator_profile: None,
         },
         &alice_key,
     );

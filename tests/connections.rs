@@ -40,6 +40,7 @@ fn invitation(from: &Identity, package: &ConnectionPackage) -> api::Enqueue {
         credential_ear_key: EarKey::random(),
         responder: package.user().clone(),
         connection_package: package.hash(),
+        initiator_profile: None,
     };
     let sealed = ConnectionEstablishmentPackage::new(body, &from.key)
         .seal(package)

@@ -187,3 +187,173 @@ async fn fetching_profiles_is_rate_limited_per_address_like_discovery() {
     }
     assert_eq!(codes, [404, 404, 404, 429, 429]);
 }
+
+/// How many profiles `server` has handed out (its own count of answered fetches).
+async fn profiles_served(server: &TestServer) -> f64 {
+    let text = reqwest::get(server.metrics_url())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| {
+            line.starts_with("roost_http_requests_total{")
+                && line.contains("route=\"GET /as/v1/profiles/{profile}\"")
+                && line.contains("status=\"200\"")
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_responder_sees_the_initiators_profile_only_when_it_asks() {
+    let (servers, resolve) = common::federation(
+        &["a.test", "b.test"],
+        Options {
+            settings: vec![("ROOST_METRICS__BIND", "127.0.0.1:0".into())],
+            ..Options::default()
+        },
+    );
+    let devices = common::devices::Devices::federated(&resolve);
+    let (alice_name, bob_name) = (servers[0].user("alice"), servers[1].user("bob"));
+    let alice = devices.register(&servers[0], "alice", &alice_name).await;
+    let bob = devices.register(&servers[1], "bob", &bob_name).await;
+
+    // A profile beyond the limits is refused by the client, and nothing is stored.
+    let too_large = Profile {
+        avatar: Some(png(300 * 1024)),
+        ..alices_profile()
+    };
+    let refused = alice.profiles().set(too_large).await.unwrap_err();
+    assert_eq!(refused.code(), "bad_profile", "{refused}");
+    assert_eq!(alice.profiles().own().unwrap(), None);
+
+    let reference = alice.profiles().set(alices_profile()).await.unwrap();
+    assert_eq!(reference.domain.as_str(), "a.test");
+    alice.connections().connect(&bob_name).await.unwrap();
+    let requests = bob.connections().requests().await.unwrap();
+    let [request] = requests.received.as_slice() else {
+        panic!("one request expected: {requests:?}");
+    };
+    // Reading the request fetched nothing: a stranger's profile is fetched only on request.
+    assert_eq!(profiles_served(&servers[0]).await, 0.0);
+
+    let shown = bob.profiles().of_request(&request.id).await.unwrap();
+    assert_eq!(shown, alices_profile());
+    assert_eq!(profiles_served(&servers[0]).await, 1.0);
+
+    // A reference with another key, or to nothing, gets a clear error.
+    let wrong_key = roost_protocol::profile::ProfileRef {
+        key: EarKey::random(),
+        ..reference.clone()
+    };
+    let tampered = bob.profiles().fetch(&wrong_key).await.unwrap_err();
+    assert_eq!(tampered.code(), "bad_profile", "{tampered}");
+    let gone = roost_protocol::profile::ProfileRef {
+        id: ProfileId::random(),
+        ..reference.clone()
+    };
+    let missing = bob.profiles().fetch(&gone).await.unwrap_err();
+    assert_eq!(missing.code(), "unknown_profile", "{missing}");
+
+    // A new profile replaces the old one on the server.
+    let updated = Profile {
+        about: "now through the looking-glass".into(),
+        ..alices_profile()
+    };
+    let new_reference = alice.profiles().set(updated.clone()).await.unwrap();
+    assert_ne!(new_reference.id, reference.id);
+    assert_eq!(bob.profiles().fetch(&new_reference).await.unwrap(), updated);
+    let old = bob.profiles().fetch(&reference).await.unwrap_err();
+    assert_eq!(old.code(), "unknown_profile", "{old}");
+}
+
+#[tokio::test]
+async fn a_profile_is_set_and_shown_from_the_command_line_and_a_requests_sender_shown_on_request() {
+    use common::devices::run_json;
+    let server = TestServer::start(Options::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_dir, bob_dir) = (dir.path().join("alice"), dir.path().join("bob"));
+    for (state, user) in [(&alice_dir, "alice@localhost"), (&bob_dir, "bob@localhost")] {
+        run_json(state.clone(), &["register", user, "--server", &server.url]).await;
+    }
+    let avatar = dir.path().join("me.png");
+    std::fs::write(&avatar, png(2000)).unwrap();
+    let avatar_arg = avatar.display().to_string();
+    let set = run_json(
+        alice_dir.clone(),
+        &[
+            "profile",
+            "set",
+            "--name",
+            "Alice",
+            "--avatar",
+            &avatar_arg,
+            "--about",
+            "hi",
+        ],
+    )
+    .await;
+    assert_eq!(set["display_name"], "Alice", "{set}");
+    assert_eq!(set["avatar"]["type"], "image/png", "{set}");
+    assert_eq!(set["self_declared"], false);
+    // What is left out stays.
+    run_json(alice_dir.clone(), &["profile", "set", "--about", "hello"]).await;
+    let shown = run_json(alice_dir.clone(), &["profile", "show"]).await;
+    assert_eq!(
+        (
+            &shown["display_name"],
+            &shown["about"],
+            &shown["avatar"]["bytes"]
+        ),
+        (
+            &serde_json::json!("Alice"),
+            &serde_json::json!("hello"),
+            &serde_json::json!(2008)
+        ),
+        "{shown}"
+    );
+
+    // Bad input: a clear error, the profile unchanged.
+    let not_an_image = dir.path().join("me.txt");
+    std::fs::write(&not_an_image, "hello").unwrap();
+    let too_large = dir.path().join("big.png");
+    std::fs::write(&too_large, png(300 * 1024)).unwrap();
+    let long_name = "x".repeat(65);
+    for (args, code) in [
+        (
+            vec!["--avatar", not_an_image.to_str().unwrap()],
+            "bad_profile",
+        ),
+        (vec!["--avatar", too_large.to_str().unwrap()], "bad_avatar"),
+        (vec!["--name", long_name.as_str()], "bad_profile"),
+    ] {
+        let alice_dir = alice_dir.clone();
+        let args: Vec<String> = ["profile", "set"]
+            .into_iter()
+            .chain(args)
+            .map(str::to_owned)
+            .collect();
+        let (ok, error) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::devices::cli(&alice_dir, &args)
+        })
+        .await
+        .unwrap();
+        assert!(!ok);
+        assert_eq!(error["error"], code, "{error}");
+    }
+    assert_eq!(
+        run_json(alice_dir.clone(), &["profile", "show"]).await,
+        shown
+    );
+
+    run_json(alice_dir.clone(), &["connect", "bob@localhost"]).await;
+    let requests = run_json(bob_dir.clone(), &["requests"]).await;
+    let id = requests["requests"][0]["id"].as_str().unwrap().to_owned();
+    let theirs = run_json(bob_dir.clone(), &["requests", "--profile", &id]).await;
+    assert_eq!(theirs["user"], "alice@localhost");
+    assert_eq!(theirs["display_name"], "Alice");
+    assert_eq!(theirs["self_declared"], true);
+}

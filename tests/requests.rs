@@ -43,6 +43,7 @@ fn invitation_with(
         credential_ear_key: EarKey::random(),
         responder: to.user().clone(),
         connection_package: to.hash(),
+        initiator_profile: None,
     };
     edit(&mut body);
     ConnectionEstablishmentPackage::new(body, key)

@@ -72,6 +72,11 @@ pub enum Error {
     ConnectionFailed { peer: UserName, reason: String },
     #[error("a user cannot connect with itself")]
     ConnectToSelf,
+    /// A profile this client would set, or one it fetched, breaks the rules.
+    #[error("profile: {0}")]
+    Profile(#[from] roost_protocol::profile::ProfileError),
+    #[error("the connection request {0} carries no profile")]
+    NoProfile(String),
     #[error("not connected with {0} (see `roost-client contacts`)")]
     NotConnected(UserName),
     /// The peer's friendship token has not arrived in the connection group yet.
@@ -162,6 +167,8 @@ impl Error {
             Error::BadConnectionGroup(_) => "bad_connection_group",
             Error::ConnectionFailed { .. } => "connection_failed",
             Error::ConnectToSelf => "connect_to_self",
+            Error::Profile(_) => "bad_profile",
+            Error::NoProfile(_) => "no_profile",
             Error::NotConnected(_) => "not_connected",
             Error::NoFriendshipToken(_) => "no_friendship_token",
             Error::NoKeyPackages(_) => "no_key_packages",

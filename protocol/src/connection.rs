@@ -170,6 +170,9 @@ pub struct ConnectionEstablishmentBody {
     pub responder: UserName,
     /// …and to the one connection package it was sealed to.
     pub connection_package: ConnectionPackageHash,
+    /// Where the initiator's profile is and how to open it, if it has one: the responder
+    /// fetches it only if it chooses to (the initiator is a stranger until accepted).
+    pub initiator_profile: Option<crate::profile::ProfileRef>,
 }
 
 /// The initiator's invitation into a connection group, signed by the initiator's client key.
@@ -299,6 +302,7 @@ mod tests {
                 credential_ear_key: EarKey::random(),
                 responder: to.clone(),
                 connection_package: package.hash(),
+                initiator_profile: None,
             },
             &from.key,
         )

@@ -97,6 +97,7 @@ fn sealed_request(world: &World) -> SealedConnectionRequest {
         credential_ear_key: EarKey::random(),
         responder: world.user.clone(),
         connection_package: world.package.hash(),
+        initiator_profile: None,
     };
     ConnectionEstablishmentPackage::new(body, &world.key)
         .seal(&world.package)

@@ -128,7 +128,19 @@ pub enum Command {
     ///
     /// Each request is checked (its signature, that it was made for this user and client, and
     /// the sender's credential); one that fails is dropped and listed as rejected.
-    Requests,
+    Requests {
+        /// Instead, fetch and show the profile the sender of request ID attached (only now,
+        /// because you asked: what it says is the sender's own claim)
+        #[arg(long, value_name = "ID")]
+        profile: Option<String>,
+    },
+    /// Your profile: a display name, an avatar and an about line that your contacts see (and
+    /// whoever you ask to connect, if they choose to look), encrypted so that no server reads
+    /// it.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
     /// Decline a connection request: it is deleted here; nothing is sent to the sender.
     Decline {
         /// The request's id, as `requests` shows it
@@ -247,4 +259,25 @@ pub enum GroupCommand {
         #[arg(value_name = "GROUP")]
         group: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Set your profile; what you leave out stays as it was.
+    Set {
+        /// The name to show beside your user name (at most 64 characters)
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// A PNG, JPEG or WebP image of at most 256 KiB
+        #[arg(long, value_name = "FILE", conflicts_with = "no_avatar")]
+        avatar: Option<PathBuf>,
+        /// Remove your avatar
+        #[arg(long)]
+        no_avatar: bool,
+        /// A line about you (at most 280 characters)
+        #[arg(long, value_name = "TEXT")]
+        about: Option<String>,
+    },
+    /// Show your profile as you set it.
+    Show,
 }

@@ -89,7 +89,26 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             let key_packages = client.key_packages().top_up(min, count).await?;
             Ok(Outcome::PackageCount(published, key_packages))
         }
-        Command::Requests => {
+        Command::Requests { profile: Some(id) } => {
+            let client = open(&state_dir, &reach)?;
+            let request = client
+                .connections()
+                .pending()
+                .await?
+                .into_iter()
+                .find(|r| &r.id == id)
+                .ok_or_else(|| crate::Error::UnknownRequest(id.clone()))?;
+            Ok(Outcome::Profile {
+                user: request.from().clone(),
+                profile: client.profiles().of_request(id).await?,
+                self_declared: true,
+            })
+        }
+        Command::Profile { command } => {
+            let client = open(&state_dir, &reach)?;
+            super::profile::run(&client, command).await
+        }
+        Command::Requests { profile: None } => {
             let client = open(&state_dir, &reach)?;
             let fetched = client.connections().requests().await?;
             Ok(Outcome::Requests {

@@ -53,6 +53,20 @@ impl Outcome {
                 })).collect::<Vec<_>>(),
             }),
             Outcome::Declined(id) => json!({ "declined": id }),
+            Outcome::Profile {
+                user,
+                profile,
+                self_declared,
+            } => json!({
+                "user": user.to_string(),
+                "display_name": profile.display_name,
+                "about": profile.about,
+                "avatar": profile.avatar_format().zip(profile.avatar.as_ref()).map(|(format, bytes)| json!({
+                    "type": format.mime_type(),
+                    "bytes": bytes.len(),
+                })),
+                "self_declared": self_declared,
+            }),
             Outcome::Discovered { user, packages } => json!({
                 "user": user.to_string(),
                 "clients": packages.iter().map(|p| json!({

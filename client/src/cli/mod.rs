@@ -8,6 +8,7 @@
 mod args;
 mod execute;
 mod json;
+mod profile;
 #[cfg(test)]
 mod tests;
 mod text;
@@ -102,6 +103,12 @@ pub enum Outcome {
         rejected: Vec<Rejected>,
     },
     Declined(String),
+    /// A profile: this user's own, or (self-declared) someone else's.
+    Profile {
+        user: UserName,
+        profile: roost_protocol::profile::Profile,
+        self_declared: bool,
+    },
     Discovered {
         user: UserName,
         packages: Vec<ConnectionPackage>,

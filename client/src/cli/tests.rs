@@ -122,8 +122,13 @@ fn the_other_commands_parse() {
     ));
     assert!(matches!(
         parse(&["requests", "--json"]).unwrap().command,
-        Command::Requests
+        Command::Requests { profile: None }
     ));
+    assert!(matches!(
+        parse(&["requests", "--profile", "a1b2"]).unwrap().command,
+        Command::Requests { profile: Some(id) } if id == "a1b2"
+    ));
+    assert!(parse(&["profile", "set", "--avatar", "a.png", "--no-avatar"]).is_err());
     assert!(matches!(
         parse(&["decline", "a1b2c3d4"]).unwrap().command,
         Command::Decline { id } if id == "a1b2c3d4"

@@ -47,6 +47,11 @@ impl Outcome {
             ),
             Outcome::Requests { pending, rejected } => requests_text(pending, rejected),
             Outcome::Declined(id) => format!("Declined request {id}; nothing was sent."),
+            Outcome::Profile {
+                user,
+                profile,
+                self_declared,
+            } => profile_text(user, profile, *self_declared),
             Outcome::Discovered { user, packages } => discovered_text(user, packages),
             Outcome::Connected(c) => format!(
                 "Asked {} to connect: {} of their client(s) invited, {} of your other client(s) \
@@ -353,4 +358,29 @@ fn duration(secs: u64) -> String {
     };
     let plural = if amount == 1 { "" } else { "s" };
     format!("{amount} {unit}{plural}")
+}
+
+/// A profile as a person reads it; someone else's is marked as their own claim.
+fn profile_text(
+    user: &UserName,
+    profile: &roost_protocol::profile::Profile,
+    self_declared: bool,
+) -> String {
+    let or_none = |text: &str| match text {
+        "" => "(none)".to_owned(),
+        text => printable(text),
+    };
+    let avatar = match (profile.avatar_format(), &profile.avatar) {
+        (Some(format), Some(bytes)) => format!("{}, {} bytes", format.mime_type(), bytes.len()),
+        _ => "(none)".to_owned(),
+    };
+    let heading = match self_declared {
+        true => format!("{user} says of itself (not checked by anyone):"),
+        false => format!("Your profile ({user}):"),
+    };
+    format!(
+        "{heading}\n  display name: {}\n  about:        {}\n  avatar:       {avatar}",
+        or_none(&profile.display_name),
+        or_none(&profile.about),
+    )
 }

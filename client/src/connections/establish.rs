@@ -106,6 +106,8 @@ impl Connections<'_> {
             .add_clients(device, &mut group, &signer, &access, None, siblings)
             .await?;
 
+        // The responder may look at who asks, if it wants to: it fetches nothing by itself.
+        let initiator_profile = device.store().own_profile()?.map(|own| own.reference);
         for package in &packages {
             let invitation = ConnectionEstablishmentPackage::new(
                 ConnectionEstablishmentBody {
@@ -115,6 +117,7 @@ impl Connections<'_> {
                     credential_ear_key: contact.keys.credential_ear_key.clone(),
                     responder: user.clone(),
                     connection_package: package.hash(),
+                    initiator_profile: initiator_profile.clone(),
                 },
                 &device.identity().signing_key,
             );

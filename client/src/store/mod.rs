@@ -9,6 +9,7 @@
 //! | [`messages`] | each group's chat log (`messages`: group id length ‖ group id ‖ 1 ‖ DS sequence number (BE) → [`StoredMessage`]; 0 instead of 1 for messages kept before the DS numbered them) and the group deliveries handled (`group_seqs`: group id length ‖ group id ‖ DS sequence number → ()) |
 //! | [`pending`] | operations on their way to a group's DS (`pending_ops`: group id → [`PendingOp`]) |
 //! | [`siblings`] | this user's new clients still to bring into its groups (`new_siblings`: client id → ()) |
+//! | [`profile`] | this user's own profile and the reference to it (`own_profile`, default tree) |
 //! | [`upkeep`] | per group, when this client last renewed its own leaf and for how many renewals each other leaf stayed the same (`leaf_renewals`: group id → [`Upkeep`](upkeep::Upkeep)) |
 //!
 //! The openmls state lives in the tree `mls`, written only by [`crate::mls`]. Owns: the layout
@@ -29,6 +30,7 @@ pub mod groups;
 pub mod identity;
 pub mod messages;
 pub mod pending;
+pub mod profile;
 pub mod requests;
 pub mod siblings;
 #[cfg(test)]
@@ -47,6 +49,7 @@ pub use groups::{Contact, GroupAccess, NamedGroup};
 pub use identity::{Identity, MlsIdentity, QueuePosition};
 pub use messages::StoredMessage;
 pub use pending::{Outgoing, PendingOp, StagedWrites};
+pub use profile::OwnProfile;
 pub use requests::{ConnectionBatch, ConnectionKey, PendingRequest};
 
 /// The state format this build reads and writes.

@@ -183,6 +183,7 @@ fn sample_request(id: &str, received_at: u64) -> PendingRequest {
                 credential_ear_key: EarKey::random(),
                 responder: "bob@b.test".parse().unwrap(),
                 connection_package: ConnectionPackageHash([7; 32]),
+                initiator_profile: None,
             },
             &sender.signing_key,
         ),

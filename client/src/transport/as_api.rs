@@ -10,6 +10,7 @@ use roost_protocol::{
     codec,
     connection::{ConnectionPackage, SealedConnectionRequest},
     credentials::{AsCredentials, ClientCredential},
+    profile::{EncryptedProfile, ProfileId},
     ClientId, UserName,
 };
 
@@ -98,5 +99,34 @@ impl Server {
         let path = api::as_connection_queue(client);
         self.call_no_content(Method::POST, &path, Some(codec::encode(request)), None)
             .await
+    }
+
+    /// `PUT /as/v1/profiles/{id}`: stores (or replaces) one of this user's profiles.
+    pub async fn store_profile(
+        &self,
+        signer: Signer<'_>,
+        id: &ProfileId,
+        profile: &EncryptedProfile,
+    ) -> Result<(), ServerError> {
+        let body = codec::encode(profile);
+        let path = api::as_profile(id);
+        retrying(|| self.call_no_content(Method::PUT, &path, Some(body.clone()), Some(signer)))
+            .await
+    }
+
+    /// `DELETE /as/v1/profiles/{id}`: deletes one of this user's profiles.
+    pub async fn delete_profile(
+        &self,
+        signer: Signer<'_>,
+        id: &ProfileId,
+    ) -> Result<(), ServerError> {
+        let path = api::as_profile(id);
+        retrying(|| self.call_no_content(Method::DELETE, &path, None, Some(signer))).await
+    }
+
+    /// `GET /as/v1/profiles/{id}`: an encrypted profile, unauthenticated.
+    pub async fn fetch_profile(&self, id: &ProfileId) -> Result<EncryptedProfile, ServerError> {
+        let path = api::as_profile(id);
+        retrying(|| self.get(&path, None)).await
     }
 }

@@ -1,0 +1,67 @@
+//! `roost-client profile set|show`: this user's profile from the command line.
+
+use std::path::Path;
+
+use roost_protocol::profile::{Profile, MAX_AVATAR_BYTES};
+
+use super::{args::ProfileCommand, CliError, Outcome};
+use crate::client::Client;
+
+pub(super) async fn run(client: &Client, command: &ProfileCommand) -> Result<Outcome, CliError> {
+    let current = client.profiles().own()?.map(|own| own.profile);
+    let profile = match command {
+        ProfileCommand::Show => current.ok_or_else(|| {
+            CliError::usage(
+                "no_profile",
+                "you have not set a profile yet (roost-client profile set --name …)",
+            )
+        })?,
+        ProfileCommand::Set {
+            name,
+            avatar,
+            no_avatar,
+            about,
+        } => {
+            let before = current.unwrap_or(Profile {
+                display_name: String::new(),
+                about: String::new(),
+                avatar: None,
+            });
+            let avatar = match (avatar, no_avatar) {
+                (Some(file), _) => Some(read_avatar(file)?),
+                (None, true) => None,
+                (None, false) => before.avatar,
+            };
+            let profile = Profile {
+                display_name: name.clone().unwrap_or(before.display_name),
+                about: about.clone().unwrap_or(before.about),
+                avatar,
+            };
+            client.profiles().set(profile.clone()).await?;
+            profile
+        }
+    };
+    Ok(Outcome::Profile {
+        user: client.user().clone(),
+        profile,
+        self_declared: false,
+    })
+}
+
+/// Reads an avatar image, refusing a file too large before reading it all.
+fn read_avatar(file: &Path) -> Result<Vec<u8>, CliError> {
+    let unreadable = |e: std::io::Error| {
+        CliError::usage("bad_avatar", format!("cannot read {}: {e}", file.display()))
+    };
+    let size = std::fs::metadata(file).map_err(unreadable)?.len();
+    if size > MAX_AVATAR_BYTES as u64 {
+        return Err(CliError::usage(
+            "bad_avatar",
+            format!(
+                "{} takes {size} bytes; an avatar may take at most {MAX_AVATAR_BYTES}",
+                file.display()
+            ),
+        ));
+    }
+    std::fs::read(file).map_err(unreadable)
+}
