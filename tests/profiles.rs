@@ -357,3 +357,46 @@ async fn a_profile_is_set_and_shown_from_the_command_line_and_a_requests_sender_
     assert_eq!(theirs["display_name"], "Alice");
     assert_eq!(theirs["self_declared"], true);
 }
+
+#[tokio::test]
+async fn contacts_get_each_others_profile_and_every_update_of_it() {
+    use common::pair::{connected_pair, settle};
+    let p = connected_pair("alice", "bob", Options::default()).await;
+    let alices = alices_profile();
+    p.alice_phone.profiles().set(alices.clone()).await.unwrap();
+    let all = p.all();
+    let has = |profile: Profile| {
+        let (bob_phone, bob_laptop, alice) = (&p.bob_phone, &p.bob_laptop, p.alice.clone());
+        async move {
+            for bob in [bob_phone, bob_laptop] {
+                if bob.profiles().of_contact(&alice).await.ok().flatten() != Some(profile.clone()) {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    settle(&all, async || has(alices.clone()).await).await;
+    assert_eq!(
+        p.bob_phone.profiles().display_name(&p.alice).unwrap(),
+        "Alice Pleasance Liddell"
+    );
+    // Alice has not got a profile of bob's: he set none; his user name stands.
+    assert_eq!(
+        p.alice_phone.profiles().display_name(&p.bob).unwrap(),
+        p.bob.to_string()
+    );
+
+    // An update, from alice's other client, reaches both of bob's.
+    let updated = Profile {
+        display_name: "Alice L.".into(),
+        avatar: None,
+        ..alices
+    };
+    p.alice_laptop
+        .profiles()
+        .set(updated.clone())
+        .await
+        .unwrap();
+    settle(&all, async || has(updated.clone()).await).await;
+}

@@ -39,6 +39,7 @@ use crate::{
         outbox::{self, Resolved},
         MlsSession,
     },
+    profiles,
     queues::{save_position, Opened, QueueReader},
     siblings,
     store::{Contact, GroupAccess, NamedGroup, Outgoing, QueuePosition, StoredMessage},
@@ -145,6 +146,7 @@ pub(crate) async fn sync(
         report.failed.extend(changes.failed);
     }
     let _ = share_due_tokens(client, mls, false).await;
+    let _ = profiles::share_due(client, mls).await;
     if !report.joined.is_empty() {
         // Each join used up one of this client's key packages. Best effort: the next join
         // tries again, and the last resort stands in meanwhile.
@@ -589,6 +591,12 @@ async fn take_content(
             None => Ok(Err(Error::Mls(
                 "a friendship token from an unknown sender".into(),
             ))),
+        },
+        Content::Profile(reference) => match from {
+            Some(from) => profiles::note_shared(device, leaf.group_id, &from, reference)
+                .await
+                .map(|()| Ok(Processed::Token)),
+            None => Ok(Err(Error::Mls("a profile from an unknown sender".into()))),
         },
     }
 }

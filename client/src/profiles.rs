@@ -6,13 +6,27 @@
 //! The reference (server, id, key) travels inside the sealed connection request, so the
 //! responder *can* see who asks — but this client never fetches a requester's profile by itself:
 //! only [`Profiles::of_request`], when its user asks. What it shows is self-declared.
+//!
+//! Contacts are no strangers: at each sync a client shares its user's profile reference in
+//! every connection where the peer is surely a member (as friendship tokens are, see
+//! [`crate::friendship`]) and has not got the current one, and a client that receives a
+//! contact's reference fetches and keeps the profile ([`Profiles::of_contact`]).
 
 use roost_protocol::{
     connection::EarKey,
+    content::Content,
     profile::{Profile, ProfileId, ProfileRef},
+    UserName,
 };
 
-use crate::{client::Client, error::Error, store::OwnProfile};
+use crate::{
+    client::Client,
+    device::Device,
+    error::Error,
+    inbox,
+    mls::MlsSession,
+    store::{OwnProfile, PeerProfile},
+};
 
 impl Client {
     /// This user's profile, and others' when asked for.
@@ -87,4 +101,118 @@ impl Profiles<'_> {
             .ok_or_else(|| Error::NoProfile(id.to_owned()))?;
         self.fetch(&reference).await
     }
+
+    /// A contact's profile as it shared it: fetched again if the last fetch failed.
+    pub async fn of_contact(self, user: &UserName) -> Result<Option<Profile>, Error> {
+        let device = self.client.device();
+        let Some(peer) = device.store().peer_profile(user)? else {
+            return Ok(None);
+        };
+        match peer.profile {
+            Some(profile) => Ok(Some(profile)),
+            None => Ok(Some(fetch_and_keep(device, user, peer.reference).await?)),
+        }
+    }
+
+    /// What to call `user`: its display name if it shared a non-empty one, else its user name.
+    pub fn display_name(self, user: &UserName) -> Result<String, Error> {
+        let shared = self.client.device().store().peer_profile(user)?;
+        Ok(shared
+            .and_then(|peer| peer.profile)
+            .map(|profile| profile.display_name)
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| user.to_string()))
+    }
+}
+
+async fn fetch_and_keep(
+    device: &Device,
+    user: &UserName,
+    reference: ProfileRef,
+) -> Result<Profile, Error> {
+    let server = device.servers().of(&reference.domain)?;
+    let sealed = server.fetch_profile(&reference.id).await?;
+    let profile = sealed.open(&reference.id, &reference.key)?;
+    let peer = PeerProfile {
+        reference,
+        profile: Some(profile.clone()),
+    };
+    device.store().save_peer_profile(user, &peer)?;
+    Ok(profile)
+}
+
+/// Takes in a profile reference `from` shared in the connection `group_id`: its own user's
+/// (another client of this user shared it there) marks it shared; a contact's is kept, and its
+/// profile fetched now (kept without it if that fails, and fetched when shown). A reference to
+/// a profile on another server than its user's is ignored: a profile lives on its user's own.
+pub(crate) async fn note_shared(
+    device: &Device,
+    group_id: &[u8],
+    from: &UserName,
+    reference: ProfileRef,
+) -> Result<(), Error> {
+    if from == device.user() {
+        device
+            .store()
+            .mark_profile_shared(group_id, &reference.id)?;
+        return Ok(());
+    }
+    if &reference.domain != from.domain() {
+        return Ok(());
+    }
+    let known = device.store().peer_profile(from)?;
+    if known
+        .as_ref()
+        .is_some_and(|k| k.reference == reference && k.profile.is_some())
+    {
+        return Ok(());
+    }
+    if fetch_and_keep(device, from, reference.clone())
+        .await
+        .is_err()
+    {
+        let peer = PeerProfile {
+            reference,
+            profile: None,
+        };
+        device.store().save_peer_profile(from, &peer)?;
+    }
+    Ok(())
+}
+
+/// Shares this user's profile in every connection where the peer is surely a member and has
+/// not got the current one; answers in how many. Best effort: what fails is tried again at the
+/// next sync.
+pub(crate) async fn share_due(client: &Client, mls: &MlsSession<'_>) -> usize {
+    let device = client.device();
+    let Ok(Some(own)) = device.store().own_profile() else {
+        return 0;
+    };
+    let Ok(contacts) = device.store().contacts() else {
+        return 0;
+    };
+    let content = Content::Profile(own.reference.clone());
+    let mut shared = 0;
+    for contact in contacts {
+        let peer_is_in = contact.peer_token.is_some() || !contact.initiated;
+        let given = device
+            .store()
+            .profile_shared(&contact.group_id)
+            .ok()
+            .flatten();
+        if !peer_is_in || given == Some(own.reference.id) {
+            continue;
+        }
+        if inbox::send_content(client, mls, &contact.access(), &content)
+            .await
+            .is_ok()
+            && device
+                .store()
+                .mark_profile_shared(&contact.group_id, &own.reference.id)
+                .is_ok()
+        {
+            shared += 1;
+        }
+    }
+    shared
 }

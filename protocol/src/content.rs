@@ -20,6 +20,9 @@ pub enum Content {
     /// The sender's user's friendship token, shared in a connection group so the peer can
     /// claim that user's key packages and add them to groups.
     FriendshipToken(FriendshipToken),
+    /// Where the sender's user's profile is and how to open it, shared in a connection group
+    /// (again whenever it changes).
+    Profile(crate::profile::ProfileRef),
 }
 
 impl Content {

@@ -278,6 +278,9 @@ pub enum ProfileCommand {
         #[arg(long, value_name = "TEXT")]
         about: Option<String>,
     },
-    /// Show your profile as you set it.
-    Show,
+    /// Show your profile as you set it, or a contact's as they shared it.
+    Show {
+        /// A contact, e.g. bob@example.org
+        user: Option<UserName>,
+    },
 }

@@ -8,9 +8,22 @@ use super::{args::ProfileCommand, CliError, Outcome};
 use crate::client::Client;
 
 pub(super) async fn run(client: &Client, command: &ProfileCommand) -> Result<Outcome, CliError> {
+    if let ProfileCommand::Show { user: Some(user) } = command {
+        let profile = client.profiles().of_contact(user).await?.ok_or_else(|| {
+            CliError::usage(
+                "no_profile",
+                format!("{user} has not shared a profile with you (only contacts do)"),
+            )
+        })?;
+        return Ok(Outcome::Profile {
+            user: user.clone(),
+            profile,
+            self_declared: true,
+        });
+    }
     let current = client.profiles().own()?.map(|own| own.profile);
     let profile = match command {
-        ProfileCommand::Show => current.ok_or_else(|| {
+        ProfileCommand::Show { .. } => current.ok_or_else(|| {
             CliError::usage(
                 "no_profile",
                 "you have not set a profile yet (roost-client profile set --name …)",

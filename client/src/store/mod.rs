@@ -9,7 +9,7 @@
 //! | [`messages`] | each group's chat log (`messages`: group id length ‖ group id ‖ 1 ‖ DS sequence number (BE) → [`StoredMessage`]; 0 instead of 1 for messages kept before the DS numbered them) and the group deliveries handled (`group_seqs`: group id length ‖ group id ‖ DS sequence number → ()) |
 //! | [`pending`] | operations on their way to a group's DS (`pending_ops`: group id → [`PendingOp`]) |
 //! | [`siblings`] | this user's new clients still to bring into its groups (`new_siblings`: client id → ()) |
-//! | [`profile`] | this user's own profile and the reference to it (`own_profile`, default tree) |
+//! | [`profile`] | this user's own profile and the reference to it (`own_profile`, default tree); which of its profiles each connection was given (`profiles_shared`: group id → profile id); each contact's profile as shared with this user (`peer_profiles`: user name → [`PeerProfile`]) |
 //! | [`upkeep`] | per group, when this client last renewed its own leaf and for how many renewals each other leaf stayed the same (`leaf_renewals`: group id → [`Upkeep`](upkeep::Upkeep)) |
 //!
 //! The openmls state lives in the tree `mls`, written only by [`crate::mls`]. Owns: the layout
@@ -49,7 +49,7 @@ pub use groups::{Contact, GroupAccess, NamedGroup};
 pub use identity::{Identity, MlsIdentity, QueuePosition};
 pub use messages::StoredMessage;
 pub use pending::{Outgoing, PendingOp, StagedWrites};
-pub use profile::OwnProfile;
+pub use profile::{OwnProfile, PeerProfile};
 pub use requests::{ConnectionBatch, ConnectionKey, PendingRequest};
 
 /// The state format this build reads and writes.
@@ -130,6 +130,8 @@ pub struct State {
     member_users: sled::Tree,
     leaf_keys: sled::Tree,
     leaf_renewals: sled::Tree,
+    profiles_shared: sled::Tree,
+    peer_profiles: sled::Tree,
 }
 
 /// The key prefix of a group in the per-group trees: length, then the id.
@@ -196,6 +198,8 @@ impl State {
             group_seqs: tree(TREE_GROUP_SEQS)?,
             pending_ops: tree(TREE_PENDING_OPS)?,
             new_siblings: tree("new_siblings")?,
+            profiles_shared: tree(profile::TREE_SHARED)?,
+            peer_profiles: tree(profile::TREE_PEERS)?,
             member_users: tree(TREE_MEMBER_USERS)?,
             leaf_keys: tree("leaf_keys")?,
             leaf_renewals: tree("leaf_renewals")?,
