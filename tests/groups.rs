@@ -447,6 +447,27 @@ async fn the_command_line_creates_a_group_adds_a_user_and_chats_in_it() {
     assert_eq!(messages["messages"][0]["text"], "see you at 8");
     let members = run("alice-laptop", &["group", "members", "hikers"]).await;
     assert_eq!(members["members"].as_array().unwrap().len(), 2);
+    // Members show by the display name their profile gives, beside their user name.
+    run(
+        "bob-laptop",
+        &["profile", "set", "--name", "Bob the Builder"],
+    )
+    .await;
+    for device in ["bob-laptop", "alice-laptop", "bob-laptop", "alice-laptop"] {
+        run(device, &["sync"]).await;
+    }
+    let members = run("alice-laptop", &["group", "members", "hikers"]).await;
+    let bob_member = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user"] == bob.as_str())
+        .cloned();
+    assert_eq!(
+        bob_member,
+        Some(serde_json::json!({ "user": bob, "display_name": "Bob the Builder" })),
+        "{members}"
+    );
 
     // Errors come as JSON with a code, and a non-zero exit.
     let output = std::process::Command::new(common::client_binary())

@@ -255,7 +255,12 @@ async fn group_command(client: &Client, command: &GroupCommand) -> Result<Outcom
             clients: client.groups().leave(group).await?,
         },
         GroupCommand::Members { group } => {
-            Outcome::GroupMembers(client.groups().members(group).await?)
+            let mut members = Vec::new();
+            for user in client.groups().members(group).await? {
+                let name = client.profiles().display_name(&user)?;
+                members.push((user.clone(), (name != user.to_string()).then_some(name)));
+            }
+            Outcome::GroupMembers(members)
         }
         GroupCommand::Send { group, text } => {
             Outcome::MessageSent(client.groups().send(group, text).await?)

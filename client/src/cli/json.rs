@@ -141,7 +141,10 @@ impl Outcome {
             }),
             Outcome::TokenRotated(shared) => json!({ "shared_with": shared }),
             Outcome::GroupMembers(users) => json!({
-                "members": users.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "members": users.iter().map(|(user, name)| json!({
+                    "user": user.to_string(),
+                    "display_name": name,
+                })).collect::<Vec<_>>(),
             }),
         }
     }

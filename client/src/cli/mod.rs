@@ -129,7 +129,8 @@ pub enum Outcome {
         added: bool,
         clients: usize,
     },
-    GroupMembers(Vec<UserName>),
+    /// Each member's user name, and its display name if it shared a profile.
+    GroupMembers(Vec<(UserName, Option<String>)>),
     /// The friendship token was replaced and shared in this many connections.
     TokenRotated(usize),
     /// This user's clients (how many) left the group.

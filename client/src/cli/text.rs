@@ -90,7 +90,11 @@ impl Outcome {
                     printable(group)
                 )
             }
-            Outcome::GroupMembers(users) => lines(users, "", ToString::to_string),
+            // The user name always stands beside a display name: anyone can claim any name.
+            Outcome::GroupMembers(users) => lines(users, "", |(user, name)| match name {
+                Some(name) => format!("{} ({user})", printable(name)),
+                None => user.to_string(),
+            }),
             Outcome::TokenRotated(shared) => format!(
                 "New friendship token; shared with {shared} connection(s) (the rest at the next sync)."
             ),
