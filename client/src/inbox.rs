@@ -146,7 +146,7 @@ pub(crate) async fn sync(
         report.failed.extend(changes.failed);
     }
     let _ = share_due_tokens(client, mls, false).await;
-    let _ = profiles::share_due(client, mls).await;
+    share_due_profile(client, mls).await;
     if !report.joined.is_empty() {
         // Each join used up one of this client's key packages. Best effort: the next join
         // tries again, and the last resort stands in meanwhile.
@@ -221,6 +221,23 @@ pub(crate) async fn share_due_tokens(
         }
     }
     shared
+}
+
+/// Shares this user's profile in every connection where it is due (see [`crate::profiles`]).
+/// Best effort: whatever fails is tried again at the next sync.
+async fn share_due_profile(client: &Client, mls: &MlsSession<'_>) {
+    let device = client.device();
+    let Ok(Some((content, id, due))) = profiles::due(device) else {
+        return;
+    };
+    for contact in due {
+        if send_content(client, mls, &contact.access(), &content)
+            .await
+            .is_ok()
+        {
+            let _ = profiles::mark_shared(device, &contact.group_id, &id);
+        }
+    }
 }
 
 /// Sends again each change whose DS has not answered yet (the queue held no copy of it, so it

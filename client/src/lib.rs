@@ -21,6 +21,7 @@
 //! server and client cannot drift apart. Secret keys never leave the state directory.
 
 pub mod account;
+pub mod app;
 pub mod chat;
 pub mod cli;
 pub mod client;

@@ -23,9 +23,7 @@ use crate::{
     client::Client,
     device::Device,
     error::Error,
-    inbox,
-    mls::MlsSession,
-    store::{OwnProfile, PeerProfile},
+    store::{Contact, OwnProfile, PeerProfile},
 };
 
 impl Client {
@@ -180,39 +178,25 @@ pub(crate) async fn note_shared(
     Ok(())
 }
 
-/// Shares this user's profile in every connection where the peer is surely a member and has
-/// not got the current one; answers in how many. Best effort: what fails is tried again at the
-/// next sync.
-pub(crate) async fn share_due(client: &Client, mls: &MlsSession<'_>) -> usize {
-    let device = client.device();
-    let Ok(Some(own)) = device.store().own_profile() else {
-        return 0;
+/// What sharing this user's profile takes now: the message, and the connections where the
+/// peer is surely a member and has not got the current one (none without a profile).
+pub(crate) fn due(device: &Device) -> Result<Option<(Content, ProfileId, Vec<Contact>)>, Error> {
+    let Some(own) = device.store().own_profile()? else {
+        return Ok(None);
     };
-    let Ok(contacts) = device.store().contacts() else {
-        return 0;
-    };
-    let content = Content::Profile(own.reference.clone());
-    let mut shared = 0;
-    for contact in contacts {
+    let mut due = Vec::new();
+    for contact in device.store().contacts()? {
         let peer_is_in = contact.peer_token.is_some() || !contact.initiated;
-        let given = device
-            .store()
-            .profile_shared(&contact.group_id)
-            .ok()
-            .flatten();
-        if !peer_is_in || given == Some(own.reference.id) {
-            continue;
-        }
-        if inbox::send_content(client, mls, &contact.access(), &content)
-            .await
-            .is_ok()
-            && device
-                .store()
-                .mark_profile_shared(&contact.group_id, &own.reference.id)
-                .is_ok()
-        {
-            shared += 1;
+        let given = device.store().profile_shared(&contact.group_id)?;
+        if peer_is_in && given != Some(own.reference.id) {
+            due.push(contact);
         }
     }
-    shared
+    let id = own.reference.id;
+    Ok(Some((Content::Profile(own.reference), id, due)))
+}
+
+/// Records that the connection `group_id` got this user's profile `id`.
+pub(crate) fn mark_shared(device: &Device, group_id: &[u8], id: &ProfileId) -> Result<(), Error> {
+    Ok(device.store().mark_profile_shared(group_id, id)?)
 }

@@ -10,7 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{codec, connection::EarKey, crypto::CryptoError, Domain};
+use crate::{
+    codec,
+    crypto::{CryptoError, EarKey},
+    Domain,
+};
 
 /// Longest display name, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 64;

@@ -134,6 +134,14 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         profile: Option<String>,
     },
+    /// Serve a web interface for this client on this machine, for your own browser: prints an
+    /// address holding an access token to open (nothing is opened by itself), and runs until
+    /// stopped (Ctrl-C). Keys and cryptography stay in this process.
+    App {
+        /// Where to listen: a loopback address only (port 0: any free port)
+        #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
+    },
     /// Your profile: a display name, an avatar and an about line that your contacts see (and
     /// whoever you ask to connect, if they choose to look), encrypted so that no server reads
     /// it.

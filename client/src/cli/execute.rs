@@ -104,6 +104,26 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
                 self_declared: true,
             })
         }
+        Command::App { bind } => {
+            if !bind.ip().is_loopback() {
+                let refused = crate::app::AppError::NotLoopback(*bind);
+                return Err(CliError::usage("app", refused.to_string()));
+            }
+            let client = open(&state_dir, &reach)?;
+            let json = cli.json;
+            crate::app::serve(client, *bind, |url| {
+                let line = match json {
+                    true => json!({ "url": url }).to_string(),
+                    false => format!("Open {url} in your browser (Ctrl-C stops the app)."),
+                };
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            })
+            .await
+            .map_err(|e| CliError::usage("app", e.to_string()))?;
+            Ok(Outcome::AppStopped)
+        }
         Command::Profile { command } => {
             let client = open(&state_dir, &reach)?;
             super::profile::run(&client, command).await

@@ -53,6 +53,7 @@ impl Outcome {
                 })).collect::<Vec<_>>(),
             }),
             Outcome::Declined(id) => json!({ "declined": id }),
+            Outcome::AppStopped => json!({ "app": "stopped" }),
             Outcome::Profile {
                 user,
                 profile,

@@ -103,6 +103,8 @@ pub enum Outcome {
         rejected: Vec<Rejected>,
     },
     Declined(String),
+    /// The app was stopped.
+    AppStopped,
     /// A profile: this user's own, or (self-declared) someone else's.
     Profile {
         user: UserName,

@@ -47,6 +47,7 @@ impl Outcome {
             ),
             Outcome::Requests { pending, rejected } => requests_text(pending, rejected),
             Outcome::Declined(id) => format!("Declined request {id}; nothing was sent."),
+            Outcome::AppStopped => "The app stopped.".into(),
             Outcome::Profile {
                 user,
                 profile,
