@@ -12,7 +12,7 @@
 //! | queues | `queues` (crate-private) | reading a queue to its end, exactly once per message |
 //! | the client | [`client`] | [`Client`]: the parts put together |
 //! | features | [`account`], [`friendship`], `siblings`, [`inbox`], [`chat`], [`groups`], [`connections`], [`profiles`] | what a user does, each behind a handle: `client.connections()`, `client.chat()`, `client.groups()`, …; `siblings` brings a user's new client into its groups at sync |
-//! | command line | [`cli`] | `roost-client`: arguments, running, rendering |
+//! | command line | [`cli`], [`app`] | `roost-client`: arguments, running, rendering; `roost-client app`, the web interface on loopback |
 //!
 //! Must not touch: the server's crates or stores, or any wire format of its own. Every type on
 //! the wire and every encoding comes from `roost_protocol` (its `codec` is the only encoding,
