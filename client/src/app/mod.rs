@@ -57,7 +57,6 @@ pub async fn serve(
         App::new()
             .app_data(access.clone())
             .app_data(client.clone())
-            .app_data(web::JsonConfig::default().limit(api::MAX_BODY))
             .wrap(from_fn(guard::guard))
             .route(
                 "/",
