@@ -311,16 +311,6 @@ impl FederationActor {
     /// longer than the retention, drops what was waiting then (it has waited that long).
     fn failing(&mut self) {
         let now = Timestamp::now();
-        let record = |actor: &mut Self, unreachable: Option<Unreachable>| {
-            actor.unreachable = unreachable;
-            if let Err(e) = actor
-                .deps
-                .outbox
-                .set_unreachable(&actor.domain, unreachable)
-            {
-                tracing::error!(domain = %actor.domain, "cannot record the domain's failing: {e}");
-            }
-        };
         let since_now = |actor: &Self| {
             actor
                 .deps
@@ -333,7 +323,7 @@ impl FederationActor {
                 })
         };
         match (self.unreachable, self.deps.give_up_after) {
-            (None, _) => record(self, since_now(self)),
+            (None, _) => self.set_unreachable(since_now(self)),
             // Strictly more whole seconds: `since` was rounded down.
             (Some(unreachable), Some(after))
                 if now.0.saturating_sub(unreachable.since.0) > after.as_secs() =>
@@ -343,19 +333,24 @@ impl FederationActor {
                     &format!("it took nothing for longer than the retention ({after:?})"),
                 );
                 // What came since waits its own full time.
-                record(self, since_now(self));
+                self.set_unreachable(since_now(self));
             }
             _ => {}
+        }
+    }
+
+    /// Keeps, and stores, since when the domain fails (`None`: it takes relays).
+    fn set_unreachable(&mut self, unreachable: Option<Unreachable>) {
+        self.unreachable = unreachable;
+        if let Err(e) = self.deps.outbox.set_unreachable(&self.domain, unreachable) {
+            tracing::error!(domain = %self.domain, "cannot record whether the domain takes relays: {e}");
         }
     }
 
     fn sent(&mut self, seqs: &[u64], ctx: &mut Context<Self>) {
         self.failures = 0;
         if self.unreachable.is_some() {
-            self.unreachable = None;
-            if let Err(e) = self.deps.outbox.set_unreachable(&self.domain, None) {
-                tracing::error!(domain = %self.domain, "cannot record that the domain takes relays again: {e}");
-            }
+            self.set_unreachable(None);
         }
         if let Err(e) = self.deps.outbox.remove(&self.domain, seqs) {
             tracing::error!(domain = %self.domain, "cannot remove relayed deliveries: {e}");

@@ -119,10 +119,8 @@ impl RetentionSweep {
         if let Some(idle) = self.policy.idle_clients_secs {
             swept.clients_expired = self.expire_idle_clients(now, idle).await?;
         }
-        if self.policy.messages_secs.is_some() {
-            for kind in [QueueKind::Messages, QueueKind::Connections] {
-                swept.messages_dropped += self.drop_old_messages(kind, now).await?;
-            }
+        for kind in [QueueKind::Messages, QueueKind::Connections] {
+            swept.messages_dropped += self.drop_old_messages(kind, now).await?;
         }
         metrics::counter!("roost_retention_clients_expired_total").increment(swept.clients_expired);
         metrics::counter!("roost_retention_messages_dropped_total")
@@ -169,16 +167,15 @@ impl RetentionSweep {
     }
 
     async fn drop_old_messages(&self, kind: QueueKind, now: Timestamp) -> Result<u64, SweepError> {
-        let (Some(retention), period) =
-            (self.policy.messages_secs, self.policy.message_period_secs())
-        else {
+        let Some(retention) = self.policy.messages() else {
             return Ok(0);
         };
         let ages = match kind {
             QueueKind::Messages => self.message_queues.ages().clone(),
             QueueKind::Connections => self.connection_queues.ages().clone(),
         };
-        let marked_before = Timestamp(now.0.saturating_sub(retention.saturating_add(period)));
+        let old_enough = retention.after_secs.saturating_add(retention.period_secs);
+        let marked_before = Timestamp(now.0.saturating_sub(old_enough));
         let queues: Vec<ClientId> =
             blocking(move || Ok(ages.marked_before(marked_before)?)).await?;
         let mut dropped = 0;

@@ -78,9 +78,7 @@ impl Profiles<'_> {
     /// Fetches and opens the profile `reference` points to (on whichever server holds it;
     /// the fetch carries nothing of who asks).
     pub async fn fetch(self, reference: &ProfileRef) -> Result<Profile, Error> {
-        let server = self.client.device().servers().of(&reference.domain)?;
-        let sealed = server.fetch_profile(&reference.id).await?;
-        Ok(sealed.open(&reference.id, &reference.key)?)
+        fetch(self.client.device(), reference).await
     }
 
     /// The profile of whoever sent the pending connection request `id`, fetched now because
@@ -123,14 +121,19 @@ impl Profiles<'_> {
     }
 }
 
+/// Fetches and opens the profile `reference` points to.
+async fn fetch(device: &Device, reference: &ProfileRef) -> Result<Profile, Error> {
+    let server = device.servers().of(&reference.domain)?;
+    let sealed = server.fetch_profile(&reference.id).await?;
+    Ok(sealed.open(&reference.id, &reference.key)?)
+}
+
 async fn fetch_and_keep(
     device: &Device,
     user: &UserName,
     reference: ProfileRef,
 ) -> Result<Profile, Error> {
-    let server = device.servers().of(&reference.domain)?;
-    let sealed = server.fetch_profile(&reference.id).await?;
-    let profile = sealed.open(&reference.id, &reference.key)?;
+    let profile = fetch(device, &reference).await?;
     let peer = PeerProfile {
         reference,
         profile: Some(profile.clone()),

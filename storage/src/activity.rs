@@ -7,7 +7,17 @@
 
 use roost_protocol::{ClientId, Timestamp};
 
-use crate::{table::read_u64, Result};
+use crate::Result;
+
+fn corrupt() -> crate::StorageError {
+    crate::StorageError::Corrupt("a client activity record".into())
+}
+
+/// A record's time (seconds, big-endian).
+fn time(value: &[u8]) -> Result<Timestamp> {
+    let at = <[u8; 8]>::try_from(value).map_err(|_| corrupt())?;
+    Ok(Timestamp(u64::from_be_bytes(at)))
+}
 
 #[derive(Clone)]
 pub struct ClientActivity {
@@ -35,10 +45,10 @@ impl ClientActivity {
 
     /// When `client` was last recorded, if ever.
     pub fn last_seen(&self, client: &ClientId) -> Result<Option<Timestamp>> {
-        if !self.tree.contains_key(client.0)? {
-            return Ok(None);
-        }
-        read_u64(&self.tree.sled(), &client.0, "client activity", 0).map(|at| Some(Timestamp(at)))
+        self.tree
+            .get(client.0)?
+            .map(|value| time(&value))
+            .transpose()
     }
 
     /// Starts the clock of every client in `clients` that has no record (registered before
@@ -72,15 +82,8 @@ impl ClientActivity {
         let mut idle = Vec::new();
         for entry in self.tree.iter() {
             let (key, value) = entry?;
-            let (Ok(client), Ok(at)) = (
-                <[u8; 16]>::try_from(key.as_ref()),
-                <[u8; 8]>::try_from(value.as_ref()),
-            ) else {
-                return Err(crate::StorageError::Corrupt(
-                    "a client activity record".into(),
-                ));
-            };
-            if u64::from_be_bytes(at) < before.0 {
+            let client = <[u8; 16]>::try_from(key.as_ref()).map_err(|_| corrupt())?;
+            if time(&value)? < before {
                 idle.push(ClientId(client));
             }
         }

@@ -67,7 +67,10 @@ impl QueueAges {
         seq: u64,
     ) -> Result<bool> {
         let period_start = now.0 - now.0 % period_secs.max(1);
-        if let Some((_, at, _)) = self.marks(client)?.last() {
+        // Marks are in time order: the last one is the latest.
+        if let Some(entry) = self.tree.scan_prefix(client.0).next_back() {
+            let (key, value) = entry?;
+            let (_, at, _) = mark(&key, &value)?;
             if at.0 >= period_start {
                 return Ok(false);
             }
