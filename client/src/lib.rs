@@ -11,7 +11,7 @@
 //! | MLS engine | [`mls`] | openmls and its storage; the only holder of group state, behind a lock guard (its [`mls::storage`], the openmls storage provider, uses nothing of this crate: the errors layer names its error) |
 //! | queues | `queues` (crate-private) | reading a queue to its end, exactly once per message |
 //! | the client | [`client`] | [`Client`]: the parts put together |
-//! | features | [`account`], [`friendship`], `siblings`, [`inbox`], [`chat`], [`groups`], [`connections`], [`profiles`] | what a user does, each behind a handle: `client.connections()`, `client.chat()`, `client.groups()`, …; `siblings` brings a user's new client into its groups at sync |
+//! | features | [`account`], [`friendship`], `siblings`, [`inbox`], [`live`], [`chat`], [`groups`], [`connections`], [`profiles`] | what a user does, each behind a handle: `client.connections()`, `client.chat()`, `client.groups()`, …; `siblings` brings a user's new client into its groups at sync |
 //! | command line | [`cli`], [`app`] | `roost-client`: arguments, running, rendering; `roost-client app`, the web interface on loopback |
 //!
 //! Must not touch: the server's crates or stores, or any wire format of its own. Every type on
@@ -31,6 +31,7 @@ pub mod error;
 pub mod friendship;
 pub mod groups;
 pub mod inbox;
+pub mod live;
 pub mod mls;
 pub mod profiles;
 pub(crate) mod queues;
@@ -50,6 +51,7 @@ pub use device::Device;
 pub use error::{Error, PackageProblem};
 pub use groups::{GroupSummary, Groups};
 pub use inbox::{Received, SyncReport};
+pub use live::News;
 pub use mls::GroupStatus;
 pub use profiles::Profiles;
 pub use store::{

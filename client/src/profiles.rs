@@ -110,11 +110,17 @@ impl Profiles<'_> {
         }
     }
 
+    /// The profile `user` shared as this client holds it (nothing is fetched: `None` also
+    /// while a fetch is due).
+    pub fn shared(self, user: &UserName) -> Result<Option<Profile>, Error> {
+        let shared = self.client.device().store().peer_profile(user)?;
+        Ok(shared.and_then(|peer| peer.profile))
+    }
+
     /// What to call `user`: its display name if it shared a non-empty one, else its user name.
     pub fn display_name(self, user: &UserName) -> Result<String, Error> {
-        let shared = self.client.device().store().peer_profile(user)?;
-        Ok(shared
-            .and_then(|peer| peer.profile)
+        Ok(self
+            .shared(user)?
             .map(|profile| profile.display_name)
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| user.to_string()))

@@ -9,13 +9,17 @@
 
 mod api;
 pub mod guard;
+pub mod live;
+pub mod state;
 
 use std::net::{SocketAddr, TcpListener};
 
 use actix_web::{http::header, middleware::from_fn, web, App, HttpResponse, HttpServer};
 
-use crate::client::Client;
+use crate::error::Error;
 use guard::Access;
+use state::AppState;
+pub use state::Setup;
 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -31,14 +35,17 @@ pub enum AppError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot open the client's state: {0}")]
+    Open(Error),
     #[error("the app stopped: {0}")]
     Stopped(std::io::Error),
 }
 
-/// Serves the app on `bind` until the process is stopped, calling `started` with the address
-/// to open (it holds the access token) once it listens.
+/// Serves the app for the client in `setup`'s state directory (or, if there is none yet, its
+/// first run) on `bind` until the process is stopped, calling `started` with the address to
+/// open (it holds the access token) once it listens.
 pub async fn serve(
-    client: Client,
+    setup: Setup,
     bind: SocketAddr,
     started: impl FnOnce(&str),
 ) -> Result<(), AppError> {
@@ -52,11 +59,13 @@ pub async fn serve(
     let address = listener.local_addr().map_err(AppError::Stopped)?;
     let token = hex::encode(rand::random::<[u8; 32]>());
     let access = web::Data::new(Access::new(token.clone(), address.port()));
-    let client = web::Data::new(client);
+    let client = setup.open().map_err(AppError::Open)?;
+    let state = web::Data::new(AppState::new(setup, client));
+    let shared = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(access.clone())
-            .app_data(client.clone())
+            .app_data(shared.clone())
             .wrap(from_fn(guard::guard))
             .route(
                 "/",
@@ -82,6 +91,7 @@ pub async fn serve(
     let handle = server.handle();
     tokio::select! {
         stopped = server => stopped.map_err(AppError::Stopped),
+        () = live::run(state) => Ok(()),
         _ = tokio::signal::ctrl_c() => {
             handle.stop(true).await;
             Ok(())

@@ -109,9 +109,13 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
                 let refused = crate::app::AppError::NotLoopback(*bind);
                 return Err(CliError::usage("app", refused.to_string()));
             }
-            let client = open(&state_dir, &reach)?;
+            let setup = crate::app::Setup {
+                state_dir: state_dir.clone(),
+                resolver: resolver.clone(),
+                roots: roots.clone(),
+            };
             let json = cli.json;
-            crate::app::serve(client, *bind, |url| {
+            crate::app::serve(setup, *bind, |url| {
                 let line = match json {
                     true => json!({ "url": url }).to_string(),
                     false => format!("Open {url} in your browser (Ctrl-C stops the app)."),

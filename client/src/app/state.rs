@@ -1,0 +1,155 @@
+//! What the app serves from: the client once there is one, and how to make one on the first
+//! run (register a user, or add this device to an existing user) when the state directory
+//! holds none yet. A client, once enrolled, stays for the app's life.
+
+use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
+
+use roost_protocol::{federation::Resolver, profile::Profile, UserName};
+
+use super::live::Live;
+use crate::{
+    client::Client,
+    error::Error,
+    store::StateError,
+    transport::{ExtraRoots, Server},
+};
+
+/// Where the client's state lives and how to reach homeservers: what opening or enrolling a
+/// client needs.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub state_dir: PathBuf,
+    pub resolver: Resolver,
+    pub roots: ExtraRoots,
+}
+
+impl Setup {
+    /// The client registered in the state directory, or `None` if there is none yet.
+    pub fn open(&self) -> Result<Option<Client>, Error> {
+        match Client::open(&self.state_dir) {
+            Ok(client) => Ok(Some(self.reach(client)?)),
+            Err(Error::State(StateError::NotRegistered(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn reach(&self, client: Client) -> Result<Client, Error> {
+        client
+            .with_resolver(self.resolver.clone())
+            .with_roots(self.roots.clone())
+    }
+}
+
+/// How the first run enrols this device.
+pub enum Enrolment<'a> {
+    /// A new user, with the server's registration token if it asks for one.
+    Register { token: Option<&'a str> },
+    /// Another device of an existing user.
+    AddDevice,
+}
+
+/// The app's state, shared by its requests and its live loop.
+pub struct AppState {
+    setup: Setup,
+    client: OnceLock<Client>,
+    /// One enrolment at a time (a second would find the state directory taken).
+    enrolling: tokio::sync::Mutex<()>,
+    enrolled: tokio::sync::Notify,
+    pub live: Live,
+    pub opened_requests: OpenedRequests,
+}
+
+impl AppState {
+    pub fn new(setup: Setup, client: Option<Client>) -> AppState {
+        let state = AppState {
+            setup,
+            client: OnceLock::new(),
+            enrolling: tokio::sync::Mutex::new(()),
+            enrolled: tokio::sync::Notify::new(),
+            live: Live::default(),
+            opened_requests: OpenedRequests::default(),
+        };
+        if let Some(client) = client {
+            state.set(client);
+        }
+        state
+    }
+
+    /// The client, if this device is enrolled.
+    pub fn client(&self) -> Option<&Client> {
+        self.client.get()
+    }
+
+    /// Waits until this device is enrolled.
+    pub async fn enrolled(&self) -> &Client {
+        loop {
+            let notified = self.enrolled.notified();
+            if let Some(client) = self.client.get() {
+                return client;
+            }
+            notified.await;
+        }
+    }
+
+    /// Registers `user` or adds this device to it, on `server`; the app then serves the new
+    /// client. Refused once a client is enrolled (say, from another tab).
+    pub async fn enrol(
+        &self,
+        how: Enrolment<'_>,
+        server: &str,
+        user: &UserName,
+        password: &str,
+    ) -> Result<&Client, Error> {
+        let _one = self.enrolling.lock().await;
+        if let Some(client) = self.client.get() {
+            return Err(Error::State(StateError::AlreadyRegistered {
+                dir: self.setup.state_dir.clone(),
+                user: client.user().clone(),
+                client_id: client.client_id(),
+            }));
+        }
+        let server = Server::with_roots(server, &self.setup.roots)?;
+        let dir = &self.setup.state_dir;
+        let client = match how {
+            Enrolment::Register { token } => {
+                Client::register(dir, server, user, password, token).await?
+            }
+            Enrolment::AddDevice => Client::add_client(dir, server, user, password).await?,
+        };
+        self.set(self.setup.reach(client)?);
+        Ok(self.client.get().expect("just set"))
+    }
+
+    fn set(&self, client: Client) {
+        if self.client.set(client).is_ok() {
+            self.enrolled.notify_waiters();
+            self.live.set_enrolled();
+        }
+    }
+}
+
+/// The profiles of connection requests' senders fetched at the user's asking, so that showing
+/// one and its avatar fetches it once; forgotten with the request's decision.
+#[derive(Default)]
+pub struct OpenedRequests(std::sync::Mutex<HashMap<String, Profile>>);
+
+impl OpenedRequests {
+    pub fn keep(&self, id: &str, profile: Profile) {
+        self.lock().insert(id.to_owned(), profile);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Profile> {
+        self.lock().get(id).cloned()
+    }
+
+    pub fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Profile>> {
+        // A panic while holding it left a map, still whole.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
