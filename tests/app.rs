@@ -4,46 +4,13 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+use serde_json::json;
+
+use common::{
+    app::{start_app, Pages},
+    devices::run_json,
+    Options, TestServer,
 };
-
-use common::{devices::run_json, Options, TestServer};
-
-/// A running `roost-client app` on a registered client state: the process and the address it
-/// printed.
-struct RunningApp {
-    child: Child,
-    url: String,
-}
-
-impl Drop for RunningApp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_app(state: &std::path::Path) -> RunningApp {
-    let mut child = Command::new(common::client_binary())
-        .env("ROOST_CLIENT_STATE", state)
-        .args(["app", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run roost-client app");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let printed: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
-    let url = printed["url"]
-        .as_str()
-        .expect("the app's address")
-        .to_owned();
-    RunningApp { child, url }
-}
 
 #[tokio::test]
 async fn the_app_answers_only_its_token_its_host_and_its_own_pages() {
@@ -168,51 +135,6 @@ async fn the_app_answers_only_its_token_its_host_and_its_own_pages() {
     );
 }
 
-/// Requests to a running app as its own pages make them: with its cookie and Origin.
-struct Pages {
-    http: reqwest::Client,
-    base: String,
-    cookie: String,
-    origin: String,
-}
-
-impl Pages {
-    fn of(app: &RunningApp) -> Pages {
-        let (base, token) = app.url.split_once("/?token=").unwrap();
-        Pages {
-            http: reqwest::Client::new(),
-            base: base.to_owned(),
-            cookie: format!("roost_app={token}"),
-            origin: base.to_owned(),
-        }
-    }
-
-    async fn answer(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        )
-    }
-
-    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let request = self.http.get(format!("{}{path}", self.base));
-        Self::answer(request.header("cookie", &self.cookie)).await
-    }
-
-    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .header("origin", &self.origin)
-            .body(body);
-        Self::answer(request).await
-    }
-}
-
 #[tokio::test]
 async fn the_app_shows_a_request_and_its_profile_on_request_accepts_it_and_chats() {
     let server = TestServer::start(Options::default());
@@ -295,13 +217,13 @@ async fn the_app_shows_a_request_and_its_profile_on_request_accepts_it_and_chats
     assert_eq!(status, 200, "{accepted}");
     assert_eq!(accepted["peer"], "bob@localhost");
     run_json(bob.clone(), &["sync"]).await;
+    let mut events = pages.events().await;
     run_json(bob.clone(), &["send", "alice@localhost", "hello from bob"]).await;
-    let (status, messages) = pages.get(chat).await;
-    assert_eq!(status, 200, "{messages}");
-    assert_eq!(
-        messages["messages"][0]["text"], "hello from bob",
-        "{messages}"
-    );
+    events.until("changed", |c| c["messages"] == true).await;
+    // Nobody asks the app to sync: its live loop brings the message.
+    pages
+        .until(chat, |m| m["messages"][0]["text"] == "hello from bob")
+        .await;
     let (status, sent) = pages.post(chat, r#"{"text": "hi bob"}"#).await;
     assert_eq!(status, 200, "{sent}");
     run_json(bob.clone(), &["sync"]).await;
@@ -313,4 +235,359 @@ async fn the_app_shows_a_request_and_its_profile_on_request_accepts_it_and_chats
         .map(|m| m["text"].as_str().unwrap())
         .collect();
     assert!(texts.contains(&"hi bob"), "{bobs}");
+}
+
+/// The first run: an app on an empty state directory offers to enrol, refuses a bad
+/// enrolment with a clear error and stays unenrolled; a good one makes it the client's app,
+/// whose pages hear when the homeserver goes away and comes back.
+#[tokio::test]
+async fn the_first_run_enrols_this_device_and_the_pages_hear_when_the_homeserver_is_unreachable() {
+    let mut server = TestServer::start(Options::default());
+    run_json(
+        tempfile::tempdir().unwrap().path().join("other"),
+        &["register", "carol@localhost", "--server", &server.url],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("new");
+    let app = start_app(&state);
+    let pages = Pages::of(&app);
+    assert_eq!(
+        pages.get("/api/me").await,
+        (200, json!({ "enrolled": false }))
+    );
+    assert_eq!(pages.get("/api/contacts").await.1["error"], "not_enrolled");
+
+    let enrol = |mode: &str, user: &str, password: &str| {
+        json!({ "mode": mode, "server": server.url, "user": user, "password": password })
+            .to_string()
+    };
+    for (body, status, code) in [
+        ("garbage".to_owned(), 400, "bad_body"),
+        (r#"{"mode": "steal"}"#.to_owned(), 400, "bad_body"),
+        (enrol("register", "no domain", "pw"), 400, "bad_user"),
+        (enrol("register", "dave@localhost", ""), 400, "bad_password"),
+        (
+            enrol("add_device", "carol@localhost", "wrong password"),
+            400,
+            "wrong_password",
+        ),
+        (
+            enrol("register", "carol@localhost", "a long password"),
+            400,
+            "user_taken",
+        ),
+    ] {
+        let (got, answer) = pages.post("/api/enrol", body.clone()).await;
+        assert_eq!(
+            (got, answer["error"].as_str().unwrap_or_default()),
+            (status, code),
+            "{body}: {answer}"
+        );
+    }
+    let bad_server = json!({ "mode": "register", "server": "not a url", "user": "dave@localhost", "password": "pw" });
+    assert_eq!(
+        pages.post("/api/enrol", bad_server.to_string()).await.0,
+        400
+    );
+    assert_eq!(pages.get("/api/me").await.1["enrolled"], false);
+
+    let (status, me) = pages
+        .post(
+            "/api/enrol",
+            enrol("register", "dave@localhost", "a long password"),
+        )
+        .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["user"], "dave@localhost");
+    let (_, devices) = pages.get("/api/devices").await;
+    assert_eq!(devices["devices"][0]["this_device"], true, "{devices}");
+    // Enrolled once: a second enrolment is refused.
+    let again = pages
+        .post("/api/enrol", enrol("register", "erin@localhost", "pw"))
+        .await;
+    assert_eq!(again.1["error"], "already_registered", "{again:?}");
+
+    let mut events = pages.events().await;
+    events
+        .until("status", |s| s["enrolled"] == true && s["online"] == true)
+        .await;
+    server.kill();
+    let down = events.until("status", |s| s["online"] == false).await;
+    assert!(
+        down["problem"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{down}"
+    );
+    server.start_again();
+    events.until("status", |s| s["online"] == true).await;
+}
+
+/// Every endpoint answers a bad request with a 4xx and a JSON error naming the problem, and
+/// nothing the user has is changed by it.
+#[tokio::test]
+async fn every_app_endpoint_refuses_bad_requests_with_a_4xx_and_changes_nothing() {
+    let server = TestServer::start(Options::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    for (state, user) in [(&alice, "alice@localhost"), (&bob, "bob@localhost")] {
+        run_json(state.clone(), &["register", user, "--server", &server.url]).await;
+    }
+    run_json(alice.clone(), &["profile", "set", "--name", "Alice"]).await;
+    run_json(alice.clone(), &["connect", "bob@localhost"]).await;
+    let requests = run_json(bob.clone(), &["requests"]).await;
+    let id = requests["requests"][0]["id"].as_str().unwrap().to_owned();
+    run_json(bob.clone(), &["accept", &id]).await;
+    run_json(alice.clone(), &["sync"]).await;
+    let group = run_json(alice.clone(), &["group", "create", "Friends"]).await;
+    let group = group["group_id"].as_str().unwrap().to_owned();
+    run_json(alice.clone(), &["group", "add", &group, "bob@localhost"]).await;
+
+    let app = start_app(&alice);
+    let pages = Pages::of(&app);
+    let everything = [
+        "/api/me".to_owned(),
+        "/api/profile".to_owned(),
+        "/api/contacts".to_owned(),
+        "/api/groups".to_owned(),
+        format!("/api/groups/{group}"),
+        "/api/devices".to_owned(),
+        "/api/requests".to_owned(),
+        "/api/chat/bob@localhost".to_owned(),
+    ];
+    let mut before = Vec::new();
+    for path in &everything {
+        let (status, answer) = pages.get(path).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        before.push(answer);
+    }
+    let (_, me) = pages.get("/api/me").await;
+    let own_device = me["client_id"].as_str().unwrap().to_owned();
+
+    use reqwest::Method;
+    let huge = vec![b'x'; 600 * 1024];
+    let png_too_big = [b"\x89PNG\r\n\x1a\n".as_slice(), &[0u8; 300 * 1024]].concat();
+    let cases: Vec<(Method, String, Vec<u8>, u16, &str)> = vec![
+        (
+            Method::POST,
+            "/api/enrol".into(),
+            br#"{"mode": "register", "server": "http://x", "user": "a@b", "password": "p"}"#
+                .to_vec(),
+            409,
+            "already_registered",
+        ),
+        (
+            Method::PUT,
+            "/api/profile".into(),
+            b"garbage".to_vec(),
+            400,
+            "bad_body",
+        ),
+        (
+            Method::PUT,
+            "/api/profile".into(),
+            json!({ "display_name": "x".repeat(65) })
+                .to_string()
+                .into_bytes(),
+            400,
+            "bad_profile",
+        ),
+        (
+            Method::PUT,
+            "/api/profile".into(),
+            br#"{"display_name": "A", "admin": true}"#.to_vec(),
+            400,
+            "bad_body",
+        ),
+        (
+            Method::PUT,
+            "/api/profile/avatar".into(),
+            b"not an image".to_vec(),
+            400,
+            "bad_profile",
+        ),
+        (
+            Method::PUT,
+            "/api/profile/avatar".into(),
+            png_too_big,
+            400,
+            "bad_profile",
+        ),
+        (
+            Method::PUT,
+            "/api/profile/avatar".into(),
+            huge.clone(),
+            413,
+            "body_too_large",
+        ),
+        (
+            Method::DELETE,
+            "/api/devices/zz".into(),
+            vec![],
+            400,
+            "bad_client_id",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/devices/{own_device}"),
+            vec![],
+            400,
+            "remove_this_device",
+        ),
+        (
+            Method::POST,
+            "/api/connect".into(),
+            b"{".to_vec(),
+            400,
+            "bad_body",
+        ),
+        (
+            Method::POST,
+            "/api/connect".into(),
+            br#"{"user": "nobody"}"#.to_vec(),
+            400,
+            "bad_user",
+        ),
+        (
+            Method::POST,
+            "/api/connect".into(),
+            br#"{"user": "alice@localhost"}"#.to_vec(),
+            400,
+            "connect_to_self",
+        ),
+        (
+            Method::POST,
+            "/api/requests/ffff/decline".into(),
+            vec![],
+            404,
+            "unknown_request",
+        ),
+        (
+            Method::POST,
+            "/api/chat/bob@localhost".into(),
+            b"garbage".to_vec(),
+            400,
+            "bad_body",
+        ),
+        (
+            Method::POST,
+            "/api/chat/bob@localhost".into(),
+            br#"{"text": " "}"#.to_vec(),
+            400,
+            "bad_text",
+        ),
+        (
+            Method::POST,
+            "/api/chat/bob@localhost".into(),
+            huge.clone(),
+            413,
+            "body_too_large",
+        ),
+        (
+            Method::POST,
+            "/api/chat/carol@localhost".into(),
+            br#"{"text": "hi"}"#.to_vec(),
+            404,
+            "not_connected",
+        ),
+        (
+            Method::POST,
+            "/api/groups".into(),
+            br#"{"name": ""}"#.to_vec(),
+            400,
+            "bad_group_name",
+        ),
+        (
+            Method::POST,
+            "/api/groups".into(),
+            br#"[1, 2]"#.to_vec(),
+            400,
+            "bad_body",
+        ),
+        (
+            Method::POST,
+            format!("/api/groups/{group}/messages"),
+            b"garbage".to_vec(),
+            400,
+            "bad_body",
+        ),
+        (
+            Method::POST,
+            "/api/groups/ffffffff/messages".into(),
+            br#"{"text": "hi"}"#.to_vec(),
+            404,
+            "unknown_group",
+        ),
+        (
+            Method::POST,
+            format!("/api/groups/{group}/members"),
+            br#"{"user": "bob@localhost"}"#.to_vec(),
+            409,
+            "already_member",
+        ),
+        (
+            Method::POST,
+            format!("/api/groups/{group}/members"),
+            br#"{"user": "carol@localhost"}"#.to_vec(),
+            404,
+            "not_connected",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/groups/{group}/members/alice@localhost"),
+            vec![],
+            400,
+            "remove_self",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/groups/{group}/members/not-a-user"),
+            vec![],
+            400,
+            "bad_user",
+        ),
+        (
+            Method::POST,
+            "/api/groups/ffffffff/leave".into(),
+            vec![],
+            404,
+            "unknown_group",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got, answer) = pages.change(method.clone(), &path, body.clone()).await;
+        assert_eq!(
+            (got, answer["error"].as_str().unwrap_or_default()),
+            (status, code),
+            "{method} {path}: {answer}"
+        );
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{answer}"
+        );
+        // The same from anywhere else, or without the token: refused before it is read.
+        let foreign = pages
+            .http
+            .request(method.clone(), format!("{}{path}", pages.base))
+            .header("cookie", &pages.cookie)
+            .header("origin", "http://evil.example")
+            .body(body.clone());
+        assert_eq!(Pages::answer(foreign).await.0, 403, "{method} {path}");
+        let anonymous = pages
+            .http
+            .request(method.clone(), format!("{}{path}", pages.base))
+            .header("origin", &pages.origin)
+            .body(body);
+        assert_eq!(Pages::answer(anonymous).await.0, 401, "{method} {path}");
+    }
+
+    for (path, before) in everything.iter().zip(before) {
+        assert_eq!(pages.get(path).await.1, before, "{path} changed");
+    }
+    // Nothing reached bob either.
+    run_json(bob.clone(), &["sync"]).await;
+    let bobs = run_json(bob.clone(), &["messages", "alice@localhost"]).await;
+    assert_eq!(bobs["messages"], json!([]), "{bobs}");
 }

@@ -1,6 +1,7 @@
 //! Test harness: real `roost` processes on loopback ports with temporary stores.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod devices;
 pub mod fuzz;
 pub mod garble;
