@@ -23,8 +23,14 @@ impl Drop for RunningApp {
 }
 
 pub fn start_app(state: &std::path::Path) -> RunningApp {
+    start_app_with(state, &[])
+}
+
+/// [`start_app`] with global options before the command (`--resolve DOMAIN=URL`, …).
+pub fn start_app_with(state: &std::path::Path, options: &[&str]) -> RunningApp {
     let mut child = Command::new(super::client_binary())
         .env("ROOST_CLIENT_STATE", state)
+        .args(options)
         .args(["app", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -43,7 +43,7 @@ pub struct Changed {
     pub messages: bool,
     /// New connection requests.
     pub requests: bool,
-    /// Groups or contacts changed: joined, left, members added or removed.
+    /// Groups or contacts changed: joined, left, members added or removed, a profile shared.
     pub groups: bool,
 }
 
@@ -135,10 +135,12 @@ async fn step(client: &Client, due: bool) -> Result<Changed, Error> {
     if news.messages {
         let report = client.sync().await?;
         changed.messages = !report.received.is_empty();
+        // Any other group message may be a contact's new profile or token.
         changed.groups = !report.joined.is_empty()
             || !report.removed_from.is_empty()
             || !report.rejoined.is_empty()
-            || report.commits > 0;
+            || report.commits > 0
+            || report.messages > report.received.len();
     }
     if news.requests {
         changed.requests = !client.connections().requests().await?.received.is_empty();

@@ -217,14 +217,16 @@ const views = {
       element.reset();
       await refresh();
     });
+    const heading = h("span", { class: "person" }, who(user));
     async function refresh() {
-      const { messages } = await get("/api/chat/" + enc(user));
+      const [{ messages }, { contacts }] = await Promise.all([get("/api/chat/" + enc(user)), get("/api/contacts")]);
       showMessages(box, messages);
+      // The contact's shared profile may arrive after the connection.
+      const contact = contacts.find((c) => c.user === user) || { user };
+      heading.replaceChildren(avatar(contact.avatar ? "/api/contacts/" + enc(user) + "/avatar" : null, contact.display_name || user),
+        who(user, contact.display_name));
     }
-    const { contacts } = await get("/api/contacts");
-    const contact = contacts.find((c) => c.user === user);
-    const heading = who(user, contact && contact.display_name);
-    return { title: "Chat", heading, body: [box, send], refresh, on: ["messages"] };
+    return { title: "Chat", heading, body: [box, send], refresh, on: ["messages", "groups"] };
   },
 
   async groups() {
@@ -276,7 +278,8 @@ const views = {
       showMessages(box, group.messages);
       send.hidden = add.hidden = leave.hidden = group.removed;
       members.replaceChildren(...group.members.map((m) => {
-        const item = h("li", { "data-user": m.user }, h("span", { class: "grow" }, who(m.user, m.display_name)));
+        const you = m.user === page.me.user;
+        const item = h("li", { "data-user": m.user }, h("span", { class: "grow" }, who(m.user, m.display_name), you ? h("small", {}, " (you)") : null));
         if (m.user !== page.me.user) {
           const remove = h("button", { class: "danger", "data-action": "remove" }, "Remove");
           remove.addEventListener("click", () => act(remove, async () => {
@@ -292,7 +295,7 @@ const views = {
       const inGroup = new Set(group.members.map((m) => m.user));
       choices.replaceChildren(...contacts.filter((c) => !inGroup.has(c.user)).map((c) =>
         h("option", { value: c.user }, c.display_name !== c.user ? c.display_name + " (" + c.user + ")" : c.user)));
-      add.querySelector("button").disabled = choices.options.length === 0;
+      add.hidden = group.removed || choices.options.length === 0;
       if (group.removed) members.replaceChildren(h("li", { class: "empty" }, "You are no longer in this group."));
     }
     const side = h("aside", {}, h("h2", {}, "Members"), members, add, leave);
@@ -336,7 +339,7 @@ const views = {
       preview.replaceChildren(avatar(own && own.avatar ? "/api/profile/avatar?" + Date.now() : null, (own && own.display_name) || page.me.user, true));
       remove.hidden = !(own && own.avatar);
     }
-    const avatarBox = h("div", { class: "stack" }, preview, h("label", {}, "A new avatar (PNG, JPEG or WebP, at most 256 KiB)", file), remove);
+    const avatarBox = h("div", { class: "stack card" }, preview, h("label", {}, "A new avatar (PNG, JPEG or WebP, at most 256 KiB)", file), remove);
     return { title: "Your profile", body: [h("p", { class: "muted" }, "Encrypted on this computer; your homeserver stores it without reading it. Your contacts see it, and someone you ask to connect may look at it."), h("div", { class: "columns" }, save, avatarBox)], refresh };
   },
 
