@@ -1,7 +1,7 @@
 //! `roost-client app`: a web interface for one client state, served on this machine for the
 //! user's own browser, in the manner of Syncthing. All keys and all cryptography stay in this
 //! process; the browser gets pages, JSON and nothing secret beyond what it shows. It is built
-//! on the same library as the command line: every action is a call of [`Client`].
+//! on the same library as the command line: every action is a call of [`Client`](crate::Client).
 //!
 //! It binds a loopback address only, and every request passes [`guard`]: the access token
 //! printed at start (then a cookie), the app's own Host, and for changes its own Origin. Its
