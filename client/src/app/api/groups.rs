@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{client, json_body, message_json, text_body, user_name, Answer, State};
+use super::{client, json_body, message_json, text_body, user_body, user_name, Answer, State};
 use crate::app::live::Changed;
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -94,16 +94,9 @@ async fn send(state: State, id: web::Path<String>, payload: web::Payload) -> Ans
     Ok(HttpResponse::Ok().json(message_json(&sent)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Member {
-    user: String,
-}
-
 async fn add(state: State, id: web::Path<String>, payload: web::Payload) -> Answer {
     let client = client(&state)?;
-    let Member { user } = json_body(payload, r#"{"user": "name@domain"}"#).await?;
-    let user = user_name(user.trim())?;
+    let user = user_body(payload).await?;
     let clients = client.groups().add(&id, &user).await?;
     state.live.tell(groups_changed());
     Ok(HttpResponse::Ok().json(json!({ "added": user.to_string(), "clients": clients })))

@@ -139,6 +139,17 @@ async fn json_body<T: DeserializeOwned>(
         .map_err(|e| AppError::bad("bad_body", format!("expected {expected}: {e}")))
 }
 
+/// A user name from a body `{"user": "name@domain"}` (whom to connect with, to add).
+async fn user_body(payload: web::Payload) -> Result<UserName, AppError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct User {
+        user: String,
+    }
+    let User { user } = json_body(payload, r#"{"user": "name@domain"}"#).await?;
+    user_name(user.trim())
+}
+
 /// A chat message's text from a body `{"text": …}`; never empty.
 async fn text_body(payload: web::Payload) -> Result<String, AppError> {
     #[derive(serde::Deserialize)]

@@ -1,11 +1,10 @@
 //! Contacts, connection requests and the chat with each contact.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    avatar, client, json_body, message_json, profile_json, text_body, user_name, Answer, State,
+    avatar, client, message_json, profile_json, text_body, user_body, user_name, Answer, State,
 };
 use crate::app::live::Changed;
 
@@ -62,20 +61,11 @@ async fn contact_avatar(state: State, user: web::Path<String>) -> Answer {
     avatar(client.profiles().of_contact(&user).await?.as_ref())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Connect {
-    user: String,
-}
-
 /// Asks a user to connect.
 async fn connect(state: State, payload: web::Payload) -> Answer {
     let client = client(&state)?;
-    let Connect { user } = json_body(payload, r#"{"user": "name@domain"}"#).await?;
-    let connected = client
-        .connections()
-        .connect(&user_name(user.trim())?)
-        .await?;
+    let user = user_body(payload).await?;
+    let connected = client.connections().connect(&user).await?;
     state.live.tell(Changed {
         groups: true,
         ..Changed::default()
