@@ -591,3 +591,48 @@ async fn every_app_endpoint_refuses_bad_requests_with_a_4xx_and_changes_nothing(
     let bobs = run_json(bob.clone(), &["messages", "alice@localhost"]).await;
     assert_eq!(bobs["messages"], json!([]), "{bobs}");
 }
+
+/// A lost device is removed from the app's device list: it can no longer act for its user.
+#[tokio::test]
+async fn a_device_removed_in_the_app_can_no_longer_act_for_its_user() {
+    let server = TestServer::start(Options::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (laptop, phone) = (dir.path().join("laptop"), dir.path().join("phone"));
+    run_json(
+        laptop.clone(),
+        &["register", "alice@localhost", "--server", &server.url],
+    )
+    .await;
+    let added = run_json(
+        phone.clone(),
+        &["add-client", "alice@localhost", "--server", &server.url],
+    )
+    .await;
+    let phone_id = added["client_id"].as_str().unwrap().to_owned();
+
+    let app = start_app(&laptop);
+    let pages = Pages::of(&app);
+    let (_, listed) = pages.get("/api/devices").await;
+    let ids: Vec<&str> = listed["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    assert!(ids.contains(&phone_id.as_str()), "{listed}");
+
+    let (status, removed) = pages
+        .change(
+            reqwest::Method::DELETE,
+            &format!("/api/devices/{phone_id}"),
+            "",
+        )
+        .await;
+    assert_eq!(status, 200, "{removed}");
+    let (_, listed) = pages.get("/api/devices").await;
+    assert_eq!(listed["devices"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["devices"][0]["this_device"], true);
+    let (ok, refused) = common::devices::cli(&phone, &["clients"]);
+    assert!(!ok && refused["status"] == 401, "{refused}");
+}

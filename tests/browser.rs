@@ -1,7 +1,8 @@
 //! The app in a real browser: two people, each with `roost-client app` in headless Chromium,
 //! on two federated homeservers, go through what a new member does — register, set a profile
 //! with an avatar, connect, look at the asker's profile before accepting, accept, chat both
-//! ways with the other side updating by itself, create a group, add, and remove.
+//! ways with the other side updating by itself, create a group, add, and remove; and one is
+//! told when their homeserver cannot be reached.
 //!
 //! With `ROOST_SCREENSHOTS=DIR` the screenshots of the main screens are kept in DIR (the
 //! README's come from `ROOST_SCREENSHOTS=docs/screenshots cargo test --test browser`).
@@ -137,7 +138,7 @@ fn zlib_stored(data: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn two_people_on_federated_servers_register_connect_chat_and_share_a_group_in_the_app() {
-    let (servers, resolve) = common::federation(&["a.test", "b.test"], Options::default());
+    let (mut servers, resolve) = common::federation(&["a.test", "b.test"], Options::default());
     let dir = tempfile::tempdir().unwrap();
     let shots = std::env::var_os("ROOST_SCREENSHOTS")
         .map(PathBuf::from)
@@ -263,6 +264,12 @@ async fn two_people_on_federated_servers_register_connect_chat_and_share_a_group
         .await;
     bob.browser
         .wait_for_text("#members", "You are no longer in this group.")
+        .await;
+
+    // Bob's homeserver goes away: his app says so.
+    servers[1].kill();
+    bob.browser
+        .wait_for_text("#banner", "cannot be reached")
         .await;
 
     for name in ["first-run", "profile", "request", "chat", "group"] {
