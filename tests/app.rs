@@ -308,6 +308,23 @@ async fn the_first_run_enrols_this_device_and_the_pages_hear_when_the_homeserver
         .await;
     assert_eq!(again.1["error"], "already_registered", "{again:?}");
 
+    // Another device of an existing user: added with its password.
+    let laptop_app = start_app(&dir.path().join("laptop"));
+    let laptop = Pages::of(&laptop_app);
+    let (status, added) = laptop
+        .post(
+            "/api/enrol",
+            enrol("add_device", "dave@localhost", "a long password"),
+        )
+        .await;
+    assert_eq!(
+        (status, &added["user"]),
+        (200, &json!("dave@localhost")),
+        "{added}"
+    );
+    let (_, devices) = pages.get("/api/devices").await;
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 2, "{devices}");
+
     let mut events = pages.events().await;
     events
         .until("status", |s| s["enrolled"] == true && s["online"] == true)
@@ -322,7 +339,15 @@ async fn the_first_run_enrols_this_device_and_the_pages_hear_when_the_homeserver
         "{down}"
     );
     server.start_again();
+    let back = std::time::Instant::now();
     events.until("status", |s| s["online"] == true).await;
+    // Told at the next try (the pauses between tries grow to 30 s), not when a long poll that
+    // reached the server again ends.
+    assert!(
+        back.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        back.elapsed()
+    );
 }
 
 /// Every endpoint answers a bad request with a 4xx and a JSON error naming the problem, and

@@ -105,13 +105,17 @@ pub async fn run(state: web::Data<AppState>) {
     let client = state.enrolled().await;
     let mut last_sync: Option<tokio::time::Instant> = None;
     let mut pause = FIRST_PAUSE;
+    let mut failed = false;
     loop {
-        let due = last_sync.is_none_or(|at| at.elapsed() >= RESYNC);
+        // After a failure, a sync rather than a wait: a wait that reaches the homeserver again
+        // would report it back only when its news or its time came.
+        let due = failed || last_sync.is_none_or(|at| at.elapsed() >= RESYNC);
         let outcome = step(client, due).await;
         if outcome.is_ok() && due {
             last_sync = Some(tokio::time::Instant::now());
         }
         state.live.report(&outcome);
+        failed = outcome.is_err();
         match outcome {
             Ok(_) => pause = FIRST_PAUSE,
             Err(_) => {
