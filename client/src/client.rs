@@ -5,7 +5,10 @@
 //!
 //! Owns: how the parts are put together. Must not touch: any feature's logic.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use roost_protocol::{
     api::{ConnectionPackageCount, KeyPackageCount},
@@ -22,6 +25,53 @@ use crate::{
     store::{Identity, State, StateError},
     transport::{ExtraRoots, Homeservers, Server, Signer},
 };
+
+/// Where a client's state lives and how it reaches homeservers (the command line's `--state`,
+/// `--resolve` and `--ca-file`): what opening or enrolling a client takes.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub state_dir: PathBuf,
+    pub resolver: Resolver,
+    pub roots: ExtraRoots,
+}
+
+impl Setup {
+    /// The client registered in the state directory.
+    pub fn open(&self) -> Result<Client, Error> {
+        self.reach(Client::open(&self.state_dir)?)
+    }
+
+    /// Registers `user` on the homeserver at `server` ([`Client::register`]).
+    pub async fn register(
+        &self,
+        server: &str,
+        user: &UserName,
+        password: &str,
+        registration_token: Option<&str>,
+    ) -> Result<Client, Error> {
+        let server = Server::with_roots(server, &self.roots)?;
+        let client =
+            Client::register(&self.state_dir, server, user, password, registration_token).await?;
+        self.reach(client)
+    }
+
+    /// Adds this device to `user` on the homeserver at `server` ([`Client::add_client`]).
+    pub async fn add_client(
+        &self,
+        server: &str,
+        user: &UserName,
+        password: &str,
+    ) -> Result<Client, Error> {
+        let server = Server::with_roots(server, &self.roots)?;
+        self.reach(Client::add_client(&self.state_dir, server, user, password).await?)
+    }
+
+    fn reach(&self, client: Client) -> Result<Client, Error> {
+        client
+            .with_resolver(self.resolver.clone())
+            .with_roots(self.roots.clone())
+    }
+}
 
 /// A registered client, opened from its state directory.
 #[derive(Debug)]

@@ -42,7 +42,7 @@ mod upkeep;
 
 pub use account::{ClientEntry, KeyPackages, WhoAmI};
 pub use chat::{Chat, Contacts};
-pub use client::{Client, IDLE_AFTER_RENEWALS, LEAF_RENEWAL};
+pub use client::{Client, Setup, IDLE_AFTER_RENEWALS, LEAF_RENEWAL};
 pub use connections::{
     verify_packages, Accepted, Connected, ConnectionRequests, Connections, JoinedVia, RejectReason,
     Rejected,

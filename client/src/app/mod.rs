@@ -16,10 +16,9 @@ use std::net::{SocketAddr, TcpListener};
 
 use actix_web::{http::header, middleware::from_fn, web, App, HttpResponse, HttpServer};
 
-use crate::error::Error;
+use crate::{client::Setup, error::Error};
 use guard::Access;
 use state::AppState;
-pub use state::Setup;
 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -59,8 +58,7 @@ pub async fn serve(
     let address = listener.local_addr().map_err(AppError::Stopped)?;
     let token = hex::encode(rand::random::<[u8; 32]>());
     let access = web::Data::new(Access::new(token.clone(), address.port()));
-    let client = setup.open().map_err(AppError::Open)?;
-    let state = web::Data::new(AppState::new(setup, client));
+    let state = web::Data::new(AppState::open(setup).map_err(AppError::Open)?);
     let shared = state.clone();
     let server = HttpServer::new(move || {
         App::new()

@@ -2,43 +2,16 @@
 //! run (register a user, or add this device to an existing user) when the state directory
 //! holds none yet. A client, once enrolled, stays for the app's life.
 
-use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
+use std::{collections::HashMap, sync::OnceLock};
 
-use roost_protocol::{federation::Resolver, profile::Profile, UserName};
+use roost_protocol::{profile::Profile, UserName};
 
 use super::live::Live;
 use crate::{
-    client::Client,
+    client::{Client, Setup},
     error::Error,
     store::StateError,
-    transport::{ExtraRoots, Server},
 };
-
-/// Where the client's state lives and how to reach homeservers: what opening or enrolling a
-/// client needs.
-#[derive(Debug, Clone, Default)]
-pub struct Setup {
-    pub state_dir: PathBuf,
-    pub resolver: Resolver,
-    pub roots: ExtraRoots,
-}
-
-impl Setup {
-    /// The client registered in the state directory, or `None` if there is none yet.
-    pub fn open(&self) -> Result<Option<Client>, Error> {
-        match Client::open(&self.state_dir) {
-            Ok(client) => Ok(Some(self.reach(client)?)),
-            Err(Error::State(StateError::NotRegistered(_))) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn reach(&self, client: Client) -> Result<Client, Error> {
-        client
-            .with_resolver(self.resolver.clone())
-            .with_roots(self.roots.clone())
-    }
-}
 
 /// How the first run enrols this device.
 pub enum Enrolment<'a> {
@@ -60,7 +33,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(setup: Setup, client: Option<Client>) -> AppState {
+    /// The state for the client in `setup`'s state directory, or for its first run if it holds
+    /// none yet.
+    pub fn open(setup: Setup) -> Result<AppState, Error> {
+        let client = match setup.open() {
+            Ok(client) => Some(client),
+            Err(Error::State(StateError::NotRegistered(_))) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(AppState::new(setup, client))
+    }
+
+    fn new(setup: Setup, client: Option<Client>) -> AppState {
         let state = AppState {
             setup,
             client: OnceLock::new(),
@@ -108,15 +92,13 @@ impl AppState {
                 client_id: client.client_id(),
             }));
         }
-        let server = Server::with_roots(server, &self.setup.roots)?;
-        let dir = &self.setup.state_dir;
         let client = match how {
             Enrolment::Register { token } => {
-                Client::register(dir, server, user, password, token).await?
+                self.setup.register(server, user, password, token).await?
             }
-            Enrolment::AddDevice => Client::add_client(dir, server, user, password).await?,
+            Enrolment::AddDevice => self.setup.add_client(server, user, password).await?,
         };
-        self.set(self.setup.reach(client)?);
+        self.set(client);
         Ok(self.client.get().expect("just set"))
     }
 

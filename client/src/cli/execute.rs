@@ -17,8 +17,8 @@ use super::{
     CliError, Outcome,
 };
 use crate::{
-    client::Client,
-    transport::{ExtraRoots, Server},
+    client::{Client, Setup},
+    transport::ExtraRoots,
 };
 
 /// Runs a parsed command. Reads `ROOST_PASSWORD` and `HOME` from the environment when needed.
@@ -31,9 +31,10 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             .map_err(|e| CliError::usage("bad_ca_file", format!("--ca-file: {e}")))?,
         None => ExtraRoots::default(),
     };
-    let reach = Reach {
-        resolver: &resolver,
-        roots: &roots,
+    let setup = Setup {
+        state_dir,
+        resolver,
+        roots,
     };
     match &cli.command {
         Command::Register {
@@ -43,9 +44,9 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             token,
         } => {
             let password = read_password(password_file.as_deref(), env_password())?;
-            let server = Server::with_roots(server, &roots).map_err(crate::Error::from)?;
-            let client =
-                Client::register(&state_dir, server, user, &password, token.as_deref()).await?;
+            let client = setup
+                .register(server, user, &password, token.as_deref())
+                .await?;
             Ok(enrolled(&client))
         }
         Command::AddClient {
@@ -54,18 +55,18 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             password_file,
         } => {
             let password = read_password(password_file.as_deref(), env_password())?;
-            let server = Server::with_roots(server, &roots).map_err(crate::Error::from)?;
-            let client = Client::add_client(&state_dir, server, user, &password).await?;
+            let client = setup.add_client(server, user, &password).await?;
             Ok(enrolled(&client))
         }
-        Command::Clients => Ok(Outcome::Clients(open(&state_dir, &reach)?.clients().await?)),
+        Command::Clients => Ok(Outcome::Clients(setup.open()?.clients().await?)),
         Command::DeleteClient { client_id } => {
-            open(&state_dir, &reach)?.delete_client(*client_id).await?;
+            setup.open()?.delete_client(*client_id).await?;
             Ok(Outcome::Deleted(*client_id))
         }
-        Command::Whoami => Ok(Outcome::WhoAmI(open(&state_dir, &reach)?.whoami())),
+        Command::Whoami => Ok(Outcome::WhoAmI(setup.open()?.whoami())),
         Command::SendOwn { client_id, text } => {
-            let seq = open(&state_dir, &reach)?
+            let seq = setup
+                .open()?
                 .send_to_own_client(*client_id, text.clone().into_bytes())
                 .await?;
             Ok(Outcome::Sent {
@@ -75,14 +76,12 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
         }
         Command::Inbox { wait } => {
             let wait = Duration::from_secs((*wait).min(MAX_WAIT_SECS));
-            Ok(Outcome::Inbox(
-                open(&state_dir, &reach)?.receive(wait).await?,
-            ))
+            Ok(Outcome::Inbox(setup.open()?.receive(wait).await?))
         }
         Command::PublishPackages { count } => {
             let count = usize::try_from(*count).unwrap_or(usize::MAX);
             // Below any count the server can hold: publishes `count`, and a last resort if due.
-            let client = open(&state_dir, &reach)?;
+            let client = setup.open()?;
             let published = client.connections().top_up(u32::MAX, count).await?;
             // Key packages (what lets others add this client to groups): up to `count`.
             let min = u32::try_from(count).unwrap_or(u32::MAX);
@@ -90,7 +89,7 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             Ok(Outcome::PackageCount(published, key_packages))
         }
         Command::Requests { profile: Some(id) } => {
-            let client = open(&state_dir, &reach)?;
+            let client = setup.open()?;
             let request = client
                 .connections()
                 .pending()
@@ -105,17 +104,8 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             })
         }
         Command::App { bind } => {
-            if !bind.ip().is_loopback() {
-                let refused = crate::app::AppError::NotLoopback(*bind);
-                return Err(CliError::usage("app", refused.to_string()));
-            }
-            let setup = crate::app::Setup {
-                state_dir: state_dir.clone(),
-                resolver: resolver.clone(),
-                roots: roots.clone(),
-            };
             let json = cli.json;
-            crate::app::serve(setup, *bind, |url| {
+            crate::app::serve(setup.clone(), *bind, |url| {
                 let line = match json {
                     true => json!({ "url": url }).to_string(),
                     false => format!("Open {url} in your browser (Ctrl-C stops the app)."),
@@ -129,11 +119,11 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             Ok(Outcome::AppStopped)
         }
         Command::Profile { command } => {
-            let client = open(&state_dir, &reach)?;
+            let client = setup.open()?;
             super::profile::run(&client, command).await
         }
         Command::Requests { profile: None } => {
-            let client = open(&state_dir, &reach)?;
+            let client = setup.open()?;
             let fetched = client.connections().requests().await?;
             Ok(Outcome::Requests {
                 pending: client.connections().pending().await?,
@@ -141,54 +131,48 @@ pub async fn execute(cli: &Cli) -> Result<Outcome, CliError> {
             })
         }
         Command::Decline { id } => {
-            open(&state_dir, &reach)?.connections().decline(id).await?;
+            setup.open()?.connections().decline(id).await?;
             Ok(Outcome::Declined(id.clone()))
         }
         Command::Connect { user } => Ok(Outcome::Connected(
-            open(&state_dir, &reach)?
-                .connections()
-                .connect(user)
-                .await?,
+            setup.open()?.connections().connect(user).await?,
         )),
         Command::Accept { id } => Ok(Outcome::Accepted(
-            open(&state_dir, &reach)?.connections().accept(id).await?,
+            setup.open()?.connections().accept(id).await?,
         )),
-        Command::Sync => Ok(Outcome::Synced(open(&state_dir, &reach)?.sync().await?)),
+        Command::Sync => Ok(Outcome::Synced(setup.open()?.sync().await?)),
         Command::RotateToken => {
-            let client = open(&state_dir, &reach)?;
+            let client = setup.open()?;
             Ok(Outcome::TokenRotated(
                 client.contacts().rotate_token().await?,
             ))
         }
         Command::Contacts => {
-            let client = open(&state_dir, &reach)?;
+            let client = setup.open()?;
             let failed = sync_first(&client).await;
             Ok(failed.wrap(Outcome::Contacts(client.contacts().list().await?)))
         }
         Command::Send { peer, text } => Ok(Outcome::MessageSent(
-            open(&state_dir, &reach)?.chat().send(peer, text).await?,
+            setup.open()?.chat().send(peer, text).await?,
         )),
         Command::Messages { peer } => {
-            let client = open(&state_dir, &reach)?;
+            let client = setup.open()?;
             let failed = sync_first(&client).await;
             Ok(failed.wrap(Outcome::Messages(client.chat().messages(peer).await?)))
         }
         Command::Watch { for_secs } => {
-            let client = open(&state_dir, &reach)?;
+            let client = setup.open()?;
             Ok(Outcome::Watched(watch(&client, *for_secs, cli.json).await?))
         }
         Command::Groups => {
-            let client = open(&state_dir, &reach)?;
+            let client = setup.open()?;
             let failed = sync_first(&client).await;
             Ok(failed.wrap(Outcome::Groups(client.groups().list().await?)))
         }
-        Command::Group(command) => group_command(&open(&state_dir, &reach)?, command).await,
+        Command::Group(command) => group_command(&setup.open()?, command).await,
         Command::Discover { user } => Ok(Outcome::Discovered {
             user: user.clone(),
-            packages: open(&state_dir, &reach)?
-                .connections()
-                .discover(user)
-                .await?,
+            packages: setup.open()?.connections().discover(user).await?,
         }),
     }
 }
@@ -317,18 +301,6 @@ async fn sync_first(client: &Client) -> SyncFailure {
             .err()
             .map(|e| (e.code().to_owned(), e.to_string())),
     )
-}
-
-/// How this run reaches homeservers: `--resolve` and `--ca-file`.
-struct Reach<'a> {
-    resolver: &'a Resolver,
-    roots: &'a ExtraRoots,
-}
-
-fn open(state_dir: &Path, reach: &Reach) -> Result<Client, CliError> {
-    Ok(Client::open(state_dir)?
-        .with_resolver(reach.resolver.clone())
-        .with_roots(reach.roots.clone())?)
 }
 
 fn enrolled(client: &Client) -> Outcome {
