@@ -47,7 +47,7 @@ pub fn due(device: &Device, rotated: bool) -> Result<Vec<Contact>, Error> {
         .store()
         .contacts()?
         .into_iter()
-        .filter(|c| !c.token_shared && (rotated || c.peer_token.is_some() || !c.initiated))
+        .filter(|c| !c.token_shared && (rotated || c.peer_surely_in()))
         .collect())
 }
 

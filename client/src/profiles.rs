@@ -70,6 +70,15 @@ impl Profiles<'_> {
         Ok(reference)
     }
 
+    /// Sets this user's profile to its current one (an empty one if there is none yet) with
+    /// `change` made to it, like [`Profiles::set`]; answers the profile set.
+    pub async fn update(self, change: impl FnOnce(&mut Profile)) -> Result<Profile, Error> {
+        let mut profile = self.own()?.map(|own| own.profile).unwrap_or_default();
+        change(&mut profile);
+        self.set(profile.clone()).await?;
+        Ok(profile)
+    }
+
     /// This user's profile as this client last set it.
     pub fn own(self) -> Result<Option<OwnProfile>, Error> {
         Ok(self.client.device().store().own_profile()?)
@@ -117,14 +126,18 @@ impl Profiles<'_> {
         Ok(shared.and_then(|peer| peer.profile))
     }
 
-    /// What to call `user`: its display name if it shared a non-empty one, else its user name.
+    /// What to call `user`: see [`display_name`].
     pub fn display_name(self, user: &UserName) -> Result<String, Error> {
-        Ok(self
-            .shared(user)?
-            .map(|profile| profile.display_name)
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| user.to_string()))
+        Ok(display_name(user, self.shared(user)?.as_ref()))
     }
+}
+
+/// What to call `user`, who shared `profile`: its display name if non-empty, else its user name.
+pub fn display_name(user: &UserName, profile: Option<&Profile>) -> String {
+    profile
+        .map(|profile| profile.display_name.clone())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| user.to_string())
 }
 
 /// Fetches and opens the profile `reference` points to.
@@ -195,9 +208,8 @@ pub(crate) fn due(device: &Device) -> Result<Option<(Content, ProfileId, Vec<Con
     };
     let mut due = Vec::new();
     for contact in device.store().contacts()? {
-        let peer_is_in = contact.peer_token.is_some() || !contact.initiated;
         let given = device.store().profile_shared(&contact.group_id)?;
-        if peer_is_in && given != Some(own.reference.id) {
+        if contact.peer_surely_in() && given != Some(own.reference.id) {
             due.push(contact);
         }
     }

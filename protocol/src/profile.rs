@@ -88,8 +88,8 @@ impl ImageFormat {
     }
 }
 
-/// What a user says of itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a user says of itself (the default: nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub display_name: String,
     pub about: String,

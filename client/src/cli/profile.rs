@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use roost_protocol::profile::{Profile, MAX_AVATAR_BYTES};
+use roost_protocol::profile::MAX_AVATAR_BYTES;
 
 use super::{args::ProfileCommand, CliError, Outcome};
 use crate::client::Client;
@@ -21,37 +21,42 @@ pub(super) async fn run(client: &Client, command: &ProfileCommand) -> Result<Out
             self_declared: true,
         });
     }
-    let current = client.profiles().own()?.map(|own| own.profile);
     let profile = match command {
-        ProfileCommand::Show { .. } => current.ok_or_else(|| {
-            CliError::usage(
-                "no_profile",
-                "you have not set a profile yet (roost-client profile set --name …)",
-            )
-        })?,
+        ProfileCommand::Show { .. } => {
+            let own = client.profiles().own()?.map(|own| own.profile);
+            own.ok_or_else(|| {
+                CliError::usage(
+                    "no_profile",
+                    "you have not set a profile yet (roost-client profile set --name …)",
+                )
+            })?
+        }
         ProfileCommand::Set {
             name,
             avatar,
             no_avatar,
             about,
         } => {
-            let before = current.unwrap_or(Profile {
-                display_name: String::new(),
-                about: String::new(),
-                avatar: None,
-            });
+            // `None`: the avatar stays as it is.
             let avatar = match (avatar, no_avatar) {
-                (Some(file), _) => Some(read_avatar(file)?),
-                (None, true) => None,
-                (None, false) => before.avatar,
+                (Some(file), _) => Some(Some(read_avatar(file)?)),
+                (None, true) => Some(None),
+                (None, false) => None,
             };
-            let profile = Profile {
-                display_name: name.clone().unwrap_or(before.display_name),
-                about: about.clone().unwrap_or(before.about),
-                avatar,
-            };
-            client.profiles().set(profile.clone()).await?;
-            profile
+            client
+                .profiles()
+                .update(|profile| {
+                    if let Some(name) = name {
+                        profile.display_name.clone_from(name);
+                    }
+                    if let Some(about) = about {
+                        profile.about.clone_from(about);
+                    }
+                    if let Some(avatar) = avatar {
+                        profile.avatar = avatar;
+                    }
+                })
+                .await?
         }
     };
     Ok(Outcome::Profile {

@@ -52,6 +52,13 @@ pub struct GroupAccess {
 }
 
 impl Contact {
+    /// Whether the peer is surely a member of the connection group, so that what is sent there
+    /// reaches it: this user accepted its request (the peer made the group), or the peer's
+    /// friendship token came (it shares it only once in).
+    pub fn peer_surely_in(&self) -> bool {
+        !self.initiated || self.peer_token.is_some()
+    }
+
     pub fn access(&self) -> GroupAccess {
         GroupAccess {
             group_id: self.group_id.clone(),

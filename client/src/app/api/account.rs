@@ -106,20 +106,10 @@ struct ProfileText {
     about: String,
 }
 
-/// Publishes this user's profile with `change` made to it (an empty one if there is none yet);
-/// every contact gets it at the next sync.
+/// Publishes this user's profile with `change` made to it; every contact gets it at the next
+/// sync.
 async fn publish(client: &Client, change: impl FnOnce(&mut Profile)) -> Answer {
-    let mut profile = client
-        .profiles()
-        .own()?
-        .map(|own| own.profile)
-        .unwrap_or(Profile {
-            display_name: String::new(),
-            about: String::new(),
-            avatar: None,
-        });
-    change(&mut profile);
-    client.profiles().set(profile.clone()).await?;
+    let profile = client.profiles().update(change).await?;
     Ok(HttpResponse::Ok().json(profile_json(&profile, false)))
 }
 

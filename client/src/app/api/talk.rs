@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{
     avatar, client, message_json, profile_json, text_body, user_body, user_name, Answer, State,
 };
-use crate::app::live::Changed;
+use crate::{app::live::Changed, profiles::display_name};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -35,7 +35,7 @@ async fn contacts(state: State) -> Answer {
         let profile = client.profiles().shared(&peer)?;
         listed.push(json!({
             "user": peer.to_string(),
-            "display_name": client.profiles().display_name(&peer)?,
+            "display_name": display_name(&peer, profile.as_ref()),
             "avatar": profile.and_then(|p| p.avatar_format()).is_some(),
             "since": contact.since.0,
         }));
