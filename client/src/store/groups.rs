@@ -91,7 +91,7 @@ impl State {
     }
 
     pub fn save_contact(&self, contact: &Contact) -> Result<(), StateError> {
-        self.save_group_record(&self.contacts, &contact.group_id, contact)
+        self.tree_put(&self.contacts, &contact.group_id, contact)
     }
 
     /// Changes a connection's record as it is stored now (answers whether there is one). For a
@@ -117,7 +117,7 @@ impl State {
     }
 
     pub fn save_named_group(&self, group: &NamedGroup) -> Result<(), StateError> {
-        self.save_group_record(&self.groups, &group.group_id, group)
+        self.tree_put(&self.groups, &group.group_id, group)
     }
 
     /// Changes a named group's record as it is stored now, as [`Self::update_contact`] does.
@@ -140,8 +140,7 @@ impl State {
             return Ok(false);
         };
         change(&mut record);
-        self.save_group_record(tree, group_id, &record)
-            .map(|()| true)
+        self.tree_put(tree, group_id, &record).map(|()| true)
     }
 
     /// Every record of a per-group tree, ordered by `order` (when made, then id).
@@ -158,17 +157,6 @@ impl State {
             .collect();
         records.sort_by_key(|r| order(r));
         Ok(records)
-    }
-
-    fn save_group_record<T: Serialize>(
-        &self,
-        tree: &sled::Tree,
-        group_id: &[u8],
-        record: &T,
-    ) -> Result<(), StateError> {
-        tree.insert(group_id, codec::encode(record))
-            .map_err(|e| self.store_error(e))?;
-        self.flush()
     }
 
     /// Gives a group (connection or named) the keys a commit that removed a member brought.

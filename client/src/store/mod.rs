@@ -252,6 +252,18 @@ impl State {
             .map_err(|e| self.corrupt(name, key, &e.to_string()))
     }
 
+    /// Writes `value` under `key` in `tree`, durably before it answers.
+    fn tree_put<T: Serialize + ?Sized>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StateError> {
+        tree.insert(key, codec::encode(value))
+            .map_err(|e| self.store_error(e))?;
+        self.flush()
+    }
+
     fn tree_all<T: DeserializeOwned>(
         &self,
         tree: &sled::Tree,
@@ -276,10 +288,7 @@ impl State {
     }
 
     fn put<T: Serialize + ?Sized>(&self, key: &[u8], value: &T) -> Result<(), StateError> {
-        self.db
-            .insert(key, codec::encode(value))
-            .map_err(|e| self.store_error(e))?;
-        self.flush()
+        self.tree_put(&self.db, key, value)
     }
 
     fn flush(&self) -> Result<(), StateError> {

@@ -59,10 +59,7 @@ impl PendingOp {
 impl State {
     /// Keeps `op` (replacing any other of its group).
     pub fn save_pending_op(&self, op: &PendingOp) -> Result<(), StateError> {
-        self.pending_ops
-            .insert(&op.group_id, roost_protocol::codec::encode(op))
-            .map_err(|e| self.store_error(e))?;
-        self.flush()
+        self.tree_put(&self.pending_ops, &op.group_id, op)
     }
 
     /// The operation on its way to the DS of a group, if any.

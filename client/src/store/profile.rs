@@ -9,8 +9,6 @@ use roost_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use roost_protocol::codec;
-
 use super::{State, StateError};
 
 const KEY_OWN_PROFILE: &[u8] = b"own_profile";
@@ -45,10 +43,7 @@ impl State {
     }
 
     pub fn mark_profile_shared(&self, group_id: &[u8], id: &ProfileId) -> Result<(), StateError> {
-        self.profiles_shared
-            .insert(group_id, codec::encode(id))
-            .map_err(|e| self.store_error(e))?;
-        self.flush()
+        self.tree_put(&self.profiles_shared, group_id, id)
     }
 
     /// `user`'s profile, as it shared it.
@@ -57,9 +52,6 @@ impl State {
     }
 
     pub fn save_peer_profile(&self, user: &UserName, peer: &PeerProfile) -> Result<(), StateError> {
-        self.peer_profiles
-            .insert(user.to_string().as_bytes(), codec::encode(peer))
-            .map_err(|e| self.store_error(e))?;
-        self.flush()
+        self.tree_put(&self.peer_profiles, user.to_string().as_bytes(), peer)
     }
 }

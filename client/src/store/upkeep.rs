@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use roost_protocol::{codec, Timestamp};
+use roost_protocol::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{State, StateError};
@@ -61,10 +61,7 @@ impl State {
     }
 
     pub fn save_upkeep(&self, group_id: &[u8], upkeep: &Upkeep) -> Result<(), StateError> {
-        self.leaf_renewals
-            .insert(group_id, codec::encode(upkeep))
-            .map_err(|e| self.store_error(e))?;
-        self.flush()
+        self.tree_put(&self.leaf_renewals, group_id, upkeep)
     }
 }
 
