@@ -77,9 +77,15 @@ impl Pages {
         )
     }
 
+    /// A request to `path` with the app's cookie, as the pages' own are sent.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+    }
+
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let request = self.http.get(format!("{}{path}", self.base));
-        Self::answer(request.header("cookie", &self.cookie)).await
+        Self::answer(self.request(reqwest::Method::GET, path)).await
     }
 
     pub async fn post(
@@ -98,9 +104,7 @@ impl Pages {
         body: impl Into<reqwest::Body>,
     ) -> (u16, serde_json::Value) {
         let request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
+            .request(method, path)
             .header("origin", &self.origin)
             .body(body);
         Self::answer(request).await
@@ -136,9 +140,7 @@ pub struct Events {
 impl Pages {
     pub async fn events(&self) -> Events {
         let response = self
-            .http
-            .get(format!("{}/api/events", self.base))
-            .header("cookie", &self.cookie)
+            .request(reqwest::Method::GET, "/api/events")
             .send()
             .await
             .unwrap();
