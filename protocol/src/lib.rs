@@ -20,6 +20,7 @@ pub mod key_packages;
 pub mod profile;
 pub mod queue;
 pub mod route;
+pub mod tokens;
 
 pub use credentials::{AsCredential, AsCredentials, AsIntermediateCredential, ClientCredential};
 pub use crypto::{HpkePublicKey, HpkeSecretKey, Signature, SigningKey, VerifyingKey};
