@@ -1,11 +1,14 @@
 //! This homeserver as a federation peer: the signed HTTP client the federation actors relay
-//! through ([`HttpTransport`]), and the cache of other homeservers' request-signing keys that
-//! incoming relays are checked against ([`PeerKeys`]).
+//! through ([`HttpTransport`]), and the caches of what other homeservers publish
+//! ([`PeerCache`]): their request-signing keys, which incoming relays are checked against
+//! ([`PeerKeys`]), and their token policies, whose issuer keys their users' Privacy Pass tokens
+//! are checked against.
 //!
-//! A homeserver's key is fetched from its own domain (resolved by the `federation.resolve`
-//! table, else `https://DOMAIN`), so a server can only ever speak for the domain it is reached
-//! at. Keys are cached for [`KEY_TTL`]; a signature that fails against a cached key older than
-//! [`REFETCH_AFTER`] fetches the key once more (the peer may have a new one).
+//! What a homeserver publishes is fetched from its own domain (resolved by the
+//! `federation.resolve` table, else `https://DOMAIN`), so a server can only ever speak for the
+//! domain it is reached at. It is cached for [`KEY_TTL`]; a signature or token that fails
+//! against a cached copy older than [`REFETCH_AFTER`] fetches it once more (the peer may have
+//! a new key).
 
 use std::{
     collections::HashMap,
@@ -29,6 +32,7 @@ use roost_protocol::{
         FED_DELIVER, FED_SERVER_KEY,
     },
     ids::now_millis,
+    tokens::policy::{TokenPolicy, AS_TOKEN_POLICY, MAX_POLICY_BYTES},
     Domain, VerifyingKey,
 };
 
@@ -172,23 +176,62 @@ impl Transport for HttpTransport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerKeyError {
-    #[error("cannot fetch the server key of {domain}: {why}")]
-    Unreachable { domain: Domain, why: String },
-    #[error("{0} served a server key of another domain")]
+    #[error("cannot fetch the {what} of {domain}: {why}")]
+    Unreachable {
+        what: &'static str,
+        domain: Domain,
+        why: String,
+    },
+    #[error("{0} served what another domain publishes")]
     WrongDomain(Domain),
 }
 
-/// Other homeservers' request-signing keys, fetched from their domains and cached.
-#[derive(Clone)]
-pub struct PeerKeys {
-    client: reqwest::Client,
-    resolver: Resolver,
-    cache: Arc<Mutex<HashMap<Domain, (VerifyingKey, Instant)>>>,
+/// Something each homeserver publishes about itself, at a path of its own domain.
+pub trait Published: Clone + Send + 'static {
+    const PATH: &'static str;
+    /// Largest answer read.
+    const LIMIT: usize;
+    /// What it is, for errors.
+    const WHAT: &'static str;
+    type Served: serde::de::DeserializeOwned;
+    /// What was served, if it is `domain`'s own.
+    fn of(served: Self::Served, domain: &Domain) -> Option<Self>;
 }
 
-impl PeerKeys {
+impl Published for VerifyingKey {
+    const PATH: &'static str = FED_SERVER_KEY;
+    const LIMIT: usize = KEY_BODY_LIMIT;
+    const WHAT: &'static str = "server key";
+    type Served = ServerKey;
+    fn of(served: ServerKey, domain: &Domain) -> Option<VerifyingKey> {
+        (&served.domain == domain).then_some(served.verifying_key)
+    }
+}
+
+impl Published for TokenPolicy {
+    const PATH: &'static str = AS_TOKEN_POLICY;
+    const LIMIT: usize = MAX_POLICY_BYTES;
+    const WHAT: &'static str = "token policy";
+    type Served = TokenPolicy;
+    fn of(served: TokenPolicy, domain: &Domain) -> Option<TokenPolicy> {
+        (&served.domain == domain).then_some(served)
+    }
+}
+
+/// Other homeservers' request-signing keys.
+pub type PeerKeys = PeerCache<VerifyingKey>;
+
+/// What other homeservers publish, fetched from their domains and cached.
+#[derive(Clone)]
+pub struct PeerCache<T> {
+    client: reqwest::Client,
+    resolver: Resolver,
+    cache: Arc<Mutex<HashMap<Domain, (T, Instant)>>>,
+}
+
+impl<T: Published> PeerCache<T> {
     pub fn new(resolver: Resolver, client: reqwest::Client) -> Self {
-        PeerKeys {
+        PeerCache {
             client,
             resolver,
             cache: Arc::default(),
@@ -204,15 +247,15 @@ impl PeerKeys {
             .is_some_and(|(_, at)| at.elapsed() < KEY_TTL)
     }
 
-    /// `domain`'s key: cached if fresh (and, with `refresh`, younger than [`REFETCH_AFTER`]),
-    /// else fetched from the domain.
-    pub async fn key(&self, domain: &Domain, refresh: bool) -> Result<VerifyingKey, PeerKeyError> {
+    /// What `domain` publishes: cached if fresh (and, with `refresh`, younger than
+    /// [`REFETCH_AFTER`]), else fetched from the domain.
+    pub async fn key(&self, domain: &Domain, refresh: bool) -> Result<T, PeerKeyError> {
         let cached = self
             .cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(domain)
-            .copied();
+            .cloned();
         if let Some((key, at)) = cached {
             let age = at.elapsed();
             if age < KEY_TTL && !(refresh && age >= REFETCH_AFTER) {
@@ -223,16 +266,17 @@ impl PeerKeys {
         self.cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(domain.clone(), (key, Instant::now()));
+            .insert(domain.clone(), (key.clone(), Instant::now()));
         Ok(key)
     }
 
-    async fn fetch(&self, domain: &Domain) -> Result<VerifyingKey, PeerKeyError> {
+    async fn fetch(&self, domain: &Domain) -> Result<T, PeerKeyError> {
         let unreachable = |why: String| PeerKeyError::Unreachable {
+            what: T::WHAT,
             domain: domain.clone(),
             why,
         };
-        let url = format!("{}{FED_SERVER_KEY}", self.resolver.base_url(domain));
+        let url = format!("{}{}", self.resolver.base_url(domain), T::PATH);
         let response = self
             .client
             .get(url)
@@ -242,15 +286,12 @@ impl PeerKeys {
         if !response.status().is_success() {
             return Err(unreachable(format!("it answered {}", response.status())));
         }
-        let body = read_limited(response, KEY_BODY_LIMIT)
+        let body = read_limited(response, T::LIMIT)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let served: ServerKey =
+        let served: T::Served =
             codec::decode(&body).map_err(|e| unreachable(format!("unreadable answer: {e}")))?;
-        if &served.domain != domain {
-            return Err(PeerKeyError::WrongDomain(domain.clone()));
-        }
-        Ok(served.verifying_key)
+        T::of(served, domain).ok_or_else(|| PeerKeyError::WrongDomain(domain.clone()))
     }
 }
 

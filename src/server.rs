@@ -189,6 +189,8 @@ pub(crate) struct Actors {
     deliveries: SealedDelivery,
     /// The signing keys in force (the AS intermediate, the federation key).
     keys: KeyRing,
+    /// Privacy Pass issuer keys and users' token budgets.
+    token_issuer: roost_actors::tokens::TokenIssuer,
     /// The MLS validation thread, stopped once HTTP has stopped.
     pub(crate) mls_threads: WorkerThreads,
     /// Set at shutdown: from then on no fetch waits.
@@ -372,6 +374,12 @@ pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors,
             key_packages: key_packages.clone(),
         },
     )?);
+    let token_issuer = roost_actors::tokens::TokenIssuer::load(
+        store.tokens()?,
+        store.durability().clone(),
+        settings.tokens.issuer(),
+    )?;
+    token_issuer.start_upkeep();
     Ok(Actors {
         queues,
         registries,
@@ -383,6 +391,7 @@ pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors,
         policy,
         deliveries,
         keys,
+        token_issuer,
         mls_threads,
         closing,
     })
@@ -444,6 +453,19 @@ fn app_state(
             ),
             policy: actors.policy.clone(),
             deliveries: actors.deliveries.clone(),
+        },
+        tokens: crate::http::tokens::TokenState {
+            issuer: actors.token_issuer.clone(),
+            store: store.tokens()?,
+            costs: settings.tokens.costs,
+            issuer_limit: RateLimiter::new(
+                settings.tokens.redemptions_per_minute_per_issuer,
+                settings.tokens.redemptions_burst_per_issuer,
+            ),
+            peers: crate::federation::PeerCache::new(
+                settings.federation.resolver.clone(),
+                actors.federation_client.clone(),
+            ),
         },
     }))
 }

@@ -16,6 +16,7 @@ use roost_protocol::{
     api::MAX_QUEUE_MESSAGE,
     connection::MAX_SEALED_REQUEST,
     federation::{DomainPolicy, Resolver, MAX_RELAY_DELIVERIES},
+    tokens::policy::{Costs, Operation, MAX_TOKENS_PER_REQUEST},
     Domain,
 };
 
@@ -35,6 +36,31 @@ pub struct Settings {
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub retention: RetentionSettings,
+    pub tokens: TokenSettings,
+}
+
+/// Privacy Pass: what this server issues to its users, and what anonymous operations cost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub per_user_per_period: u64,
+    pub period_secs: u64,
+    pub key_epoch_secs: u64,
+    pub key_overlap_secs: u64,
+    pub redemptions_per_minute_per_issuer: u32,
+    pub redemptions_burst_per_issuer: u32,
+    pub costs: Costs,
+}
+
+impl TokenSettings {
+    pub fn issuer(&self) -> roost_actors::tokens::IssuerSettings {
+        roost_actors::tokens::IssuerSettings {
+            epoch_secs: self.key_epoch_secs,
+            overlap_secs: self.key_overlap_secs,
+            period_secs: self.period_secs,
+            per_user_per_period: self.per_user_per_period,
+        }
+    }
 }
 
 /// How long the server keeps what its users left behind; 0: for ever.
@@ -376,6 +402,29 @@ impl Settings {
                     )
                 }
                 Some(_) => {}
+            }
+        }
+        let tokens = &self.tokens;
+        for (key, value) in [
+            ("tokens.period_secs", tokens.period_secs),
+            ("tokens.key_epoch_secs", tokens.key_epoch_secs),
+            (
+                "tokens.redemptions_burst_per_issuer",
+                tokens.redemptions_burst_per_issuer.into(),
+            ),
+        ] {
+            if value == 0 {
+                return fail(key, "must be positive");
+            }
+        }
+        for operation in Operation::ALL {
+            if tokens.costs.of(operation) > MAX_TOKENS_PER_REQUEST {
+                return fail(
+                    &format!("tokens.costs.{}", operation.name()),
+                    &format!(
+                        "must be at most {MAX_TOKENS_PER_REQUEST}, the tokens one request carries"
+                    ),
+                );
             }
         }
         if self.actors.idle_secs == 0 {

@@ -423,31 +423,42 @@ async fn a_client_holds_at_most_a_thousand_entries() {
 }
 
 #[tokio::test]
-async fn claims_share_the_discovery_rate_limit() {
-    let server = TestServer::start(Options {
-        discovery_burst: 4,
-        ..Options::default()
-    });
-    let http = server.http();
-    let bob = Member::register(&server, "bob").await;
-    publish(&server, &bob, 0).await;
-    let token = http.friendship_token(&bob.identity).await;
-    let mut statuses = Vec::new();
-    for i in 0..6 {
-        let tried = if i % 2 == 0 {
-            token.clone()
-        } else {
-            FriendshipToken::random()
-        };
-        let response = http.claim_key_packages(&tried).await;
-        if response.status == 429 {
-            assert_eq!(response.error_code(), "rate_limited");
+async fn free_claims_share_the_discovery_rate_limit_and_paid_ones_are_not_limited_per_address() {
+    for cost in [0, 1] {
+        let server = TestServer::start(Options {
+            discovery_burst: 4,
+            settings: vec![("ROOST_TOKENS__COSTS__KEY_PACKAGE_CLAIM", cost.to_string())],
+            ..Options::default()
+        });
+        let http = server.http();
+        let bob = Member::register(&server, "bob").await;
+        publish(&server, &bob, 0).await;
+        let token = http.friendship_token(&bob.identity).await;
+        let mut statuses = Vec::new();
+        for i in 0..6 {
+            let tried = if i % 2 == 0 {
+                token.clone()
+            } else {
+                FriendshipToken::random()
+            };
+            let response = http.claim_key_packages(&tried).await;
+            if response.status == 429 {
+                assert_eq!(response.error_code(), "rate_limited");
+            }
+            statuses.push(response.status);
         }
-        statuses.push(response.status);
+        if cost == 0 {
+            assert_eq!(statuses, [200, 404, 200, 404, 429, 429]);
+            // The same bucket as discovery.
+            assert_eq!(http.discover(&bob.identity.user).await.status, 429);
+        } else {
+            // Each paid with a token (`Raw` pays): many users behind one address are not one.
+            assert_eq!(statuses, [200, 404, 200, 404, 200, 404]);
+            let unpaid = http.unpaid().claim_key_packages(&token).await;
+            assert_eq!(unpaid.status, 401);
+            assert_eq!(unpaid.error_code(), "privacy_pass_required");
+        }
     }
-    assert_eq!(statuses, [200, 404, 200, 404, 429, 429]);
-    // The same bucket as discovery.
-    assert_eq!(http.discover(&bob.identity.user).await.status, 429);
 }
 
 #[tokio::test]

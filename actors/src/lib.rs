@@ -35,6 +35,7 @@ pub mod registry;
 pub mod replay;
 pub mod retention;
 pub mod sweeps;
+pub mod tokens;
 
 pub use key_packages::KeyPackageActor;
 pub use pool::{name_this_thread, Ask, AskError, Call, Pool, Route, WorkerThreads, Workers};

@@ -26,7 +26,13 @@ pub struct Device {
 }
 
 impl Device {
-    pub(crate) fn new(identity: Identity, store: State, servers: Homeservers) -> Self {
+    pub(crate) fn new(identity: Identity, store: State, mut servers: Homeservers) -> Self {
+        servers.set_payer(crate::tokens::Wallet::new(
+            store.clone(),
+            identity.user.domain().clone(),
+            identity.client_id,
+            identity.signing_key.clone(),
+        ));
         Device {
             identity,
             store,

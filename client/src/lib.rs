@@ -37,6 +37,7 @@ pub mod profiles;
 pub(crate) mod queues;
 mod siblings;
 pub mod store;
+pub mod tokens;
 pub mod transport;
 mod upkeep;
 

@@ -12,6 +12,7 @@ use roost_actors::{
 use roost_protocol::{
     api::{self, ConnectionPackages, QueueItem, QueueKind, MAX_PUBLISH},
     connection::{SealedConnectionRequest, MAX_SEALED_REQUEST},
+    tokens::policy::Operation,
     ClientId, UserName,
 };
 use roost_storage::Redeemed;
@@ -19,11 +20,12 @@ use roost_storage::Redeemed;
 use super::{
     decode, encoded,
     error::ApiError,
-    limit_address, limited, method_not_allowed, path_param,
+    limited, method_not_allowed, path_param,
     queues::{ack, fetch, Connections},
-    rate_limit,
     rate_limit::source,
-    read_body_up_to, signed_request, State,
+    read_body_up_to, signed_request,
+    tokens::{free_then_paid, paid_or_limited},
+    State, DISCOVERY_SETTING,
 };
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -93,7 +95,13 @@ async fn discover(
     request: HttpRequest,
     user: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    rate_limit(&state, &request)?;
+    free_then_paid(
+        &state,
+        &request,
+        Operation::Discovery,
+        (&state.discovery_limit, DISCOVERY_SETTING),
+    )
+    .await?;
     let user: UserName = path_param(&user, "user name")?;
     if user.domain() != &state.domain {
         return Err(ApiError::Registry(
@@ -110,15 +118,21 @@ async fn enqueue_request(
     client: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    limit_address(
-        &state.request_limit,
-        &request,
-        "limits.connection_requests_per_minute",
-    )?;
     let client: ClientId = path_param(&client, "client id")?;
     // A little more than the largest request a client opens: the larger it may be refused by
     // name below, anything beyond is not read at all.
     let body = read_body_up_to(&state, &request, payload, 2 * MAX_SEALED_REQUEST).await?;
+    paid_or_limited(
+        &state,
+        &request,
+        Operation::ConnectionRequest,
+        &body,
+        (
+            &state.request_limit,
+            "limits.connection_requests_per_minute",
+        ),
+    )
+    .await?;
     let sealed: SealedConnectionRequest = decode(&body)?;
     // Before the package is redeemed: a request no client would open must not use it up.
     if !sealed.within_limit() {

@@ -9,9 +9,14 @@ use roost_actors::{
     pool::Routed,
     Ask,
 };
-use roost_protocol::ds::{self, MAX_GROUP_ID};
+use roost_protocol::{
+    ds::{self, MAX_GROUP_ID},
+    tokens::policy::Operation,
+};
 
-use super::{decode, encoded, error::ApiError, method_not_allowed, read_body, State};
+use super::{
+    decode, encoded, error::ApiError, method_not_allowed, read_body, tokens::redeem, State,
+};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
@@ -38,12 +43,13 @@ fn group_id(hex_id: &str) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-/// Decodes the body as `B` and hands it to the group's actor.
+/// Takes what `operation` costs, decodes the body as `B` and hands it to the group's actor.
 async fn call<B, R>(
     state: &State,
     request: &HttpRequest,
     payload: web::Payload,
     group: Vec<u8>,
+    operation: Option<Operation>,
 ) -> Result<R, ApiError>
 where
     B: DeserializeOwned + Send + 'static,
@@ -51,7 +57,11 @@ where
     R: Send + 'static,
     GroupActor: actix::Handler<Routed<DsRequest<B>>>,
 {
-    let body: B = decode(&read_body(state, request, payload).await?)?;
+    let body = read_body(state, request, payload).await?;
+    if let Some(operation) = operation {
+        redeem(state, request, operation, &body).await?;
+    }
+    let body: B = decode(&body)?;
     Ok(state.groups.ask(group, DsRequest(body)).await?)
 }
 
@@ -60,7 +70,9 @@ async fn create(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: ds::CreateGroup = decode(&read_body(&state, &request, payload).await?)?;
+    let body = read_body(&state, &request, payload).await?;
+    redeem(&state, &request, Operation::CreateGroup, &body).await?;
+    let body: ds::CreateGroup = decode(&body)?;
     if body.group_id.is_empty() || body.group_id.len() > MAX_GROUP_ID {
         return Err(ApiError::Group(GroupError::Invalid(format!(
             "a group id has 1 to {MAX_GROUP_ID} bytes"
@@ -79,8 +91,14 @@ async fn commit(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let committed =
-        call::<ds::CommitRequest, _>(&state, &request, payload, group_id(&group)?).await?;
+    let committed = call::<ds::CommitRequest, _>(
+        &state,
+        &request,
+        payload,
+        group_id(&group)?,
+        Some(Operation::Commit),
+    )
+    .await?;
     Ok(encoded(StatusCode::OK, &committed))
 }
 
@@ -90,7 +108,14 @@ async fn send(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let accepted = call::<ds::SendMessage, _>(&state, &request, payload, group_id(&group)?).await?;
+    let accepted = call::<ds::SendMessage, _>(
+        &state,
+        &request,
+        payload,
+        group_id(&group)?,
+        Some(Operation::Message),
+    )
+    .await?;
     Ok(encoded(StatusCode::ACCEPTED, &accepted))
 }
 
@@ -100,7 +125,8 @@ async fn external_commit_info(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let info = call::<ds::EarKeyProof, _>(&state, &request, payload, group_id(&group)?).await?;
+    let info =
+        call::<ds::EarKeyProof, _>(&state, &request, payload, group_id(&group)?, None).await?;
     Ok(encoded(StatusCode::OK, &info))
 }
 
@@ -110,8 +136,14 @@ async fn join_connection_group(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let committed =
-        call::<ds::JoinConnectionGroup, _>(&state, &request, payload, group_id(&group)?).await?;
+    let committed = call::<ds::JoinConnectionGroup, _>(
+        &state,
+        &request,
+        payload,
+        group_id(&group)?,
+        Some(Operation::ExternalJoin),
+    )
+    .await?;
     Ok(encoded(StatusCode::OK, &committed))
 }
 
@@ -121,6 +153,13 @@ async fn rejoin(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let committed = call::<ds::Rejoin, _>(&state, &request, payload, group_id(&group)?).await?;
+    let committed = call::<ds::Rejoin, _>(
+        &state,
+        &request,
+        payload,
+        group_id(&group)?,
+        Some(Operation::Commit),
+    )
+    .await?;
     Ok(encoded(StatusCode::OK, &committed))
 }

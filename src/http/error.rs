@@ -59,6 +59,8 @@ pub enum ApiError {
     #[error(transparent)]
     Peer(#[from] crate::federation::PeerKeyError),
     #[error(transparent)]
+    Pass(#[from] super::tokens::PassError),
+    #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
@@ -113,7 +115,10 @@ impl ApiError {
             | ApiError::Queue(QueueError::Storage(e))
             | ApiError::Registry(RegistryError::Storage(e))
             | ApiError::Group(GroupError::Storage(e))
-            | ApiError::KeyPackages(KeyPackageError::Storage(e)) => Some(e),
+            | ApiError::KeyPackages(KeyPackageError::Storage(e))
+            | ApiError::Pass(super::tokens::PassError::Issue(
+                roost_actors::tokens::IssueError::Storage(e),
+            )) => Some(e),
             _ => None,
         }
     }
@@ -196,6 +201,7 @@ impl ApiError {
             ApiError::TooManyDeliveries(_) => "too_many_deliveries",
             ApiError::Peer(crate::federation::PeerKeyError::WrongDomain(_)) => "peer_wrong_domain",
             ApiError::Peer(_) => "peer_unreachable",
+            ApiError::Pass(e) => e.code(),
             ApiError::Storage(_) => "internal",
         }
     }
@@ -280,6 +286,7 @@ impl ResponseError for ApiError {
             }
             // The sender's key cannot be had: it may try again.
             ApiError::Peer(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Pass(e) => e.status(),
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -291,14 +298,15 @@ impl ResponseError for ApiError {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = HttpResponse::build(status);
-        if let ApiError::RateLimited {
-            retry_after_secs, ..
-        } = self
-        {
-            response.insert_header((
-                actix_web::http::header::RETRY_AFTER,
-                retry_after_secs.to_string(),
-            ));
+        let retry_after = match self {
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            ApiError::Pass(e) => e.retry_after_secs(),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
         response.json(self.body())
     }

@@ -18,6 +18,7 @@ mod qs_api;
 mod qs_keys;
 mod queues;
 pub mod rate_limit;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -77,6 +78,7 @@ pub struct AppState {
     pub keys: roost_actors::keys::KeyRing,
     pub replay: ReplayGuard,
     pub federation: FederationState,
+    pub tokens: tokens::TokenState,
 }
 
 /// What the federation endpoints need.
@@ -103,6 +105,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(qs_api::routes)
         .configure(qs_keys::routes)
         .configure(profiles::routes)
+        .configure(tokens::routes)
         .default_service(web::to(not_found));
 }
 
@@ -201,12 +204,11 @@ pub(crate) async fn signed_request(
 /// Takes one token from the caller's IP address's bucket: for public endpoints that could be
 /// used to enumerate users or drain their packages.
 pub(crate) fn rate_limit(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
-    limit_address(
-        &state.discovery_limit,
-        request,
-        "connections.discovery_per_minute",
-    )
+    limit_address(&state.discovery_limit, request, DISCOVERY_SETTING)
 }
+
+/// The setting of [`AppState::discovery_limit`].
+pub(crate) const DISCOVERY_SETTING: &str = "connections.discovery_per_minute";
 
 /// Takes one token from the caller's IP address's bucket in `limiter`, whose rate `setting`
 /// names.

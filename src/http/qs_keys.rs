@@ -14,12 +14,13 @@ use roost_actors::{
 };
 use roost_protocol::{
     api::{self, MAX_PUBLISH},
+    tokens::policy::Operation,
     ClientId,
 };
 
 use super::{
-    auth::Caller, decode, encoded, error::ApiError, method_not_allowed, rate_limit,
-    read_body_up_to, signed_request, State, SMALL_BODY,
+    auth::Caller, decode, encoded, error::ApiError, method_not_allowed, read_body_up_to,
+    signed_request, tokens::paid_or_limited, State, DISCOVERY_SETTING, SMALL_BODY,
 };
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -141,9 +142,16 @@ async fn claim(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    rate_limit(&state, &request)?;
-    let body: api::ClaimKeyPackages =
-        decode(&read_body_up_to(&state, &request, payload, SMALL_BODY).await?)?;
+    let body = read_body_up_to(&state, &request, payload, SMALL_BODY).await?;
+    paid_or_limited(
+        &state,
+        &request,
+        Operation::KeyPackageClaim,
+        &body,
+        (&state.discovery_limit, DISCOVERY_SETTING),
+    )
+    .await?;
+    let body: api::ClaimKeyPackages = decode(&body)?;
     let user = state
         .directory
         .user_of_token(&body.token)

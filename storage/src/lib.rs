@@ -36,6 +36,7 @@ mod references;
 mod repair;
 mod signatures;
 mod table;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,7 @@ pub use queue_ages::{Expired, QueueAges};
 pub use queues::{EncodedMessage, QueueStore, QueueSummary, QueueUsage, REMEMBER_DELIVERIES_SECS};
 pub use references::{UsedReference, UsedReferences};
 pub use signatures::SeenSignatures;
+pub use tokens::{IssuerKeyRecord, Spend, TokenStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -354,6 +356,11 @@ impl Store {
         ProfileStore::open(&self.db)
     }
 
+    /// Privacy Pass: issuer keys, issued counts, spent tokens.
+    pub fn tokens(&self) -> Result<TokenStore> {
+        TokenStore::open(&self.db)
+    }
+
     /// Domains an admin blocked from federating at run time.
     pub fn blocked_domains(&self) -> Result<BlockedDomains> {
         BlockedDomains::open(&self.db)
@@ -400,6 +407,7 @@ impl Store {
         self.seen_signatures()?.check(&mut report);
         self.client_activity()?.check(&mut report);
         self.profiles()?.check(&mut report);
+        self.tokens()?.check(&mut report);
         Ok(report)
     }
 

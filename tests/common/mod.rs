@@ -11,6 +11,7 @@ pub mod mls_client;
 pub mod pair;
 pub mod peer;
 pub mod proxy;
+pub mod purse;
 mod raw;
 pub mod scan;
 pub mod tls;
@@ -408,6 +409,7 @@ impl TestServer {
                 .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
+            pays: true,
         }
     }
 }

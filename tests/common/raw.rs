@@ -19,11 +19,26 @@ use super::*;
 pub struct Raw {
     pub base: String,
     pub http: reqwest::Client,
+    /// Whether costly anonymous requests sent without an Authorization are paid for with the
+    /// server's purse (`purse.rs`).
+    pub pays: bool,
 }
 
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = String::from_utf8_lossy(&self.body);
+        write!(
+            f,
+            "{} {}",
+            self.status,
+            body.chars().take(300).collect::<String>()
+        )
+    }
 }
 
 impl Response {
@@ -130,6 +145,10 @@ impl Raw {
         body: Vec<u8>,
         authorization: Option<String>,
     ) -> Response {
+        let authorization = match authorization {
+            None if self.pays => Box::pin(self.payment(method, path)).await,
+            given => given,
+        };
         let mut request = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.base))
@@ -143,6 +162,23 @@ impl Raw {
             status: response.status().as_u16(),
             body: response.bytes().await.unwrap_or_default().to_vec(),
         }
+    }
+
+    /// This raw client, sending what it is given unpaid.
+    pub fn unpaid(&self) -> Raw {
+        Raw {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            pays: false,
+        }
+    }
+
+    /// A GET answered with a codec-encoded body; `None` for any other answer.
+    pub async fn get_decoded<T: serde::de::DeserializeOwned>(&self, path: &str) -> Option<T> {
+        let response = self.send("GET", path, Vec::new(), None).await;
+        (response.status == 200)
+            .then(|| codec::decode(&response.body).ok())
+            .flatten()
     }
 
     /// An unsigned POST of a codec-encoded body (the DS's requests carry their own proofs).

@@ -35,6 +35,7 @@ pub mod requests;
 pub mod siblings;
 #[cfg(test)]
 mod tests;
+mod tokens;
 pub mod upkeep;
 
 use std::{
@@ -130,6 +131,7 @@ pub struct State {
     member_users: sled::Tree,
     leaf_keys: sled::Tree,
     leaf_renewals: sled::Tree,
+    privacy_pass: sled::Tree,
     profiles_shared: sled::Tree,
     peer_profiles: sled::Tree,
 }
@@ -203,6 +205,7 @@ impl State {
             member_users: tree(TREE_MEMBER_USERS)?,
             leaf_keys: tree("leaf_keys")?,
             leaf_renewals: tree("leaf_renewals")?,
+            privacy_pass: tree(tokens::TREE)?,
             dir,
             db,
         };

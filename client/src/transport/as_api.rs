@@ -11,6 +11,7 @@ use roost_protocol::{
     connection::{ConnectionPackage, SealedConnectionRequest},
     credentials::{AsCredentials, ClientCredential},
     profile::{EncryptedProfile, ProfileId},
+    tokens::policy::{IssueRequest, IssueResponse, TokenPolicy, AS_TOKENS, AS_TOKEN_POLICY},
     ClientId, UserName,
 };
 
@@ -98,6 +99,21 @@ impl Server {
     ) -> Result<(), ServerError> {
         let path = api::as_connection_queue(client);
         self.call_no_content(Method::POST, &path, Some(codec::encode(request)), None)
+            .await
+    }
+
+    /// `GET /as/v1/token-policy`: the server's issuer keys and what its operations cost.
+    pub async fn token_policy(&self) -> Result<TokenPolicy, ServerError> {
+        self.get(AS_TOKEN_POLICY, None).await
+    }
+
+    /// `POST /as/v1/tokens`: blind signatures for this user's token requests.
+    pub async fn issue_tokens(
+        &self,
+        request: &IssueRequest,
+        signer: Signer<'_>,
+    ) -> Result<IssueResponse, ServerError> {
+        self.post(AS_TOKENS, codec::encode(request), Some(signer))
             .await
     }
 

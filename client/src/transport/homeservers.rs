@@ -10,7 +10,9 @@ use roost_protocol::{
     ClientId, Domain, Timestamp, UserName,
 };
 
-use super::{ExtraRoots, Server, ServerError};
+use std::sync::Arc;
+
+use super::{ExtraRoots, Pay, Payer, Server, ServerError};
 
 /// Why a domain's AS credentials, or a credential checked against them, are not to be trusted.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,17 @@ pub struct Homeservers {
     home_domain: Domain,
     resolver: Resolver,
     roots: ExtraRoots,
+    /// What pays for costly anonymous requests to each server, if anything does.
+    pay: Option<PayWith>,
+}
+
+#[derive(Clone)]
+struct PayWith(Arc<dyn Pay>);
+
+impl std::fmt::Debug for PayWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PayWith(..)")
+    }
 }
 
 impl Homeservers {
@@ -49,6 +62,27 @@ impl Homeservers {
             home_domain,
             resolver,
             roots: ExtraRoots::default(),
+            pay: None,
+        }
+    }
+
+    /// Pays for costly anonymous requests to every server with `pay`.
+    pub(crate) fn set_payer(&mut self, pay: Arc<dyn Pay>) {
+        self.pay = Some(PayWith(pay));
+        self.home = self.paying(self.home.clone(), &self.home_domain.clone());
+    }
+
+    /// `server` of `domain`, paying as set.
+    fn paying(&self, server: Server, domain: &Domain) -> Server {
+        match &self.pay {
+            Some(PayWith(pay)) => {
+                let home = Server {
+                    payer: None,
+                    ..self.home.clone()
+                };
+                server.paying(Payer::new(pay.clone(), domain.clone(), home))
+            }
+            None => server,
         }
     }
 
@@ -64,6 +98,7 @@ impl Homeservers {
     pub(crate) fn set_roots(&mut self, roots: ExtraRoots) -> Result<(), ServerError> {
         self.home = Server::with_roots(self.home.base_url(), &roots)?;
         self.roots = roots;
+        self.home = self.paying(self.home.clone(), &self.home_domain.clone());
         Ok(())
     }
 
@@ -72,7 +107,8 @@ impl Homeservers {
         if *domain == self.home_domain {
             Ok(self.home.clone())
         } else {
-            Server::with_roots(&self.resolver.base_url(domain), &self.roots)
+            let server = Server::with_roots(&self.resolver.base_url(domain), &self.roots)?;
+            Ok(self.paying(server, domain))
         }
     }
 

@@ -14,6 +14,7 @@
 mod as_api;
 mod ds_api;
 mod homeservers;
+mod pay;
 mod qs_api;
 mod queues;
 
@@ -25,11 +26,13 @@ use roost_protocol::{
     auth::RequestSignature,
     codec,
     ids::now_millis,
+    tokens::policy::Operation,
     ClientId, SigningKey,
 };
 use serde::de::DeserializeOwned;
 
 pub use homeservers::{fetch_as_credentials, verify_with, Homeservers, TrustError};
+pub use pay::{Pay, Payer};
 pub use queues::{Queue, QueueKind};
 
 /// Largest error body read; anything past it is not a message for people.
@@ -136,6 +139,8 @@ pub struct Server {
     base: Url,
     base_text: String,
     http: reqwest::Client,
+    /// What pays for its costly anonymous operations, if anything does.
+    payer: Option<Payer>,
 }
 
 /// CA certificates trusted beside the system's roots, for a private deployment's own CA (the
@@ -210,7 +215,16 @@ impl Server {
             base,
             base_text,
             http,
+            payer: None,
         })
+    }
+
+    /// This server, paying for its costly anonymous operations with `payer`.
+    pub fn paying(self, payer: Payer) -> Server {
+        Server {
+            payer: Some(payer),
+            ..self
+        }
     }
 
     /// The base URL without a trailing slash.
@@ -267,7 +281,8 @@ impl Server {
             .map(drop)
     }
 
-    /// Sends a request and turns any non-2xx answer into [`ServerError::Http`].
+    /// Sends a request, paying for it if it is a costly anonymous operation, and turns any
+    /// non-2xx answer into [`ServerError::Http`].
     async fn send(
         &self,
         method: Method,
@@ -275,6 +290,32 @@ impl Server {
         body: Option<Vec<u8>>,
         signer: Option<Signer<'_>>,
         timeout: Duration,
+    ) -> Result<reqwest::Response, ServerError> {
+        let operation = signer
+            .is_none()
+            .then(|| Operation::of_request(method.as_str(), path_and_query))
+            .flatten();
+        match (&self.payer, operation) {
+            (Some(payer), Some(operation)) => {
+                self.send_paying(payer, operation, method, path_and_query, body, timeout)
+                    .await
+            }
+            _ => {
+                self.send_once(method, path_and_query, body, signer, timeout, None)
+                    .await
+            }
+        }
+    }
+
+    /// Sends a request once, with `tokens` as its Authorization if given.
+    async fn send_once(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        signer: Option<Signer<'_>>,
+        timeout: Duration,
+        tokens: Option<&str>,
     ) -> Result<reqwest::Response, ServerError> {
         let url = self
             .base
@@ -299,6 +340,8 @@ impl Server {
                 now_millis(),
             );
             request = request.header(header::AUTHORIZATION, signature.to_header());
+        } else if let Some(tokens) = tokens {
+            request = request.header(header::AUTHORIZATION, tokens);
         }
         if !body.is_empty() {
             request = request

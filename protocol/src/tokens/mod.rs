@@ -15,6 +15,7 @@
 //! parameter naming the issuing domain.
 
 pub mod blind_rsa;
+pub mod policy;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde::{Deserialize, Serialize};
@@ -140,42 +141,54 @@ impl Token {
         key.verify(&input, &self.authenticator)?;
         Ok(())
     }
+}
 
-    /// The `Authorization` header value that spends this token, naming its issuer.
-    pub fn to_header(&self, issuer: &str) -> String {
-        format!(
-            "{AUTH_SCHEME} token=\"{}\", issuer=\"{issuer}\"",
-            URL_SAFE_NO_PAD.encode(self.encode())
-        )
+/// The `Authorization` header value that spends `tokens` (one `token` parameter each: an
+/// operation may cost more than one), naming their issuer.
+pub fn to_header(tokens: &[Token], issuer: &str) -> String {
+    let mut value = AUTH_SCHEME.to_string();
+    for token in tokens {
+        value.push_str(&format!(
+            " token=\"{}\",",
+            URL_SAFE_NO_PAD.encode(token.encode())
+        ));
     }
+    value + &format!(" issuer=\"{issuer}\"")
+}
 
-    /// Reads an `Authorization: PrivateToken token="…", issuer="…"` value: the token and the
-    /// issuer it names.
-    pub fn from_header(value: &str) -> Result<(Token, String), TokenError> {
-        let params = value
-            .strip_prefix(AUTH_SCHEME)
-            .filter(|rest| rest.starts_with(' '))
-            .ok_or(TokenError::Malformed("not a PrivateToken authorization"))?;
-        let (mut token, mut issuer) = (None, None);
-        for param in params.split(',') {
-            let (name, quoted) = param
-                .trim()
-                .split_once('=')
-                .ok_or(TokenError::Malformed("a parameter without a value"))?;
-            let value = quoted.trim().trim_matches('"');
-            match name.trim() {
-                "token" => token = Some(value),
-                "issuer" => issuer = Some(value),
-                _ => {}
+/// Reads an `Authorization: PrivateToken token="…", …, issuer="…"` value: its tokens (at most
+/// [`policy::MAX_TOKENS_PER_REQUEST`]) and the issuer it names.
+pub fn from_header(value: &str) -> Result<(Vec<Token>, String), TokenError> {
+    let params = value
+        .strip_prefix(AUTH_SCHEME)
+        .filter(|rest| rest.starts_with(' '))
+        .ok_or(TokenError::Malformed("not a PrivateToken authorization"))?;
+    let (mut tokens, mut issuer) = (Vec::new(), None);
+    for param in params.split(',') {
+        let (name, quoted) = param
+            .trim()
+            .split_once('=')
+            .ok_or(TokenError::Malformed("a parameter without a value"))?;
+        let value = quoted.trim().trim_matches('"');
+        match name.trim() {
+            "token" if tokens.len() == usize::from(policy::MAX_TOKENS_PER_REQUEST) => {
+                return Err(TokenError::Malformed("too many tokens"))
             }
+            "token" => {
+                let bytes = URL_SAFE_NO_PAD
+                    .decode(value.trim_end_matches('='))
+                    .map_err(|_| TokenError::Malformed("a token is not base64url"))?;
+                tokens.push(Token::decode(&bytes)?);
+            }
+            "issuer" => issuer = Some(value),
+            _ => {}
         }
-        let token = token.ok_or(TokenError::Malformed("no token parameter"))?;
-        let issuer = issuer.ok_or(TokenError::Malformed("no issuer parameter"))?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token.trim_end_matches('='))
-            .map_err(|_| TokenError::Malformed("the token is not base64url"))?;
-        Ok((Token::decode(&bytes)?, issuer.to_string()))
     }
+    if tokens.is_empty() {
+        return Err(TokenError::Malformed("no token parameter"));
+    }
+    let issuer = issuer.ok_or(TokenError::Malformed("no issuer parameter"))?;
+    Ok((tokens, issuer.to_string()))
 }
 
 /// One token asked of an issuer (RFC 9578 §6.1): the blinded token input.

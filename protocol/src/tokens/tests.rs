@@ -106,13 +106,16 @@ fn a_token_is_good_only_for_its_origin_and_its_issuers_key() {
 #[test]
 fn a_token_travels_in_an_authorization_header() {
     let secret = IssuerSecretKey::generate();
-    let token = issued(&secret, &TokenChallenge::new("a.test", "b.test"));
-    let header = token.to_header("a.test");
+    let challenge = TokenChallenge::new("a.test", "b.test");
+    let tokens = vec![issued(&secret, &challenge), issued(&secret, &challenge)];
+    let header = to_header(&tokens, "a.test");
     assert!(header.starts_with("PrivateToken token=\""));
     assert_eq!(
-        Token::from_header(&header).unwrap(),
-        (token.clone(), "a.test".to_string())
+        from_header(&header).unwrap(),
+        (tokens.clone(), "a.test".to_string())
     );
+    let too_many = to_header(&vec![tokens[0].clone(); 9], "a.test");
+    assert!(from_header(&too_many).is_err());
     for bad in [
         "",
         "Bearer x",
@@ -121,10 +124,10 @@ fn a_token_travels_in_an_authorization_header() {
         "PrivateToken issuer=\"a.test\"",
         "PrivateToken token=\"!!!\", issuer=\"a.test\"",
     ] {
-        assert!(Token::from_header(bad).is_err(), "{bad}");
+        assert!(from_header(bad).is_err(), "{bad}");
     }
     let without_issuer = header.split(", issuer").next().unwrap().to_string();
-    assert!(Token::from_header(&without_issuer).is_err());
+    assert!(from_header(&without_issuer).is_err());
 }
 
 #[test]

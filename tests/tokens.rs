@@ -1,0 +1,408 @@
+//! Privacy Pass across two real homeservers (a.test, b.test): every costly anonymous operation
+//! is refused without its tokens and taken with them, whoever issued them; a token is spent
+//! once (a retry of its request excepted); a domain's users together get no more than the
+//! receiving server's per-issuer budget; a user gets no more tokens than its budget; tokens of a
+//! rotated-out key are refused after the overlap; and nothing the issuer stores can be joined
+//! to what the redeemer stores.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    federation,
+    pair::connected_pair,
+    purse::buy,
+    scan::{assert_holds, assert_holds_none, Secret, Snapshot},
+    Identity, Options, Raw, TestServer,
+};
+use roost_protocol::{
+    api, ds,
+    tokens::{
+        self,
+        policy::{Operation, TokenPolicy, AS_TOKEN_POLICY},
+        Token,
+    },
+    ClientId,
+};
+
+async fn policy(raw: &Raw) -> TokenPolicy {
+    raw.get_decoded(AS_TOKEN_POLICY)
+        .await
+        .expect("the token policy")
+}
+
+async fn registered(raw: &Raw, user: &str) -> Identity {
+    let mut who = Identity::new(&user.parse().unwrap());
+    assert_eq!(raw.register(&mut who, None).await.status, 201);
+    who
+}
+
+/// A costly request of each kind, at `server`, with a body nothing decodes: what a token check
+/// lets through is then refused by name for its body or path, never 401.
+fn costly_requests() -> Vec<(Operation, &'static str, String)> {
+    let group = ds::ds_commit(b"some group");
+    let client = ClientId([7; 16]);
+    vec![
+        (Operation::CreateGroup, "POST", ds::DS_GROUPS.to_string()),
+        (Operation::Commit, "POST", group),
+        (Operation::Commit, "POST", ds::ds_rejoin(b"some group")),
+        (Operation::Message, "POST", ds::ds_messages(b"some group")),
+        (
+            Operation::ExternalJoin,
+            "POST",
+            ds::ds_join_connection_group(b"some group"),
+        ),
+        (
+            Operation::ConnectionRequest,
+            "POST",
+            api::as_connection_queue(&client),
+        ),
+        (
+            Operation::KeyPackageClaim,
+            "POST",
+            api::QS_CLAIM_KEY_PACKAGES.to_string(),
+        ),
+    ]
+}
+
+fn paid(tokens: &[Token], issuer: &str) -> Option<String> {
+    Some(tokens::to_header(tokens, issuer))
+}
+
+#[tokio::test]
+async fn every_costly_anonymous_operation_needs_a_token_and_takes_one_from_either_domain() {
+    let (servers, _) = federation(
+        &["a.test", "b.test"],
+        Options {
+            discovery_burst: 1,
+            ..Options::default()
+        },
+    );
+    let (a, b) = (servers[0].http().unpaid(), servers[1].http().unpaid());
+    let alice = registered(&a, "alice@a.test").await;
+    let bob = registered(&b, "bob@b.test").await;
+    let (a_policy, b_policy) = (policy(&a).await, policy(&b).await);
+    for (operation, method, path) in costly_requests() {
+        let refused = b.send(method, &path, b"junk".to_vec(), None).await;
+        assert_eq!(refused.status, 401, "{path} without a token");
+        assert_eq!(refused.error_code(), "privacy_pass_required");
+        assert!(refused.error_message().contains(operation.name()));
+        // Alice's token (issued by a.test) and Bob's (by b.test) both pay at b.test.
+        for (who, issuer, issuer_policy) in [(&alice, &a, &a_policy), (&bob, &b, &b_policy)] {
+            let token = buy(issuer, who, issuer_policy, "b.test", 1).await.unwrap();
+            let domain = issuer_policy.domain.as_str();
+            let taken = b
+                .send(method, &path, b"junk".to_vec(), paid(&token, domain))
+                .await;
+            assert_ne!(taken.status, 401, "{path} with a token of {domain}");
+            assert!(
+                (400..500).contains(&taken.status),
+                "{path}: {}",
+                taken.status
+            );
+        }
+    }
+    // Discovery: free within the burst, then paid.
+    let discover = api::as_user_connection_packages(&"bob@b.test".parse().unwrap());
+    let free = b.send("GET", &discover, Vec::new(), None).await;
+    assert_ne!(free.status, 429);
+    let over = b.send("GET", &discover, Vec::new(), None).await;
+    assert_eq!(over.status, 429);
+    let token = buy(&a, &alice, &a_policy, "b.test", 1).await.unwrap();
+    let paid_for = b
+        .send("GET", &discover, Vec::new(), paid(&token, "a.test"))
+        .await;
+    assert_ne!(paid_for.status, 429);
+    assert_ne!(paid_for.status, 401);
+    // A token for a.test is worth nothing at b.test.
+    let for_a = buy(&a, &alice, &a_policy, "a.test", 1).await.unwrap();
+    let wrong = b
+        .send(
+            "POST",
+            ds::DS_GROUPS,
+            b"junk".to_vec(),
+            paid(&for_a, "a.test"),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.error_code(), "privacy_pass_invalid");
+}
+
+#[tokio::test]
+async fn people_on_two_servers_connect_and_chat_paying_with_their_own_servers_tokens() {
+    let p = connected_pair("alice", "bob", Options::default()).await;
+    p.alice_phone.chat().send(&p.bob, "paid for").await.unwrap();
+    // Each bought its tokens at home, and keeps what it did not spend, per server.
+    let kept = |client: &roost_client::Client, domain: &str| {
+        client
+            .device()
+            .store()
+            .token_count(&domain.parse().unwrap())
+    };
+    assert!(kept(&p.alice_phone, p.alice.domain().as_str()) > 0);
+    assert!(kept(&p.bob_phone, p.alice.domain().as_str()) > 0);
+}
+
+#[tokio::test]
+async fn a_token_is_spent_once_and_a_retry_of_its_request_is_answered_as_the_first() {
+    let server = TestServer::start(Options::default());
+    let raw = server.http().unpaid();
+    let alice = registered(&raw, "alice@localhost").await;
+    let issuer = policy(&raw).await;
+    let token = buy(&raw, &alice, &issuer, "localhost", 1).await.unwrap();
+    let first = raw
+        .send(
+            "POST",
+            ds::DS_GROUPS,
+            b"one request".to_vec(),
+            paid(&token, "localhost"),
+        )
+        .await;
+    assert_eq!(first.error_code(), "malformed_body");
+    let again = raw
+        .send(
+            "POST",
+            ds::DS_GROUPS,
+            b"one request".to_vec(),
+            paid(&token, "localhost"),
+        )
+        .await;
+    assert_eq!(
+        again.error_code(),
+        "malformed_body",
+        "a retry passes the token"
+    );
+    let other = raw
+        .send(
+            "POST",
+            ds::DS_GROUPS,
+            b"another request".to_vec(),
+            paid(&token, "localhost"),
+        )
+        .await;
+    assert_eq!(other.status, 401);
+    assert_eq!(other.error_code(), "privacy_pass_spent");
+}
+
+#[tokio::test]
+async fn a_domain_past_its_budget_here_is_refused_and_others_are_not() {
+    let (servers, _) = federation(
+        &["a.test", "b.test"],
+        Options {
+            settings: vec![
+                (
+                    "ROOST_TOKENS__REDEMPTIONS_PER_MINUTE_PER_ISSUER",
+                    "1".into(),
+                ),
+                ("ROOST_TOKENS__REDEMPTIONS_BURST_PER_ISSUER", "3".into()),
+            ],
+            ..Options::default()
+        },
+    );
+    let (a, b) = (servers[0].http().unpaid(), servers[1].http().unpaid());
+    let alice = registered(&a, "alice@a.test").await;
+    let bob = registered(&b, "bob@b.test").await;
+    let a_tokens = buy(&a, &alice, &policy(&a).await, "b.test", 4)
+        .await
+        .unwrap();
+    let b_tokens = buy(&b, &bob, &policy(&b).await, "b.test", 4).await.unwrap();
+    let spend = |token: &Token, issuer: &str| {
+        b.send(
+            "POST",
+            ds::DS_GROUPS,
+            b"junk".to_vec(),
+            paid(std::slice::from_ref(token), issuer),
+        )
+    };
+    for token in &a_tokens[..3] {
+        assert_eq!(spend(token, "a.test").await.error_code(), "malformed_body");
+    }
+    let over = spend(&a_tokens[3], "a.test").await;
+    assert_eq!(over.status, 429);
+    assert_eq!(over.error_code(), "issuer_over_budget");
+    // b.test's own users are bounded by what b.test issues them, not by a's share.
+    for token in &b_tokens {
+        assert_eq!(spend(token, "b.test").await.error_code(), "malformed_body");
+    }
+}
+
+#[tokio::test]
+async fn a_user_gets_no_more_tokens_than_its_budget_per_period() {
+    let server = TestServer::start(Options {
+        settings: vec![("ROOST_TOKENS__PER_USER_PER_PERIOD", "30".into())],
+        ..Options::default()
+    });
+    let raw = server.http().unpaid();
+    let alice = registered(&raw, "alice@localhost").await;
+    let issuer = policy(&raw).await;
+    assert_eq!(
+        buy(&raw, &alice, &issuer, "x.test", 20)
+            .await
+            .unwrap()
+            .len(),
+        20
+    );
+    let refused = buy(&raw, &alice, &issuer, "x.test", 20).await.unwrap_err();
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.error_code(), "token_budget_exhausted");
+    assert_eq!(
+        buy(&raw, &alice, &issuer, "x.test", 10)
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    // Another user has a budget of its own.
+    let bob = registered(&raw, "bob@localhost").await;
+    assert_eq!(
+        buy(&raw, &bob, &issuer, "x.test", 30).await.unwrap().len(),
+        30
+    );
+}
+
+#[tokio::test]
+async fn tokens_of_a_rotated_out_key_are_taken_through_the_overlap_and_refused_after() {
+    let server = TestServer::start(Options {
+        settings: vec![
+            ("ROOST_TOKENS__KEY_EPOCH_SECS", "3".into()),
+            ("ROOST_TOKENS__KEY_OVERLAP_SECS", "2".into()),
+        ],
+        ..Options::default()
+    });
+    let raw = server.http().unpaid();
+    let alice = registered(&raw, "alice@localhost").await;
+    let issuer = policy(&raw).await;
+    let now = roost_protocol::Timestamp::now();
+    let key = issuer
+        .keys
+        .iter()
+        .find(|k| k.issues_at(now))
+        .unwrap()
+        .clone();
+    let tokens = buy(&raw, &alice, &issuer, "localhost", 2).await.unwrap();
+    let spend = |token: &Token| {
+        raw.send(
+            "POST",
+            ds::DS_GROUPS,
+            b"junk".to_vec(),
+            paid(std::slice::from_ref(token), "localhost"),
+        )
+    };
+    // Into the overlap: another key signs, this one's tokens are still taken.
+    wait_until(key.issues_until.0).await;
+    let next = policy(&raw).await;
+    assert!(next
+        .keys
+        .iter()
+        .any(|k| k.issues_at(roost_protocol::Timestamp::now()) && k.spki != key.spki));
+    assert_eq!(spend(&tokens[0]).await.error_code(), "malformed_body");
+    // Past the overlap: refused.
+    wait_until(key.redeemable_until.0).await;
+    let late = spend(&tokens[1]).await;
+    assert_eq!(late.status, 401);
+    assert_eq!(late.error_code(), "privacy_pass_invalid");
+}
+
+/// Sleeps until the Unix second `secs` has begun.
+async fn wait_until(secs: u64) {
+    let now_ms = roost_protocol::ids::now_millis();
+    let at_ms = secs * 1000 + 50;
+    if at_ms > now_ms {
+        tokio::time::sleep(Duration::from_millis(at_ms - now_ms)).await;
+    }
+}
+
+#[tokio::test]
+async fn nothing_the_issuer_keeps_joins_a_redemption_to_its_user() {
+    let (mut servers, _) = federation(&["a.test", "b.test"], Options::default());
+    let (a, b) = (servers[0].http().unpaid(), servers[1].http().unpaid());
+    let alice = registered(&a, "alice@a.test").await;
+    let tokens = buy(&a, &alice, &policy(&a).await, "b.test", 3)
+        .await
+        .unwrap();
+    for token in &tokens {
+        let spent = b
+            .send(
+                "POST",
+                ds::DS_GROUPS,
+                b"junk".to_vec(),
+                paid(std::slice::from_ref(token), "a.test"),
+            )
+            .await;
+        assert_eq!(spent.error_code(), "malformed_body");
+    }
+    // Stopped as an admin would: what a store holds, not what a crash loses, is the question.
+    for server in servers.iter_mut() {
+        server.terminate();
+    }
+    let whole = |server: &TestServer| -> Vec<u8> {
+        Snapshot::of(server)
+            .files
+            .into_iter()
+            .flat_map(|(_, bytes)| bytes)
+            .collect()
+    };
+    let (issuer, redeemer) = (whole(&servers[0]), whole(&servers[1]));
+    let nonces: Vec<Secret> = tokens
+        .iter()
+        .map(|t| Secret::new("a token's nonce", t.nonce.to_vec()))
+        .collect();
+    // The redeemer holds each token's nonce (its spent record); the issuer never saw one, and
+    // holds no other part of a token's input either.
+    for nonce in &nonces {
+        assert_holds("b.test's store", &redeemer, nonce);
+    }
+    assert_holds_none("a.test's store", &issuer, &nonces);
+    let authenticators: Vec<Secret> = tokens
+        .iter()
+        .map(|t| Secret::new("a token's authenticator", t.authenticator[..32].to_vec()))
+        .collect();
+    assert_holds_none("a.test's store", &issuer, &authenticators);
+    // The issuer holds who took tokens; the redeemer does not.
+    assert_holds(
+        "a.test's store",
+        &issuer,
+        &Secret::text("the user", "alice@a.test"),
+    );
+    assert_holds_none(
+        "b.test's store",
+        &redeemer,
+        &[Secret::text("the user", "alice@a.test")],
+    );
+}
+
+#[tokio::test]
+async fn tokens_of_a_domain_that_cannot_be_checked_or_is_denied_are_refused_by_name() {
+    let (servers, _) = federation(
+        &["a.test", "b.test"],
+        Options {
+            deny: vec!["c.test".into()],
+            ..Options::default()
+        },
+    );
+    let (a, b) = (servers[0].http().unpaid(), servers[1].http().unpaid());
+    let alice = registered(&a, "alice@a.test").await;
+    let token = buy(&a, &alice, &policy(&a).await, "b.test", 1)
+        .await
+        .unwrap();
+    let spend = |issuer: &str| {
+        b.send(
+            "POST",
+            ds::DS_GROUPS,
+            b"junk".to_vec(),
+            paid(&token, issuer),
+        )
+    };
+    // No server answers for nowhere.test: its keys cannot be had.
+    let unreachable = spend("nowhere.test").await;
+    assert_eq!(unreachable.status, 401);
+    assert_eq!(unreachable.error_code(), "peer_unreachable");
+    let denied = spend("c.test").await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.error_code(), "domain_not_allowed");
+    let not_a_domain = spend("Not A Domain").await;
+    assert_eq!(not_a_domain.error_code(), "privacy_pass_invalid");
+    // The token itself was spent on none of these: it still pays.
+    assert_eq!(spend("a.test").await.error_code(), "malformed_body");
+}
