@@ -242,6 +242,8 @@ impl Actors {
             federation: self.federation.clone(),
             policy: self.policy.clone(),
             keys: self.keys.clone(),
+            token_issuer: self.token_issuer.clone(),
+            token_costs: settings.tokens.costs,
             serving_since,
         }
     }

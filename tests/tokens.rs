@@ -259,6 +259,12 @@ async fn a_user_gets_no_more_tokens_than_its_budget_per_period() {
         buy(&raw, &bob, &issuer, "x.test", 30).await.unwrap().len(),
         30
     );
+    // The admin sees how many were issued in all, and whose count never.
+    let inspected = server.admin_json(&["inspect", "tokens"]);
+    assert_eq!(inspected["issued"][0]["issued"], 60, "{inspected}");
+    assert_eq!(inspected["costs"]["message"], 1, "{inspected}");
+    let text = inspected.to_string();
+    assert!(!text.contains("alice") && !text.contains("bob"), "{text}");
 }
 
 #[tokio::test]

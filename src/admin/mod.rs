@@ -218,6 +218,9 @@ pub enum Inspect {
     /// What the server holds in all, to set against its limits (config.toml, `[limits]`): users,
     /// queued messages and bytes with the largest queues, groups, free disk space.
     Usage,
+    /// Privacy Pass: tokens issued per period (to all users together), the issuer keys and
+    /// the costs. Never where tokens were spent, nor any user's count.
+    Tokens,
 }
 
 /// Why an admin command failed; [`AdminError::code`] names it in the socket's JSON answer.
@@ -297,6 +300,8 @@ pub struct Core {
     pub federation: Addr<Pool<FederationActor>>,
     pub policy: FederationPolicy,
     pub keys: roost_actors::keys::KeyRing,
+    pub token_issuer: roost_actors::tokens::TokenIssuer,
+    pub token_costs: roost_protocol::tokens::policy::Costs,
     /// When the server started; `None` when the command runs on a stopped server's store.
     pub serving_since: Option<SystemTime>,
 }
@@ -313,7 +318,7 @@ impl Core {
             Command::Status => status::status(self),
             Command::Federation { command } => federation::run(self, command).await,
             Command::Keys { command } => keys::run(self, command).await,
-            Command::Inspect { what } => store::inspect(&self.store, &what),
+            Command::Inspect { what } => store::inspect(self, &what),
             Command::Check => store::check(self.store.clone()).await,
             Command::Backup { dir } => store::backup(self.store.clone(), dir).await,
             Command::Compact => store::compact(self.store.clone()).await,

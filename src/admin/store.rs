@@ -4,11 +4,12 @@
 
 use roost_storage::{OnLostWrites, Store, StoreOptions};
 
-use super::{AdminError, Inspect};
+use super::{AdminError, Core, Inspect};
 use crate::settings::Settings;
 
 /// What the server holds about `what`.
-pub fn inspect(store: &Store, what: &Inspect) -> Result<serde_json::Value, AdminError> {
+pub fn inspect(core: &Core, what: &Inspect) -> Result<serde_json::Value, AdminError> {
+    let store = &core.store;
     let bad = |why: String| AdminError::Refused(why);
     Ok(match what {
         Inspect::Group { id } => {
@@ -36,7 +37,42 @@ pub fn inspect(store: &Store, what: &Inspect) -> Result<serde_json::Value, Admin
         }
         Inspect::Usage => usage(store)?,
         Inspect::Outbox => serde_json::json!({ "outbox": outbox(store)? }),
+        Inspect::Tokens => tokens(&core.token_issuer, &core.token_costs)?,
     })
+}
+
+/// Tokens issued per period to all users together, the issuer keys and what operations cost.
+fn tokens(
+    issuer: &roost_actors::tokens::TokenIssuer,
+    costs: &roost_protocol::tokens::policy::Costs,
+) -> Result<serde_json::Value, AdminError> {
+    let now = roost_protocol::Timestamp::now();
+    let settings = issuer.settings();
+    let issued: Vec<_> = issuer
+        .totals(now, roost_actors::tokens::KEPT_TOTALS)?
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(from, count)| serde_json::json!({ "period_from": from.0, "issued": count }))
+        .collect();
+    let keys: Vec<_> = issuer
+        .published(now)
+        .into_iter()
+        .map(|key| {
+            serde_json::json!({
+                "issues_from": key.issues_from.0,
+                "issues_until": key.issues_until.0,
+                "redeemable_until": key.redeemable_until.0,
+                "signing_now": key.issues_at(now),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "period_secs": settings.period_secs,
+        "per_user_per_period": settings.per_user_per_period,
+        "issued": issued,
+        "keys": keys,
+        "costs": costs,
+    }))
 }
 
 /// Deliveries waiting for each domain.
