@@ -489,6 +489,7 @@ impl Ds {
                     policy,
                 },
                 max_members: usize::MAX,
+                max_state_bytes: usize::MAX,
                 idle_after: IDLE,
             },
             IDLE,

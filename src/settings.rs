@@ -114,6 +114,7 @@ pub struct LimitSettings {
     pub relays_burst_per_domain: u32,
     pub clients_per_user: usize,
     pub members_per_group: usize,
+    pub group_state_bytes: usize,
     pub body_bytes_per_minute_per_address: u32,
     pub body_bytes_burst_per_address: u32,
 }
@@ -380,6 +381,7 @@ impl Settings {
             ("limits.body_read_secs", limits.body_read_secs),
             ("limits.clients_per_user", limits.clients_per_user as u64),
             ("limits.members_per_group", limits.members_per_group as u64),
+            ("limits.group_state_bytes", limits.group_state_bytes as u64),
         ] {
             if value == 0 {
                 return fail(key, "must be positive");

@@ -547,3 +547,59 @@ async fn an_address_may_send_only_so_many_bytes_a_minute() {
     // Reads are not held up.
     assert_eq!(http.fetch(&phone, 0, 10, 0).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_groups_state_may_take_only_so_many_bytes() {
+    use common::mls::{self, create_group, Member};
+    // What a group of two takes, measured on a server of its own.
+    let state_bytes = |server: &TestServer, group_id: &[u8]| {
+        let inspected = server.admin_json(&["inspect", "group", &hex::encode(group_id)]);
+        inspected["state_bytes"].as_u64().unwrap()
+    };
+    let measured = TestServer::start(Options::default());
+    let http = measured.http();
+    let mut alice = Member::register(&measured, "alice").await;
+    let bob = Member::register(&measured, "bob").await;
+    let (group_id, keys) = create_group(&http, measured.domain(), &mut alice, false).await;
+    let one = state_bytes(&measured, &group_id);
+    let (status, _) =
+        mls::add_member(&http, measured.domain(), &group_id, &keys, &mut alice, &bob).await;
+    assert_eq!(status, 200);
+    let two = state_bytes(&measured, &group_id);
+    eprintln!("a group's sealed state: {one} bytes with one member, {two} with two");
+    assert!(two > one + 200, "{one} → {two}");
+
+    let server = TestServer::start(Options {
+        settings: vec![(
+            "ROOST_LIMITS__GROUP_STATE_BYTES",
+            ((one + two) / 2).to_string(),
+        )],
+        ..Options::default()
+    });
+    let http = server.http();
+    let mut alice = Member::register(&server, "alice").await;
+    let bob = Member::register(&server, "bob").await;
+    let (group_id, keys) = create_group(&http, server.domain(), &mut alice, false).await;
+    let before = state_bytes(&server, &group_id);
+    // Made now: the adder's own copy of the group moves on with its commit, refused or not.
+    let message = alice.message_request(&keys, b"still here");
+    let (status, refused) =
+        mls::add_member(&http, server.domain(), &group_id, &keys, &mut alice, &bob).await;
+    assert_eq!(status, 413);
+    let again = http
+        .post(&roost_protocol::ds::ds_commit(&group_id), &refused)
+        .await;
+    assert_eq!(again.error_code(), "group_state_too_large");
+    assert!(again.error_message().contains("limits.group_state_bytes"));
+    // Refused by name; the group is as it was and goes on.
+    assert_eq!(state_bytes(&server, &group_id), before);
+    let sent = http
+        .send(
+            "POST",
+            &roost_protocol::ds::ds_messages(&group_id),
+            roost_protocol::codec::encode(&message),
+            None,
+        )
+        .await;
+    assert_eq!(sent.status, 202);
+}

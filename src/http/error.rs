@@ -182,6 +182,7 @@ impl ApiError {
                 GroupError::Invalid(_) => "invalid_mls_message",
                 GroupError::GroupFull(_) => "group_full",
                 GroupError::OperationReused => "operation_reused",
+                GroupError::StateTooLarge { .. } => "group_state_too_large",
                 GroupError::KeyPackageUsed => "key_package_used",
                 GroupError::Storage(_) => "internal",
             },
@@ -268,6 +269,7 @@ impl ResponseError for ApiError {
                 | GroupError::OperationReused
                 | GroupError::KeyPackageUsed => StatusCode::CONFLICT,
                 GroupError::Invalid(_) => StatusCode::BAD_REQUEST,
+                GroupError::StateTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 GroupError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::KeyPackages(e) => match e {

@@ -56,7 +56,7 @@ impl Handler<JoinConnectionGroup> for GroupActor {
             opened.state.connection_group = false;
             opened.state.epoch_key = Some(msg.epoch_key);
             let commit = msg.commit.clone();
-            Ok(actor.store_commit(&msg.ear_key, opened, applied, commit, None, seq))
+            actor.store_commit(&msg.ear_key, opened, applied, commit, None, seq)
         });
         self.finish(handled)
     }
@@ -82,7 +82,7 @@ impl Handler<Rejoin> for GroupActor {
             opened.state.members.insert(joiner, entry);
             opened.state.epoch_key = Some(msg.epoch_key);
             let commit = msg.commit.clone();
-            Ok(actor.store_commit(&msg.ear_key, opened, applied, commit, None, seq))
+            actor.store_commit(&msg.ear_key, opened, applied, commit, None, seq)
         });
         self.finish(handled)
     }

@@ -61,6 +61,11 @@ pub enum GroupError {
     Invalid(String),
     #[error("the group would have more than {0} members (limits.members_per_group)")]
     GroupFull(usize),
+    #[error(
+        "the group's state would take {size} bytes, more than the {limit} this server keeps for \
+         a group (limits.group_state_bytes)"
+    )]
+    StateTooLarge { size: usize, limit: usize },
     #[error("this operation id was used before for a different request")]
     OperationReused,
     #[error(
@@ -82,6 +87,8 @@ pub struct GroupDeps {
     pub delivery: Delivery,
     /// The most members a group may have.
     pub max_members: usize,
+    /// The most bytes a group's sealed state may take.
+    pub max_state_bytes: usize,
     pub idle_after: Duration,
 }
 
@@ -242,12 +249,23 @@ impl GroupActor {
         })
     }
 
-    fn seal(&self, ear_key: &EarKey, opened: &mut Opened) -> Vec<u8> {
+    /// The state sealed under `ear_key`, if it is within the size a group may take (what a
+    /// group grows by — members, kept proposals, a GroupInfo — is each checked elsewhere; this
+    /// bounds them together).
+    fn seal(&self, ear_key: &EarKey, opened: &mut Opened) -> Result<Vec<u8>, GroupError> {
         opened.state.mls = snapshot(&opened.storage);
-        ear_key.encrypt(
+        let sealed = ear_key.encrypt(
             &state_context(&self.group_id),
             &codec::encode(&opened.state),
-        )
+        );
+        let limit = self.deps.max_state_bytes;
+        if sealed.len() > limit {
+            return Err(GroupError::StateTooLarge {
+                size: sealed.len(),
+                limit,
+            });
+        }
+        Ok(sealed)
     }
 
     /// The state after an applied commit, sealed under `ear_key`, and the commit's fan-out at
@@ -260,19 +278,19 @@ impl GroupActor {
         commit: Vec<u8>,
         welcome: Option<(Vec<SealedQueueRef>, ds::WelcomeBundle)>,
         seq: u64,
-    ) -> Done<Committed> {
+    ) -> Result<Done<Committed>, GroupError> {
         let answer = Committed {
             epoch: applied.epoch,
             seq,
         };
-        Done {
+        Ok(Done {
             answer,
             outcome: Outcome::Committed {
                 epoch: answer.epoch,
                 seq,
             },
             view: Some(MessageView::of(&opened)),
-            state: Some(self.seal(ear_key, &mut opened)),
+            state: Some(self.seal(ear_key, &mut opened)?),
             rekeyed: None,
             fanout: Some(Fanout {
                 seq,
@@ -292,7 +310,7 @@ impl GroupActor {
                     Some((added.package.reference.as_slice().to_vec(), used))
                 })
                 .collect(),
-        }
+        })
     }
 
     /// Handles a state-changing request with operation id `op`: a repeat is answered from the
@@ -573,7 +591,7 @@ impl Handler<CreateGroup> for GroupActor {
                 storage,
                 public,
             };
-            let sealed = self.seal(&msg.ear_key, &mut opened);
+            let sealed = self.seal(&msg.ear_key, &mut opened)?;
             let mut ledger = Ledger::default();
             ledger.record(msg.op, digest, Outcome::Created, None);
             let ledger = ledger.seal(&self.group_id, &msg.ear_key);
@@ -635,7 +653,7 @@ impl Handler<Commit> for GroupActor {
                 let sealed_under = rekeyed.as_ref().unwrap_or(&msg.ear_key);
                 let commit = msg.commit.clone();
                 let mut done =
-                    actor.store_commit(sealed_under, opened, applied, commit, welcome, seq);
+                    actor.store_commit(sealed_under, opened, applied, commit, welcome, seq)?;
                 done.rekeyed = rekeyed;
                 Ok(done)
             },
@@ -675,7 +693,7 @@ impl Handler<SendMessage> for GroupActor {
             let state = match opened.as_mut() {
                 Some(opened) => {
                     actor.keep_proposal(opened, message)?;
-                    Some(actor.seal(&msg.ear_key, opened))
+                    Some(actor.seal(&msg.ear_key, opened)?)
                 }
                 None => None,
             };
