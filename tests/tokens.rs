@@ -70,6 +70,19 @@ fn paid(tokens: &[Token], issuer: &str) -> Option<String> {
     Some(tokens::to_header(tokens, issuer))
 }
 
+/// A group creation at `server` with `body` (nothing that decodes: past the token check it is
+/// refused `malformed_body`), paid with `tokens` of `issuer`.
+async fn create_group_paying(
+    server: &Raw,
+    body: &[u8],
+    tokens: &[Token],
+    issuer: &str,
+) -> common::Response {
+    server
+        .send("POST", ds::DS_GROUPS, body.to_vec(), paid(tokens, issuer))
+        .await
+}
+
 #[tokio::test]
 async fn every_costly_anonymous_operation_needs_a_token_and_takes_one_from_either_domain() {
     let (servers, _) = federation(
@@ -117,14 +130,7 @@ async fn every_costly_anonymous_operation_needs_a_token_and_takes_one_from_eithe
     assert_ne!(paid_for.status, 401);
     // A token for a.test is worth nothing at b.test.
     let for_a = buy(&a, &alice, &a_policy, "a.test", 1).await.unwrap();
-    let wrong = b
-        .send(
-            "POST",
-            ds::DS_GROUPS,
-            b"junk".to_vec(),
-            paid(&for_a, "a.test"),
-        )
-        .await;
+    let wrong = create_group_paying(&b, b"junk", &for_a, "a.test").await;
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.error_code(), "privacy_pass_invalid");
 }
@@ -151,36 +157,15 @@ async fn a_token_is_spent_once_and_a_retry_of_its_request_is_answered_as_the_fir
     let alice = registered(&raw, "alice@localhost").await;
     let issuer = policy(&raw).await;
     let token = buy(&raw, &alice, &issuer, "localhost", 1).await.unwrap();
-    let first = raw
-        .send(
-            "POST",
-            ds::DS_GROUPS,
-            b"one request".to_vec(),
-            paid(&token, "localhost"),
-        )
-        .await;
+    let first = create_group_paying(&raw, b"one request", &token, "localhost").await;
     assert_eq!(first.error_code(), "malformed_body");
-    let again = raw
-        .send(
-            "POST",
-            ds::DS_GROUPS,
-            b"one request".to_vec(),
-            paid(&token, "localhost"),
-        )
-        .await;
+    let again = create_group_paying(&raw, b"one request", &token, "localhost").await;
     assert_eq!(
         again.error_code(),
         "malformed_body",
         "a retry passes the token"
     );
-    let other = raw
-        .send(
-            "POST",
-            ds::DS_GROUPS,
-            b"another request".to_vec(),
-            paid(&token, "localhost"),
-        )
-        .await;
+    let other = create_group_paying(&raw, b"another request", &token, "localhost").await;
     assert_eq!(other.status, 401);
     assert_eq!(other.error_code(), "privacy_pass_spent");
 }
@@ -207,23 +192,25 @@ async fn a_domain_past_its_budget_here_is_refused_and_others_are_not() {
         .await
         .unwrap();
     let b_tokens = buy(&b, &bob, &policy(&b).await, "b.test", 4).await.unwrap();
-    let spend = |token: &Token, issuer: &str| {
-        b.send(
-            "POST",
-            ds::DS_GROUPS,
-            b"junk".to_vec(),
-            paid(std::slice::from_ref(token), issuer),
-        )
-    };
     for token in &a_tokens[..3] {
-        assert_eq!(spend(token, "a.test").await.error_code(), "malformed_body");
+        assert_eq!(
+            create_group_paying(&b, b"junk", std::slice::from_ref(token), "a.test")
+                .await
+                .error_code(),
+            "malformed_body"
+        );
     }
-    let over = spend(&a_tokens[3], "a.test").await;
+    let over = create_group_paying(&b, b"junk", std::slice::from_ref(&a_tokens[3]), "a.test").await;
     assert_eq!(over.status, 429);
     assert_eq!(over.error_code(), "issuer_over_budget");
     // b.test's own users are bounded by what b.test issues them, not by a's share.
     for token in &b_tokens {
-        assert_eq!(spend(token, "b.test").await.error_code(), "malformed_body");
+        assert_eq!(
+            create_group_paying(&b, b"junk", std::slice::from_ref(token), "b.test")
+                .await
+                .error_code(),
+            "malformed_body"
+        );
     }
 }
 
@@ -287,14 +274,6 @@ async fn tokens_of_a_rotated_out_key_are_taken_through_the_overlap_and_refused_a
         .unwrap()
         .clone();
     let tokens = buy(&raw, &alice, &issuer, "localhost", 2).await.unwrap();
-    let spend = |token: &Token| {
-        raw.send(
-            "POST",
-            ds::DS_GROUPS,
-            b"junk".to_vec(),
-            paid(std::slice::from_ref(token), "localhost"),
-        )
-    };
     // Into the overlap: another key signs, this one's tokens are still taken.
     wait_until(key.issues_until.0).await;
     let next = policy(&raw).await;
@@ -302,10 +281,16 @@ async fn tokens_of_a_rotated_out_key_are_taken_through_the_overlap_and_refused_a
         .keys
         .iter()
         .any(|k| k.issues_at(roost_protocol::Timestamp::now()) && k.spki != key.spki));
-    assert_eq!(spend(&tokens[0]).await.error_code(), "malformed_body");
+    assert_eq!(
+        create_group_paying(&raw, b"junk", std::slice::from_ref(&tokens[0]), "localhost")
+            .await
+            .error_code(),
+        "malformed_body"
+    );
     // Past the overlap: refused.
     wait_until(key.redeemable_until.0).await;
-    let late = spend(&tokens[1]).await;
+    let late =
+        create_group_paying(&raw, b"junk", std::slice::from_ref(&tokens[1]), "localhost").await;
     assert_eq!(late.status, 401);
     assert_eq!(late.error_code(), "privacy_pass_invalid");
 }
@@ -328,14 +313,7 @@ async fn nothing_the_issuer_keeps_joins_a_redemption_to_its_user() {
         .await
         .unwrap();
     for token in &tokens {
-        let spent = b
-            .send(
-                "POST",
-                ds::DS_GROUPS,
-                b"junk".to_vec(),
-                paid(std::slice::from_ref(token), "a.test"),
-            )
-            .await;
+        let spent = create_group_paying(&b, b"junk", std::slice::from_ref(token), "a.test").await;
         assert_eq!(spent.error_code(), "malformed_body");
     }
     // Stopped as an admin would: what a store holds, not what a crash loses, is the question.
@@ -392,23 +370,20 @@ async fn tokens_of_a_domain_that_cannot_be_checked_or_is_denied_are_refused_by_n
     let token = buy(&a, &alice, &policy(&a).await, "b.test", 1)
         .await
         .unwrap();
-    let spend = |issuer: &str| {
-        b.send(
-            "POST",
-            ds::DS_GROUPS,
-            b"junk".to_vec(),
-            paid(&token, issuer),
-        )
-    };
     // No server answers for nowhere.test: its keys cannot be had.
-    let unreachable = spend("nowhere.test").await;
+    let unreachable = create_group_paying(&b, b"junk", &token, "nowhere.test").await;
     assert_eq!(unreachable.status, 401);
     assert_eq!(unreachable.error_code(), "peer_unreachable");
-    let denied = spend("c.test").await;
+    let denied = create_group_paying(&b, b"junk", &token, "c.test").await;
     assert_eq!(denied.status, 403);
     assert_eq!(denied.error_code(), "domain_not_allowed");
-    let not_a_domain = spend("Not A Domain").await;
+    let not_a_domain = create_group_paying(&b, b"junk", &token, "Not A Domain").await;
     assert_eq!(not_a_domain.error_code(), "privacy_pass_invalid");
     // The token itself was spent on none of these: it still pays.
-    assert_eq!(spend("a.test").await.error_code(), "malformed_body");
+    assert_eq!(
+        create_group_paying(&b, b"junk", &token, "a.test")
+            .await
+            .error_code(),
+        "malformed_body"
+    );
 }

@@ -48,7 +48,7 @@ async fn call<B, R>(
     state: &State,
     request: &HttpRequest,
     payload: web::Payload,
-    group: Vec<u8>,
+    group: &str,
     operation: Option<Operation>,
 ) -> Result<R, ApiError>
 where
@@ -57,6 +57,7 @@ where
     R: Send + 'static,
     GroupActor: actix::Handler<Routed<DsRequest<B>>>,
 {
+    let group = group_id(group)?;
     let body = read_body(state, request, payload).await?;
     if let Some(operation) = operation {
         redeem(state, request, operation, &body).await?;
@@ -91,14 +92,9 @@ async fn commit(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let committed = call::<ds::CommitRequest, _>(
-        &state,
-        &request,
-        payload,
-        group_id(&group)?,
-        Some(Operation::Commit),
-    )
-    .await?;
+    let committed =
+        call::<ds::CommitRequest, _>(&state, &request, payload, &group, Some(Operation::Commit))
+            .await?;
     Ok(encoded(StatusCode::OK, &committed))
 }
 
@@ -108,14 +104,9 @@ async fn send(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let accepted = call::<ds::SendMessage, _>(
-        &state,
-        &request,
-        payload,
-        group_id(&group)?,
-        Some(Operation::Message),
-    )
-    .await?;
+    let accepted =
+        call::<ds::SendMessage, _>(&state, &request, payload, &group, Some(Operation::Message))
+            .await?;
     Ok(encoded(StatusCode::ACCEPTED, &accepted))
 }
 
@@ -125,8 +116,7 @@ async fn external_commit_info(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let info =
-        call::<ds::EarKeyProof, _>(&state, &request, payload, group_id(&group)?, None).await?;
+    let info = call::<ds::EarKeyProof, _>(&state, &request, payload, &group, None).await?;
     Ok(encoded(StatusCode::OK, &info))
 }
 
@@ -140,7 +130,7 @@ async fn join_connection_group(
         &state,
         &request,
         payload,
-        group_id(&group)?,
+        &group,
         Some(Operation::ExternalJoin),
     )
     .await?;
@@ -153,13 +143,7 @@ async fn rejoin(
     group: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let committed = call::<ds::Rejoin, _>(
-        &state,
-        &request,
-        payload,
-        group_id(&group)?,
-        Some(Operation::Commit),
-    )
-    .await?;
+    let committed =
+        call::<ds::Rejoin, _>(&state, &request, payload, &group, Some(Operation::Commit)).await?;
     Ok(encoded(StatusCode::OK, &committed))
 }
