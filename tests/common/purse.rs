@@ -61,11 +61,7 @@ impl Raw {
         if operation == Operation::Discovery {
             return None;
         }
-        let unpaid = Raw {
-            base: self.base.clone(),
-            http: self.http.clone(),
-            pays: false,
-        };
+        let unpaid = self.unpaid();
         let purse = purse_of(&self.base);
         let cached = purse
             .policy

@@ -75,28 +75,18 @@ impl Server {
             payer: None,
             ..self.clone()
         };
-        if operation == Operation::Discovery {
-            match unpaid
-                .send_once(
-                    method.clone(),
-                    path_and_query,
-                    body.clone(),
-                    None,
-                    timeout,
-                    None,
-                )
-                .await
-            {
-                Err(e) if e.code() == "rate_limited" => {}
-                other => return other,
-            }
-        }
-        let mut fresh = false;
-        loop {
-            let paid = payer
+        let pay = |fresh| {
+            payer
                 .pay
                 .pay(&payer.origin, &unpaid, &payer.home, operation, fresh)
-                .await?;
+        };
+        // Discovery is first tried free; anything else is paid from the start.
+        let mut paid = match operation {
+            Operation::Discovery => None,
+            _ => pay(false).await?,
+        };
+        let mut fresh = false;
+        loop {
             let sent = unpaid
                 .send_once(
                     method.clone(),
@@ -108,7 +98,20 @@ impl Server {
                 )
                 .await;
             match sent {
-                Err(e) if !fresh && paid.is_some() && tokens_refused(&e) => fresh = true,
+                Err(e)
+                    if paid.is_none()
+                        && operation == Operation::Discovery
+                        && e.code() == "rate_limited" =>
+                {
+                    paid = pay(false).await?;
+                    if paid.is_none() {
+                        return Err(e);
+                    }
+                }
+                Err(e) if !fresh && paid.is_some() && tokens_refused(&e) => {
+                    fresh = true;
+                    paid = pay(true).await?;
+                }
                 other => return other,
             }
         }
