@@ -519,9 +519,11 @@ fn paid_ds(
             outcome(flooder[0].groups().create(&name).await, "201 created")
         }
     });
-    let group = format!("attack {:x}", rand::random::<u32>());
+    // One group for each flood: both clients are the attacker's, each joins the other's
+    // groups, and a name must name one group.
+    let tag = rand::random::<u32>();
+    let (message_group, commit_group) = (format!("messages {tag:x}"), format!("commits {tag:x}"));
     let (messenger, committer) = (attacker.clone(), attacker);
-    let (message_group, commit_group) = (group.clone(), group);
     let messages = flood(until, move || {
         let (attacker, group) = (messenger.clone(), message_group.clone());
         async move {
