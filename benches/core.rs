@@ -144,6 +144,7 @@ fn queue_deps(store: &Store) -> QueueDeps {
         retention: roost_actors::retention::RetentionPolicy {
             messages_secs: Some(30 * 86_400),
             idle_clients_secs: Some(90 * 86_400),
+            idle_groups_secs: Some(365 * 86_400),
         }
         .messages(),
     }
@@ -490,6 +491,12 @@ impl Ds {
                 },
                 max_members: usize::MAX,
                 max_state_bytes: usize::MAX,
+                // As shipped: a group's activity is recorded once a day.
+                activity: roost_actors::activity::ActivityRecorder::new(
+                    store.groups().unwrap().activity().clone(),
+                    86_400,
+                ),
+                idle_groups_secs: Some(365 * 86_400),
                 idle_after: IDLE,
             },
             IDLE,

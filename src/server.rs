@@ -225,6 +225,8 @@ impl Actors {
             queues: self.queues.clone(),
             message_queues: store.queues()?,
             connection_queues: store.connection_queues()?,
+            groups_store: store.groups()?,
+            groups: self.groups.clone(),
         })
     }
 
@@ -341,6 +343,11 @@ pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors,
             },
             max_members: settings.limits.members_per_group,
             max_state_bytes: settings.limits.group_state_bytes,
+            activity: ActivityRecorder::new(
+                store.groups()?.activity().clone(),
+                settings.retention.policy().group_activity_period_secs(),
+            ),
+            idle_groups_secs: settings.retention.policy().idle_groups_secs,
             idle_after,
         },
         idle_after,
@@ -439,7 +446,7 @@ fn app_state(
         queues: actors.queues.clone(),
         directory: Directory::new(store.accounts()?, store.key_packages()?, store.profiles()?),
         activity: ActivityRecorder::new(
-            store.client_activity()?,
+            store.client_activity()?.last_seen_table().clone(),
             settings.retention.policy().activity_period_secs(),
         ),
         store: store.clone(),

@@ -69,6 +69,7 @@ impl TokenSettings {
 pub struct RetentionSettings {
     pub messages_secs: u64,
     pub idle_clients_secs: u64,
+    pub idle_groups_secs: u64,
 }
 
 impl RetentionSettings {
@@ -77,6 +78,7 @@ impl RetentionSettings {
         roost_actors::retention::RetentionPolicy {
             messages_secs: kept(self.messages_secs),
             idle_clients_secs: kept(self.idle_clients_secs),
+            idle_groups_secs: kept(self.idle_groups_secs),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Retention against real `roost` processes, with short settings: messages a client does not
 //! fetch in time are dropped and the client is told; a device that stays silent is deleted and
-//! its user's other devices are told; what is still in time is kept.
+//! its user's other devices are told; a group that takes no request is deleted and its members
+//! are told when they next use it; what is still in time is kept.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
+    devices::{connect, Devices},
     pair::{chat_texts, connected_pair, settle},
     phone_and_laptop, Identity, Options, TestServer,
 };
@@ -224,4 +226,89 @@ async fn deliveries_for_a_domain_that_takes_nothing_past_the_retention_are_dropp
     assert!(!chat_texts(bob_phone, &alice)
         .await
         .contains(&"while b is gone".to_owned()));
+}
+
+/// Groups the server holds, as its admin sees them.
+fn groups_held(server: &TestServer) -> u64 {
+    let status = server.admin_json(&["status"]);
+    status["groups"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{status}"))
+}
+
+#[tokio::test]
+async fn a_group_that_takes_no_request_past_the_retention_is_deleted_and_its_members_are_told() {
+    const IDLE_SECS: u64 = 4;
+    let server = TestServer::start(Options {
+        settings: vec![("ROOST_RETENTION__IDLE_GROUPS_SECS", IDLE_SECS.to_string())],
+        ..Options::default()
+    });
+    let devices = Devices::new();
+    let (alice, bob) = (server.user("alice"), server.user("bob"));
+    let alice_phone = devices.register(&server, "alice-phone", &alice).await;
+    let bob_phone = devices.register(&server, "bob-phone", &bob).await;
+    connect(&alice_phone, &bob_phone, &[]).await;
+    for name in ["quiet", "busy"] {
+        alice_phone.groups().create(name).await.unwrap();
+        alice_phone.groups().add(name, &bob).await.unwrap();
+    }
+    bob_phone.sync().await.unwrap();
+    // Their connection's group, "quiet" and "busy".
+    assert_eq!(groups_held(&server), 3);
+
+    // alice keeps writing in "busy"; "quiet" and the connection take nothing.
+    let quiet_since = Instant::now();
+    loop {
+        alice_phone
+            .groups()
+            .send("busy", "still here")
+            .await
+            .unwrap();
+        if groups_held(&server) == 1 {
+            break;
+        }
+        assert!(
+            quiet_since.elapsed() < Duration::from_secs(20),
+            "the idle groups were never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        quiet_since.elapsed() >= Duration::from_secs(IDLE_SECS),
+        "deleted before its time: {:?}",
+        quiet_since.elapsed()
+    );
+
+    // bob's next word in "quiet" is refused as such, and his client marks the group ended.
+    let refused = bob_phone
+        .groups()
+        .send("quiet", "anyone?")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.status(), refused.code()),
+        (Some(410), "group_expired"),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("retention.idle_groups_secs"),
+        "{refused}"
+    );
+    let listed = bob_phone.groups().list().await.unwrap();
+    let quiet = listed.iter().find(|g| g.name == "quiet").unwrap();
+    assert!(quiet.removed, "{listed:?}");
+    let again = bob_phone
+        .groups()
+        .send("quiet", "anyone?")
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), "removed_from_group", "{again}");
+    // Their connection is gone the same way.
+    let chat = bob_phone.chat().send(&alice, "hello?").await.unwrap_err();
+    assert_eq!(chat.code(), "group_expired", "{chat}");
+
+    // The group in use goes on for both.
+    bob_phone.sync().await.unwrap();
+    bob_phone.groups().send("busy", "me too").await.unwrap();
+    assert_eq!(groups_held(&server), 1);
 }

@@ -2,7 +2,9 @@
 //! fetched are dropped once they waited longer than `messages_secs` (their queue actor drops
 //! them and tells the client how many); a client that made no request for `idle_clients_secs`
 //! is deleted with its queues and packages (through the accounts actor, as an admin's
-//! `clients revoke` is, so its user's other clients are told). Either may be off.
+//! `clients revoke` is, so its user's other clients are told); a DS group that took no request
+//! for `idle_groups_secs` is deleted by its actor, and its members' next request is told so
+//! (410 `group_expired`). Each may be off.
 //!
 //! Times are kept coarsely, so that retention costs no write per message or request: queue
 //! marks ([`roost_storage::QueueAges`]) and activity records are written at most once per
@@ -14,10 +16,11 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use roost_protocol::{api::QueueKind, ClientId, Timestamp};
-use roost_storage::{AccountStore, ClientActivity, QueueStore, StorageError};
+use roost_storage::{AccountStore, ClientActivity, GroupStore, QueueStore, StorageError};
 
 use crate::{
     accounts::{AccountsActor, DeleteClient},
+    group::{ExpireIdle, GroupActor},
     pool::{Ask, Pool},
     queue::{ExpireMessages, MessageRetention, QueueActor, QueueId},
 };
@@ -27,6 +30,7 @@ use crate::{
 pub struct RetentionPolicy {
     pub messages_secs: Option<u64>,
     pub idle_clients_secs: Option<u64>,
+    pub idle_groups_secs: Option<u64>,
 }
 
 const DAY_SECS: u64 = 24 * 3600;
@@ -55,9 +59,17 @@ impl RetentionPolicy {
         self.idle_clients_secs.map_or(DAY_SECS, period_of)
     }
 
-    /// How often the sweep looks: a period of the shorter retention, at most hourly.
+    /// How coarsely group activity is recorded: one write per group per this many seconds.
+    pub fn group_activity_period_secs(&self) -> u64 {
+        self.idle_groups_secs.map_or(DAY_SECS, period_of)
+    }
+
+    /// How often the sweep looks: a period of the shortest retention, at most hourly.
     pub fn sweep_every(&self) -> Duration {
-        let shortest = self.message_period_secs().min(self.activity_period_secs());
+        let shortest = self
+            .message_period_secs()
+            .min(self.activity_period_secs())
+            .min(self.group_activity_period_secs());
         Duration::from_secs(shortest.min(3600))
     }
 }
@@ -67,6 +79,7 @@ impl RetentionPolicy {
 pub struct Swept {
     pub clients_expired: u64,
     pub messages_dropped: u64,
+    pub groups_expired: u64,
 }
 
 /// The retention sweep: owns nothing; asks the owners (the accounts actor, the queue actors)
@@ -80,6 +93,8 @@ pub struct RetentionSweep {
     pub queues: Addr<Pool<QueueActor>>,
     pub message_queues: QueueStore,
     pub connection_queues: QueueStore,
+    pub groups_store: GroupStore,
+    pub groups: Addr<Pool<GroupActor>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +108,15 @@ pub enum SweepError {
 impl RetentionSweep {
     /// Sweeps every [`RetentionPolicy::sweep_every`] for as long as the actix system runs.
     pub fn start(self) {
-        if self.policy.messages_secs.is_none() && self.policy.idle_clients_secs.is_none() {
+        let policy = &self.policy;
+        if [
+            policy.messages_secs,
+            policy.idle_clients_secs,
+            policy.idle_groups_secs,
+        ]
+        .iter()
+        .all(Option::is_none)
+        {
             return;
         }
         actix::spawn(async move {
@@ -104,6 +127,7 @@ impl RetentionSweep {
                     Ok(swept) if swept != Swept::default() => tracing::info!(
                         clients_expired = swept.clients_expired,
                         messages_dropped = swept.messages_dropped,
+                        groups_expired = swept.groups_expired,
                         "retention: removed what was past its time"
                     ),
                     Ok(_) => {}
@@ -122,9 +146,13 @@ impl RetentionSweep {
         for kind in [QueueKind::Messages, QueueKind::Connections] {
             swept.messages_dropped += self.drop_old_messages(kind, now).await?;
         }
+        if let Some(idle) = self.policy.idle_groups_secs {
+            swept.groups_expired = self.expire_idle_groups(now, idle).await?;
+        }
         metrics::counter!("roost_retention_clients_expired_total").increment(swept.clients_expired);
         metrics::counter!("roost_retention_messages_dropped_total")
             .increment(swept.messages_dropped);
+        metrics::counter!("roost_retention_groups_expired_total").increment(swept.groups_expired);
         Ok(swept)
     }
 
@@ -161,6 +189,34 @@ impl RetentionSweep {
                 other => {
                     tracing::warn!(outcome = ?other.map(|r| r.err()), "expiring an idle client failed")
                 }
+            }
+        }
+        Ok(expired)
+    }
+
+    async fn expire_idle_groups(&self, now: Timestamp, idle: u64) -> Result<u64, SweepError> {
+        let period = self.policy.group_activity_period_secs();
+        let store = self.groups_store.clone();
+        // As for clients: a group recorded at the start of its period may have been active up
+        // to a period later.
+        let seen_before = Timestamp(now.0.saturating_sub(idle.saturating_add(period)));
+        let idle_groups = blocking(move || {
+            store.activity().reconcile(&store.ids()?, now)?;
+            // What it remembers of expired groups is kept for as long again.
+            store.sweep_expired(Timestamp(seen_before.0.saturating_sub(idle)))?;
+            Ok(store.activity().seen_before(seen_before)?)
+        })
+        .await?;
+        let mut expired = 0;
+        for group in idle_groups {
+            match self
+                .groups
+                .ask(group, ExpireIdle { seen_before, now })
+                .await
+            {
+                Ok(true) => expired += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = ?e, "expiring an idle group failed"),
             }
         }
         Ok(expired)

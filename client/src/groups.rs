@@ -20,6 +20,7 @@ use roost_protocol::{content::check_group_name, Timestamp, UserName};
 use crate::{
     chat::{group_log, send_text},
     client::Client,
+    device::Device,
     error::Error,
     inbox,
     mls::{
@@ -273,7 +274,7 @@ impl Groups<'_> {
                     retried = true;
                     inbox::catch_up(self.client, mls).await?;
                 }
-                outcome => return outcome,
+                outcome => return ended_if_expired(device, &access.group_id, outcome).await,
             }
         }
     }
@@ -297,7 +298,8 @@ impl Groups<'_> {
     pub async fn send(self, reference: &str, text: &str) -> Result<StoredMessage, Error> {
         let mls = self.client.mls().lock().await;
         let record = self.active(reference)?;
-        send_text(self.client, &mls, &record.access(), text).await
+        let sent = send_text(self.client, &mls, &record.access(), text).await;
+        ended_if_expired(self.client.device(), &record.group_id, sent).await
     }
 
     /// The messages of a named group, in order (as far as this client has synced).
@@ -305,4 +307,19 @@ impl Groups<'_> {
         let record = self.find(reference)?;
         group_log(self.client, &record.group_id).await
     }
+}
+
+/// A group the DS deleted for being idle (410 `group_expired`) is over for this client too: it
+/// is marked as one it can no longer act in, as if removed.
+async fn ended_if_expired<T>(
+    device: &Device,
+    group_id: &[u8],
+    outcome: Result<T, Error>,
+) -> Result<T, Error> {
+    if let Err(e) = &outcome {
+        if e.code() == "group_expired" {
+            inbox::mark_removed(device, group_id).await?;
+        }
+    }
+    outcome
 }

@@ -174,6 +174,7 @@ impl ApiError {
             },
             ApiError::Group(e) => match e {
                 GroupError::UnknownGroup => "unknown_group",
+                GroupError::Expired { .. } => "group_expired",
                 GroupError::GroupExists => "group_exists",
                 GroupError::WrongKey => "wrong_ear_key",
                 GroupError::NotAMember => "not_a_member",
@@ -261,6 +262,7 @@ impl ResponseError for ApiError {
             },
             ApiError::Group(e) => match e {
                 GroupError::UnknownGroup => StatusCode::NOT_FOUND,
+                GroupError::Expired { .. } => StatusCode::GONE,
                 GroupError::WrongKey | GroupError::NotAMember => StatusCode::FORBIDDEN,
                 GroupError::GroupExists
                 | GroupError::StaleEpoch

@@ -197,7 +197,7 @@ pub(crate) async fn signed_request(
         Replay::Harmless
     };
     let caller = auth::authenticate(request, &body, &state.directory, &state.replay, replay)?;
-    state.activity.saw(&caller.client);
+    state.activity.saw(&caller.client.0);
     Ok((caller, body))
 }
 

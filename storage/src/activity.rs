@@ -1,99 +1,160 @@
-//! When each client was last seen making a request: one tree, `as_client_activity`, client id →
-//! when (seconds, big-endian). Written at most once per client per period by the recorder in
-//! `roost-actors`, so a busy client costs no write per request; read by the retention sweep,
-//! which expires clients idle for longer than the admin allows.
+//! When each client, and each DS group, was last active: `as_client_activity` (client id →
+//! when) and `ds_group_activity` (group id → when), seconds big-endian. Written at most once per
+//! key per period by the recorder in `roost-actors`, so a busy client or group costs no write
+//! per request; read by the retention sweep, which expires clients and groups idle for longer
+//! than the admin allows.
 //!
-//! It holds no more than the AS already knows (which clients exist) plus a coarse time.
+//! They hold no more than the AS and DS already know (which clients and groups exist) plus a
+//! coarse time.
 
 use roost_protocol::{ClientId, Timestamp};
 
 use crate::Result;
 
-fn corrupt() -> crate::StorageError {
-    crate::StorageError::Corrupt("a client activity record".into())
+fn corrupt(what: &'static str) -> crate::StorageError {
+    crate::StorageError::Corrupt(format!("a {what} activity record"))
 }
 
-/// A record's time (seconds, big-endian).
-fn time(value: &[u8]) -> Result<Timestamp> {
-    let at = <[u8; 8]>::try_from(value).map_err(|_| corrupt())?;
-    Ok(Timestamp(u64::from_be_bytes(at)))
-}
-
+/// When each key was last recorded active: one tree.
 #[derive(Clone)]
-pub struct ClientActivity {
+pub struct LastSeen {
     tree: crate::gate::Tree,
+    name: &'static str,
 }
 
-const TREE: &str = "as_client_activity";
-
-impl ClientActivity {
-    pub(crate) fn open(db: &crate::gate::Db) -> Result<Self> {
-        Ok(ClientActivity {
-            tree: db.open_tree(TREE)?,
+impl LastSeen {
+    fn open(db: &crate::gate::Db, name: &'static str) -> Result<Self> {
+        Ok(LastSeen {
+            tree: db.open_tree(name)?,
+            name,
         })
     }
 
     pub(crate) fn check(&self, report: &mut crate::CheckReport) {
-        report.readable(TREE, &self.tree.sled());
+        report.readable(self.name, &self.tree.sled());
+    }
+
+    /// A record's time (seconds, big-endian).
+    fn time(&self, value: &[u8]) -> Result<Timestamp> {
+        let at = <[u8; 8]>::try_from(value).map_err(|_| corrupt(self.name))?;
+        Ok(Timestamp(u64::from_be_bytes(at)))
+    }
+
+    /// `key` was active at `at`.
+    pub fn record(&self, key: &[u8], at: Timestamp) -> Result<()> {
+        self.tree.insert(key, &at.0.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// When `key` was last recorded, if ever.
+    pub fn last_seen(&self, key: &[u8]) -> Result<Option<Timestamp>> {
+        self.tree
+            .get(key)?
+            .map(|value| self.time(&value))
+            .transpose()
+    }
+
+    /// Starts the clock of every key of `live` that has no record (made before activity was
+    /// recorded) at `now`, and forgets the records of keys not in it (deleted); answers how
+    /// many it started.
+    pub fn reconcile(&self, live: &[Vec<u8>], now: Timestamp) -> Result<usize> {
+        let live_keys: std::collections::HashSet<&[u8]> =
+            live.iter().map(|key| key.as_slice()).collect();
+        let mut recorded = std::collections::HashSet::new();
+        let mut forget = sled::Batch::default();
+        for key in self.tree.iter().keys() {
+            let key = key?;
+            match live_keys.get(key.as_ref()) {
+                Some(live) => {
+                    recorded.insert(*live);
+                }
+                None => forget.remove(key),
+            }
+        }
+        self.tree.apply_batch(forget)?;
+        let mut started = 0;
+        for key in live_keys.difference(&recorded) {
+            self.record(key, now)?;
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// Keys last recorded before `before`.
+    pub fn seen_before(&self, before: Timestamp) -> Result<Vec<Vec<u8>>> {
+        let mut idle = Vec::new();
+        for entry in self.tree.iter() {
+            let (key, value) = entry?;
+            if self.time(&value)? < before {
+                idle.push(key.to_vec());
+            }
+        }
+        Ok(idle)
+    }
+
+    pub fn forget(&self, key: &[u8]) -> Result<()> {
+        self.tree.remove(key)?;
+        Ok(())
+    }
+}
+
+/// When each client was last seen making a request.
+#[derive(Clone)]
+pub struct ClientActivity(LastSeen);
+
+impl ClientActivity {
+    pub(crate) fn open(db: &crate::gate::Db) -> Result<Self> {
+        Ok(ClientActivity(LastSeen::open(db, "as_client_activity")?))
+    }
+
+    pub(crate) fn check(&self, report: &mut crate::CheckReport) {
+        self.0.check(report)
+    }
+
+    /// The same records, by bytes (for the recorder, which serves clients and groups alike).
+    pub fn last_seen_table(&self) -> &LastSeen {
+        &self.0
     }
 
     /// `client` was seen at `at`.
     pub fn record(&self, client: &ClientId, at: Timestamp) -> Result<()> {
-        self.tree.insert(client.0, &at.0.to_be_bytes())?;
-        Ok(())
+        self.0.record(&client.0, at)
     }
 
     /// When `client` was last recorded, if ever.
     pub fn last_seen(&self, client: &ClientId) -> Result<Option<Timestamp>> {
-        self.tree
-            .get(client.0)?
-            .map(|value| time(&value))
-            .transpose()
+        self.0.last_seen(&client.0)
     }
 
     /// Starts the clock of every client in `clients` that has no record (registered before
     /// activity was recorded) at `now`, and forgets the records of clients not in it (deleted);
     /// answers how many it started.
     pub fn reconcile(&self, clients: &[ClientId], now: Timestamp) -> Result<usize> {
-        let registered: std::collections::HashSet<[u8; 16]> =
-            clients.iter().map(|client| client.0).collect();
-        let mut recorded = std::collections::HashSet::new();
-        let mut forget = sled::Batch::default();
-        for key in self.tree.iter().keys() {
-            let key = key?;
-            match <[u8; 16]>::try_from(key.as_ref()) {
-                Ok(client) if registered.contains(&client) => {
-                    recorded.insert(client);
-                }
-                _ => forget.remove(key),
-            }
-        }
-        self.tree.apply_batch(forget)?;
-        let mut started = 0;
-        for client in clients.iter().filter(|c| !recorded.contains(&c.0)) {
-            self.record(client, now)?;
-            started += 1;
-        }
-        Ok(started)
+        let keys: Vec<Vec<u8>> = clients.iter().map(|client| client.0.to_vec()).collect();
+        self.0.reconcile(&keys, now)
     }
 
     /// Clients last recorded before `before`.
     pub fn seen_before(&self, before: Timestamp) -> Result<Vec<ClientId>> {
-        let mut idle = Vec::new();
-        for entry in self.tree.iter() {
-            let (key, value) = entry?;
-            let client = <[u8; 16]>::try_from(key.as_ref()).map_err(|_| corrupt())?;
-            if time(&value)? < before {
-                idle.push(ClientId(client));
-            }
-        }
-        Ok(idle)
+        self.0
+            .seen_before(before)?
+            .into_iter()
+            .map(|key| {
+                <[u8; 16]>::try_from(key.as_slice())
+                    .map(ClientId)
+                    .map_err(|_| corrupt("client"))
+            })
+            .collect()
     }
 
     pub fn forget(&self, client: &ClientId) -> Result<()> {
-        self.tree.remove(client.0)?;
-        Ok(())
+        self.0.forget(&client.0)
     }
+}
+
+/// When each DS group last took a request that changed it or spoke in it.
+pub(crate) fn group_activity(db: &crate::gate::Db) -> Result<LastSeen> {
+    LastSeen::open(db, "ds_group_activity")
 }
 
 #[cfg(test)]

@@ -5,6 +5,10 @@
 //! - `ds_group_ledgers`: group id → the group's ledger (its next sequence number, the
 //!   operations it remembers with their outcomes, and a fan-out not yet known to be delivered).
 //!
+//! - `ds_group_activity`: group id → when it last took a request (coarse, [`crate::LastSeen`]);
+//! - `ds_expired_groups`: group id → when it was deleted for being idle, so that a request
+//!   for it is told so rather than that there is no such group (kept for as long again).
+//!
 //! A request's effect on both is one transaction, so a remembered outcome never exists without
 //! its effect, nor the effect without it. The same transaction records the one-time KeyPackages
 //! a commit added (`ds_added_key_packages`, [`crate::references`]), refusing one added before.
@@ -14,6 +18,7 @@ use sled::transaction::{ConflictableTransactionError, Transactional};
 use roost_protocol::Timestamp;
 
 use crate::{
+    activity::LastSeen,
     references::{UsedReference, UsedReferences},
     table::flatten,
     Result, StorageError,
@@ -28,6 +33,8 @@ pub struct GroupStore {
     tree: crate::gate::Tree,
     ledgers: crate::gate::Tree,
     added_key_packages: UsedReferences,
+    activity: LastSeen,
+    expired: crate::gate::Tree,
 }
 
 /// What an update did.
@@ -44,6 +51,8 @@ impl GroupStore {
             tree: db.open_tree("ds_groups")?,
             ledgers: db.open_tree("ds_group_ledgers")?,
             added_key_packages: UsedReferences::open(db, "ds_added_key_packages")?,
+            activity: crate::activity::group_activity(db)?,
+            expired: db.open_tree("ds_expired_groups")?,
         })
     }
 
@@ -54,6 +63,67 @@ impl GroupStore {
         report.readable("ds_group_ledgers", &self.ledgers.sled());
         self.added_key_packages
             .check("ds_added_key_packages", report);
+        self.activity.check(report);
+        report.readable("ds_expired_groups", &self.expired.sled());
+    }
+
+    /// When each group last took a request.
+    pub fn activity(&self) -> &LastSeen {
+        &self.activity
+    }
+
+    /// The ids of every group held.
+    pub fn ids(&self) -> Result<Vec<Vec<u8>>> {
+        self.tree
+            .iter()
+            .keys()
+            .map(|key| Ok(key?.to_vec()))
+            .collect()
+    }
+
+    /// Deletes an idle group's state and ledger, remembering when (`at`).
+    pub fn expire(&self, group_id: &[u8], at: Timestamp) -> Result<()> {
+        let trees = (
+            &self.tree.sled(),
+            &self.ledgers.sled(),
+            &self.expired.sled(),
+        );
+        let outcome = self.tree.gate().passing(|| {
+            trees.transaction(|(states, ledgers, expired)| {
+                states.remove(group_id)?;
+                ledgers.remove(group_id)?;
+                expired.insert(group_id, &at.0.to_be_bytes())?;
+                Ok(())
+            })
+        });
+        flatten(outcome)?;
+        self.activity.forget(group_id)
+    }
+
+    /// When `group_id` was deleted for being idle, if it was (and that is still remembered).
+    pub fn expired_at(&self, group_id: &[u8]) -> Result<Option<Timestamp>> {
+        let Some(value) = self.expired.get(group_id)? else {
+            return Ok(None);
+        };
+        let at = <[u8; 8]>::try_from(value.as_ref())
+            .map_err(|_| StorageError::Corrupt("an expired group's record".into()))?;
+        Ok(Some(Timestamp(u64::from_be_bytes(at))))
+    }
+
+    /// Forgets the groups expired before `before`; answers how many.
+    pub fn sweep_expired(&self, before: Timestamp) -> Result<usize> {
+        let mut forget = sled::Batch::default();
+        let mut count = 0;
+        for entry in self.expired.iter() {
+            let (key, value) = entry?;
+            let at = <[u8; 8]>::try_from(value.as_ref()).map_or(0, u64::from_be_bytes);
+            if at < before.0 {
+                forget.remove(key);
+                count += 1;
+            }
+        }
+        self.expired.apply_batch(forget)?;
+        Ok(count)
     }
 
     /// Deletes the records of added one-time KeyPackages past their end; answers how many.

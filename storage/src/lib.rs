@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 pub use accounts::{
     AccountError, AccountStore, ClientRecord, Standing, TokenHash, TokenRecord, UserRecord,
 };
-pub use activity::ClientActivity;
+pub use activity::{ClientActivity, LastSeen};
 pub use backup::{Backup, Restored, MANIFEST};
 pub use blocked::BlockedDomains;
 pub use check::{CheckReport, TreeCheck};

@@ -93,6 +93,7 @@ impl Handler<CreateGroup> for GroupActor {
             if !self.deps.groups.create(&self.group_id, sealed, ledger)? {
                 return Err(GroupError::GroupExists);
             }
+            self.deps.activity.saw(&self.group_id);
             Ok(())
         })();
         AtomicResponse::new(Box::pin(

@@ -13,6 +13,7 @@
 
 mod cache;
 mod delivery;
+mod expiry;
 mod external;
 mod handshake;
 pub mod ledger;
@@ -22,6 +23,7 @@ use std::{collections::BTreeMap, sync::RwLock, time::Duration};
 
 use cache::{Cached, KeyDigest, MessageView};
 pub use delivery::Delivery;
+pub use expiry::ExpireIdle;
 use handshake::Applied;
 use ledger::{digest_of, Fanout, Ledger, Outcome, Seen};
 
@@ -39,12 +41,20 @@ use roost_protocol::{
 };
 use roost_storage::{Durability, GroupStore, StorageError, Update, UsedReference};
 
-use crate::pool::{pooled_actor, pooled_messages, Membership, Pooled};
+use crate::{
+    activity::ActivityRecorder,
+    pool::{pooled_actor, pooled_messages, Membership, Pooled},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
     #[error("no such group")]
     UnknownGroup,
+    #[error(
+        "the group was deleted after it took no request for {idle_secs} seconds \
+         (retention.idle_groups_secs)"
+    )]
+    Expired { idle_secs: u64 },
     #[error("a group with this id exists")]
     GroupExists,
     #[error("the group-state key is wrong")]
@@ -87,6 +97,10 @@ pub struct GroupDeps {
     pub max_members: usize,
     /// The most bytes a group's sealed state may take.
     pub max_state_bytes: usize,
+    /// When each group last took a request, for the retention sweep.
+    pub activity: ActivityRecorder,
+    /// How long a group may take no request before the sweep deletes it.
+    pub idle_groups_secs: Option<u64>,
     pub idle_after: Duration,
 }
 
@@ -175,7 +189,7 @@ impl Pooled for GroupActor {
 }
 
 pooled_actor!(GroupActor);
-pooled_messages!(GroupActor: CreateGroup, Commit, SendMessage, GetExternalCommitInfo, JoinConnectionGroup, Rejoin);
+pooled_messages!(GroupActor: CreateGroup, Commit, SendMessage, GetExternalCommitInfo, JoinConnectionGroup, Rejoin, ExpireIdle);
 
 fn snapshot(storage: &MemoryStorage) -> Vec<(Vec<u8>, Vec<u8>)> {
     let values = storage.values.read().unwrap_or_else(|p| p.into_inner());
@@ -224,12 +238,24 @@ impl<T> Handled<T> {
 }
 
 impl GroupActor {
+    /// Why the group is not there: deleted for being idle, or never created.
+    fn missing(&self) -> GroupError {
+        match (
+            self.deps.groups.expired_at(&self.group_id),
+            self.deps.idle_groups_secs,
+        ) {
+            (Ok(Some(_)), Some(idle_secs)) => GroupError::Expired { idle_secs },
+            (Err(e), _) => e.into(),
+            _ => GroupError::UnknownGroup,
+        }
+    }
+
     fn open(&self, ear_key: &EarKey) -> Result<Opened, GroupError> {
         let ciphertext = self
             .deps
             .groups
             .get(&self.group_id)?
-            .ok_or(GroupError::UnknownGroup)?;
+            .ok_or_else(|| self.missing())?;
         let plain = ear_key
             .decrypt(&state_context(&self.group_id), &ciphertext)
             .map_err(|_| GroupError::WrongKey)?;
@@ -437,6 +463,9 @@ impl GroupActor {
             self.deps.delivery.clone(),
         );
         let written = handled.wrote.then(|| durability.written());
+        if handled.wrote {
+            self.deps.activity.saw(&self.group_id);
+        }
         AtomicResponse::new(Box::pin(
             async move {
                 let mut delivered = true;
