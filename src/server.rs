@@ -476,6 +476,7 @@ fn app_state(
                 settings.federation.resolver.clone(),
                 actors.federation_client.clone(),
             ),
+            groups_per_issuer_epoch: settings.tokens.groups_per_issuer_epoch,
         },
     }))
 }

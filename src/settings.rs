@@ -49,6 +49,7 @@ pub struct TokenSettings {
     pub key_overlap_secs: u64,
     pub redemptions_per_minute_per_issuer: u32,
     pub redemptions_burst_per_issuer: u32,
+    pub groups_per_issuer_epoch: u64,
     pub costs: Costs,
 }
 
@@ -415,6 +416,10 @@ impl Settings {
             (
                 "tokens.redemptions_burst_per_issuer",
                 tokens.redemptions_burst_per_issuer.into(),
+            ),
+            (
+                "tokens.groups_per_issuer_epoch",
+                tokens.groups_per_issuer_epoch,
             ),
         ] {
             if value == 0 {

@@ -387,3 +387,60 @@ async fn tokens_of_a_domain_that_cannot_be_checked_or_is_denied_are_refused_by_n
         "malformed_body"
     );
 }
+
+#[tokio::test]
+async fn a_domain_creates_so_many_groups_per_token_epoch_and_its_tokens_are_kept_past_it() {
+    let (servers, _) = federation(
+        &["a.test", "b.test"],
+        Options {
+            settings: vec![("ROOST_TOKENS__GROUPS_PER_ISSUER_EPOCH", "2".into())],
+            ..Options::default()
+        },
+    );
+    let (a, b) = (servers[0].http().unpaid(), servers[1].http().unpaid());
+    let alice = registered(&a, "alice@a.test").await;
+    let bob = registered(&b, "bob@b.test").await;
+    let a_tokens = buy(&a, &alice, &policy(&a).await, "b.test", 3)
+        .await
+        .unwrap();
+    let b_tokens = buy(&b, &bob, &policy(&b).await, "b.test", 1).await.unwrap();
+    let create = async |token: &Token, issuer: &str, body: &[u8]| {
+        create_group_paying(&b, body, std::slice::from_ref(token), issuer).await
+    };
+    for (token, body) in a_tokens[..2].iter().zip([&b"one"[..], b"two"]) {
+        assert_eq!(
+            create(token, "a.test", body).await.error_code(),
+            "malformed_body"
+        );
+    }
+    let over = create(&a_tokens[2], "a.test", b"three").await;
+    assert_eq!(
+        (over.status, over.error_code().as_str()),
+        (429, "groups_per_issuer_epoch")
+    );
+    let told = over.error_message();
+    assert!(
+        told.contains("tokens.groups_per_issuer_epoch") && told.contains("retry in"),
+        "{told}"
+    );
+    // The refused creation did not spend its token: it pays for something else.
+    let claim = b
+        .send(
+            "POST",
+            api::QS_CLAIM_KEY_PACKAGES,
+            b"junk".to_vec(),
+            paid(std::slice::from_ref(&a_tokens[2]), "a.test"),
+        )
+        .await;
+    assert_ne!(claim.status, 401, "{}", claim.error_message());
+    // A retry of a counted creation is answered as the first was.
+    assert_eq!(
+        create(&a_tokens[0], "a.test", b"one").await.error_code(),
+        "malformed_body"
+    );
+    // b.test's own users have a count of their own.
+    assert_eq!(
+        create(&b_tokens[0], "b.test", b"four").await.error_code(),
+        "malformed_body"
+    );
+}

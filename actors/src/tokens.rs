@@ -95,7 +95,8 @@ impl TokenIssuer {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn epoch_of(&self, now: Timestamp) -> u64 {
+    /// The token epoch `now` is in.
+    pub fn epoch_of(&self, now: Timestamp) -> u64 {
         now.0 / self.settings.epoch_secs
     }
 
@@ -221,6 +222,7 @@ impl TokenIssuer {
     fn sweep(&self, now: Timestamp) -> Result<usize, StorageError> {
         let period = now.0 / self.settings.period_secs;
         Ok(self.store.sweep_spent(now)?
+            + self.store.sweep_group_counts(self.epoch_of(now))?
             + self
                 .store
                 .sweep_issued(period, period.saturating_sub(KEPT_TOTALS))?)

@@ -48,6 +48,8 @@ pub struct TokenState {
     /// Redemptions of other domains' tokens, per issuing domain.
     pub issuer_limit: RateLimiter<Domain>,
     pub peers: PeerCache<TokenPolicy>,
+    /// Groups this DS creates with one domain's tokens per token epoch.
+    pub groups_per_issuer_epoch: u64,
 }
 
 /// Why a token did not pay.
@@ -73,6 +75,15 @@ pub enum PassError {
          (tokens.redemptions_per_minute_per_issuer); retry in {1} s"
     )]
     IssuerOverBudget(Domain, u64),
+    #[error(
+        "{issuer}'s users have created as many groups here this token epoch as this server \
+         takes from one domain ({limit}, tokens.groups_per_issuer_epoch); retry in {retry_after} s"
+    )]
+    GroupsPerEpoch {
+        issuer: Domain,
+        limit: u64,
+        retry_after: u64,
+    },
     #[error(transparent)]
     Issue(#[from] IssueError),
     #[error("an issuance request asks for 1 to {MAX_BATCH} tokens, not {0}")]
@@ -86,6 +97,7 @@ impl PassError {
             PassError::Invalid(_) => "privacy_pass_invalid",
             PassError::Spent => "privacy_pass_spent",
             PassError::IssuerOverBudget(..) => "issuer_over_budget",
+            PassError::GroupsPerEpoch { .. } => "groups_per_issuer_epoch",
             PassError::Issue(IssueError::OverBudget { .. }) => "token_budget_exhausted",
             PassError::Issue(IssueError::UnknownKey) => "unknown_issuer_key",
             PassError::Issue(IssueError::Storage(_)) => "internal",
@@ -99,9 +111,9 @@ impl PassError {
             | PassError::WrongCount { .. }
             | PassError::Invalid(_)
             | PassError::Spent => StatusCode::UNAUTHORIZED,
-            PassError::IssuerOverBudget(..) | PassError::Issue(IssueError::OverBudget { .. }) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            PassError::IssuerOverBudget(..)
+            | PassError::GroupsPerEpoch { .. }
+            | PassError::Issue(IssueError::OverBudget { .. }) => StatusCode::TOO_MANY_REQUESTS,
             PassError::Issue(IssueError::UnknownKey) => StatusCode::CONFLICT,
             PassError::Issue(IssueError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             PassError::BadBatch(_) => StatusCode::BAD_REQUEST,
@@ -111,6 +123,9 @@ impl PassError {
     pub(crate) fn retry_after_secs(&self) -> Option<u64> {
         match self {
             PassError::IssuerOverBudget(_, secs)
+            | PassError::GroupsPerEpoch {
+                retry_after: secs, ..
+            }
             | PassError::Issue(IssueError::OverBudget {
                 retry_after_secs: secs,
                 ..
@@ -217,20 +232,34 @@ pub(crate) async fn redeem(
     let challenge = TokenChallenge::new(issuer.as_str(), state.domain.as_str());
     let digest = request_digest(request, body);
     let now = Timestamp::now();
+    let store = &state.tokens.store;
+    let mut checked = Vec::with_capacity(presented.len());
+    let mut fresh = false;
     for token in &presented {
         let (key, until) = issuer_key(state, &issuer, token, cost, now).await?;
         token.verify(&challenge, &key).map_err(invalid)?;
-        let until = state
-            .tokens
-            .store
+        let until = store
             .key_until(&token.key_id, until)
             .map_err(ApiError::Storage)?;
         if until <= now {
             return Err(PassError::Invalid("its key's tokens are taken no more".into()).into());
         }
-        match state
-            .tokens
-            .store
+        match store
+            .spent_on(until, &token.key_id, &token.nonce, &digest)
+            .map_err(ApiError::Storage)?
+        {
+            Spend::Fresh => fresh = true,
+            Spend::Retry => {}
+            Spend::Spent => return Err(PassError::Spent.into()),
+        }
+        checked.push((token, until));
+    }
+    // A retry of a creation was counted the first time.
+    if operation == Operation::CreateGroup && fresh {
+        count_group(state, &issuer, now)?;
+    }
+    for (token, until) in checked {
+        match store
             .spend(until, &token.key_id, &token.nonce, &digest)
             .map_err(ApiError::Storage)?
         {
@@ -239,6 +268,28 @@ pub(crate) async fn redeem(
         }
     }
     Ok(())
+}
+
+/// Counts a group created with `issuer`'s tokens in this token epoch, or refuses it once the
+/// domain's users created as many as this server takes (before their tokens are spent).
+fn count_group(state: &AppState, issuer: &Domain, now: Timestamp) -> Result<(), ApiError> {
+    let tokens = &state.tokens;
+    let (epoch, limit) = (tokens.issuer.epoch_of(now), tokens.groups_per_issuer_epoch);
+    if tokens
+        .store
+        .count_group(issuer, epoch, limit)
+        .map_err(ApiError::Storage)?
+    {
+        return Ok(());
+    }
+    let epoch_secs = tokens.issuer.settings().epoch_secs;
+    let next_epoch = (epoch + 1).saturating_mul(epoch_secs);
+    Err(PassError::GroupsPerEpoch {
+        issuer: issuer.clone(),
+        limit,
+        retry_after: next_epoch.saturating_sub(now.0).max(1),
+    }
+    .into())
 }
 
 /// The key `token` names, of `issuer`, and until when its tokens are taken.

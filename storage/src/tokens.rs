@@ -4,7 +4,8 @@
 //! - `token_issuer`: key epoch (u64, big-endian) → [`IssuerKeyRecord`].
 //! - `token_issued`: `0 ‖ period ‖ user` → tokens that user took in that period; `1 ‖ period`
 //!   → tokens issued to anyone in it (what an admin sees). Only the current and the previous
-//!   period are kept per user.
+//!   period are kept per user. `2 ‖ epoch ‖ domain` → groups created here with that domain's
+//!   tokens in that token epoch (this and the previous epoch are kept).
 //! - `token_spent`: `redeemable until (secs) ‖ key id ‖ nonce` → a digest of the request the
 //!   token paid for, so a retry of that request is told from a second spending. Swept by
 //!   time: once its key is past, a token is refused anyway.
@@ -15,7 +16,7 @@
 //! Nothing here joins a redemption to an issuance: issued counts name users and no token;
 //! spent records name tokens (which the issuer never saw) and no user.
 
-use roost_protocol::{tokens::policy::PublishedKey, Timestamp, UserName};
+use roost_protocol::{tokens::policy::PublishedKey, Domain, Timestamp, UserName};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -44,6 +45,16 @@ pub enum Spend {
 
 const PER_USER: u8 = 0;
 const TOTAL: u8 = 1;
+const GROUPS: u8 = 2;
+
+fn groups_key(epoch: u64, domain: &Domain) -> Vec<u8> {
+    [
+        &[GROUPS][..],
+        &epoch.to_be_bytes(),
+        domain.as_str().as_bytes(),
+    ]
+    .concat()
+}
 
 #[derive(Clone)]
 pub struct TokenStore {
@@ -66,6 +77,10 @@ fn total_key(period: u64) -> [u8; 9] {
     let mut key = [TOTAL; 9];
     key[1..].copy_from_slice(&period.to_be_bytes());
     key
+}
+
+fn spent_key(until: Timestamp, key_id: &[u8; 32], nonce: &[u8; 32]) -> Vec<u8> {
+    [&until.0.to_be_bytes()[..], key_id, nonce].concat()
 }
 
 fn count(bytes: Option<sled::IVec>) -> u64 {
@@ -174,6 +189,45 @@ impl TokenStore {
         Ok(swept)
     }
 
+    /// Groups created here with `issuer`'s tokens in token epoch `epoch`.
+    pub fn groups_created(&self, issuer: &Domain, epoch: u64) -> Result<u64> {
+        Ok(count(self.issued.get(groups_key(epoch, issuer))?))
+    }
+
+    /// Counts one more group created with `issuer`'s tokens in `epoch`, unless `limit` are
+    /// counted already; answers whether it counted it. Atomic: requests at once each count.
+    pub fn count_group(&self, issuer: &Domain, epoch: u64, limit: u64) -> Result<bool> {
+        let key = groups_key(epoch, issuer);
+        loop {
+            let current = self.issued.get(&key)?;
+            let created = count(current.clone());
+            if created >= limit {
+                return Ok(false);
+            }
+            let next = (created + 1).to_be_bytes();
+            match self
+                .issued
+                .compare_and_swap(&key, current, Some(&next[..]))?
+            {
+                Ok(()) => return Ok(true),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Forgets the group counts of epochs before `epoch - 1`.
+    pub fn sweep_group_counts(&self, epoch: u64) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut swept = 0;
+        let kept_from = [&[GROUPS][..], &epoch.saturating_sub(1).to_be_bytes()].concat();
+        for key in self.issued.range(vec![GROUPS]..kept_from).keys() {
+            batch.remove(key?);
+            swept += 1;
+        }
+        self.issued.apply_batch(batch)?;
+        Ok(swept)
+    }
+
     /// Until when tokens under `key_id` are redeemable here: as first recorded, else `offered`
     /// (now recorded).
     pub fn key_until(&self, key_id: &[u8; 32], offered: Timestamp) -> Result<Timestamp> {
@@ -191,6 +245,21 @@ impl TokenStore {
 
     /// Spends the token `(key_id, nonce)`, redeemable until `until` (see [`Self::key_until`]),
     /// for the request with `digest`.
+    /// What [`Self::spend`] would find, without spending.
+    pub fn spent_on(
+        &self,
+        until: Timestamp,
+        key_id: &[u8; 32],
+        nonce: &[u8; 32],
+        digest: &[u8; 16],
+    ) -> Result<Spend> {
+        Ok(match self.spent.get(spent_key(until, key_id, nonce))? {
+            None => Spend::Fresh,
+            Some(spent) if spent.as_ref() == &digest[..] => Spend::Retry,
+            Some(_) => Spend::Spent,
+        })
+    }
+
     pub fn spend(
         &self,
         until: Timestamp,
@@ -198,7 +267,7 @@ impl TokenStore {
         nonce: &[u8; 32],
         digest: &[u8; 16],
     ) -> Result<Spend> {
-        let key = [&until.0.to_be_bytes()[..], key_id, nonce].concat();
+        let key = spent_key(until, key_id, nonce);
         Ok(
             match self
                 .spent
@@ -234,6 +303,24 @@ impl TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_are_counted_per_domain_and_epoch_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        let tokens = store.tokens().unwrap();
+        let (a, b): (Domain, Domain) = ("a.test".parse().unwrap(), "b.test".parse().unwrap());
+        assert!(tokens.count_group(&a, 7, 2).unwrap());
+        assert!(tokens.count_group(&a, 7, 2).unwrap());
+        assert!(!tokens.count_group(&a, 7, 2).unwrap());
+        assert!(tokens.count_group(&b, 7, 2).unwrap());
+        assert!(tokens.count_group(&a, 8, 2).unwrap());
+        assert_eq!(tokens.groups_created(&a, 7).unwrap(), 2);
+        // Epoch 9 keeps 8 and forgets 7.
+        assert_eq!(tokens.sweep_group_counts(9).unwrap(), 2);
+        assert_eq!(tokens.groups_created(&a, 7).unwrap(), 0);
+        assert_eq!(tokens.groups_created(&a, 8).unwrap(), 1);
+    }
 
     #[test]
     fn a_token_is_spent_once_and_a_retry_of_its_request_is_known() {
