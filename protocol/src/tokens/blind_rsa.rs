@@ -4,13 +4,16 @@
 //! The client blinds a message, the issuer signs the blinded value without seeing the message,
 //! and the client unblinds the answer into an ordinary RSASSA-PSS signature that anyone holding
 //! the public key can check — while the issuer cannot tell which of the blinded values it signed
-//! a signature came from. Built on the `rsa` crate's raw operations (its private operation
-//! blinded against timing, RFC 9474 §4.3 checked by re-encrypting); the PSS encoding is here
-//! because `rsa` keeps its own private.
+//! a signature came from. Built on the `rsa` crate's raw, constant-time operations; the PSS
+//! encoding is here because `rsa` keeps its own private. The issuer's private operation is
+//! blinded against side channels (RFC 9474 §7.2) by [`Blinding`], and its result checked by
+//! re-encrypting before it leaves (RFC 9474 §4.3, so a fault cannot leak the key).
 
-use crypto_bigint::{BoxedUint, Gcd, NonZero, RandomMod};
+use std::sync::{Arc, Mutex};
+
+use crypto_bigint::{modular::BoxedMontyForm, BoxedUint, Gcd, NonZero, RandomMod};
 use rsa::{
-    hazmat::{rsa_decrypt_and_check, rsa_encrypt},
+    hazmat::{rsa_decrypt, rsa_encrypt},
     pkcs1::{DecodeRsaPublicKey, EncodeRsaPublicKey},
     pkcs8::{DecodePrivateKey, EncodePrivateKey},
     sha2::{Digest, Sha256, Sha384},
@@ -51,11 +54,59 @@ pub enum BlindRsaError {
     Unblindable,
 }
 
+/// How many private operations one blinding pair serves, squared from one to the next, before
+/// a fresh pair is drawn (OpenSSL's count).
+const BLINDING_REFRESH: u32 = 32;
+
+/// The issuer's own blinding of its private operation: the input is multiplied by rᵉ before it
+/// and the result by r⁻¹ after, so the operation never runs on a value a caller chose. A fresh
+/// pair costs a modular inversion, as much as the private operation itself; so, as OpenSSL does,
+/// each pair is squared into the next ((r²)ᵉ, (r⁻¹)²: two multiplications) and drawn afresh
+/// every [`BLINDING_REFRESH`] uses. The pair advances under the lock, so no two operations share
+/// one.
+struct Blinding {
+    r_e: BoxedMontyForm,
+    r_inverse: BoxedMontyForm,
+    uses: u32,
+}
+
+impl Blinding {
+    fn fresh(key: &rsa::PrivateKey) -> Blinding {
+        let params = key.n_params();
+        loop {
+            let r = BoxedUint::random_mod_vartime(&mut rand::rng(), key.n());
+            let r = BoxedMontyForm::new(r, params);
+            if let Some(r_inverse) = Option::from(r.invert()) {
+                let r_e = rsa_encrypt(key, &r.retrieve()).expect("r is below the modulus");
+                return Blinding {
+                    r_e: BoxedMontyForm::new(r_e, params),
+                    r_inverse,
+                    uses: 0,
+                };
+            }
+        }
+    }
+
+    /// The pair for one operation, advancing the kept one.
+    fn next(kept: &Mutex<Blinding>, key: &rsa::PrivateKey) -> (BoxedMontyForm, BoxedMontyForm) {
+        let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.uses >= BLINDING_REFRESH {
+            *kept = Blinding::fresh(key);
+        }
+        let pair = (kept.r_e.clone(), kept.r_inverse.clone());
+        kept.r_e = kept.r_e.square();
+        kept.r_inverse = kept.r_inverse.square();
+        kept.uses += 1;
+        pair
+    }
+}
+
 /// An issuer's private key, with its public key.
 #[derive(Clone)]
 pub struct IssuerSecretKey {
     key: rsa::PrivateKey,
     public: IssuerPublicKey,
+    blinding: Arc<Mutex<Blinding>>,
 }
 
 /// An issuer's public key, with its RFC 9578 SubjectPublicKeyInfo encoding (which is what
@@ -87,7 +138,12 @@ impl IssuerSecretKey {
 
     fn new(key: rsa::PrivateKey) -> Result<IssuerSecretKey, BlindRsaError> {
         let public = IssuerPublicKey::new(key.to_public_key())?;
-        Ok(IssuerSecretKey { key, public })
+        let blinding = Arc::new(Mutex::new(Blinding::fresh(&key)));
+        Ok(IssuerSecretKey {
+            key,
+            public,
+            blinding,
+        })
     }
 
     pub fn from_pkcs8_der(der: &[u8]) -> Result<IssuerSecretKey, BlindRsaError> {
@@ -112,13 +168,20 @@ impl IssuerSecretKey {
         &self.public
     }
 
-    /// RFC 9474 BlindSign: the raw private operation on a blinded message, checked by
-    /// re-encrypting (so a fault cannot leak the key).
+    /// RFC 9474 BlindSign: the raw private operation on a blinded message, under the issuer's
+    /// own [`Blinding`], checked by re-encrypting (so a fault cannot leak the key).
     pub fn blind_sign(&self, blinded: &[u8]) -> Result<Vec<u8>, BlindRsaError> {
         let m = uint(blinded, self.key.n())?;
-        let s = rsa_decrypt_and_check(&self.key, Some(&mut rand::rng()), &m)
+        let (r_e, r_inverse) = Blinding::next(&self.blinding, &self.key);
+        let params = self.key.n_params();
+        let hidden = (BoxedMontyForm::new(m.clone(), params) * r_e).retrieve();
+        let s = rsa_decrypt(None::<&mut rand::rngs::ThreadRng>, &self.key, &hidden)
             .map_err(|_| BlindRsaError::Unblindable)?;
-        Ok(padded(&s))
+        let s = (BoxedMontyForm::new(s, params) * r_inverse).retrieve();
+        match rsa_encrypt(&self.key, &s) {
+            Ok(check) if check == m => Ok(padded(&s)),
+            _ => Err(BlindRsaError::Unblindable),
+        }
     }
 }
 
@@ -303,6 +366,21 @@ mod tests {
         );
         let again = IssuerSecretKey::from_pkcs8_der(&secret.to_pkcs8_der()).unwrap();
         assert_eq!(again.public_key(), &public);
+    }
+
+    #[test]
+    fn the_issuers_own_blinding_never_changes_what_it_signs() {
+        // Past a refresh, so both the squared pairs and a fresh one are used.
+        let secret = IssuerSecretKey::generate();
+        let public = secret.public_key();
+        for i in 0..BLINDING_REFRESH + 3 {
+            let message = i.to_be_bytes();
+            let (blinded, unblinder) = public.blind(&message).unwrap();
+            let blind_signature = secret.blind_sign(&blinded).unwrap();
+            public
+                .finalize(&message, &blind_signature, &unblinder)
+                .unwrap();
+        }
     }
 
     #[test]
