@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     federation,
@@ -148,6 +148,32 @@ async fn people_on_two_servers_connect_and_chat_paying_with_their_own_servers_to
     };
     assert!(kept(&p.alice_phone, p.alice.domain().as_str()) > 0);
     assert!(kept(&p.bob_phone, p.alice.domain().as_str()) > 0);
+}
+
+#[tokio::test]
+async fn a_client_that_stays_open_buys_its_next_tokens_before_it_runs_out() {
+    use roost_client::tokens::{BATCH, BUY_AHEAD_BELOW};
+    let p = connected_pair("alice", "bob", Options::default()).await;
+    let alice = p.alice_phone.with_tokens_bought_ahead();
+    // The connection group lives at alice's DS: each message costs a token there.
+    let ds = p.alice.domain().clone();
+    let kept = || alice.device().store().token_count(&ds);
+    for i in 0..2 * BATCH {
+        alice
+            .chat()
+            .send(&p.bob, &format!("message {i}"))
+            .await
+            .unwrap();
+        let waited = Instant::now();
+        while kept() < BUY_AHEAD_BELOW {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "after message {i} alice keeps {} tokens and buys none",
+                kept()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 #[tokio::test]

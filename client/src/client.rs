@@ -130,6 +130,14 @@ impl Client {
         self
     }
 
+    /// Buys Privacy Pass tokens ahead, in the background, once few are kept for a server, so a
+    /// request does not wait for a purchase: for a client that stays open (the app), not for a
+    /// one-shot command, which would end before a purchase is kept.
+    pub fn with_tokens_bought_ahead(self) -> Client {
+        self.device.wallet().buy_ahead();
+        self
+    }
+
     /// Trusts the certificates of `roots` beside the system's roots, on every homeserver.
     pub fn with_roots(mut self, roots: ExtraRoots) -> Result<Client, Error> {
         self.device.servers_mut().set_roots(roots)?;

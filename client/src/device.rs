@@ -4,7 +4,7 @@
 //! Owns nothing that changes after the client is opened; the MLS engine, the queue readers and
 //! the features all work through a `&Device`. Must not touch: MLS state (see [`crate::mls`]).
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use roost_protocol::{
     credentials::{AsCredentials, ClientCredential},
@@ -15,6 +15,7 @@ use roost_protocol::{
 use crate::{
     error::Error,
     store::{Identity, State},
+    tokens::Wallet,
     transport::{Homeservers, Server, Signer},
 };
 
@@ -23,20 +24,23 @@ pub struct Device {
     identity: Identity,
     store: State,
     servers: Homeservers,
+    wallet: Arc<Wallet>,
 }
 
 impl Device {
     pub(crate) fn new(identity: Identity, store: State, mut servers: Homeservers) -> Self {
-        servers.set_payer(crate::tokens::Wallet::new(
+        let wallet = Wallet::new(
             store.clone(),
             identity.user.domain().clone(),
             identity.client_id,
             identity.signing_key.clone(),
-        ));
+        );
+        servers.set_payer(wallet.clone());
         Device {
             identity,
             store,
             servers,
+            wallet,
         }
     }
 
@@ -50,6 +54,11 @@ impl Device {
 
     pub fn store(&self) -> &State {
         &self.store
+    }
+
+    /// The Privacy Pass tokens this device pays with.
+    pub(crate) fn wallet(&self) -> &Wallet {
+        &self.wallet
     }
 
     pub fn servers(&self) -> &Homeservers {

@@ -3,12 +3,20 @@
 //! state store per server that takes them, and pays for costly anonymous requests to any
 //! homeserver with them ([`Pay`]). The home server sees how many tokens this user buys, never
 //! which request spends one; the server that takes a token cannot tell whose it is.
+//!
+//! A long-lived client (the app, the load generator) buys ahead: once a payment leaves fewer
+//! than [`BUY_AHEAD_BELOW`] kept for a server, the next batch is bought in the background, so a
+//! send does not wait for the issuer's signatures. A one-shot command does not, as the process
+//! would end before the purchase is kept, and the user's budget would pay for nothing.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, Weak,
+    },
     time::{Duration, Instant},
 };
 
@@ -29,6 +37,9 @@ use crate::{
 /// Tokens bought at once for a server, at least: fewer purchases, and a purchase's time says
 /// less about when one is spent.
 pub const BATCH: usize = 20;
+/// A wallet that buys ahead buys the next batch for a server once a payment leaves fewer than
+/// this many kept for it.
+pub const BUY_AHEAD_BELOW: usize = BATCH / 2;
 /// How long a server's token policy is trusted without asking again.
 const POLICY_TTL: Duration = Duration::from_secs(600);
 
@@ -38,17 +49,58 @@ pub struct Wallet {
     client_id: ClientId,
     key: SigningKey,
     policies: Mutex<HashMap<Domain, (TokenPolicy, Instant)>>,
+    ahead: AtomicBool,
+    /// Servers whose next batch is being bought in the background.
+    buying: Mutex<HashSet<Domain>>,
+    /// This wallet, for a purchase it starts in the background.
+    me: Weak<Wallet>,
+}
+
+impl std::fmt::Debug for Wallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Wallet(issued by {})", self.issuer)
+    }
 }
 
 impl Wallet {
     pub fn new(state: State, issuer: Domain, client_id: ClientId, key: SigningKey) -> Arc<Wallet> {
-        Arc::new(Wallet {
+        Arc::new_cyclic(|me| Wallet {
             state,
             issuer,
             client_id,
             key,
             policies: Mutex::default(),
+            ahead: AtomicBool::new(false),
+            buying: Mutex::default(),
+            me: me.clone(),
         })
+    }
+
+    /// Buys the next batch in the background once a server's kept tokens run low.
+    pub fn buy_ahead(&self) {
+        self.ahead.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts buying a batch for `origin` in the background if this wallet buys ahead, keeps
+    /// few, and is not buying one already.
+    fn restock(&self, origin: &Domain, home: &Server) {
+        if !self.ahead.load(Ordering::Relaxed) || self.state.token_count(origin) >= BUY_AHEAD_BELOW
+        {
+            return;
+        }
+        let (Some(me), Ok(runtime)) = (self.me.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        if !lock(&self.buying).insert(origin.clone()) {
+            return;
+        }
+        let (origin, home) = (origin.clone(), home.clone());
+        runtime.spawn(async move {
+            // What fails here is bought when it is needed, as without buying ahead.
+            let _ = me.buy(&home, &origin, 0, false).await;
+            lock(&me.buying).remove(&origin);
+        });
     }
 
     /// `origin`'s token policy, cached unless `fresh`.
@@ -58,10 +110,7 @@ impl Wallet {
         server: &Server,
         fresh: bool,
     ) -> Result<TokenPolicy, ServerError> {
-        let cached = self
-            .policies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let cached = lock(&self.policies)
             .get(origin)
             .filter(|(_, at)| !fresh && at.elapsed() < POLICY_TTL)
             .map(|(policy, _)| policy.clone());
@@ -75,14 +124,12 @@ impl Wallet {
                 policy.domain
             )));
         }
-        self.policies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(origin.clone(), (policy.clone(), Instant::now()));
+        lock(&self.policies).insert(origin.clone(), (policy.clone(), Instant::now()));
         Ok(policy)
     }
 
-    /// Buys at least `n` tokens for `origin` from the home server: answers `n`, keeps the rest.
+    /// Buys at least `n` tokens for `origin` from the home server (a batch at least): answers
+    /// `n`, keeps the rest.
     async fn buy(
         &self,
         home: &Server,
@@ -168,7 +215,12 @@ impl Pay for Wallet {
             if paying.len() < cost {
                 paying.extend(self.buy(home, origin, cost - paying.len(), fresh).await?);
             }
+            self.restock(origin, home);
             Ok(Some(tokens::to_header(&paying, self.issuer.as_str())))
         })
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

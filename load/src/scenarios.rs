@@ -124,7 +124,11 @@ impl Population {
             if let Some(Err(e)) = client.initial_key_packages() {
                 return Err(format!("key packages of {user}: {e}"));
             }
-            all.push(client.with_resolver(self.resolver.clone()));
+            all.push(
+                client
+                    .with_resolver(self.resolver.clone())
+                    .with_tokens_bought_ahead(),
+            );
         }
         Ok(all)
     }
