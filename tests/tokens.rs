@@ -10,8 +10,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
+    devices::{connect, Devices},
     federation,
     pair::connected_pair,
+    proxy::{Fault, FaultProxy},
     purse::buy,
     scan::{assert_holds, assert_holds_none, Secret, Snapshot},
     Identity, Options, Raw, TestServer,
@@ -174,6 +176,31 @@ async fn a_client_that_stays_open_buys_its_next_tokens_before_it_runs_out() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+#[tokio::test]
+async fn a_request_whose_answer_is_lost_is_sent_again_with_the_same_tokens() {
+    let server = TestServer::start(Options::default());
+    let proxy = FaultProxy::start(server.url.trim_start_matches("http://")).await;
+    let devices = Devices::new();
+    let alice = devices
+        .register_at(&proxy.url(), "alice", &server.user("alice"))
+        .await;
+    let bob = devices.register(&server, "bob", &server.user("bob")).await;
+    connect(&alice, &bob, &[]).await;
+    let domain = server.domain().parse().unwrap();
+    let kept = || alice.device().store().token_count(&domain);
+    alice.chat().send(bob.user(), "warm").await.unwrap();
+    let before = kept();
+    assert!(before >= 2, "alice keeps {before} tokens");
+    proxy.inject("POST", "/messages", Fault::DropResponse, 1);
+    alice.chat().send(bob.user(), "answer lost").await.unwrap();
+    assert!(proxy.all_applied());
+    assert_eq!(
+        kept(),
+        before - 1,
+        "one message, one token, however often sent"
+    );
 }
 
 #[tokio::test]

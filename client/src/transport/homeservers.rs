@@ -12,7 +12,7 @@ use roost_protocol::{
 
 use std::sync::Arc;
 
-use super::{ExtraRoots, Pay, Payer, Server, ServerError};
+use super::{pay::Unanswered, ExtraRoots, Pay, Payer, Server, ServerError};
 
 /// Why a domain's AS credentials, or a credential checked against them, are not to be trusted.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ pub struct Homeservers {
 }
 
 #[derive(Clone)]
-struct PayWith(Arc<dyn Pay>);
+struct PayWith(Arc<dyn Pay>, Arc<Unanswered>);
 
 impl std::fmt::Debug for PayWith {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,19 +68,24 @@ impl Homeservers {
 
     /// Pays for costly anonymous requests to every server with `pay`.
     pub(crate) fn set_payer(&mut self, pay: Arc<dyn Pay>) {
-        self.pay = Some(PayWith(pay));
+        self.pay = Some(PayWith(pay, Arc::default()));
         self.home = self.paying(self.home.clone(), &self.home_domain.clone());
     }
 
     /// `server` of `domain`, paying as set.
     fn paying(&self, server: Server, domain: &Domain) -> Server {
         match &self.pay {
-            Some(PayWith(pay)) => {
+            Some(PayWith(pay, unanswered)) => {
                 let home = Server {
                     payer: None,
                     ..self.home.clone()
                 };
-                server.paying(Payer::new(pay.clone(), domain.clone(), home))
+                server.paying(Payer::new(
+                    pay.clone(),
+                    domain.clone(),
+                    home,
+                    unanswered.clone(),
+                ))
             }
             None => server,
         }

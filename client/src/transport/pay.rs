@@ -4,11 +4,22 @@
 //! token is and where it comes from is the payer's business ([`Pay`]); here is only when to pay:
 //! at once for most operations, after a 429 for discovery (free within its burst), and once more
 //! with fresh tokens if the server refuses the ones sent (say, their key was rotated out).
+//!
+//! A request that got no answer, or a transient one, may have been taken and its tokens spent:
+//! sent again (by the caller's retry), it carries the same tokens, which the server takes again
+//! for the same request ([`Unanswered`]) — rather than new ones, spent for nothing if the first
+//! went through.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use reqwest::Method;
-use roost_protocol::{tokens::policy::Operation, Domain};
+use roost_protocol::{crypto, tokens::policy::Operation, Domain};
 
 use super::{Server, ServerError};
 
@@ -34,15 +45,85 @@ pub struct Payer {
     pub(super) pay: Arc<dyn Pay>,
     pub(super) origin: Domain,
     pub(super) home: Arc<Server>,
+    pub(super) unanswered: Arc<Unanswered>,
 }
 
 impl Payer {
-    pub fn new(pay: Arc<dyn Pay>, origin: Domain, home: Server) -> Payer {
+    pub(super) fn new(
+        pay: Arc<dyn Pay>,
+        origin: Domain,
+        home: Server,
+        unanswered: Arc<Unanswered>,
+    ) -> Payer {
         Payer {
             pay,
             origin,
             home: Arc::new(home),
+            unanswered,
         }
+    }
+}
+
+impl Payer {
+    /// What pays for `request` (its [`Unanswered::key`]): its payment kept from an attempt that
+    /// went unanswered, unless `fresh`, or what [`Pay`] hands over.
+    async fn payment(
+        &self,
+        server: &Server,
+        request: &[u8; 32],
+        operation: Operation,
+        fresh: bool,
+    ) -> Result<Option<String>, ServerError> {
+        match self.unanswered.take(request) {
+            Some(paid) if !fresh => Ok(Some(paid)),
+            _ => {
+                self.pay
+                    .pay(&self.origin, server, &self.home, operation, fresh)
+                    .await
+            }
+        }
+    }
+}
+
+/// The payments of requests that got no definite answer, by request (server, method, path and
+/// body), for their next attempt. Bounded: the oldest are forgotten first, and none is kept
+/// past [`Unanswered::KEPT_FOR`] (its tokens are then likely of a key taken no more; a
+/// forgotten payment costs its tokens, nothing else).
+#[derive(Default)]
+pub(super) struct Unanswered(Mutex<HashMap<[u8; 32], (String, Instant)>>);
+
+impl Unanswered {
+    const MOST: usize = 256;
+    const KEPT_FOR: Duration = Duration::from_secs(600);
+
+    fn key(origin: &Domain, method: &Method, path: &str, body: Option<&[u8]>) -> [u8; 32] {
+        let head = format!("{origin} {method} {path}\n");
+        crypto::hash(
+            "roost client unanswered payment",
+            &[head.as_bytes(), body.unwrap_or_default()].concat(),
+        )
+    }
+
+    /// The payment of the request `key`, kept when it went unanswered.
+    fn take(&self, key: &[u8; 32]) -> Option<String> {
+        let (paid, at) = self.lock().remove(key)?;
+        (at.elapsed() < Self::KEPT_FOR).then_some(paid)
+    }
+
+    fn keep(&self, key: [u8; 32], paid: String) {
+        let mut kept = self.lock();
+        kept.retain(|_, (_, at)| at.elapsed() < Self::KEPT_FOR);
+        if kept.len() >= Self::MOST {
+            let oldest = kept.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                kept.remove(&oldest);
+            }
+        }
+        kept.insert(key, (paid, Instant::now()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (String, Instant)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -75,11 +156,8 @@ impl Server {
             payer: None,
             ..self.clone()
         };
-        let pay = |fresh| {
-            payer
-                .pay
-                .pay(&payer.origin, &unpaid, &payer.home, operation, fresh)
-        };
+        let request = Unanswered::key(&payer.origin, &method, path_and_query, body.as_deref());
+        let pay = |fresh| payer.payment(&unpaid, &request, operation, fresh);
         // Discovery is first tried free; anything else is paid from the start.
         let mut paid = match operation {
             Operation::Discovery => None,
@@ -111,6 +189,12 @@ impl Server {
                 Err(e) if !fresh && paid.is_some() && tokens_refused(&e) => {
                     fresh = true;
                     paid = pay(true).await?;
+                }
+                Err(e) if e.is_transient() => {
+                    if let Some(paid) = paid {
+                        payer.unanswered.keep(request, paid);
+                    }
+                    return Err(e);
                 }
                 other => return other,
             }
