@@ -23,7 +23,7 @@ pub struct LastSeen {
 }
 
 impl LastSeen {
-    fn open(db: &crate::gate::Db, name: &'static str) -> Result<Self> {
+    pub(crate) fn open(db: &crate::gate::Db, name: &'static str) -> Result<Self> {
         Ok(LastSeen {
             tree: db.open_tree(name)?,
             name,
@@ -34,15 +34,25 @@ impl LastSeen {
         report.readable(self.name, &self.tree.sled());
     }
 
+    /// The tree, for a transaction that records beside other writes (with [`Self::value`]).
+    pub(crate) fn tree(&self) -> &crate::gate::Tree {
+        &self.tree
+    }
+
     /// A record's time (seconds, big-endian).
     fn time(&self, value: &[u8]) -> Result<Timestamp> {
         let at = <[u8; 8]>::try_from(value).map_err(|_| corrupt(self.name))?;
         Ok(Timestamp(u64::from_be_bytes(at)))
     }
 
+    /// The record of `at`.
+    pub(crate) fn value(at: Timestamp) -> [u8; 8] {
+        at.0.to_be_bytes()
+    }
+
     /// `key` was active at `at`.
     pub fn record(&self, key: &[u8], at: Timestamp) -> Result<()> {
-        self.tree.insert(key, &at.0.to_be_bytes())?;
+        self.tree.insert(key, &Self::value(at))?;
         Ok(())
     }
 
@@ -95,6 +105,17 @@ impl LastSeen {
     pub fn forget(&self, key: &[u8]) -> Result<()> {
         self.tree.remove(key)?;
         Ok(())
+    }
+
+    /// Forgets the keys last recorded before `before`; answers how many.
+    pub fn forget_seen_before(&self, before: Timestamp) -> Result<usize> {
+        let idle = self.seen_before(before)?;
+        let mut forget = sled::Batch::default();
+        for key in &idle {
+            forget.remove(key.as_slice());
+        }
+        self.tree.apply_batch(forget)?;
+        Ok(idle.len())
     }
 }
 
@@ -174,5 +195,18 @@ mod tests {
         assert_eq!(activity.last_seen(&gone).unwrap(), None);
         assert_eq!(activity.seen_before(Timestamp(200)).unwrap(), vec![old]);
         assert!(activity.seen_before(Timestamp(100)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_expired_groups_record_is_kept_until_its_time_and_then_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        let groups = store.groups().unwrap();
+        groups.expire(b"old", Timestamp(100)).unwrap();
+        groups.expire(b"new", Timestamp(300)).unwrap();
+        assert_eq!(groups.expired_at(b"old").unwrap(), Some(Timestamp(100)));
+        assert_eq!(groups.sweep_expired(Timestamp(200)).unwrap(), 1);
+        assert_eq!(groups.expired_at(b"old").unwrap(), None);
+        assert_eq!(groups.expired_at(b"new").unwrap(), Some(Timestamp(300)));
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! - `ds_group_activity`: group id → when it last took a request (coarse, [`crate::LastSeen`]);
 //! - `ds_expired_groups`: group id → when it was deleted for being idle, so that a request
-//!   for it is told so rather than that there is no such group (kept for as long again).
+//!   for it is told so rather than that there is no such group (kept for as long again; a
+//!   [`crate::LastSeen`] table too).
 //!
 //! A request's effect on both is one transaction, so a remembered outcome never exists without
 //! its effect, nor the effect without it. The same transaction records the one-time KeyPackages
@@ -34,7 +35,7 @@ pub struct GroupStore {
     ledgers: crate::gate::Tree,
     added_key_packages: UsedReferences,
     activity: LastSeen,
-    expired: crate::gate::Tree,
+    expired: LastSeen,
 }
 
 /// What an update did.
@@ -52,7 +53,7 @@ impl GroupStore {
             ledgers: db.open_tree("ds_group_ledgers")?,
             added_key_packages: UsedReferences::open(db, "ds_added_key_packages")?,
             activity: crate::activity::group_activity(db)?,
-            expired: db.open_tree("ds_expired_groups")?,
+            expired: LastSeen::open(db, "ds_expired_groups")?,
         })
     }
 
@@ -64,7 +65,7 @@ impl GroupStore {
         self.added_key_packages
             .check("ds_added_key_packages", report);
         self.activity.check(report);
-        report.readable("ds_expired_groups", &self.expired.sled());
+        self.expired.check(report);
     }
 
     /// When each group last took a request.
@@ -86,13 +87,13 @@ impl GroupStore {
         let trees = (
             &self.tree.sled(),
             &self.ledgers.sled(),
-            &self.expired.sled(),
+            &self.expired.tree().sled(),
         );
         let outcome = self.tree.gate().passing(|| {
             trees.transaction(|(states, ledgers, expired)| {
                 states.remove(group_id)?;
                 ledgers.remove(group_id)?;
-                expired.insert(group_id, &at.0.to_be_bytes())?;
+                expired.insert(group_id, &LastSeen::value(at))?;
                 Ok(())
             })
         });
@@ -102,28 +103,12 @@ impl GroupStore {
 
     /// When `group_id` was deleted for being idle, if it was (and that is still remembered).
     pub fn expired_at(&self, group_id: &[u8]) -> Result<Option<Timestamp>> {
-        let Some(value) = self.expired.get(group_id)? else {
-            return Ok(None);
-        };
-        let at = <[u8; 8]>::try_from(value.as_ref())
-            .map_err(|_| StorageError::Corrupt("an expired group's record".into()))?;
-        Ok(Some(Timestamp(u64::from_be_bytes(at))))
+        self.expired.last_seen(group_id)
     }
 
     /// Forgets the groups expired before `before`; answers how many.
     pub fn sweep_expired(&self, before: Timestamp) -> Result<usize> {
-        let mut forget = sled::Batch::default();
-        let mut count = 0;
-        for entry in self.expired.iter() {
-            let (key, value) = entry?;
-            let at = <[u8; 8]>::try_from(value.as_ref()).map_or(0, u64::from_be_bytes);
-            if at < before.0 {
-                forget.remove(key);
-                count += 1;
-            }
-        }
-        self.expired.apply_batch(forget)?;
-        Ok(count)
+        self.expired.forget_seen_before(before)
     }
 
     /// Deletes the records of added one-time KeyPackages past their end; answers how many.
