@@ -11,6 +11,7 @@ use actix::Addr;
 use roost_actors::{
     accounts::{AccountsActor, AccountsConfig, AccountsDeps},
     activity::ActivityRecorder,
+    compute::{ComputeThreads, Priority},
     directory::Directory,
     federation::{FederationActor, FederationDeps, RetryPolicy, Wake},
     federation_policy::FederationPolicy,
@@ -384,10 +385,12 @@ pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors,
             key_packages: key_packages.clone(),
         },
     )?);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let token_issuer = roost_actors::tokens::TokenIssuer::load(
         store.tokens()?,
         store.durability().clone(),
         settings.tokens.issuer(),
+        ComputeThreads::start("roost-token-signer", cores, Priority::Background, || ())?,
     )?;
     token_issuer.start_upkeep();
     Ok(Actors {

@@ -21,6 +21,7 @@
 
 pub mod accounts;
 pub mod activity;
+pub mod compute;
 pub mod directory;
 pub mod federation;
 pub mod federation_policy;

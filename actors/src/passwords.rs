@@ -11,83 +11,45 @@
 //! Hashes are PHC strings (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`), the same as the `argon2`
 //! crate's `PasswordHasher` writes, so stored hashes of either kind verify with either.
 
-use std::{
-    sync::{mpsc, Arc, Mutex},
-    thread,
-};
-
 use argon2::{
     password_hash::{Output, ParamsString, PasswordHash, SaltString},
     Algorithm, Argon2, Block, Params, Version,
 };
-use tokio::sync::oneshot;
+
+use crate::compute::{ComputeThreads, Priority, Stopped};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
     #[error("password hashing failed: {0}")]
     Hashing(String),
     #[error("the password hashing threads have stopped")]
-    Stopped,
+    Stopped(#[from] Stopped),
 }
-
-type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 /// Handle to the hashing threads. Cheap to clone; the threads stop when the last handle is
 /// dropped.
 #[derive(Clone)]
-pub struct Passwords {
-    jobs: mpsc::Sender<Job>,
-}
+pub struct Passwords(ComputeThreads<Vec<Block>>);
 
 impl Passwords {
     /// Starts `threads` hashing threads (at least one).
     pub fn start(threads: usize) -> std::io::Result<Passwords> {
-        let threads = threads.max(1);
-        let (jobs, incoming) = mpsc::channel::<Job>();
-        let incoming = Arc::new(Mutex::new(incoming));
-        for n in 0..threads {
-            let incoming = incoming.clone();
-            thread::Builder::new()
-                .name(format!("roost-argon2-{n}"))
-                .spawn(move || {
-                    let mut memory = Vec::new();
-                    loop {
-                        let job = incoming
-                            .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner())
-                            .recv();
-                        match job {
-                            Ok(job) => job(&mut memory),
-                            Err(_) => break,
-                        }
-                    }
-                })?;
-        }
-        Ok(Passwords { jobs })
+        ComputeThreads::start("roost-argon2", threads, Priority::Normal, Vec::new).map(Passwords)
     }
 
     /// A PHC string of `password` under a fresh salt, with the default parameters.
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        self.run(move |memory| hash_with(memory, &password)).await?
+        self.0
+            .run(move |memory| hash_with(memory, &password))
+            .await?
     }
 
     /// Whether `password` matches the PHC string `stored`; false for anything unreadable.
     pub async fn matches(&self, password: String, stored: String) -> Result<bool, PasswordError> {
-        self.run(move |memory| matches_with(memory, &password, &stored))
-            .await
-    }
-
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
-    ) -> Result<T, PasswordError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |memory| {
-                let _ = reply.send(work(memory));
-            }))
-            .map_err(|_| PasswordError::Stopped)?;
-        answer.await.map_err(|_| PasswordError::Stopped)
+        Ok(self
+            .0
+            .run(move |memory| matches_with(memory, &password, &stored))
+            .await?)
     }
 }
 

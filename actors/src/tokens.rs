@@ -7,15 +7,18 @@
 //! are taken until `overlap_secs` after it ends, so a token fetched late in an epoch can still
 //! be spent. The next epoch's key is made ahead and published with the others, so peers that
 //! cache the key list know it before it signs. The blind signing itself (a 2048-bit RSA private
-//! operation per token) is the caller's to run off the actor threads.
+//! operation per token) runs on [`ComputeThreads`] of its own at background priority: a client buys
+//! ahead, so no request waits on it directly, and the request handlers come first.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use roost_protocol::{
-    tokens::{policy::PublishedKey, IssuerSecretKey},
+    tokens::{self, policy::PublishedKey, IssuerSecretKey, TokenError, TokenRequest},
     Timestamp, UserName,
 };
 use roost_storage::{Durability, IssuerKeyRecord, StorageError, TokenStore};
+
+use crate::compute::{ComputeThreads, Stopped};
 
 /// Issuance policy (`[tokens]` in the server's settings).
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +63,7 @@ pub struct TokenIssuer {
     store: TokenStore,
     durability: Durability,
     settings: IssuerSettings,
+    signers: ComputeThreads<()>,
 }
 
 impl TokenIssuer {
@@ -68,6 +72,7 @@ impl TokenIssuer {
         store: TokenStore,
         durability: Durability,
         settings: IssuerSettings,
+        signers: ComputeThreads<()>,
     ) -> Result<TokenIssuer, StorageError> {
         let mut keys = Vec::new();
         for (epoch, record) in store.issuer_keys()? {
@@ -86,6 +91,7 @@ impl TokenIssuer {
             store,
             durability,
             settings,
+            signers,
         };
         issuer.keep_keys(Timestamp::now())?;
         Ok(issuer)
@@ -196,6 +202,22 @@ impl TokenIssuer {
         }
         self.durability.persist().await?;
         Ok(secret)
+    }
+
+    /// Blind-signs `requests` with `secret` (from [`Self::take`]) on the signing threads.
+    pub async fn sign(
+        &self,
+        secret: Arc<IssuerSecretKey>,
+        requests: Vec<TokenRequest>,
+    ) -> Result<Result<Vec<Vec<u8>>, TokenError>, Stopped> {
+        self.signers
+            .run(move |()| {
+                requests
+                    .iter()
+                    .map(|one| tokens::issue(&secret, one))
+                    .collect()
+            })
+            .await
     }
 
     /// Tokens issued to anyone, per period, for the last `periods` periods: `(period start,

@@ -176,17 +176,13 @@ async fn issue(
         )
         .await
         .map_err(PassError::from)?;
-    // A private-key operation per token: off the actix workers.
-    let signed = web::block(move || {
-        asked
-            .requests
-            .iter()
-            .map(|one| tokens::issue(&secret, one))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable)?
-    .map_err(|e| ApiError::MalformedBody(format!("a token request: {e}")))?;
+    let signed = state
+        .tokens
+        .issuer
+        .sign(secret, asked.requests)
+        .await
+        .map_err(|_| ApiError::Unavailable)?
+        .map_err(|e| ApiError::MalformedBody(format!("a token request: {e}")))?;
     Ok(encoded(
         StatusCode::OK,
         &IssueResponse {
