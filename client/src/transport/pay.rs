@@ -62,9 +62,7 @@ impl Payer {
             unanswered,
         }
     }
-}
 
-impl Payer {
     /// What pays for `request` (its [`Unanswered::key`]): its payment kept from an attempt that
     /// went unanswered, unless `fresh`, or what [`Pay`] hands over.
     async fn payment(
