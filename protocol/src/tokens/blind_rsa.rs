@@ -6,7 +6,7 @@
 //! the public key can check — while the issuer cannot tell which of the blinded values it signed
 //! a signature came from. Built on the `rsa` crate's raw, constant-time operations; the PSS
 //! encoding is here because `rsa` keeps its own private. The issuer's private operation is
-//! blinded against side channels (RFC 9474 §7.2) by [`Blinding`], and its result checked by
+//! blinded against side channels (RFC 9474 §7.2) by its `Blinding`, and its result checked by
 //! re-encrypting before it leaves (RFC 9474 §4.3, so a fault cannot leak the key).
 
 use std::sync::{Arc, Mutex};
@@ -169,7 +169,7 @@ impl IssuerSecretKey {
     }
 
     /// RFC 9474 BlindSign: the raw private operation on a blinded message, under the issuer's
-    /// own [`Blinding`], checked by re-encrypting (so a fault cannot leak the key).
+    /// own `Blinding`, checked by re-encrypting (so a fault cannot leak the key).
     pub fn blind_sign(&self, blinded: &[u8]) -> Result<Vec<u8>, BlindRsaError> {
         let m = uint(blinded, self.key.n())?;
         let (r_e, r_inverse) = Blinding::next(&self.blinding, &self.key);
