@@ -43,6 +43,30 @@ pub enum Spend {
     Spent,
 }
 
+impl Spend {
+    /// What a token's spent record, `stored` (if any), says of spending it for `digest`.
+    fn found(stored: Option<&[u8]>, digest: &[u8; 16]) -> Spend {
+        match stored {
+            None => Spend::Fresh,
+            Some(spent) if spent == &digest[..] => Spend::Retry,
+            Some(_) => Spend::Spent,
+        }
+    }
+}
+
+/// Adds the removal of every key `keys` yields to `batch`; answers how many.
+fn remove_all(
+    batch: &mut sled::Batch,
+    keys: impl Iterator<Item = sled::Result<sled::IVec>>,
+) -> Result<usize> {
+    let mut removed = 0;
+    for key in keys {
+        batch.remove(key?);
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 const PER_USER: u8 = 0;
 const TOTAL: u8 = 1;
 const GROUPS: u8 = 2;
@@ -171,20 +195,16 @@ impl TokenStore {
     /// Forgets per-user counts of periods before `period - 1`, and totals before `oldest_total`.
     pub fn sweep_issued(&self, period: u64, oldest_total: u64) -> Result<usize> {
         let mut batch = sled::Batch::default();
-        let mut swept = 0;
         let users_from = [&[PER_USER][..], &period.saturating_sub(1).to_be_bytes()].concat();
-        for key in self.issued.range(vec![PER_USER]..users_from).keys() {
-            batch.remove(key?);
-            swept += 1;
-        }
-        for key in self
-            .issued
-            .range(&[TOTAL][..]..&total_key(oldest_total)[..])
-            .keys()
-        {
-            batch.remove(key?);
-            swept += 1;
-        }
+        let swept = remove_all(
+            &mut batch,
+            self.issued.range(vec![PER_USER]..users_from).keys(),
+        )? + remove_all(
+            &mut batch,
+            self.issued
+                .range(&[TOTAL][..]..&total_key(oldest_total)[..])
+                .keys(),
+        )?;
         self.issued.apply_batch(batch)?;
         Ok(swept)
     }
@@ -218,12 +238,11 @@ impl TokenStore {
     /// Forgets the group counts of epochs before `epoch - 1`.
     pub fn sweep_group_counts(&self, epoch: u64) -> Result<usize> {
         let mut batch = sled::Batch::default();
-        let mut swept = 0;
         let kept_from = [&[GROUPS][..], &epoch.saturating_sub(1).to_be_bytes()].concat();
-        for key in self.issued.range(vec![GROUPS]..kept_from).keys() {
-            batch.remove(key?);
-            swept += 1;
-        }
+        let swept = remove_all(
+            &mut batch,
+            self.issued.range(vec![GROUPS]..kept_from).keys(),
+        )?;
         self.issued.apply_batch(batch)?;
         Ok(swept)
     }
@@ -243,8 +262,6 @@ impl TokenStore {
         Ok(Timestamp(count(stored)))
     }
 
-    /// Spends the token `(key_id, nonce)`, redeemable until `until` (see [`Self::key_until`]),
-    /// for the request with `digest`.
     /// What [`Self::spend`] would find, without spending.
     pub fn spent_on(
         &self,
@@ -253,13 +270,12 @@ impl TokenStore {
         nonce: &[u8; 32],
         digest: &[u8; 16],
     ) -> Result<Spend> {
-        Ok(match self.spent.get(spent_key(until, key_id, nonce))? {
-            None => Spend::Fresh,
-            Some(spent) if spent.as_ref() == &digest[..] => Spend::Retry,
-            Some(_) => Spend::Spent,
-        })
+        let stored = self.spent.get(spent_key(until, key_id, nonce))?;
+        Ok(Spend::found(stored.as_deref(), digest))
     }
 
+    /// Spends the token `(key_id, nonce)`, redeemable until `until` (see [`Self::key_until`]),
+    /// for the request with `digest`.
     pub fn spend(
         &self,
         until: Timestamp,
@@ -274,8 +290,7 @@ impl TokenStore {
                 .compare_and_swap(key, None::<&[u8]>, Some(&digest[..]))?
             {
                 Ok(()) => Spend::Fresh,
-                Err(e) if e.current.as_deref() == Some(&digest[..]) => Spend::Retry,
-                Err(_) => Spend::Spent,
+                Err(e) => Spend::found(e.current.as_deref(), digest),
             },
         )
     }
@@ -283,11 +298,10 @@ impl TokenStore {
     /// Forgets spent tokens, and keys' dates, past `now`; answers how many records went.
     pub fn sweep_spent(&self, now: Timestamp) -> Result<usize> {
         let mut batch = sled::Batch::default();
-        let mut swept = 0;
-        for key in self.spent.range(..&now.0.to_be_bytes()[..]).keys() {
-            batch.remove(key?);
-            swept += 1;
-        }
+        let mut swept = remove_all(
+            &mut batch,
+            self.spent.range(..&now.0.to_be_bytes()[..]).keys(),
+        )?;
         self.spent.apply_batch(batch)?;
         for entry in self.key_until.iter() {
             let (key, until) = entry?;
