@@ -11,35 +11,11 @@ use std::time::Duration;
 use common::{
     devices::{connect, Devices},
     free_port,
-    proxy::{Fault, FaultProxy},
+    proxy::{proxied_pair, Fault, FaultProxy, ProxiedPair},
     Options, TestServer,
 };
 use roost_client::{Client, StoredMessage};
 use roost_protocol::{api::QueueItem, federation::FED_DELIVER, UserName};
-
-/// alice, whose client reaches the server only through the proxy, and bob, connected.
-struct Pair {
-    proxy: FaultProxy,
-    alice: Client,
-    bob: Client,
-    _devices: Devices,
-}
-
-async fn pair(server: &TestServer) -> Pair {
-    let proxy = FaultProxy::start(server.url.trim_start_matches("http://")).await;
-    let devices = Devices::new();
-    let alice = devices
-        .register_at(&proxy.url(), "alice", &server.user("alice"))
-        .await;
-    let bob = devices.register(server, "bob", &server.user("bob")).await;
-    connect(&alice, &bob, &[]).await;
-    Pair {
-        proxy,
-        alice,
-        bob,
-        _devices: devices,
-    }
-}
 
 fn texts(messages: &[StoredMessage]) -> Vec<(Option<String>, String)> {
     messages
@@ -60,9 +36,9 @@ async fn sync_clean(client: &Client) -> roost_client::SyncReport {
 }
 
 /// carol, one client, connected with alice.
-async fn carol_connected_with_alice(server: &TestServer, p: &Pair) -> Client {
+async fn carol_connected_with_alice(server: &TestServer, p: &ProxiedPair) -> Client {
     let carol = p
-        ._devices
+        .devices
         .register(server, "carol", &server.user("carol"))
         .await;
     connect(&p.alice, &carol, &[]).await;
@@ -70,7 +46,7 @@ async fn carol_connected_with_alice(server: &TestServer, p: &Pair) -> Client {
 }
 
 /// Both logs of the connection hold `expected`, each message at the same place.
-async fn same_log(p: &Pair, expected: &[(Option<String>, String)]) {
+async fn same_log(p: &ProxiedPair, expected: &[(Option<String>, String)]) {
     let of_alice = p.alice.chat().messages(p.bob.user()).await.unwrap();
     let of_bob = p.bob.chat().messages(p.alice.user()).await.unwrap();
     assert_eq!(texts(&of_bob), expected);
@@ -90,7 +66,7 @@ async fn same_log(p: &Pair, expected: &[(Option<String>, String)]) {
 #[tokio::test]
 async fn a_message_whose_answer_is_lost_once_is_delivered_once() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     p.proxy.inject("POST", "/messages", Fault::DropResponse, 1);
     let sent = p.alice.chat().send(p.bob.user(), "first").await.unwrap();
     assert!(p.proxy.all_applied());
@@ -106,7 +82,7 @@ async fn a_message_whose_answer_is_lost_once_is_delivered_once() {
 async fn a_message_whose_answers_are_all_lost_is_settled_by_the_next_sync_and_no_key_is_used_twice()
 {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     // The first attempt and all three retries reach the DS; no answer comes back.
     p.proxy.inject("POST", "/messages", Fault::DropResponse, 4);
     let unanswered = p
@@ -133,7 +109,7 @@ async fn a_message_whose_answers_are_all_lost_is_settled_by_the_next_sync_and_no
 #[tokio::test]
 async fn a_message_whose_request_is_lost_or_cut_or_sent_twice_arrives_once() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     let alice = p.alice.user();
     let mut expected = Vec::new();
     for (i, fault) in [Fault::DropRequest, Fault::ResetMidBody, Fault::Duplicate]
@@ -154,7 +130,7 @@ async fn a_message_whose_request_is_lost_or_cut_or_sent_twice_arrives_once() {
 #[tokio::test]
 async fn a_committer_whose_answers_are_all_lost_catches_up_by_its_own_copy() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     p.alice.groups().create("walks").await.unwrap();
     p.proxy.inject("POST", "/commit", Fault::DropResponse, 4);
     let unanswered = p
@@ -196,7 +172,7 @@ async fn a_committer_whose_answers_are_all_lost_catches_up_by_its_own_copy() {
 #[tokio::test]
 async fn a_commit_whose_answer_is_lost_once_or_which_is_sent_twice_is_taken_once() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     p.alice.groups().create("walks").await.unwrap();
     p.proxy.inject("POST", "/commit", Fault::DropResponse, 1);
     assert_eq!(
@@ -227,7 +203,7 @@ async fn a_commit_whose_answer_is_lost_once_or_which_is_sent_twice_is_taken_once
 #[tokio::test]
 async fn two_clients_sending_at_once_list_the_messages_in_the_same_order() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     // alice's message is held on its way, so bob's, sent after hers, is taken first.
     p.proxy.inject(
         "POST",
@@ -386,7 +362,7 @@ async fn a_group_created_or_a_connection_joined_whose_answer_is_lost_still_works
 }
 
 /// alice and bob in the group "walks".
-async fn walks_with_bob(p: &Pair) {
+async fn walks_with_bob(p: &ProxiedPair) {
     p.alice.groups().create("walks").await.unwrap();
     p.alice.groups().add("walks", p.bob.user()).await.unwrap();
     sync_clean(&p.bob).await;
@@ -396,7 +372,7 @@ async fn walks_with_bob(p: &Pair) {
 /// takes bob's message in the epoch before the change; alice reads it only after merging her
 /// commit, and must show it, from bob.
 async fn bob_speaks_while_a_commit_is_held(
-    p: &Pair,
+    p: &ProxiedPair,
     change: impl std::future::Future<Output = Result<usize, roost_client::Error>>,
     text: &str,
 ) {
@@ -420,7 +396,7 @@ async fn bob_speaks_while_a_commit_is_held(
 #[tokio::test]
 async fn a_message_the_ds_took_just_before_a_commit_is_still_read_by_the_committer() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     let carol = carol_connected_with_alice(&server, &p).await;
     walks_with_bob(&p).await;
     let adding = p.alice.groups().add("walks", carol.user());
@@ -430,7 +406,7 @@ async fn a_message_the_ds_took_just_before_a_commit_is_still_read_by_the_committ
 #[tokio::test]
 async fn a_message_sent_just_before_its_sender_was_removed_shows_its_sender_to_the_remover() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     walks_with_bob(&p).await;
     let removing = p.alice.groups().remove("walks", p.bob.user());
     bob_speaks_while_a_commit_is_held(&p, removing, "before I go").await;
@@ -457,7 +433,7 @@ fn flip_membership_tag(body: &mut Vec<u8>) {
 #[tokio::test]
 async fn a_commit_the_members_cannot_process_leaves_no_member_behind() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     let carol = carol_connected_with_alice(&server, &p).await;
     p.alice.groups().create("plans").await.unwrap();
     p.alice.groups().add("plans", p.bob.user()).await.unwrap();
@@ -518,7 +494,7 @@ fn flip_confirmation_tag(body: &mut Vec<u8>) {
 #[tokio::test]
 async fn a_commit_whose_confirmation_tag_disagrees_with_its_group_info_is_refused() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     p.alice.groups().create("plans").await.unwrap();
     p.proxy
         .inject("POST", "/commit", Fault::Tamper(flip_confirmation_tag), 1);
@@ -549,7 +525,7 @@ fn announce_a_wrong_epoch_key(body: &mut Vec<u8>) {
 #[tokio::test]
 async fn a_wrong_epoch_key_announced_by_a_committer_is_mended_by_the_next_sender() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     p.alice.groups().create("plans").await.unwrap();
     p.proxy.inject(
         "POST",
@@ -593,7 +569,7 @@ async fn a_wrong_epoch_key_announced_by_a_committer_is_mended_by_the_next_sender
 #[tokio::test]
 async fn a_leave_whose_proposal_a_commit_passed_over_is_proposed_again_and_committed() {
     let server = TestServer::start(Options::default());
-    let p = pair(&server).await;
+    let p = proxied_pair(&server).await;
     let bob_proxy = FaultProxy::start(server.url.trim_start_matches("http://")).await;
     let devices = Devices::new();
     let bob = devices

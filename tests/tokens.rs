@@ -10,10 +10,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    devices::{connect, Devices},
     federation,
     pair::connected_pair,
-    proxy::{Fault, FaultProxy},
+    proxy::{proxied_pair, Fault, ProxiedPair},
     purse::buy,
     scan::{assert_holds, assert_holds_none, Secret, Snapshot},
     Identity, Options, Raw, TestServer,
@@ -181,13 +180,13 @@ async fn a_client_that_stays_open_buys_its_next_tokens_before_it_runs_out() {
 #[tokio::test]
 async fn a_request_whose_answer_is_lost_is_sent_again_with_the_same_tokens() {
     let server = TestServer::start(Options::default());
-    let proxy = FaultProxy::start(server.url.trim_start_matches("http://")).await;
-    let devices = Devices::new();
-    let alice = devices
-        .register_at(&proxy.url(), "alice", &server.user("alice"))
-        .await;
-    let bob = devices.register(&server, "bob", &server.user("bob")).await;
-    connect(&alice, &bob, &[]).await;
+    // The devices' state directories live as long as the clients.
+    let ProxiedPair {
+        proxy,
+        alice,
+        bob,
+        devices: _devices,
+    } = proxied_pair(&server).await;
     let domain = server.domain().parse().unwrap();
     let kept = || alice.device().store().token_count(&domain);
     alice.chat().send(bob.user(), "warm").await.unwrap();

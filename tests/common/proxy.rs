@@ -222,3 +222,27 @@ async fn read_request(
         body,
     }))
 }
+
+/// alice, whose client reaches `server` only through a fault proxy, and bob, connected.
+pub struct ProxiedPair {
+    pub proxy: FaultProxy,
+    pub alice: roost_client::Client,
+    pub bob: roost_client::Client,
+    pub devices: super::devices::Devices,
+}
+
+pub async fn proxied_pair(server: &super::TestServer) -> ProxiedPair {
+    let proxy = FaultProxy::start(server.url.trim_start_matches("http://")).await;
+    let devices = super::devices::Devices::new();
+    let alice = devices
+        .register_at(&proxy.url(), "alice", &server.user("alice"))
+        .await;
+    let bob = devices.register(server, "bob", &server.user("bob")).await;
+    super::devices::connect(&alice, &bob, &[]).await;
+    ProxiedPair {
+        proxy,
+        alice,
+        bob,
+        devices,
+    }
+}
