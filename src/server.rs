@@ -365,14 +365,13 @@ pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors,
         idle_after,
         mls_workers,
     );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let config = AccountsConfig {
         domain,
         policy: settings.registration.policy.into(),
         client_credential_lifetime_secs: settings.credentials.client_lifetime_secs,
         max_clients_per_user: settings.limits.clients_per_user,
-        hashing_threads: std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_HASHING_THREADS),
+        hashing_threads: cores.min(MAX_HASHING_THREADS),
     };
     let accounts = actix::Actor::start(AccountsActor::new(
         config,
@@ -385,7 +384,6 @@ pub(crate) fn start_actors(settings: &Settings, store: &Store) -> Result<Actors,
             key_packages: key_packages.clone(),
         },
     )?);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let token_issuer = roost_actors::tokens::TokenIssuer::load(
         store.tokens()?,
         store.durability().clone(),

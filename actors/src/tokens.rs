@@ -7,8 +7,8 @@
 //! are taken until `overlap_secs` after it ends, so a token fetched late in an epoch can still
 //! be spent. The next epoch's key is made ahead and published with the others, so peers that
 //! cache the key list know it before it signs. The blind signing itself (a 2048-bit RSA private
-//! operation per token) runs on [`ComputeThreads`] of its own at background priority: a client buys
-//! ahead, so no request waits on it directly, and the request handlers come first.
+//! operation per token) runs on [`ComputeThreads`] of its own at background priority: a client
+//! buys ahead, so no request waits on it directly, and the request handlers come first.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
