@@ -63,3 +63,12 @@ pub use transport::{
     fetch_as_credentials, verify_with, ExtraRoots, Homeservers, Queue, QueueKind, Server,
     ServerError, Signer, ToServer, TrustError,
 };
+
+/// Locks `mutex` even if a panic elsewhere poisoned it: what the client keeps under a plain
+/// mutex (caches, sets of names, an overlay of writes) is whole after every step, so a panic
+/// while it was held leaves nothing half-changed.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -30,6 +30,7 @@ use roost_protocol::{
 };
 
 use crate::{
+    lock,
     store::State,
     transport::{Pay, Server, ServerError, Signer},
 };
@@ -228,10 +229,6 @@ impl Pay for Wallet {
             Ok(Some(tokens::to_header(&paying, self.issuer.as_str())))
         })
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs `work` on the runtime's blocking threads.

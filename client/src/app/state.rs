@@ -130,9 +130,6 @@ impl OpenedRequests {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Profile>> {
-        // A panic while holding it left a map, still whole.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.0)
     }
 }

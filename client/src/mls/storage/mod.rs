@@ -310,12 +310,10 @@ impl SledMlsStorage {
         Ok(value)
     }
 
-    /// The overlay. A poisoned lock only means a panic elsewhere while it was held; the map
-    /// itself is intact, so carry on.
+    /// The overlay (whole after every write, so a panic elsewhere while it was held left it
+    /// intact).
     fn lock(&self) -> MutexGuard<'_, Overlay> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.pending)
     }
 
     /// Reads a raw value: the overlay first, then the tree.
