@@ -129,12 +129,16 @@ async fn an_expired_package_is_never_served() {
     let http = server.http();
     let mut alice = Identity::new(&server.user("alice"));
     http.register(&mut alice, None).await;
-    let (short, _) = alice.connection_package(1, false);
+    // Two seconds, not one: validity is in whole seconds, so a one-second package made just
+    // before a second turns could already be expired when the server checks the publish.
+    let (short, _) = alice.connection_package(2, false);
     let (last_resort, _) = alice.connection_package(3600, true);
+    let expires_ms = short.body.validity.not_after.0 * 1000;
     http.publish(&alice, vec![short, last_resort.clone()])
         .await
         .decode::<ConnectionPackageCount>();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let left_ms = expires_ms.saturating_sub(roost_protocol::ids::now_millis());
+    tokio::time::sleep(Duration::from_millis(left_ms + 100)).await;
     assert_eq!(count(&server, &alice).await.remaining, 0);
     assert_eq!(discover(&server, &alice).await, vec![last_resort]);
 }
