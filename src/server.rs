@@ -496,6 +496,7 @@ fn bind_public(
             .app_data(web::Data::new(state.clone()))
             .wrap(actix_web::middleware::from_fn(refuse_new_data_when_full))
             .wrap(actix_web::middleware::from_fn(refuse_over_limit))
+            .wrap(actix_web::middleware::from_fn(http::auth::name_the_scheme))
             .wrap(actix_web::middleware::from_fn(
                 crate::metrics::record_request,
             ))

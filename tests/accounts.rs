@@ -247,7 +247,7 @@ async fn a_client_cannot_delete_another_users_client() {
 }
 
 #[tokio::test]
-async fn requests_with_a_wrong_missing_or_replayed_signature_get_401() {
+async fn requests_with_a_wrong_missing_or_replayed_signature_get_401_naming_the_scheme() {
     let server = TestServer::start(Options::default());
     let http = server.http();
     let mut alice = Identity::new(&server.user("alice"));
@@ -259,6 +259,7 @@ async fn requests_with_a_wrong_missing_or_replayed_signature_get_401() {
         (response.status, response.error_code().as_str()),
         (401, "unauthenticated")
     );
+    assert_eq!(response.challenge.as_deref(), Some("Roost-Signature"));
 
     // Signed by a key that is not the client's.
     let impostor = Identity::new(&alice.user);

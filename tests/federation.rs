@@ -270,6 +270,10 @@ async fn a_server_may_relay_only_for_its_own_domain_and_only_signed() {
         (response.status, response.error_code().as_str()),
         (401, "unauthenticated")
     );
+    assert_eq!(
+        response.challenge.as_deref(),
+        Some("Roost-Server-Signature")
+    );
     // A denied domain, whatever it signs; a domain whose key cannot be had; b itself.
     assert_eq!(
         relay(b, "denied.test", &forged, "b.test").await,

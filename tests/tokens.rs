@@ -9,6 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+
 use common::{
     federation,
     pair::connected_pair,
@@ -22,9 +24,9 @@ use roost_protocol::{
     tokens::{
         self,
         policy::{Operation, TokenPolicy, AS_TOKEN_POLICY},
-        Token,
+        Token, TokenChallenge,
     },
-    ClientId,
+    ClientId, Timestamp,
 };
 
 async fn policy(raw: &Raw) -> TokenPolicy {
@@ -65,6 +67,16 @@ fn costly_requests() -> Vec<(Operation, &'static str, String)> {
             api::QS_CLAIM_KEY_PACKAGES.to_string(),
         ),
     ]
+}
+
+/// A base64url parameter of a `WWW-Authenticate: PrivateToken` challenge, decoded.
+fn challenge_param(header: &str, name: &str) -> Vec<u8> {
+    let quoted = header
+        .split(&format!("{name}=\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {name} in {header:?}"));
+    let value = quoted.split('"').next().unwrap();
+    URL_SAFE_NO_PAD.decode(value).expect("base64url")
 }
 
 fn paid(tokens: &[Token], issuer: &str) -> Option<String> {
@@ -134,6 +146,39 @@ async fn every_costly_anonymous_operation_needs_a_token_and_takes_one_from_eithe
     let wrong = create_group_paying(&b, b"junk", &for_a, "a.test").await;
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.error_code(), "privacy_pass_invalid");
+}
+
+#[tokio::test]
+async fn a_request_refused_for_want_of_a_token_is_told_the_challenge_and_key_to_answer() {
+    let (servers, _) = federation(&["a.test", "b.test"], Options::default());
+    let (a, b) = (servers[0].http().unpaid(), servers[1].http().unpaid());
+    let bob = registered(&b, "bob@b.test").await;
+    let b_policy = policy(&b).await;
+    let refused = b.send("POST", ds::DS_GROUPS, b"junk".to_vec(), None).await;
+    assert_eq!(refused.status, 401);
+    let challenge = refused.challenge.expect("a WWW-Authenticate challenge");
+    let param = |name| challenge_param(&challenge, name);
+    assert!(challenge.starts_with("PrivateToken "), "{challenge}");
+    // b.test is the origin, its own issuer the one named, its current key the key to use.
+    assert_eq!(
+        param("challenge"),
+        TokenChallenge::new("b.test", "b.test").encode()
+    );
+    let current = b_policy.keys.iter().find(|k| k.issues_at(Timestamp::now()));
+    assert_eq!(Some(param("token-key")), current.map(|k| k.spki.clone()));
+    // A token answering that challenge is taken; a refused one is told again.
+    let token = buy(&b, &bob, &b_policy, "b.test", 1).await.unwrap();
+    let taken = create_group_paying(&b, b"junk", &token, "b.test").await;
+    assert_eq!(taken.error_code(), "malformed_body");
+    let spent = create_group_paying(&b, b"other junk", &token, "b.test").await;
+    assert_eq!(spent.error_code(), "privacy_pass_spent");
+    assert_eq!(spent.challenge.as_ref(), Some(&challenge));
+    // a.test's challenge names a.test.
+    let at_a = a.send("POST", ds::DS_GROUPS, b"junk".to_vec(), None).await;
+    assert_eq!(
+        challenge_param(&at_a.challenge.unwrap(), "challenge"),
+        TokenChallenge::new("a.test", "a.test").encode()
+    );
 }
 
 #[tokio::test]

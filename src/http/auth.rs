@@ -7,8 +7,19 @@
 //! first-seen signature by the key the signer's own domain serves (401): so a server speaks
 //! only for its own domain. Fetching a key the cache lacks is rate limited per IP address, like
 //! discovery, so an unsigned request cannot make this server fetch keys from anywhere at will.
+//!
+//! Every 401 names the scheme that would have been taken ([`name_the_scheme`]).
 
-use actix_web::HttpRequest;
+use actix_web::{
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::{
+        header::{HeaderValue, WWW_AUTHENTICATE},
+        StatusCode,
+    },
+    middleware::Next,
+    HttpRequest,
+};
 
 use roost_actors::{
     accounts::AccountsError,
@@ -16,12 +27,14 @@ use roost_actors::{
     replay::{Replay, ReplayGuard},
 };
 use roost_protocol::{
-    auth::{AuthError, RequestSignature, ServerSignature},
+    auth::{AuthError, RequestSignature, RequestSigner, ServerSignature},
+    federation::FED_DELIVER,
     ids::now_millis,
+    tokens::{self, policy::Operation, TokenChallenge},
     ClientId, Domain, Timestamp, UserName,
 };
 
-use super::{error::ApiError, rate_limit, AppState};
+use super::{error::ApiError, rate_limit, AppState, State};
 
 /// The client a request was signed by.
 #[derive(Debug, Clone)]
@@ -133,4 +146,45 @@ pub fn authenticate(
         client: signature.signer,
         user: credential.user.clone(),
     })
+}
+
+/// Middleware: a 401 says how to authenticate (`WWW-Authenticate`, which HTTP requires of it):
+/// on a costly anonymous operation a Privacy Pass challenge for this server as origin, naming
+/// its own issuer and current key (a user of another domain answers it with its own domain's
+/// tokens, `issuer` saying which); the server signature on the federation route; the client
+/// signature everywhere else.
+pub async fn name_the_scheme(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut response = next.call(request).await?;
+    if response.status() != StatusCode::UNAUTHORIZED
+        || response.headers().contains_key(WWW_AUTHENTICATE)
+    {
+        return Ok(response);
+    }
+    let request = response.request();
+    let (method, path) = (request.method().as_str(), request.path());
+    let scheme = if Operation::of_request(method, path).is_some() {
+        request
+            .app_data::<State>()
+            .and_then(|state| token_challenge(state))
+    } else if path == FED_DELIVER {
+        Some(<Domain as RequestSigner>::SCHEME.to_string())
+    } else {
+        Some(<ClientId as RequestSigner>::SCHEME.to_string())
+    };
+    if let Some(value) = scheme.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        response.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+    Ok(response)
+}
+
+/// The Privacy Pass challenge this server answers a missing or refused token with.
+fn token_challenge(state: &AppState) -> Option<String> {
+    let now = Timestamp::now();
+    let keys = state.tokens.issuer.published(now);
+    let key = keys.iter().find(|k| k.issues_at(now))?;
+    let challenge = TokenChallenge::new(state.domain.as_str(), state.domain.as_str());
+    Some(tokens::challenge_header(&challenge, &key.spki))
 }

@@ -27,6 +27,8 @@ pub struct Raw {
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The `WWW-Authenticate` header: how a 401 says to authenticate.
+    pub challenge: Option<String>,
 }
 
 impl std::fmt::Debug for Response {
@@ -160,6 +162,11 @@ impl Raw {
         let response = request.send().await.expect("request reaches the server");
         Response {
             status: response.status().as_u16(),
+            challenge: response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             body: response.bytes().await.unwrap_or_default().to_vec(),
         }
     }

@@ -156,6 +156,16 @@ pub fn to_header(tokens: &[Token], issuer: &str) -> String {
     value + &format!(" issuer=\"{issuer}\"")
 }
 
+/// The `WWW-Authenticate` value that asks for a token (RFC 9577 §2.1): the challenge it must
+/// answer and the issuer key (`spki`) it is signed under, both base64url.
+pub fn challenge_header(challenge: &TokenChallenge, spki: &[u8]) -> String {
+    format!(
+        "{AUTH_SCHEME} challenge=\"{}\", token-key=\"{}\"",
+        URL_SAFE_NO_PAD.encode(challenge.encode()),
+        URL_SAFE_NO_PAD.encode(spki)
+    )
+}
+
 /// Reads an `Authorization: PrivateToken token="…", …, issuer="…"` value: its tokens (at most
 /// [`policy::MAX_TOKENS_PER_REQUEST`]) and the issuer it names.
 pub fn from_header(value: &str) -> Result<(Vec<Token>, String), TokenError> {
