@@ -164,7 +164,7 @@ async fn a_request_refused_for_want_of_a_token_is_told_the_challenge_and_key_to_
         param("challenge"),
         TokenChallenge::new("b.test", "b.test").encode()
     );
-    let current = b_policy.keys.iter().find(|k| k.issues_at(Timestamp::now()));
+    let current = b_policy.issuing_key(Timestamp::now());
     assert_eq!(Some(param("token-key")), current.map(|k| k.spki.clone()));
     // A token answering that challenge is taken; a refused one is told again.
     let token = buy(&b, &bob, &b_policy, "b.test", 1).await.unwrap();
@@ -364,20 +364,13 @@ async fn tokens_of_a_rotated_out_key_are_taken_through_the_overlap_and_refused_a
     let alice = registered(&raw, "alice@localhost").await;
     let issuer = policy(&raw).await;
     let now = roost_protocol::Timestamp::now();
-    let key = issuer
-        .keys
-        .iter()
-        .find(|k| k.issues_at(now))
-        .unwrap()
-        .clone();
+    let key = issuer.issuing_key(now).unwrap().clone();
     let tokens = buy(&raw, &alice, &issuer, "localhost", 2).await.unwrap();
     // Into the overlap: another key signs, this one's tokens are still taken.
     wait_until(key.issues_until.0).await;
     let next = policy(&raw).await;
-    assert!(next
-        .keys
-        .iter()
-        .any(|k| k.issues_at(roost_protocol::Timestamp::now()) && k.spki != key.spki));
+    let signing = next.issuing_key(roost_protocol::Timestamp::now());
+    assert!(signing.is_some_and(|k| k.spki != key.spki));
     assert_eq!(
         create_group_paying(&raw, b"junk", std::slice::from_ref(&tokens[0]), "localhost")
             .await

@@ -140,7 +140,7 @@ impl Wallet {
     ) -> Result<Vec<tokens::Token>, ServerError> {
         let now = Timestamp::now();
         let own = self.policy(&self.issuer, home, fresh).await?;
-        let published = own.keys.iter().find(|k| k.issues_at(now)).ok_or_else(|| {
+        let published = own.issuing_key(now).ok_or_else(|| {
             ServerError::Malformed("the home server publishes no issuer key for now".into())
         })?;
         let key = IssuerPublicKey::from_spki(&published.spki)

@@ -30,7 +30,7 @@ use roost_protocol::{
     auth::{AuthError, RequestSignature, RequestSigner, ServerSignature},
     federation::FED_DELIVER,
     ids::now_millis,
-    tokens::{self, policy::Operation, TokenChallenge},
+    tokens::policy::Operation,
     ClientId, Domain, Timestamp, UserName,
 };
 
@@ -165,26 +165,20 @@ pub async fn name_the_scheme(
     }
     let request = response.request();
     let (method, path) = (request.method().as_str(), request.path());
-    let scheme = if Operation::of_request(method, path).is_some() {
+    let value = if Operation::of_request(method, path).is_some() {
         request
             .app_data::<State>()
-            .and_then(|state| token_challenge(state))
+            .and_then(|state| super::tokens::challenge(state))
+            .and_then(|challenge| HeaderValue::from_str(&challenge).ok())
     } else if path == FED_DELIVER {
-        Some(<Domain as RequestSigner>::SCHEME.to_string())
+        Some(HeaderValue::from_static(<Domain as RequestSigner>::SCHEME))
     } else {
-        Some(<ClientId as RequestSigner>::SCHEME.to_string())
+        Some(HeaderValue::from_static(
+            <ClientId as RequestSigner>::SCHEME,
+        ))
     };
-    if let Some(value) = scheme.and_then(|s| HeaderValue::from_str(&s).ok()) {
+    if let Some(value) = value {
         response.headers_mut().insert(WWW_AUTHENTICATE, value);
     }
     Ok(response)
-}
-
-/// The Privacy Pass challenge this server answers a missing or refused token with.
-fn token_challenge(state: &AppState) -> Option<String> {
-    let now = Timestamp::now();
-    let keys = state.tokens.issuer.published(now);
-    let key = keys.iter().find(|k| k.issues_at(now))?;
-    let challenge = TokenChallenge::new(state.domain.as_str(), state.domain.as_str());
-    Some(tokens::challenge_header(&challenge, &key.spki))
 }

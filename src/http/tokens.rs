@@ -151,6 +151,15 @@ pub fn own_policy(state: &AppState) -> TokenPolicy {
     }
 }
 
+/// The `WWW-Authenticate` challenge a missing or refused token is answered with: this server as
+/// origin, under its own issuer and the key it signs with now.
+pub(crate) fn challenge(state: &AppState) -> Option<String> {
+    let policy = own_policy(state);
+    let key = policy.issuing_key(Timestamp::now())?;
+    let challenge = TokenChallenge::new(state.domain.as_str(), state.domain.as_str());
+    Some(tokens::challenge_header(&challenge, &key.spki))
+}
+
 async fn policy(state: State) -> HttpResponse {
     encoded(StatusCode::OK, &own_policy(&state))
 }

@@ -123,11 +123,7 @@ pub async fn buy(
     n: usize,
 ) -> Result<Vec<Token>, Response> {
     let now = Timestamp::now();
-    let key = policy
-        .keys
-        .iter()
-        .find(|k| k.issues_at(now))
-        .expect("an issuer key signs now");
+    let key = policy.issuing_key(now).expect("an issuer key signs now");
     let key = IssuerPublicKey::from_spki(&key.spki).unwrap();
     let challenge = TokenChallenge::new(policy.domain.as_str(), origin);
     let (requests, pending): (Vec<_>, Vec<_>) = (0..n)

@@ -153,6 +153,13 @@ pub struct TokenPolicy {
     pub costs: Costs,
 }
 
+impl TokenPolicy {
+    /// The key the issuer signs with at `now` (tokens are bought under it).
+    pub fn issuing_key(&self, now: Timestamp) -> Option<&PublishedKey> {
+        self.keys.iter().find(|k| k.issues_at(now))
+    }
+}
+
 /// Largest policy a server or client reads.
 pub const MAX_POLICY_BYTES: usize = 16 * 1024;
 
